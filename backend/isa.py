@@ -1,0 +1,325 @@
+"""The snnc accelerator ISA: the one table every other component derives from.
+
+The encoder (`snnc.backend.encoder`), the decoder and disassembler
+(`snnc.backend.disasm`), the simulator's dispatch (`snnc.runtime.simulator`) and
+docs/isa.md are all generated from / checked against the tables in this file.
+This module imports only the standard library, so the runtime can use it
+without pulling in the compiler (xDSL, ONNX).
+
+Machine model (details in docs/isa.md):
+  * DRAM: byte-addressed; holds the constants image, inputs, outputs and
+    intermediate feature maps at addresses fixed by the compiler.
+  * Global SRAM ("global cache", LoAS Table III): byte-addressed scratchpad; the
+    compiler allocates every tile buffer at an explicit address.
+  * 16 TPPEs with T lanes each compute synaptic currents for all timesteps of an
+    output neuron at once (LoAS Alg. 1); P-LIF units fire all lanes together.
+  * Every instruction is INSTRUCTION_BYTES long: opcode (u8) followed by the
+    opcode's fields, little-endian, zero padded.
+  * Static per-layer geometry and number formats live in LAYER descriptors
+    (section `layers` of prog.bin); instructions refer to them by index.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+
+INSTRUCTION_BYTES = 48
+NO_ADDRESS = 0xFFFFFFFF  # an absent optional SRAM operand
+
+
+class Opcode(enum.IntEnum):
+    NOP = 0x00
+    DMA_LOAD = 0x01
+    DMA_STORE = 0x02
+    SYN = 0x10
+    LIF = 0x11
+    PACK = 0x12
+    POOL = 0x13
+    ADD = 0x14
+    BARRIER = 0x20
+    HALT = 0x3F
+
+
+class Format(enum.IntEnum):
+    """Element formats of tensors in DRAM and of tiles in SRAM."""
+
+    SPIKE_PLANES = 0  # 1 bit per spike; one bit plane per timestep (t-major)
+    SPIKE_WORDS = 1  # all T bits of a neuron in one word (LoAS Fig. 8 "packed")
+    ACT_I16 = 2  # signed 16-bit fixed point, `frac_bits` fractional bits, per timestep
+    ACT_I32 = 3  # signed 32-bit fixed point (membranes, currents), per timestep
+
+
+class LayerKind(enum.IntEnum):
+    CONV = 0  # synapses; a dense layer is a 1x1 conv on a 1x1 image
+    MAXPOOL = 1
+    AVGPOOL = 2
+    ADD = 3
+
+
+class LeakForm(enum.IntEnum):
+    NONE = 0
+    BETA = 1
+    TAU = 2
+
+
+class ResetMode(enum.IntEnum):
+    SUBTRACT = 0
+    ZERO = 1
+    TO_VALUE = 2
+
+
+class LifFlags(enum.IntFlag):
+    COMPARE_GT = 0x1  # strict '>' (else '>=')
+    DELAYED_RESET = 0x2  # snnTorch's delayed, undecayed subtract reset
+    PER_CHANNEL = 0x4  # neuron parameters vary per output channel
+
+
+class SynFlags(enum.IntFlag):
+    ACCUMULATE = 0x1  # add into the accumulator tile instead of starting from bias
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    fmt: str  # struct code: B H I Q b h i
+    doc: str
+
+    @property
+    def size(self) -> int:
+        return struct.calcsize("<" + self.fmt)
+
+
+@dataclass(frozen=True)
+class InstructionSpec:
+    opcode: Opcode
+    mnemonic: str
+    fields: tuple[Field, ...]
+    doc: str
+
+    @property
+    def struct(self) -> struct.Struct:
+        return struct.Struct("<B" + "".join(f.fmt for f in self.fields))
+
+
+F = Field
+_TILE = (
+    F("layer", "H", "index of the layer descriptor"),
+    F("batch", "H", "batch index b"),
+    F("t0", "B", "first timestep of this visit"),
+    F("nt", "B", "timesteps in this visit (lanes used)"),
+    F("row0", "H", "first output row of the tile"),
+    F("rows", "H", "output rows in the tile"),
+    F("ch0", "H", "first output channel of the tile"),
+    F("chs", "H", "output channels in the tile"),
+)
+
+INSTRUCTIONS: tuple[InstructionSpec, ...] = (
+    InstructionSpec(Opcode.NOP, "nop", (), "Does nothing."),
+    InstructionSpec(
+        Opcode.DMA_LOAD, "dma.load",
+        (
+            F("dram_addr", "Q", "source DRAM byte address"),
+            F("sram_addr", "I", "destination SRAM byte address"),
+            F("row_bytes", "I", "bytes per row"),
+            F("rows", "I", "number of rows"),
+            F("dram_stride", "I", "DRAM bytes between row starts"),
+            F("sram_stride", "I", "SRAM bytes between row starts"),
+        ),
+        "2-D DMA from DRAM into the global SRAM.",
+    ),
+    InstructionSpec(
+        Opcode.DMA_STORE, "dma.store",
+        (
+            F("dram_addr", "Q", "destination DRAM byte address"),
+            F("sram_addr", "I", "source SRAM byte address"),
+            F("row_bytes", "I", "bytes per row"),
+            F("rows", "I", "number of rows"),
+            F("dram_stride", "I", "DRAM bytes between row starts"),
+            F("sram_stride", "I", "SRAM bytes between row starts"),
+        ),
+        "2-D DMA from the global SRAM to DRAM.",
+    ),
+    InstructionSpec(
+        Opcode.SYN, "syn",
+        _TILE + (
+            F("in_row0", "H", "first input row held in the SRAM input tile"),
+            F("in_rows", "H", "input rows held in the SRAM input tile"),
+            F("flags", "B", "SynFlags"),
+            F("in_addr", "I", "SRAM input tile [nt][in_rows][W][Cs]"),
+            F("w_addr", "I", "SRAM weights [chs][kh][kw][Cs_in]"),
+            F("param_addr", "I", "SRAM layer parameter block (bias at channel 0)"),
+            F("acc_addr", "I", "SRAM accumulator tile int32 [nt][rows][Wo][chs]"),
+        ),
+        "TPPEs: synaptic currents of an output tile for timesteps t0..t0+nt-1.",
+    ),
+    InstructionSpec(
+        Opcode.LIF, "lif",
+        _TILE + (
+            F("acc_addr", "I", "SRAM accumulator tile int32 [nt][rows][Wo][chs]"),
+            F("param_addr", "I", "SRAM layer parameter block"),
+            F("state_addr", "I", "SRAM neuron state int32 [2][rows][Wo][chs] (v, s_prev)"),
+            F("spk_addr", "I", "SRAM spike words [rows][Wo][chs] (bit t-t0 = spike at t)"),
+            F("mem_addr", "I", "SRAM membrane trace int32 [nt][rows][Wo][chs] or NO_ADDRESS"),
+        ),
+        "P-LIF: fire all nt lanes of every neuron in the tile; updates state in place.",
+    ),
+    InstructionSpec(
+        Opcode.PACK, "pack",
+        _TILE + (
+            F("spk_addr", "I", "SRAM spike words [rows][Wo][chs]"),
+            F("out_addr", "I", "SRAM output tile in the layer's output format"),
+        ),
+        "Compressor: spike words -> the layer's output storage format.",
+    ),
+    InstructionSpec(
+        Opcode.POOL, "pool",
+        _TILE + (
+            F("in_row0", "H", "first input row held in the SRAM input tile"),
+            F("in_rows", "H", "input rows held in the SRAM input tile"),
+            F("in_addr", "I", "SRAM input tile [nt][in_rows][W][Cs]"),
+            F("out_addr", "I", "SRAM output tile [nt][rows][Wo][chs]"),
+        ),
+        "Max or average pooling of a tile (layer kind MAXPOOL / AVGPOOL).",
+    ),
+    InstructionSpec(
+        Opcode.ADD, "add",
+        _TILE + (
+            F("a_addr", "I", "SRAM operand tile A [nt][rows][W][chs]"),
+            F("b_addr", "I", "SRAM operand tile B [nt][rows][W][chs]"),
+            F("out_addr", "I", "SRAM result tile [nt][rows][W][chs]"),
+        ),
+        "Elementwise add of two tiles (residual / SEW-ADD).",
+    ),
+    InstructionSpec(
+        Opcode.BARRIER, "barrier", (),
+        "Waits until every earlier DMA and compute instruction has finished.",
+    ),
+    InstructionSpec(Opcode.HALT, "halt", (), "End of program."),
+)
+del F
+
+INSTRUCTION_BY_OPCODE = {spec.opcode: spec for spec in INSTRUCTIONS}
+INSTRUCTION_BY_MNEMONIC = {spec.mnemonic: spec for spec in INSTRUCTIONS}
+
+for _spec in INSTRUCTIONS:  # the table itself is checked at import
+    assert _spec.struct.size <= INSTRUCTION_BYTES, _spec.mnemonic
+
+
+class DecodeError(ValueError):
+    """A malformed instruction or descriptor; the message names the field."""
+
+
+def encode_instruction(opcode: Opcode, **fields: int) -> bytes:
+    spec = INSTRUCTION_BY_OPCODE[opcode]
+    names = [f.name for f in spec.fields]
+    unknown = set(fields) - set(names)
+    if unknown:
+        raise ValueError(f"{spec.mnemonic}: unknown field(s) {sorted(unknown)}")
+    missing = [n for n in names if n not in fields]
+    if missing:
+        raise ValueError(f"{spec.mnemonic}: missing field(s) {missing}")
+    try:
+        raw = spec.struct.pack(int(opcode), *(int(fields[n]) for n in names))
+    except struct.error as exc:
+        raise ValueError(f"{spec.mnemonic}: a field is out of range: {exc}") from exc
+    return raw.ljust(INSTRUCTION_BYTES, b"\0")
+
+
+def decode_instruction(raw: bytes, index: int = 0) -> tuple[InstructionSpec, dict[str, int]]:
+    if len(raw) != INSTRUCTION_BYTES:
+        raise DecodeError(f"instruction {index}: expected {INSTRUCTION_BYTES} bytes, got {len(raw)}")
+    try:
+        spec = INSTRUCTION_BY_OPCODE[Opcode(raw[0])]
+    except ValueError:
+        raise DecodeError(f"instruction {index}: unknown opcode 0x{raw[0]:02x}") from None
+    values = spec.struct.unpack_from(raw)
+    return spec, dict(zip((f.name for f in spec.fields), values[1:]))
+
+
+# --------------------------------------------------------------------------------------
+# Layer descriptors (section `layers`): static geometry and number formats
+# --------------------------------------------------------------------------------------
+
+LAYER_FIELDS: tuple[Field, ...] = (
+    Field("kind", "B", "LayerKind"),
+    Field("timesteps", "B", "T of the whole network"),
+    Field("in_format", "B", "Format of the (first) input"),
+    Field("in2_format", "B", "Format of the second input (ADD only)"),
+    Field("out_format", "B", "Format of the stored output"),
+    Field("leak", "B", "LeakForm (CONV followed by LIF)"),
+    Field("reset", "B", "ResetMode"),
+    Field("lif_flags", "B", "LifFlags"),
+    Field("in_c", "H", "input channels (logical)"),
+    Field("in_cs", "H", "input channels as stored (padded)"),
+    Field("in_h", "H", "input height"),
+    Field("in_w", "H", "input width"),
+    Field("out_c", "H", "output channels (logical)"),
+    Field("out_cs", "H", "output channels as stored (padded)"),
+    Field("out_h", "H", "output height"),
+    Field("out_w", "H", "output width"),
+    Field("kh", "B", "kernel height"),
+    Field("kw", "B", "kernel width"),
+    Field("stride_h", "B", "stride along H"),
+    Field("stride_w", "B", "stride along W"),
+    Field("pad_top", "B", "zero padding above"),
+    Field("pad_left", "B", "zero padding left"),
+    Field("pad_bottom", "B", "zero padding below"),
+    Field("pad_right", "B", "zero padding right"),
+    Field("dil_h", "B", "dilation along H"),
+    Field("dil_w", "B", "dilation along W"),
+    Field("weight_bytes", "B", "bytes per weight (1 = int8, 2 = int16)"),
+    Field("in_frac", "b", "fractional bits of the (first) input"),
+    Field("in2_frac", "b", "fractional bits of the second input (ADD)"),
+    Field("out_frac", "b", "fractional bits of the output (multi-bit formats)"),
+    Field("acc_shift", "b", "accumulator -> membrane: v += acc << acc_shift (>> if negative)"),
+    Field("leak_frac", "B", "fractional bits of beta / inverse-tau"),
+    Field("membrane_frac", "B", "fractional bits of the membrane"),
+    Field("avg_recip", "H", "AVGPOOL: multiplier, out = (sum * avg_recip) >> avg_shift"),
+    Field("avg_shift", "B", "AVGPOOL: shift paired with avg_recip"),
+    Field("flags", "B", "bit 0: AVGPOOL counts padding"),
+    Field("param_c", "H", "channels in the parameter block (out_c, or 1 when shared)"),
+)
+LAYER_STRUCT = struct.Struct("<" + "".join(f.fmt for f in LAYER_FIELDS))
+LAYER_BYTES = LAYER_STRUCT.size
+
+# Parameter block of a CONV layer, int32 little-endian, param_c entries each:
+#   bias[out_c] (accumulator units; always out_c entries), threshold[param_c],
+#   leak[param_c] (beta or 1/tau in leak_frac bits), v_reset[param_c]  (membrane units)
+PARAM_ARRAYS = ("bias", "threshold", "leak", "v_reset")
+
+
+def encode_layer(**fields: int) -> bytes:
+    names = [f.name for f in LAYER_FIELDS]
+    unknown = set(fields) - set(names)
+    if unknown:
+        raise ValueError(f"layer descriptor: unknown field(s) {sorted(unknown)}")
+    try:
+        return LAYER_STRUCT.pack(*(int(fields.get(n, 0)) for n in names))
+    except struct.error as exc:
+        raise ValueError(f"layer descriptor: a field is out of range: {exc}") from exc
+
+
+def decode_layer(raw: bytes, index: int = 0) -> dict[str, int]:
+    if len(raw) != LAYER_BYTES:
+        raise DecodeError(f"layer descriptor {index}: expected {LAYER_BYTES} bytes, got {len(raw)}")
+    values = LAYER_STRUCT.unpack(raw)
+    out = dict(zip((f.name for f in LAYER_FIELDS), values))
+    for name, enum_type in (
+        ("kind", LayerKind), ("in_format", Format), ("in2_format", Format),
+        ("out_format", Format), ("leak", LeakForm), ("reset", ResetMode),
+    ):
+        try:
+            enum_type(out[name])
+        except ValueError:
+            raise DecodeError(f"layer descriptor {index}: field {name} = {out[name]} is not a valid {enum_type.__name__}") from None
+    return out
+
+
+def spike_word_bytes(timesteps: int) -> int:
+    """Bytes of one SPIKE_WORDS element (all T bits of a neuron)."""
+    for size in (1, 2, 4, 8):
+        if timesteps <= 8 * size:
+            return size
+    raise ValueError(f"T = {timesteps} exceeds 64 timesteps")
