@@ -1,19 +1,77 @@
 """prog.bin: the container format, the contract between compiler and runtime.
 
-CONTRACT (fixed; the serialiser below it is being written):
+CONTRACT:
   * `ProgramImage` is what the encoder produces and what the runtime consumes.
-  * `write_program(image) -> bytes` is deterministic.
+  * `write_program(image) -> bytes` is deterministic (same image => same bytes).
   * `read_program(data: bytes) -> ProgramImage` validates everything and raises
-    `BinaryFormatError` naming the field (magic, version, section, checksum,
-    truncation, descriptor field).
+    `BinaryFormatError` with a one-line message naming the field (magic, version,
+    section, checksum, truncation, descriptor field, address).
+  * `load_program_file(path)` reads and validates a file.
 Imports only the standard library and snnc.backend.{isa,errors}.
+
+Layout (all integers little-endian; docs/isa.md "Binary container"):
+
+  header (HEADER_STRUCT, 32 bytes)
+    magic        8s   b"SNNCPROG"
+    major        u16  FORMAT_MAJOR (a reader rejects any other major)
+    minor        u16  FORMAT_MINOR (a reader accepts minor <= its own)
+    n_sections   u16
+    reserved     u16  0
+    dram_size    u64  bytes of DRAM the program addresses
+    table_crc    u32  CRC32 of the header bytes before this field + the section table
+    reserved     u32  0
+  section table: n_sections x SECTION_STRUCT (24 bytes)
+    kind u16, reserved u16, crc32 u32 (of the section payload), offset u64, size u64
+  section payloads, contiguous, in table order, no padding; the file ends at the
+  end of the last payload.
+
+Sections (each exactly once, in this order when written):
+  hw_config     UTF-8 canonical TOML of the hardware config compiled for
+  constants     raw DRAM image placed at address 0
+  layers        n x isa.LAYER_BYTES descriptors
+  layer_names   u32 count, then count strings
+  instructions  n x isa.INSTRUCTION_BYTES
+  io            u32 count, then count I/O descriptors (IO_STRUCT layout below)
+  model_name    one string
+A string is u32 byte length + UTF-8 bytes.
 """
 
 from __future__ import annotations
 
+import enum
+import struct
+import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from snnc.backend import isa
+from snnc.backend.errors import BinaryFormatError
 from snnc.backend.isa import Format
+
+MAGIC = b"SNNCPROG"
+FORMAT_MAJOR = 1
+FORMAT_MINOR = 0
+
+HEADER_STRUCT = struct.Struct("<8sHHHHQII")
+SECTION_STRUCT = struct.Struct("<HHIQQ")
+# I/O descriptor after its name string and shape: is_output u8, format u8,
+# frac_bits i8, reserved u8, dram_addr u64, timesteps u16, batch u16,
+# channels u32, channels_stored u32, height u32, width u32
+IO_STRUCT = struct.Struct("<BBbBQHHIIII")
+_U32 = struct.Struct("<I")
+
+
+class SectionKind(enum.IntEnum):
+    HW_CONFIG = 1
+    CONSTANTS = 2
+    LAYERS = 3
+    LAYER_NAMES = 4
+    INSTRUCTIONS = 5
+    IO = 6
+    MODEL_NAME = 7
+
+
+SECTION_NAMES = {kind: kind.name.lower() for kind in SectionKind}
 
 
 @dataclass(frozen=True)
@@ -50,3 +108,310 @@ class ProgramImage:
     instructions: bytes  # n * isa.INSTRUCTION_BYTES
     io: list[IODesc] = field(default_factory=list)
     model_name: str = ""
+
+
+def io_dram_bytes(desc: IODesc) -> int:
+    """Bytes the tensor of `desc` occupies in DRAM in its storage format."""
+    elements = desc.batch * desc.height * desc.width * desc.channels_stored
+    if desc.format == Format.SPIKE_PLANES:
+        return desc.timesteps * elements // 8
+    if desc.format == Format.SPIKE_WORDS:
+        return elements * isa.spike_word_bytes(desc.timesteps)
+    if desc.format == Format.ACT_I16:
+        return desc.timesteps * elements * 2
+    return desc.timesteps * elements * 4  # ACT_I32
+
+
+# --------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------
+
+
+def _string(text: str) -> bytes:
+    raw = text.encode("utf-8")
+    return _U32.pack(len(raw)) + raw
+
+
+def _io_bytes(io: list[IODesc]) -> bytes:
+    parts = [_U32.pack(len(io))]
+    for d in io:
+        parts.append(_string(d.name))
+        parts.append(struct.pack("<B", len(d.onnx_shape)))
+        parts.append(struct.pack(f"<{len(d.onnx_shape)}I", *d.onnx_shape))
+        parts.append(IO_STRUCT.pack(
+            int(d.is_output), int(d.format), d.frac_bits, 0, d.dram_addr,
+            d.timesteps, d.batch, d.channels, d.channels_stored, d.height, d.width,
+        ))
+    return b"".join(parts)
+
+
+def write_program(image: ProgramImage) -> bytes:
+    """Serialise `image`; validates it first so a bad image never reaches disk."""
+    payloads = {
+        SectionKind.HW_CONFIG: image.hw_toml.encode("utf-8"),
+        SectionKind.CONSTANTS: bytes(image.constants),
+        SectionKind.LAYERS: b"".join(image.layers),
+        SectionKind.LAYER_NAMES: _U32.pack(len(image.layer_names))
+        + b"".join(_string(n) for n in image.layer_names),
+        SectionKind.INSTRUCTIONS: bytes(image.instructions),
+        SectionKind.IO: _io_bytes(image.io),
+        SectionKind.MODEL_NAME: _string(image.model_name),
+    }
+    for i, raw in enumerate(image.layers):
+        if len(raw) != isa.LAYER_BYTES:
+            raise BinaryFormatError(f"layers[{i}]: expected {isa.LAYER_BYTES} bytes, got {len(raw)}")
+    validate_image(image)
+    offset = HEADER_STRUCT.size + SECTION_STRUCT.size * len(payloads)
+    table = []
+    for kind, payload in payloads.items():
+        table.append(SECTION_STRUCT.pack(int(kind), 0, zlib.crc32(payload), offset, len(payload)))
+        offset += len(payload)
+    table_bytes = b"".join(table)
+    head = HEADER_STRUCT.pack(MAGIC, FORMAT_MAJOR, FORMAT_MINOR, len(payloads), 0, image.dram_size, 0, 0)
+    crc = zlib.crc32(head[:24] + table_bytes)
+    head = HEADER_STRUCT.pack(MAGIC, FORMAT_MAJOR, FORMAT_MINOR, len(payloads), 0, image.dram_size, crc, 0)
+    return head + table_bytes + b"".join(payloads.values())
+
+
+# --------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------
+
+
+class _Cursor:
+    """Reads a section payload; every overrun names the section."""
+
+    def __init__(self, data: bytes, section: str):
+        self.data, self.pos, self.section = data, 0, section
+
+    def take(self, n: int, what: str) -> bytes:
+        if self.pos + n > len(self.data):
+            raise BinaryFormatError(f"section {self.section}: truncated while reading {what}")
+        out = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return out
+
+    def unpack(self, st: struct.Struct, what: str) -> tuple:
+        return st.unpack(self.take(st.size, what))
+
+    def string(self, what: str) -> str:
+        (n,) = self.unpack(_U32, what)
+        try:
+            return self.take(n, what).decode("utf-8")
+        except UnicodeDecodeError:
+            raise BinaryFormatError(f"section {self.section}: {what} is not valid UTF-8") from None
+
+    def finish(self) -> None:
+        if self.pos != len(self.data):
+            raise BinaryFormatError(
+                f"section {self.section}: {len(self.data) - self.pos} unexpected trailing bytes")
+
+
+def _read_io(payload: bytes) -> list[IODesc]:
+    cur = _Cursor(payload, "io")
+    (count,) = cur.unpack(_U32, "descriptor count")
+    out = []
+    for i in range(count):
+        name = cur.string(f"io[{i}].name")
+        (rank,) = cur.unpack(struct.Struct("<B"), f"io[{i}].rank")
+        shape = cur.unpack(struct.Struct(f"<{rank}I"), f"io[{i}].onnx_shape")
+        (is_out, fmt, frac, _res, addr, t, b, c, cs, h, w) = cur.unpack(IO_STRUCT, f"io[{i}]")
+        try:
+            fmt = Format(fmt)
+        except ValueError:
+            raise BinaryFormatError(f"io[{i}] ({name!r}).format = {fmt} is not a valid Format") from None
+        if is_out not in (0, 1):
+            raise BinaryFormatError(f"io[{i}] ({name!r}).is_output = {is_out}, expected 0 or 1")
+        out.append(IODesc(name, bool(is_out), tuple(shape), addr, fmt, frac, t, b, c, cs, h, w))
+    cur.finish()
+    return out
+
+
+def read_program(data: bytes) -> ProgramImage:
+    """Parse and validate prog.bin bytes."""
+    data = bytes(data)
+    if len(data) < 8 or data[:8] != MAGIC:
+        raise BinaryFormatError(f"magic: expected {MAGIC!r}, found {data[:8]!r} (not a snnc program)")
+    if len(data) < HEADER_STRUCT.size:
+        raise BinaryFormatError(f"header: truncated file ({len(data)} bytes, header needs {HEADER_STRUCT.size})")
+    _m, major, minor, n_sections, _r, dram_size, table_crc, _r2 = HEADER_STRUCT.unpack_from(data)
+    if major != FORMAT_MAJOR or minor > FORMAT_MINOR:
+        raise BinaryFormatError(
+            f"version: format {major}.{minor} is not supported (this reader: {FORMAT_MAJOR}.{FORMAT_MINOR})")
+    table_end = HEADER_STRUCT.size + n_sections * SECTION_STRUCT.size
+    if len(data) < table_end:
+        raise BinaryFormatError(f"section table: truncated file ({len(data)} bytes, table ends at {table_end})")
+    if zlib.crc32(data[:24] + data[HEADER_STRUCT.size:table_end]) != table_crc:
+        raise BinaryFormatError("header: checksum mismatch in the header/section table")
+    payloads: dict[SectionKind, bytes] = {}
+    expected_offset = table_end
+    for i in range(n_sections):
+        kind, _res, crc, offset, size = SECTION_STRUCT.unpack_from(data, HEADER_STRUCT.size + i * SECTION_STRUCT.size)
+        try:
+            kind = SectionKind(kind)
+        except ValueError:
+            raise BinaryFormatError(f"section table[{i}].kind = {kind} is not a known section") from None
+        name = SECTION_NAMES[kind]
+        if kind in payloads:
+            raise BinaryFormatError(f"section {name}: appears twice")
+        if offset != expected_offset:
+            raise BinaryFormatError(f"section {name}: offset {offset}, expected {expected_offset} (sections are contiguous)")
+        if offset + size > len(data):
+            raise BinaryFormatError(
+                f"section {name}: truncated file (section ends at {offset + size}, file has {len(data)} bytes)")
+        payload = data[offset:offset + size]
+        if zlib.crc32(payload) != crc:
+            raise BinaryFormatError(f"section {name}: checksum mismatch (CRC32 {zlib.crc32(payload):08x}, table says {crc:08x})")
+        payloads[kind] = payload
+        expected_offset = offset + size
+    if expected_offset != len(data):
+        raise BinaryFormatError(f"file: {len(data) - expected_offset} unexpected trailing bytes after the last section")
+    for kind in SectionKind:
+        if kind not in payloads:
+            raise BinaryFormatError(f"section {SECTION_NAMES[kind]}: missing")
+
+    try:
+        hw_toml = payloads[SectionKind.HW_CONFIG].decode("utf-8")
+    except UnicodeDecodeError:
+        raise BinaryFormatError("section hw_config: not valid UTF-8") from None
+    layer_raw = payloads[SectionKind.LAYERS]
+    if len(layer_raw) % isa.LAYER_BYTES:
+        raise BinaryFormatError(f"section layers: size {len(layer_raw)} is not a multiple of {isa.LAYER_BYTES}")
+    layers = [layer_raw[i:i + isa.LAYER_BYTES] for i in range(0, len(layer_raw), isa.LAYER_BYTES)]
+    cur = _Cursor(payloads[SectionKind.LAYER_NAMES], "layer_names")
+    (count,) = cur.unpack(_U32, "name count")
+    layer_names = [cur.string(f"layer_names[{i}]") for i in range(count)]
+    cur.finish()
+    cur = _Cursor(payloads[SectionKind.MODEL_NAME], "model_name")
+    model_name = cur.string("model name")
+    cur.finish()
+    image = ProgramImage(
+        hw_toml=hw_toml, dram_size=dram_size, constants=payloads[SectionKind.CONSTANTS],
+        layers=layers, layer_names=layer_names, instructions=payloads[SectionKind.INSTRUCTIONS],
+        io=_read_io(payloads[SectionKind.IO]), model_name=model_name,
+    )
+    validate_image(image)
+    return image
+
+
+def load_program_file(path: str | Path) -> ProgramImage:
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise BinaryFormatError(f"{path}: no such program file") from None
+    except OSError as exc:
+        raise BinaryFormatError(f"{path}: cannot read program file ({exc.strerror})") from None
+    try:
+        return read_program(data)
+    except BinaryFormatError as exc:
+        raise BinaryFormatError(f"{path}: {exc}") from None
+
+
+# --------------------------------------------------------------------------------------
+# Semantic validation (shared by reader and writer)
+# --------------------------------------------------------------------------------------
+
+_TILE_OPCODES = {isa.Opcode.SYN, isa.Opcode.LIF, isa.Opcode.PACK, isa.Opcode.POOL, isa.Opcode.ADD}
+
+
+def decode_layers(image: ProgramImage) -> list[dict[str, int]]:
+    out = []
+    for i, raw in enumerate(image.layers):
+        try:
+            out.append(isa.decode_layer(raw, i))
+        except isa.DecodeError as exc:
+            raise BinaryFormatError(str(exc)) from None
+    return out
+
+
+def decode_instructions(image: ProgramImage) -> list[tuple[isa.InstructionSpec, dict[str, int]]]:
+    raw = image.instructions
+    if len(raw) % isa.INSTRUCTION_BYTES:
+        raise BinaryFormatError(
+            f"section instructions: size {len(raw)} is not a multiple of {isa.INSTRUCTION_BYTES}")
+    out = []
+    for i in range(len(raw) // isa.INSTRUCTION_BYTES):
+        try:
+            out.append(isa.decode_instruction(raw[i * isa.INSTRUCTION_BYTES:(i + 1) * isa.INSTRUCTION_BYTES], i))
+        except isa.DecodeError as exc:
+            raise BinaryFormatError(str(exc)) from None
+    return out
+
+
+def _check_io(i: int, d: IODesc, dram_size: int) -> None:
+    where = f"io[{i}] ({d.name!r})"
+    shape = d.onnx_shape
+    if len(shape) == 5:
+        expect = (d.timesteps, d.batch, d.channels, d.height, d.width)
+    elif len(shape) == 3:
+        if (d.height, d.width) != (1, 1):
+            raise BinaryFormatError(f"{where}: rank-3 onnx_shape {list(shape)} needs height = width = 1, found {d.height}x{d.width}")
+        expect = (d.timesteps, d.batch, d.channels)
+    else:
+        raise BinaryFormatError(f"{where}.onnx_shape: rank {len(shape)}, expected 3 [T,B,N] or 5 [T,B,C,H,W]")
+    if tuple(shape) != expect:
+        raise BinaryFormatError(f"{where}: geometry T,B,C,H,W implies onnx_shape {list(expect)}, found {list(shape)}")
+    if min(d.timesteps, d.batch, d.channels, d.height, d.width) < 1:
+        raise BinaryFormatError(f"{where}: every dimension must be >= 1, found {list(shape)}")
+    if d.timesteps > 64:
+        raise BinaryFormatError(f"{where}.timesteps = {d.timesteps} exceeds 64")
+    if d.channels_stored < d.channels or d.channels_stored % 8:
+        raise BinaryFormatError(
+            f"{where}.channels_stored = {d.channels_stored}, expected a multiple of 8 >= channels = {d.channels}")
+    end = d.dram_addr + io_dram_bytes(d)
+    if end > dram_size:
+        raise BinaryFormatError(f"{where}.dram_addr: tensor ends at {end}, beyond dram_size {dram_size}")
+
+
+def validate_image(image: ProgramImage) -> None:
+    """Cross-section checks; raises BinaryFormatError naming the field."""
+    if len(image.constants) > image.dram_size:
+        raise BinaryFormatError(f"constants: {len(image.constants)} bytes exceed dram_size {image.dram_size}")
+    layers = decode_layers(image)
+    if len(image.layer_names) != len(layers):
+        raise BinaryFormatError(
+            f"layer_names: {len(image.layer_names)} names for {len(layers)} layer descriptors")
+    for i, lay in enumerate(layers):
+        if not 1 <= lay["timesteps"] <= 64:
+            raise BinaryFormatError(f"layer descriptor {i}: field timesteps = {lay['timesteps']}, expected 1..64")
+        for name in ("in_c", "in_h", "in_w", "out_c", "out_h", "out_w"):
+            if lay[name] < 1:
+                raise BinaryFormatError(f"layer descriptor {i}: field {name} = {lay[name]}, expected >= 1")
+        for c, cs in (("in_c", "in_cs"), ("out_c", "out_cs")):
+            if lay[cs] < lay[c] or lay[cs] % 8:
+                raise BinaryFormatError(
+                    f"layer descriptor {i}: field {cs} = {lay[cs]}, expected a multiple of 8 >= {c} = {lay[c]}")
+        if lay["kind"] in (isa.LayerKind.CONV, isa.LayerKind.MAXPOOL, isa.LayerKind.AVGPOOL):
+            for name in ("kh", "kw", "stride_h", "stride_w", "dil_h", "dil_w"):
+                if lay[name] < 1:
+                    raise BinaryFormatError(f"layer descriptor {i}: field {name} = {lay[name]}, expected >= 1")
+        if lay["kind"] == isa.LayerKind.CONV:
+            if lay["weight_bytes"] not in (1, 2):
+                raise BinaryFormatError(f"layer descriptor {i}: field weight_bytes = {lay['weight_bytes']}, expected 1 or 2")
+            if lay["param_c"] not in (1, lay["out_c"]):
+                raise BinaryFormatError(
+                    f"layer descriptor {i}: field param_c = {lay['param_c']}, expected 1 or out_c = {lay['out_c']}")
+    names: set[tuple[bool, str]] = set()
+    for i, d in enumerate(image.io):
+        if (d.is_output, d.name) in names:
+            raise BinaryFormatError(f"io[{i}].name: duplicate {'output' if d.is_output else 'input'} {d.name!r}")
+        names.add((d.is_output, d.name))
+        _check_io(i, d, image.dram_size)
+    for i, (spec, f) in enumerate(decode_instructions(image)):
+        where = f"instruction {i} ({spec.mnemonic})"
+        if spec.opcode in (isa.Opcode.DMA_LOAD, isa.Opcode.DMA_STORE) and f["rows"] > 0:
+            end = f["dram_addr"] + (f["rows"] - 1) * f["dram_stride"] + f["row_bytes"]
+            if end > image.dram_size:
+                raise BinaryFormatError(f"{where}.dram_addr: transfer ends at {end}, beyond dram_size {image.dram_size}")
+        if spec.opcode in _TILE_OPCODES:
+            if f["layer"] >= len(layers):
+                raise BinaryFormatError(f"{where}.layer = {f['layer']}, only {len(layers)} layer descriptors")
+            lay = layers[f["layer"]]
+            if f["nt"] < 1 or f["t0"] + f["nt"] > lay["timesteps"]:
+                raise BinaryFormatError(
+                    f"{where}.nt: timesteps {f['t0']}..{f['t0'] + f['nt'] - 1} outside 0..{lay['timesteps'] - 1}")
+            if f["rows"] < 1 or f["row0"] + f["rows"] > lay["out_h"]:
+                raise BinaryFormatError(f"{where}.rows: rows {f['row0']}+{f['rows']} outside out_h = {lay['out_h']}")
+            if f["chs"] < 1 or f["ch0"] + f["chs"] > lay["out_cs"]:
+                raise BinaryFormatError(f"{where}.chs: channels {f['ch0']}+{f['chs']} outside out_cs = {lay['out_cs']}")

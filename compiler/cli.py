@@ -1,2 +1,360 @@
-def main():
-    print("ok")
+"""The `snnc` command line.
+
+    snnc MODEL.onnx -o prog.bin           compile (same as `snnc compile ...`)
+    snnc MODEL.onnx --emit snn-ir         print an IR level (snn-ir, accel-ir, asm)
+    snnc run prog.bin --input in.npz --output out.npz --report r.json
+    snnc verify MODEL.onnx --input in.npz compile + simulate + onnxruntime; exit 0 iff equal
+    snnc disasm prog.bin                  listing of sections and instructions
+    snnc zoo --list | snnc zoo NAME -o m.onnx --input-out in.npz
+    snnc passes                           the registered passes and the default pipeline
+    snnc demo                             zoo model -> compile -> simulate -> verify -> table
+
+Every user error is one line `snnc: error: ...` on stderr and exit status 1; no
+traceback (set SNNC_DEBUG=1 to see one), and no partially written file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from snnc.backend.errors import SnncError
+
+COMMANDS = ("compile", "run", "verify", "disasm", "zoo", "passes", "demo")
+EMIT_CHOICES = ("snn-ir", "accel-ir", "asm", "bin")
+
+
+# --------------------------------------------------------------------------------------
+# argument parsing
+# --------------------------------------------------------------------------------------
+
+
+def _add_compile_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--hw", metavar="PRESET|FILE.toml", default=None,
+                   help="hardware config: a preset name (default: loas) or a TOML file")
+    p.add_argument("--weight-bits", type=int, default=8, metavar="N",
+                   help="integer weight width, 2..16 (default 8)")
+    p.add_argument("--input-frac-bits", type=int, default=8, metavar="N",
+                   help="fractional bits of multi-bit graph inputs (default 8)")
+    p.add_argument("--passes", default=None, metavar="PIPELINE",
+                   help="pass pipeline in xdsl-opt syntax, e.g. 'a,b{opt=1}' (default: `snnc passes`)")
+    p.add_argument("--load-pass", action="append", default=[], metavar="MODULE:CLASS",
+                   help="make a ModulePass from your own module available to --passes")
+    p.add_argument("--print-ir-after-all", action="store_true",
+                   help="print the IR after the frontend and after every pass (to stderr)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="snnc", description="Compile spiking neural networks for a sparse SNN accelerator.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("compile", help="compile an ONNX model to prog.bin (the default command)")
+    p.add_argument("model", help="ONNX model")
+    p.add_argument("-o", "--output", help="output file (default: MODEL stem + .bin, or stdout for --emit)")
+    p.add_argument("--emit", choices=EMIT_CHOICES, default="bin",
+                   help="what to produce: the binary (default) or an IR level as text")
+    _add_compile_options(p)
+
+    p = sub.add_parser("run", help="simulate prog.bin on the accelerator model")
+    p.add_argument("program", help="prog.bin")
+    p.add_argument("--input", required=True, help="npz with one array per ONNX graph input")
+    p.add_argument("--output", help="write the outputs to this npz (keys: ONNX output names)")
+    p.add_argument("--report", help="write the per-layer report to this JSON file")
+    p.add_argument("--functional", action="store_true", help="skip the timing model (faster)")
+    p.add_argument("--quiet", action="store_true", help="do not print the per-layer table")
+
+    p = sub.add_parser("verify", help="compile, simulate and compare with onnxruntime")
+    p.add_argument("model", help="ONNX model")
+    p.add_argument("--input", required=True, help="npz with one array per ONNX graph input")
+    p.add_argument("--min-agreement", type=float, default=1.0, metavar="FRACTION",
+                   help="pass when every output agrees on at least this fraction of elements (default 1.0)")
+    p.add_argument("--atol", type=float, default=0.0, metavar="X",
+                   help="membrane/value outputs agree where |diff| <= X (default 0: bit-exact)")
+    _add_compile_options(p)
+
+    p = sub.add_parser("disasm", help="print a readable listing of prog.bin")
+    p.add_argument("program", help="prog.bin")
+
+    p = sub.add_parser("zoo", help="generate a model of the zoo (canonical ONNX, no torch needed)")
+    p.add_argument("name", nargs="?", help="model name (see --list)")
+    p.add_argument("--list", action="store_true", help="list the models")
+    p.add_argument("-o", "--output", help="ONNX file to write")
+    p.add_argument("--input-out", help="also write a matching input npz")
+    p.add_argument("--timesteps", type=int, default=None, help="T (default: the model's)")
+    p.add_argument("--weight-sparsity", type=float, default=None, help="fraction of zero weights")
+    p.add_argument("--spike-sparsity", type=float, default=None, help="target fraction of silent spikes")
+    p.add_argument("--seed", type=int, default=0)
+
+    sub.add_parser("passes", help="list the registered passes and the default pipeline")
+
+    p = sub.add_parser("demo", help="compile a bundled model, simulate, verify, print a table")
+    p.add_argument("--model", default="vgg-small", help="zoo model to use (default vgg-small)")
+    p.add_argument("--keep", metavar="DIR", help="keep the generated files in DIR")
+    return parser
+
+
+def _normalise_argv(argv: list[str]) -> list[str]:
+    """`snnc model.onnx ...` means `snnc compile model.onnx ...`."""
+    if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
+        return ["compile", *argv]
+    return argv
+
+
+# --------------------------------------------------------------------------------------
+# commands
+# --------------------------------------------------------------------------------------
+
+
+def _compile_options(args):
+    from snnc.compiler.pipeline import CompileOptions
+
+    return CompileOptions(
+        hw=args.hw, weight_bits=args.weight_bits, input_frac_bits=args.input_frac_bits,
+        passes=args.passes, load_passes=tuple(args.load_pass),
+        print_ir_after_all=args.print_ir_after_all,
+    )
+
+
+def _require_model(path: str) -> Path:
+    model = Path(path)
+    if not model.is_file():
+        raise SnncError(f"{model}: no such file")
+    return model
+
+
+def cmd_compile(args) -> int:
+    from snnc.backend.isa import INSTRUCTION_BYTES
+    from snnc.compiler.fileio import atomic_write_bytes, atomic_write_text
+    from snnc.compiler.pipeline import compile_model
+
+    model = _require_model(args.model)
+    result = compile_model(model, _compile_options(args))
+    if args.emit == "bin":
+        out = Path(args.output) if args.output else Path(model.stem + ".bin")
+        atomic_write_bytes(out, result.binary)
+        print(f"wrote {out} ({len(result.binary):,} bytes, "
+              f"{len(result.image.instructions) // INSTRUCTION_BYTES:,} instructions)", file=sys.stderr)
+        return 0
+    if args.emit == "snn-ir":
+        text = result.snn_ir
+    elif args.emit == "accel-ir":
+        text = result.accel_ir
+    else:
+        from snnc.backend.disasm import disassemble
+
+        text = disassemble(result.image)
+    if args.output:
+        atomic_write_text(args.output, text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _console():
+    """Rich console on stderr; wide enough for the tables when piped to a file."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    return console if console.is_terminal else Console(stderr=True, width=160)
+
+
+def _layer_table(report: dict, title: str):
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in ("layer", "cycles", "bound", "DRAM KB", "SRAM KB", "matched ops", "silent %", "energy nJ"):
+        table.add_column(column, justify="left" if column == "layer" else "right")
+    for layer in report["layers"]:
+        silent = layer.get("silent_ratio")
+        table.add_row(
+            layer["name"], f"{layer['cycles']:,}", f"{layer.get('bound_cycles', 0):,}",
+            f"{layer['dram_bytes'] / 1024:,.1f}", f"{layer['sram_bytes'] / 1024:,.1f}",
+            f"{layer['matched_ops']:,}", "-" if silent is None else f"{100 * silent:.1f}",
+            f"{layer['energy_pj'] / 1000:,.2f}",
+        )
+    total = report["total"]
+    table.add_section()
+    table.add_row(
+        "total", f"{total['cycles']:,}", f"{total.get('bound_cycles', 0):,}",
+        f"{total['dram_bytes'] / 1024:,.1f}", f"{total['sram_bytes'] / 1024:,.1f}",
+        f"{total['matched_ops']:,}", "", f"{total['energy_pj'] / 1000:,.2f}",
+    )
+    return table
+
+
+def cmd_run(args) -> int:
+    from snnc.compiler.fileio import atomic_write_text, load_npz, save_npz
+    from snnc.runtime import load_program, simulate
+    from snnc.runtime.report import report_to_json
+
+    image = load_program(args.program)
+    inputs = load_npz(args.input)
+    result = simulate(image, inputs, functional=args.functional, progress=sys.stderr.isatty())
+    if args.output:
+        save_npz(args.output, result.outputs)
+    if args.report:
+        atomic_write_text(args.report, report_to_json(result.report))
+    if not args.quiet and not args.functional:
+        _console().print(_layer_table(result.report, f"{args.program}"))
+    return 0
+
+
+def _verify(model: Path, inputs: dict, options, console, atol: float = 0.0):
+    from rich.table import Table
+
+    from snnc.backend.encoder import find_program
+    from snnc.compiler.pipeline import compile_model
+    from snnc.compiler.reference import compare_outputs, run_onnxruntime
+    from snnc.runtime import simulate
+
+    result = compile_model(model, options)
+    sim = simulate(result.image, inputs, progress=sys.stderr.isatty())
+    reference = run_onnxruntime(model, inputs)
+    rows = compare_outputs(sim.outputs, reference, atol)
+    inexact = find_program(result.accel_module).inexact_layers()
+    if inexact:
+        node, reason = inexact[0]
+        console.print(f"note: {len(inexact)} layer(s) may round (quantised inexactly), e.g. {node}: {reason}")
+    table = Table(title=f"snnc verify {model.name}")
+    for column in ("output", "shape", "kind", "agreement", "max |diff|"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row.name, "x".join(map(str, row.shape)), "spikes" if row.binary else "values",
+                      f"{100 * row.agreement:.4f} %", f"{row.max_abs_diff:.3g}")
+    console.print(table)
+    return rows, result, sim
+
+
+def cmd_verify(args) -> int:
+    from snnc.compiler.fileio import load_npz
+
+    console = _console()
+    model = _require_model(args.model)
+    inputs = load_npz(args.input)
+    rows, _, _ = _verify(model, inputs, _compile_options(args), console, args.atol)
+    ok = all(row.agreement >= args.min_agreement for row in rows)
+    exact = all(row.exact for row in rows)
+    console.print("[green]PASS[/]" if ok else "[red]FAIL[/]",
+                  "bit-exact with onnxruntime" if exact else
+                  f"minimum agreement {100 * min(r.agreement for r in rows):.4f} % "
+                  f"(required {100 * args.min_agreement:.4f} %)")
+    return 0 if ok else 1
+
+
+def cmd_disasm(args) -> int:
+    from snnc.backend.disasm import disassemble
+    from snnc.runtime import load_program
+
+    sys.stdout.write(disassemble(load_program(args.program)))
+    return 0
+
+
+def cmd_zoo(args) -> int:
+    from snnc.compiler.fileio import atomic_write_bytes, save_npz
+    from snnc.compiler.zoo import ZOO, build
+
+    if args.list or not args.name:
+        if not args.list:
+            raise SnncError("zoo: name a model or use --list")
+        width = max(map(len, ZOO))
+        for name, entry in ZOO.items():
+            print(f"{name:<{width}}  {entry.description}")
+        return 0
+    if args.name not in ZOO:
+        raise SnncError(f"zoo: unknown model '{args.name}' (known: {', '.join(ZOO)})")
+    if not args.output:
+        raise SnncError("zoo: -o MODEL.onnx is required")
+    model, inputs = build(args.name, timesteps=args.timesteps, weight_sparsity=args.weight_sparsity,
+                          spike_sparsity=args.spike_sparsity, seed=args.seed)
+    atomic_write_bytes(args.output, model.SerializeToString())
+    if args.input_out:
+        save_npz(args.input_out, inputs)
+    print(f"wrote {args.output}" + (f" and {args.input_out}" if args.input_out else ""), file=sys.stderr)
+    return 0
+
+
+def cmd_passes(args) -> int:
+    from xdsl.passes import get_pass_option_infos
+
+    from snnc.compiler.pipeline import DEFAULT_PIPELINE, LOWERING_PASS
+    from snnc.passes import get_all_passes, pass_level
+
+    print(f"default pipeline: {DEFAULT_PIPELINE or '(none)'} -> {LOWERING_PASS}")
+    for name, factory in sorted(get_all_passes().items()):
+        cls = factory()
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        options = ", ".join(f"{o.name}={o.expected_type}" for o in get_pass_option_infos(cls))
+        print(f"  {name:<24} [{pass_level(cls)}] {doc}")
+        if options:
+            print(f"  {'':<24}   options: {options}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from snnc.compiler.fileio import atomic_write_bytes, save_npz
+    from snnc.compiler.pipeline import CompileOptions
+    from snnc.compiler.zoo import ZOO, build
+
+    if args.model not in ZOO:
+        raise SnncError(f"demo: unknown model '{args.model}' (known: {', '.join(ZOO)})")
+    console = _console()
+    with tempfile.TemporaryDirectory(prefix="snnc-demo-") as tmp:
+        workdir = Path(args.keep) if args.keep else Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        model_path, input_path = workdir / f"{args.model}.onnx", workdir / "in.npz"
+        model, inputs = build(args.model)
+        atomic_write_bytes(model_path, model.SerializeToString())
+        save_npz(input_path, inputs)
+        console.print(f"[bold]snnc demo[/]: zoo model [cyan]{args.model}[/] -> {model_path}")
+        start = time.perf_counter()
+        rows, result, sim = _verify(model_path, inputs, CompileOptions(), console)
+        elapsed = time.perf_counter() - start
+        atomic_write_bytes(workdir / "prog.bin", result.binary)
+        console.print(_layer_table(sim.report, f"{args.model} on the LoAS configuration"))
+        ok = all(row.exact for row in rows)
+        console.print(
+            ("[green]PASS[/] simulator output is bit-exact with onnxruntime" if ok
+             else "[red]FAIL[/] simulator and onnxruntime disagree"),
+            f"({elapsed:.2f} s for compile + simulate + onnxruntime)",
+        )
+        if args.keep:
+            console.print(f"files kept in {workdir}: {model_path.name}, in.npz, prog.bin")
+    return 0 if ok else 1
+
+
+HANDLERS = {
+    "compile": cmd_compile, "run": cmd_run, "verify": cmd_verify, "disasm": cmd_disasm,
+    "zoo": cmd_zoo, "passes": cmd_passes, "demo": cmd_demo,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = _normalise_argv(sys.argv[1:] if argv is None else list(argv))
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return HANDLERS[args.command](args)
+    except SnncError as exc:
+        print(f"snnc: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("snnc: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug in snnc, not bad input: still one line by default
+        if os.environ.get("SNNC_DEBUG"):
+            raise
+        print(f"snnc: internal error: {type(exc).__name__}: {exc} (set SNNC_DEBUG=1 for a traceback)",
+              file=sys.stderr)
+        return 70
+
+
+if __name__ == "__main__":
+    sys.exit(main())

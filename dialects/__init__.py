@@ -1,1 +1,42 @@
+"""snnc's xDSL dialects: `snn` (time and neuron state) and `accel` (the accelerator).
 
+`get_all_dialects()` maps each dialect name to a lazy factory (the form xDSL's
+Universe and drivers expect); `make_context()` returns a Context with builtin,
+func and every snnc dialect loaded, ready to parse any snnc IR level.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from xdsl.context import Context
+from xdsl.ir import Dialect
+
+
+def _snn() -> Dialect:
+    from snnc.dialects.snn import SNN
+
+    return SNN
+
+
+def _accel() -> Dialect:
+    from snnc.dialects.accel import ACCEL
+
+    return ACCEL
+
+
+def get_all_dialects() -> dict[str, Callable[[], Dialect]]:
+    return {"snn": _snn, "accel": _accel}
+
+
+def make_context() -> Context:
+    from xdsl.dialects.builtin import Builtin
+    from xdsl.dialects.func import Func
+
+    ctx = Context()
+    for dialect in (Builtin, Func):
+        ctx.load_dialect(dialect)
+    for name, factory in get_all_dialects().items():
+        if name not in ctx.registered_dialect_names:
+            ctx.register_dialect(name, factory)
+    return ctx

@@ -1,1 +1,28 @@
+"""snnc.runtime: load, validate and simulate a prog.bin without the compiler.
 
+Public API:
+  load_program(path_or_bytes) -> ProgramImage      (validating; BinaryFormatError)
+  simulate(image, inputs, *, functional=False, progress=None) -> SimResult
+      SimResult.outputs: {ONNX output name: float32 array of onnx_shape}
+      SimResult.report:  dict (see snnc.runtime.report)
+  write_report_json(report, path)                   (atomic)
+Imports only numpy, rich (lazily, for the progress bar), the standard library
+and snnc.backend.{isa,binformat,hwconfig,errors}; a test checks this.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from snnc.backend.binformat import ProgramImage, load_program_file, read_program
+from snnc.runtime.report import write_report_json
+from snnc.runtime.simulator import SimResult, simulate
+
+
+def load_program(path_or_bytes: str | Path | bytes | bytearray | memoryview) -> ProgramImage:
+    if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
+        return read_program(bytes(path_or_bytes))
+    return load_program_file(path_or_bytes)
+
+
+__all__ = ["ProgramImage", "SimResult", "load_program", "simulate", "write_report_json"]

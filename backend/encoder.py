@@ -1,0 +1,85 @@
+"""Encoder: an `accel.program` -> `binformat.ProgramImage` -> prog.bin bytes.
+
+CONTRACT
+  `encode(module) -> ProgramImage`: `module` holds exactly one verified
+  `accel.program` (as produced by convert-snn-to-accel). One-to-one:
+    constants     the DRAM image from address 0 to the end of the last
+                  `accel.const` (gaps zero-filled)
+    layers        `isa.encode_layer` of each `accel.layer`, in IR order; an
+                  instruction's `layer` symbol becomes that order's index
+    layer_names   each layer's `source` (the ONNX node name)
+    instructions  `isa.encode_instruction` of each instruction op in IR order,
+                  then one HALT (the IR never contains HALT)
+    io            one `binformat.IODesc` per `accel.io`, in IR order
+    hw_toml, dram_size, model_name   from the program's properties
+  Deterministic: the same IR gives the same image.
+  `encode_to_bytes(module) -> bytes` = `binformat.write_program(encode(module))`.
+"""
+
+from __future__ import annotations
+
+from xdsl.dialects.builtin import ModuleOp
+
+from snnc.backend import binformat, isa
+from snnc.backend.errors import CompileError
+from snnc.dialects import accel
+
+
+def find_program(module: ModuleOp | accel.ProgramOp) -> accel.ProgramOp:
+    if isinstance(module, accel.ProgramOp):
+        return module
+    programs = [op for op in module.ops if isinstance(op, accel.ProgramOp)]
+    if len(programs) != 1:
+        raise CompileError(f"encoder: expected exactly one accel.program in the module, found {len(programs)}")
+    return programs[0]
+
+
+def constants_image(program: accel.ProgramOp) -> bytes:
+    consts = program.constants()
+    size = max((c.dram_addr.data + len(c.payload) for c in consts), default=0)
+    image = bytearray(size)
+    for c in consts:
+        start = c.dram_addr.data
+        image[start : start + len(c.payload)] = c.payload
+    return bytes(image)
+
+
+def instruction_fields(op: accel.InstructionOp, layer_index: dict[str, int]) -> dict[str, int]:
+    """The ISA field values of an instruction op (the layer symbol resolved to its index)."""
+    values = op.field_values()
+    if op.layer_symbol is not None:
+        values["layer"] = layer_index[op.layer_symbol]
+    return {f.name: values[f.name] for f in op.SPEC.fields}
+
+
+def encode(module: ModuleOp | accel.ProgramOp) -> binformat.ProgramImage:
+    program = find_program(module)
+    program.verify()
+    layers = program.layers()
+    layer_index = program.layer_index()
+    instructions = bytearray()
+    for op in program.instructions():
+        instructions += isa.encode_instruction(op.opcode, **instruction_fields(op, layer_index))
+    instructions += isa.encode_instruction(isa.Opcode.HALT)
+    io = [
+        binformat.IODesc(
+            name=op.io_name.data, is_output=bool(op.is_output.data), onnx_shape=op.shape,
+            **{k: (isa.Format(v) if k == "format" else v) for k, v in op.field_values().items()},
+        )
+        for op in program.io_ops()
+    ]
+    return binformat.ProgramImage(
+        hw_toml=program.hw_toml.data,
+        dram_size=program.dram_size.data,
+        constants=constants_image(program),
+        layers=[isa.encode_layer(**layer.field_values()) for layer in layers],
+        layer_names=[layer.source.data for layer in layers],
+        instructions=bytes(instructions),
+        io=io,
+        model_name=program.model_name.data,
+    )
+
+
+def encode_to_bytes(module: ModuleOp | accel.ProgramOp) -> bytes:
+    """prog.bin bytes (needs `binformat.write_program`)."""
+    return binformat.write_program(encode(module))

@@ -1,0 +1,98 @@
+"""Generates the reference tables of docs/isa.md from backend/isa.py and hwconfig.py.
+
+CONTRACT:
+  * `render_isa_tables() -> str`: Markdown for every opcode (value, mnemonic,
+    description) and every field (name, struct type, width in bytes, byte
+    offset in the 48-byte instruction, meaning), the layer descriptor fields,
+    the enums, and the hardware-config keys with defaults and sources.
+  * docs/isa.md holds that text verbatim between BEGIN_MARK and END_MARK;
+    tests/test_isa_doc.py fails when they disagree.
+  * `python -m snnc.backend.isa_doc [path]` rewrites the generated block of the
+    doc in place (default docs/isa.md relative to the current directory).
+Imports only the standard library and snnc.backend.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from snnc.backend import isa
+from snnc.backend.hwconfig import describe_keys
+
+BEGIN_MARK = "<!-- BEGIN GENERATED ISA TABLES (python -m snnc.backend.isa_doc) -->"
+END_MARK = "<!-- END GENERATED ISA TABLES -->"
+
+_TYPE_NAMES = {"B": "u8", "H": "u16", "I": "u32", "Q": "u64", "b": "i8", "h": "i16", "i": "i32"}
+
+
+def _escape(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def render_isa_tables() -> str:
+    out: list[str] = []
+    out.append(f"### Opcodes\n\nEvery instruction is {isa.INSTRUCTION_BYTES} bytes: opcode (u8) at byte 0, "
+               "then the fields below packed little-endian without alignment, then zero padding.\n")
+    out.append("| opcode | mnemonic | bytes used | description |")
+    out.append("|---|---|---|---|")
+    for spec in isa.INSTRUCTIONS:
+        out.append(f"| 0x{int(spec.opcode):02x} {spec.opcode.name} | `{spec.mnemonic}` | {spec.struct.size} "
+                   f"| {_escape(spec.doc)} |")
+    out.append("")
+    for spec in isa.INSTRUCTIONS:
+        out.append(f"#### `{spec.mnemonic}` (0x{int(spec.opcode):02x} {spec.opcode.name})\n")
+        out.append(_escape(spec.doc) + "\n")
+        if not spec.fields:
+            out.append("No fields.\n")
+            continue
+        out.append("| field | type | width (bytes) | offset | meaning |")
+        out.append("|---|---|---|---|---|")
+        offset = 1
+        for f in spec.fields:
+            out.append(f"| `{f.name}` | {_TYPE_NAMES[f.fmt]} | {f.size} | {offset} | {_escape(f.doc)} |")
+            offset += f.size
+        out.append("")
+    out.append(f"### Layer descriptor fields\n\nEach descriptor is {isa.LAYER_BYTES} bytes, fields packed "
+               "little-endian in this order.\n")
+    out.append("| field | type | width (bytes) | offset | meaning |")
+    out.append("|---|---|---|---|---|")
+    offset = 0
+    for f in isa.LAYER_FIELDS:
+        out.append(f"| `{f.name}` | {_TYPE_NAMES[f.fmt]} | {f.size} | {offset} | {_escape(f.doc)} |")
+        offset += f.size
+    out.append("")
+    out.append("### Enumerations\n")
+    for enum_type in (isa.Format, isa.LayerKind, isa.LeakForm, isa.ResetMode, isa.LifFlags, isa.SynFlags):
+        values = ", ".join(f"`{m.name}` = {int(m.value)}" for m in enum_type)
+        out.append(f"* `{enum_type.__name__}`: {values}")
+    out.append("")
+    out.append("### Hardware configuration keys (defaults = preset `loas`)\n")
+    out.append("| key | default | source |")
+    out.append("|---|---|---|")
+    for section, key, default, source in describe_keys():
+        out.append(f"| `{section}.{key}` | {default!r} | {_escape(source)} |")
+    return "\n".join(out) + "\n"
+
+
+def splice(doc_text: str, tables: str) -> str:
+    """Replace the generated block of `doc_text` with `tables`."""
+    start = doc_text.index(BEGIN_MARK) + len(BEGIN_MARK)
+    end = doc_text.index(END_MARK)
+    return doc_text[:start] + "\n" + tables + doc_text[end:]
+
+
+def generated_block(doc_text: str) -> str:
+    start = doc_text.index(BEGIN_MARK) + len(BEGIN_MARK)
+    return doc_text[start:doc_text.index(END_MARK)].lstrip("\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    path = Path(argv[0] if argv else "docs/isa.md")
+    path.write_text(splice(path.read_text(encoding="utf-8"), render_isa_tables()), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

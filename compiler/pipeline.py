@@ -1,0 +1,188 @@
+"""The snnc compilation pipeline, top to bottom in one place.
+
+    model.onnx
+      1. frontend          import_onnx            -> snn dialect          (verified)
+      2. snn-level passes  user --passes / default -> snn dialect          (verified after each)
+      3. lowering          convert-snn-to-accel    -> accel dialect        (verified)
+      4. accel-level passes                        -> accel dialect        (verified after each)
+      5. backend           encode + write_program  -> prog.bin bytes
+
+Passes given with `--passes` use xdsl-opt's pipeline syntax. Each pass class
+says which IR level it runs on (`ir_level`, default "snn"); the pipeline places
+it before or after the lowering accordingly, keeping the user's order within a
+level. With `print_ir_after_all` the IR after every step goes to `ir_stream`.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.passes import ModulePass, PassPipeline
+from xdsl.printer import Printer
+from xdsl.utils.exceptions import DiagnosticException, VerifyException
+
+from snnc.backend.errors import CompileError, SnncError
+from snnc.dialects import make_context
+from snnc.passes import get_all_passes, pass_level
+
+# Passes run when the user gives no --passes (the optimisation issues extend it).
+DEFAULT_PIPELINE = ""
+LOWERING_PASS = "convert-snn-to-accel"
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    hw: str | None = None  # preset name or TOML path; None = the LoAS default
+    weight_bits: int = 8
+    input_frac_bits: int = 8
+    passes: str | None = None  # pipeline spec; None = DEFAULT_PIPELINE
+    load_passes: tuple[str, ...] = ()
+    print_ir_after_all: bool = False
+
+
+@dataclass
+class CompileResult:
+    snn_ir: str  # snn-level IR text after the snn-level passes
+    accel_module: ModuleOp
+    image: object  # snnc.backend.binformat.ProgramImage
+    binary: bytes
+    steps: list[str] = field(default_factory=list)  # names of the steps that ran
+
+    @property
+    def accel_ir(self) -> str:
+        return print_ir(self.accel_module)
+
+
+def print_ir(module: ModuleOp) -> str:
+    stream = io.StringIO()
+    Printer(stream=stream).print_op(module)
+    stream.write("\n")
+    return stream.getvalue()
+
+
+def _one_line(exc: Exception) -> str:
+    """xDSL verification errors embed the whole module; keep the diagnosis line."""
+    lines = [ln.strip(" |^-") for ln in str(exc).splitlines()]
+    for ln in lines:
+        if "does not verify" in ln or ln.startswith("snn.") or ln.startswith("accel."):
+            return ln.replace("Operation does not verify: ", "")
+    return next((ln for ln in lines if ln), type(exc).__name__)
+
+
+def verify_module(module: ModuleOp, after: str) -> None:
+    try:
+        module.verify()
+    except (VerifyException, DiagnosticException) as exc:
+        raise CompileError(f"IR does not verify after {after}: {_one_line(exc)}") from None
+
+
+def build_passes(options: CompileOptions) -> tuple[list[ModulePass], list[ModulePass]]:
+    """Split the requested pipeline into (snn-level, accel-level) pass instances."""
+    available = get_all_passes(options.load_passes)
+    spec = DEFAULT_PIPELINE if options.passes is None else options.passes
+    try:
+        pipeline = PassPipeline.parse_spec(available, spec) if spec.strip() else PassPipeline(())
+    except SnncError:
+        raise
+    except Exception as exc:  # xDSL raises ValueError / ParseError for bad specs
+        raise SnncError(f"--passes {spec!r}: {_one_line(exc)}") from None
+    snn_level = [p for p in pipeline.passes if p.name != LOWERING_PASS and pass_level(type(p)) == "snn"]
+    accel_level = [p for p in pipeline.passes if pass_level(type(p)) == "accel"]
+    return snn_level, accel_level
+
+
+def _model_name(model: str | Path | object) -> str:
+    if isinstance(model, str | Path):
+        return Path(model).stem
+    graph = getattr(model, "graph", None)
+    return getattr(graph, "name", "") or ""
+
+
+def _lowering_pass(options: CompileOptions, model_name: str) -> ModulePass:
+    from snnc.passes.convert_snn_to_accel import ConvertSnnToAccel
+
+    return ConvertSnnToAccel(
+        hw=options.hw or "loas",
+        weight_bits=options.weight_bits,
+        input_frac_bits=options.input_frac_bits,
+        model_name=model_name,
+    )
+
+
+def compile_model(
+    model: str | Path | object,
+    options: CompileOptions = CompileOptions(),
+    ir_stream: TextIO | None = None,
+) -> CompileResult:
+    """Compile an ONNX model (path or ModelProto) to a prog.bin image."""
+    from snnc.backend.binformat import write_program
+    from snnc.backend.encoder import encode
+    from snnc.backend.hwconfig import load_hw
+    from snnc.compiler.frontend.onnx_import import import_onnx
+
+    if not 2 <= options.weight_bits <= 16:
+        raise SnncError(f"--weight-bits {options.weight_bits}: expected 2..16")
+    load_hw(options.hw)  # a bad --hw fails before any work is done
+    ctx = make_context()
+    ir_stream = ir_stream or sys.stderr
+    steps: list[str] = []
+
+    def checkpoint(step: str, module: ModuleOp) -> None:
+        verify_module(module, step)
+        steps.append(step)
+        if options.print_ir_after_all:
+            ir_stream.write(f"// -----// IR after {step} //----- //\n")
+            ir_stream.write(print_ir(module))
+
+    def run(p: ModulePass, module: ModuleOp) -> None:
+        try:
+            p.apply(ctx, module)
+        except SnncError:
+            raise
+        except (VerifyException, DiagnosticException) as exc:
+            raise CompileError(f"pass {p.name}: {_one_line(exc)}") from None
+        checkpoint(p.name, module)
+
+    snn_passes, accel_passes = build_passes(options)
+
+    # 1. Frontend
+    module = import_onnx(model)
+    checkpoint("import-onnx", module)
+    # 2. snn-level passes
+    for p in snn_passes:
+        run(p, module)
+    snn_ir = print_ir(module)
+    # 3. Lowering to the accelerator dialect
+    run(_lowering_pass(options, _model_name(model)), module)
+    # 4. accel-level passes
+    for p in accel_passes:
+        run(p, module)
+    # 5. Backend
+    image = encode(module)
+    binary = write_program(image)
+    steps.append("encode")
+    return CompileResult(snn_ir=snn_ir, accel_module=module, image=image, binary=binary, steps=steps)
+
+
+def import_to_snn(model: str | Path | object, options: CompileOptions = CompileOptions()) -> ModuleOp:
+    """Frontend plus the snn-level passes: the IR the reference interpreter runs."""
+    from snnc.compiler.frontend.onnx_import import import_onnx
+
+    ctx = make_context()
+    module = import_onnx(model)
+    verify_module(module, "import-onnx")
+    for p in build_passes(options)[0]:
+        p.apply(ctx, module)
+        verify_module(module, p.name)
+    return module
+
+
+__all__ = [
+    "CompileOptions", "CompileResult", "compile_model", "import_to_snn", "print_ir",
+    "DEFAULT_PIPELINE", "LOWERING_PASS",
+]

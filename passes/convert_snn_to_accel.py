@@ -1,0 +1,1224 @@
+"""convert-snn-to-accel: quantise, fuse, tile, allocate and schedule a network.
+
+CONTRACT
+  Requires: a module holding `func.func @main` in the `snn` dialect (as built by
+    the frontend; args/results carry `snn.onnx_name`), every op one of
+    snn.dense / conv2d / max_pool2d / avg_pool2d / reshape / add / lif.
+  Guarantees: the module afterwards holds exactly one `accel.program` (nothing
+    else) that verifies and is deterministic (same input + options -> same IR
+    text). Numbers follow docs/numerics.md; each `accel.layer` whose
+    quantisation is not exact carries `inexact "<reason>"`.
+    Unsupported constructs raise `snnc.backend.errors.CompileError` naming the
+    ONNX node.
+  Options (pass fields; `-p convert-snn-to-accel{weight_bits=8 hw=loas}`):
+    hw               hardware preset name or .toml path (`snnc.backend.hwconfig.load_hw`)
+    weight_bits      2..16; 0 = the hw config's compute.weight_bits
+    input_frac_bits  fractional bits of multi-bit graph inputs (stored ACT_I16)
+    input_abs_max    bound on |graph input| used to size membranes; 0 = the
+                     whole ACT_I16 range (2**(15 - input_frac_bits))
+    sram_bytes, timestep_lanes   0 = the hw config's values (overrides for tests)
+    model_name       recorded in the program
+
+Lowering (layer by layer; every stored feature map lives in DRAM):
+  * A synapse op (dense/conv2d) -- or a residual `snn.add` of two synapse
+    results that have no other use -- is one "synaptic group": one accumulator,
+    SYN per synapse (the second with SynFlags.ACCUMULATE; the bias of both is in
+    the first layer's parameter block). The `snn.lif` consuming the group's
+    current is fused: SYN -> LIF -> PACK per tile. If the current has other uses
+    (graph output, add, pool, ...) the accumulator tile is also stored as ACT_I32
+    with frac = the accumulator's.
+  * A `snn.lif` whose input is a stored map (graph input, pool, add, ...) gets a
+    1x1 identity synapse (weights 1, no bias; layer named after the LIF).
+  * LIF membranes that are used are stored as an ACT_I32 trace (frac = membrane_frac).
+  * A `snn.add` that is not a residual group is an ADD layer (ACT_I16 output, or
+    ACT_I32 if an operand is ACT_I32); pools are POOL layers.
+  * `snn.reshape` is free when the stored layout does not change (same H, W, C)
+    or when it flattens [B, C, H, W] -> [B, C*H*W] and every consumer is a dense
+    layer: that dense layer becomes an H x W kernel over the stored H x W map
+    (output 1 x 1), its weight rows permuted from ONNX (c, h, w) to the stored
+    (h, w, c_padded) order -- byte for byte a 1x1 conv with K = H*W*Cs.
+  * Tiles: all channels or channel slices (multiples of 8) x output-row slices,
+    chosen to fit the SRAM with double-buffered input/accumulator/output buffers;
+    FTP order: for each output tile, all T timesteps in lane groups of
+    `timestep_lanes`, LIF state kept in SRAM between groups (the visit with
+    t0 = 0 starts from rest and only writes the state).
+  * Barriers: one at every layer boundary, plus one before any instruction that
+    would overwrite an SRAM range read (or written) by an earlier instruction
+    since the last barrier (write-after-read/write). Read-after-write on SRAM is
+    left to the simulator's scoreboard.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+from xdsl.context import Context
+from xdsl.dialects import func
+from xdsl.dialects.builtin import ModuleOp, StringAttr
+from xdsl.ir import Operation, SSAValue
+from xdsl.passes import ModulePass
+
+from snnc.backend import isa
+from snnc.backend.errors import CompileError
+from snnc.backend.hwconfig import HwConfig, load_hw
+from snnc.backend.isa import Format, LayerKind, LeakForm, LifFlags, ResetMode, SynFlags
+from snnc.dialects import accel
+from snnc.dialects.snn import (
+    ONNX_NAME_ATTR,
+    AddOp,
+    AvgPool2dOp,
+    Conv2dOp,
+    DenseOp,
+    LIFOp,
+    MaxPool2dOp,
+    ReshapeOp,
+    SpikeTrainType,
+    int_array_value,
+    tensor_value,
+    train_type_of,
+)
+
+DRAM_ALIGN = 64  # bytes; every DRAM tensor / constant starts on a burst boundary
+SRAM_ALIGN = 16  # bytes; every SRAM buffer starts on a bank word
+MAX_FRAC = 24  # largest power-of-two scale searched for exact weights/thresholds
+MIN_FRAC = -16
+MAX_LEAK_FRAC = 16
+INT32_MAX = (1 << 31) - 1
+
+
+def _align(value: int, to: int) -> int:
+    return (value + to - 1) // to * to
+
+
+def _pad8(channels: int) -> int:
+    return _align(channels, 8)
+
+
+# --------------------------------------------------------------------------------------
+# Quantisation (docs/numerics.md)
+# --------------------------------------------------------------------------------------
+
+
+def exact_frac(values: np.ndarray, limit: int | None = None, lo: int = MIN_FRAC, hi: int = MAX_FRAC) -> int | None:
+    """Smallest f in [lo, hi] with every value * 2**f an integer (|int| <= limit), or None."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if v.size == 0 or not np.any(v):
+        return 0 if lo <= 0 <= hi else lo
+    for f in range(lo, hi + 1):
+        scaled = np.ldexp(v, f)
+        if np.all(scaled == np.round(scaled)) and (limit is None or np.max(np.abs(scaled)) <= limit):
+            return f
+    return None
+
+
+def max_frac(values: np.ndarray, limit: int, lo: int = MIN_FRAC, hi: int = MAX_FRAC) -> int:
+    """Largest f in [lo, hi] with max|value| * 2**f <= limit."""
+    m = float(np.max(np.abs(values))) if np.size(values) else 0.0
+    if m == 0.0:
+        return hi
+    f = math.floor(math.log2(limit / m))
+    while f < hi and m * 2.0 ** (f + 1) <= limit:
+        f += 1
+    while f > lo and m * 2.0**f > limit:
+        f -= 1
+    return max(lo, min(hi, f))
+
+
+def quantise(values: np.ndarray, frac: int) -> np.ndarray:
+    """round(values * 2**frac) as int64 (round half to even, numpy's rule)."""
+    return np.round(np.ldexp(np.asarray(values, dtype=np.float64), frac)).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class WeightScales:
+    """The joint scale of the synapses summed into one accumulator."""
+
+    acc_frac: int  # fractional bits of the accumulator
+    weight_fracs: tuple[int, ...]  # per synapse: acc_frac - input frac
+    exact: bool
+
+
+def choose_weight_scales(weights: list[np.ndarray], input_fracs: list[int], bits: int) -> WeightScales:
+    """Per-layer power-of-two weight scales (docs/numerics.md, "Weights").
+
+    Alone: the smallest exact f if one exists with |k| <= 2**(bits-1)-1, else the
+    largest f that fits. Summed synapses share acc_frac = fw_i + f_in_i, so the
+    one needing the most bits decides, capped by the one with the least room.
+    """
+    limit = (1 << (bits - 1)) - 1
+    exact = [exact_frac(w, limit) for w in weights]
+    room = [max_frac(w, limit) for w in weights]
+    wanted = max((e if e is not None else r) + fin for e, r, fin in zip(exact, room, input_fracs))
+    cap = min(r + fin for r, fin in zip(room, input_fracs))
+    acc_frac = min(wanted, cap)
+    fracs = tuple(acc_frac - fin for fin in input_fracs)
+    is_exact = all(e is not None and fw >= e for e, fw in zip(exact, fracs))
+    return WeightScales(acc_frac, fracs, is_exact)
+
+
+def leak_fraction(values: np.ndarray) -> tuple[int, bool]:
+    """Smallest leak_frac <= 16 making beta (or 1/tau) an integer; (16, False) if none."""
+    f = exact_frac(values, None, 0, MAX_LEAK_FRAC)
+    return (MAX_LEAK_FRAC, False) if f is None else (f, True)
+
+
+@dataclass(frozen=True)
+class NeuronNumbers:
+    """Integer LIF parameters of one layer."""
+
+    leak_form: LeakForm
+    leak_frac: int
+    membrane_frac: int
+    acc_shift: int
+    threshold: np.ndarray  # int64, [param_c]
+    leak: np.ndarray
+    v_reset: np.ndarray
+    membrane_bound: float  # bound on |v| (real units)
+    notes: tuple[str, ...]  # reasons the neuron arithmetic is inexact
+
+
+def choose_neuron_numbers(
+    lif: LIFOp, acc_frac: int, current_bound: float, timesteps: int, param_c: int,
+) -> NeuronNumbers:
+    """Membrane fraction F, leak/threshold integers (docs/numerics.md, "Neurons")."""
+    notes: list[str] = []
+
+    def per_channel(name: str, default: float) -> np.ndarray:
+        value = lif.parameter(name)
+        if value is None:
+            return np.full(param_c, default)
+        arr = np.asarray(value, np.float64).reshape(-1)
+        return np.full(param_c, arr[0]) if arr.size == 1 else arr
+
+    thr = per_channel("threshold", 1.0)
+    v_reset = per_channel("v_reset", 0.0)
+    form = {"beta": LeakForm.BETA, "tau": LeakForm.TAU, "none": LeakForm.NONE}[lif.leak.data]
+    if form == LeakForm.BETA:
+        leak_real = per_channel("beta", 1.0)
+    elif form == LeakForm.TAU:
+        leak_real = 1.0 / per_channel("tau", 1.0)
+    else:
+        leak_real = np.ones(param_c)
+    leak_frac, leak_exact = leak_fraction(leak_real) if form != LeakForm.NONE else (0, True)
+    if not leak_exact:
+        notes.append(f"leak {lif.leak.data} not a multiple of 2^-{MAX_LEAK_FRAC}")
+    uses_v_reset = lif.reset.data == "to_value" or form == LeakForm.TAU
+    fracs = [acc_frac]
+    for what, values, used in (("threshold", thr, True), ("v_reset", v_reset, uses_v_reset)):
+        if not used:
+            continue
+        f = exact_frac(values, None, 0, MAX_FRAC)
+        if f is None:
+            notes.append(f"{what} not a multiple of 2^-{MAX_FRAC}")
+            f = MAX_FRAC
+        fracs.append(f)
+    wanted = max(fracs) + (timesteps - 1) * leak_frac if form != LeakForm.NONE else max(fracs)
+
+    # Bound |v| over T steps (real units) so the integer part fits int32.
+    gain = float(np.max(np.abs(leak_real))) if form == LeakForm.BETA else 1.0
+    drive = current_bound
+    if form == LeakForm.TAU:
+        gain = max(1.0, float(np.max(np.abs(1.0 - leak_real))))
+        drive = (current_bound + float(np.max(np.abs(v_reset)))) * max(1.0, float(np.max(leak_real)))
+    v = 0.0
+    for _ in range(timesteps):
+        v = max(1.0, gain) * v + drive + float(np.max(thr)) + float(np.max(np.abs(v_reset)))
+    bound = v
+    cap = math.floor(math.log2(INT32_MAX / bound)) if bound > 0 else 30
+    membrane_frac = max(0, min(wanted, cap))
+    if membrane_frac < wanted:
+        notes.append(f"membrane needs {wanted} fractional bits, |v| bound {bound:.3g} allows {membrane_frac}")
+    thr_int = quantise(thr, membrane_frac)
+    if np.any(thr_int < 1):
+        notes.append("threshold rounds to 0")
+    return NeuronNumbers(
+        leak_form=form, leak_frac=leak_frac, membrane_frac=membrane_frac,
+        acc_shift=membrane_frac - acc_frac, threshold=thr_int,
+        leak=quantise(leak_real, leak_frac) if form != LeakForm.NONE else np.ones(param_c, np.int64),
+        v_reset=quantise(v_reset, membrane_frac), membrane_bound=bound, notes=tuple(notes),
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Feature maps in DRAM
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class FeatureMap:
+    """A stored tensor [T][B][H][W][Cs] (channel-last, channels padded to 8)."""
+
+    fmt: Format
+    frac: int
+    timesteps: int
+    batch: int
+    channels: int
+    height: int
+    width: int
+    abs_max: float  # bound on |value| (real units), for sizing later layers
+    addr: int = -1
+
+    @property
+    def cs(self) -> int:
+        return _pad8(self.channels)
+
+    @property
+    def bits(self) -> int:
+        return accel.element_bits(self.fmt)
+
+    def nbytes(self) -> int:
+        return accel.tensor_bytes(self.fmt, self.timesteps, self.batch, self.height, self.width, self.cs)
+
+    def row_bytes(self) -> int:
+        return self.width * self.cs * self.bits // 8
+
+    def plane_bytes(self) -> int:
+        """DRAM bytes between timestep t and t+1 of the same element."""
+        return self.batch * self.height * self.row_bytes()
+
+    def address(self, t: int, b: int, h: int, w: int = 0, c: int = 0) -> int:
+        assert self.addr >= 0
+        return self.addr + ((t * self.batch + b) * self.height + h) * self.row_bytes() + (w * self.cs + c) * self.bits // 8
+
+    def int_max(self) -> int:
+        """Largest integer magnitude this map can hold (for accumulator bounds)."""
+        if self.fmt == Format.SPIKE_PLANES:
+            return 1
+        representable = (1 << (self.bits - 1)) - 1
+        return min(representable, int(math.ceil(self.abs_max * 2.0**self.frac)))
+
+
+@dataclass(frozen=True)
+class Stored:
+    """How an snn value is found in DRAM: a feature map, possibly seen flattened."""
+
+    fmap: FeatureMap
+    flattened: bool = False  # [B, C, H, W] map seen as [B, C*H*W] (dense consumers only)
+
+
+# --------------------------------------------------------------------------------------
+# Steps: the layers of the program, in order
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class SynapseInput:
+    op: DenseOp | Conv2dOp | LIFOp  # a LIFOp for the identity synapse of a LIF on a stored map
+    src: Stored
+    # geometry as the accelerator sees it
+    in_c: int
+    in_cs: int
+    in_h: int
+    in_w: int
+    kh: int
+    kw: int
+    stride: tuple[int, int]
+    pads: tuple[int, int, int, int]  # top, left, bottom, right
+    dil: tuple[int, int]
+    weight_real: np.ndarray  # [N, kh, kw, in_cs] float64, padded/permuted, zero where padded
+    bias_real: np.ndarray  # [N]
+    row_offset: int = 0  # first map row this synapse reads (a band of a split whole-map kernel)
+
+    @property
+    def whole_map_kernel(self) -> bool:
+        """The kernel covers the whole input map once (a flattened dense layer)."""
+        return (self.kh, self.kw) == (self.in_h, self.in_w) and self.stride == (1, 1) \
+            and not any(self.pads) and self.dil == (1, 1)
+
+
+@dataclass(eq=False)
+class GroupStep:
+    synapses: list[SynapseInput]
+    lif: LIFOp | None
+    batch: int
+    out_c: int
+    out_h: int
+    out_w: int
+    current_out: FeatureMap | None = None
+    spikes_out: FeatureMap | None = None
+    membrane_out: FeatureMap | None = None
+
+
+@dataclass(eq=False)
+class PoolStep:
+    op: MaxPool2dOp | AvgPool2dOp
+    src: FeatureMap
+    out: FeatureMap
+
+
+@dataclass(eq=False)
+class AddStep:
+    op: AddOp
+    a: FeatureMap
+    b: FeatureMap
+    out: FeatureMap
+
+
+def _source(op: Operation) -> str:
+    src = getattr(op, "source", None)
+    return src.data if isinstance(src, StringAttr) else op.name
+
+
+def _geometry(shape: tuple[int, ...], what: str) -> tuple[int, int, int, int]:
+    """(B, C, H, W) of a per-step shape [B, C, H, W] or [B, N]."""
+    if len(shape) == 4:
+        return shape[0], shape[1], shape[2], shape[3]
+    if len(shape) == 2:
+        return shape[0], shape[1], 1, 1
+    raise CompileError(f"{what}: per-step shape {list(shape)} is neither [B, C, H, W] nor [B, N]")
+
+
+def _uses(value: SSAValue) -> list[Operation]:
+    return [use.operation for use in value.uses]
+
+
+class _Analysis:
+    """Walks @main once: decides fusion, builds steps and feature maps."""
+
+    def __init__(self, main: func.FuncOp, input_frac_bits: int, input_abs_max: float):
+        self.main = main
+        self.steps: list[GroupStep | PoolStep | AddStep] = []
+        self.values: dict[SSAValue, Stored] = {}
+        self.fmaps: list[FeatureMap] = []  # creation order (inputs first)
+        self.inputs: list[tuple[str, SSAValue]] = []
+        self.outputs: list[tuple[str, SSAValue]] = []
+        self.timesteps = 0
+        block = main.body.block
+        if not block.args:
+            raise CompileError("@main has no inputs")
+        names = self._names(main.arg_attrs, len(block.args), "argument")
+        for arg, name in zip(block.args, names):
+            t = train_type_of(arg)
+            self.timesteps = t.num_timesteps
+            b, c, h, w = _geometry(t.get_shape(), f"graph input '{name}'")
+            if isinstance(t, SpikeTrainType):
+                fm = FeatureMap(Format.SPIKE_PLANES, 0, t.num_timesteps, b, c, h, w, 1.0)
+            else:
+                bound = input_abs_max if input_abs_max > 0 else 2.0 ** (15 - input_frac_bits)
+                fm = FeatureMap(Format.ACT_I16, input_frac_bits, t.num_timesteps, b, c, h, w, bound)
+            self.fmaps.append(fm)
+            self.values[arg] = Stored(fm)
+            self.inputs.append((name, arg))
+        if not 1 <= self.timesteps <= 64:
+            raise CompileError(f"T = {self.timesteps} timesteps: the accelerator supports 1..64")
+        self.fused: set[Operation] = set()
+        self._plan_groups(block)
+        for op in block.ops:
+            self._visit(op)
+
+    @staticmethod
+    def _names(attrs, count: int, what: str) -> list[str]:
+        names = []
+        for i in range(count):
+            entry = attrs.data[i].data if attrs is not None else {}
+            name = entry.get(ONNX_NAME_ATTR)
+            if not isinstance(name, StringAttr):
+                raise CompileError(f"@main {what} #{i} has no {ONNX_NAME_ATTR} attribute")
+            names.append(name.data)
+        return names
+
+    # -- fusion decisions ---------------------------------------------------------------
+    def _plan_groups(self, block) -> None:
+        """Map the op that completes each synaptic group to its synapse ops."""
+        self.group_at: dict[Operation, list[DenseOp | Conv2dOp]] = {}
+        in_residual: set[Operation] = set()
+        for op in block.ops:
+            if isinstance(op, AddOp):
+                producers = [v.owner for v in (op.lhs, op.rhs)]
+                if (
+                    all(isinstance(p, DenseOp | Conv2dOp) for p in producers)
+                    and producers[0] is not producers[1]
+                    and all(p.output.has_one_use() for p in producers)
+                ):
+                    self.group_at[op] = producers
+                    in_residual.update(producers)
+        for op in block.ops:
+            if isinstance(op, DenseOp | Conv2dOp) and op not in in_residual:
+                self.group_at[op] = [op]
+
+    # -- one op -------------------------------------------------------------------------
+    def _visit(self, op: Operation) -> None:
+        if isinstance(op, func.ReturnOp):
+            names = self._names(self.main.res_attrs, len(op.arguments), "result")
+            for name, value in zip(names, op.arguments):
+                stored = self.values.get(value)
+                if stored is None:
+                    raise CompileError(f"graph output '{name}': its value is not stored (internal error)")
+                if stored.flattened:
+                    raise CompileError(
+                        f"graph output '{name}': a flattened [B, C, H, W] map cannot be returned "
+                        "(its stored order is (h, w, c)); return the map before the reshape"
+                    )
+                self.outputs.append((name, value))
+            return
+        if op in self.group_at:
+            self._group(op, self.group_at[op])
+            return
+        if isinstance(op, DenseOp | Conv2dOp):
+            return  # part of a residual group completed by a later snn.add
+        if isinstance(op, LIFOp):
+            if op not in self.fused:
+                self._lif_on_stored_map(op)
+            return
+        if isinstance(op, ReshapeOp):
+            self._reshape(op)
+            return
+        if isinstance(op, MaxPool2dOp | AvgPool2dOp):
+            self._pool(op)
+            return
+        if isinstance(op, AddOp):
+            self._add(op)
+            return
+        raise CompileError(f"{op.name} '{_source(op)}': no accelerator lowering for this op")
+
+    def _stored(self, value: SSAValue, consumer: Operation) -> Stored:
+        stored = self.values.get(value)
+        if stored is None:
+            raise CompileError(f"{consumer.name} '{_source(consumer)}': operand is not stored (internal error)")
+        return stored
+
+    def _new_fmap(self, fmt: Format, frac: int, value: SSAValue, abs_max: float) -> FeatureMap:
+        t = train_type_of(value)
+        b, c, h, w = _geometry(t.get_shape(), f"{value.owner.name}")
+        fm = FeatureMap(fmt, frac, t.num_timesteps, b, c, h, w, abs_max)
+        self.fmaps.append(fm)
+        self.values[value] = Stored(fm)
+        return fm
+
+    def _synapse_input(self, syn: DenseOp | Conv2dOp) -> SynapseInput:
+        src = self._stored(syn.input, syn)
+        fm = src.fmap
+        w = np.asarray(tensor_value(syn.weight), np.float64)
+        bias = np.zeros(w.shape[1] if isinstance(syn, DenseOp) else w.shape[0])
+        if syn.bias is not None:
+            bias = np.asarray(tensor_value(syn.bias), np.float64)
+        if isinstance(syn, DenseOp):
+            k, n = w.shape
+            if src.flattened:
+                # ONNX row order (c, h, w) -> stored order (h, w, c padded). The dense layer
+                # is an H x W kernel over the stored H x W map (output 1 x 1): byte for byte
+                # the same weights and input tile as a 1x1 conv with K = H*W*Cs channels,
+                # without the 16-bit channel-count limit.
+                if max(fm.height, fm.width) > 255:
+                    raise CompileError(f"snn.dense '{_source(syn)}': flattened map {fm.height}x{fm.width} exceeds a 255 kernel")
+                grid = w.reshape(fm.channels, fm.height, fm.width, n).transpose(3, 1, 2, 0)
+                weight = np.zeros((n, fm.height, fm.width, fm.cs))
+                weight[:, :, :, : fm.channels] = grid
+                return SynapseInput(syn, src, fm.channels, fm.cs, fm.height, fm.width, fm.height, fm.width,
+                                    (1, 1), (0, 0, 0, 0), (1, 1), weight, bias)
+            else:
+                if fm.height != 1 or fm.width != 1 or fm.channels != k:
+                    raise CompileError(f"snn.dense '{_source(syn)}': input map is {fm.channels}x{fm.height}x{fm.width}, expected [B, {k}]")
+                weight = np.zeros((n, 1, 1, fm.cs))
+                weight[:, 0, 0, :k] = w.T
+                return SynapseInput(syn, src, k, fm.cs, 1, 1, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), weight, bias)
+        if src.flattened:
+            raise CompileError(f"snn.conv2d '{_source(syn)}': input is a flattened map")
+        cout, cin, kh, kw = w.shape
+        weight = np.zeros((cout, kh, kw, fm.cs))
+        weight[:, :, :, :cin] = w.transpose(0, 2, 3, 1)
+        strides = int_array_value(syn.strides)
+        pads = int_array_value(syn.pads)
+        dil = int_array_value(syn.dilations)
+        if max(kh, kw, *strides, *pads, *dil) > 255:
+            raise CompileError(f"snn.conv2d '{_source(syn)}': kernel/stride/pad/dilation above 255")
+        return SynapseInput(
+            syn, src, cin, fm.cs, fm.height, fm.width, kh, kw,
+            (strides[0], strides[1]), (pads[0], pads[1], pads[2], pads[3]), (dil[0], dil[1]), weight, bias,
+        )
+
+    def _group(self, anchor: Operation, synapses: list[DenseOp | Conv2dOp]) -> None:
+        inputs = [self._synapse_input(s) for s in synapses]
+        current = anchor.output
+        b, c, h, w = _geometry(train_type_of(current).get_shape(), f"{anchor.name} '{_source(anchor)}'")
+        users = _uses(current)
+        lifs = [u for u in users if isinstance(u, LIFOp)]
+        lif = lifs[0] if len(lifs) == 1 else None
+        if len(lifs) > 1:
+            raise CompileError(
+                f"{anchor.name} '{_source(anchor)}': its current feeds {len(lifs)} snn.lif layers; only one is supported"
+            )
+        step = GroupStep(inputs, lif, b, c, h, w)
+        self.steps.append(step)
+        if any(u is not lif for u in users):
+            # Placeholder format/frac; fixed when the group is quantised.
+            step.current_out = self._new_fmap(Format.ACT_I32, 0, current, 0.0)
+        if lif is not None:
+            self.fused.add(lif)
+            if lif.spikes.uses.get_length():
+                step.spikes_out = self._new_fmap(Format.SPIKE_PLANES, 0, lif.spikes, 1.0)
+            if lif.membrane.uses.get_length():
+                step.membrane_out = self._new_fmap(Format.ACT_I32, 0, lif.membrane, 0.0)
+
+    def _lif_on_stored_map(self, lif: LIFOp) -> None:
+        """A LIF whose input is a stored map (graph input, pool, add, ...): a 1x1
+        identity synapse (weights 1, no bias) feeds the accumulator, then LIF as usual."""
+        src = self._stored(lif.input, lif)
+        if src.flattened:
+            raise CompileError(f"snn.lif '{_source(lif)}': input is a flattened map; not supported")
+        fm = src.fmap
+        identity = np.zeros((fm.channels, 1, 1, fm.cs))
+        identity[np.arange(fm.channels), 0, 0, np.arange(fm.channels)] = 1.0
+        synapse = SynapseInput(
+            lif, src, fm.channels, fm.cs, fm.height, fm.width, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1),
+            identity, np.zeros(fm.channels),
+        )
+        step = GroupStep([synapse], lif, fm.batch, fm.channels, fm.height, fm.width)
+        self.steps.append(step)
+        self.fused.add(lif)
+        if lif.spikes.uses.get_length():
+            step.spikes_out = self._new_fmap(Format.SPIKE_PLANES, 0, lif.spikes, 1.0)
+        if lif.membrane.uses.get_length():
+            step.membrane_out = self._new_fmap(Format.ACT_I32, 0, lif.membrane, 0.0)
+
+    def _reshape(self, op: ReshapeOp) -> None:
+        src = self._stored(op.input, op)
+        fm = src.fmap
+        out_shape = train_type_of(op.output).get_shape()
+        in_shape = train_type_of(op.input).get_shape()
+        if out_shape[0] != in_shape[0]:
+            raise CompileError(f"snn.reshape '{_source(op)}': the batch dimension changes ({in_shape[0]} -> {out_shape[0]})")
+        b, c, h, w = _geometry(out_shape, f"snn.reshape '{_source(op)}'")
+        if (c, h, w) == (fm.channels, fm.height, fm.width):
+            self.values[op.output] = Stored(fm, src.flattened)  # stored layout unchanged
+            return
+        if len(out_shape) == 2 and c == fm.channels * fm.height * fm.width and not src.flattened:
+            for user in _uses(op.output):
+                if not isinstance(user, DenseOp | ReshapeOp | func.ReturnOp):
+                    raise CompileError(
+                        f"snn.reshape '{_source(op)}': a flattened map can only feed dense layers, "
+                        f"not {user.name} '{_source(user)}'"
+                    )
+            self.values[op.output] = Stored(fm, flattened=True)
+            return
+        if src.flattened and (c, h, w) == (fm.channels * fm.height * fm.width, 1, 1):
+            self.values[op.output] = src
+            return
+        raise CompileError(
+            f"snn.reshape '{_source(op)}': {list(in_shape)} -> {list(out_shape)} changes the stored "
+            "channel-last layout; only flattening [B, C, H, W] -> [B, C*H*W] before dense layers is supported"
+        )
+
+    def _pool(self, op: MaxPool2dOp | AvgPool2dOp) -> None:
+        src = self._stored(op.input, op)
+        if src.flattened:
+            raise CompileError(f"{op.name} '{_source(op)}': input is a flattened map")
+        fm = src.fmap
+        if isinstance(op, MaxPool2dOp):
+            out = self._new_fmap(fm.fmt, fm.frac, op.output, fm.abs_max)
+        else:
+            kh, kw = int_array_value(op.kernel)
+            n = kh * kw
+            extra = int(math.log2(n)) if n & (n - 1) == 0 else 8  # exact for powers of two
+            fmt = Format.ACT_I32 if fm.fmt == Format.ACT_I32 else Format.ACT_I16
+            frac = fm.frac + extra
+            while frac > fm.frac and fm.abs_max * 2.0**frac >= 2 ** (accel.element_bits(fmt) - 1):
+                frac -= 1
+            out = self._new_fmap(fmt, frac, op.output, fm.abs_max)
+        self.steps.append(PoolStep(op, fm, out))
+
+    def _add(self, op: AddOp) -> None:
+        a, b = self._stored(op.lhs, op), self._stored(op.rhs, op)
+        if a.flattened or b.flattened:
+            raise CompileError(f"snn.add '{_source(op)}': operands are flattened maps")
+        fa, fb = a.fmap, b.fmap
+        if (fa.channels, fa.height, fa.width) != (fb.channels, fb.height, fb.width):
+            raise CompileError(f"snn.add '{_source(op)}': operand geometries differ")
+        fmt = Format.ACT_I32 if Format.ACT_I32 in (fa.fmt, fb.fmt) else Format.ACT_I16
+        out = self._new_fmap(fmt, max(fa.frac, fb.frac), op.output, fa.abs_max + fb.abs_max)
+        self.steps.append(AddStep(op, fa, fb, out))
+
+
+# --------------------------------------------------------------------------------------
+# Scheduling: SRAM buffers, instruction emission with hazard barriers
+# --------------------------------------------------------------------------------------
+
+
+class _Emitter:
+    """Appends instructions; inserts a BARRIER before a write-after-read/write on SRAM."""
+
+    def __init__(self, layers: dict[str, accel.LayerOp]):
+        self.ops: list[accel.InstructionOp] = []
+        self.layers = layers
+        self.touched: list[tuple[int, int, bool, bool]] = []  # since the last barrier
+
+    def barrier(self) -> None:
+        if self.ops and not isinstance(self.ops[-1], accel.BarrierOp):
+            self.ops.append(accel.BarrierOp.create_with())
+        self.touched = []
+
+    def emit(self, op: accel.InstructionOp) -> None:
+        layer = self.layers.get(op.layer_symbol) if op.layer_symbol else None
+        operands = accel.sram_operands(op, layer)
+        for o in operands:
+            if not o.writes:
+                continue
+            for start, end, did_read, did_write in self.touched:
+                if start < o.end and o.addr < end:
+                    # An in-place update (reads what it writes) waits for the earlier writer.
+                    if did_write and o.reads:
+                        continue
+                    self.barrier()
+                    break
+            else:
+                continue
+            break
+        self.ops.append(op)
+        self.touched.extend((o.addr, o.end, o.reads, o.writes) for o in operands)
+
+    def dma(self, load: bool, dram_addr: int, sram_addr: int, row_bytes: int, rows: int,
+            dram_stride: int, sram_stride: int) -> None:
+        if rows == 0 or row_bytes == 0:
+            return
+        cls = accel.DmaLoadOp if load else accel.DmaStoreOp
+        self.emit(cls.create_with(
+            dram_addr=dram_addr, sram_addr=sram_addr, row_bytes=row_bytes, rows=rows,
+            dram_stride=dram_stride if rows > 1 else 0, sram_stride=sram_stride if rows > 1 else 0,
+        ))
+
+    def store_tile(self, fm: FeatureMap, sram_addr: int, b: int, t0: int, nt: int,
+                   row0: int, rows: int, ch0: int, chs: int) -> None:
+        """DMA a tile [nt][rows][W][chs] (fm's format) to fm[t0.., b, row0.., :, ch0..]."""
+        self._move_tile(False, fm, sram_addr, b, t0, nt, row0, rows, ch0, chs)
+
+    def load_tile(self, fm: FeatureMap, sram_addr: int, b: int, t0: int, nt: int,
+                  row0: int, rows: int) -> None:
+        """DMA fm[t0.., b, row0..row0+rows, :, all channels] into a tile [nt][rows][W][Cs]."""
+        self._move_tile(True, fm, sram_addr, b, t0, nt, row0, rows, 0, fm.cs)
+
+    def _move_tile(self, load: bool, fm: FeatureMap, sram_addr: int, b: int, t0: int, nt: int,
+                   row0: int, rows: int, ch0: int, chs: int) -> None:
+        if rows == 0:
+            return
+        eb = fm.bits
+        if chs == fm.cs:
+            step = rows * fm.width * chs * eb // 8
+            self.dma(load, fm.address(t0, b, row0), sram_addr, step, nt, fm.plane_bytes(), step)
+            return
+        row = chs * eb // 8
+        step = rows * fm.width * row
+        for t in range(nt):
+            self.dma(load, fm.address(t0 + t, b, row0, 0, ch0), sram_addr + t * step,
+                     row, rows * fm.width, fm.cs * eb // 8, row)
+
+
+class _SramPlan:
+    """A bump allocator over SRAM for one layer."""
+
+    def __init__(self) -> None:
+        self.top = 0
+
+    def take(self, size: int) -> int:
+        addr = self.top
+        self.top = _align(self.top + max(size, 1), SRAM_ALIGN)
+        return addr
+
+
+def _channel_tiles(cs: int, chs: int) -> list[tuple[int, int]]:
+    return [(c, min(chs, cs - c)) for c in range(0, cs, chs)]
+
+
+def _row_tiles(height: int, rows: int) -> list[tuple[int, int]]:
+    return [(r, min(rows, height - r)) for r in range(0, height, rows)]
+
+
+def _lane_groups(timesteps: int, lanes: int) -> list[tuple[int, int]]:
+    return [(t, min(lanes, timesteps - t)) for t in range(0, timesteps, lanes)]
+
+
+def _input_rows(row0: int, rows: int, stride: int, pad_top: int, k: int, dil: int, in_h: int) -> tuple[int, int]:
+    """Input rows [first, first + count) that output rows [row0, row0+rows) read, inside the image."""
+    first = row0 * stride - pad_top
+    last = (row0 + rows - 1) * stride - pad_top + (k - 1) * dil
+    lo, hi = max(0, first), min(in_h - 1, last)
+    return (lo, hi - lo + 1) if hi >= lo else (min(max(first, 0), in_h - 1), 0)
+
+
+# --------------------------------------------------------------------------------------
+# The pass
+# --------------------------------------------------------------------------------------
+
+
+def _split_into_bands(
+    synapse: SynapseInput, weights: np.ndarray, bands: list[tuple[int, int]],
+) -> tuple[list[SynapseInput], list[np.ndarray]]:
+    """A whole-map kernel as one synapse per row band [r0, r0+n): each reads only its
+    band (a descriptor with in_h = kh = n) and accumulates into the same tile."""
+    parts, ints = [], []
+    for r0, n in bands:
+        parts.append(SynapseInput(
+            synapse.op, synapse.src, synapse.in_c, synapse.in_cs, n, synapse.in_w, n, synapse.kw,
+            (1, 1), (0, 0, 0, 0), (1, 1), synapse.weight_real[:, r0:r0 + n], synapse.bias_real, row_offset=r0,
+        ))
+        ints.append(np.ascontiguousarray(weights[:, r0:r0 + n]))
+    return parts, ints
+
+
+def _symbol(name: str, taken: set[str]) -> str:
+    base = re.sub(r"[^A-Za-z0-9_]", "_", name).strip("_") or "layer"
+    if base[0].isdigit():
+        base = "l_" + base
+    sym, i = base, 1
+    while sym in taken:
+        sym, i = f"{base}_{i}", i + 1
+    taken.add(sym)
+    return sym
+
+
+def _int_bytes(values: np.ndarray, nbytes: int, what: str) -> bytes:
+    lo, hi = -(1 << (8 * nbytes - 1)), (1 << (8 * nbytes - 1)) - 1
+    v = np.asarray(values, np.int64)
+    if v.size and (v.min() < lo or v.max() > hi):
+        raise CompileError(f"{what}: value {int(v.min()) if v.min() < lo else int(v.max())} does not fit int{8 * nbytes}")
+    return v.astype({1: "<i1", 2: "<i2", 4: "<i4"}[nbytes]).tobytes()
+
+
+@dataclass(frozen=True)
+class ConvertSnnToAccel(ModulePass):
+    """Lower snn @main to one accel.program; see the module docstring."""
+
+    name = "convert-snn-to-accel"
+
+    hw: str = "loas"
+    weight_bits: int = 0
+    input_frac_bits: int = 8
+    input_abs_max: float = 0.0
+    sram_bytes: int = 0
+    timestep_lanes: int = 0
+    model_name: str = ""
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        program = lower_to_program(op, self)
+        for child in list(op.body.block.ops):
+            op.body.block.detach_op(child)
+            child.erase(safe_erase=False)
+        op.body.block.add_op(program)
+
+
+ConvertSnnToAccelPass = ConvertSnnToAccel  # the name used in the design brief
+
+
+@dataclass
+class _Options:
+    hw: HwConfig
+    weight_bits: int
+    input_frac_bits: int
+    input_abs_max: float
+    sram: int
+    lanes: int
+    model_name: str
+
+
+def _options(p: ConvertSnnToAccel) -> _Options:
+    hw = load_hw(p.hw)
+    bits = p.weight_bits or hw.compute.weight_bits
+    if not 2 <= bits <= 16:
+        raise CompileError(f"weight_bits = {bits}: expected 2..16")
+    if not 0 <= p.input_frac_bits <= 15:
+        raise CompileError(f"input_frac_bits = {p.input_frac_bits}: expected 0..15")
+    return _Options(hw, bits, p.input_frac_bits, p.input_abs_max, p.sram_bytes or hw.sram.size_bytes,
+                    p.timestep_lanes or hw.compute.timestep_lanes, p.model_name)
+
+
+def lower_to_program(module: ModuleOp, pass_options: ConvertSnnToAccel) -> accel.ProgramOp:
+    """Build the accel.program for the snn module (the module is not modified)."""
+    opts = _options(pass_options)
+    mains = [op for op in module.ops if isinstance(op, func.FuncOp) and op.sym_name.data == "main"]
+    if len(mains) != 1:
+        raise CompileError("the module must hold exactly one func.func @main in the snn dialect")
+    analysis = _Analysis(mains[0], opts.input_frac_bits, opts.input_abs_max)
+    return _Lowering(analysis, opts).build()
+
+
+@dataclass
+class _Consts:
+    """The DRAM constants image, built in program order."""
+
+    ops: list[accel.ConstOp] = field(default_factory=list)
+    top: int = 0
+    names: set[str] = field(default_factory=set)
+
+    def add(self, name: str, data: bytes) -> int:
+        addr = self.top
+        self.ops.append(accel.ConstOp.create_with(_symbol(name, self.names), addr, data))
+        self.top = _align(addr + len(data), DRAM_ALIGN)
+        return addr
+
+
+class _Lowering:
+    def __init__(self, analysis: _Analysis, opts: _Options):
+        self.a = analysis
+        self.o = opts
+        self.T = analysis.timesteps
+        self.layers: list[accel.LayerOp] = []
+        self.layer_by_sym: dict[str, accel.LayerOp] = {}
+        self.symbols: set[str] = set()  # one namespace for layers and constants
+        self.consts = _Consts(names=self.symbols)
+        self.emitter = _Emitter(self.layer_by_sym)
+        self.work: list[dict] = []  # per step: its "schedule" method and data, run after DRAM allocation
+
+    def _layer(self, source: str, notes: list[str], **fields: int) -> accel.LayerOp:
+        sym = _symbol(source, self.symbols)
+        layer = accel.LayerOp.create_with(sym, source, "; ".join(notes) or None, timesteps=self.T, **fields)
+        self.layers.append(layer)
+        self.layer_by_sym[sym] = layer
+        return layer
+
+    def build(self) -> accel.ProgramOp:
+        # 1. Quantise every step, creating layer descriptors and constants.
+        for step in self.a.steps:
+            if isinstance(step, GroupStep):
+                self.work.append(self._quantise_group(step))
+            elif isinstance(step, PoolStep):
+                self.work.append(self._pool_layer(step))
+            else:
+                self.work.append(self._add_layer(step))
+        # 2. DRAM: constants, then I/O and intermediate feature maps in creation order.
+        top = self.consts.top
+        for fm in self.a.fmaps:
+            fm.addr = top
+            top = _align(top + fm.nbytes(), DRAM_ALIGN)
+        dram_size = max(top, DRAM_ALIGN)
+        # 3. Schedule.
+        for w in self.work:
+            self.emitter.barrier()  # layer boundary: earlier layers' stores are complete
+            w["schedule"](w)
+        io_ops = self._io_ops()
+        return accel.ProgramOp.create_with(
+            [*self.consts.ops, *io_ops, *self.layers, *self.emitter.ops],
+            model_name=self.o.model_name, hw_toml=self.o.hw.to_toml(), dram_size=dram_size,
+            sram_size=self.o.sram, timesteps=self.T,
+        )
+
+    def _io_ops(self) -> list[accel.IoOp]:
+        ops = []
+        for is_output, entries in ((False, self.a.inputs), (True, self.a.outputs)):
+            for name, value in entries:
+                fm = self.a.values[value].fmap
+                t = train_type_of(value)
+                ops.append(accel.IoOp.create_with(
+                    name, is_output, (t.num_timesteps, *t.get_shape()),
+                    dram_addr=fm.addr, format=int(fm.fmt), frac_bits=fm.frac, timesteps=fm.timesteps,
+                    batch=fm.batch, channels=fm.channels, channels_stored=fm.cs, height=fm.height, width=fm.width,
+                ))
+        return ops
+
+    # -- synaptic groups ----------------------------------------------------------------
+    def _quantise_group(self, step: GroupStep) -> dict:
+        syns = step.synapses
+        head = syns[0]
+        where = f"{head.op.name} '{_source(head.op)}'"
+        notes: list[str] = []
+        in_fracs = [s.src.fmap.frac for s in syns]
+        scales = choose_weight_scales([s.weight_real for s in syns], in_fracs, self.o.weight_bits)
+        if not scales.exact:
+            notes.append("weights rounded")
+        weight_bytes = 1 if self.o.weight_bits <= 8 else 2
+        out_cs = _pad8(step.out_c)
+        weights_int = []
+        for s, fw in zip(syns, scales.weight_fracs):
+            q = np.zeros((out_cs, s.kh, s.kw, s.in_cs), np.int64)
+            q[: step.out_c] = quantise(s.weight_real, fw)
+            weights_int.append(q)
+        bias_real = sum(s.bias_real for s in syns)
+        bias_int = quantise(bias_real, scales.acc_frac)
+        if not np.array_equal(np.ldexp(bias_int.astype(np.float64), -scales.acc_frac), bias_real):
+            notes.append("bias rounded")
+        # Bound on |acc| in integers, and on the real current per step.
+        acc_bound = np.abs(bias_int).astype(np.float64)
+        for s, q in zip(syns, weights_int):
+            acc_bound = acc_bound + np.abs(q[: step.out_c]).reshape(step.out_c, -1).sum(axis=1) * s.src.fmap.int_max()
+        acc_max = float(acc_bound.max()) if acc_bound.size else 0.0
+        if acc_max > INT32_MAX:
+            notes.append("accumulator may overflow int32 for extreme inputs")
+        current_bound = acc_max * 2.0**-scales.acc_frac
+
+        lif = step.lif
+        fields = dict(
+            kind=LayerKind.CONV, out_c=step.out_c, out_cs=out_cs, out_h=step.out_h, out_w=step.out_w,
+            weight_bytes=weight_bytes,
+        )
+        if lif is not None:
+            per_channel = any(
+                lif.parameter(n) is not None and np.ndim(lif.parameter(n)) == 1
+                for n in ("beta", "tau", "threshold", "v_reset")
+            )
+            param_c = step.out_c if per_channel else 1
+            nn = choose_neuron_numbers(lif, scales.acc_frac, current_bound, self.T, param_c)
+            notes.extend(nn.notes)
+            if not -128 <= nn.acc_shift <= 127:
+                raise CompileError(f"{where}: acc_shift {nn.acc_shift} out of range")
+            flags = (LifFlags.COMPARE_GT if lif.compare.data == "gt" else 0) \
+                | (LifFlags.DELAYED_RESET if lif.reset_timing.data == "delayed" else 0) \
+                | (LifFlags.PER_CHANNEL if per_channel else 0)
+            reset = {"subtract": ResetMode.SUBTRACT, "zero": ResetMode.ZERO, "to_value": ResetMode.TO_VALUE}[lif.reset.data]
+            fields.update(
+                out_format=Format.SPIKE_PLANES, leak=nn.leak_form, reset=reset, lif_flags=int(flags),
+                acc_shift=nn.acc_shift, leak_frac=nn.leak_frac, membrane_frac=nn.membrane_frac, param_c=param_c,
+            )
+            thr, leak, v_reset = nn.threshold, nn.leak, nn.v_reset
+            if step.membrane_out is not None:
+                step.membrane_out.frac = nn.membrane_frac
+                step.membrane_out.abs_max = nn.membrane_bound
+        else:
+            param_c = 1
+            fields.update(out_format=Format.ACT_I32, out_frac=scales.acc_frac, param_c=1)
+            thr, leak, v_reset = np.zeros(1), np.ones(1), np.zeros(1)
+        if step.current_out is not None:
+            step.current_out.frac = scales.acc_frac
+            step.current_out.abs_max = current_bound
+        if not -128 <= scales.acc_frac <= 127:
+            raise CompileError(f"{where}: accumulator fraction {scales.acc_frac} out of range")
+
+        params = np.concatenate([
+            bias_int.astype(np.int64),
+            np.broadcast_to(np.asarray(thr, np.int64), (param_c,)),
+            np.broadcast_to(np.asarray(leak, np.int64), (param_c,)),
+            np.broadcast_to(np.asarray(v_reset, np.int64), (param_c,)),
+        ])
+        tiling = self._choose_group_tiles(step, weight_bytes, len(params) * 4, where)
+        if tiling["bands"] is not None:
+            syns, weights_int = _split_into_bands(syns[0], weights_int[0], tiling["bands"])
+            step.synapses = syns
+
+        layer_syms = []
+        for s, q in zip(syns, weights_int):
+            fmap = s.src.fmap
+            layer = self._layer(
+                _source(s.op), notes, in_format=fmap.fmt, in_frac=fmap.frac,
+                in_c=s.in_c, in_cs=s.in_cs, in_h=s.in_h, in_w=s.in_w, kh=s.kh, kw=s.kw,
+                stride_h=s.stride[0], stride_w=s.stride[1], pad_top=s.pads[0], pad_left=s.pads[1],
+                pad_bottom=s.pads[2], pad_right=s.pads[3], dil_h=s.dil[0], dil_w=s.dil[1], **fields,
+            )
+            layer_syms.append(layer.symbol)
+        head_sym = layer_syms[0]
+        w_addrs = [
+            self.consts.add(f"w_{sym}", _int_bytes(q, weight_bytes, f"{where}: weight"))
+            for sym, q in zip(layer_syms, weights_int)
+        ]
+        p_addr = self.consts.add(f"p_{head_sym}", _int_bytes(params, 4, f"{where}: parameter"))
+        return dict(
+            schedule=self._schedule_group, step=step, syms=layer_syms, w_addrs=w_addrs, p_addr=p_addr,
+            p_bytes=len(params) * 4, weight_bytes=weight_bytes, out_cs=out_cs, tiling=tiling,
+        )
+
+    def _group_buffers(self, step: GroupStep, weight_bytes: int, param_bytes: int, rows: int, chs: int,
+                       band: int | None = None) -> dict[str, int]:
+        """SRAM buffer sizes of a group for a tile of rows x chs. "params" and "w<i>"
+        (resident weights) exist once; every other buffer once per copy. With `band`,
+        the single whole-map synapse is streamed in bands of that many rows through
+        "band_w" / "band_in"."""
+        lanes, wo = min(self.o.lanes, self.T), step.out_w
+        sizes = {"params": param_bytes}
+        for i, s in enumerate(step.synapses):
+            if band is not None:
+                sizes["band_w"] = chs * band * s.kw * s.in_cs * weight_bytes
+                sizes["band_in"] = accel.tile_bytes(s.src.fmap.fmt, lanes, band * s.in_w * s.in_cs)
+                continue
+            in_rows = min(s.in_h, (rows - 1) * s.stride[0] + (s.kh - 1) * s.dil[0] + 1)
+            sizes[f"w{i}"] = chs * s.kh * s.kw * s.in_cs * weight_bytes
+            sizes[f"in{i}"] = accel.tile_bytes(s.src.fmap.fmt, lanes, in_rows * s.in_w * s.in_cs)
+        elems = rows * wo * chs
+        sizes["acc"] = 4 * lanes * elems
+        if step.lif is not None:
+            sizes["state"] = 8 * elems
+            sizes["spk"] = isa.spike_word_bytes(lanes) * elems
+            if step.membrane_out is not None:
+                sizes["mem"] = 4 * lanes * elems
+            if step.spikes_out is not None:
+                sizes["out"] = accel.tile_bytes(Format.SPIKE_PLANES, lanes, elems)
+        return sizes
+
+    @staticmethod
+    def _fits(sizes: dict[str, int], copies: int) -> int:
+        total = 0
+        for name, size in sizes.items():
+            n = 1 if name == "params" or name.startswith("w") else copies
+            total += n * _align(max(size, 1), SRAM_ALIGN)
+        return total
+
+    def _choose_group_tiles(self, step: GroupStep, weight_bytes: int, param_bytes: int, where: str) -> dict:
+        out_cs = _pad8(step.out_c)
+        chs_options = sorted({_pad8(-(-out_cs // k)) for k in range(1, out_cs // 8 + 1)}, reverse=True)
+        for copies in (2, 1):
+            for chs in chs_options:
+                for rows in range(step.out_h, 0, -1):
+                    sizes = self._group_buffers(step, weight_bytes, param_bytes, rows, chs)
+                    if self._fits(sizes, copies) <= self.o.sram:
+                        return dict(rows=rows, chs=chs, copies=copies, sizes=sizes, bands=None)
+        synapse = step.synapses[0]
+        if len(step.synapses) == 1 and synapse.whole_map_kernel and synapse.in_h > 1:
+            # The reduction does not fit: stream the kernel in row bands, accumulating.
+            for copies in (2, 1):
+                for chs in chs_options:
+                    for band in range(synapse.in_h - 1, 0, -1):
+                        sizes = self._group_buffers(step, weight_bytes, param_bytes, 1, chs, band)
+                        if self._fits(sizes, copies) <= self.o.sram:
+                            bands = [(r, min(band, synapse.in_h - r)) for r in range(0, synapse.in_h, band)]
+                            return dict(rows=1, chs=chs, copies=copies, sizes=sizes, bands=bands)
+        raise CompileError(f"{where}: even a 1-row x 8-channel tile does not fit in {self.o.sram} bytes of SRAM")
+
+    def _schedule_group(self, w: dict) -> None:
+        step: GroupStep = w["step"]
+        tiling = w["tiling"]
+        sizes, copies = tiling["sizes"], tiling["copies"]
+        plan = _SramPlan()
+        single = {name: plan.take(size) for name, size in sizes.items() if name == "params" or name.startswith("w")}
+        sets = [{name: plan.take(size) for name, size in sizes.items() if name not in single} for _ in range(copies)]
+        em = self.emitter
+        em.dma(True, w["p_addr"], single["params"], w["p_bytes"], 1, 0, 0)
+        head, syms = w["syms"][0], w["syms"]
+        T, lanes = self.T, min(self.o.lanes, self.T)
+        iteration = tile_index = band_index = 0
+        streamed = tiling["bands"] is not None
+        for ch0, chs in _channel_tiles(w["out_cs"], tiling["chs"]):
+            for i, s in enumerate(step.synapses if not streamed else ()):
+                per_channel = s.kh * s.kw * s.in_cs * w["weight_bytes"]
+                em.dma(True, w["w_addrs"][i] + ch0 * per_channel, single[f"w{i}"], chs * per_channel, 1, 0, 0)
+            for b in range(step.batch):
+                for row0, rows in _row_tiles(step.out_h, tiling["rows"]):
+                    state = sets[tile_index % copies].get("state")
+                    tile_index += 1
+                    for t0, nt in _lane_groups(T, lanes):
+                        buf = sets[iteration % copies]
+                        iteration += 1
+                        tile = dict(batch=b, t0=t0, nt=nt, row0=row0, rows=rows, ch0=ch0, chs=chs)
+                        for i, s in enumerate(step.synapses):
+                            if streamed:
+                                band_buf = sets[band_index % copies]
+                                band_index += 1
+                                in_addr, w_addr = band_buf["band_in"], band_buf["band_w"]
+                                per_channel = s.kh * s.kw * s.in_cs * w["weight_bytes"]
+                                em.dma(True, w["w_addrs"][i] + ch0 * per_channel, w_addr, chs * per_channel, 1, 0, 0)
+                            else:
+                                in_addr, w_addr = buf[f"in{i}"], single[f"w{i}"]
+                            in_row0, in_rows = _input_rows(row0, rows, s.stride[0], s.pads[0], s.kh, s.dil[0], s.in_h)
+                            em.load_tile(s.src.fmap, in_addr, b, t0, nt, in_row0 + s.row_offset, in_rows)
+                            em.emit(accel.SynOp.create_with(
+                                syms[i], **tile, in_row0=in_row0, in_rows=in_rows,
+                                flags=int(SynFlags.ACCUMULATE) if i else 0,
+                                in_addr=in_addr, w_addr=w_addr, param_addr=single["params"], acc_addr=buf["acc"],
+                            ))
+                        if step.current_out is not None:
+                            em.store_tile(step.current_out, buf["acc"], b, t0, nt, row0, rows, ch0, chs)
+                        if step.lif is None:
+                            continue
+                        em.emit(accel.LifOp.create_with(
+                            head, **tile, acc_addr=buf["acc"], param_addr=single["params"], state_addr=state,
+                            spk_addr=buf["spk"], mem_addr=buf.get("mem", isa.NO_ADDRESS),
+                        ))
+                        if step.membrane_out is not None:
+                            em.store_tile(step.membrane_out, buf["mem"], b, t0, nt, row0, rows, ch0, chs)
+                        if step.spikes_out is not None:
+                            em.emit(accel.PackOp.create_with(head, **tile, spk_addr=buf["spk"], out_addr=buf["out"]))
+                            em.store_tile(step.spikes_out, buf["out"], b, t0, nt, row0, rows, ch0, chs)
+
+    # -- pools --------------------------------------------------------------------------
+    def _pool_layer(self, step: PoolStep) -> dict:
+        op, src, out = step.op, step.src, step.out
+        kh, kw = int_array_value(op.kernel)
+        sh, sw = int_array_value(op.strides)
+        pads = int_array_value(op.pads)
+        where = f"{op.name} '{_source(op)}'"
+        notes: list[str] = []
+        fields = dict(kind=LayerKind.MAXPOOL)
+        if isinstance(op, AvgPool2dOp):
+            include_pad = op.count_include_pad is not None
+            if any(pads) and not include_pad:
+                # The machine rescales 1/(kh*kw) to 1/count at the border: a floor division.
+                notes.append("average excluding padding divides border windows with rounding")
+            n = kh * kw
+            extra = out.frac - src.frac
+            if n & (n - 1) == 0 and extra == int(math.log2(n)):
+                recip, shift = 1, 0  # sum * 2^-log2(n): exact
+            else:
+                recip, shift = round(2**16 / n), 16 - extra
+                notes.append(f"average over {n} elements rounded")
+            fields = dict(kind=LayerKind.AVGPOOL, avg_recip=recip, avg_shift=shift, flags=1 if include_pad else 0)
+        if max(kh, kw, sh, sw, *pads) > 255:
+            raise CompileError(f"{where}: kernel/stride/pad above 255")
+        layer = self._layer(
+            _source(op), notes, in_format=src.fmt, in_frac=src.frac, out_format=out.fmt, out_frac=out.frac,
+            in_c=src.channels, in_cs=src.cs, in_h=src.height, in_w=src.width,
+            out_c=out.channels, out_cs=out.cs, out_h=out.height, out_w=out.width, kh=kh, kw=kw,
+            stride_h=sh, stride_w=sw, pad_top=pads[0], pad_left=pads[1], pad_bottom=pads[2], pad_right=pads[3],
+            dil_h=1, dil_w=1, param_c=0, **fields,
+        )
+        lanes = min(self.o.lanes, self.T)
+
+        def sizes(rows: int) -> dict[str, int]:
+            in_rows = min(src.height, (rows - 1) * sh + kh)
+            return {"in": accel.tile_bytes(src.fmt, lanes, in_rows * src.width * src.cs),
+                    "out": accel.tile_bytes(out.fmt, lanes, rows * out.width * out.cs)}
+
+        rows = self._largest_rows(out.height, sizes, where)
+        return dict(schedule=self._schedule_pool, step=step, sym=layer.symbol, rows=rows, sizes=sizes(rows),
+                    kh=kh, sh=sh, pad_top=pads[0])
+
+    def _largest_rows(self, height: int, sizes, where: str) -> int:
+        for rows in range(height, 0, -1):
+            if self._fits(sizes(rows), 2) <= self.o.sram:  # double-buffered
+                return rows
+        raise CompileError(f"{where}: even a 1-row tile does not fit in {self.o.sram} bytes of SRAM")
+
+    def _schedule_pool(self, w: dict) -> None:
+        step: PoolStep = w["step"]
+        src, out = step.src, step.out
+        plan = _SramPlan()
+        sets = [{name: plan.take(size) for name, size in w["sizes"].items()} for _ in range(2)]
+        em, lanes, iteration = self.emitter, min(self.o.lanes, self.T), 0
+        for b in range(src.batch):
+            for row0, rows in _row_tiles(out.height, w["rows"]):
+                in_row0, in_rows = _input_rows(row0, rows, w["sh"], w["pad_top"], w["kh"], 1, src.height)
+                for t0, nt in _lane_groups(self.T, lanes):
+                    buf = sets[iteration % 2]
+                    iteration += 1
+                    em.load_tile(src, buf["in"], b, t0, nt, in_row0, in_rows)
+                    em.emit(accel.PoolOp.create_with(
+                        w["sym"], batch=b, t0=t0, nt=nt, row0=row0, rows=rows, ch0=0, chs=out.cs,
+                        in_row0=in_row0, in_rows=in_rows, in_addr=buf["in"], out_addr=buf["out"],
+                    ))
+                    em.store_tile(out, buf["out"], b, t0, nt, row0, rows, 0, out.cs)
+
+    # -- residual / SEW adds ------------------------------------------------------------
+    def _add_layer(self, step: AddStep) -> dict:
+        a, b, out = step.a, step.b, step.out
+        notes = []
+        if out.fmt == Format.ACT_I16 and out.abs_max * 2.0**out.frac >= 2**15:
+            notes.append("sum may exceed the int16 range")
+        layer = self._layer(
+            _source(step.op), notes, kind=LayerKind.ADD, in_format=a.fmt, in2_format=b.fmt, out_format=out.fmt,
+            in_frac=a.frac, in2_frac=b.frac, out_frac=out.frac, in_c=a.channels, in_cs=a.cs,
+            in_h=a.height, in_w=a.width, out_c=out.channels, out_cs=out.cs, out_h=out.height, out_w=out.width,
+            kh=1, kw=1, stride_h=1, stride_w=1, dil_h=1, dil_w=1, param_c=0,
+        )
+        lanes = min(self.o.lanes, self.T)
+
+        def sizes(rows: int) -> dict[str, int]:
+            elems = rows * a.width * a.cs
+            return {"a": accel.tile_bytes(a.fmt, lanes, elems), "b": accel.tile_bytes(b.fmt, lanes, elems),
+                    "out": accel.tile_bytes(out.fmt, lanes, elems)}
+
+        rows = self._largest_rows(out.height, sizes, f"snn.add '{_source(step.op)}'")
+        return dict(schedule=self._schedule_add, step=step, sym=layer.symbol, rows=rows, sizes=sizes(rows))
+
+    def _schedule_add(self, w: dict) -> None:
+        step: AddStep = w["step"]
+        plan = _SramPlan()
+        sets = [{name: plan.take(size) for name, size in w["sizes"].items()} for _ in range(2)]
+        em, lanes, iteration = self.emitter, min(self.o.lanes, self.T), 0
+        for bi in range(step.out.batch):
+            for row0, rows in _row_tiles(step.out.height, w["rows"]):
+                for t0, nt in _lane_groups(self.T, lanes):
+                    buf = sets[iteration % 2]
+                    iteration += 1
+                    em.load_tile(step.a, buf["a"], bi, t0, nt, row0, rows)
+                    em.load_tile(step.b, buf["b"], bi, t0, nt, row0, rows)
+                    em.emit(accel.AddOp.create_with(
+                        w["sym"], batch=bi, t0=t0, nt=nt, row0=row0, rows=rows, ch0=0, chs=step.out.cs,
+                        a_addr=buf["a"], b_addr=buf["b"], out_addr=buf["out"],
+                    ))
+                    em.store_tile(step.out, buf["out"], bi, t0, nt, row0, rows, 0, step.out.cs)

@@ -1,0 +1,81 @@
+"""User tensors (float32, ONNX shapes) <-> DRAM bytes in an I/O descriptor's format.
+
+CONTRACT:
+  * `encode_input(desc, x) -> (bytes as np.uint8, quantised)`: x must have shape
+    `desc.onnx_shape` ([T,B,C,H,W] or [T,B,N]); it is transposed to
+    [T][B][H][W][Cs] with zero channel padding and stored in `desc.format`:
+      SPIKE_PLANES  bits, [T][B][H][W][Cs], little-endian in a byte
+      SPIKE_WORDS   [B][H][W][Cs] words of spike_word_bytes(T), bit t = step t
+      ACT_I16/I32   round(x * 2**frac) as signed ints [T][B][H][W][Cs]
+    Spike inputs must be exactly 0/1; multi-bit values that are not exact in
+    `frac` bits are rounded half-to-even (quantised = True); out-of-range or
+    non-finite values raise InputError naming the input.
+  * `decode_output(desc, raw) -> np.ndarray` float32 of shape `desc.onnx_shape`
+    (spikes -> 0.0/1.0, ints -> int * 2**-frac).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from snnc.backend.binformat import IODesc
+from snnc.backend.errors import InputError
+from snnc.backend.isa import Format
+from snnc.runtime.machine import ACT_DTYPES, word_dtype
+
+
+def _to_storage_order(desc: IODesc, x: np.ndarray) -> np.ndarray:
+    """[T,B,C,H,W] or [T,B,N] -> [T,B,H,W,Cs] with zero channel padding."""
+    t, b, c, h, w = desc.timesteps, desc.batch, desc.channels, desc.height, desc.width
+    x5 = x.reshape(t, b, c, h, w)
+    out = np.zeros((t, b, h, w, desc.channels_stored), dtype=x.dtype)
+    out[..., :c] = x5.transpose(0, 1, 3, 4, 2)
+    return out
+
+
+def encode_input(desc: IODesc, x) -> tuple[np.ndarray, bool]:
+    x = np.asarray(x)
+    if tuple(x.shape) != tuple(desc.onnx_shape):
+        raise InputError(f"input {desc.name!r}: expected shape {list(desc.onnx_shape)}, found {list(x.shape)}")
+    x = x.astype(np.float64)
+    if not np.all(np.isfinite(x)):
+        raise InputError(f"input {desc.name!r}: contains NaN or infinity")
+    fmt = Format(desc.format)
+    if fmt in (Format.SPIKE_PLANES, Format.SPIKE_WORDS):
+        bad = (x != 0) & (x != 1)
+        if bad.any():
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise InputError(f"input {desc.name!r}: spike input must be 0 or 1, found {x[where]!r} at index {list(where)}")
+        bits = _to_storage_order(desc, x.astype(np.uint8))
+        if fmt == Format.SPIKE_PLANES:
+            return np.packbits(bits.reshape(-1), bitorder="little"), False
+        weights = np.uint64(1) << np.arange(desc.timesteps, dtype=np.uint64).reshape(-1, 1, 1, 1, 1)
+        words = np.bitwise_or.reduce(bits.astype(np.uint64) * weights, axis=0)
+        return words.astype(word_dtype(desc.timesteps)).view(np.uint8).reshape(-1), False
+    dtype = ACT_DTYPES[fmt]
+    scaled = np.ldexp(x, desc.frac_bits)
+    q = np.rint(scaled)  # round half to even
+    quantised = bool(np.any(q != scaled))
+    info = np.iinfo(dtype)
+    if q.min(initial=0) < info.min or q.max(initial=0) > info.max:
+        raise InputError(
+            f"input {desc.name!r}: values outside the {fmt.name} range "
+            f"[{info.min * 2.0 ** -desc.frac_bits}, {info.max * 2.0 ** -desc.frac_bits}] with {desc.frac_bits} fractional bits")
+    ints = _to_storage_order(desc, q.astype(np.int64))
+    return ints.astype(dtype).view(np.uint8).reshape(-1), quantised
+
+
+def decode_output(desc: IODesc, raw: np.ndarray) -> np.ndarray:
+    t, b, c, h, w, cs = desc.timesteps, desc.batch, desc.channels, desc.height, desc.width, desc.channels_stored
+    fmt = Format(desc.format)
+    if fmt == Format.SPIKE_PLANES:
+        vals = np.unpackbits(raw, bitorder="little").reshape(t, b, h, w, cs).astype(np.float32)
+    elif fmt == Format.SPIKE_WORDS:
+        words = raw.view(word_dtype(t)).reshape(1, b, h, w, cs).astype(np.uint64)
+        bit = np.arange(t, dtype=np.uint64).reshape(-1, 1, 1, 1, 1)
+        vals = ((words >> bit) & np.uint64(1)).astype(np.float32)
+    else:
+        ints = raw.view(ACT_DTYPES[fmt]).reshape(t, b, h, w, cs)
+        vals = np.ldexp(ints.astype(np.float64), -desc.frac_bits).astype(np.float32)
+    out = vals[..., :c].transpose(0, 1, 4, 2, 3)  # -> [T,B,C,H,W]
+    return np.ascontiguousarray(out.reshape(desc.onnx_shape))

@@ -1,0 +1,126 @@
+"""The model zoo: deterministic, representable numbers, calibrated spike sparsity."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from snnc.backend.errors import FrontendError
+from snnc.compiler import zoo
+from snnc.compiler.zoo.models import zero_fraction
+
+
+def _initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    return {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+
+
+def _neuron_nodes(model: onnx.ModelProto):
+    """Step-0 neuron calls (unrolled form): name -> attributes."""
+    return {
+        n.name: {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
+        for n in model.graph.node if n.domain == "snn" and ".t" not in n.name
+    }
+
+
+def test_registry_has_descriptions():
+    assert {"mlp", "vgg-small"} <= set(zoo.ZOO)
+    for name, entry in zoo.ZOO.items():
+        assert entry.name == name
+        assert entry.description and "\n" not in entry.description
+
+
+@pytest.mark.parametrize("name", ["mlp", "vgg-small"])
+def test_deterministic_per_seed(name):
+    model_a, inputs_a = zoo.build(name, seed=3)
+    model_b, inputs_b = zoo.build(name, seed=3)
+    assert model_a.SerializeToString() == model_b.SerializeToString()
+    assert inputs_a.keys() == inputs_b.keys()
+    for key in inputs_a:
+        assert np.array_equal(inputs_a[key], inputs_b[key])
+    model_c, inputs_c = zoo.build(name, seed=4)
+    assert model_c.SerializeToString() != model_a.SerializeToString()
+    assert not all(np.array_equal(inputs_a[k], inputs_c[k]) for k in inputs_a)
+
+
+@pytest.mark.parametrize("name", ["mlp", "vgg-small"])
+def test_model_header_and_inputs(name):
+    model, inputs = zoo.build(name, timesteps=3)
+    assert model.ir_version <= 13
+    assert {o.domain: o.version for o in model.opset_import}[""] >= 13
+    onnx.checker.check_model(model, full_check=True)
+    graph_inputs = [i.name for i in model.graph.input]
+    assert list(inputs) == graph_inputs
+    for value in model.graph.input:
+        dims = [d.dim_value for d in value.type.tensor_type.shape.dim]
+        assert dims[0] == 3 and list(inputs[value.name].shape) == dims
+        assert inputs[value.name].dtype == np.float32
+
+
+@pytest.mark.parametrize("name,sparsity", [("mlp", 0.5), ("vgg-small", 0.7), ("mlp", 0.0)])
+def test_weights_representable_and_pruned(name, sparsity):
+    model, _ = zoo.build(name, weight_sparsity=sparsity)
+    weights = {k: v for k, v in _initializers(model).items() if k.endswith(".weight")}
+    assert len(weights) >= 3
+    for key, w in weights.items():
+        ints = w * 16
+        assert np.array_equal(ints, np.round(ints)) and np.abs(ints).max() <= 7, key
+        assert np.count_nonzero(w == 0) == round(sparsity * w.size), key
+    for key, b in _initializers(model).items():
+        if key.endswith(".bias"):
+            assert np.array_equal(b * 16, np.round(b * 16)), key
+
+
+def test_inputs_are_binary_or_representable():
+    _, mlp_inputs = zoo.build("mlp")
+    x = mlp_inputs["input"]
+    assert set(np.unique(x)) <= {0.0, 1.0} and 0 < x.mean() < 1
+    _, vgg_inputs = zoo.build("vgg-small")
+    image = vgg_inputs["image"]
+    assert np.array_equal(image * 256, np.round(image * 256))
+    assert image.min() >= -4 and image.max() < 4 and image.std() > 0.5
+
+
+@pytest.mark.parametrize("name", ["mlp", "vgg-small"])
+@pytest.mark.parametrize("target", [0.8, 0.9])
+def test_calibrated_spike_sparsity(name, target):
+    net, inputs = zoo.build_network(name, spike_sparsity=target)
+    values = net.evaluate(inputs)
+    neurons = [layer for layer in net.layers if layer.kind in ("lif", "if")]
+    assert len(neurons) >= 3
+    for layer in neurons:
+        measured = zero_fraction(values[layer.outputs[0]])
+        assert abs(measured - target) <= 0.05, (layer.name, measured)
+        threshold = layer.params["threshold"]
+        assert threshold > 0 and threshold * 16 == round(threshold * 16), layer.name
+        if layer.params["beta"] is not None:
+            assert layer.params["beta"] in (0.5, 0.75, 0.875)
+
+
+def test_thresholds_in_onnx_match_calibration():
+    model, _ = zoo.build("mlp")
+    net, _ = zoo.build_network("mlp")
+    calibrated = {l.name: l.params["threshold"] for l in net.layers if l.kind == "lif"}
+    exported = {name: attrs.get("threshold", 1.0) for name, attrs in _neuron_nodes(model).items()}
+    assert exported == calibrated
+
+
+def test_scan_form_available():
+    model, _ = zoo.build("mlp", form="scan")
+    assert [n.op_type for n in model.graph.node] == ["Scan"]
+
+
+def test_save_inputs(tmp_path):
+    model, inputs = zoo.build("mlp")
+    path = zoo.save_inputs(tmp_path / "inputs.npz", inputs)
+    with np.load(path) as loaded:
+        assert list(loaded.keys()) == [i.name for i in model.graph.input]
+        assert np.array_equal(loaded["input"], inputs["input"])
+
+
+def test_unknown_model_and_bad_options():
+    with pytest.raises(FrontendError, match="unknown zoo model 'resnet-9000'"):
+        zoo.build("resnet-9000")
+    with pytest.raises(FrontendError, match="weight_sparsity"):
+        zoo.build("mlp", weight_sparsity=1.5)
