@@ -49,6 +49,16 @@ class Format(enum.IntEnum):
     SPIKE_WORDS = 1  # all T bits of a neuron in one word (LoAS Fig. 8 "packed")
     ACT_I16 = 2  # signed 16-bit fixed point, `frac_bits` fractional bits, per timestep
     ACT_I32 = 3  # signed 32-bit fixed point (membranes, currents), per timestep
+    SPIKE_BITMASK = 4  # LoAS Fig. 8: per-row bitmask of non-silent neurons + pointer + their T-bit words
+
+
+class Dataflow(enum.IntEnum):
+    """Loop order of a CONV layer over (t, m, n, k); LoAS §III and §V "Baseline"."""
+
+    FTP = 0  # m, n, k, parallel-for t: fully temporal-parallel (LoAS Algorithm 1)
+    IP_SEQ = 1  # inner product, t sequential innermost (SparTen-SNN)
+    OP = 2  # outer product (GoSPA-SNN)
+    GUST = 3  # Gustavson (Gamma-SNN)
 
 
 class LayerKind(enum.IntEnum):
@@ -280,6 +290,7 @@ LAYER_FIELDS: tuple[Field, ...] = (
     Field("avg_shift", "B", "AVGPOOL: shift paired with avg_recip"),
     Field("flags", "B", "bit 0: AVGPOOL counts padding"),
     Field("param_c", "H", "channels in the parameter block (out_c, or 1 when shared)"),
+    Field("dataflow", "B", "Dataflow of a CONV layer (loop order; drives the timing model)"),
 )
 LAYER_STRUCT = struct.Struct("<" + "".join(f.fmt for f in LAYER_FIELDS))
 LAYER_BYTES = LAYER_STRUCT.size
@@ -309,6 +320,7 @@ def decode_layer(raw: bytes, index: int = 0) -> dict[str, int]:
     for name, enum_type in (
         ("kind", LayerKind), ("in_format", Format), ("in2_format", Format),
         ("out_format", Format), ("leak", LeakForm), ("reset", ResetMode),
+        ("dataflow", Dataflow),
     ):
         try:
             enum_type(out[name])
