@@ -404,6 +404,14 @@ def validate_image(image: ProgramImage) -> None:
             end = f["dram_addr"] + (f["rows"] - 1) * f["dram_stride"] + f["row_bytes"]
             if end > image.dram_size:
                 raise BinaryFormatError(f"{where}.dram_addr: transfer ends at {end}, beyond dram_size {image.dram_size}")
+        if spec.opcode in (isa.Opcode.DMA_LOAD_BM, isa.Opcode.DMA_STORE_BM):
+            if f["word_bytes"] not in (1, 2, 4, 8):
+                raise BinaryFormatError(f"{where}.word_bytes = {f['word_bytes']}: expected 1, 2, 4 or 8")
+            if not 1 <= f["elem_bits"] <= 8 * f["word_bytes"]:
+                raise BinaryFormatError(f"{where}.elem_bits = {f['elem_bits']}: expected 1..{8 * f['word_bytes']}")
+            end = f["dram_addr"] + f["fibers"] * isa.fiber_slot_bytes(f["fiber_elems"], f["elem_bits"])
+            if end > image.dram_size:
+                raise BinaryFormatError(f"{where}.dram_addr: fiber slots end at {end}, beyond dram_size {image.dram_size}")
         if spec.opcode in _TILE_OPCODES:
             if f["layer"] >= len(layers):
                 raise BinaryFormatError(f"{where}.layer = {f['layer']}, only {len(layers)} layer descriptors")

@@ -30,7 +30,11 @@ LAYER_ENUMS = {
     "kind": isa.LayerKind, "in_format": isa.Format, "in2_format": isa.Format, "out_format": isa.Format,
     "leak": isa.LeakForm, "reset": isa.ResetMode, "lif_flags": isa.LifFlags,
 }
-INSTRUCTION_FLAGS = {isa.Opcode.SYN: {"flags": isa.SynFlags}}
+INSTRUCTION_FLAGS = {
+    isa.Opcode.SYN: {"flags": isa.SynFlags},
+    isa.Opcode.DMA_LOAD_BM: {"flags": isa.DmaFlags},
+    isa.Opcode.DMA_STORE_BM: {"flags": isa.DmaFlags},
+}
 
 
 def _enum_text(enum_type, value: int) -> str:

@@ -52,9 +52,12 @@ def instruction_fields(op: accel.InstructionOp, layer_index: dict[str, int]) -> 
     return {f.name: values[f.name] for f in op.SPEC.fields}
 
 
-def encode(module: ModuleOp | accel.ProgramOp) -> binformat.ProgramImage:
+def encode(module: ModuleOp | accel.ProgramOp, *, verify: bool = True) -> binformat.ProgramImage:
+    """The program image; `verify=False` when the caller has just verified the module
+    (the compile pipeline verifies after every pass)."""
     program = find_program(module)
-    program.verify()
+    if verify:
+        program.verify()
     layers = program.layers()
     layer_index = program.layer_index()
     instructions = bytearray()

@@ -45,7 +45,7 @@ class ComputeConfig:
     clock_mhz: float = _param(800.0, "LoAS §V: synthesised at 800 MHz", 1.0, 10000.0)
     weight_bits: int = _param(8, "LoAS Table III: 8-bit weight", 1, 16)
     membrane_bits: int = _param(32, "assumption: 32-bit membrane/accumulator registers (LoAS gives 12/10-bit accumulators only)", 8, 32)
-    syn_overhead_cycles: int = _param(8, "LoAS §V: laggy prefix-sum produces offsets in 8 cycles (128-bit buffer / 16 adders), paid once per SYN", 0, 1_000_000)
+    syn_overhead_cycles: int = _param(2, "assumption: pipeline fill per SYN (scheduler dispatch + first fiber-B broadcast from the global cache); later fiber-B fetches overlap correction (LoAS §IV-C, Fig. 10); the laggy prefix-sum is modelled per task in runtime/tppe.py", 0, 1_000_000)
     lif_overhead_cycles: int = _param(1, "assumption: one cycle to issue a P-LIF visit (LoAS: P-LIF fires all lanes in one operation)", 0, 1_000_000)
     vector_overhead_cycles: int = _param(1, "assumption: one cycle to issue PACK/POOL/ADD", 0, 1_000_000)
 
@@ -54,7 +54,7 @@ class ComputeConfig:
 class TppeConfig:
     bitmask_buffer_bits: int = _param(128, "LoAS §V: 2 128-bit buffers for holding bitmasks", 1, 1 << 20)
     laggy_prefix_adders: int = _param(16, "LoAS §V: laggy prefix-sum circuit contains 16 adders", 1, 4096)
-    fifo_depth: int = _param(8, "LoAS §V: 2 depth-8 FIFOs for correction", 1, 4096)
+    fifo_depth: int = _param(8, "LoAS §V: 2 depth-8 FIFOs for correction", 2, 4096)
     weight_buffer_bytes: int = _param(128, "LoAS §V: 128-byte buffer for the non-zero weights of fiber-B", 1, 1 << 20)
     pseudo_acc_bits: int = _param(12, "LoAS §V: 1 12-bit pseudo-accumulator", 1, 64)
     correction_acc_bits: int = _param(10, "LoAS §V: 4 10-bit correction accumulators", 1, 64)
@@ -67,6 +67,9 @@ class SramConfig:
     ways: int = _param(16, "LoAS Table III: 16-way associative", 1, 4096)
     read_fj_per_bit: float = _param(130.0, "STEMS Table 1: SRAM (128 kB/bank) read ~130 fJ/bit", 0.0, 1e6)
     write_fj_per_bit: float = _param(170.0, "STEMS Table 1: SRAM (128 kB/bank) write ~170 fJ/bit", 0.0, 1e6)
+    port_bytes: int = _param(16, "assumption: 128-bit port per bank (the width of a TPPE bitmask buffer, LoAS §V); consecutive port_bytes blocks interleave across banks", 1, 4096)
+    line_bytes: int = _param(64, "assumption: 64 B cache lines for hit/miss counting (FiberCache-style lines, LoAS §IV-D)", 1, 1 << 20)
+    psum_share: float = _param(0.5, "assumption: baselines keep partial sums in one half of the double-buffered global cache (LoAS §V: 256 KB double-buffered)", 0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,7 @@ class DramConfig:
     bandwidth_gb_s: float = _param(128.0, "LoAS Table III: 128 GB/s main memory (HBM)", 0.001, 1e6)
     channels: int = _param(16, "LoAS Table III: 16 HBM channels", 1, 4096)
     channel_bits: int = _param(64, "LoAS Table III: 64-bit HBM channels", 8, 4096)
+    interleave_bytes: int = _param(32, "assumption: one HBM burst (4 beats x 64-bit channel = 32 B); consecutive bursts go to consecutive channels", 1, 1 << 20)
     latency_cycles: int = _param(64, "assumption: ~80 ns HBM access latency = 64 cycles at 800 MHz, paid once per DMA instruction", 0, 1_000_000)
     read_fj_per_bit: float = _param(11000.0, "STEMS Table 1: DRAM read 11,000 fJ/bit", 0.0, 1e7)
     write_fj_per_bit: float = _param(12000.0, "STEMS Table 1: DRAM write 12,000 fJ/bit", 0.0, 1e7)

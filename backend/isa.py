@@ -33,6 +33,9 @@ class Opcode(enum.IntEnum):
     NOP = 0x00
     DMA_LOAD = 0x01
     DMA_STORE = 0x02
+    DMA_LOAD_BM = 0x03
+    DMA_STORE_BM = 0x04
+    MOVE = 0x05
     SYN = 0x10
     LIF = 0x11
     PACK = 0x12
@@ -88,6 +91,30 @@ class LifFlags(enum.IntFlag):
 
 class SynFlags(enum.IntFlag):
     ACCUMULATE = 0x1  # add into the accumulator tile instead of starting from bias
+
+
+class DmaFlags(enum.IntFlag):
+    """Flags of dma.load_bm / dma.store_bm."""
+
+    SPIKES = 0x1  # the elements are spike words (counted for the compression report)
+    MASK_SINGLE = 0x2  # store: words with exactly one spike are dropped as silent (LoAS §IV-C)
+
+
+# Bitmask-compressed fibers (LoAS §IV-A, Fig. 8): a fiber is one row of elements
+# (a spatial row [W][Cs] of spike words, or one output channel's weight column
+# [kh][kw][Cs_in]) stored in a fixed-size DRAM slot:
+#   u32 count (the fiber's pointer: non-zero elements, i.e. where the next fiber's
+#   data starts in a dense packing), bitmask of `elems` bits (little-endian bit
+#   order, bit i = element i is non-zero), then the `count` non-zero elements in
+#   order, each `elem_bits` wide, bit-packed little-endian (a spike word of T
+#   timesteps takes T bits: LoAS packs the T spikes of a neuron in one T-bit value).
+#   Only 4 + ceil(elems/8) + ceil(count * elem_bits / 8) bytes move.
+FIBER_HEADER_BYTES = 4
+
+
+def fiber_slot_bytes(elems: int, elem_bits: int) -> int:
+    """DRAM bytes reserved for one compressed fiber of `elems` elements of `elem_bits` bits."""
+    return FIBER_HEADER_BYTES + (elems + 7) // 8 + (elems * elem_bits + 7) // 8
 
 
 @dataclass(frozen=True)
@@ -150,6 +177,44 @@ INSTRUCTIONS: tuple[InstructionSpec, ...] = (
             F("sram_stride", "I", "SRAM bytes between row starts"),
         ),
         "2-D DMA from the global SRAM to DRAM.",
+    ),
+    InstructionSpec(
+        Opcode.DMA_LOAD_BM, "dma.load_bm",
+        (
+            F("dram_addr", "Q", "DRAM address of the first fiber slot"),
+            F("sram_addr", "I", "SRAM dense tile [fibers][fiber_elems] of word_bytes elements"),
+            F("fibers", "I", "number of fibers (consecutive slots)"),
+            F("fiber_elems", "I", "elements per fiber"),
+            F("word_bytes", "B", "bytes per element in SRAM (1, 2, 4 or 8)"),
+            F("elem_bits", "B", "bits per element in DRAM (1..8*word_bytes; T for spike words)"),
+            F("flags", "B", "DmaFlags"),
+        ),
+        "Bitmask-compressed DMA: reads fibers (pointer, bitmask, non-zero words) and expands them in SRAM.",
+    ),
+    InstructionSpec(
+        Opcode.DMA_STORE_BM, "dma.store_bm",
+        (
+            F("dram_addr", "Q", "DRAM address of the first fiber slot"),
+            F("sram_addr", "I", "SRAM dense tile [fibers][fiber_elems] of word_bytes elements"),
+            F("fibers", "I", "number of fibers (consecutive slots)"),
+            F("fiber_elems", "I", "elements per fiber"),
+            F("word_bytes", "B", "bytes per element in SRAM (1, 2, 4 or 8)"),
+            F("elem_bits", "B", "bits per element in DRAM (1..8*word_bytes; T for spike words)"),
+            F("flags", "B", "DmaFlags"),
+        ),
+        "Compressor + DMA: drops zero (silent) words of each SRAM row, stores fibers to DRAM.",
+    ),
+    InstructionSpec(
+        Opcode.MOVE, "move",
+        (
+            F("src_addr", "I", "source SRAM byte address"),
+            F("dst_addr", "I", "destination SRAM byte address"),
+            F("row_bytes", "I", "bytes per row"),
+            F("rows", "I", "number of rows"),
+            F("src_stride", "I", "source bytes between row starts"),
+            F("dst_stride", "I", "destination bytes between row starts"),
+        ),
+        "2-D copy inside the global SRAM (layer fusion: tiles to/from an on-chip feature map).",
     ),
     InstructionSpec(
         Opcode.SYN, "syn",

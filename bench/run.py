@@ -1,35 +1,50 @@
 """Toolchain speed and memory, measured beside onnxruntime in the same run.
 
-    python bench/run.py [--quick] [--models a,b] [--repeats 5]
+    python bench/run.py [--quick] [--models a,b] [--repeats 5] [--out bench/results.md]
 
 For every zoo model it measures, as the median of N runs after one warm-up:
-  * compile time (ONNX -> prog.bin) vs onnxruntime InferenceSession creation;
-  * simulation time, cycle-level and functional-only, vs onnxruntime inference;
-  * peak RSS of `snnc compile` and `snnc run` (separate processes);
-  * the same as a user waits: a whole `snnc` process vs a whole `python -c`
-    process that imports onnxruntime, creates the session and runs it;
-  * binary size vs the constants (weight) payload it carries.
-It prints a markdown table and writes bench/results.md. Never part of the tests.
+  * compile time (ONNX -> prog.bin, `compile_model` + `write_program`) vs onnxruntime
+    InferenceSession creation on the same ONNX file;
+  * simulation time, cycle-level and functional-only (`simulate(..., functional=True)`),
+    vs onnxruntime inference (`session.run`) on the same input;
+  * the same as a user waits: a whole `snnc compile` / `snnc run` / `snnc run
+    --functional` process vs a whole `python -c` process that imports onnxruntime,
+    creates the session and runs it once;
+  * peak RSS (ru_maxrss of the child) of `snnc compile` and `snnc run`, and of the
+    onnxruntime process;
+  * binary size vs the constants payload it carries (the packed weight/parameter
+    blocks the runtime reads), and, for scale, vs an ideal bitmask-compressed weight
+    payload (1 bit per weight + 1 byte per non-zero weight, LoAS Fig. 8 style).
+Models marked `large` in the zoo (minutes per run) get 1 timed run and no warm-up.
+A measurement that fails is reported as "error" and the rest of the run goes on.
+It prints markdown tables and writes bench/results.md. Never part of the tests.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
-
 HERE = Path(__file__).resolve().parent
-QUICK_MODELS = ("mlp", "vgg-small")
+QUICK_MODELS = ("mlp", "vgg-small", "alexnet-cifar10", "vgg16-cifar10")
+# The ratio targets of issue 6 (snnc / onnxruntime on the same model).
+TARGETS = {"compile": 2.0, "sim_cycle": 2.0, "sim_functional": 1.0}
+TARGET_MODEL = "vgg16-cifar10"
+MEMORY_LIMIT_MIB = 4096
+BINARY_LIMIT = 1.1
 
 
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
+def median_time(fn, repeats: int, warmup: bool = True) -> float:
+    if warmup:
+        fn()
     samples = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -38,20 +53,31 @@ def median_time(fn, repeats: int) -> float:
     return statistics.median(samples)
 
 
-def process_stats(argv: list[str], repeats: int) -> tuple[float, float]:
-    """Median wall time and max peak RSS (MiB) of a command, each run in a fresh process."""
+TIME = "/usr/bin/time"
+
+
+def process_stats(argv: list[str], repeats: int, warmup: bool = True) -> tuple[float, float]:
+    """Median wall time (s) and max peak RSS (MiB) of a command, each run a fresh process.
+
+    The peak RSS comes from GNU time's %M: on Linux a child's ru_maxrss starts at its
+    parent's RSS at fork (kept across exec), so measuring our own children would report
+    this (large) benchmark process instead; the small `time` process in between avoids it.
+    """
     walls, peaks = [], []
-    for i in range(repeats + 1):
-        start = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - start
-        err = proc.stderr.read().decode() if proc.stderr else ""
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise RuntimeError(f"{' '.join(argv)} failed: {err[-500:]}")
-        if i:  # the first run is the warm-up (page cache, pyc files)
-            walls.append(wall)
-            peaks.append(usage.ru_maxrss / 1024)
+    with tempfile.TemporaryDirectory() as tmp:
+        err_path, rss_path = Path(tmp) / "stderr", Path(tmp) / "rss"
+        for i in range(repeats + (1 if warmup else 0)):
+            with open(err_path, "wb") as err:
+                start = time.perf_counter()
+                code = subprocess.call([TIME, "-f", "%M", "-o", str(rss_path), *argv],
+                                       stdout=subprocess.DEVNULL, stderr=err)
+                wall = time.perf_counter() - start
+            if code != 0:
+                detail = err_path.read_text(errors="replace")[-300:].strip()
+                raise RuntimeError(f"{' '.join(argv[2:])} failed: {detail}")
+            if i or not warmup:  # the first run is the warm-up (page cache, pyc files)
+                walls.append(wall)
+                peaks.append(int(rss_path.read_text().split()[-1]) / 1024)  # KiB -> MiB
     return statistics.median(walls), max(peaks)
 
 
@@ -63,89 +89,231 @@ s.run(None, feeds)
 """
 
 
-def bench_model(name: str, repeats: int, workdir: Path) -> dict:
+def packed_weight_bytes(model) -> int:
+    """Ideal bitmask-compressed weights: 1 bit per weight + 1 byte per non-zero."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    total = 0
+    for init in model.graph.initializer:
+        if init.name.endswith(".weight"):
+            w = numpy_helper.to_array(init)
+            total += (w.size + 7) // 8 + int(np.count_nonzero(w))
+    return total
+
+
+def _measure(row: dict, errors: list[str], key, fn) -> None:
+    """row[key] = fn() (key may be a tuple of keys); a failure leaves them missing."""
+    try:
+        value = fn()
+    except Exception as exc:  # keep benchmarking the rest
+        errors.append(f"{row['model']}: {key}: {type(exc).__name__}: {str(exc)[:300]}")
+        if os.environ.get("SNNC_DEBUG"):
+            traceback.print_exc()
+        return
+    if isinstance(key, tuple):
+        row.update(zip(key, value))
+    else:
+        row[key] = value
+
+
+def bench_model(name: str, repeats: int, workdir: Path, errors: list[str], processes: bool) -> dict:
     import onnxruntime as ort
 
-    from snnc.backend.binformat import read_program
+    from snnc.backend.binformat import read_program, write_program
     from snnc.compiler.fileio import atomic_write_bytes, save_npz
     from snnc.compiler.pipeline import compile_model
-    from snnc.compiler.zoo import build
+    from snnc.compiler.zoo import ZOO, build
     from snnc.runtime import simulate
 
+    large = ZOO[name].large
+    reps, warm = (1, False) if large else (repeats, True)
+    row: dict = {"model": name, "repeats": reps}
+    start = time.perf_counter()
     model, inputs = build(name)
-    model_path, input_path, prog_path = workdir / f"{name}.onnx", workdir / f"{name}.npz", workdir / f"{name}.bin"
+    row["build_s"] = time.perf_counter() - start
+    model_path, input_path, prog_path = (workdir / f"{name}.onnx", workdir / f"{name}.npz",
+                                         workdir / f"{name}.bin")
     atomic_write_bytes(model_path, model.SerializeToString())
     save_npz(input_path, inputs)
+    row["packed_bytes"] = packed_weight_bytes(model)
+    del model
 
-    result = compile_model(model_path)
+    providers = ["CPUExecutionProvider"]
+    _measure(row, errors, "ort_session_s", lambda: median_time(
+        lambda: ort.InferenceSession(str(model_path), providers=providers), reps, warm))
+    try:
+        session = ort.InferenceSession(str(model_path), providers=providers)
+        _measure(row, errors, "ort_infer_s", lambda: median_time(lambda: session.run(None, inputs), reps, warm))
+        del session
+    except Exception as exc:
+        errors.append(f"{name}: onnxruntime: {type(exc).__name__}: {str(exc)[:300]}")
+
+    _measure(row, errors, "compile_s", lambda: median_time(
+        lambda: write_program(compile_model(model_path).image), reps, warm))
+    try:
+        result = compile_model(model_path)
+    except Exception as exc:
+        errors.append(f"{name}: compile: {type(exc).__name__}: {str(exc)[:300]}")
+        return row
     atomic_write_bytes(prog_path, result.binary)
     image = read_program(result.binary)
-
-    row = {"model": name}
-    row["compile_s"] = median_time(lambda: compile_model(model_path), repeats)
-    row["ort_session_s"] = median_time(
-        lambda: ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"]), repeats)
-    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-    row["ort_infer_s"] = median_time(lambda: session.run(None, inputs), repeats)
-    row["sim_cycle_s"] = median_time(lambda: simulate(image, inputs), repeats)
-    row["sim_functional_s"] = median_time(lambda: simulate(image, inputs, functional=True), repeats)
-
-    snnc = [sys.executable, "-m", "snnc.compiler.cli"]
-    row["proc_compile_s"], row["compile_rss_mib"] = process_stats(
-        snnc + ["compile", str(model_path), "-o", str(prog_path)], repeats)
-    row["proc_run_s"], row["run_rss_mib"] = process_stats(
-        snnc + ["run", str(prog_path), "--input", str(input_path), "--quiet"], repeats)
-    row["proc_run_functional_s"], _ = process_stats(
-        snnc + ["run", str(prog_path), "--input", str(input_path), "--functional"], repeats)
-    row["proc_ort_s"], row["ort_rss_mib"] = process_stats(
-        [sys.executable, "-c", ORT_PROCESS, str(model_path), str(input_path)], repeats)
     row["binary_bytes"] = len(result.binary)
     row["payload_bytes"] = len(image.constants)
+    del result
+    _measure(row, errors, "sim_functional_s", lambda: median_time(
+        lambda: simulate(image, inputs, functional=True), reps, warm))
+    _measure(row, errors, "sim_cycle_s", lambda: median_time(lambda: simulate(image, inputs), reps, warm))
+    del image
+
+    if processes:
+        snnc = [sys.executable, "-m", "snnc.compiler.cli"]
+        _measure(row, errors, ("proc_compile_s", "compile_rss_mib"), lambda: process_stats(
+            snnc + ["compile", str(model_path), "-o", str(prog_path)], reps, warm))
+        _measure(row, errors, ("proc_run_s", "run_rss_mib"), lambda: process_stats(
+            snnc + ["run", str(prog_path), "--input", str(input_path), "--quiet"], reps, warm))
+        _measure(row, errors, ("proc_run_functional_s", "run_functional_rss_mib"), lambda: process_stats(
+            snnc + ["run", str(prog_path), "--input", str(input_path), "--functional"], reps, warm))
+        _measure(row, errors, ("proc_ort_s", "ort_rss_mib"), lambda: process_stats(
+            [sys.executable, "-c", ORT_PROCESS, str(model_path), str(input_path)], reps, warm))
     return row
 
 
-def ratio(a: float, b: float) -> str:
-    return f"{a / b:.2f}x" if b else "-"
+# --------------------------------------------------------------------------------------
+# rendering
+# --------------------------------------------------------------------------------------
 
 
-def render(rows: list[dict]) -> str:
-    head = ("| model | compile s | ort session s | ratio | sim cycle s | sim func s | ort infer s "
-            "| cycle ratio | func ratio | process: compile / run / ort s | peak RSS compile / run MiB "
-            "| binary / payload |")
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+def _num(row: dict, key: str, fmt: str = "{:.3f}") -> str:
+    return fmt.format(row[key]) if key in row else "error"
+
+
+def _ratio(row: dict, a: str, b: str) -> str:
+    if a not in row or b not in row or not row[b]:
+        return "-"
+    return f"{row[a] / row[b]:.2f}x"
+
+
+def render(rows: list[dict], processes: bool) -> str:
+    out = ["## In-process (API calls)", "",
+           "| model | compile s | ORT session s | compile ratio | sim cycle s | sim functional s "
+           "| ORT infer s | cycle ratio | functional ratio |",
+           "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(
-            f"| {r['model']} | {r['compile_s']:.3f} | {r['ort_session_s']:.3f} | {ratio(r['compile_s'], r['ort_session_s'])} "
-            f"| {r['sim_cycle_s']:.4f} | {r['sim_functional_s']:.4f} | {r['ort_infer_s']:.4f} "
-            f"| {ratio(r['sim_cycle_s'], r['ort_infer_s'])} | {ratio(r['sim_functional_s'], r['ort_infer_s'])} "
-            f"| {r['proc_compile_s']:.2f} / {r['proc_run_s']:.2f} / {r['proc_ort_s']:.2f} "
-            f"| {r['compile_rss_mib']:.0f} / {r['run_rss_mib']:.0f} "
-            f"| {r['binary_bytes']:,} / {r['payload_bytes']:,} ({ratio(r['binary_bytes'], r['payload_bytes'])}) |"
-        )
+        out.append(
+            f"| {r['model']} | {_num(r, 'compile_s')} | {_num(r, 'ort_session_s')} "
+            f"| {_ratio(r, 'compile_s', 'ort_session_s')} | {_num(r, 'sim_cycle_s', '{:.4f}')} "
+            f"| {_num(r, 'sim_functional_s', '{:.4f}')} | {_num(r, 'ort_infer_s', '{:.4f}')} "
+            f"| {_ratio(r, 'sim_cycle_s', 'ort_infer_s')} | {_ratio(r, 'sim_functional_s', 'ort_infer_s')} |")
+    if processes:
+        out += ["", "## Whole processes (as a user waits)", "",
+                "| model | snnc compile s | snnc run s | snnc run --functional s | python+ORT s "
+                "| compile ratio | run ratio | functional ratio | peak RSS compile / run / ORT MiB |",
+                "|---|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            out.append(
+                f"| {r['model']} | {_num(r, 'proc_compile_s', '{:.2f}')} | {_num(r, 'proc_run_s', '{:.2f}')} "
+                f"| {_num(r, 'proc_run_functional_s', '{:.2f}')} | {_num(r, 'proc_ort_s', '{:.2f}')} "
+                f"| {_ratio(r, 'proc_compile_s', 'proc_ort_s')} | {_ratio(r, 'proc_run_s', 'proc_ort_s')} "
+                f"| {_ratio(r, 'proc_run_functional_s', 'proc_ort_s')} "
+                f"| {_num(r, 'compile_rss_mib', '{:.0f}')} / {_num(r, 'run_rss_mib', '{:.0f}')} "
+                f"/ {_num(r, 'ort_rss_mib', '{:.0f}')} |")
+    out += ["", "## Binary size", "",
+            "| model | binary bytes | constants payload bytes | binary / payload "
+            "| ideal bitmask-packed weights bytes | binary / ideal |",
+            "|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(
+            f"| {r['model']} | {_num(r, 'binary_bytes', '{:,}')} | {_num(r, 'payload_bytes', '{:,}')} "
+            f"| {_ratio(r, 'binary_bytes', 'payload_bytes')} | {_num(r, 'packed_bytes', '{:,}')} "
+            f"| {_ratio(r, 'binary_bytes', 'packed_bytes')} |")
+    return "\n".join(out) + "\n"
+
+
+def _verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("MET" if ok else "MISSED")
+
+
+def targets(rows: list[dict], processes: bool) -> str:
+    """The issue's targets, met or missed, with the measured numbers."""
+    by_name = {r["model"]: r for r in rows}
+    lines = ["## Targets", "", "| target | measured | verdict |", "|---|---|---|"]
+    r = by_name.get(TARGET_MODEL)
+    checks = [("compile", "compile_s", "ort_session_s", "proc_compile_s"),
+              ("sim_cycle", "sim_cycle_s", "ort_infer_s", "proc_run_s"),
+              ("sim_functional", "sim_functional_s", "ort_infer_s", "proc_run_functional_s")]
+    for what, ours, theirs, proc in checks:
+        limit = TARGETS[what]
+        if r is None:
+            lines.append(f"| {what} {TARGET_MODEL} <= {limit}x ORT | not measured | n/a |")
+            continue
+        ok = None
+        text = []
+        if ours in r and theirs in r:
+            x = r[ours] / r[theirs]
+            ok = x <= limit
+            text.append(f"in-process {r[ours]:.4f} s / {r[theirs]:.4f} s = {x:.2f}x")
+        if processes and proc in r and "proc_ort_s" in r:
+            x = r[proc] / r["proc_ort_s"]
+            ok = (ok is not False) and x <= limit
+            text.append(f"process {r[proc]:.2f} s / {r['proc_ort_s']:.2f} s = {x:.2f}x")
+        lines.append(f"| {what} {TARGET_MODEL} <= {limit}x ORT | {'; '.join(text) or 'error'} | {_verdict(ok)} |")
+    big = by_name.get("resnet18-imagenet")
+    if big is None or not processes:
+        lines.append(f"| resnet18-imagenet compile + simulate < {MEMORY_LIMIT_MIB} MiB | not measured | n/a |")
+    else:
+        peaks = [big.get("compile_rss_mib"), big.get("run_rss_mib")]
+        ok = None if None in peaks else max(peaks) < MEMORY_LIMIT_MIB
+        lines.append(f"| resnet18-imagenet compile + simulate < {MEMORY_LIMIT_MIB} MiB "
+                     f"| compile {peaks[0] or 0:.0f} MiB, run {peaks[1] or 0:.0f} MiB | {_verdict(ok)} |")
+    ratios = [r["binary_bytes"] / r["payload_bytes"] for r in rows if r.get("payload_bytes")]
+    worst = max(ratios) if ratios else None
+    lines.append(f"| binary <= {BINARY_LIMIT}x constants payload (all models) | worst "
+                 f"{'-' if worst is None else f'{worst:.3f}x'} | {_verdict(None if worst is None else worst <= BINARY_LIMIT)} |")
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK_MODELS)}, 3 repeats")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"only {', '.join(QUICK_MODELS)} with 3 repeats")
     parser.add_argument("--models", help="comma-separated zoo models (default: all)")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--no-processes", action="store_true", help="skip the whole-process measurements")
+    parser.add_argument("--out", default=str(HERE / "results.md"), help="markdown file to write")
     args = parser.parse_args(argv)
 
     from snnc.compiler.zoo import ZOO
 
     names = args.models.split(",") if args.models else (QUICK_MODELS if args.quick else tuple(ZOO))
+    unknown = [n for n in names if n not in ZOO]
+    if unknown:
+        parser.error(f"unknown zoo models: {', '.join(unknown)} (known: {', '.join(ZOO)})")
     repeats = 3 if args.quick and args.repeats == 5 else args.repeats
-    rows = []
+    processes = not args.no_processes
+    rows, errors = [], []
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="snnc-bench-") as tmp:
         for name in names:
             print(f"benchmarking {name} ...", file=sys.stderr, flush=True)
-            rows.append(bench_model(name, repeats, Path(tmp)))
-    table = render(rows)
-    header = (f"# snnc benchmark\n\nMedian of {repeats} runs after a warm-up; ratios are snnc / onnxruntime "
-              f"measured in the same run on this machine ({os.cpu_count()} cores).\n\n")
-    (HERE / "results.md").write_text(header + table)
-    print(table)
+            t0 = time.perf_counter()
+            try:
+                rows.append(bench_model(name, repeats, Path(tmp), errors, processes))
+            except Exception as exc:
+                errors.append(f"{name}: {type(exc).__name__}: {str(exc)[:300]}")
+            print(f"  {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+    import onnxruntime
+
+    header = (
+        f"# snnc benchmark\n\nMedian of {repeats} runs after a warm-up (models marked large: 1 run, "
+        f"no warm-up); ratios are snnc / onnxruntime {onnxruntime.__version__} (CPUExecutionProvider) "
+        f"measured in the same run on this machine ({os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
+        f"Python {platform.python_version()}); total {time.perf_counter() - started:.0f} s.\n\n")
+    text = header + render(rows, processes) + "\n" + targets(rows, processes)
+    if errors:
+        text += "\n## Errors\n\n" + "\n".join(f"- {e}" for e in errors) + "\n"
+    Path(args.out).write_text(text)
+    print(text)
     return 0
 
 

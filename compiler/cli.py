@@ -24,7 +24,7 @@ from pathlib import Path
 
 from snnc.backend.errors import SnncError
 
-COMMANDS = ("compile", "run", "verify", "disasm", "zoo", "passes", "demo")
+COMMANDS = ("compile", "run", "verify", "disasm", "zoo", "passes", "demo", "report")
 EMIT_CHOICES = ("snn-ir", "accel-ir", "asm", "bin")
 
 
@@ -34,6 +34,10 @@ EMIT_CHOICES = ("snn-ir", "accel-ir", "asm", "bin")
 
 
 def _add_compile_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dt", type=float, default=1e-4, metavar="SECONDS",
+                   help="NIR models: Euler time step; beta = 1 - dt/tau (default 1e-4, snnTorch's export_to_nir)")
+    p.add_argument("--timesteps", type=int, default=4, metavar="T",
+                   help="NIR models: number of timesteps T to compile for (default 4)")
     p.add_argument("--hw", metavar="PRESET|FILE.toml", default=None,
                    help="hardware config: a preset name (default: loas) or a TOML file")
     p.add_argument("--weight-bits", type=int, default=8, metavar="N",
@@ -65,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help="npz with one array per ONNX graph input")
     p.add_argument("--output", help="write the outputs to this npz (keys: ONNX output names)")
     p.add_argument("--report", help="write the per-layer report to this JSON file")
+    p.add_argument("--csv", metavar="DIR",
+                   help="write COMPUTE_REPORT.csv, MEMORY_REPORT.csv, ENERGY_REPORT.csv to DIR")
     p.add_argument("--functional", action="store_true", help="skip the timing model (faster)")
     p.add_argument("--quiet", action="store_true", help="do not print the per-layer table")
 
@@ -89,8 +95,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-sparsity", type=float, default=None, help="fraction of zero weights")
     p.add_argument("--spike-sparsity", type=float, default=None, help="target fraction of silent spikes")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--silent-ratio", type=float, default=None,
+                   help="target fraction of neurons silent at every step (default: the model's)")
+    p.add_argument("--input-scale", type=float, default=1.0,
+                   help="spatial input scale, e.g. 0.25 for quick runs (red-lif-gen4, sew-resnet18-dvs, resnet18-imagenet)")
+    p.add_argument("--residual", choices=("add", "or"), default=None,
+                   help="SEW residual function of sew-resnet18-dvs (default add)")
 
     sub.add_parser("passes", help="list the registered passes and the default pipeline")
+
+    p = sub.add_parser("report", help="print a report JSON written by `snnc run --report` as tables")
+    p.add_argument("report", help="report JSON")
+    p.add_argument("--plot", metavar="OUT.png", help="draw per-layer cycles and energy by component (needs matplotlib)")
+    p.add_argument("--csv", metavar="DIR", help="also write the CSV reports to DIR")
 
     p = sub.add_parser("demo", help="compile a bundled model, simulate, verify, print a table")
     p.add_argument("--model", default="vgg-small", help="zoo model to use (default vgg-small)")
@@ -116,7 +133,7 @@ def _compile_options(args):
     return CompileOptions(
         hw=args.hw, weight_bits=args.weight_bits, input_frac_bits=args.input_frac_bits,
         passes=args.passes, load_passes=tuple(args.load_pass),
-        print_ir_after_all=args.print_ir_after_all,
+        print_ir_after_all=args.print_ir_after_all, dt=args.dt, timesteps=args.timesteps,
     )
 
 
@@ -199,8 +216,56 @@ def cmd_run(args) -> int:
         save_npz(args.output, result.outputs)
     if args.report:
         atomic_write_text(args.report, report_to_json(result.report))
+    if args.csv:
+        if args.functional:
+            raise SnncError("run: --csv needs the timing model (drop --functional)")
+        from snnc.runtime.report import write_csv_reports
+
+        write_csv_reports(result.report, args.csv)
     if not args.quiet and not args.functional:
         _console().print(_layer_table(result.report, f"{args.program}"))
+    return 0
+
+
+def cmd_report(args) -> int:
+    """Print the per-layer, compute/stall and energy tables of a report JSON; optional plot and CSVs."""
+    import json
+
+    from rich.table import Table
+
+    from snnc.runtime.report import csv_rows, plot_report, write_csv_reports
+
+    try:
+        report = json.loads(Path(args.report).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SnncError(f"{args.report}: no such report file") from None
+    except (OSError, ValueError) as exc:
+        raise SnncError(f"{args.report}: not a report JSON ({exc})") from None
+    if not isinstance(report, dict) or "layers" not in report or "total" not in report:
+        raise SnncError(f"{args.report}: not a report JSON (expected keys 'total' and 'layers')")
+    if report.get("functional"):
+        raise SnncError(f"{args.report}: a functional-only report has no timing (run without --functional)")
+    console = _console()
+    console.print(_layer_table(report, f"{report.get('model', args.report)}"))
+    for name, rows in csv_rows(report).items():
+        if name == "MEMORY_REPORT.csv":
+            continue  # the layer table above has the byte totals
+        table = Table(title=name.removesuffix(".csv").replace("_", " ").lower())
+        keep = [j for j, col in enumerate(rows[0]) if j == 0 or any(r[j] for r in rows[1:])]
+        for j in keep:
+            table.add_column(str(rows[0][j]), justify="left" if j == 0 else "right")
+        for r in rows[1:]:
+            if r[0] == "total":
+                table.add_section()
+            table.add_row(*(f"{r[j]:,}" if isinstance(r[j], int) else str(r[j]) for j in keep))
+        console.print(table)
+    if args.csv:
+        write_csv_reports(report, args.csv)
+    if args.plot:
+        try:
+            plot_report(report, args.plot)
+        except ImportError as exc:
+            raise SnncError(str(exc)) from None
     return 0
 
 
@@ -270,7 +335,9 @@ def cmd_zoo(args) -> int:
     if not args.output:
         raise SnncError("zoo: -o MODEL.onnx is required")
     model, inputs = build(args.name, timesteps=args.timesteps, weight_sparsity=args.weight_sparsity,
-                          spike_sparsity=args.spike_sparsity, seed=args.seed)
+                          spike_sparsity=args.spike_sparsity, seed=args.seed,
+                          silent_ratio=args.silent_ratio, input_scale=args.input_scale,
+                          residual=args.residual)
     atomic_write_bytes(args.output, model.SerializeToString())
     if args.input_out:
         save_npz(args.input_out, inputs)
@@ -329,7 +396,7 @@ def cmd_demo(args) -> int:
 
 HANDLERS = {
     "compile": cmd_compile, "run": cmd_run, "verify": cmd_verify, "disasm": cmd_disasm,
-    "zoo": cmd_zoo, "passes": cmd_passes, "demo": cmd_demo,
+    "zoo": cmd_zoo, "passes": cmd_passes, "demo": cmd_demo, "report": cmd_report,
 }
 
 

@@ -34,6 +34,7 @@ non-overlapping and inside DRAM.
 from __future__ import annotations
 
 import enum
+import functools
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -83,6 +84,7 @@ _ENUM_FIELDS: dict[str, type[enum.IntEnum]] = {
 _HEX_SUFFIXES = ("_addr",)
 
 
+@functools.lru_cache(maxsize=None)
 def _struct_range(fmt: str) -> tuple[int, int]:
     bits = 8 * struct.calcsize("<" + fmt)
     if fmt.islower():
@@ -222,6 +224,9 @@ def _instruction_op(class_name: str, opcode: Opcode) -> type[InstructionOp]:
 
 DmaLoadOp = _instruction_op("DmaLoadOp", Opcode.DMA_LOAD)
 DmaStoreOp = _instruction_op("DmaStoreOp", Opcode.DMA_STORE)
+DmaLoadBmOp = _instruction_op("DmaLoadBmOp", Opcode.DMA_LOAD_BM)
+DmaStoreBmOp = _instruction_op("DmaStoreBmOp", Opcode.DMA_STORE_BM)
+MoveOp = _instruction_op("MoveOp", Opcode.MOVE)
 SynOp = _instruction_op("SynOp", Opcode.SYN)
 LifOp = _instruction_op("LifOp", Opcode.LIF)
 PackOp = _instruction_op("PackOp", Opcode.PACK)
@@ -230,7 +235,7 @@ AddOp = _instruction_op("AddOp", Opcode.ADD)
 BarrierOp = _instruction_op("BarrierOp", Opcode.BARRIER)
 
 INSTRUCTION_OPS: tuple[type[InstructionOp], ...] = (
-    DmaLoadOp, DmaStoreOp, SynOp, LifOp, PackOp, PoolOp, AddOp, BarrierOp,
+    DmaLoadOp, DmaStoreOp, DmaLoadBmOp, DmaStoreBmOp, MoveOp, SynOp, LifOp, PackOp, PoolOp, AddOp, BarrierOp,
 )
 INSTRUCTION_OP_BY_OPCODE: dict[Opcode, type[InstructionOp]] = {
     op.SPEC.opcode: op for op in INSTRUCTION_OPS
@@ -577,17 +582,27 @@ def element_bits(fmt: Format) -> int:
     return {Format.SPIKE_PLANES: 1, Format.ACT_I16: 16, Format.ACT_I32: 32}[fmt]
 
 
+WORD_FORMATS = (Format.SPIKE_WORDS, Format.SPIKE_BITMASK)  # SRAM tiles of all-T words per neuron
+
+
 def tile_bytes(fmt: Format, nt: int, elements_per_step: int) -> int:
-    """Bytes of a tile holding `elements_per_step` neurons for nt timesteps in `fmt`."""
-    if fmt == Format.SPIKE_WORDS:
+    """Bytes of a tile holding `elements_per_step` neurons for nt timesteps in `fmt`.
+    For the word formats (SPIKE_WORDS, and SPIKE_BITMASK whose SRAM tile is the
+    expanded words) pass nt = T: a word holds all T bits whatever the visit."""
+    if fmt in WORD_FORMATS:
         return isa.spike_word_bytes(nt) * elements_per_step
     return (nt * elements_per_step * element_bits(fmt) + 7) // 8
+
+
+_tile_bytes = tile_bytes
 
 
 def tensor_bytes(fmt: Format, timesteps: int, batch: int, height: int, width: int, cs: int) -> int:
     """Bytes of a DRAM feature map `[T][B][H][W][Cs]` (or `[B][H][W][Cs]` words)."""
     if fmt == Format.SPIKE_WORDS:
         return isa.spike_word_bytes(timesteps) * batch * height * width * cs
+    if fmt == Format.SPIKE_BITMASK:  # one compressed fiber slot per spatial row
+        return batch * height * isa.fiber_slot_bytes(width * cs, timesteps)
     return timesteps * batch * height * width * cs * element_bits(fmt) // 8
 
 
@@ -617,11 +632,27 @@ def sram_operands(op: InstructionOp, layer: LayerOp | None) -> list[SramOperand]
             return []
         size = (v["rows"] - 1) * v["sram_stride"] + v["row_bytes"]
         return [SramOperand("sram_addr", v["sram_addr"], size, isinstance(op, DmaStoreOp), isinstance(op, DmaLoadOp))]
+    if isinstance(op, MoveOp):
+        if v["rows"] == 0 or v["row_bytes"] == 0:
+            return []
+        return [
+            SramOperand("src_addr", v["src_addr"], (v["rows"] - 1) * v["src_stride"] + v["row_bytes"], True, False),
+            SramOperand("dst_addr", v["dst_addr"], (v["rows"] - 1) * v["dst_stride"] + v["row_bytes"], False, True),
+        ]
+    if isinstance(op, DmaLoadBmOp | DmaStoreBmOp):
+        size = v["fibers"] * v["fiber_elems"] * v["word_bytes"]
+        if size == 0:
+            return []
+        return [SramOperand("sram_addr", v["sram_addr"], size, isinstance(op, DmaStoreBmOp), isinstance(op, DmaLoadBmOp))]
     if isinstance(op, BarrierOp):
         return []
     assert layer is not None
     g = layer.get
     nt, rows, chs = v["nt"], v["rows"], v["chs"]
+
+    def tile_bytes(fmt: Format, nt: int, elems: int) -> int:  # word tiles hold all T bits
+        return _tile_bytes(fmt, g("timesteps") if fmt in WORD_FORMATS else nt, elems)
+
     out_elems = rows * g("out_w") * chs
     acc_bytes = 4 * nt * out_elems
     ops: list[SramOperand] = []
@@ -701,7 +732,7 @@ def _verify_instruction(op: InstructionOp, layers: dict[str, LayerOp], dram_size
             raise VerifyException(f"{where}: rows [{v['row0']}, {v['row0'] + v['rows']}) outside the output height {g('out_h')}")
         if v["chs"] < 1 or v["ch0"] + v["chs"] > g("out_cs"):
             raise VerifyException(f"{where}: channels [{v['ch0']}, {v['ch0'] + v['chs']}) outside out_cs {g('out_cs')}")
-        spike_out = g("out_format") in (Format.SPIKE_PLANES, Format.SPIKE_WORDS)
+        spike_out = g("out_format") in (Format.SPIKE_PLANES, *WORD_FORMATS)
         if (isinstance(op, PackOp) or (isinstance(op, PoolOp | AddOp) and spike_out)) and (v["chs"] % 8 or v["ch0"] % 8):
             raise VerifyException(f"{where}: a spike tile needs ch0 and chs multiples of 8, got {v['ch0']}, {v['chs']}")
         if isinstance(op, PoolOp) and (v["ch0"] != 0 or v["chs"] != g("out_cs")):
@@ -721,6 +752,14 @@ def _verify_instruction(op: InstructionOp, layers: dict[str, LayerOp], dram_size
         end = v["dram_addr"] + (v["rows"] - 1) * v["dram_stride"] + v["row_bytes"]
         if end > dram_size:
             raise VerifyException(f"{where}: DRAM range ends at {end:#x}, beyond dram_size {dram_size:#x}")
+    if isinstance(op, DmaLoadBmOp | DmaStoreBmOp):
+        if v["word_bytes"] not in (1, 2, 4, 8):
+            raise VerifyException(f"{where}: word_bytes = {v['word_bytes']}, expected 1, 2, 4 or 8")
+        if not 1 <= v["elem_bits"] <= 8 * v["word_bytes"]:
+            raise VerifyException(f"{where}: elem_bits = {v['elem_bits']}, expected 1..{8 * v['word_bytes']}")
+        end = v["dram_addr"] + v["fibers"] * isa.fiber_slot_bytes(v["fiber_elems"], v["elem_bits"])
+        if end > dram_size:
+            raise VerifyException(f"{where}: fiber slots end at {end:#x}, beyond dram_size {dram_size:#x}")
 
 
 ACCEL = Dialect(

@@ -166,6 +166,8 @@ def lif_forward(
     spikes = np.empty_like(current)
     membranes = np.empty_like(current)
     for t in range(current.shape[0]):
+        if reset_timing == "delayed" and reset == "zero":
+            membrane = (one - spike) * membrane
         if leak == "beta":
             h = beta_ * membrane + current[t]
         elif leak == "tau":
@@ -174,7 +176,7 @@ def lif_forward(
             h = membrane + current[t]
         else:
             raise ValueError(f"unknown leak form {leak!r}")
-        if reset_timing == "delayed":
+        if reset_timing == "delayed" and reset == "subtract":
             h = h - spike * thr
         fired = (h >= thr) if compare == "ge" else (h > thr)
         spike = fired.astype(np.float32)

@@ -30,8 +30,38 @@ def _convert_snn_to_accel() -> type[ModulePass]:
     return ConvertSnnToAccel
 
 
+def _loop_reorder() -> type[ModulePass]:
+    from snnc.passes.loop_reorder import LoopReorder
+
+    return LoopReorder
+
+
+def _time_batch() -> type[ModulePass]:
+    from snnc.passes.time_batch import TimeBatch
+
+    return TimeBatch
+
+
+def _spike_pack() -> type[ModulePass]:
+    from snnc.passes.spike_pack import SpikePack
+
+    return SpikePack
+
+
+def _layer_fuse() -> type[ModulePass]:
+    from snnc.passes.layer_fuse import LayerFuse
+
+    return LayerFuse
+
+
 def get_builtin_passes() -> dict[str, Callable[[], type[ModulePass]]]:
-    return {"convert-snn-to-accel": _convert_snn_to_accel}
+    return {
+        "convert-snn-to-accel": _convert_snn_to_accel,
+        "loop-reorder": _loop_reorder,
+        "time-batch": _time_batch,
+        "spike-pack": _spike_pack,
+        "layer-fuse": _layer_fuse,
+    }
 
 
 def load_pass_class(spec: str) -> type[ModulePass]:

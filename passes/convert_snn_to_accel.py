@@ -46,6 +46,28 @@ Lowering (layer by layer; every stored feature map lives in DRAM):
     would overwrite an SRAM range read (or written) by an earlier instruction
     since the last barrier (write-after-read/write). Read-after-write on SRAM is
     left to the simulator's scoreboard.
+
+Schedules (`#snn.schedule` and `!snn.packed` from the snn-level scheduling passes;
+without them: FTP, all T per visit, no fusion, SPIKE_PLANES):
+  * Dataflows (loop-reorder; descriptor field `dataflow`, docs/isa.md "Dataflows"):
+    ftp = lane groups of `timestep_lanes`; ip-seq = one timestep per visit; gust =
+    one timestep per visit and the reduction in k-chunks of K_CHUNK_CHANNELS input
+    channels accumulated on chip (one descriptor per chunk); op = k-chunks
+    outermost, partial sums stored to / loaded from a DRAM ACT_I32 scratch map
+    between chunks, LIF after the last chunk.
+  * Time batches (time-batch): loops batch > tiles > lane groups of the batch;
+    neuron state per tile in its own SRAM slot when the layer's state fits next
+    to the buffers, else stored to a DRAM scratch map after a batch and loaded
+    before the next. Weights are reloaded per batch unless they are one tile.
+  * Packed spikes (spike-pack): a `!snn.packed` value is a SPIKE_BITMASK map (one
+    bitmask fiber per spatial row, `dma.load_bm`/`dma.store_bm`); its producer
+    writes whole rows of all channels and all T bits (the out tile is kept per
+    tile, stored after its last lane group); `snn.compressed_weights` stores the
+    weights as column fibers.
+  * Fusion (layer-fuse): `_plan_fusion` keeps maps made and used inside one group
+    in SRAM (top of the SRAM, first fit over their lifetimes, at most
+    FUSE_SRAM_SHARE of it); tiles move in and out with `move`; `tile_rows` caps
+    the row tiles.
 """
 
 from __future__ import annotations
@@ -64,7 +86,7 @@ from xdsl.passes import ModulePass
 from snnc.backend import isa
 from snnc.backend.errors import CompileError
 from snnc.backend.hwconfig import HwConfig, load_hw
-from snnc.backend.isa import Format, LayerKind, LeakForm, LifFlags, ResetMode, SynFlags
+from snnc.backend.isa import Dataflow, Format, LayerKind, LeakForm, LifFlags, ResetMode, SynFlags
 from snnc.dialects import accel
 from snnc.dialects.snn import (
     ONNX_NAME_ATTR,
@@ -75,8 +97,11 @@ from snnc.dialects.snn import (
     LIFOp,
     MaxPool2dOp,
     ReshapeOp,
+    PackedSpikeTrainType,
+    ScheduleAttr,
     SpikeTrainType,
     int_array_value,
+    schedule_of,
     tensor_value,
     train_type_of,
 )
@@ -107,11 +132,19 @@ def exact_frac(values: np.ndarray, limit: int | None = None, lo: int = MIN_FRAC,
     v = np.asarray(values, dtype=np.float64).ravel()
     if v.size == 0 or not np.any(v):
         return 0 if lo <= 0 <= hi else lo
-    for f in range(lo, hi + 1):
-        scaled = np.ldexp(v, f)
-        if np.all(scaled == np.round(scaled)) and (limit is None or np.max(np.abs(scaled)) <= limit):
-            return f
-    return None
+    # Vectorised (one pass, no loop over f): v = m * 2**(e - 53) with m a 53-bit integer,
+    # so v * 2**f is an integer iff f >= 53 - e - trailing_zeros(m). The limit test is
+    # monotone in f, so only the smallest such f (clamped to lo) needs checking.
+    nonzero = np.abs(v[v != 0])
+    if not np.all(np.isfinite(nonzero)):
+        return None
+    mantissa, exponent = np.frexp(nonzero)
+    m = np.ldexp(mantissa, 53).astype(np.int64)
+    trailing = np.log2((m & -m).astype(np.float64)).astype(np.int64)
+    f = max(lo, int(np.max(53 - exponent.astype(np.int64) - trailing)))
+    if f > hi or (limit is not None and np.ldexp(float(nonzero.max()), f) > limit):
+        return None
+    return f
 
 
 def max_frac(values: np.ndarray, limit: int, lo: int = MIN_FRAC, hi: int = MAX_FRAC) -> int:
@@ -129,7 +162,9 @@ def max_frac(values: np.ndarray, limit: int, lo: int = MIN_FRAC, hi: int = MAX_F
 
 def quantise(values: np.ndarray, frac: int) -> np.ndarray:
     """round(values * 2**frac) as int64 (round half to even, numpy's rule)."""
-    return np.round(np.ldexp(np.asarray(values, dtype=np.float64), frac)).astype(np.int64)
+    scaled = np.array(values, dtype=np.float64)  # a private copy, scaled in place
+    scaled *= 2.0**frac  # == np.ldexp(values, frac): a power of two, exact barring overflow
+    return np.rint(scaled, out=scaled).astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -260,10 +295,23 @@ class FeatureMap:
     width: int
     abs_max: float  # bound on |value| (real units), for sizing later layers
     addr: int = -1
+    mask_single: bool = False  # SPIKE_BITMASK: the compressor drops single-spike words
+    resident_addr: int = -1  # layer-fuse: the whole map lives in SRAM here (>= 0), not in DRAM
 
     @property
     def cs(self) -> int:
         return _pad8(self.channels)
+
+    # SPIKE_BITMASK maps (spike-pack): one compressed fiber slot per spatial row (b, h)
+    def word_bytes(self) -> int:
+        return isa.spike_word_bytes(self.timesteps)
+
+    def fiber_slot(self) -> int:
+        return isa.fiber_slot_bytes(self.width * self.cs, self.timesteps)
+
+    def fiber_addr(self, b: int, h: int) -> int:
+        assert self.addr >= 0
+        return self.addr + (b * self.height + h) * self.fiber_slot()
 
     @property
     def bits(self) -> int:
@@ -285,7 +333,7 @@ class FeatureMap:
 
     def int_max(self) -> int:
         """Largest integer magnitude this map can hold (for accumulator bounds)."""
-        if self.fmt == Format.SPIKE_PLANES:
+        if self.fmt in (Format.SPIKE_PLANES, Format.SPIKE_BITMASK):
             return 1
         representable = (1 << (self.bits - 1)) - 1
         return min(representable, int(math.ceil(self.abs_max * 2.0**self.frac)))
@@ -321,6 +369,7 @@ class SynapseInput:
     weight_real: np.ndarray  # [N, kh, kw, in_cs] float64, padded/permuted, zero where padded
     bias_real: np.ndarray  # [N]
     row_offset: int = 0  # first map row this synapse reads (a band of a split whole-map kernel)
+    ch_offset: int = 0  # first stored channel this synapse reads (a k-chunk of the op/gust dataflows)
 
     @property
     def whole_map_kernel(self) -> bool:
@@ -340,6 +389,8 @@ class GroupStep:
     current_out: FeatureMap | None = None
     spikes_out: FeatureMap | None = None
     membrane_out: FeatureMap | None = None
+    schedule: ScheduleAttr | None = None  # from the scheduling passes (None = default FTP)
+    lanes: int = 0  # timesteps per visit, fixed when the group is quantised
 
 
 @dataclass(eq=False)
@@ -483,7 +534,12 @@ class _Analysis:
     def _new_fmap(self, fmt: Format, frac: int, value: SSAValue, abs_max: float) -> FeatureMap:
         t = train_type_of(value)
         b, c, h, w = _geometry(t.get_shape(), f"{value.owner.name}")
-        fm = FeatureMap(fmt, frac, t.num_timesteps, b, c, h, w, abs_max)
+        mask_single = False
+        if fmt in (Format.SPIKE_PLANES, Format.SPIKE_BITMASK):  # spike-pack decides by the value's type
+            packed = isinstance(t, PackedSpikeTrainType)
+            fmt = Format.SPIKE_BITMASK if packed else Format.SPIKE_PLANES
+            mask_single = packed and bool(t.mask_single.data)
+        fm = FeatureMap(fmt, frac, t.num_timesteps, b, c, h, w, abs_max, mask_single=mask_single)
         self.fmaps.append(fm)
         self.values[value] = Stored(fm)
         return fm
@@ -541,7 +597,7 @@ class _Analysis:
             raise CompileError(
                 f"{anchor.name} '{_source(anchor)}': its current feeds {len(lifs)} snn.lif layers; only one is supported"
             )
-        step = GroupStep(inputs, lif, b, c, h, w)
+        step = GroupStep(inputs, lif, b, c, h, w, schedule=schedule_of(synapses[0]))
         self.steps.append(step)
         if any(u is not lif for u in users):
             # Placeholder format/frac; fixed when the group is quantised.
@@ -566,7 +622,7 @@ class _Analysis:
             lif, src, fm.channels, fm.cs, fm.height, fm.width, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1),
             identity, np.zeros(fm.channels),
         )
-        step = GroupStep([synapse], lif, fm.batch, fm.channels, fm.height, fm.width)
+        step = GroupStep([synapse], lif, fm.batch, fm.channels, fm.height, fm.width, schedule=schedule_of(lif))
         self.steps.append(step)
         self.fused.add(lif)
         if lif.spikes.uses.get_length():
@@ -608,16 +664,12 @@ class _Analysis:
             raise CompileError(f"{op.name} '{_source(op)}': input is a flattened map")
         fm = src.fmap
         if isinstance(op, MaxPool2dOp):
-            out = self._new_fmap(fm.fmt, fm.frac, op.output, fm.abs_max)
+            fmt = fm.fmt
         else:
-            kh, kw = int_array_value(op.kernel)
-            n = kh * kw
-            extra = int(math.log2(n)) if n & (n - 1) == 0 else 8  # exact for powers of two
             fmt = Format.ACT_I32 if fm.fmt == Format.ACT_I32 else Format.ACT_I16
-            frac = fm.frac + extra
-            while frac > fm.frac and fm.abs_max * 2.0**frac >= 2 ** (accel.element_bits(fmt) - 1):
-                frac -= 1
-            out = self._new_fmap(fmt, frac, op.output, fm.abs_max)
+        # The source's scale may still be a placeholder here (a synapse group is only
+        # quantised when the program is built); _pool_layer sets the real one.
+        out = self._new_fmap(fmt, _pool_output_frac(op, fm, fmt), op.output, fm.abs_max)
         self.steps.append(PoolStep(op, fm, out))
 
     def _add(self, op: AddOp) -> None:
@@ -628,8 +680,22 @@ class _Analysis:
         if (fa.channels, fa.height, fa.width) != (fb.channels, fb.height, fb.width):
             raise CompileError(f"snn.add '{_source(op)}': operand geometries differ")
         fmt = Format.ACT_I32 if Format.ACT_I32 in (fa.fmt, fb.fmt) else Format.ACT_I16
+        # Placeholder scale, as for pools: _add_layer sets it once the operands are quantised.
         out = self._new_fmap(fmt, max(fa.frac, fb.frac), op.output, fa.abs_max + fb.abs_max)
         self.steps.append(AddStep(op, fa, fb, out))
+
+
+def _pool_output_frac(op: MaxPool2dOp | AvgPool2dOp, src: "FeatureMap", fmt: Format) -> int:
+    """Fractional bits of a pool's output: a max keeps the input's; an average adds
+    log2(window) bits (exact for power-of-two windows) as far as the format allows."""
+    if isinstance(op, MaxPool2dOp):
+        return src.frac
+    kh, kw = int_array_value(op.kernel)
+    n = kh * kw
+    frac = src.frac + (int(math.log2(n)) if n & (n - 1) == 0 else 8)
+    while frac > src.frac and src.abs_max * 2.0**frac >= 2 ** (accel.element_bits(fmt) - 1):
+        frac -= 1
+    return frac
 
 
 # --------------------------------------------------------------------------------------
@@ -670,7 +736,7 @@ class _Emitter:
         self.touched.extend((o.addr, o.end, o.reads, o.writes) for o in operands)
 
     def dma(self, load: bool, dram_addr: int, sram_addr: int, row_bytes: int, rows: int,
-            dram_stride: int, sram_stride: int) -> None:
+            dram_stride: int, sram_stride: int, fm: FeatureMap | None = None) -> None:
         if rows == 0 or row_bytes == 0:
             return
         cls = accel.DmaLoadOp if load else accel.DmaStoreOp
@@ -693,16 +759,41 @@ class _Emitter:
                    row0: int, rows: int, ch0: int, chs: int) -> None:
         if rows == 0:
             return
+        if fm.fmt == Format.SPIKE_BITMASK:
+            # Compressed fibers, one per spatial row; the SRAM tile is the words [rows][W][Cs]
+            # of all T timesteps (t0/nt do not matter). A fiber always holds every channel.
+            if (ch0, chs) != (0, fm.cs):
+                raise CompileError(f"internal: a SPIKE_BITMASK tile must hold all {fm.cs} channels, not {ch0}..{ch0 + chs}")
+            flags = isa.DmaFlags.SPIKES | (isa.DmaFlags.MASK_SINGLE if fm.mask_single and not load else 0)
+            cls = accel.DmaLoadBmOp if load else accel.DmaStoreBmOp
+            self.emit(cls.create_with(dram_addr=fm.fiber_addr(b, row0), sram_addr=sram_addr, fibers=rows,
+                                      fiber_elems=fm.width * fm.cs, word_bytes=fm.word_bytes(), elem_bits=fm.timesteps,
+                                      flags=int(flags)))
+            return
         eb = fm.bits
+        move = self.move if fm.resident_addr >= 0 else self.dma
         if chs == fm.cs:
             step = rows * fm.width * chs * eb // 8
-            self.dma(load, fm.address(t0, b, row0), sram_addr, step, nt, fm.plane_bytes(), step)
+            move(load, fm.address(t0, b, row0), sram_addr, step, nt, fm.plane_bytes(), step, fm)
             return
         row = chs * eb // 8
         step = rows * fm.width * row
         for t in range(nt):
-            self.dma(load, fm.address(t0 + t, b, row0, 0, ch0), sram_addr + t * step,
-                     row, rows * fm.width, fm.cs * eb // 8, row)
+            move(load, fm.address(t0 + t, b, row0, 0, ch0), sram_addr + t * step,
+                 row, rows * fm.width, fm.cs * eb // 8, row, fm)
+
+    def move(self, load: bool, dram_addr: int, sram_addr: int, row_bytes: int, rows: int,
+             dram_stride: int, sram_stride: int, fm: FeatureMap) -> None:
+        """Like `dma`, for a map resident in SRAM (layer-fuse): its DRAM-layout address
+        `dram_addr` is translated into the map's SRAM region and copied with MOVE."""
+        if rows == 0 or row_bytes == 0:
+            return
+        resident = fm.resident_addr + (dram_addr - fm.addr)
+        src, dst = (resident, sram_addr) if load else (sram_addr, resident)
+        src_stride, dst_stride = (dram_stride, sram_stride) if load else (sram_stride, dram_stride)
+        self.emit(accel.MoveOp.create_with(
+            src_addr=src, dst_addr=dst, row_bytes=row_bytes, rows=rows,
+            src_stride=src_stride if rows > 1 else 0, dst_stride=dst_stride if rows > 1 else 0))
 
 
 class _SramPlan:
@@ -754,6 +845,56 @@ def _split_into_bands(
             (1, 1), (0, 0, 0, 0), (1, 1), synapse.weight_real[:, r0:r0 + n], synapse.bias_real, row_offset=r0,
         ))
         ints.append(np.ascontiguousarray(weights[:, r0:r0 + n]))
+    return parts, ints
+
+
+FUSE_SRAM_SHARE = 0.5  # layer-fuse: at most this share of the SRAM holds a group's resident maps
+COMPRESSED_WEIGHTS_ATTR = "snn.compressed_weights"  # set by spike-pack on synapse ops
+
+
+def _tile_bytes(fmt: Format, lanes: int, elements: int, timesteps: int) -> int:
+    """SRAM tile bytes; the word formats hold all T bits of a neuron whatever the visit."""
+    return accel.tile_bytes(fmt, timesteps if fmt in accel.WORD_FORMATS else lanes, elements)
+
+
+def _weight_fibers(q: np.ndarray, nbytes: int, what: str) -> bytes:
+    """Weights [out_cs][kh][kw][in_cs] compressed column-wise (LoAS §IV-A): one fiber per
+    output channel (pointer, bitmask over its kh*kw*in_cs weights, non-zero weights)."""
+    flat = np.asarray(q, np.int64).reshape(q.shape[0], -1)
+    n, elems = flat.shape
+    dense = np.frombuffer(_int_bytes(flat, nbytes, what), dtype=f"<u{nbytes}").reshape(n, elems)
+    keep = dense != 0
+    counts = keep.sum(axis=1)
+    meta = isa.FIBER_HEADER_BYTES + (elems + 7) // 8
+    out = np.zeros((n, isa.fiber_slot_bytes(elems, 8 * nbytes)), dtype=np.uint8)
+    out[:, :4] = counts.astype("<u4").view(np.uint8).reshape(n, 4)
+    out[:, 4:meta] = np.packbits(keep, axis=1, bitorder="little")
+    data = np.zeros((n, elems), dtype=dense.dtype)
+    data[np.nonzero(keep)[0], (np.cumsum(keep, axis=1) - 1)[keep]] = dense[keep]
+    out[:, meta:] = data.view(np.uint8).reshape(n, elems * nbytes)
+    return out.tobytes()
+
+
+K_CHUNK_CHANNELS = 8  # op/gust: the reduction is split into k-chunks of 8 stored input channels
+# (one byte of a spike-plane position): GoSPA/Gamma walk k one fiber at a time (LoAS §V).
+DATAFLOW_CODES = {"ftp": Dataflow.FTP, "ip-seq": Dataflow.IP_SEQ, "op": Dataflow.OP, "gust": Dataflow.GUST}
+
+
+def _split_into_chunks(
+    synapses: list[SynapseInput], weights: list[np.ndarray], chunk: int,
+) -> tuple[list[SynapseInput], list[np.ndarray]]:
+    """Each synapse as one synapse per k-chunk of `chunk` stored input channels [c0, c0+chunk):
+    a descriptor with in_c/in_cs of the chunk, reading that channel slice of the map."""
+    parts, ints = [], []
+    for s, q in zip(synapses, weights):
+        for c0 in range(0, s.in_cs, chunk):
+            n = min(chunk, s.in_cs - c0)
+            real = max(0, min(s.in_c, c0 + n) - c0)
+            parts.append(SynapseInput(
+                s.op, s.src, real, n, s.in_h, s.in_w, s.kh, s.kw, s.stride, s.pads, s.dil,
+                s.weight_real[..., c0:c0 + n], s.bias_real, row_offset=s.row_offset, ch_offset=s.ch_offset + c0,
+            ))
+            ints.append(np.ascontiguousarray(q[..., c0:c0 + n]))
     return parts, ints
 
 
@@ -859,6 +1000,8 @@ class _Lowering:
         self.consts = _Consts(names=self.symbols)
         self.emitter = _Emitter(self.layer_by_sym)
         self.work: list[dict] = []  # per step: its "schedule" method and data, run after DRAM allocation
+        self.avail = opts.sram  # SRAM the current step may use (less in a fused group)
+        self.tile_rows = 0  # layer-fuse: cap on output rows per tile (0 = none)
 
     def _layer(self, source: str, notes: list[str], **fields: int) -> accel.LayerOp:
         sym = _symbol(source, self.symbols)
@@ -868,8 +1011,12 @@ class _Lowering:
         return layer
 
     def build(self) -> accel.ProgramOp:
+        # 0. Layer fusion: maps made and used inside one group stay in SRAM (top of it).
+        reserved = self._plan_fusion()
         # 1. Quantise every step, creating layer descriptors and constants.
-        for step in self.a.steps:
+        for step, taken in zip(self.a.steps, reserved):
+            self.avail = self.o.sram - taken
+            self.tile_rows = self._schedule_of(step).tile_rows.data if self._group_of(step) >= 0 else 0
             if isinstance(step, GroupStep):
                 self.work.append(self._quantise_group(step))
             elif isinstance(step, PoolStep):
@@ -892,6 +1039,66 @@ class _Lowering:
             model_name=self.o.model_name, hw_toml=self.o.hw.to_toml(), dram_size=dram_size,
             sram_size=self.o.sram, timesteps=self.T,
         )
+
+    # -- layer fusion (passes/layer_fuse.py) ---------------------------------------------
+    @staticmethod
+    def _schedule_of(step) -> ScheduleAttr:
+        sched = step.schedule if isinstance(step, GroupStep) else schedule_of(step.op)
+        return sched or ScheduleAttr()
+
+    def _group_of(self, step) -> int:
+        return self._schedule_of(step).group.data
+
+    @staticmethod
+    def _step_maps(step) -> tuple[list[FeatureMap], list[FeatureMap]]:
+        """(maps the step reads, maps it writes)."""
+        if isinstance(step, GroupStep):
+            outs = [m for m in (step.current_out, step.spikes_out, step.membrane_out) if m is not None]
+            return [s.src.fmap for s in step.synapses], outs
+        if isinstance(step, PoolStep):
+            return [step.src], [step.out]
+        return [step.a, step.b], [step.out]
+
+    def _plan_fusion(self) -> list[int]:
+        """Mark the maps that stay resident in SRAM; returns the SRAM bytes reserved
+        for them at each step (only maps alive at that step count).
+
+        A map is resident when its producer and every consumer are in the same fusion
+        group, it is not a graph input/output, not SPIKE_BITMASK (those move as DRAM
+        fibers), and it fits in the top FUSE_SRAM_SHARE of the SRAM next to the other
+        resident maps alive at the same time (first fit, from the top down). The
+        layers tile in the SRAM below the resident maps alive during their step."""
+        steps = self.a.steps
+        producer: dict[FeatureMap, int] = {}
+        consumers: dict[FeatureMap, list[int]] = {}
+        for i, step in enumerate(steps):
+            ins, outs = self._step_maps(step)
+            for fm in ins:
+                consumers.setdefault(fm, []).append(i)
+            for fm in outs:
+                producer[fm] = i
+        io = {self.a.values[v].fmap for _, v in (*self.a.inputs, *self.a.outputs)}
+        budget = int(self.o.sram * FUSE_SRAM_SHARE)
+        placed: list[tuple[int, int, int, int]] = []  # (first step, last step, top offset, end offset)
+        for fm in self.a.fmaps:
+            if fm not in producer or fm in io or fm.fmt == Format.SPIKE_BITMASK or not consumers.get(fm):
+                continue
+            group = self._group_of(steps[producer[fm]])
+            if group < 0 or any(self._group_of(steps[c]) != group for c in consumers[fm]):
+                continue
+            first, last = producer[fm], max(consumers[fm])
+            size = _align(fm.nbytes(), SRAM_ALIGN)
+            busy = sorted((lo, hi) for a, b, lo, hi in placed if a <= last and first <= b)
+            offset = 0
+            for lo, hi in busy:
+                if offset + size <= lo:
+                    break
+                offset = max(offset, hi)
+            if offset + size > budget:
+                continue
+            placed.append((first, last, offset, offset + size))
+            fm.resident_addr = self.o.sram - offset - size
+        return [max((hi for a, b, _, hi in placed if a <= i <= b), default=0) for i in range(len(steps))]
 
     def _io_ops(self) -> list[accel.IoOp]:
         ops = []
@@ -956,7 +1163,8 @@ class _Lowering:
                 | (LifFlags.PER_CHANNEL if per_channel else 0)
             reset = {"subtract": ResetMode.SUBTRACT, "zero": ResetMode.ZERO, "to_value": ResetMode.TO_VALUE}[lif.reset.data]
             fields.update(
-                out_format=Format.SPIKE_PLANES, leak=nn.leak_form, reset=reset, lif_flags=int(flags),
+                out_format=step.spikes_out.fmt if step.spikes_out is not None else Format.SPIKE_PLANES,
+                leak=nn.leak_form, reset=reset, lif_flags=int(flags),
                 acc_shift=nn.acc_shift, leak_frac=nn.leak_frac, membrane_frac=nn.membrane_frac, param_c=param_c,
             )
             thr, leak, v_reset = nn.threshold, nn.leak, nn.v_reset
@@ -979,10 +1187,44 @@ class _Lowering:
             np.broadcast_to(np.asarray(leak, np.int64), (param_c,)),
             np.broadcast_to(np.asarray(v_reset, np.int64), (param_c,)),
         ])
-        tiling = self._choose_group_tiles(step, weight_bytes, len(params) * 4, where)
+        # The schedule (passes/loop_reorder.py, time_batch.py): lanes per visit, k-chunks.
+        schedule = step.schedule or ScheduleAttr()
+        dataflow = DATAFLOW_CODES[schedule.dataflow.data]
+        time_batch = min(schedule.batch.data or self.T, self.T)
+        step.lanes = min(self.o.lanes, self.T, time_batch) if dataflow == Dataflow.FTP else 1
+        chunked = dataflow in (Dataflow.OP, Dataflow.GUST)
+        if chunked and any(s.src.fmap.fmt == Format.SPIKE_BITMASK for s in syns):
+            raise CompileError(
+                f"{where}: dataflow {schedule.dataflow.data} reads k-chunks (channel slices) of its input, but the "
+                "input is spike-packed (whole bitmask fibers); use loop-reorder{dataflow=ftp} or ip-seq with spike-pack")
+        if step.spikes_out is not None and step.spikes_out.fmt == Format.SPIKE_BITMASK and time_batch < self.T:
+            raise CompileError(
+                f"{where}: its spikes are spike-packed (all T bits in one word) but time-batch visits "
+                f"{time_batch} of {self.T} timesteps at a time; use time-batch{{timesteps={self.T}}} or no spike-pack")
+        if chunked:
+            syns, weights_int = _split_into_chunks(syns, weights_int, K_CHUNK_CHANNELS)
+            step.synapses = syns
+        fields["dataflow"] = int(dataflow)
+        tiling = self._choose_group_tiles(step, weight_bytes, len(params) * 4, where, allow_bands=not chunked)
         if tiling["bands"] is not None:
             syns, weights_int = _split_into_bands(syns[0], weights_int[0], tiling["bands"])
             step.synapses = syns
+        tiling["batches"] = _lane_groups(self.T, time_batch)
+        tiling["psum"] = None
+        if dataflow == Dataflow.OP and len(syns) > 1:  # partial sums go to DRAM between k-chunks
+            tiling["psum"] = FeatureMap(Format.ACT_I32, 0, self.T, step.batch, out_cs, step.out_h, step.out_w, 0.0)
+            self.a.fmaps.append(tiling["psum"])
+        tiles = len(_channel_tiles(out_cs, tiling["chs"])) * step.batch * len(_row_tiles(step.out_h, tiling["rows"]))
+        tiling["tiles"], tiling["state"], tiling["state_spill"] = tiles, "copies", None
+        if lif is not None and len(tiling["batches"]) > 1 and tiles > tiling["copies"]:
+            # Neuron state must survive from one time batch to the next.
+            free = self.avail - self._fits(tiling["sizes"], tiling["copies"])
+            if tiles * _align(tiling["sizes"]["state"], SRAM_ALIGN) <= free:
+                tiling["state"] = "resident"  # one SRAM slot per tile
+            else:
+                tiling["state"] = "spill"  # SRAM is short: DRAM between batches
+                tiling["state_spill"] = FeatureMap(Format.ACT_I32, 0, 2, step.batch, out_cs, step.out_h, step.out_w, 0.0)
+                self.a.fmaps.append(tiling["state_spill"])
 
         layer_syms = []
         for s, q in zip(syns, weights_int):
@@ -995,13 +1237,16 @@ class _Lowering:
             )
             layer_syms.append(layer.symbol)
         head_sym = layer_syms[0]
+        compressed = COMPRESSED_WEIGHTS_ATTR in getattr(head.op, "attributes", {})
         w_addrs = [
-            self.consts.add(f"w_{sym}", _int_bytes(q, weight_bytes, f"{where}: weight"))
+            self.consts.add(f"w_{sym}", _weight_fibers(q, weight_bytes, f"{where}: weight") if compressed
+                            else _int_bytes(q, weight_bytes, f"{where}: weight"))
             for sym, q in zip(layer_syms, weights_int)
         ]
         p_addr = self.consts.add(f"p_{head_sym}", _int_bytes(params, 4, f"{where}: parameter"))
         return dict(
             schedule=self._schedule_group, step=step, syms=layer_syms, w_addrs=w_addrs, p_addr=p_addr,
+            compressed=compressed,
             p_bytes=len(params) * 4, weight_bytes=weight_bytes, out_cs=out_cs, tiling=tiling,
         )
 
@@ -1011,16 +1256,16 @@ class _Lowering:
         (resident weights) exist once; every other buffer once per copy. With `band`,
         the single whole-map synapse is streamed in bands of that many rows through
         "band_w" / "band_in"."""
-        lanes, wo = min(self.o.lanes, self.T), step.out_w
+        lanes, wo = step.lanes or min(self.o.lanes, self.T), step.out_w
         sizes = {"params": param_bytes}
         for i, s in enumerate(step.synapses):
             if band is not None:
                 sizes["band_w"] = chs * band * s.kw * s.in_cs * weight_bytes
-                sizes["band_in"] = accel.tile_bytes(s.src.fmap.fmt, lanes, band * s.in_w * s.in_cs)
+                sizes["band_in"] = _tile_bytes(s.src.fmap.fmt, lanes, band * s.in_w * s.in_cs, self.T)
                 continue
             in_rows = min(s.in_h, (rows - 1) * s.stride[0] + (s.kh - 1) * s.dil[0] + 1)
             sizes[f"w{i}"] = chs * s.kh * s.kw * s.in_cs * weight_bytes
-            sizes[f"in{i}"] = accel.tile_bytes(s.src.fmap.fmt, lanes, in_rows * s.in_w * s.in_cs)
+            sizes[f"in{i}"] = _tile_bytes(s.src.fmap.fmt, lanes, in_rows * s.in_w * s.in_cs, self.T)
         elems = rows * wo * chs
         sizes["acc"] = 4 * lanes * elems
         if step.lif is not None:
@@ -1029,7 +1274,7 @@ class _Lowering:
             if step.membrane_out is not None:
                 sizes["mem"] = 4 * lanes * elems
             if step.spikes_out is not None:
-                sizes["out"] = accel.tile_bytes(Format.SPIKE_PLANES, lanes, elems)
+                sizes["out"] = _tile_bytes(step.spikes_out.fmt, lanes, elems, self.T)
         return sizes
 
     @staticmethod
@@ -1040,85 +1285,135 @@ class _Lowering:
             total += n * _align(max(size, 1), SRAM_ALIGN)
         return total
 
-    def _choose_group_tiles(self, step: GroupStep, weight_bytes: int, param_bytes: int, where: str) -> dict:
+    def _choose_group_tiles(self, step: GroupStep, weight_bytes: int, param_bytes: int, where: str,
+                            allow_bands: bool = True) -> dict:
         out_cs = _pad8(step.out_c)
         chs_options = sorted({_pad8(-(-out_cs // k)) for k in range(1, out_cs // 8 + 1)}, reverse=True)
+        if step.spikes_out is not None and step.spikes_out.fmt == Format.SPIKE_BITMASK:
+            chs_options = [out_cs]  # a compressed fiber is a whole spatial row: all channels
         for copies in (2, 1):
             for chs in chs_options:
-                for rows in range(step.out_h, 0, -1):
+                for rows in range(min(step.out_h, self.tile_rows or step.out_h), 0, -1):
                     sizes = self._group_buffers(step, weight_bytes, param_bytes, rows, chs)
-                    if self._fits(sizes, copies) <= self.o.sram:
+                    if self._fits(sizes, copies) <= self.avail:
                         return dict(rows=rows, chs=chs, copies=copies, sizes=sizes, bands=None)
         synapse = step.synapses[0]
-        if len(step.synapses) == 1 and synapse.whole_map_kernel and synapse.in_h > 1:
+        if allow_bands and len(step.synapses) == 1 and synapse.whole_map_kernel and synapse.in_h > 1:
             # The reduction does not fit: stream the kernel in row bands, accumulating.
             for copies in (2, 1):
                 for chs in chs_options:
                     for band in range(synapse.in_h - 1, 0, -1):
                         sizes = self._group_buffers(step, weight_bytes, param_bytes, 1, chs, band)
-                        if self._fits(sizes, copies) <= self.o.sram:
+                        if self._fits(sizes, copies) <= self.avail:
                             bands = [(r, min(band, synapse.in_h - r)) for r in range(0, synapse.in_h, band)]
                             return dict(rows=1, chs=chs, copies=copies, sizes=sizes, bands=bands)
-        raise CompileError(f"{where}: even a 1-row x 8-channel tile does not fit in {self.o.sram} bytes of SRAM")
+        raise CompileError(f"{where}: even a 1-row x 8-channel tile does not fit in {self.avail} bytes of SRAM"
+                           + (" (the rest holds fused feature maps)" if self.avail < self.o.sram else ""))
+
+    def _load_weights(self, w: dict, i: int, ch0: int, chs: int, sram_addr: int) -> None:
+        """Weights of output channels ch0..ch0+chs of synapse i into SRAM [chs][kh][kw][in_cs]."""
+        s = w["step"].synapses[i]
+        elems = s.kh * s.kw * s.in_cs
+        if w["compressed"]:  # spike-pack: column-wise bitmask fibers, one per output channel
+            slot = isa.fiber_slot_bytes(elems, 8 * w["weight_bytes"])
+            self.emitter.emit(accel.DmaLoadBmOp.create_with(
+                dram_addr=w["w_addrs"][i] + ch0 * slot, sram_addr=sram_addr, fibers=chs, fiber_elems=elems,
+                word_bytes=w["weight_bytes"], elem_bits=8 * w["weight_bytes"], flags=0))
+            return
+        per_channel = elems * w["weight_bytes"]
+        self.emitter.dma(True, w["w_addrs"][i] + ch0 * per_channel, sram_addr, chs * per_channel, 1, 0, 0)
 
     def _schedule_group(self, w: dict) -> None:
+        """Emit a synaptic group. Loops, outermost first (see "Dataflows" in the docstring):
+        time batches > k passes (op: one per k-chunk; else one) > channel tiles > batch
+        > row tiles > lane groups of the time batch > synapses (k-chunks)."""
         step: GroupStep = w["step"]
         tiling = w["tiling"]
         sizes, copies = tiling["sizes"], tiling["copies"]
         plan = _SramPlan()
         single = {name: plan.take(size) for name, size in sizes.items() if name == "params" or name.startswith("w")}
         sets = [{name: plan.take(size) for name, size in sizes.items() if name not in single} for _ in range(copies)]
+        resident = [plan.take(sizes["state"]) for _ in range(tiling["tiles"])] if tiling["state"] == "resident" else []
         em = self.emitter
         em.dma(True, w["p_addr"], single["params"], w["p_bytes"], 1, 0, 0)
         head, syms = w["syms"][0], w["syms"]
-        T, lanes = self.T, min(self.o.lanes, self.T)
-        iteration = tile_index = band_index = 0
+        T, lanes = self.T, step.lanes
+        iteration = band_index = 0
         streamed = tiling["bands"] is not None
-        for ch0, chs in _channel_tiles(w["out_cs"], tiling["chs"]):
-            for i, s in enumerate(step.synapses if not streamed else ()):
-                per_channel = s.kh * s.kw * s.in_cs * w["weight_bytes"]
-                em.dma(True, w["w_addrs"][i] + ch0 * per_channel, single[f"w{i}"], chs * per_channel, 1, 0, 0)
-            for b in range(step.batch):
-                for row0, rows in _row_tiles(step.out_h, tiling["rows"]):
-                    state = sets[tile_index % copies].get("state")
-                    tile_index += 1
-                    for t0, nt in _lane_groups(T, lanes):
-                        buf = sets[iteration % copies]
-                        iteration += 1
-                        tile = dict(batch=b, t0=t0, nt=nt, row0=row0, rows=rows, ch0=ch0, chs=chs)
-                        for i, s in enumerate(step.synapses):
-                            if streamed:
-                                band_buf = sets[band_index % copies]
-                                band_index += 1
-                                in_addr, w_addr = band_buf["band_in"], band_buf["band_w"]
-                                per_channel = s.kh * s.kw * s.in_cs * w["weight_bytes"]
-                                em.dma(True, w["w_addrs"][i] + ch0 * per_channel, w_addr, chs * per_channel, 1, 0, 0)
-                            else:
-                                in_addr, w_addr = buf[f"in{i}"], single[f"w{i}"]
-                            in_row0, in_rows = _input_rows(row0, rows, s.stride[0], s.pads[0], s.kh, s.dil[0], s.in_h)
-                            em.load_tile(s.src.fmap, in_addr, b, t0, nt, in_row0 + s.row_offset, in_rows)
-                            em.emit(accel.SynOp.create_with(
-                                syms[i], **tile, in_row0=in_row0, in_rows=in_rows,
-                                flags=int(SynFlags.ACCUMULATE) if i else 0,
-                                in_addr=in_addr, w_addr=w_addr, param_addr=single["params"], acc_addr=buf["acc"],
-                            ))
-                        if step.current_out is not None:
-                            em.store_tile(step.current_out, buf["acc"], b, t0, nt, row0, rows, ch0, chs)
-                        if step.lif is None:
-                            continue
-                        em.emit(accel.LifOp.create_with(
-                            head, **tile, acc_addr=buf["acc"], param_addr=single["params"], state_addr=state,
-                            spk_addr=buf["spk"], mem_addr=buf.get("mem", isa.NO_ADDRESS),
-                        ))
-                        if step.membrane_out is not None:
-                            em.store_tile(step.membrane_out, buf["mem"], b, t0, nt, row0, rows, ch0, chs)
-                        if step.spikes_out is not None:
-                            em.emit(accel.PackOp.create_with(head, **tile, spk_addr=buf["spk"], out_addr=buf["out"]))
-                            em.store_tile(step.spikes_out, buf["out"], b, t0, nt, row0, rows, ch0, chs)
+        psum, spill = tiling["psum"], tiling["state_spill"]
+        packed = step.spikes_out is not None and step.spikes_out.fmt == Format.SPIKE_BITMASK
+        k_passes = [[i] for i in range(len(step.synapses))] if psum is not None else [list(range(len(step.synapses)))]
+        for tb0, tbn in tiling["batches"]:
+            for kp, members in enumerate(k_passes):
+                last_pass = kp == len(k_passes) - 1
+                tile_no = 0
+                ch_tiles = _channel_tiles(w["out_cs"], tiling["chs"])
+                for ch0, chs in ch_tiles:
+                    # Weights stay in SRAM from one time batch to the next when nothing replaced them.
+                    reuse = tb0 > 0 and len(ch_tiles) == 1 and len(k_passes) == 1
+                    for i in (members if not (streamed or reuse) else ()):
+                        self._load_weights(w, i, ch0, chs, single[f"w{i}"])
+                    for b in range(step.batch):
+                        for row0, rows in _row_tiles(step.out_h, tiling["rows"]):
+                            state = resident[tile_no] if resident else sets[tile_no % copies].get("state")
+                            packed_out = sets[tile_no % copies].get("out") if packed else None
+                            tile_no += 1
+                            if spill is not None and last_pass and tb0 > 0:
+                                em._move_tile(True, spill, state, b, 0, 2, row0, rows, ch0, chs)
+                            for t0, nt in _lane_groups(tbn, lanes):
+                                t0 += tb0
+                                buf = sets[iteration % copies]
+                                iteration += 1
+                                tile = dict(batch=b, t0=t0, nt=nt, row0=row0, rows=rows, ch0=ch0, chs=chs)
+                                if kp > 0:  # op: the partial sums of the earlier k-chunks
+                                    em._move_tile(True, psum, buf["acc"], b, t0, nt, row0, rows, ch0, chs)
+                                for i in members:
+                                    s = step.synapses[i]
+                                    if streamed:
+                                        band_buf = sets[band_index % copies]
+                                        band_index += 1
+                                        in_addr, w_addr = band_buf["band_in"], band_buf["band_w"]
+                                        self._load_weights(w, i, ch0, chs, w_addr)
+                                    else:
+                                        in_addr, w_addr = buf[f"in{i}"], single[f"w{i}"]
+                                    in_row0, in_rows = _input_rows(row0, rows, s.stride[0], s.pads[0], s.kh, s.dil[0], s.in_h)
+                                    if s.ch_offset or s.in_cs != s.src.fmap.cs:  # a k-chunk: a channel slice
+                                        em._move_tile(True, s.src.fmap, in_addr, b, t0, nt, in_row0 + s.row_offset,
+                                                      in_rows, s.ch_offset, s.in_cs)
+                                    else:
+                                        em.load_tile(s.src.fmap, in_addr, b, t0, nt, in_row0 + s.row_offset, in_rows)
+                                    em.emit(accel.SynOp.create_with(
+                                        syms[i], **tile, in_row0=in_row0, in_rows=in_rows,
+                                        flags=int(SynFlags.ACCUMULATE) if (i or kp) else 0,
+                                        in_addr=in_addr, w_addr=w_addr, param_addr=single["params"], acc_addr=buf["acc"],
+                                    ))
+                                if not last_pass:
+                                    em.store_tile(psum, buf["acc"], b, t0, nt, row0, rows, ch0, chs)
+                                    continue
+                                if step.current_out is not None:
+                                    em.store_tile(step.current_out, buf["acc"], b, t0, nt, row0, rows, ch0, chs)
+                                if step.lif is None:
+                                    continue
+                                em.emit(accel.LifOp.create_with(
+                                    head, **tile, acc_addr=buf["acc"], param_addr=single["params"], state_addr=state,
+                                    spk_addr=buf["spk"], mem_addr=buf.get("mem", isa.NO_ADDRESS),
+                                ))
+                                if step.membrane_out is not None:
+                                    em.store_tile(step.membrane_out, buf["mem"], b, t0, nt, row0, rows, ch0, chs)
+                                if step.spikes_out is not None:
+                                    out_addr = packed_out if packed else buf["out"]
+                                    em.emit(accel.PackOp.create_with(head, **tile, spk_addr=buf["spk"], out_addr=out_addr))
+                                    if not packed:
+                                        em.store_tile(step.spikes_out, buf["out"], b, t0, nt, row0, rows, ch0, chs)
+                            if packed and last_pass:  # all T bits of the tile's words are written
+                                em.store_tile(step.spikes_out, packed_out, b, 0, T, row0, rows, ch0, chs)
+                            if spill is not None and last_pass and tb0 + tbn < T:
+                                em.store_tile(spill, state, b, 0, 2, row0, rows, ch0, chs)
 
     # -- pools --------------------------------------------------------------------------
     def _pool_layer(self, step: PoolStep) -> dict:
         op, src, out = step.op, step.src, step.out
+        out.frac, out.abs_max = _pool_output_frac(op, src, out.fmt), src.abs_max  # src is quantised now
         kh, kw = int_array_value(op.kernel)
         sh, sw = int_array_value(op.strides)
         pads = int_array_value(op.pads)
@@ -1147,22 +1442,24 @@ class _Lowering:
             stride_h=sh, stride_w=sw, pad_top=pads[0], pad_left=pads[1], pad_bottom=pads[2], pad_right=pads[3],
             dil_h=1, dil_w=1, param_c=0, **fields,
         )
-        lanes = min(self.o.lanes, self.T)
+        # A packed (bitmask) output is compressed per whole word: one visit covers all T.
+        lanes = self.T if out.fmt == Format.SPIKE_BITMASK else min(self.o.lanes, self.T)
 
         def sizes(rows: int) -> dict[str, int]:
             in_rows = min(src.height, (rows - 1) * sh + kh)
-            return {"in": accel.tile_bytes(src.fmt, lanes, in_rows * src.width * src.cs),
-                    "out": accel.tile_bytes(out.fmt, lanes, rows * out.width * out.cs)}
+            return {"in": _tile_bytes(src.fmt, lanes, in_rows * src.width * src.cs, self.T),
+                    "out": _tile_bytes(out.fmt, lanes, rows * out.width * out.cs, self.T)}
 
         rows = self._largest_rows(out.height, sizes, where)
         return dict(schedule=self._schedule_pool, step=step, sym=layer.symbol, rows=rows, sizes=sizes(rows),
                     kh=kh, sh=sh, pad_top=pads[0])
 
     def _largest_rows(self, height: int, sizes, where: str) -> int:
-        for rows in range(height, 0, -1):
-            if self._fits(sizes(rows), 2) <= self.o.sram:  # double-buffered
+        for rows in range(min(height, self.tile_rows or height), 0, -1):
+            if self._fits(sizes(rows), 2) <= self.avail:  # double-buffered
                 return rows
-        raise CompileError(f"{where}: even a 1-row tile does not fit in {self.o.sram} bytes of SRAM")
+        raise CompileError(f"{where}: even a 1-row tile does not fit in {self.avail} bytes of SRAM"
+                           + (" (the rest holds fused feature maps)" if self.avail < self.o.sram else ""))
 
     def _schedule_pool(self, w: dict) -> None:
         step: PoolStep = w["step"]
@@ -1170,6 +1467,8 @@ class _Lowering:
         plan = _SramPlan()
         sets = [{name: plan.take(size) for name, size in w["sizes"].items()} for _ in range(2)]
         em, lanes, iteration = self.emitter, min(self.o.lanes, self.T), 0
+        if out.fmt == Format.SPIKE_BITMASK:
+            lanes = self.T
         for b in range(src.batch):
             for row0, rows in _row_tiles(out.height, w["rows"]):
                 in_row0, in_rows = _input_rows(row0, rows, w["sh"], w["pad_top"], w["kh"], 1, src.height)
@@ -1186,6 +1485,7 @@ class _Lowering:
     # -- residual / SEW adds ------------------------------------------------------------
     def _add_layer(self, step: AddStep) -> dict:
         a, b, out = step.a, step.b, step.out
+        out.frac, out.abs_max = max(a.frac, b.frac), a.abs_max + b.abs_max  # operands are quantised now
         notes = []
         if out.fmt == Format.ACT_I16 and out.abs_max * 2.0**out.frac >= 2**15:
             notes.append("sum may exceed the int16 range")
@@ -1199,8 +1499,8 @@ class _Lowering:
 
         def sizes(rows: int) -> dict[str, int]:
             elems = rows * a.width * a.cs
-            return {"a": accel.tile_bytes(a.fmt, lanes, elems), "b": accel.tile_bytes(b.fmt, lanes, elems),
-                    "out": accel.tile_bytes(out.fmt, lanes, elems)}
+            return {"a": _tile_bytes(a.fmt, lanes, elems, self.T), "b": _tile_bytes(b.fmt, lanes, elems, self.T),
+                    "out": _tile_bytes(out.fmt, lanes, elems, self.T)}
 
         rows = self._largest_rows(out.height, sizes, f"snn.add '{_source(step.op)}'")
         return dict(schedule=self._schedule_add, step=step, sym=layer.symbol, rows=rows, sizes=sizes(rows))

@@ -38,7 +38,7 @@ def tile_bytes(fmt: Format, nt: int, rows: int, width: int, chans: int, timestep
     """Bytes of a tile in storage format `fmt` (timesteps: T for SPIKE_WORDS words)."""
     if fmt == Format.SPIKE_PLANES:
         return nt * rows * width * chans // 8
-    if fmt == Format.SPIKE_WORDS:
+    if fmt in (Format.SPIKE_WORDS, Format.SPIKE_BITMASK):  # a BITMASK tile in SRAM is expanded words
         return rows * width * chans * isa.spike_word_bytes(timesteps)
     return nt * rows * width * chans * ACT_DTYPES[fmt].itemsize
 
@@ -81,7 +81,7 @@ def read_tile(mem: Memory, fmt: Format, addr: int, nt: int, rows: int, width: in
             raise BinaryFormatError(f"{where}: SPIKE_PLANES tile needs a multiple of 8 channels, found {chans}")
         raw = mem.span(addr, tile_bytes(fmt, nt, rows, width, chans, timesteps), where)
         return np.unpackbits(raw, bitorder="little").reshape(shape).astype(np.int64)
-    if fmt == Format.SPIKE_WORDS:
+    if fmt in (Format.SPIKE_WORDS, Format.SPIKE_BITMASK):  # a BITMASK tile in SRAM is expanded words
         words = mem.read(addr, word_dtype(timesteps), rows * width * chans, where).reshape(shape[1:])
         bit = np.arange(t0, t0 + nt, dtype=np.uint64).reshape(nt, 1, 1, 1)
         return ((words.astype(np.uint64)[None] >> bit) & np.uint64(1)).astype(np.int64)
@@ -97,7 +97,7 @@ def write_tile(mem: Memory, fmt: Format, addr: int, values: np.ndarray, t0: int,
         if chans % 8:
             raise BinaryFormatError(f"{where}: SPIKE_PLANES tile needs a multiple of 8 channels, found {chans}")
         mem.write(addr, np.packbits(values.astype(np.uint8).reshape(-1), bitorder="little"), where)
-    elif fmt == Format.SPIKE_WORDS:
+    elif fmt in (Format.SPIKE_WORDS, Format.SPIKE_BITMASK):
         dtype = word_dtype(timesteps)
         count = rows * width * chans
         words = mem.read(addr, dtype, count, where).reshape(rows, width, chans).astype(np.uint64)

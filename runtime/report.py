@@ -8,7 +8,10 @@ CONTRACT: `build_report(...)` returns
                "dram_written_bytes", "dram_compulsory_bytes", "sram_bytes",
                "sram_read_bytes", "sram_written_bytes", "matched_ops", "sops", "macs",
                "silent_ratio", "energy_pj", "energy_breakdown_pj", "instructions",
-               "saturations"}]}
+               "saturations", "compression_efficiency", "bitmask_bytes"}]}
+compression_efficiency (spike-pack): spikes delivered by dma.load_bm / pointer+bitmask bits
+moved for them (LoAS §IV-A's sense, Fig. 8: 5 spikes located by 4 bits = 1.25); None when the
+layer reads no packed input. bitmask_bytes: pointer + bitmask bytes moved by dma.*_bm.
 With functional=True, cycle/energy/op fields are None (not simulated).
 energy_pj = DRAM bits x fJ/bit + SRAM bits x fJ/bit + SOPs x sop_fj + MACs x mac_fj
             + static_power_mw x cycles x ns/cycle (mW x ns = pJ).
@@ -36,6 +39,28 @@ import numpy as np
 
 from snnc.backend.binformat import ProgramImage
 from snnc.backend.hwconfig import HwConfig
+from snnc.backend.isa import Opcode
+from snnc.runtime import energy as energy_model
+from snnc.runtime import memory
+from snnc.runtime.timing import STALL_CAUSES
+
+OPERANDS = ("weights", "spikes", "outputs", "bitmasks", "neuron_state", "psums")
+# operand of each SRAM range an instruction reads / writes, in the handler's order
+# (runtime/simulator.py); a missing entry (optional range) falls back to the last one
+READ_OPERANDS = {
+    Opcode.SYN: ("spikes", "weights", "weights"),  # input tile, weights, bias (acc with ACCUMULATE: psums)
+    Opcode.LIF: ("psums", "weights", "neuron_state"),
+    Opcode.PACK: ("outputs", "outputs"),
+    Opcode.POOL: ("spikes", "outputs"),
+    Opcode.ADD: ("spikes", "spikes", "outputs"),
+}
+WRITE_OPERANDS = {
+    Opcode.SYN: ("psums",),
+    Opcode.LIF: ("neuron_state", "outputs", "neuron_state"),
+    Opcode.PACK: ("outputs",),
+    Opcode.POOL: ("outputs",),
+    Opcode.ADD: ("outputs",),
+}
 
 
 @dataclass
@@ -49,13 +74,24 @@ class LayerCounters:
     sops: int = 0
     macs: int = 0
     pe_work: int = 0
+    bitmask_bytes: int = 0  # spike-pack: fiber pointer + bitmask bytes moved (dma.*_bm)
+    packed_spikes: int = 0  # spike-pack: spikes delivered by dma.load_bm ...
+    packed_meta_bits: int = 0  # ... and the pointer + bitmask bits spent locating them
     saturations: int = 0
     neurons_seen: int = 0
     neurons_fired: int = 0
     spike_input: bool = False
     dram_spans: list[tuple[np.ndarray, int]] = field(default_factory=list)
+    stalls: dict = field(default_factory=lambda: dict.fromkeys(STALL_CAUSES, 0))
+    events: dict = field(default_factory=dict)
+    sram_operands: dict = field(default_factory=lambda: dict.fromkeys(OPERANDS, 0))
+    dram_operands: dict = field(default_factory=lambda: dict.fromkeys(OPERANDS, 0))
+    compute_busy: int = 0  # cycles of compute instructions (their own durations)
+    fill_lines: int = 0  # global-cache lines filled from DRAM (misses)
+    read_lines: int = 0  # lines read by compute instructions
+    dataflows: set = field(default_factory=set)
 
-    def add(self, effect) -> None:
+    def add(self, effect, opcode=None, const_size: int = 0, hw: HwConfig | None = None) -> None:
         self.instructions += 1
         self.dram_read += effect.dram_read
         self.dram_written += effect.dram_written
@@ -64,8 +100,61 @@ class LayerCounters:
         self.sops += effect.sops
         self.macs += effect.macs
         self.pe_work += effect.pe_work
+        self.bitmask_bytes += getattr(effect, "bitmask_bytes", 0)
+        self.packed_spikes += getattr(effect, "packed_spikes", 0)
+        self.packed_meta_bits += getattr(effect, "packed_meta_bits", 0)
         if effect.dram_spans is not None:
             self.dram_spans.append(effect.dram_spans)
+        for cause, value in effect.stalls.items():
+            self.stalls[cause] = self.stalls.get(cause, 0) + int(value)
+        if opcode is None:
+            return
+        line = hw.sram.line_bytes if hw is not None else 64
+        if Opcode(opcode).name.startswith("DMA_"):  # dma.load / dma.store and their bitmask forms
+            load = "LOAD" in Opcode(opcode).name
+            nbytes = effect.dram_read if load else effect.dram_written
+            starts = effect.dram_spans[0] if effect.dram_spans is not None else np.zeros(0)
+            operand = ("weights" if starts.size and int(starts[0]) < const_size else "spikes") if load else "outputs"
+            self.dram_operands[operand] += nbytes
+            self.sram_operands[operand] += nbytes
+            if load:
+                self.fill_lines += -(-nbytes // line)
+            return
+        if effect.engine != "compute":
+            return
+        self.compute_busy += effect.cycles
+        names = READ_OPERANDS.get(opcode, ())
+        skip = 2 if effect.syn is not None else 0  # compressed streams replace the dense tiles (timing.bank_ranges)
+        for lo, hi in effect.reads[:skip]:
+            self.sram_read -= hi - lo
+        for i, (lo, hi) in enumerate(effect.reads):
+            if i < skip:
+                continue
+            name = names[min(i, len(names) - 1)] if names else "spikes"
+            if opcode == Opcode.SYN and i == 2 and effect.writes and (lo, hi) == effect.writes[0]:
+                name = "psums"  # ACCUMULATE reads the accumulator it writes
+            self.sram_operands[name] += hi - lo
+            self.read_lines += -(-(hi - lo) // line)
+        names = WRITE_OPERANDS.get(opcode, ())
+        for i, (lo, hi) in enumerate(effect.writes):
+            self.sram_operands[names[min(i, len(names) - 1)] if names else "outputs"] += hi - lo
+        if opcode == Opcode.LIF and effect.reads:
+            lo, hi = effect.reads[0]
+            self.events["plif_lanes"] = self.events.get("plif_lanes", 0) + (hi - lo) // 4
+        syn = effect.syn
+        if syn is not None:
+            for key, value in syn.events.items():
+                self.events[key] = self.events.get(key, 0) + int(value)
+            for key, value in syn.sram_extra.items():
+                self.sram_operands[key] += int(value)
+                self.sram_read += int(value)
+                self.read_lines += -(-int(value) // line)
+            for key, value in syn.dram_extra.items():
+                self.dram_operands[key] += int(value)
+                self.dram_read += int(value) // 2
+                self.dram_written += int(value) - int(value) // 2
+        elif opcode == Opcode.SYN and effect.sops:
+            self.events["pseudo_acc"] = self.events.get("pseudo_acc", 0) + effect.sops
 
     def compulsory_dram_bytes(self) -> int:
         """Size of the union of every DRAM byte range this layer's DMAs touched."""
@@ -91,12 +180,7 @@ def distinct_bytes(spans: list[tuple[np.ndarray, int]]) -> int:
 
 
 def _energy(hw: HwConfig, c: LayerCounters, cycles: int) -> dict[str, float]:
-    return {
-        "dram": (c.dram_read * hw.dram.read_fj_per_bit + c.dram_written * hw.dram.write_fj_per_bit) * 8 / 1e3,
-        "sram": (c.sram_read * hw.sram.read_fj_per_bit + c.sram_written * hw.sram.write_fj_per_bit) * 8 / 1e3,
-        "compute": (c.sops * hw.energy.sop_fj + c.macs * hw.energy.mac_fj) / 1e3,
-        "static": hw.energy.static_power_mw * cycles * hw.cycle_ns,
-    }
+    return energy_model.layer_energy(hw, c, cycles)
 
 
 def _bound(hw: HwConfig, pe_work: int, compulsory: int) -> int:
@@ -121,6 +205,9 @@ def build_report(image: ProgramImage, hw: HwConfig, counters: list[LayerCounters
             "sram_read_bytes": c.sram_read,
             "sram_written_bytes": c.sram_written,
             "silent_ratio": (1 - c.neurons_fired / c.neurons_seen) if c.spike_input and c.neurons_seen else None,
+            # spike-pack (LoAS §IV-A): spikes per pointer/bitmask bit of the packed input (Fig. 8: 5/4 = 125%)
+            "compression_efficiency": c.packed_spikes / c.packed_meta_bits if c.packed_meta_bits else None,
+            "bitmask_bytes": c.bitmask_bytes,
             "saturations": c.saturations,
         }
         if functional:
@@ -135,6 +222,13 @@ def build_report(image: ProgramImage, hw: HwConfig, counters: list[LayerCounters
                 matched_ops=c.sops + c.macs, sops=c.sops, macs=c.macs, pe_work=c.pe_work,
                 dram_compulsory_bytes=compulsory,
                 energy_pj=sum(energy.values()), energy_breakdown_pj=energy,
+                compute_busy_cycles=c.compute_busy,
+                stall_cycles=dict(c.stalls),
+                pe_utilization=(c.pe_work / (hw.compute.num_pes * c.cycles)) if c.cycles else 0.0,
+                sram_operand_bytes=dict(c.sram_operands),
+                dram_operand_bytes=dict(c.dram_operands),
+                sram_hits=max(0, c.read_lines - c.fill_lines), sram_misses=c.fill_lines,
+                events=dict(c.events),
             )
         layers.append(entry)
     counters = counters + [unattributed]
@@ -181,3 +275,102 @@ def write_report_json(report: dict, path: str | Path) -> None:
         except OSError:
             pass
         raise
+
+
+# --------------------------------------------------------------------------------------
+# SCALE-Sim-style CSV reports (one row per layer, then a "total" row)
+# --------------------------------------------------------------------------------------
+
+COMPUTE_COLUMNS = (["layer", "cycles", "compute_busy_cycles", "bound_cycles", "matched_ops", "pe_work",
+                    "pe_utilization"] + [f"stall_{c}" for c in STALL_CAUSES])
+MEMORY_COLUMNS = (["layer"] + [f"sram_{o}_bytes" for o in OPERANDS] + [f"dram_{o}_bytes" for o in OPERANDS]
+                  + ["sram_bytes", "dram_bytes", "dram_compulsory_bytes", "sram_hits", "sram_misses"])
+ENERGY_COLUMNS = ["layer"] + [f"{c}_pj" for c in energy_model.COMPONENTS] + ["total_pj"]
+
+
+def csv_rows(report: dict) -> dict[str, list[list]]:
+    """{file name: rows (header first)} of the three reports; needs a timed report."""
+    if report.get("functional"):
+        raise ValueError("a functional-only report has no timing: run without --functional")
+    compute, mem, energy = [COMPUTE_COLUMNS], [MEMORY_COLUMNS], [ENERGY_COLUMNS]
+    for layer in report["layers"]:
+        stalls = layer.get("stall_cycles", {})
+        compute.append([layer["name"], layer["cycles"], layer.get("compute_busy_cycles", 0), layer["bound_cycles"],
+                        layer["matched_ops"], layer["pe_work"], round(layer.get("pe_utilization", 0.0), 6)]
+                       + [stalls.get(c, 0) for c in STALL_CAUSES])
+        sram_ops, dram_ops = layer.get("sram_operand_bytes", {}), layer.get("dram_operand_bytes", {})
+        mem.append([layer["name"]] + [sram_ops.get(o, 0) for o in OPERANDS] + [dram_ops.get(o, 0) for o in OPERANDS]
+                   + [layer["sram_bytes"], layer["dram_bytes"], layer["dram_compulsory_bytes"],
+                      layer.get("sram_hits", 0), layer.get("sram_misses", 0)])
+        parts = layer["energy_breakdown_pj"]
+        energy.append([layer["name"]] + [round(parts.get(c, 0.0), 3) for c in energy_model.COMPONENTS]
+                      + [round(layer["energy_pj"], 3)])
+    for rows in (compute, mem, energy):
+        width = len(rows[0])
+        total = ["total"] + [None] * (width - 1)
+        for j in range(1, width):
+            values = [r[j] for r in rows[1:]]
+            if rows is compute and rows[0][j] == "pe_utilization":
+                continue
+            total[j] = round(sum(values), 3) if any(isinstance(v, float) for v in values) else sum(values)
+        if rows is compute:
+            t = report["total"]
+            total[1], total[3] = t["cycles"], t["bound_cycles"]  # makespan and the program-wide bound
+            pes = report["hw"]["compute"]["num_pes"]
+            work = total[rows[0].index("pe_work")]
+            total[rows[0].index("pe_utilization")] = round(work / (pes * t["cycles"]), 6) if t["cycles"] else 0.0
+        rows.append(total)
+    return {"COMPUTE_REPORT.csv": compute, "MEMORY_REPORT.csv": mem, "ENERGY_REPORT.csv": energy}
+
+
+def write_csv_reports(report: dict, directory: str | Path) -> list[Path]:
+    import csv
+    import io
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, rows in csv_rows(report).items():
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows(rows)
+        path = directory / name
+        path.write_text(buf.getvalue(), encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def plot_report(report: dict, path: str | Path) -> None:
+    """Per-layer cycles (busy vs stalls) and energy stacked by component (matplotlib, optional)."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise ImportError("--plot needs matplotlib: pip install 'snnc[plot]' (or pip install matplotlib)") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers = report["layers"]
+    names = [layer["name"] for layer in layers]
+    x = np.arange(len(layers))
+    fig, (ax_c, ax_e) = plt.subplots(2, 1, figsize=(max(6, 0.6 * len(layers) + 2), 8), sharex=True)
+    bottom = np.zeros(len(layers))
+    busy = np.array([min(layer["cycles"], layer.get("compute_busy_cycles", 0)) for layer in layers], dtype=float)
+    ax_c.bar(x, busy, label="compute busy")
+    bottom += busy
+    rest = np.array([layer["cycles"] for layer in layers], dtype=float) - busy
+    ax_c.bar(x, rest, bottom=bottom, label="other (DMA-bound / waiting)")
+    ax_c.plot(x, [layer["bound_cycles"] for layer in layers], "k_", markersize=14, label="bound")
+    ax_c.set_ylabel("cycles")
+    ax_c.legend(fontsize=8)
+    bottom = np.zeros(len(layers))
+    for comp in energy_model.COMPONENTS:
+        vals = np.array([layer["energy_breakdown_pj"].get(comp, 0.0) for layer in layers]) / 1e3
+        if vals.any():
+            ax_e.bar(x, vals, bottom=bottom, label=comp)
+            bottom += vals
+    ax_e.set_ylabel("energy (nJ)")
+    ax_e.legend(fontsize=8)
+    ax_e.set_xticks(x, names, rotation=60, ha="right", fontsize=8)
+    fig.suptitle(f"{report.get('model', '')}: {report['total']['cycles']:,} cycles")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

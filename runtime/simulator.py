@@ -30,14 +30,14 @@ from snnc.backend.binformat import ProgramImage, decode_instructions, decode_lay
 from snnc.backend.errors import BinaryFormatError, InputError
 from snnc.backend.hwconfig import HwConfig
 from snnc.backend.isa import Format, LayerKind, LeakForm, LifFlags, Opcode, ResetMode, SynFlags
-from snnc.runtime import timing
+from snnc.runtime import memory, timing
 from snnc.runtime.machine import (
     FORMAT_BITS, Machine, read_tile, saturate, shift, tile_bytes, word_dtype, write_tile,
 )
 from snnc.runtime.report import LayerCounters, build_report
 from snnc.runtime.tensors import decode_output, encode_input
 
-SPIKE_FORMATS = (Format.SPIKE_PLANES, Format.SPIKE_WORDS)
+SPIKE_FORMATS = (Format.SPIKE_PLANES, Format.SPIKE_WORDS, Format.SPIKE_BITMASK)
 ACC_BITS = 32  # the accumulator tile is int32 (isa.py: acc_addr "int32")
 
 
@@ -62,6 +62,11 @@ class Effect:
     sops: int = 0
     macs: int = 0
     pe_work: int = 0  # TPPE busy cycles summed over neurons (matched positions; MACs for multi-bit)
+    bitmask_bytes: int = 0  # dma.*_bm: DRAM bytes of fiber pointers + bitmasks (part of dram_read/written)
+    packed_spikes: int = 0  # dma.load_bm of spike words: spikes (1 bits) delivered
+    packed_meta_bits: int = 0  # ... and the pointer + bitmask bits that located them (LoAS Fig. 8)
+    syn: timing.SynTiming | None = None  # the SYN unit model's report (runtime/timing.py)
+    stalls: dict = field(default_factory=dict)  # cycles by cause (timing.STALL_CAUSES)
 
     @property
     def sram_read(self) -> int:
@@ -123,7 +128,7 @@ def _dma(ctx: _Context, where: str, f, load: bool) -> Effect:
     extent = [_span(f.sram_addr, (f.rows - 1) * f.sram_stride + f.row_bytes)] if nbytes else []
     starts = f.dram_addr + np.arange(f.rows, dtype=np.int64) * f.dram_stride
     return Effect(
-        engine="dma", cycles=0 if ctx.functional else timing.dma_cycles(ctx.hw, nbytes),
+        engine="dma", cycles=0 if ctx.functional else memory.dma_cycles(ctx.hw, starts, f.row_bytes if nbytes else 0),
         reads=[] if load else extent, writes=extent if load else [],
         dram_read=nbytes if load else 0, dram_written=0 if load else nbytes,
         dram_spans=(starts, f.row_bytes) if nbytes else None, sram_bytes=nbytes,
@@ -132,6 +137,106 @@ def _dma(ctx: _Context, where: str, f, load: bool) -> Effect:
 
 def _dma_load(ctx, where, f):
     return _dma(ctx, where, f, load=True)
+
+
+def _popcount(words: np.ndarray) -> np.ndarray:
+    """Set bits per element of an unsigned integer array."""
+    as_bytes = np.ascontiguousarray(words).view(np.uint8).reshape(words.shape + (words.dtype.itemsize,))
+    return np.unpackbits(as_bytes, axis=-1).sum(axis=-1)
+
+
+def _dma_bm(ctx: _Context, where: str, f, load: bool) -> Effect:
+    """Bitmask-compressed fibers (isa.fiber_slot_bytes) <-> a dense SRAM tile [fibers][fiber_elems].
+
+    load: expand each fiber's `count` non-zero words to their bitmask positions (zeros elsewhere);
+    store: take the low elem_bits bits of each SRAM word, drop the zero ones (with MASK_SINGLE
+    also those with one bit set) and write pointer, bitmask and the kept elements bit-packed.
+    Only 4 + ceil(elems/8) + ceil(count*elem_bits/8) bytes per fiber move (and count as DRAM
+    traffic)."""
+    if f.word_bytes not in (1, 2, 4, 8):
+        raise BinaryFormatError(f"{where}.word_bytes = {f.word_bytes}: expected 1, 2, 4 or 8")
+    if not 1 <= f.elem_bits <= 8 * f.word_bytes:
+        raise BinaryFormatError(f"{where}.elem_bits = {f.elem_bits}: expected 1..{8 * f.word_bytes}")
+    m = ctx.machine
+    n, elems, wb, eb = f.fibers, f.fiber_elems, f.word_bytes, f.elem_bits
+    dt = np.dtype(f"<u{wb}")
+    mbytes = (elems + 7) // 8
+    slot = isa.fiber_slot_bytes(elems, eb)
+    raw = m.dram.span(f.dram_addr, n * slot, where + ".dram_addr").reshape(n, slot)
+    meta = isa.FIBER_HEADER_BYTES + mbytes
+    shifts = np.arange(eb, dtype=np.uint64)
+    if load:
+        counts = raw[:, :4].copy().view("<u4").reshape(-1).astype(np.int64)
+        keep = np.unpackbits(raw[:, 4:meta], axis=1, bitorder="little")[:, :elems].astype(bool)
+        bad = np.flatnonzero(keep.sum(axis=1) != counts)
+        if bad.size:
+            raise BinaryFormatError(f"{where}: fiber {int(bad[0])} pointer/count {int(counts[bad[0]])} "
+                                    f"disagrees with its bitmask ({int(keep[bad[0]].sum())} bits set)")
+        bits = np.unpackbits(raw[:, meta:], axis=1, bitorder="little")[:, :elems * eb].reshape(n, elems, eb)
+        data = (bits.astype(np.uint64) << shifts).sum(axis=2).astype(dt)
+        ranks = np.cumsum(keep, axis=1) - 1
+        dense = np.zeros((n, elems), dtype=dt)
+        rows = np.nonzero(keep)[0]
+        dense[keep] = data[rows, ranks[keep]]
+        m.sram.write(f.sram_addr, dense, where + ".sram_addr")
+    else:
+        dense = m.sram.read(f.sram_addr, dt, n * elems, where + ".sram_addr").reshape(n, elems)
+        keep = dense != 0
+        if eb < 8 * wb:  # an element is the low elem_bits bits of its SRAM word
+            dense = dense & np.asarray((1 << eb) - 1, dtype=dt)
+        if f.flags & isa.DmaFlags.MASK_SINGLE:
+            keep &= _popcount(dense) > 1
+        counts = keep.sum(axis=1).astype(np.int64)
+        out = np.zeros((n, slot), dtype=np.uint8)
+        out[:, :4] = counts.astype("<u4").view(np.uint8).reshape(n, 4)
+        out[:, 4:meta] = np.packbits(keep, axis=1, bitorder="little")
+        data = np.zeros((n, elems), dtype=dt)
+        ranks = np.cumsum(keep, axis=1) - 1
+        data[np.nonzero(keep)[0], ranks[keep]] = dense[keep]
+        bits = ((data.astype(np.uint64)[..., None] >> shifts) & np.uint64(1)).astype(np.uint8)
+        out[:, meta:] = np.packbits(bits.reshape(n, elems * eb), axis=1, bitorder="little")
+        raw[...] = out
+    moved = n * meta + int(((counts * eb + 7) // 8).sum())
+    sram = [_span(f.sram_addr, n * elems * wb)] if n * elems else []
+    effect = Effect(
+        engine="dma", cycles=0 if ctx.functional else timing.dma_cycles(ctx.hw, moved),
+        reads=[] if load else sram, writes=sram if load else [],
+        dram_read=moved if load else 0, dram_written=0 if load else moved,
+        dram_spans=(f.dram_addr + np.arange(n, dtype=np.int64) * slot, meta + (int(counts.min(initial=0)) * eb + 7) // 8)
+        if n else None,
+        sram_bytes=n * elems * wb, bitmask_bytes=n * meta,
+    )
+    if load and f.flags & isa.DmaFlags.SPIKES:
+        effect.packed_spikes = int(_popcount(dense).sum())
+        effect.packed_meta_bits = 8 * n * meta
+    return effect
+
+
+def _move(ctx: _Context, where: str, f) -> Effect:
+    """Copy `rows` rows of `row_bytes` inside the SRAM (strided both sides); no DRAM traffic.
+    Runs on the DMA engine: cycles = vector_overhead + ceil(2 * bytes / (banks * port_bytes))."""
+    m = ctx.machine
+    src = _strided(m.sram, f.src_addr, f.rows, f.row_bytes, f.src_stride, where + ".src_addr")
+    dst = _strided(m.sram, f.dst_addr, f.rows, f.row_bytes, f.dst_stride, where + ".dst_addr")
+    dst[...] = src.copy()
+    nbytes = f.rows * f.row_bytes
+    if not nbytes:
+        return Effect(engine="dma")
+    per_cycle = ctx.hw.sram.banks * ctx.hw.sram.port_bytes
+    return Effect(
+        engine="dma",
+        cycles=0 if ctx.functional else ctx.hw.compute.vector_overhead_cycles + -(-2 * nbytes // per_cycle),
+        reads=[_span(f.src_addr, (f.rows - 1) * f.src_stride + f.row_bytes)],
+        writes=[_span(f.dst_addr, (f.rows - 1) * f.dst_stride + f.row_bytes)], sram_bytes=nbytes,
+    )
+
+
+def _dma_load_bm(ctx, where, f):
+    return _dma_bm(ctx, where, f, load=True)
+
+
+def _dma_store_bm(ctx, where, f):
+    return _dma_bm(ctx, where, f, load=False)
 
 
 def _dma_store(ctx, where, f):
@@ -177,6 +282,31 @@ def _gather_windows(x: np.ndarray, local, cin) -> np.ndarray:
 # SYN
 # --------------------------------------------------------------------------------------
 
+def _abs_max(x: np.ndarray) -> int:
+    return int(max(-int(x.min()), int(x.max()))) if x.size else 0
+
+
+def _exact_matmul(a: np.ndarray, w: np.ndarray, a_max: int) -> np.ndarray:
+    """a [R, K] @ w[C, K].T for integer arrays, exactly, on BLAS when a float type is exact.
+
+    With |a| <= a_max and |w| <= w_max every partial sum is bounded by K * a_max * w_max:
+    below 2**24 float32 represents them all (one float32 GEMM, the fastest), below 2**53
+    float64 does; otherwise numpy's integer matmul (no BLAS) is used.
+    """
+    bound = a.shape[1] * a_max * _abs_max(w)
+    if bound < 2**24:
+        dtype = np.float32
+    elif bound < 2**53:
+        dtype = np.float64
+    else:
+        return a.astype(np.int64) @ w.T.astype(np.int64)
+    af, wf = a.astype(dtype), w.astype(dtype)
+    # OpenBLAS is several times faster on (w @ a.T) when a has fewer rows than w
+    # (deep layers: few output positions, many channels); same numbers either way.
+    product = (wf @ af.T).T if a.shape[0] < w.shape[0] else af @ wf.T
+    return np.ascontiguousarray(product, dtype=np.int64)
+
+
 def _syn(ctx: _Context, where: str, f) -> Effect:
     """acc[t][r][x][c] = bias[c] + sum_{ky,kx,ci} w[c][ky][kx][ci] * in[t][r*sh-pt+ky*dh][x*sw-pl+kx*dw][ci]."""
     lay = ctx.layer(f, where, LayerKind.CONV)
@@ -189,11 +319,8 @@ def _syn(ctx: _Context, where: str, f) -> Effect:
     w = m.sram.read(f.w_addr, wdtype, f.chs * k, where + ".w_addr").reshape(f.chs, k).astype(np.int64)
     local, cin, _valid = _window_indices(lay, f, where)
     patches = _gather_windows(x, local, cin).transpose(0, 1, 3, 2, 4, 5).reshape(f.nt, f.rows * lay.out_w, k)
-    if in_fmt in SPIKE_FORMATS:
-        # 0/1 inputs times 16-bit weights: every partial sum is < 2**53, so float64 BLAS is exact
-        acc = np.rint(patches.astype(np.float64) @ w.T.astype(np.float64)).astype(np.int64)
-    else:
-        acc = patches @ w.T
+    acc = _exact_matmul(patches.reshape(-1, k), w, 1 if in_fmt in SPIKE_FORMATS else _abs_max(x)
+                        ).reshape(f.nt, f.rows * lay.out_w, f.chs)
     channels = f.ch0 + np.arange(f.chs)
     real = channels < lay.out_c
     acc[..., ~real] = 0  # padding channels stay zero
@@ -224,15 +351,19 @@ def _syn(ctx: _Context, where: str, f) -> Effect:
     lanes_active = np.count_nonzero(patches, axis=0)  # [neurons, K]: lanes with a spike/value
     matched = int(lanes_active.sum(axis=0) @ nonzero_w.sum(axis=0))
     if in_fmt in SPIKE_FORMATS:
-        # FTP: one TPPE handles all lanes of a neuron; its work is the number of matched positions
-        work = (lanes_active > 0).astype(np.float32) @ nonzero_w.T.astype(np.float32)
+        # the SYN unit of the layer's dataflow (FTP: LoAS TPPEs; baselines: runtime/baselines.py)
+        syn = timing.syn_timing(ctx.hw, lay.dataflow, patches != 0, nonzero_w)
         effect.sops = matched
-    else:
-        work = lanes_active.astype(np.float64) @ nonzero_w.T.astype(np.float64)
-        effect.macs = matched
+        effect.syn = syn
+        effect.pe_work = syn.pe_work
+        effect.cycles = syn.cycles
+        return effect
+    work = lanes_active.astype(np.float64) @ nonzero_w.T.astype(np.float64)
+    effect.macs = matched
     work = np.rint(work).astype(np.int64).reshape(-1)
     effect.pe_work = int(work.sum())
     effect.cycles = timing.syn_cycles(ctx.hw, work)
+    effect.stalls["pe_imbalance"] = timing.imbalance(work, ctx.hw.compute.num_pes)
     return effect
 
 
@@ -276,13 +407,15 @@ def _lif(ctx: _Context, where: str, f) -> Effect:
     clamped_total = 0
     for lane in range(f.nt):  # the membrane recurrence is sequential in t; each lane is vectorised
         i_t = current[lane]
+        if flags & LifFlags.DELAYED_RESET and reset == ResetMode.ZERO:
+            v = (1 - s_prev) * v
         if leak_form == LeakForm.NONE:
             h = v + i_t
         elif leak_form == LeakForm.BETA:
             h = ((v * leak) >> lay.leak_frac) + i_t
         else:  # TAU: leak holds 1/tau
             h = v + (((i_t - (v - v_reset)) * leak) >> lay.leak_frac)
-        if flags & LifFlags.DELAYED_RESET:
+        if flags & LifFlags.DELAYED_RESET and reset == ResetMode.SUBTRACT:
             h = h - s_prev * thr
         h, clamped = saturate(h, ctx.hw.compute.membrane_bits)
         clamped_total += clamped
@@ -419,6 +552,7 @@ def _barrier(ctx, where, f):
 
 HANDLERS = {
     Opcode.NOP: _nop, Opcode.DMA_LOAD: _dma_load, Opcode.DMA_STORE: _dma_store,
+    Opcode.DMA_LOAD_BM: _dma_load_bm, Opcode.DMA_STORE_BM: _dma_store_bm, Opcode.MOVE: _move,
     Opcode.SYN: _syn, Opcode.LIF: _lif, Opcode.PACK: _pack, Opcode.POOL: _pool, Opcode.ADD: _add,
     Opcode.BARRIER: _barrier, Opcode.HALT: _nop,
 }
@@ -491,11 +625,14 @@ def simulate(image: ProgramImage, inputs: dict, *, functional: bool = False, pro
             executed += 1
             owner = owners[i]
             if not functional and effect.engine != "none":
+                timing.finish_compute(hw, effect)  # global-cache bank time
                 before = board.makespan
                 board.issue(effect.engine, effect.cycles, effect.reads, effect.writes)
+                if effect.engine == "compute":
+                    effect.stalls["dependency"] = board.last_wait
                 (counters[owner] if owner >= 0 else unattributed).cycles += board.makespan - before
-            (counters[owner] if owner >= 0 else unattributed).add(effect)
-            if bar is not None and i % 64 == 0:
+            (counters[owner] if owner >= 0 else unattributed).add(effect, spec.opcode, len(image.constants), hw)
+            if bar is not None and i % 8 == 0:
                 bar[0].update(bar[1], completed=i)
     finally:
         if bar is not None:
@@ -516,15 +653,39 @@ def simulate(image: ProgramImage, inputs: dict, *, functional: bool = False, pro
     return SimResult(outputs=outputs, report=report)
 
 
-PROGRESS_MIN_INSTRUCTIONS = 2000  # below this a run takes well under a second: no bar
+PROGRESS_AFTER_SECONDS = 1.0  # a bar appears only once a run has taken this long
+
+
+class _LazyProgress:
+    """A rich progress bar that starts only after PROGRESS_AFTER_SECONDS of simulation."""
+
+    def __init__(self, total: int):
+        import time
+
+        self._clock = time.perf_counter
+        self._start = self._clock()
+        self._total = total
+        self._bar = None
+        self._task = None
+
+    def update(self, _task, completed: int) -> None:
+        if self._bar is None:
+            if self._clock() - self._start < PROGRESS_AFTER_SECONDS:
+                return
+            from rich.progress import Progress  # only when needed: keeps the fast path import-light
+
+            self._bar = Progress(transient=True)
+            self._task = self._bar.add_task("simulating", total=self._total)
+            self._bar.start()
+        self._bar.update(self._task, completed=completed)
+
+    def stop(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
 
 
 def _progress_bar(progress: bool | None, total: int):
-    if not progress or total < PROGRESS_MIN_INSTRUCTIONS:
+    """(bar, task) or None; the bar shows only for simulations longer than a second."""
+    if not progress:
         return None
-    from rich.progress import Progress  # only when asked: keeps the fast path import-light
-
-    bar = Progress(transient=True)
-    task = bar.add_task("simulating", total=total)
-    bar.start()
-    return bar, task
+    return _LazyProgress(total), None

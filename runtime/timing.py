@@ -1,4 +1,4 @@
-"""First timing model: one cycle function per hardware unit + an SRAM scoreboard.
+"""Timing model: one function per hardware unit + an SRAM scoreboard.
 
 CONTRACT (docs/isa.md "Timing model"):
   * Two engines run concurrently: DMA (DMA_LOAD/DMA_STORE) and compute
@@ -7,14 +7,21 @@ CONTRACT (docs/isa.md "Timing model"):
     that wrote an SRAM range it reads, or read/wrote a range it writes, has
     finished (RAW, WAR, WAW on byte ranges). BARRIER starts when everything
     earlier has finished; both engines then resume from there. NOP/HALT take 0.
-  * Cycle counts per unit:
-      dma_cycles   = dram.latency_cycles + ceil(bytes / (GB/s / clock))
-      syn_cycles   = syn_overhead + sum over rounds of num_pes output neurons of the
-                     slowest neuron's work (neurons in (row, x, channel) order);
-                     work = matched positions (spike inputs) or MACs (multi-bit)
-      lif_cycles   = lif_overhead + ceil(neurons / num_pes)   (P-LIF fires all lanes)
-      vector_cycles= vector_overhead + ceil(elements / num_pes) * window
-This is a first model; a faithful LoAS model replaces these functions one by one.
+    The compute engine's wait for such hazards is recorded as `dependency` stall.
+  * Cycles per unit:
+      DMA     runtime/memory.py: latency + busiest HBM channel's transfer time
+      SYN     `syn_timing(hw, dataflow, lanes, nzw)`: per dataflow
+                FTP     LoAS TPPEs (runtime/tppe.py) on the visit's output positions
+                        (split over fiber-B groups when positions < num_pes),
+                        num_pes streams per round, a round lasts its slowest TPPE
+                IP_SEQ/OP/GUST  runtime/baselines.py (SparTen-/GoSPA-/Gamma-SNN)
+              multi-bit (ACT) inputs: `syn_cycles(hw, macs per neuron)`
+      LIF     lif_overhead + ceil(neurons / num_pes)   (a P-LIF fires all lanes in one op)
+      PACK    vector_overhead + ceil(neurons / num_pes) (compressor, inverted laggy
+              prefix-sum: one neuron's T-bit word per PE per cycle)
+      POOL/ADD vector_overhead + ceil(elements / num_pes) * window
+    and every compute instruction takes at least its global-cache bank time
+    (runtime/memory.py `bank_cycles`).
 """
 
 from __future__ import annotations
@@ -25,21 +32,39 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from snnc.backend.hwconfig import HwConfig
+from snnc.backend.isa import Dataflow
+from snnc.runtime import memory, tppe
+
+STALL_CAUSES = ("fifo_full", "laggy_wait", "pe_imbalance", "bank_conflict", "sram_bandwidth", "dependency",
+                "psum_spill")
 
 
-def dma_cycles(hw: HwConfig, nbytes: int) -> int:
-    return hw.dram.latency_cycles + math.ceil(nbytes / hw.dram_bytes_per_cycle)
+def dma_cycles(hw: HwConfig, nbytes: int, dram_addr: int = 0) -> int:
+    """A contiguous DMA of `nbytes` from `dram_addr` (see memory.dma_cycles)."""
+    return memory.dma_cycles(hw, [dram_addr], nbytes)
 
 
 def syn_cycles(hw: HwConfig, work_per_neuron: np.ndarray) -> int:
-    """work_per_neuron: int array, one entry per output neuron in issue order."""
+    """Multi-bit inputs: work_per_neuron (MACs) in issue order, dealt to num_pes PEs in rounds."""
     work = np.asarray(work_per_neuron, dtype=np.int64).reshape(-1)
-    pes = hw.compute.num_pes
+    return hw.compute.syn_overhead_cycles + int(rounds_of(work, hw.compute.num_pes).sum())
+
+
+def rounds_of(work: np.ndarray, pes: int) -> np.ndarray:
+    """Per round of `pes` consecutive items: the slowest item's work."""
+    work = np.asarray(work, dtype=np.int64).reshape(-1)
     pad = (-work.size) % pes
     if pad:
         work = np.concatenate([work, np.zeros(pad, dtype=np.int64)])
-    rounds = work.reshape(-1, pes).max(axis=1) if work.size else work
-    return hw.compute.syn_overhead_cycles + int(rounds.sum())
+    return work.reshape(-1, pes).max(axis=1) if work.size else work
+
+
+def imbalance(work: np.ndarray, pes: int) -> int:
+    """Sum over rounds of (slowest - mean) work: cycles lost to uneven PE loads."""
+    work = np.asarray(work, dtype=np.int64).reshape(-1)
+    if work.size == 0:
+        return 0
+    return int(round(float(rounds_of(work, pes).sum() - work.sum() / pes)))
 
 
 def lif_cycles(hw: HwConfig, neurons: int) -> int:
@@ -51,6 +76,86 @@ def vector_cycles(hw: HwConfig, elements: int, window: int = 1) -> int:
 
 
 @dataclass
+class SynTiming:
+    """What the SYN unit model reports for one visit."""
+
+    cycles: int
+    pe_work: int  # compute-bound work: matched positions (FTP) or lane SOPs (t-sequential dataflows)
+    stalls: dict[str, int] = field(default_factory=dict)
+    events: dict[str, int] = field(default_factory=dict)  # counted operations for energy
+    sram_extra: dict[str, int] = field(default_factory=dict)  # modelled SRAM bytes per operand
+    dram_extra: dict[str, int] = field(default_factory=dict)  # modelled DRAM bytes per operand (spills)
+
+
+def chunk_sums(values: np.ndarray, width: int) -> np.ndarray:
+    """[M, K] -> [M, ceil(K/width)]: sums over consecutive chunks of `width` positions of K."""
+    m, k = values.shape
+    chunks = max(1, math.ceil(k / width))
+    pad = chunks * width - k
+    if pad:
+        values = np.concatenate([values, np.zeros((m, pad), dtype=values.dtype)], axis=1)
+    return values.reshape(m, chunks, width).sum(axis=2)
+
+
+def ftp_syn(hw: HwConfig, lanes: np.ndarray, nzw: np.ndarray) -> SynTiming:
+    """LoAS FTP on TPPEs. lanes: bool [nt, M, K] input spikes per lane and window
+    position; nzw: bool [N, K] non-zero weights of the visit's output channels.
+
+    bm-A[m, k] = input fires in some lane (non-silent); a TPPE takes one output
+    position m and streams its fiber-A chunks (tppe.bitmask_buffer_bits of K)
+    against the visit's fiber-Bs: task (m, c) has sum_{k in c} bm-A[m,k] * nnz_n(B[:, k])
+    matched pairs. When the visit has fewer positions than TPPEs, the scheduler
+    splits the fiber-Bs into G = min(N, num_pes // M) contiguous groups and gives
+    each (m, group) its own TPPE (each TPPE still computes whole output neurons).
+    Streams are dealt to num_pes TPPEs in rounds ((m, group) order); a round lasts
+    its slowest TPPE (runtime/tppe.batched_streams).
+    """
+    nt, m_pos, k = lanes.shape
+    pes = hw.compute.num_pes
+    width = hw.tppe.bitmask_buffer_bits
+    bm_a = lanes.any(axis=0)
+    fired = lanes.sum(axis=0, dtype=np.int64)
+    col = nzw.sum(axis=0, dtype=np.int64)  # fiber-Bs with a non-zero at k
+    groups = max(1, min(nzw.shape[0], pes // max(1, m_pos)))
+    bounds = np.linspace(0, nzw.shape[0], groups + 1).round().astype(np.int64)
+    col_g = np.add.reduceat(nzw.astype(np.int64), bounds[:-1], axis=0) if groups > 1 else col[None, :]
+    counts = chunk_sums((bm_a[:, None, :] * col_g[None, :, :]).reshape(m_pos * groups, k), width)
+    st = tppe.batched_streams(counts, hw)
+    per_round = rounds_of(st.cycles, pes)
+    matched = int(st.matched.sum())
+    cycles = hw.compute.syn_overhead_cycles + int(per_round.sum())
+    n_out = nzw.shape[0]
+    chunks = counts.shape[1]
+    rounds = per_round.size
+    # modelled SRAM streams: bm-A chunk per task, bm-B chunks broadcast once per round,
+    # fiber-B non-zeros once per round, matched fiber-A words fetched at their offsets
+    word = max(1, math.ceil(nt / 8))
+    correction_lanes = int((((nt - fired) * bm_a) @ col).sum()) if m_pos else 0
+    corrected = int(((bm_a & (fired < nt)) @ col).sum()) if m_pos else 0
+    return SynTiming(
+        cycles=cycles, pe_work=matched,
+        stalls={"fifo_full": int(round(st.fifo_stall.sum() / pes)),
+                "laggy_wait": int(round(st.laggy_wait.sum() / pes)),
+                "pe_imbalance": imbalance(st.cycles, pes)},
+        events={"pseudo_acc": matched, "correction_acc": correction_lanes, "fifo_checks": matched,
+                "corrected_entries": corrected},
+        sram_extra={"bitmasks": (m_pos * chunks + rounds * n_out * chunks) * width // 8,
+                    "weights": rounds * int(col.sum()) * hw.compute.weight_bits // 8,
+                    "spikes": matched * word},
+    )
+
+
+def syn_timing(hw: HwConfig, dataflow: int, lanes: np.ndarray, nzw: np.ndarray) -> SynTiming:
+    """Dispatch on the layer descriptor's `dataflow` (isa.Dataflow)."""
+    from snnc.runtime import baselines
+
+    df = Dataflow(dataflow)
+    if df == Dataflow.FTP:
+        return ftp_syn(hw, lanes, nzw)
+    return baselines.MODELS[df](hw, lanes, nzw)
+
+
+@dataclass
 class Scoreboard:
     """Start/finish times of instructions from engine occupancy and SRAM hazards."""
 
@@ -59,6 +164,7 @@ class Scoreboard:
     pending_reads: list[tuple[int, int, int]] = field(default_factory=list)
     pending_writes: list[tuple[int, int, int]] = field(default_factory=list)
     makespan: int = 0
+    last_wait: int = 0  # cycles the last instruction waited for hazards after its engine was free
 
     def issue(self, engine: str | None, cycles: int, reads: list[tuple[int, int]],
               writes: list[tuple[int, int]]) -> tuple[int, int]:
@@ -69,8 +175,9 @@ class Scoreboard:
                 self.engine_free[name] = start
             self.pending_reads.clear()
             self.pending_writes.clear()
+            self.last_wait = 0
             return start, start
-        start = self.engine_free[engine]
+        start = free = self.engine_free[engine]
         for lo, hi in reads:
             for plo, phi, fin in self.pending_writes:
                 if fin > start and plo < hi and lo < phi:
@@ -79,6 +186,7 @@ class Scoreboard:
             for plo, phi, fin in self.pending_writes + self.pending_reads:
                 if fin > start and plo < hi and lo < phi:
                     start = fin
+        self.last_wait = start - free
         finish = start + cycles
         self.engine_free[engine] = finish
         self.makespan = max(self.makespan, finish)
@@ -90,3 +198,37 @@ class Scoreboard:
             self.pending_reads = [p for p in self.pending_reads if p[2] > horizon]
             self.pending_writes = [p for p in self.pending_writes if p[2] > horizon]
         return start, finish
+
+
+def bank_ranges(effect) -> list[tuple[int, int]]:
+    """SRAM ranges a compute instruction really streams through the banks.
+
+    A SYN with a dataflow model reads its input and weight tiles compressed: the
+    model's streams (bitmasks, non-zero weights, matched spike words) replace the
+    dense ranges reads[0] (input tile) and reads[1] (weights), which stay in
+    `effect.reads` for the hazard scoreboard only.
+    """
+    reads = effect.reads[2:] if effect.syn is not None else effect.reads
+    return reads + effect.writes
+
+
+def finish_compute(hw: HwConfig, effect) -> None:
+    """A compute instruction lasts at least its global-cache bank time (memory.bank_cycles).
+
+    The SYN model's modelled SRAM streams (bitmasks, non-zero weights, matched spike
+    words, partial sums) replace its dense input/weight ranges (`bank_ranges`) and
+    count as traffic spread over the banks; bank-limited cycles beyond the unit's own time are
+    `bank_conflict` stall cycles when they exceed the conflict-free time too.
+    """
+    if effect.engine != "compute":
+        return
+    extra = sum(effect.syn.sram_extra.values()) if effect.syn is not None else 0
+    banked, ideal = memory.bank_cycles(hw, bank_ranges(effect), extra)
+    if effect.syn is not None:
+        for cause, value in effect.syn.stalls.items():
+            effect.stalls[cause] = effect.stalls.get(cause, 0) + value
+    unit = effect.cycles
+    if banked > unit:
+        effect.stalls["bank_conflict"] = banked - max(unit, ideal)
+        effect.stalls["sram_bandwidth"] = max(0, ideal - unit)
+        effect.cycles = banked

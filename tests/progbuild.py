@@ -86,13 +86,15 @@ def ref_lif(current, thr, leak, v_reset, *, leak_form, reset, flags, leak_frac):
     """Scalar Python-int reference of the integer LIF (current: list over t)."""
     v, s_prev, spikes, trace = 0, 0, [], []
     for i in current:
+        if flags & isa.LifFlags.DELAYED_RESET and reset == isa.ResetMode.ZERO:
+            v = 0 if s_prev else v
         if leak_form == isa.LeakForm.NONE:
             h = v + i
         elif leak_form == isa.LeakForm.BETA:
             h = ((v * leak) >> leak_frac) + i
         else:
             h = v + (((i - (v - v_reset)) * leak) >> leak_frac)
-        if flags & isa.LifFlags.DELAYED_RESET:
+        if flags & isa.LifFlags.DELAYED_RESET and reset == isa.ResetMode.SUBTRACT:
             h -= s_prev * thr
         s = int(h > thr) if flags & isa.LifFlags.COMPARE_GT else int(h >= thr)
         if flags & isa.LifFlags.DELAYED_RESET:

@@ -346,7 +346,7 @@ def test_strided_dma_counts_only_moved_sram_bytes():
     p.load(0, 0, row_bytes=4, rows=3, dram_stride=4, sram_stride=16)  # SRAM hull 36 B, 12 B moved
     rep = simulate(p.image(), {}).report
     assert rep["total"]["sram_bytes"] == 12 and rep["total"]["dram_bytes"] == 12
-    assert rep["total"]["cycles"] == 64 + 1  # latency + ceil(12 / 160)
+    assert rep["total"]["cycles"] == 64 + 2  # latency + ceil(12 B on one HBM channel / 10 B per cycle)
     assert [layer["name"] for layer in rep["layers"]] == ["(unattributed)"]
 
 
@@ -363,16 +363,17 @@ def test_sram_out_of_range_is_reported():
 
 def test_dma_cycles_by_hand():
     hw = HwConfig()
-    # 128 GB/s / 800 MHz = 160 B/cycle; latency 64
-    assert timing.dma_cycles(hw, 320) == 64 + 2
-    assert timing.dma_cycles(hw, 321) == 64 + 3
+    # 128 GB/s / 800 MHz = 160 B/cycle over 16 channels = 10 B/cycle each, 32 B bursts; latency 64
+    assert timing.dma_cycles(hw, 512) == 64 + 4  # one 32 B burst per channel: ceil(32 / 10)
+    assert timing.dma_cycles(hw, 513) == 64 + 4  # channel 0 gets 33 B: ceil(3.3)
+    assert timing.dma_cycles(hw, 521) == 64 + 5  # channel 0 gets 41 B
     assert timing.dma_cycles(hw, 0) == 64
 
 
 def test_syn_cycles_rounds_of_slowest_pe():
     hw = HwConfig()
     work = np.array([3, 1, 0, 2] + [0] * 12 + [5, 1])  # 18 neurons: round 1 max 3, round 2 max 5
-    assert timing.syn_cycles(hw, work) == 8 + 3 + 5
+    assert timing.syn_cycles(hw, work) == 2 + 3 + 5
 
 
 def test_scoreboard_hazards_by_hand():
@@ -392,13 +393,15 @@ def test_program_cycles_and_counters_by_hand():
     image = dense_program(np.array([[1, 0, 2], [0, 3, 0]]), [0, 0], [100], [0], [0])
     rep = simulate(image, {"x": x}).report
     layer = rep["layers"][0]
-    # load x (4 B): 64+1 = 65 | load W (64 B): 65 -> 130 | load params (8+3*4=... 20 B): 65 -> 195
-    # SYN: matched positions n0 = 2 (in0, in2), n1 = 0; one round of 16 PEs: 8 + 2 = 10 -> 205
-    # LIF: 1 + ceil(8/16) = 2 -> 207 | PACK: 1 + 1 = 2 -> 209
-    # store spikes (4 B): 65 -> 274 (DMA engine free since 195, waits for PACK)
-    # store membrane (128 B): 64 + 1 = 65 -> 339 (DMA engine busy until 274)
-    assert rep["total"]["cycles"] == 339
-    assert layer["cycles"] == 339
+    # HBM: 10 B/cycle per channel, 32 B bursts rotate over 16 channels, latency 64
+    # load x (4 B, one channel): 64+1 = 65 | load W (64 B = 2 bursts on 2 channels): 64+4 -> 133
+    # load params (20 B, one channel): 64+2 -> 199
+    # SYN: one TPPE, one task with 2 matched pairs (in0 x w00, in2 x w02): pushes in cycles 1, 2,
+    #      laggy 1..8, ready 9, checks 10, 11 -> 11 cycles + syn_overhead 2 = 13 -> 212
+    # LIF: 1 + ceil(8/16) = 2, but bank 0 holds 4 of its 16 B blocks: 4 cycles -> 216 | PACK: 1 + 1 = 2 -> 218
+    # store spikes (4 B): 65 -> 283 (waits for PACK) | store membrane (128 B, 4 channels x 32 B): 68 -> 351
+    assert rep["total"]["cycles"] == 351
+    assert layer["cycles"] == 351
     assert layer["sops"] == 3  # in0 x w00 on 2 lanes + in2 x w02 on 1 lane
     assert layer["silent_ratio"] == pytest.approx(1 / 3)
     assert layer["dram_read_bytes"] == 4 + 64 + 20 and layer["dram_written_bytes"] == 4 + 128
@@ -408,8 +411,10 @@ def test_program_cycles_and_counters_by_hand():
     hw = HwConfig()
     dram_pj = (88 * 11000 + 132 * 12000) * 8 / 1000
     assert layer["energy_breakdown_pj"]["dram"] == pytest.approx(dram_pj)
-    assert layer["energy_breakdown_pj"]["static"] == pytest.approx(188.9 * 339 * 1.25)
-    assert layer["energy_breakdown_pj"]["compute"] == pytest.approx(3 * hw.energy.sop_fj / 1000)
+    assert layer["energy_breakdown_pj"]["static"] == pytest.approx(188.9 * 351 * 1.25)
+    # FTP: 2 pseudo-accumulator adds; corrections: in0 silent in 2 lanes, in2 in 3 lanes
+    assert layer["energy_breakdown_pj"]["pe"] == pytest.approx(2 * hw.energy.sop_fj / 1000)
+    assert layer["energy_breakdown_pj"]["correction"] == pytest.approx(5 * hw.energy.sop_fj / 1000)
     assert layer["energy_pj"] == pytest.approx(sum(layer["energy_breakdown_pj"].values()))
 
 

@@ -41,6 +41,7 @@ API
     x = net.input("x", (1, 64))                       # per-step shape [B, ...]
     h = net.dense(x, weight_kn, bias, name="fc1")     # weight is [K, N]
     s, v = net.lif(h, beta=0.5, threshold=1.0, name="lif1")
+    z = net.spike_or(s1, s2)                          # SEW-OR residual: ONNX Max
     net.output(s, "spikes"); net.output(v, "membrane")
     model = net.to_onnx(form="unrolled")              # or form="scan"
     traces = net.evaluate({"x": x_array})            # numpy reference, keyed by Value
@@ -236,6 +237,42 @@ class Network:
         if a.shape != b.shape:
             raise ValueError(f"add: shapes differ: {a.shape} vs {b.shape}")
         return self._add("add", name, [a, b], [("out", a.shape, False)]).outputs[0]
+
+    def spike_or(self, a: Value, b: Value, *, name: str | None = None) -> Value:
+        """Elementwise OR of two spike values, as ONNX `Max(a, b)` (SEW-OR residual)."""
+        if a.shape != b.shape:
+            raise ValueError(f"spike_or: shapes differ: {a.shape} vs {b.shape}")
+        return self._add("max", name, [a, b], [("out", a.shape, a.binary and b.binary)]).outputs[0]
+
+    def shift_bias(self, current: Value, delta: float) -> None:
+        """Add `delta` to every element of `current` by changing a producing synapse's bias.
+
+        `current` must come from a dense/conv2d layer or from an `add` with such an
+        operand (a residual). The cached reference traces from that layer on are dropped.
+        """
+        if delta == 0:
+            return
+        layer = self._producer(current)
+        if layer is not None and layer.kind == "add":
+            layer = next(
+                (p for p in map(self._producer, layer.inputs)
+                 if p is not None and p.kind in ("dense", "conv2d")), None)
+        if layer is None or layer.kind not in ("dense", "conv2d"):
+            raise ValueError(f"shift_bias: {current.name} is not produced by a synapse")
+        channels = layer.outputs[0].shape[1]
+        bias = layer.params["bias"]
+        bias = np.zeros(channels, np.float32) if bias is None else bias
+        layer.params["bias"] = _f32(bias.astype(np.float64) + delta)
+        start = self.layers.index(layer)
+        for later in self.layers[start:]:
+            for out in later.outputs:
+                self._evaluated.pop(out, None)
+
+    def _producer(self, value: Value) -> Layer | None:
+        for layer in reversed(self.layers):
+            if value in layer.outputs:
+                return layer
+        return None
 
     def lif(
         self, current: Value, *, beta: float = 1.0, threshold: float = 1.0,
@@ -515,6 +552,8 @@ def _layer_nodes(
         return [helper.make_node("Reshape", [ins[0], f"{name}.shape"], outs, name=node_name)]
     if layer.kind == "add":
         return [helper.make_node("Add", ins, outs, name=node_name)]
+    if layer.kind == "max":
+        return [helper.make_node("Max", ins, outs, name=node_name)]
     if layer.kind in ("lif", "if"):
         attrs: dict[str, Any] = {}
         if p["beta"] is not None and p["beta"] != NEURON_DEFAULTS["beta"]:
@@ -545,6 +584,8 @@ def _evaluate_layer(layer: Layer, values: dict[Value, np.ndarray]) -> list[np.nd
         return [x.reshape((T, *layer.outputs[0].shape))]
     if layer.kind == "add":
         return [(x + values[layer.inputs[1]]).astype(np.float32)]
+    if layer.kind == "max":
+        return [np.maximum(x, values[layer.inputs[1]])]
     if layer.kind in ("lif", "if"):
         spikes, membranes = ref.lif_forward(
             x, leak="beta" if layer.kind == "lif" else "none",

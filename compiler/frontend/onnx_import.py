@@ -16,7 +16,13 @@ Supported today: the canonical form of compiler/frontend/canonical.py, i.e.
     layers    Gemm (transA=0, alpha=beta=1), MatMul (+ Add of a constant bias), Conv
               (2-D, group=1, auto_pad NOTSET), MaxPool / AveragePool (2-D, ceil_mode=0),
               Flatten, Reshape, Add of two per-step values; Identity and Constant;
-    neurons   calls of the model-local functions snn::LIF / snn::IF.
+    neurons   calls of the model-local functions snn::LIF / snn::IF (or body-less snn::LIF /
+              snn::IF nodes: canonical semantics from their attributes);
+              any exporter's elementwise neuron, recognised and fused by neuron_fusion.py
+              (after inline.py inlines model-local functions of any domain).
+Also (issue 3): time merged into the batch ([T*B, ...] Reshape/Flatten, SpikingJelly 'm'),
+Slice+Squeeze per step, Shape of static tensors, Loop over time, BatchNormalization (folded
+into the Conv/Gemm before it), Dropout (identity), constant folding of any foldable node.
 
 How time is re-rolled: abstract interpretation. Every ONNX value is tagged as
 `Whole(train)` (all T steps, [T, ...]), `Step(train, t)` (step t of a train, [B, ...]),
@@ -50,6 +56,8 @@ from xdsl.ir import Operation, SSAValue
 from xdsl.utils.exceptions import VerifyException
 
 from snnc.backend.errors import FrontendError
+from snnc.compiler.frontend.inline import inline_local_functions
+from snnc.compiler.frontend.neuron_fusion import FOLDABLE, FUSED_DOMAIN, FUSED_OP, _opset, fold_node, fuse_neurons
 from snnc.dialects.snn import (
     ONNX_NAME_ATTR,
     AddOp,
@@ -116,6 +124,18 @@ class Stacked:
 
 
 @dataclass(frozen=True)
+class Merged:
+    """All steps of a train with time merged into the batch: [T*B, ...] (SpikingJelly 'm')."""
+
+    train: Train
+
+
+@dataclass(frozen=True)
+class IterIndex:
+    """The iteration number of a Loop over time (the symbolic step t)."""
+
+
+@dataclass(frozen=True)
 class ScanState:
     index: int
 
@@ -127,7 +147,7 @@ class FinalState:
     node: str
 
 
-Tag = Const | Whole | Step | Stacked | ScanState | FinalState
+Tag = Const | Whole | Step | Stacked | Merged | IterIndex | ScanState | FinalState
 
 
 def _describe(tag: Tag) -> str:
@@ -139,6 +159,8 @@ def _describe(tag: Tag) -> str:
         return f"step {'t' if tag.t is None else tag.t} of {tag.train.describe()}"
     if isinstance(tag, Stacked):
         return f"unsqueezed step {tag.t} of {tag.train.describe()}"
+    if isinstance(tag, Merged):
+        return f"the time-merged [T*B, ...] view of {tag.train.describe()}"
     if isinstance(tag, ScanState):
         return f"Scan state #{tag.index}"
     return f"the final state of Scan '{tag.node}'"
@@ -159,17 +181,25 @@ class LayerRecord:
 
 @dataclass(frozen=True)
 class NeuronSpec:
-    """What a neuron matcher recognised: the `snn.lif` properties (scalars here)."""
+    """What a neuron matcher recognised: the `snn.lif` properties.
+
+    Parameters are floats (scalars) or float32 [C] arrays (per channel)."""
 
     leak: str
-    threshold: float
-    beta: float | None = None
+    threshold: Any
+    beta: Any = None
     reset: str = "subtract"
     reset_timing: str = "same"
     compare: str = "ge"
+    tau: Any = None
+    v_reset: Any = None
 
     def key(self) -> tuple:
-        return (self.leak, self.threshold, self.beta, self.reset, self.reset_timing, self.compare)
+        def k(v):
+            return None if v is None else tuple(np.asarray(v, np.float32).reshape(-1).tolist())
+
+        return (self.leak, k(self.threshold), k(self.beta), self.reset, self.reset_timing, self.compare,
+                k(self.tau), k(self.v_reset))
 
 
 class NeuronMatcher(Protocol):
@@ -235,16 +265,17 @@ def match_canonical_neuron(node: onnx.NodeProto, model: onnx.ModelProto) -> Neur
     function = next(
         (f for f in model.functions if f.domain == "snn" and f.name == node.op_type), None
     )
-    if function is None:
-        raise _node_error(node, f"the model defines no function snn::{node.op_type}")
+    # No function body (torch.onnx.ops.symbolic_multi_out("snn::LIF", ...)): the node means
+    # our canonical neuron, read from its attributes with CANONICAL_DEFAULTS.
     if len(node.input) != 2 or len(node.output) != 2:
         raise _node_error(
             node, f"expected inputs (I, v_prev) and outputs (spike, v_next), "
             f"found {len(node.input)} inputs and {len(node.output)} outputs",
         )
     values = dict(CANONICAL_DEFAULTS)
-    values.update({a.name: _ATTR_READERS[a.type](a) for a in function.attribute_proto
-                   if a.type in _ATTR_READERS})
+    if function is not None:
+        values.update({a.name: _ATTR_READERS[a.type](a) for a in function.attribute_proto
+                       if a.type in _ATTR_READERS})
     allowed = ("beta", "threshold", "reset_zero") if node.op_type == "LIF" else ("threshold", "reset_zero")
     call_attrs = _attrs(node)
     _check_allowed_attrs(node, call_attrs, allowed)
@@ -261,7 +292,25 @@ def match_canonical_neuron(node: onnx.NodeProto, model: onnx.ModelProto) -> Neur
     )
 
 
-NEURON_MATCHERS: list[NeuronMatcher] = [match_canonical_neuron]
+def match_fused_neuron(node: onnx.NodeProto, model: onnx.ModelProto) -> NeuronSpec | None:
+    """snnc.fused::Neuron nodes written by neuron_fusion.fuse_neurons (full spec in attributes)."""
+    if node.domain != FUSED_DOMAIN or node.op_type != FUSED_OP:
+        return None
+    values: dict[str, Any] = {}
+    for attr in node.attribute:
+        if attr.type == onnx.AttributeProto.TENSOR:
+            array = numpy_helper.to_array(attr.t).astype(np.float32)
+            values[attr.name] = float(array) if array.ndim == 0 else array
+        else:
+            values[attr.name] = _ATTR_READERS[attr.type](attr)
+    return NeuronSpec(
+        leak=values["leak"], threshold=values["threshold"], beta=values.get("beta"),
+        reset=values["reset"], reset_timing=values["reset_timing"], compare=values["compare"],
+        tau=values.get("tau"), v_reset=values.get("v_reset"),
+    )
+
+
+NEURON_MATCHERS: list[NeuronMatcher] = [match_canonical_neuron, match_fused_neuron]
 
 
 # ------------------------------------------------------------------------------------------
@@ -287,8 +336,22 @@ def _load(model: onnx.ModelProto | str | Path) -> onnx.ModelProto:
 _INFERENCE_NODE = re.compile(r"\(op_type:([^,]*), node name: ([^)]*)\)")
 
 
+_BIG_INITIALIZER = 4096  # bytes; bigger initializer payloads are hidden from shape inference
+
+
 def _run_shape_inference(model: onnx.ModelProto) -> None:
-    """onnx's own checks (shapes, types); the first error becomes a FrontendError."""
+    """onnx's own checks (shapes, types); the first error becomes a FrontendError.
+
+    infer_shapes serialises the whole model; big weight payloads (tens of MB) would
+    dominate its cost although only their dims and types matter, so their raw_data is
+    detached for the call and put back afterwards (small ones, e.g. Reshape shapes,
+    keep their values for constant propagation).
+    """
+    detached = []
+    for init in model.graph.initializer:
+        if len(init.raw_data) > _BIG_INITIALIZER:
+            detached.append((init, init.raw_data))
+            init.ClearField("raw_data")
     try:
         onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     except Exception as exc:
@@ -299,6 +362,9 @@ def _run_shape_inference(model: onnx.ModelProto) -> None:
             op_type, name = nodes[-1]
             raise FrontendError(f"node '{name}' ({op_type}): shape inference failed: {detail}") from None
         raise FrontendError(f"ONNX shape inference failed: {detail}") from None
+    finally:
+        for init, data in detached:
+            init.raw_data = data
 
 
 # ------------------------------------------------------------------------------------------
@@ -347,10 +413,38 @@ class _Interpreter:
                 return self.neuron(node, spec, inputs, scan)
         if node.domain not in ("", "ai.onnx"):
             raise _node_error(node, f"unsupported op {node.domain}::{node.op_type}")
+        if inputs and all(isinstance(i, Const) for i in inputs if i is not None) and node.op_type in FOLDABLE:
+            folded = fold_node(node, [None if i is None else i.array for i in inputs], _opset(self.model))
+            if folded is not None:
+                return [Const(v) for v in folded]
         handler: Callable | None = getattr(self, f"op_{node.op_type}", None)
         if handler is None:
             raise _node_error(node, f"unsupported op {node.op_type}")
-        return handler(node, inputs, scan) if node.op_type == "Scan" else handler(node, inputs)
+        if any(isinstance(i, Merged) for i in inputs) and node.op_type not in ("Reshape", "Identity"):
+            return self.merged(node, handler, inputs, scan)
+        if node.op_type in ("MatMul", "Add") and any(isinstance(i, Whole) for i in inputs) and not scan:
+            # nn.Linear on [T, B, K] (SpikingJelly 'm'): the same layer at every step
+            # (not on a graph input: a MatMul applied to the raw [T, B, K] input means the model has
+            # no time axis handling, which is reported as such by the per-step handler)
+            graph_inputs = {v.name for v in self.model.graph.input}
+            if all(isinstance(i, Const) or (isinstance(i, Whole) and i.train.origin not in graph_inputs)
+                   for i in inputs):
+                wholes = [Merged(i.train) if isinstance(i, Whole) else i for i in inputs]
+                return [Whole(o.train) if isinstance(o, Merged) else o
+                        for o in self.merged(node, handler, wholes, scan)]
+        return handler(node, inputs, scan) if node.op_type in ("Scan", "Loop") else handler(node, inputs)
+
+    def merged(self, node, handler, inputs, scan: bool) -> list[Tag]:
+        """A per-step layer applied once to a [T*B, ...] merged batch: the same layer at every step."""
+        if scan:
+            raise _node_error(node, "a time-merged [T*B, ...] batch inside a Scan body is not supported")
+        steps = [Step(i.train, None) if isinstance(i, Merged) else i for i in inputs]
+        outputs = handler(node, steps)
+        for record in self.layers:
+            if None in record.steps and record.node is node:
+                record.steps.discard(None)
+                record.steps.update(range(self.timesteps))
+        return [Merged(o.train) if isinstance(o, Step) and o.t is None else o for o in outputs]
 
     # --------------------------------------------------------------- tag helpers
 
@@ -421,14 +515,64 @@ class _Interpreter:
             return [Const(np.array(attrs["value_ints"], np.int64))]
         raise _node_error(node, "expected a value/value_float/value_int(s) attribute")
 
+    def op_Shape(self, node, inputs):
+        """Shapes are static: the [T, B, ...], [T*B, ...] or [B, ...] shape as a constant."""
+        tag = inputs[0]
+        if isinstance(tag, Whole):
+            full = (self.timesteps, *tag.train.shape)
+        elif isinstance(tag, Merged):
+            full = (self.timesteps * tag.train.shape[0], *tag.train.shape[1:])
+        elif isinstance(tag, Step):
+            full = tag.train.shape
+        elif isinstance(tag, Stacked):
+            full = (1, *tag.train.shape)
+        elif isinstance(tag, Const):
+            full = tag.array.shape
+        else:
+            raise _node_error(node, f"expected a tensor, found {_describe(tag) if tag is not None else 'nothing'}")
+        attrs = _attrs(node)
+        start, end = attrs.get("start", 0), attrs.get("end", len(full))
+        return [Const(np.array(full[start:end], np.int64))]
+
     def op_Identity(self, node, inputs):
         return [inputs[0]]
+
+    def op_Dropout(self, node, inputs):
+        """Inference: Dropout is the identity (its mask output is not supported)."""
+        if len(node.output) > 1 and node.output[1]:
+            raise _node_error(node, "the mask output of Dropout is not supported")
+        if len(inputs) > 2 and inputs[2] is not None and np.any(self.const(node, inputs[2], "training_mode")):
+            raise _node_error(node, "expected training_mode = false (an inference model)")
+        return [inputs[0]]
+
+    def op_BatchNormalization(self, node, inputs):
+        """Inference BatchNorm: a per-channel scale and shift, folded into the Conv/Gemm before it."""
+        attrs = _attrs(node)
+        if attrs.get("training_mode", 0):
+            raise _node_error(node, "expected training_mode = 0 (an inference model)")
+        if len(node.output) > 1 and any(node.output[1:]):
+            raise _node_error(node, "the running mean/var outputs are not supported (training mode)")
+        x = self.step(node, inputs[0])
+        gamma, beta, mean, var = (self.const(node, inputs[i], what).astype(np.float64).reshape(-1)
+                                  for i, what in ((1, "scale"), (2, "B"), (3, "mean"), (4, "var")))
+        scale = gamma / np.sqrt(var + attrs.get("epsilon", 1e-5))
+        shift = beta - mean * scale
+        shape = x.train.shape
+        if len(shape) < 2 or scale.shape != (shape[1],):
+            raise _node_error(node, f"shape mismatch: {scale.size} channels for input {list(shape)}")
+        return self.layer(node, "bias_add", [x], {"bn": True}, [(shape, False)], list(inputs[1:5]),
+                          {"bias": shift.astype(np.float32), "scale": scale.astype(np.float32)})
 
     def op_Gather(self, node, inputs):
         data, indices = inputs
         axis = _attrs(node).get("axis", 0)
         if isinstance(data, Const) and isinstance(indices, Const):
             return [Const(np.take(data.array, indices.array, axis=axis))]
+        if isinstance(data, Stacked) and axis == 0 and isinstance(indices, Const) and indices.array.ndim == 0 \
+                and int(indices.array) in (0, -1):
+            return [Step(data.train, data.t)]  # x.unsqueeze(0)[0]
+        if isinstance(data, Whole) and isinstance(indices, IterIndex) and axis == 0:
+            return [Step(data.train, None)]  # x[i] in a Loop over time
         if not isinstance(data, Whole):
             raise _node_error(node, f"expected Gather(x, t, axis=0) over a [T, B, ...] input, found data = {_describe(data)}")
         T = self.timesteps
@@ -473,6 +617,48 @@ class _Interpreter:
                 + ("" if all(i.train is train for i in inputs) else " of different values"),
             )
         return [Whole(train)]
+
+    def op_Loop(self, node, inputs, scan: bool):
+        """A Loop over time: trip count T, state = membranes (zeros), x[i] read from the outer scope."""
+        if scan:
+            raise _node_error(node, "a Loop inside a Scan/Loop body is not supported")
+        body: onnx.GraphProto = _attrs(node)["body"]
+        T = self.timesteps
+        trip = self.const(node, inputs[0], "the trip count M") if inputs and inputs[0] is not None else None
+        if trip is None or int(np.asarray(trip).reshape(-1)[0]) != T:
+            raise _node_error(node, f"expected a trip count of T={T} (a Loop over time), found "
+                              f"{'none' if trip is None else int(np.asarray(trip).reshape(-1)[0])}")
+        if len(inputs) > 1 and inputs[1] is not None and not np.all(self.const(node, inputs[1], "cond")):
+            raise _node_error(node, "expected cond = true")
+        num_state = len(inputs) - 2
+        if len(body.input) != num_state + 2 or len(body.output) < num_state + 1:
+            raise _node_error(node, f"body has {len(body.input)} inputs and {len(body.output)} outputs, "
+                              f"expected {num_state + 2} inputs and at least {num_state + 1} outputs")
+        env: dict[str, Tag] = {body.input[0].name: IterIndex(), body.input[1].name: Const(np.array(True))}
+        for i, tag in enumerate(inputs[2:]):
+            array = self.const(node, tag, f"initial state #{i}")
+            if np.any(array != 0):
+                raise _node_error(node, f"initial state #{i} must be zeros, found nonzero values")
+            env[body.input[2 + i].name] = ScanState(i)
+        scope = _Scope(env, self.outer_env, captures=(Const, Whole))
+        before = len(self.layers)
+        self.run_graph(body, scope, scan=True)
+        cond_out = scope.get(body.output[0].name)
+        if not (isinstance(cond_out, Const) and np.all(cond_out.array)):
+            raise _node_error(node, "expected the body's cond output to be constant true (a fixed number of steps)")
+        neurons = {r.state_index: r for r in self.layers[before:] if r.kind == "lif"}
+        for i in range(num_state):
+            record, out = neurons.get(i), scope.get(body.output[1 + i].name)
+            if record is None or not (isinstance(out, Step) and out.train is record.outputs[1]):
+                raise _node_error(node, f"loop-carried state #{i} must be a neuron's membrane (v_prev in, v_next out)")
+        results: list[Tag] = [FinalState(node.name) for _ in range(num_state)]
+        for out in body.output[1 + num_state:]:
+            tag = scope.get(out.name)
+            if not isinstance(tag, Step):
+                raise _node_error(node, f"scan output '{out.name}' must be a per-step value, found "
+                                  f"{'nothing' if tag is None else _describe(tag)}")
+            results.append(Whole(tag.train))
+        return results
 
     def op_Scan(self, node, inputs, scan: bool):
         if scan:
@@ -658,6 +844,11 @@ class _Interpreter:
                                                        "kernel_shape", "pads", "strides"), False)
 
     def op_Flatten(self, node, inputs):
+        if isinstance(inputs[0], Whole):  # e.g. x.flatten(0, 1): [T, B, ...] -> [T*B, ...]
+            full = (self.timesteps, *inputs[0].train.shape)
+            axis = _attrs(node).get("axis", 1)
+            axis = axis + len(full) if axis < 0 else axis
+            return [self._time_reshape(node, inputs[0], [int(np.prod(full[:axis])), int(np.prod(full[axis:]))])]
         x = self.step(node, inputs[0])
         shape = x.train.shape
         axis = _attrs(node).get("axis", 1)
@@ -669,6 +860,8 @@ class _Interpreter:
         attrs = _attrs(node)
         if isinstance(inputs[0], Const):
             return [Const(inputs[0].array.reshape(self.const(node, inputs[1], "the shape")))]
+        if isinstance(inputs[0], (Whole, Merged)):
+            return [self._time_reshape(node, inputs[0], self.const(node, inputs[1], "the shape (input 2)"))]
         x = self.step(node, inputs[0])
         target = [int(d) for d in self.const(node, inputs[1], "the shape (input 2)").reshape(-1)]
         shape = x.train.shape
@@ -681,6 +874,71 @@ class _Interpreter:
         if int(np.prod(target)) != size or min(target, default=1) < 1:
             raise _node_error(node, f"shape mismatch: cannot reshape the per-step tensor {list(shape)} to {target}")
         return self.layer(node, "reshape", [x], {}, [(tuple(target), x.train.binary)])
+
+    def _time_reshape(self, node, tag, target) -> Tag:
+        """[T, B, ...] <-> [T*B, ...]: merging time into the batch, or splitting it out again."""
+        T, shape = self.timesteps, tag.train.shape
+        target = [int(d) for d in np.asarray(target).reshape(-1)]
+        whole, merged = [T, *shape], [T * shape[0], *shape[1:]]
+        known = lambda full: [full[i] if d == 0 and i < len(full) else d for i, d in enumerate(target)]
+        for full, result in ((merged, Merged), (whole, Whole)):
+            candidate = known(full)
+            if candidate.count(-1) == 1:
+                rest = int(np.prod([d for d in candidate if d != -1]))
+                candidate[candidate.index(-1)] = int(np.prod(full)) // rest if rest else 0
+            if candidate == full:
+                return result(tag.train)
+        B = shape[0]
+        size = int(np.prod(shape))
+        for lead, per_step_lead, result in (([T, B], [B], Whole), ([T * B], [B], Merged), ([T], [], Whole)):
+            rest = target[len(lead):]
+            if target[:len(lead)] != lead or rest.count(-1) > 1 or 0 in rest:
+                continue
+            per_step = per_step_lead + rest
+            if -1 in per_step:
+                known_size = int(np.prod([d for d in per_step if d != -1]))
+                per_step[per_step.index(-1)] = size // known_size if known_size else 0
+            if int(np.prod(per_step)) != size or per_step[0] != B:
+                continue
+            step = Step(tag.train, None)
+            record_out = self.layer(node, "reshape", [step], {}, [(tuple(per_step), tag.train.binary)])[0]
+            self.record_of(record_out.train).steps = set(range(T))
+            return result(record_out.train)
+        raise _node_error(
+            node, f"expected a reshape between [T, B, ...] = {whole} and the time-merged [T*B, ...] = {merged}, "
+            f"found target {target} for {_describe(tag)}")
+
+    def record_of(self, train: Train) -> LayerRecord:
+        return next(r for r in self.layers if any(o is train for o in r.outputs))
+
+    def op_Slice(self, node, inputs):
+        data = inputs[0]
+        if isinstance(data, Stacked):  # x.unsqueeze(0)[0:1]: SpikingJelly's one-step sequence
+            starts, ends = (self.const(node, inputs[i], what).reshape(-1) for i, what in ((1, "starts"), (2, "ends")))
+            axes = self.const(node, inputs[3], "axes").reshape(-1) if len(inputs) > 3 and inputs[3] is not None else np.zeros(1)
+            if starts.tolist() == [0] and int(ends[0]) >= 1 and axes.tolist() == [0]:
+                return [data]
+        if not isinstance(data, Whole):
+            raise _node_error(node, f"expected Slice(x, t, t+1, axes=[0]) of a [T, B, ...] value, found {_describe(data) if data is not None else 'nothing'}")
+        starts, ends = (self.const(node, inputs[i], what).reshape(-1) for i, what in ((1, "starts"), (2, "ends")))
+        axes = self.const(node, inputs[3], "axes").reshape(-1) if len(inputs) > 3 and inputs[3] is not None else np.zeros(1, np.int64)
+        steps = self.const(node, inputs[4], "steps").reshape(-1) if len(inputs) > 4 and inputs[4] is not None else np.ones(1, np.int64)
+        T = self.timesteps
+        t = int(starts[0]) + (T if int(starts[0]) < 0 else 0) if len(starts) == 1 else -1
+        if len(starts) != 1 or int(axes[0]) != 0 or int(steps[0]) != 1 or not 0 <= t < T or int(ends[0]) != t + 1:
+            raise _node_error(node, f"expected Slice(x, t, t+1, axes=[0]) picking one timestep, found starts {starts.tolist()}, "
+                              f"ends {ends.tolist()}, axes {axes.tolist()}")
+        return [Stacked(data.train, t)]
+
+    def op_Squeeze(self, node, inputs):
+        value = inputs[0]
+        axes = self._axes(node, inputs, _attrs(node))
+        if isinstance(value, Const):
+            return [Const(np.squeeze(value.array, axis=axes) if axes else np.squeeze(value.array))]
+        if not isinstance(value, Stacked) or tuple(axes) != (0,):
+            raise _node_error(node, f"expected Squeeze(axes=[0]) of one sliced timestep, found axes {list(axes)} of "
+                              f"{_describe(value) if value is not None else 'nothing'}")
+        return [Step(value.train, value.t)]
 
     def op_Add(self, node, inputs):
         a, b = inputs
@@ -751,12 +1009,13 @@ class _Interpreter:
 class _Scope(dict):
     """A Scan body's values; undefined names resolve to outer-scope constants."""
 
-    def __init__(self, local: dict, outer: dict):
+    def __init__(self, local: dict, outer: dict, captures: tuple = (Const,)):
         super().__init__(local)
         self.outer = outer
+        self.captures = captures
 
     def __contains__(self, name) -> bool:
-        return dict.__contains__(self, name) or isinstance(self.outer.get(name), Const)
+        return dict.__contains__(self, name) or isinstance(self.outer.get(name), self.captures)
 
     def __getitem__(self, name):
         if dict.__contains__(self, name):
@@ -803,7 +1062,7 @@ def _fuse_bias_adds(records: list[LayerRecord], output_trains: set[int]) -> list
         source = producer.get(id(record.inputs[0]))
         fusable = (
             source is not None and source.kind in ("dense", "conv2d")
-            and source.params.get("bias") is None
+            and (source.params.get("bias") is None or record.params.get("scale") is not None)
             and consumers.get(id(record.inputs[0])) == 1
             and id(record.inputs[0]) not in output_trains
         )
@@ -812,6 +1071,13 @@ def _fuse_bias_adds(records: list[LayerRecord], output_trains: set[int]) -> list
                 record.node, "adding a constant is only supported as the bias of the MatMul/Conv "
                 "right before it (used by nothing else)",
             )
+        scale = record.params.get("scale")
+        if scale is not None:  # BatchNorm: W' = W * scale (per output channel), b' = b * scale + shift
+            weight = source.params["weight"]
+            source.params["weight"] = (weight * scale.reshape(1, -1) if source.kind == "dense"
+                                       else weight * scale.reshape(-1, 1, 1, 1)).astype(np.float32)
+            if source.params.get("bias") is not None:
+                record.params["bias"] = (source.params["bias"] * scale + record.params["bias"]).astype(np.float32)
         source.params["bias"] = record.params["bias"]
         source.outputs = record.outputs
     return kept
@@ -849,12 +1115,13 @@ def _emit(record: LayerRecord, operands: list[SSAValue], T: int) -> Operation:
     if record.kind == "lif":
         spec: NeuronSpec = p["spec"]
         props.update(
-            leak=StringAttr(spec.leak), threshold=tensor_attr(np.float32(spec.threshold)),
+            leak=StringAttr(spec.leak), threshold=tensor_attr(np.asarray(spec.threshold, np.float32)),
             reset=StringAttr(spec.reset), reset_timing=StringAttr(spec.reset_timing),
             compare=StringAttr(spec.compare),
         )
-        if spec.beta is not None:
-            props["beta"] = tensor_attr(np.float32(spec.beta))
+        for name in ("beta", "tau", "v_reset"):
+            if getattr(spec, name) is not None:
+                props[name] = tensor_attr(np.asarray(getattr(spec, name), np.float32))
         return LIFOp.build(operands=operands, result_types=results, properties=props)
     raise AssertionError(f"unhandled layer kind {record.kind}")
 
@@ -889,6 +1156,7 @@ def import_onnx(model: onnx.ModelProto | str | Path) -> ModuleOp:
     """The `snn` dialect module of a canonical-form ONNX SNN (see the module docstring)."""
     model = _load(model)
     _run_shape_inference(model)
+    model = fuse_neurons(inline_local_functions(model))
     graph = model.graph
     interp = _Interpreter(model)
     inputs, env = _graph_inputs(graph, interp)

@@ -2,8 +2,23 @@
 
 Contract
     build(name, *, timesteps=None, weight_sparsity=None, spike_sparsity=None, seed=0,
-          form="unrolled") -> (onnx.ModelProto, {graph input name: [T, B, ...] float32})
+          form="unrolled", silent_ratio=None, input_scale=1.0, residual=None)
+        -> (onnx.ModelProto, {graph input name: [T, B, ...] float32})
+    build_network(...same options but form...) -> (Network, inputs)
     Same arguments => same model and inputs (numpy Generator seeded with `seed`).
+    None means the model's default (ZOO[name]); silent_ratio None on a model without
+    one means "not calibrated". input_scale < 1 shrinks the input (and so every map) of
+    the models marked `scalable`; residual "add"/"or" picks SEW-ADD or SEW-OR.
+
+Models
+    mlp, vgg-small                    the spine's small models
+    alexnet-cifar10, vgg16-cifar10,   LoAS Table II workloads (T=4, 32x32x3), default
+    resnet19-cifar10                  sparsities = the table's (LOAS_TABLE_II)
+    sew-resnet18-dvs                  STEMS SEW-ResNet-18, 128x128x2 events, T=16
+    red-lif-gen4                      STEMS RED-LIF, 360x640x6 events, T=12
+    spikformer-hff                    LoAS T-HFF layer 4x784x3072x3072
+    resnet18-imagenet                 224x224x3, T=4, the scale test
+    The last four are `large` (bench/run.py, or the tests at a reduced input_scale).
 
 Every number is representable so that quantised hardware can be exact:
     weights     small integers in [-7, 7] times 2^-4, with exactly
@@ -12,7 +27,10 @@ Every number is representable so that quantised hardware can be exact:
     thresholds  multiples of 2^-4, calibrated on the generated input: for each
                 neuron layer, the multiple whose firing leaves a fraction of zero
                 spikes closest to `spike_sparsity` (search over the layer run with the
-                snn reference kernels);
+                snn reference kernels); with a silent-ratio target, also a uniform
+                shift of the layer's current (a multiple of 2^-4 folded into the
+                synapse bias) so that that fraction of neurons never fires
+                (`calibrate_neuron`; vectorised, on <= 32768 sampled neurons);
     betas       0.5, 0.75, 0.875 (exact in binary);
     inputs      binary spikes (mlp) or analog direct coding, multiples of 2^-8 in
                 [-4, 4) (vgg-small).
@@ -49,6 +67,9 @@ class ZooConfig:
     weight_sparsity: float
     spike_sparsity: float
     rng: np.random.Generator
+    silent_ratio: float | None = None  # target fraction of neurons silent at every step
+    input_scale: float = 1.0  # spatial scale of the input (models that offer it)
+    residual: str = "add"  # SEW residual function: "add" or "or" (sew-resnet18-dvs)
 
 
 @dataclass(frozen=True)
@@ -59,6 +80,10 @@ class ZooModel:
     timesteps: int = 4
     weight_sparsity: float = 0.5
     spike_sparsity: float = 0.8
+    silent_ratio: float | None = None  # None: calibrate the spike sparsity only
+    residual: str = "add"
+    large: bool = False  # too big for the fast tests (bench / slow tests only)
+    scalable: bool = False  # accepts input_scale < 1
 
 
 # ------------------------------------------------------------------------------------------
@@ -66,12 +91,17 @@ class ZooModel:
 # ------------------------------------------------------------------------------------------
 
 
-def _weights(cfg: ZooConfig, shape: tuple[int, ...]) -> np.ndarray:
-    """Pruned representable weights: ints in [-7, 7] \\ {0} * 2^-4, exact zero count."""
+def _weights(cfg: ZooConfig, shape: tuple[int, ...], sparsity: float | None = None) -> np.ndarray:
+    """Pruned representable weights: ints in [-7, 7] \\ {0} * 2^-4, exact zero count.
+
+    `sparsity` overrides cfg.weight_sparsity (the input layer of the deep models, see
+    FIRST_LAYER_MAX_SPARSITY).
+    """
+    sparsity = cfg.weight_sparsity if sparsity is None else sparsity
     magnitudes = cfg.rng.integers(1, WEIGHT_MAX_INT + 1, size=shape)
     signs = cfg.rng.choice(np.array([-1, 1]), size=shape)
     values = (magnitudes * signs).astype(np.float32).reshape(-1)
-    zeros = int(round(cfg.weight_sparsity * values.size))
+    zeros = int(round(sparsity * values.size))
     values[cfg.rng.permutation(values.size)[:zeros]] = 0.0
     return (values * WEIGHT_STEP).reshape(shape).astype(np.float32)
 
@@ -89,8 +119,10 @@ def calibrate_threshold(current: np.ndarray, beta: float | None, target_sparsity
     """The multiple of 2^-4 whose firing sparsity on `current` is closest to the target.
 
     Sparsity grows (weakly) with the threshold, so a binary search over the multiple
-    finds the crossing; the better of its two neighbours is returned.
+    finds the crossing; the better of its two neighbours is returned. Layers with more
+    than CALIBRATION_SAMPLE neurons are calibrated on an even subsample.
     """
+    current = _sample(current)
     leak = "none" if beta is None else "beta"
 
     def sparsity(k: int) -> float:
@@ -109,13 +141,91 @@ def calibrate_threshold(current: np.ndarray, beta: float | None, target_sparsity
     return best * WEIGHT_STEP
 
 
+def silent_fraction(spikes: np.ndarray) -> float:
+    """Silent-neuron ratio: the fraction of neurons that fire at no step (LoAS Table II)."""
+    return float(np.mean(~spikes.reshape(spikes.shape[0], -1).any(axis=0)))
+
+
+CALIBRATION_SAMPLE = 1 << 15  # neurons; bigger layers are calibrated on an even subsample
+
+
+def _sample(current: np.ndarray) -> np.ndarray:
+    """[T, ...] -> [T, n] with n <= CALIBRATION_SAMPLE neurons taken at an even stride."""
+    flat = current.reshape(current.shape[0], -1)
+    stride = max(1, -(-flat.shape[1] // CALIBRATION_SAMPLE))
+    return np.ascontiguousarray(flat[:, ::stride])
+
+
+def calibrate_neuron(
+    current: np.ndarray, beta: float | None, target_sparsity: float,
+    target_silent: float | None = None, reset: str = "subtract",
+) -> tuple[float, float]:
+    """(threshold, current shift), both multiples of 2^-4, for a neuron layer.
+
+    With `target_silent` None the shift is 0 and the threshold is the one of
+    `calibrate_threshold`. Otherwise a uniform shift of the current (folded into the
+    synapse bias by the caller) is searched as well: for each candidate shift the
+    threshold is fitted to the spike sparsity, and a more negative shift concentrates
+    the same number of spikes on fewer neurons, raising the silent ratio. The shift is
+    binary-searched on that (weakly monotone) relation; the best candidate seen by
+    |sparsity error| + |silent error| wins. Everything runs vectorised on a sample.
+    """
+    x = _sample(current)
+    leak = "none" if beta is None else "beta"
+
+    def stats(shift: int, k: int) -> tuple[float, float]:
+        spikes, _ = lif_forward(x + np.float32(shift * WEIGHT_STEP), leak=leak, beta=beta,
+                                threshold=k * WEIGHT_STEP, reset=reset)
+        return zero_fraction(spikes), silent_fraction(spikes)
+
+    def fit_threshold(shift: int) -> int:
+        peak = (float(np.abs(x).max()) + abs(shift) * WEIGHT_STEP) * x.shape[0]
+        low, high = 1, max(2, int(np.ceil(peak / WEIGHT_STEP)) + 1)
+        while high - low > 1:
+            middle = (low + high) // 2
+            if stats(shift, middle)[0] < target_sparsity:
+                low = middle
+            else:
+                high = middle
+        return min((low, high), key=lambda k: abs(stats(shift, k)[0] - target_sparsity))
+
+    if target_silent is None:
+        return fit_threshold(0) * WEIGHT_STEP, 0.0
+    seen: dict[int, tuple[int, float]] = {}
+
+    def evaluate(shift: int) -> float:
+        k = fit_threshold(shift)
+        sparsity, silent = stats(shift, k)
+        seen[shift] = (k, abs(sparsity - target_sparsity) + abs(silent - target_silent))
+        return silent
+
+    span = int(np.ceil(float(np.abs(x).max()) / WEIGHT_STEP)) + 1
+    low, high = -span, span  # silent ratio falls (weakly) as the shift rises
+    evaluate(0)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if evaluate(middle) > target_silent:
+            low = middle
+        else:
+            high = middle
+    evaluate(low), evaluate(high)
+    shift = min(seen, key=lambda sh: (seen[sh][1], abs(sh)))
+    return seen[shift][0] * WEIGHT_STEP, shift * WEIGHT_STEP
+
+
 def _neuron(
     net: Network, cfg: ZooConfig, inputs: dict[str, np.ndarray], current: Value,
-    *, beta: float | None, name: str, reset: str = "subtract",
+    *, beta: float | None, name: str, reset: str = "subtract", silent: bool = True,
 ) -> tuple[Value, Value]:
-    """A neuron layer whose threshold is calibrated to the requested spike sparsity."""
+    """A neuron layer calibrated to the requested spike sparsity (and silent ratio,
+    when the model has one and `silent`; the shift goes into the synapse bias)."""
     train = net.evaluate(inputs)[current]
-    threshold = calibrate_threshold(train, beta, cfg.spike_sparsity)
+    target_silent = cfg.silent_ratio if silent else None
+    if target_silent is None:
+        threshold = calibrate_threshold(train, beta, cfg.spike_sparsity)
+    else:
+        threshold, shift = calibrate_neuron(train, beta, cfg.spike_sparsity, target_silent, reset)
+        net.shift_bias(current, shift)
     if beta is None:
         return net.if_neuron(current, threshold=threshold, reset=reset, name=name)
     return net.lif(current, beta=beta, threshold=threshold, reset=reset, name=name)
@@ -174,6 +284,280 @@ def _build_vgg_small(cfg: ZooConfig) -> tuple[Network, dict[str, np.ndarray]]:
     return net, inputs
 
 
+# The deep models' input layer (K = 27 for an RGB 3x3 conv) keeps at least half its
+# weights: LTH pruning leaves the first layer dense-ish, and at 98 % sparsity most of
+# its channels would see no pixel at all. Its few weights barely move the average.
+FIRST_LAYER_MAX_SPARSITY = 0.5
+
+# LoAS Table II (T = 4): weight sparsity AvSpB, spike sparsity AvSpA-origin and the
+# silent-neuron ratio AvSpA-packed, in that order.
+LOAS_TABLE_II = {
+    "alexnet-cifar10": (0.982, 0.812, 0.713),
+    "vgg16-cifar10": (0.982, 0.823, 0.741),
+    "resnet19-cifar10": (0.968, 0.686, 0.596),
+}
+HIDDEN_BETA = 0.875  # exact in binary
+# The input layer integrates analog pixels (2^-8) x weights (2^-4): with beta = 0.5 its
+# membrane needs 12 + T fractional bits, which the accelerator holds exactly at T = 4.
+FIRST_BETA = 0.5
+OUTPUT_BETA = 0.5
+# Over T = 12..16 steps a beta of 7/8 adds 3 fractional bits per step (> 40 in all), more
+# than float32 or the accelerator's membrane holds; beta = 1/2 adds one (4 + T bits).
+LONG_BETA = 0.5
+
+
+def _conv_lif(
+    net: Network, cfg: ZooConfig, inputs: dict[str, np.ndarray], x: Value, cout: int, name: str,
+    *, kernel: int = 3, stride: int = 1, pad: int | None = None, first: bool = False,
+    beta: float | None = HIDDEN_BETA,
+) -> Value:
+    """conv (kernel x kernel, 'same' padding by default) + calibrated LIF -> spikes."""
+    sparsity = min(cfg.weight_sparsity, FIRST_LAYER_MAX_SPARSITY) if first else None
+    if first and beta is not None:
+        beta = FIRST_BETA
+    weight = _weights(cfg, (cout, x.shape[1], kernel, kernel), sparsity)
+    h = net.conv2d(x, weight, _bias(cfg, cout), strides=stride,
+                   pads=kernel // 2 if pad is None else pad, name=name)
+    spikes, _ = _neuron(net, cfg, inputs, h, beta=beta, name=f"{name}.lif")
+    return spikes
+
+
+def _dense_lif(
+    net: Network, cfg: ZooConfig, inputs: dict[str, np.ndarray], x: Value, n: int, name: str,
+) -> Value:
+    h = net.dense(x, _weights(cfg, (x.shape[1], n)), _bias(cfg, n), name=name)
+    spikes, _ = _neuron(net, cfg, inputs, h, beta=HIDDEN_BETA, name=f"{name}.lif")
+    return spikes
+
+
+def _classifier(
+    net: Network, cfg: ZooConfig, inputs: dict[str, np.ndarray], x: Value, classes: int = 10,
+    name: str = "fc_out",
+) -> None:
+    """The output layer: dense + LIF (sparsity-calibrated only); outputs spikes and membrane."""
+    h = net.dense(x, _weights(cfg, (x.shape[1], classes)), _bias(cfg, classes), name=name)
+    s, v = _neuron(net, cfg, inputs, h, beta=OUTPUT_BETA, name=f"{name}.lif", silent=False)
+    net.output(s, "spikes")
+    net.output(v, "membrane")
+
+
+def _build_alexnet(cfg: ZooConfig) -> tuple[Network, dict[str, np.ndarray]]:
+    """AlexNet for CIFAR-10, 7 weight layers (5 conv + 2 dense); conv4 is LoAS's A-L4
+    (T=4, M=8x8=64, N=256, K=384*9=3456)."""
+    net = Network(cfg.timesteps, name="alexnet_cifar10")
+    inputs = {"image": _analog_input(cfg, (1, 3, 32, 32))}
+    x = net.input("image", (1, 3, 32, 32))
+    s = _conv_lif(net, cfg, inputs, x, 64, "conv1", first=True)
+    s = net.max_pool2d(s, 2, name="pool1")  # 16x16
+    s = _conv_lif(net, cfg, inputs, s, 192, "conv2")
+    s = net.max_pool2d(s, 2, name="pool2")  # 8x8
+    s = _conv_lif(net, cfg, inputs, s, 384, "conv3")
+    s = _conv_lif(net, cfg, inputs, s, 256, "conv4")
+    s = _conv_lif(net, cfg, inputs, s, 256, "conv5")
+    s = net.max_pool2d(s, 2, name="pool3")  # 4x4
+    s = net.flatten(s, name="flatten")
+    s = _dense_lif(net, cfg, inputs, s, 1024, "fc6")
+    _classifier(net, cfg, inputs, s, name="fc7")
+    return net, inputs
+
+
+VGG16_CONFIG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+
+
+def _build_vgg16(cfg: ZooConfig) -> tuple[Network, dict[str, np.ndarray]]:
+    """VGG16 for CIFAR-10, 14 weight layers (13 conv + dense-10), 2x2 spike max-pooling;
+    conv8 is LoAS's V-L8 (T=4, M=4x4=16, N=512, K=256*9=2304)."""
+    net = Network(cfg.timesteps, name="vgg16_cifar10")
+    inputs = {"image": _analog_input(cfg, (1, 3, 32, 32))}
+    s = net.input("image", (1, 3, 32, 32))
+    conv = pool = 0
+    for item in VGG16_CONFIG:
+        if item == "M":
+            pool += 1
+            s = net.max_pool2d(s, 2, name=f"pool{pool}")
+        else:
+            conv += 1
+            s = _conv_lif(net, cfg, inputs, s, int(item), f"conv{conv}", first=conv == 1)
+    s = net.flatten(s, name="flatten")  # 512 x 1 x 1
+    _classifier(net, cfg, inputs, s, name="fc14")
+    return net, inputs
+
+
+def _build_resnet19(cfg: ZooConfig) -> tuple[Network, dict[str, np.ndarray]]:
+    """ResNet19 for CIFAR-10 (tdBN layout): conv1 (128) + 3/3/2 basic blocks of
+    128/256/512 channels + dense-256 + dense-10 = 19 weight layers (the two 1x1
+    downsampling shortcuts are not counted). A block is
+    LIF(conv_b(LIF(conv_a(x))) + shortcut(x)); the stage-3 entry conv is LoAS's
+    R-L19 shape (T=4, M=4x4=16, N=512, K=256*9=2304).
+
+    The identity shortcut is an explicit 1x1 conv with identity weights (1 = 2^0,
+    exact): the sum of two synapses is one accumulator group in the lowering, whereas
+    an `Add` of a conv current and a spike map is currently lowered to an ADD layer whose
+    output fraction is wrong (convert-snn-to-accel fixes the accumulator fraction after
+    the ADD's output map was sized; reported to the lead)."""
+    net = Network(cfg.timesteps, name="resnet19_cifar10")
+    inputs = {"image": _analog_input(cfg, (1, 3, 32, 32))}
+    x = net.input("image", (1, 3, 32, 32))
+    s = _conv_lif(net, cfg, inputs, x, 128, "conv1", first=True)
+    s = net.max_pool2d(s, 2, name="pool1")  # 16x16
+    index = 0
+    for channels, blocks in ((128, 3), (256, 3), (512, 2)):
+        for b in range(blocks):
+            index += 1
+            stride = 2 if b == 0 and channels != 128 else 1
+            name = f"block{index}"
+            a = _conv_lif(net, cfg, inputs, s, channels, f"{name}.conv_a", stride=stride)
+            h = net.conv2d(a, _weights(cfg, (channels, channels, 3, 3)), _bias(cfg, channels),
+                           pads=1, name=f"{name}.conv_b")
+            if stride != 1 or s.shape[1] != channels:
+                shortcut = net.conv2d(s, _weights(cfg, (channels, s.shape[1], 1, 1)), None,
+                                      strides=stride, name=f"{name}.down")
+            else:  # identity, written as a 1x1 conv with identity weights (see above)
+                identity = np.eye(channels, dtype=np.float32).reshape(channels, channels, 1, 1)
+                shortcut = net.conv2d(s, identity, None, name=f"{name}.identity")
+            h = net.add(h, shortcut, name=f"{name}.residual")
+            s, _ = _neuron(net, cfg, inputs, h, beta=HIDDEN_BETA, name=f"{name}.lif")
+    a = net.avg_pool2d(s, 4, name="avgpool")  # 512 x 1 x 1, multi-bit
+    f = net.flatten(a, name="flatten")
+    f = _dense_lif(net, cfg, inputs, f, 256, "fc18")
+    _classifier(net, cfg, inputs, f, name="fc19")
+    return net, inputs
+
+
+def _scaled(size: int, scale: float, minimum: int = 8) -> int:
+    return max(minimum, int(round(size * scale)))
+
+
+def _binary_input_silent(cfg: ZooConfig, shape: tuple[int, ...], silent: float | None) -> np.ndarray:
+    """Binary spikes [T, *shape] with fraction `cfg.spike_sparsity` of zeros and, when
+    `silent` is given, that fraction of neurons silent at every step (the rest fire at
+    least once: a neuron left all-zero by chance fires at one random step)."""
+    T = cfg.timesteps
+    if silent is None:
+        return _binary_input(cfg, shape)
+    n = int(np.prod(shape))
+    active = cfg.rng.permutation(n) >= int(round(silent * n))
+    wanted = (1.0 - cfg.spike_sparsity) * T / max(1e-9, 1.0 - silent)  # spikes per active neuron
+    wanted = min(max(wanted, 1.0), float(T))
+    low, high = 0.0, 1.0  # per-step probability q with T*q + (1-q)^T = wanted
+    for _ in range(40):
+        q = (low + high) / 2
+        low, high = (q, high) if T * q + (1 - q) ** T < wanted else (low, q)
+    spikes = cfg.rng.random((T, n)) < (low + high) / 2
+    dead = ~spikes.any(axis=0)
+    spikes[cfg.rng.integers(0, T, size=n)[dead], np.flatnonzero(dead)] = True
+    spikes &= active[None, :]
+    return spikes.reshape((T, *shape)).astype(np.float32)
+
+
+def _build_sew_resnet18(cfg: ZooConfig) -> tuple[Network, dict[str, np.ndarray]]:
+    """SEW-ResNet-18 for CIFAR10-DVS (STEMS §5.2.1; Fang et al. 2021): conv3x3 2->32 + LIF,
+    then 7 SEW blocks [conv3x3+LIF, conv3x3+LIF, g(out, in), 2x2 spike max-pool], then
+    dense-10. g is SEW-ADD (`Add`, multi-bit) or SEW-OR (`Max` of spikes) by cfg.residual.
+    Input: DVS events, 2 polarity channels, 128x128 x input_scale."""
+    side = _scaled(128, cfg.input_scale, 8)
+    net = Network(cfg.timesteps, name="sew_resnet18_dvs")
+    inputs = {"events": _binary_input(cfg, (1, 2, side, side))}
+    x = net.input("events", (1, 2, side, side))
+    s = _conv_lif(net, cfg, inputs, x, 32, "stem", beta=LONG_BETA)
+    for b in range(1, 8):
+        if s.shape[2] < 2:
+            break
+        a = _conv_lif(net, cfg, inputs, s, 32, f"sew{b}.conv_a", beta=LONG_BETA)
+        c = _conv_lif(net, cfg, inputs, a, 32, f"sew{b}.conv_b", beta=LONG_BETA)
+        if cfg.residual == "or":
+            s = net.spike_or(c, s, name=f"sew{b}.or")
+        else:
+            s = net.add(c, s, name=f"sew{b}.add")
+        s = net.max_pool2d(s, 2, name=f"sew{b}.pool")
+    s = net.flatten(s, name="flatten")
+    _classifier(net, cfg, inputs, s, name="fc")
+    return net, inputs
+
+
+def _build_red_lif(cfg: ZooConfig) -> tuple[Network, dict[str, np.ndarray]]:
+    """RED-LIF for Gen4 (STEMS §5.2.2): 3 feed-forward residual blocks, then 5 conv-LIF
+    layers. The feed-forward blocks have spike features but no neuron state (STEMS §4.4:
+    "normal ANN layers with spike-based features"): LIF with beta = 0. A block is
+    y = SF(conv3x3/2(x)); out = SF(conv3x3(y) + y) (the identity written as a 1x1 conv,
+    see _build_resnet19). The LIF layers are conv3x3/2 with 256 channels. Input: 6 event
+    channels, 360x640 x input_scale, T = 12 (LIF beta = 1/2, see LONG_BETA). Outputs: the
+    last layer's spikes/membranes."""
+    h, w = _scaled(360, cfg.input_scale, 32), _scaled(640, cfg.input_scale, 32)
+    net = Network(cfg.timesteps, name="red_lif_gen4")
+    inputs = {"events": _binary_input(cfg, (1, 6, h, w))}
+    s = net.input("events", (1, 6, h, w))
+    for b, channels in enumerate((32, 64, 128), start=1):
+        y = _conv_lif(net, cfg, inputs, s, channels, f"ff{b}.down", stride=2, beta=0.0)
+        hc = net.conv2d(y, _weights(cfg, (channels, channels, 3, 3)), _bias(cfg, channels),
+                        pads=1, name=f"ff{b}.conv")
+        identity = np.eye(channels, dtype=np.float32).reshape(channels, channels, 1, 1)
+        hc = net.add(hc, net.conv2d(y, identity, None, name=f"ff{b}.identity"), name=f"ff{b}.residual")
+        s, _ = _neuron(net, cfg, inputs, hc, beta=0.0, name=f"ff{b}.sf")
+    for i in range(1, 6):
+        h = net.conv2d(s, _weights(cfg, (256, s.shape[1], 3, 3)), _bias(cfg, 256),
+                       strides=2, pads=1, name=f"lif{i}.conv")
+        s, v = _neuron(net, cfg, inputs, h, beta=LONG_BETA, name=f"lif{i}")
+    net.output(s, "spikes")
+    net.output(v, "membrane")
+    return net, inputs
+
+
+def _build_spikformer_hff(cfg: ZooConfig) -> tuple[Network, dict[str, np.ndarray]]:
+    """LoAS Table II T-HFF: the hidden feed-forward layer of Spikformer, T=4, M=784 tokens,
+    K=N=3072: binary input spikes with the requested sparsity and silent ratio -> a
+    3072x3072 linear layer over the tokens -> LIF. The 784 tokens are laid out as a
+    784x1 map and the linear layer is the equivalent 1x1 conv ([1, K, 784, 1]): the same
+    M x K x N product, tiled over token rows, where a [784, 3072] dense input would be
+    lowered as 784 separate batch items (539k instructions). input_scale shrinks the
+    token count and K=N (quick runs)."""
+    m, k = _scaled(784, cfg.input_scale, 4), _scaled(3072, cfg.input_scale, 16)
+    net = Network(cfg.timesteps, name="spikformer_hff")
+    inputs = {"tokens": _binary_input_silent(cfg, (1, k, m, 1), cfg.silent_ratio)}
+    x = net.input("tokens", (1, k, m, 1))
+    h = net.conv2d(x, _weights(cfg, (k, k, 1, 1)), _bias(cfg, k), name="hff")
+    s, v = _neuron(net, cfg, inputs, h, beta=HIDDEN_BETA, name="hff.lif")
+    net.output(s, "spikes")
+    net.output(v, "membrane")
+    return net, inputs
+
+
+def _build_resnet18_imagenet(cfg: ZooConfig) -> tuple[Network, dict[str, np.ndarray]]:
+    """Spiking ResNet-18 for ImageNet (the scale test): conv7x7/2 64 + LIF, 3x3/2 spike
+    max-pool, 4 stages x 2 basic blocks (64/128/256/512; 1x1/2 downsampling shortcuts,
+    identity shortcuts as 1x1 identity convs), global spike max-pool, dense-1000.
+    Input: analog 224x224x3 x input_scale, direct coding, T = 4."""
+    side = _scaled(224, cfg.input_scale, 32)
+    net = Network(cfg.timesteps, name="resnet18_imagenet")
+    inputs = {"image": _analog_input(cfg, (1, 3, side, side))}
+    x = net.input("image", (1, 3, side, side))
+    s = _conv_lif(net, cfg, inputs, x, 64, "conv1", kernel=7, stride=2, pad=3, first=True)
+    s = net.max_pool2d(s, 3, strides=2, pads=1, name="pool1")
+    index = 0
+    for channels, first_stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+        for b in range(2):
+            index += 1
+            stride = first_stride if b == 0 else 1
+            name = f"block{index}"
+            a = _conv_lif(net, cfg, inputs, s, channels, f"{name}.conv_a", stride=stride)
+            h = net.conv2d(a, _weights(cfg, (channels, channels, 3, 3)), _bias(cfg, channels),
+                           pads=1, name=f"{name}.conv_b")
+            if stride != 1 or s.shape[1] != channels:
+                shortcut = net.conv2d(s, _weights(cfg, (channels, s.shape[1], 1, 1)), None,
+                                      strides=stride, name=f"{name}.down")
+            else:
+                identity = np.eye(channels, dtype=np.float32).reshape(channels, channels, 1, 1)
+                shortcut = net.conv2d(s, identity, None, name=f"{name}.identity")
+            h = net.add(h, shortcut, name=f"{name}.residual")
+            s, _ = _neuron(net, cfg, inputs, h, beta=HIDDEN_BETA, name=f"{name}.lif")
+    # Global pooling as a spike max-pool: an average over the 7x7 map divides by 49, which
+    # no binary fixed point holds exactly (the accelerator would round, onnxruntime not).
+    a = net.max_pool2d(s, (s.shape[2], s.shape[3]), name="globalpool")
+    f = net.flatten(a, name="flatten")
+    _classifier(net, cfg, inputs, f, classes=1000, name="fc")
+    return net, inputs
+
+
 ZOO: dict[str, ZooModel] = {
     "mlp": ZooModel(
         "mlp", "MLP 64-128-128-10 on binary spikes, LIF, a residual add (B=1, T=4)",
@@ -183,14 +567,52 @@ ZOO: dict[str, ZooModel] = {
         "vgg-small", "3 conv3x3 (3-16-32-32) + LIF, maxpool, avgpool, dense-10 on 32x32 analog input (T=4)",
         _build_vgg_small,
     ),
+    "alexnet-cifar10": ZooModel(
+        "alexnet-cifar10", "AlexNet (5 conv + 2 dense) on CIFAR-10 32x32x3, LoAS Table II sparsities (T=4)",
+        _build_alexnet, 4, *LOAS_TABLE_II["alexnet-cifar10"],
+    ),
+    "vgg16-cifar10": ZooModel(
+        "vgg16-cifar10", "VGG16 (13 conv + dense) on CIFAR-10 32x32x3, LoAS Table II sparsities (T=4)",
+        _build_vgg16, 4, *LOAS_TABLE_II["vgg16-cifar10"],
+    ),
+    "resnet19-cifar10": ZooModel(
+        "resnet19-cifar10", "ResNet19 (conv + 8 basic blocks + 2 dense) on CIFAR-10, LoAS Table II sparsities (T=4)",
+        _build_resnet19, 4, *LOAS_TABLE_II["resnet19-cifar10"],
+    ),
+    "sew-resnet18-dvs": ZooModel(
+        "sew-resnet18-dvs", "STEMS SEW-ResNet-18, CIFAR10-DVS 128x128x2 events, 7 SEW blocks + 2x2 spike "
+        "max-pool, SEW-ADD or SEW-OR (T=16)",
+        _build_sew_resnet18, 16, 0.5, 0.93, None, large=True, scalable=True,
+    ),
+    "red-lif-gen4": ZooModel(
+        "red-lif-gen4", "STEMS RED-LIF, Gen4 360x640x6 events: 3 feed-forward residual blocks + 5 conv-LIF "
+        "(T=12; --input-scale for quick runs)",
+        _build_red_lif, 12, 0.5, 0.9, None, large=True, scalable=True,
+    ),
+    "spikformer-hff": ZooModel(
+        "spikformer-hff", "LoAS T-HFF layer: spikes 4x784x3072 -> linear 3072x3072 (1x1 conv over 784x1 tokens) -> LIF (weights 96.8 % "
+        "sparse, 86.8 % silent)",
+        _build_spikformer_hff, 4, 0.968, 0.9, 0.868, large=True, scalable=True,
+    ),
+    "resnet18-imagenet": ZooModel(
+        "resnet18-imagenet", "Spiking ResNet-18, ImageNet 224x224x3, dense-1000 (T=4): the scale test",
+        _build_resnet18_imagenet, 4, 0.9, 0.8, 0.7, large=True, scalable=True,
+    ),
 }
 
 
 def build_network(
     name: str, *, timesteps: int | None = None, weight_sparsity: float | None = None,
-    spike_sparsity: float | None = None, seed: int = 0,
+    spike_sparsity: float | None = None, seed: int = 0, silent_ratio: float | None = None,
+    input_scale: float = 1.0, residual: str | None = None,
 ) -> tuple[Network, dict[str, np.ndarray]]:
-    """The zoo model as a `Network` (before export) and its inputs."""
+    """The zoo model as a `Network` (before export) and its inputs.
+
+    silent_ratio   target silent-neuron ratio (default: the model's, None = not calibrated)
+    input_scale    spatial scale of the input, e.g. 0.25 (red-lif-gen4, sew-resnet18-dvs,
+                   resnet18-imagenet; others accept only 1.0)
+    residual       "add" or "or" (the SEW residual of sew-resnet18-dvs)
+    """
     if name not in ZOO:
         raise FrontendError(f"unknown zoo model '{name}' (known: {', '.join(sorted(ZOO))})")
     entry = ZOO[name]
@@ -199,6 +621,9 @@ def build_network(
         weight_sparsity=entry.weight_sparsity if weight_sparsity is None else float(weight_sparsity),
         spike_sparsity=entry.spike_sparsity if spike_sparsity is None else float(spike_sparsity),
         rng=np.random.default_rng(seed),
+        silent_ratio=entry.silent_ratio if silent_ratio is None else float(silent_ratio),
+        input_scale=float(input_scale),
+        residual=entry.residual if residual is None else residual,
     )
     if cfg.timesteps < 1:
         raise FrontendError(f"zoo model '{name}': timesteps must be >= 1, got {cfg.timesteps}")
@@ -206,17 +631,29 @@ def build_network(
         value = getattr(cfg, what)
         if not 0.0 <= value < 1.0:
             raise FrontendError(f"zoo model '{name}': {what} must be in [0, 1), got {value}")
+    if cfg.silent_ratio is not None and not 0.0 <= cfg.silent_ratio <= cfg.spike_sparsity:
+        raise FrontendError(
+            f"zoo model '{name}': silent_ratio must be in [0, spike_sparsity={cfg.spike_sparsity}], "
+            f"got {cfg.silent_ratio}")
+    if not 0.0 < cfg.input_scale <= 1.0:
+        raise FrontendError(f"zoo model '{name}': input_scale must be in (0, 1], got {cfg.input_scale}")
+    if cfg.input_scale != 1.0 and not entry.scalable:
+        raise FrontendError(f"zoo model '{name}' has a fixed input size (input_scale must be 1)")
+    if cfg.residual not in ("add", "or"):
+        raise FrontendError(f"zoo model '{name}': residual must be 'add' or 'or', got {cfg.residual!r}")
     return entry.builder(cfg)
 
 
 def build(
     name: str, *, timesteps: int | None = None, weight_sparsity: float | None = None,
     spike_sparsity: float | None = None, seed: int = 0, form: str = "unrolled",
+    silent_ratio: float | None = None, input_scale: float = 1.0, residual: str | None = None,
 ) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     """The zoo model `name` as canonical ONNX (`form` "unrolled" or "scan") and its inputs."""
     net, inputs = build_network(
         name, timesteps=timesteps, weight_sparsity=weight_sparsity,
-        spike_sparsity=spike_sparsity, seed=seed,
+        spike_sparsity=spike_sparsity, seed=seed, silent_ratio=silent_ratio,
+        input_scale=input_scale, residual=residual,
     )
     return net.to_onnx(form), inputs
 

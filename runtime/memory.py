@@ -1,0 +1,92 @@
+"""Memory timing: HBM channels behind the DMA engine, banks of the global cache.
+
+CONTRACT
+  DRAM (LoAS Table III: 128 GB/s over 16 x 64-bit HBM channels):
+    * addresses interleave over channels in bursts of `dram.interleave_bytes`:
+      channel(a) = (a // interleave_bytes) % channels;
+    * each channel moves bandwidth / channels per cycle (128 GB/s / 800 MHz / 16 = 10 B);
+    * a DMA of rows (start addresses, row_bytes) takes
+        dma_cycles = latency_cycles + max over channels ceil(bytes on channel / channel B per cycle)
+      so a transfer that hits few channels is slower than its byte count alone says.
+    * double buffering and compute/transfer overlap come from the two-engine
+      scoreboard (runtime/timing.py): a DMA into one buffer runs while compute
+      reads the other; only true SRAM hazards serialise them.
+  Global cache (LoAS Table III: 256 KB, 16 banks):
+    * consecutive `sram.port_bytes` blocks interleave across banks;
+      a bank moves port_bytes per cycle;
+    * a compute instruction's SRAM traffic (its byte ranges) needs
+        bank_cycles = max over banks ceil(bytes in bank / port_bytes)
+      and the ideal (conflict-free) time is ceil(total / (banks * port_bytes));
+      bank conflict cycles = bank_cycles - max(ideal, unit cycles) when positive.
+    * hit/miss accounting in `sram.line_bytes` lines: misses = lines filled from
+      DRAM by DMA loads; hits = lines read by compute that were already on chip
+      (lines read - lines filled, never negative). The cache is software managed
+      (explicit DMA), so a "miss" is a refill the program asked for.
+Imports only numpy, the standard library and snnc.backend.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from snnc.backend.hwconfig import HwConfig
+
+
+def interleaved_bytes(starts, lengths, block: int, ways: int) -> np.ndarray:
+    """Bytes of ranges [start, start+length) per way when `block`-byte blocks rotate over `ways`.
+
+    Vectorised: whole rotations contribute block bytes to every way; the remainder
+    (< block * ways bytes) touches at most ways + 1 blocks per range.
+    """
+    starts = np.asarray(starts, dtype=np.int64).reshape(-1)
+    lengths = np.broadcast_to(np.asarray(lengths, dtype=np.int64), starts.shape)
+    out = np.zeros(ways, dtype=np.int64)
+    if starts.size == 0:
+        return out
+    ring = block * ways
+    full = lengths // ring
+    out += int(full.sum()) * block
+    s = starts + full * ring
+    e = starts + lengths
+    blk = (s // block)[:, None] + np.arange(ways + 1, dtype=np.int64)[None, :]
+    lo = np.maximum(blk * block, s[:, None])
+    hi = np.minimum((blk + 1) * block, e[:, None])
+    overlap = np.clip(hi - lo, 0, None)
+    out += np.bincount((blk % ways).ravel(), weights=overlap.ravel(), minlength=ways).astype(np.int64)
+    return out
+
+
+def channel_bytes_per_cycle(hw: HwConfig) -> float:
+    return hw.dram_bytes_per_cycle / hw.dram.channels
+
+
+def dma_cycles(hw: HwConfig, starts, row_bytes: int) -> int:
+    """latency + the busiest channel's transfer time (see CONTRACT)."""
+    starts = np.asarray(starts, dtype=np.int64).reshape(-1)
+    if starts.size == 0 or row_bytes == 0:
+        return hw.dram.latency_cycles
+    per = interleaved_bytes(starts, row_bytes, hw.dram.interleave_bytes, hw.dram.channels)
+    return hw.dram.latency_cycles + math.ceil(int(per.max()) / channel_bytes_per_cycle(hw))
+
+
+def bank_cycles(hw: HwConfig, ranges: list[tuple[int, int]], extra_bytes: int = 0) -> tuple[int, int]:
+    """(bank-limited cycles, conflict-free cycles) for SRAM byte ranges [lo, hi).
+
+    `extra_bytes`: modelled traffic without addresses (bitmask / partial-sum streams
+    of the dataflow models), spread evenly over the banks.
+    """
+    port, banks = hw.sram.port_bytes, hw.sram.banks
+    ranges = [(lo, hi) for lo, hi in ranges if hi > lo]
+    per = np.zeros(banks, dtype=np.int64)
+    if ranges:
+        lo = np.array([r[0] for r in ranges], dtype=np.int64)
+        per = interleaved_bytes(lo, np.array([r[1] - r[0] for r in ranges], dtype=np.int64), port, banks)
+    total = int(per.sum()) + extra_bytes
+    worst = int(per.max()) + math.ceil(extra_bytes / banks)
+    return math.ceil(worst / port), math.ceil(total / (port * banks))
+
+
+def lines(nbytes: int, hw: HwConfig) -> int:
+    return math.ceil(nbytes / hw.sram.line_bytes)

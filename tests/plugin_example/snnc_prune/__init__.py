@@ -1,0 +1,1 @@
+"""An example snnc plugin (docs/writing-a-pass.md)."""

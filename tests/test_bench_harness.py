@@ -1,0 +1,63 @@
+"""bench/run.py's plumbing (tables, verdicts, process measurement) without benchmarking."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "run.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("snnc_bench_run", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+ROW = {
+    "model": "vgg16-cifar10", "repeats": 5, "compile_s": 1.0, "ort_session_s": 0.4, "ort_infer_s": 0.1,
+    "sim_cycle_s": 0.15, "sim_functional_s": 0.09, "proc_compile_s": 2.0, "proc_run_s": 1.5,
+    "proc_run_functional_s": 1.4, "proc_ort_s": 1.0, "compile_rss_mib": 300.0, "run_rss_mib": 200.0,
+    "run_functional_rss_mib": 190.0, "ort_rss_mib": 150.0, "binary_bytes": 1050, "payload_bytes": 1000,
+    "packed_bytes": 500,
+}
+
+
+def test_tables_and_verdicts(bench):
+    table = bench.render([ROW, {"model": "broken"}], processes=True)
+    assert "| vgg16-cifar10 | 1.000 | 0.400 | 2.50x |" in table
+    assert "| broken | error |" in table
+    verdicts = bench.targets([ROW], processes=True)
+    lines = {line.split("|")[1].strip(): line for line in verdicts.splitlines() if line.startswith("| ")}
+    assert "MISSED" in lines["compile vgg16-cifar10 <= 2.0x ORT"]  # 2.5x in-process
+    assert "MET" in lines["sim_cycle vgg16-cifar10 <= 2.0x ORT"]  # 1.5x and 1.5x
+    assert "MISSED" in lines["sim_functional vgg16-cifar10 <= 1.0x ORT"]  # 0.9x, but 1.4x as processes
+    assert "MET" in lines["binary <= 1.1x constants payload (all models)"]
+    assert "n/a" in lines["resnet18-imagenet compile + simulate < 4096 MiB"]
+
+
+def test_process_stats_measures_the_child_not_the_parent(bench):
+    wall, rss = bench.process_stats([sys.executable, "-c", "x = bytearray(64 << 20)"], 1, warmup=False)
+    assert wall > 0
+    assert 60 < rss < 1024  # the 64 MiB child, not this (bigger or smaller) pytest process
+
+
+def test_process_stats_reports_failures(bench):
+    with pytest.raises(RuntimeError, match="boom"):
+        bench.process_stats([sys.executable, "-c", "raise SystemExit('boom')"], 1, warmup=False)
+
+
+def test_packed_weight_bytes(bench):
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    w = np.zeros((4, 4), np.float32)
+    w[0, 0] = 1
+    graph = helper.make_graph([], "g", [], [], [numpy_helper.from_array(w, "fc.weight"),
+                                                numpy_helper.from_array(w, "fc.bias")])
+    assert bench.packed_weight_bytes(helper.make_model(graph)) == 2 + 1

@@ -1,0 +1,135 @@
+"""Golden timing: hand-assembled programs whose cycle counts are locked.
+
+Any change of the timing model changes these numbers: update them in the same
+commit as the model change, so the diff shows it. The first test derives its
+numbers by hand; the golden table is the model's output on fixed programs
+(FTP and the three baseline dataflows, selected by the layer descriptor).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from progbuild import Prog, param_block
+from snnc.backend.isa import Dataflow, Format, LayerKind, Opcode
+from snnc.runtime import simulate
+
+T, H, W, CIN, COUT = 4, 6, 6, 8, 16
+D_W, D_PRM, D_IN, D_OUT = 0, 1152, 2048, 4096
+IN, WT, PRM, ACC, ST, SPK, OUT = 0, 256, 1536, 2048, 12288, 17408, 18432
+
+
+def conv_program(dataflow: Dataflow, weights: np.ndarray, *, visits=((0, 16),), rows=((0, 6),)) -> Prog:
+    """3x3 conv, pad 1, 6x6x8 -> 6x6x16, T = 4, spike planes in and out, one layer."""
+    p = Prog(dram_size=8192)
+    lay = p.layer("conv", kind=LayerKind.CONV, timesteps=T, in_format=Format.SPIKE_PLANES,
+                  out_format=Format.SPIKE_PLANES, in_c=CIN, in_cs=CIN, in_h=H, in_w=W, out_c=COUT, out_cs=COUT,
+                  out_h=H, out_w=W, kh=3, kw=3, pad_top=1, pad_left=1, pad_bottom=1, pad_right=1,
+                  param_c=1, dataflow=int(dataflow))
+    p.const(D_W, weights.astype(np.int8))
+    p.const(D_PRM, param_block(np.zeros(COUT), [3], [0], [0]))
+    p.tensor("x", False, (T, 1, CIN, H, W), D_IN, Format.SPIKE_PLANES)
+    p.tensor("y", True, (T, 1, COUT, H, W), D_OUT, Format.SPIKE_PLANES)
+    plane = H * W * CIN // 8
+    p.load(D_W, WT, weights.size)
+    p.load(D_PRM, PRM, (COUT + 3) * 4)
+    for row0, nrows in rows:
+        in_row0 = max(0, row0 - 1)
+        in_rows = min(H, row0 + nrows + 1) - in_row0
+        # input tile [T][in_rows][W][C] bits: one DMA, one row per timestep plane
+        p.load(D_IN + in_row0 * W * CIN // 8, IN, in_rows * W * CIN // 8, rows=T, dram_stride=plane)
+        for ch0, chs in visits:
+            tile = dict(layer=lay, batch=0, t0=0, nt=T, row0=row0, rows=nrows, ch0=ch0, chs=chs)
+            p.op(Opcode.SYN, **tile, in_row0=in_row0, in_rows=in_rows, flags=0, in_addr=IN,
+                 w_addr=WT + ch0 * 9 * CIN, param_addr=PRM, acc_addr=ACC)
+            p.op(Opcode.LIF, **tile, acc_addr=ACC, param_addr=PRM, state_addr=ST, spk_addr=SPK, mem_addr=0xFFFFFFFF)
+            p.op(Opcode.PACK, **tile, spk_addr=SPK, out_addr=OUT)
+            out_plane = H * W * COUT // 8
+            # SPIKE_PLANES tile [nt][rows][W][chs] -> DRAM [T][H][W][Cs]: rows*W positions of chs/8 bytes
+            for t in range(T):
+                for r in range(nrows):
+                    p.store(D_OUT + t * out_plane + ((row0 + r) * W) * COUT // 8 + ch0 // 8,
+                            OUT + ((t * nrows + r) * W) * chs // 8, chs // 8, rows=W,
+                            dram_stride=COUT // 8, sram_stride=chs // 8)
+    return p
+
+
+def fixed_workload(seed: int = 11):
+    rng = np.random.default_rng(seed)
+    active = rng.random((H, W, CIN)) < 0.4  # non-silent input neurons
+    spikes = active[None] & (rng.random((T, H, W, CIN)) < 0.6)
+    weights = rng.integers(-3, 4, size=(COUT, 3, 3, CIN)) * (rng.random((COUT, 3, 3, CIN)) < 0.3)
+    x = spikes.transpose(0, 3, 1, 2)[:, None].astype(np.float32)  # [T, B, C, H, W]
+    return weights, x
+
+
+def test_single_output_position_counted_by_hand():
+    """3x3 conv on a 1x1 output tile: the TPPE stream of the one position, by hand."""
+    weights = np.zeros((COUT, 3, 3, CIN), dtype=np.int64)
+    weights[0, 1, 1, 0] = 2   # centre tap, input channel 0
+    weights[1, 1, 1, 0] = -1  # same input, channel 1
+    weights[2, 0, 0, 3] = 1   # top-left tap, input channel 3
+    x = np.zeros((T, 1, CIN, H, W), dtype=np.float32)
+    x[0, 0, 0, 0, 0] = x[2, 0, 0, 0, 0] = 1  # input (0,0,ch0) fires at t0, t2
+    x[3, 0, 3, 0, 0] = 1                     # input (0,0,ch3) fires at t3 (the top-left tap of output (1,1))
+    rep = simulate(conv_program(Dataflow.FTP, weights, rows=((0, 1),)).image(), {"x": x}).report
+    layer = rep["layers"][0]
+    # output row 0 only: positions (0, x). Input (0,0) is the centre tap of output (0,0) for
+    # weights n0, n1 (ch0): 2 matched pairs, 3 lane SOPs each... n0: 2 lanes, n1: 2 lanes -> 4 SOPs.
+    # (0,0,ch3) is the top-left tap of output (1,1) only: row 1 is not computed.
+    assert layer["pe_work"] == 2 and layer["sops"] == 4
+    # FTP correction: input fires in 2 of 4 lanes -> 2 silent lanes x 2 matched = 4 correction adds
+    assert layer["events"]["correction_acc"] == 4
+
+
+# (total cycles, pe_work, lane SOPs, DRAM bytes, SRAM bytes)
+GOLDEN_ONE_VISIT = {
+    Dataflow.FTP: (2287, 3539, 8510, 1660, 31978),
+    Dataflow.IP_SEQ: (2613, 8510, 8510, 1660, 36166),
+    Dataflow.OP: (2924, 8510, 8510, 1660, 98791),
+    Dataflow.GUST: (2765, 8510, 8510, 1660, 104246),
+}
+GOLDEN_TWO_VISITS = {Dataflow.FTP: (3764, 3539, 8510, 1708, 33251)}
+
+
+def _run(dataflow, **kw):
+    weights, x = fixed_workload()
+    return simulate(conv_program(dataflow, weights, **kw).image(), {"x": x})
+
+
+@pytest.mark.parametrize("dataflow", list(GOLDEN_ONE_VISIT))
+def test_golden_cycles_one_visit(dataflow):
+    res = _run(dataflow)
+    layer = res.report["layers"][0]
+    got = (res.report["total"]["cycles"], layer["pe_work"], layer["sops"], layer["dram_bytes"], layer["sram_bytes"])
+    assert got == GOLDEN_ONE_VISIT[dataflow]
+
+
+def test_golden_cycles_two_visits_two_row_blocks():
+    res = _run(Dataflow.FTP, visits=((0, 8), (8, 8)), rows=((0, 3), (3, 3)))
+    layer = res.report["layers"][0]
+    got = (res.report["total"]["cycles"], layer["pe_work"], layer["sops"], layer["dram_bytes"], layer["sram_bytes"])
+    assert got == GOLDEN_TWO_VISITS[Dataflow.FTP]
+
+
+def test_dataflows_compute_the_same_outputs_and_ftp_is_fastest():
+    outs, cycles = {}, {}
+    for df in Dataflow:
+        res = _run(df)
+        outs[df] = res.outputs["y"]
+        cycles[df] = res.report["total"]["cycles"]
+    for df in Dataflow:
+        np.testing.assert_array_equal(outs[df], outs[Dataflow.FTP])
+    assert cycles[Dataflow.FTP] < min(cycles[df] for df in Dataflow if df != Dataflow.FTP)
+
+
+def test_golden_ftp_breakdown():
+    layer = _run(Dataflow.FTP).report["layers"][0]
+    assert layer["stall_cycles"] == {"fifo_full": 4, "laggy_wait": 18, "pe_imbalance": 162, "bank_conflict": 0,
+                                     "sram_bandwidth": 20, "dependency": 210, "psum_spill": 0}
+    assert layer["compute_busy_cycles"] == 499 and layer["bound_cycles"] == 222
+    assert layer["events"]["correction_acc"] == 5646 and layer["events"]["plif_lanes"] == T * H * W * COUT
+    assert layer["dram_operand_bytes"] == {"weights": 1228, "spikes": 144, "outputs": 288, "bitmasks": 0,
+                                           "neuron_state": 0, "psums": 0}
+    assert (layer["sram_hits"], layer["sram_misses"]) == (223, 23)

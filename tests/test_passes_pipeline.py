@@ -1,0 +1,78 @@
+"""The scheduling passes as a pipeline: registry, text round trip, snn-opt, verification after each pass."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from xdsl.parser import Parser
+from xdsl.passes import PassPipeline
+
+from passes_util import model
+from snnc.compiler.cli import main as snnc_main
+from snnc.compiler.pipeline import CompileOptions, compile_model, import_to_snn, print_ir
+from snnc.compiler.snn_opt import main as snn_opt_main
+from snnc.dialects import make_context
+from snnc.passes import get_all_passes, get_builtin_passes, pass_level
+
+PASSES = ("loop-reorder", "spike-pack", "time-batch", "layer-fuse")
+PIPELINE = ("loop-reorder{dataflow=ip-seq},time-batch{timesteps=2},layer-fuse{boundaries=conv3 tile_rows=3},"
+            "spike-pack{mask-single-spike=true}")
+
+
+def test_registered_at_snn_level_with_docs():
+    builtin = get_builtin_passes()
+    for name in PASSES:
+        cls = builtin[name]()
+        assert cls.name == name and pass_level(cls) == "snn"
+        assert cls.__doc__.strip() and "CONTRACT" in __import__(cls.__module__, fromlist=["x"]).__doc__
+
+
+def test_snnc_passes_lists_them(capsys):
+    assert snnc_main(["passes"]) == 0
+    out = capsys.readouterr().out
+    for name in PASSES:
+        assert name in out
+    assert "dataflow=" in out and "timesteps=" in out and "boundaries=" in out and "mask_single_spike=" in out
+
+
+def test_pipeline_round_trips_through_text():
+    ctx = make_context()
+    module = import_to_snn(model("vgg-small")[0])
+    for p in PassPipeline.parse_spec(get_all_passes(), PIPELINE).passes:
+        p.apply(ctx, module)
+        module.verify()
+    text = print_ir(module)
+    for fragment in ('dataflow = "ip-seq"', "batch = 2", "tile_rows = 3", "group = 1", "mask_single>",
+                     "snn.compressed_weights"):
+        assert fragment in text
+    reparsed = Parser(make_context(), text).parse_module()
+    reparsed.verify()
+    assert print_ir(reparsed) == text
+
+
+def test_snn_opt_output_parses_back(tmp_path, capsys):
+    source = tmp_path / "m.mlir"
+    source.write_text(compile_model(model("vgg-small")[0]).snn_ir)
+    assert snn_opt_main([str(source), "-p", PIPELINE]) == 0
+    first = capsys.readouterr().out
+    again = tmp_path / "again.mlir"
+    again.write_text(first)
+    assert snn_opt_main([str(again)]) == 0
+    assert capsys.readouterr().out == first
+
+
+def test_print_ir_after_every_pass():
+    stream = io.StringIO()
+    result = compile_model(model("mlp")[0], CompileOptions(passes="loop-reorder,time-batch{timesteps=2},layer-fuse",
+                                                           print_ir_after_all=True), ir_stream=stream)
+    for name in ("loop-reorder", "time-batch", "layer-fuse"):
+        assert f"IR after {name}" in stream.getvalue()
+    assert result.steps[:4] == ["import-onnx", "loop-reorder", "time-batch", "layer-fuse"]
+
+
+def test_bad_option_is_a_one_line_error():
+    from snnc.backend.errors import SnncError
+
+    with pytest.raises(SnncError, match="time-batch"):
+        compile_model(model("mlp")[0], CompileOptions(passes="time-batch{timesteps=0.5}"))

@@ -1,0 +1,100 @@
+"""spike-pack: packed spike types, bitmask-compressed spikes and weights in the binary and the simulator."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from passes_util import assert_same_outputs, bench_module, layers, run
+from snnc.backend import isa
+from snnc.backend.binformat import decode_instructions, decode_layers
+from snnc.backend.disasm import disassemble
+from snnc.backend.errors import CompileError
+from snnc.backend.isa import Format, Opcode
+
+SPARSE = 0.9  # zoo spike sparsity giving a LoAS-like silent ratio (~76 %) at vgg-small conv2's input
+
+
+@pytest.mark.parametrize("name", ["mlp", "vgg-small"])
+@pytest.mark.parametrize("passes", ["spike-pack", "spike-pack{weights=false}", "loop-reorder{dataflow=ip-seq},spike-pack"])
+def test_differential_outputs_identical(name, passes):
+    _, base = run(name, None, None, SPARSE)
+    result, sim = run(name, passes, None, SPARSE)
+    assert_same_outputs(base, sim)
+    assert "!snn.packed<T=4" in result.snn_ir
+    formats = {lay["out_format"] for lay in decode_layers(result.image)}
+    assert Format.SPIKE_BITMASK in formats
+
+
+def test_binary_carries_packed_fibers_and_counts_their_bytes():
+    result, sim = run("vgg-small", "spike-pack", None, SPARSE)
+    program = decode_instructions(result.image)
+    stores = [f for spec, f in program if spec.opcode == Opcode.DMA_STORE_BM]
+    loads = [f for spec, f in program if spec.opcode == Opcode.DMA_LOAD_BM]
+    assert stores and all(f["flags"] & isa.DmaFlags.SPIKES and f["elem_bits"] == 4 for f in stores)
+    assert any(f["flags"] == 0 and f["elem_bits"] == 8 for f in loads)  # compressed weight columns
+    assert "dma.load_bm" in disassemble(result.image)
+    rows = layers(sim.report)
+    conv2 = rows["conv2"]
+    # bitmasks and pointers are part of the DRAM traffic: 32 input row fibers of 32x16 neurons
+    assert conv2["bitmask_bytes"] >= 32 * (4 + 32 * 16 // 8)
+    assert 0 < conv2["compression_efficiency"] < 10
+    assert rows["conv1"]["compression_efficiency"] is None  # its input is the analog image
+
+
+def test_packing_cuts_input_bytes_of_a_mostly_silent_layer():
+    bench = bench_module()
+    base_result, base = run("vgg-small", None, None, SPARSE)
+    _, packed = run("vgg-small", "spike-pack{weights=false}", None, SPARSE)
+    b, p = layers(base.report)["conv2"], layers(packed.report)["conv2"]
+    assert 0.6 <= b["silent_ratio"] <= 0.8
+    plain_spikes = bench.spike_input_dram_bytes(base_result.image)["conv2"]
+    packed_spikes = plain_spikes + p["dram_read_bytes"] - b["dram_read_bytes"]
+    assert packed_spikes < 0.75 * plain_spikes
+    # and with the weights compressed too, the whole layer's DRAM traffic falls
+    _, both = run("vgg-small", "spike-pack", None, SPARSE)
+    assert layers(both.report)["conv2"]["dram_bytes"] < b["dram_bytes"]
+
+
+def test_mask_single_spike_changes_results_and_silences_more():
+    _, base = run("vgg-small", None, None, SPARSE)
+    result, masked = run("vgg-small", "spike-pack{mask-single-spike=true}", None, SPARSE)
+    assert "mask_single>" in result.snn_ir
+    assert any(f["flags"] & isa.DmaFlags.MASK_SINGLE
+               for spec, f in decode_instructions(result.image) if spec.opcode == Opcode.DMA_STORE_BM)
+    assert not all(np.array_equal(base.outputs[k], masked.outputs[k]) for k in base.outputs)
+    assert layers(masked.report)["conv2"]["silent_ratio"] > layers(base.report)["conv2"]["silent_ratio"]
+
+
+def test_graph_io_is_not_packed():
+    result, _ = run("mlp", "spike-pack", None, SPARSE)
+    assert all(d.format in (Format.SPIKE_PLANES, Format.ACT_I16, Format.ACT_I32) for d in result.image.io)
+
+
+def test_packed_producer_cannot_be_time_batched():
+    with pytest.raises(CompileError, match="spike-packed .* time-batch"):
+        run("vgg-small", "time-batch{timesteps=2},spike-pack")
+
+
+def test_op_dataflow_cannot_read_packed_inputs():
+    with pytest.raises(CompileError, match="use loop-reorder"):
+        run("vgg-small", "loop-reorder{dataflow=op},spike-pack")
+
+
+def test_fiber_pointer_must_match_bitmask():
+    """The runtime rejects a corrupt fiber (count disagreeing with its bitmask), naming it."""
+    from snnc.backend.errors import BinaryFormatError
+    from snnc.runtime import simulate
+
+    from passes_util import model
+
+    result, _ = run("vgg-small", "spike-pack", None, SPARSE)
+    load = next(f for spec, f in decode_instructions(result.image)
+                if spec.opcode == Opcode.DMA_LOAD_BM and f["flags"] == 0)
+    constants = bytearray(result.image.constants)
+    constants[load["dram_addr"]] ^= 0x01  # the first weight fiber's pointer/count
+    image = dataclasses.replace(result.image, constants=bytes(constants))
+    with pytest.raises(BinaryFormatError, match=r"dma.load_bm\): fiber 0 pointer/count"):
+        simulate(image, model("vgg-small", SPARSE)[1])

@@ -1,0 +1,111 @@
+"""Custom passes: a plugin package installed with pip (entry point `snnc.passes`), and
+`--load-pass module:Class`, run through `snnc` and `snn-opt` like built-in passes.
+
+The plugin is tests/plugin_example, the example of docs/writing-a-pass.md.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+
+from xdsl.parser import Parser
+
+from snnc.backend.binformat import load_program_file
+from snnc.backend.errors import SnncError
+from snnc.compiler import zoo
+from snnc.compiler.pipeline import CompileOptions, compile_model, print_ir
+from snnc.dialects import make_context
+from snnc.passes import get_all_passes
+from snnc.runtime import simulate
+
+EXAMPLE = Path(__file__).resolve().parent / "plugin_example"
+BIN = Path(sys.executable).parent
+
+
+def _env(*paths: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([*(str(p) for p in paths), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
+def _run(args: list, env: dict, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([str(a) for a in args], env=env, capture_output=True, text=True, timeout=120)
+    if check:
+        assert proc.returncode == 0, proc.stderr + proc.stdout
+    return proc
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Path:
+    """`pip install` the example plugin (a copy) into a private --target directory."""
+    tmp = tmp_path_factory.mktemp("plugin")
+    source = tmp / "src"
+    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    target = tmp / "site"
+    _run([sys.executable, "-m", "pip", "install", "--quiet", "--no-build-isolation", "--no-deps",
+          "--target", target, source], dict(os.environ))
+    assert (target / "snnc_prune" / "prune.py").exists()
+    return target
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory) -> tuple[Path, dict, Path]:
+    tmp = tmp_path_factory.mktemp("model")
+    model, inputs = zoo.build("mlp")
+    onnx.save(model, tmp / "m.onnx")
+    mlir = tmp / "m.mlir"
+    mlir.write_text(compile_model(model).snn_ir)  # what `snnc compile --emit snn-ir` writes
+    return tmp / "m.onnx", inputs, mlir
+
+
+def _sops(program: Path, inputs: dict) -> int:
+    return simulate(load_program_file(program), inputs).report["total"]["matched_ops"]
+
+
+def test_installed_plugin_runs_in_snnc(installed, model_files, tmp_path):
+    onnx_path, inputs, _ = model_files
+    env = _env(installed)
+    listing = _run([BIN / "snnc", "passes"], env).stdout
+    assert "prune-weights" in listing and "Zero synapse weights with |w| < threshold" in listing
+    plain, pruned = tmp_path / "plain.bin", tmp_path / "pruned.bin"
+    plain.write_bytes(compile_model(onnx_path).binary)
+    # it composes with built-in passes, each at its own IR level
+    proc = _run([BIN / "snnc", onnx_path, "--passes", "prune-weights{threshold=0.2},loop-reorder{dataflow=ip-seq}",
+                 "-o", pruned, "--print-ir-after-all"], env)
+    assert "IR after prune-weights" in proc.stderr and "IR after loop-reorder" in proc.stderr
+    assert plain.read_bytes() != pruned.read_bytes()
+    assert _sops(pruned, inputs) < _sops(plain, inputs)
+
+
+def test_installed_plugin_runs_in_snn_opt_and_round_trips(installed, model_files, tmp_path):
+    _, _, mlir = model_files
+    env = _env(installed)
+    out = _run([BIN / "snn-opt", mlir, "-p", "prune-weights{threshold=0.2},spike-pack"], env).stdout
+    assert "!snn.packed" in out
+    module = Parser(make_context(), out).parse_module()  # parses back to the same text
+    assert print_ir(module).rstrip() == out.rstrip()
+
+
+def test_plugin_is_absent_without_install():
+    assert "prune-weights" not in get_all_passes()
+    with pytest.raises(SnncError, match="prune-weights"):
+        compile_model(zoo.build("mlp")[0], CompileOptions(passes="prune-weights"))
+
+
+def test_load_pass_without_installing(model_files, tmp_path):
+    onnx_path, _, mlir = model_files
+    env = _env(EXAMPLE)  # importable, not installed: no entry point
+    out = tmp_path / "p.bin"
+    _run([BIN / "snnc", onnx_path, "--load-pass", "snnc_prune.prune:PruneWeights",
+          "--passes", "prune-weights{threshold=0.2}", "-o", out], env)
+    assert out.stat().st_size > 0
+    text = _run([BIN / "snn-opt", "--load-pass", "snnc_prune.prune:PruneWeights", mlir,
+                 "-p", "prune-weights{threshold=0.2}"], env).stdout
+    assert "snn.dense" in text

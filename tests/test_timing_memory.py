@@ -1,0 +1,110 @@
+"""Memory model by hand: HBM channel interleaving, global-cache banks, dataflow unit models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from snnc.backend.hwconfig import HwConfig
+from snnc.backend.isa import Dataflow
+from snnc.runtime import baselines, memory, timing
+
+
+def test_interleaved_bytes_by_hand():
+    # 8-byte blocks over 4 ways: [5, 30) -> block0 3 B (way 0), block1 8 (way 1), block2 8 (way 2), block3 6 (way 3)
+    assert memory.interleaved_bytes([5], 25, 8, 4).tolist() == [3, 8, 8, 6]
+    # a whole rotation (32 B) plus 4 B: every way 8 B, way 0 another 4
+    assert memory.interleaved_bytes([0], 36, 8, 4).tolist() == [12, 8, 8, 8]
+    # several rows at once, with different lengths
+    assert memory.interleaved_bytes([0, 16], [8, 8], 8, 4).tolist() == [8, 0, 8, 0]
+
+
+def test_interleaved_bytes_matches_brute_force():
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        block, ways = int(rng.integers(1, 9)), int(rng.integers(1, 6))
+        starts = rng.integers(0, 200, size=int(rng.integers(1, 5)))
+        lengths = rng.integers(0, 150, size=starts.size)
+        brute = np.zeros(ways, dtype=np.int64)
+        for s, n in zip(starts, lengths):
+            for a in range(s, s + n):
+                brute[(a // block) % ways] += 1
+        assert memory.interleaved_bytes(starts, lengths, block, ways).tolist() == brute.tolist()
+
+
+def test_dma_cycles_channels():
+    hw = HwConfig()  # 10 B/cycle per channel, 32 B bursts, 16 channels, latency 64
+    assert memory.dma_cycles(hw, [0], 16 * 32) == 64 + 4  # every channel one burst
+    # 16 rows of 32 B with a 512 B stride all land on channel 0: 512 B / 10 = 52 cycles
+    assert memory.dma_cycles(hw, np.arange(16) * 512, 32) == 64 + 52
+    # the same bytes contiguous spread over all channels
+    assert memory.dma_cycles(hw, [0], 512) == 64 + 4
+
+
+def test_bank_cycles_conflicts():
+    hw = HwConfig()  # 16 banks x 16 B ports
+    # 256 contiguous bytes: one block per bank, 1 cycle, no conflict
+    assert memory.bank_cycles(hw, [(0, 256)]) == (1, 1)
+    # four 16 B ranges in bank 0 (stride 256): 4 cycles where 1 would do
+    assert memory.bank_cycles(hw, [(i * 256, i * 256 + 16) for i in range(4)]) == (4, 1)
+    # modelled traffic without addresses spreads evenly: 512 B -> 32 B per bank = 2 cycles
+    assert memory.bank_cycles(hw, [], 512) == (2, 2)
+
+
+def _layer(lanes_t_m_k, nzw_n_k):
+    return np.asarray(lanes_t_m_k, dtype=bool), np.asarray(nzw_n_k, dtype=bool)
+
+
+def test_dataflow_models_count_by_hand():
+    """2 lanes, 2 output positions, K = 3, 2 output channels.
+
+    spikes: m0: k0 at t0,t1; k2 at t1.   m1: k1 at t0.
+    weights: n0 non-zero at k0, k1; n1 at k0, k2.
+    matched positions (FTP, any lane): m0: k0 x {n0,n1} + k2 x {n1} = 3; m1: k1 x {n0} = 1
+    lane SOPs: m0: 2*2 + 1*1 = 5; m1: 1 -> 6
+    """
+    lanes, nzw = _layer([[[1, 0, 0], [0, 1, 0]], [[1, 0, 1], [0, 0, 0]]], [[1, 1, 0], [1, 0, 1]])
+    hw = HwConfig()
+    ftp = timing.syn_timing(hw, Dataflow.FTP, lanes, nzw)
+    assert ftp.pe_work == 4
+    # 2 positions < 16 TPPEs: the 2 fiber-Bs are split over TPPEs (G = 2): streams
+    # (m0,n0) 1, (m0,n1) 2, (m1,n0) 1, (m1,n1) 0 matches; slowest 8 + 1 + 2 = 11, + overhead 2
+    assert ftp.cycles == 2 + 11
+    # corrections: m0 k0 fires in both lanes (no correction), k2 silent in t0 (1 x n1),
+    # m1 k1 silent in t1 (1 x n0)
+    assert ftp.events["correction_acc"] == 2 and ftp.events["corrected_entries"] == 2
+    ip = timing.syn_timing(hw, Dataflow.IP_SEQ, lanes, nzw)
+    # SparTen-SNN: PE per channel: n0 = k0 (2+0) + k1 (1) = 3 SOPs... per (t, m): n0: m0 k0 t0,t1 + m1 k1 t0 = 3;
+    # n1: m0 k0 t0,t1 + m0 k2 t1 = 3 -> one round, slowest 3
+    assert ip.pe_work == 6 and ip.cycles == 2 + 3
+    gust = timing.syn_timing(hw, Dataflow.GUST, lanes, nzw)
+    # Gamma-SNN: PE per row m: m0 = 5, m1 = 1
+    assert gust.pe_work == 6 and gust.cycles == 2 + 5
+    assert gust.sram_extra["psums"] == 2 * 4 * 6
+    op = timing.syn_timing(hw, Dataflow.OP, lanes, nzw)
+    # GoSPA-SNN: PE per column k: k0 = 2 spikes x 2 weights = 4, k1 = 1 x 1, k2 = 1 x 1
+    assert op.pe_work == 6 and op.cycles == 2 + 4
+    assert op.dram_extra["psums"] == 0  # 2*2*2*4 B of psums fit
+
+
+def test_gospa_spills_psums_that_do_not_fit():
+    hw = HwConfig()
+    rng = np.random.default_rng(0)
+    lanes = rng.random((4, 256, 64)) < 0.3
+    nzw = rng.random((128, 64)) < 0.5
+    op = baselines.op(hw, lanes, nzw)
+    footprint = 4 * 256 * 128 * 4  # 512 KB of int32 psums vs 128 KB on chip
+    spilled = 1 - (hw.sram.size_bytes * hw.sram.psum_share) / footprint
+    assert op.dram_extra["psums"] == pytest.approx(2 * 4 * op.pe_work * spilled, abs=1)
+    assert op.cycles >= op.dram_extra["psums"] / hw.dram_bytes_per_cycle
+
+
+def test_ftp_is_faster_than_t_sequential_when_neurons_fire_often():
+    rng = np.random.default_rng(5)
+    active = rng.random((64, 288)) < 0.3  # non-silent neurons
+    lanes = active[None] & (rng.random((4, 64, 288)) < 0.7)
+    nzw = rng.random((32, 288)) < 0.05
+    hw = HwConfig()
+    ftp = timing.syn_timing(hw, Dataflow.FTP, lanes, nzw).cycles
+    for df in (Dataflow.IP_SEQ, Dataflow.OP, Dataflow.GUST):
+        assert timing.syn_timing(hw, df, lanes, nzw).cycles > 1.5 * ftp
