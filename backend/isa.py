@@ -87,6 +87,14 @@ class LifFlags(enum.IntFlag):
     COMPARE_GT = 0x1  # strict '>' (else '>=')
     DELAYED_RESET = 0x2  # snnTorch's delayed, undecayed subtract reset
     PER_CHANNEL = 0x4  # neuron parameters vary per output channel
+    NO_FIRE = 0x8  # a leaky integrator (NIR LI): never spikes, so never resets; the membrane is the output
+
+
+class LayerFlags(enum.IntFlag):
+    """The layer descriptor's `flags` field."""
+
+    AVG_COUNT_PAD = 0x1  # AVGPOOL: the average counts padding
+    ADD_AND = 0x2  # ADD: out = (a != 0) & (b != 0) (spike-wise AND) instead of the sum
 
 
 class SynFlags(enum.IntFlag):
@@ -353,7 +361,7 @@ LAYER_FIELDS: tuple[Field, ...] = (
     Field("membrane_frac", "B", "fractional bits of the membrane"),
     Field("avg_recip", "H", "AVGPOOL: multiplier, out = (sum * avg_recip) >> avg_shift"),
     Field("avg_shift", "B", "AVGPOOL: shift paired with avg_recip"),
-    Field("flags", "B", "bit 0: AVGPOOL counts padding"),
+    Field("flags", "B", "LayerFlags (AVG_COUNT_PAD: AVGPOOL counts padding; ADD_AND: ADD computes a AND b)"),
     Field("param_c", "H", "channels in the parameter block (out_c, or 1 when shared)"),
     Field("dataflow", "B", "Dataflow of a CONV layer (loop order; drives the timing model)"),
 )

@@ -63,7 +63,7 @@ def render_isa_tables() -> str:
         offset += f.size
     out.append("")
     out.append("### Enumerations\n")
-    for enum_type in (isa.Format, isa.LayerKind, isa.LeakForm, isa.ResetMode, isa.LifFlags, isa.SynFlags):
+    for enum_type in (isa.Format, isa.LayerKind, isa.LeakForm, isa.ResetMode, isa.LifFlags, isa.SynFlags, isa.LayerFlags):
         values = ", ".join(f"`{m.name}` = {int(m.value)}" for m in enum_type)
         out.append(f"* `{enum_type.__name__}`: {values}")
     out.append("")

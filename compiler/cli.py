@@ -355,8 +355,12 @@ def cmd_passes(args) -> int:
     for name, factory in sorted(get_all_passes().items()):
         cls = factory()
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-        options = ", ".join(f"{o.name}={o.expected_type}" for o in get_pass_option_infos(cls))
-        print(f"  {name:<24} [{pass_level(cls)}] {doc}")
+        level = "lowering" if name == LOWERING_PASS else pass_level(cls)
+        options = ", ".join(
+            f"{o.name}={o.default_value if o.default_value is not None else ''} ({o.expected_type.strip(chr(39))})"
+            for o in get_pass_option_infos(cls)
+        )
+        print(f"  {name:<24} [{level}] {doc}")
         if options:
             print(f"  {'':<24}   options: {options}")
     return 0
@@ -415,6 +419,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("snnc: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `snnc disasm p.bin | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as exc:  # a bug in snnc, not bad input: still one line by default
         if os.environ.get("SNNC_DEBUG"):
             raise

@@ -16,6 +16,8 @@ Ops (one per network layer, never per neuron or per timestep)
     snn.avg_pool2d / snn.max_pool2d               per step; max of spikes is spikes (OR)
     snn.reshape    per-step reshape (Flatten included)
     snn.add        elementwise per step (residual / SEW-ADD)
+    snn.spike_logic  spikes x spikes -> spikes per step: op = "or" (a | b) or "and" (a & b)
+                   (SEW-OR / SEW-AND residuals)
     snn.lif        the neuron: (current train) -> (spikes, membrane after reset)
 
 Neuron semantics (`snn.lif`), per step t, with v[-1] = 0 and s[-1] = 0:
@@ -32,6 +34,8 @@ Neuron semantics (`snn.lif`), per step t, with v[-1] = 0 and s[-1] = 0:
                  "zero":     v[t] = (1 - s[t]) * h
                  "to_value": v[t] = s[t] * v_reset + (1 - s[t]) * h
                reset_timing = "delayed": v[t] = h
+    no_fire    (unit property) a leaky integrator (NIR LI): s[t] = 0 for every t, so
+               v[t] = h and the spikes result is all zeros; the membrane is the output.
     membrane result = v[t] for every t.
 Parameters (beta, tau, threshold, v_reset) are scalars (tensor<f32>) or
 per-channel (tensor<Cxf32>, C = dim 1 of the per-step shape).
@@ -44,6 +48,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from xdsl.dialects import func
 from xdsl.dialects.builtin import (
     ArrayAttr,
     BytesAttr,
@@ -51,6 +56,7 @@ from xdsl.dialects.builtin import (
     DenseIntOrFPElementsAttr,
     Float32Type,
     IntAttr,
+    ModuleOp,
     StringAttr,
     TensorType,
     UnitAttr,
@@ -534,15 +540,10 @@ class ReshapeOp(_LayerOp):
             raise VerifyException(f"{self.name}: cannot reshape {list(ins)} to {list(outs)}")
 
 
-@irdl_op_definition
-class AddOp(IRDLOperation):
-    """Elementwise add per step (residual connections; SEW-ADD of spikes)."""
+class _ElementwiseBinaryOp(IRDLOperation):
+    """Common parts of per-step elementwise ops on two trains of one shape."""
 
-    name = "snn.add"
     irdl_options = (ParsePropInAttrDict(),)
-    lhs = operand_def(AnyTrainType)
-    rhs = operand_def(AnyTrainType)
-    output = result_def(TrainType)
     source = opt_prop_def(StringAttr)
     assembly_format = (
         "$lhs `,` $rhs attr-dict `:` type($lhs) `,` type($rhs) `->` type($output)"
@@ -560,6 +561,39 @@ class AddOp(IRDLOperation):
             raise VerifyException(
                 f"{self.name}: shapes differ: {[list(t.get_shape()) for t in types]}"
             )
+
+
+@irdl_op_definition
+class AddOp(_ElementwiseBinaryOp):
+    """Elementwise add per step (residual connections; SEW-ADD of spikes)."""
+
+    name = "snn.add"
+    lhs = operand_def(AnyTrainType)
+    rhs = operand_def(AnyTrainType)
+    output = result_def(TrainType)
+
+
+SPIKE_LOGIC_OPS = ("or", "and")
+
+
+@irdl_op_definition
+class SpikeLogicOp(_ElementwiseBinaryOp):
+    """Spike-wise OR / AND of two spike trains per step (SEW-OR / SEW-AND residuals).
+
+    out[t] = a[t] | b[t] (op = "or") or a[t] & b[t] (op = "and"); operands and result
+    are binary spike trains of one shape.
+    """
+
+    name = "snn.spike_logic"
+    lhs = operand_def(AnySpikeType)
+    rhs = operand_def(AnySpikeType)
+    output = result_def(AnySpikeType)
+    op = prop_def(StringAttr)
+
+    def verify_(self) -> None:
+        if self.op.data not in SPIKE_LOGIC_OPS:
+            raise VerifyException(f"{self.name}: op = {self.op.data!r}, expected one of {SPIKE_LOGIC_OPS}")
+        super().verify_()
 
 
 LEAK_FORMS = ("beta", "tau", "none")
@@ -584,6 +618,7 @@ class LIFOp(_LayerOp):
     reset = prop_def(StringAttr)
     reset_timing = prop_def(StringAttr)
     compare = prop_def(StringAttr)
+    no_fire = opt_prop_def(UnitAttr)  # a leaky integrator: never spikes, output = membrane
     assembly_format = (
         "$input attr-dict `:` type($input) `->` type($spikes) `,` type($membrane)"
     )
@@ -609,6 +644,9 @@ class LIFOp(_LayerOp):
         needs_v_reset = self.reset.data == "to_value" or leak == "tau"
         if needs_v_reset and self.v_reset is None:
             raise VerifyException(f"{self.name}: v_reset is required for reset = to_value or leak = tau")
+        if self.no_fire is not None and (self.reset_timing.data != "same" or self.reset.data != "zero"):
+            raise VerifyException(f"{self.name}: a no_fire neuron (leaky integrator) takes reset = \"zero\" "
+                                  "and reset_timing = \"same\" (it never resets)")
         if self.reset_timing.data == "delayed" and self.reset.data not in ("subtract", "zero"):
             raise VerifyException(f"{self.name}: a delayed reset is only defined for reset = subtract or zero")
         channels = shape[1] if len(shape) > 1 else 1
@@ -634,9 +672,33 @@ class LIFOp(_LayerOp):
 
 SNN = Dialect(
     "snn",
-    [DenseOp, Conv2dOp, MaxPool2dOp, AvgPool2dOp, ReshapeOp, AddOp, LIFOp],
+    [DenseOp, Conv2dOp, MaxPool2dOp, AvgPool2dOp, ReshapeOp, AddOp, SpikeLogicOp, LIFOp],
     [SpikeTrainType, PackedSpikeTrainType, TrainType, ScheduleAttr],
 )
 
 # Attribute names on func.func arguments/results carrying the ONNX I/O names.
 ONNX_NAME_ATTR = "snn.onnx_name"
+
+
+def main_function(module: ModuleOp) -> func.FuncOp:
+    """The network: the module's single `func.func @main`."""
+    mains = [op for op in module.ops if isinstance(op, func.FuncOp) and op.sym_name.data == "main"]
+    if len(mains) != 1:
+        raise VerifyException(f"the module must hold exactly one func.func @main, found {len(mains)}")
+    return mains[0]
+
+
+def onnx_io_names(main: func.FuncOp) -> tuple[list[str], list[str]]:
+    """The ONNX graph input and output names of @main's arguments and results."""
+
+    def names(attrs, count: int, what: str) -> list[str]:
+        found = []
+        for i in range(count):
+            name = (attrs.data[i].data if attrs is not None else {}).get(ONNX_NAME_ATTR)
+            if not isinstance(name, StringAttr):
+                raise VerifyException(f"@main {what} #{i} has no {ONNX_NAME_ATTR} attribute")
+            found.append(name.data)
+        return found
+
+    inputs, outputs = main.function_type.inputs.data, main.function_type.outputs.data
+    return names(main.arg_attrs, len(inputs), "argument"), names(main.res_attrs, len(outputs), "result")

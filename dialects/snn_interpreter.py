@@ -29,13 +29,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-from xdsl.dialects import func
-from xdsl.dialects.builtin import ModuleOp, StringAttr
-from xdsl.ir import Operation, SSAValue
-
 from snnc.backend.errors import InputError
 from snnc.dialects.snn import (
-    ONNX_NAME_ATTR,
     AddOp,
     AvgPool2dOp,
     Conv2dOp,
@@ -43,10 +38,16 @@ from snnc.dialects.snn import (
     LIFOp,
     MaxPool2dOp,
     ReshapeOp,
+    SpikeLogicOp,
     int_array_value,
+    main_function,
+    onnx_io_names,
     tensor_value,
     train_type_of,
 )
+from xdsl.dialects import func
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.ir import Operation, SSAValue
 
 # --------------------------------------------------------------------------------------
 # Layer kernels on whole trains: arrays are [T, B, ...] float32
@@ -148,6 +149,7 @@ def lif_forward(
     reset: str = "subtract",
     reset_timing: str = "same",
     compare: str = "ge",
+    fires: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Run a layer of neurons over a current train [T, B, ...] -> (spikes, membranes).
 
@@ -179,7 +181,7 @@ def lif_forward(
         if reset_timing == "delayed" and reset == "subtract":
             h = h - spike * thr
         fired = (h >= thr) if compare == "ge" else (h > thr)
-        spike = fired.astype(np.float32)
+        spike = fired.astype(np.float32) if fires else np.zeros_like(h, dtype=np.float32)
         if reset_timing == "delayed":
             membrane = h
         elif reset == "subtract":
@@ -199,24 +201,6 @@ def lif_forward(
 # --------------------------------------------------------------------------------------
 # Walking the module
 # --------------------------------------------------------------------------------------
-
-
-def _main_function(module: ModuleOp) -> func.FuncOp:
-    for op in module.ops:
-        if isinstance(op, func.FuncOp) and op.sym_name.data == "main":
-            return op
-    raise ValueError("the module has no func.func @main")
-
-
-def _onnx_names(attrs, count: int, what: str) -> list[str]:
-    names = []
-    for i in range(count):
-        entry = attrs.data[i].data if attrs is not None else {}
-        name = entry.get(ONNX_NAME_ATTR)
-        if not isinstance(name, StringAttr):
-            raise ValueError(f"@main {what} #{i} has no {ONNX_NAME_ATTR} attribute")
-        names.append(name.data)
-    return names
 
 
 def _run_op(op: Operation, values: dict[SSAValue, np.ndarray]) -> None:
@@ -248,13 +232,16 @@ def _run_op(op: Operation, values: dict[SSAValue, np.ndarray]) -> None:
         )
     elif isinstance(op, AddOp):
         values[op.output] = (values[op.lhs] + values[op.rhs]).astype(np.float32)
+    elif isinstance(op, SpikeLogicOp):
+        a, b = values[op.lhs] != 0, values[op.rhs] != 0
+        values[op.output] = ((a | b) if op.op.data == "or" else (a & b)).astype(np.float32)
     elif isinstance(op, LIFOp):
         spikes, membranes = lif_forward(
             values[op.input],
             leak=op.leak.data, threshold=op.parameter("threshold"),
             beta=op.parameter("beta"), tau=op.parameter("tau"),
             v_reset=op.parameter("v_reset"), reset=op.reset.data,
-            reset_timing=op.reset_timing.data, compare=op.compare.data,
+            reset_timing=op.reset_timing.data, compare=op.compare.data, fires=op.no_fire is None,
         )
         values[op.spikes] = spikes
         values[op.membrane] = membranes
@@ -264,9 +251,9 @@ def _run_op(op: Operation, values: dict[SSAValue, np.ndarray]) -> None:
 
 def run_snn(module: ModuleOp, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Run @main on `inputs` (keyed by ONNX input name); outputs keyed by ONNX name."""
-    main = _main_function(module)
+    main = main_function(module)
     block = main.body.block
-    arg_names = _onnx_names(main.arg_attrs, len(block.args), "argument")
+    arg_names, result_names = onnx_io_names(main)
     values: dict[SSAValue, np.ndarray] = {}
     for arg, name in zip(block.args, arg_names):
         if name not in inputs:
@@ -287,5 +274,4 @@ def run_snn(module: ModuleOp, inputs: Mapping[str, np.ndarray]) -> dict[str, np.
         _run_op(op, values)
     if results is None:
         raise ValueError("@main has no func.return")
-    result_names = _onnx_names(main.res_attrs, len(results), "result")
     return {name: values[value] for name, value in zip(result_names, results)}

@@ -77,34 +77,44 @@ import re
 from dataclasses import dataclass, field
 
 import numpy as np
-from xdsl.context import Context
-from xdsl.dialects import func
-from xdsl.dialects.builtin import ModuleOp, StringAttr
-from xdsl.ir import Operation, SSAValue
-from xdsl.passes import ModulePass
-
 from snnc.backend import isa
 from snnc.backend.errors import CompileError
 from snnc.backend.hwconfig import HwConfig, load_hw
-from snnc.backend.isa import Dataflow, Format, LayerKind, LeakForm, LifFlags, ResetMode, SynFlags
+from snnc.backend.isa import (
+    Dataflow,
+    Format,
+    LayerFlags,
+    LayerKind,
+    LeakForm,
+    LifFlags,
+    ResetMode,
+    SynFlags,
+)
 from snnc.dialects import accel
 from snnc.dialects.snn import (
-    ONNX_NAME_ATTR,
     AddOp,
     AvgPool2dOp,
     Conv2dOp,
     DenseOp,
     LIFOp,
+    SpikeLogicOp,
     MaxPool2dOp,
-    ReshapeOp,
     PackedSpikeTrainType,
+    ReshapeOp,
     ScheduleAttr,
     SpikeTrainType,
     int_array_value,
+    main_function,
+    onnx_io_names,
     schedule_of,
     tensor_value,
     train_type_of,
 )
+from xdsl.context import Context
+from xdsl.dialects import func
+from xdsl.dialects.builtin import ModuleOp, StringAttr
+from xdsl.ir import Operation, SSAValue
+from xdsl.passes import ModulePass
 
 DRAM_ALIGN = 64  # bytes; every DRAM tensor / constant starts on a burst boundary
 SRAM_ALIGN = 16  # bytes; every SRAM buffer starts on a bank word
@@ -402,7 +412,7 @@ class PoolStep:
 
 @dataclass(eq=False)
 class AddStep:
-    op: AddOp
+    op: AddOp | SpikeLogicOp
     a: FeatureMap
     b: FeatureMap
     out: FeatureMap
@@ -440,7 +450,7 @@ class _Analysis:
         block = main.body.block
         if not block.args:
             raise CompileError("@main has no inputs")
-        names = self._names(main.arg_attrs, len(block.args), "argument")
+        names, self.output_names = onnx_io_names(main)
         for arg, name in zip(block.args, names):
             t = train_type_of(arg)
             self.timesteps = t.num_timesteps
@@ -460,16 +470,6 @@ class _Analysis:
         for op in block.ops:
             self._visit(op)
 
-    @staticmethod
-    def _names(attrs, count: int, what: str) -> list[str]:
-        names = []
-        for i in range(count):
-            entry = attrs.data[i].data if attrs is not None else {}
-            name = entry.get(ONNX_NAME_ATTR)
-            if not isinstance(name, StringAttr):
-                raise CompileError(f"@main {what} #{i} has no {ONNX_NAME_ATTR} attribute")
-            names.append(name.data)
-        return names
 
     # -- fusion decisions ---------------------------------------------------------------
     def _plan_groups(self, block) -> None:
@@ -493,7 +493,7 @@ class _Analysis:
     # -- one op -------------------------------------------------------------------------
     def _visit(self, op: Operation) -> None:
         if isinstance(op, func.ReturnOp):
-            names = self._names(self.main.res_attrs, len(op.arguments), "result")
+            names = self.output_names
             for name, value in zip(names, op.arguments):
                 stored = self.values.get(value)
                 if stored is None:
@@ -520,7 +520,7 @@ class _Analysis:
         if isinstance(op, MaxPool2dOp | AvgPool2dOp):
             self._pool(op)
             return
-        if isinstance(op, AddOp):
+        if isinstance(op, AddOp | SpikeLogicOp):
             self._add(op)
             return
         raise CompileError(f"{op.name} '{_source(op)}': no accelerator lowering for this op")
@@ -680,6 +680,10 @@ class _Analysis:
         if (fa.channels, fa.height, fa.width) != (fb.channels, fb.height, fb.width):
             raise CompileError(f"snn.add '{_source(op)}': operand geometries differ")
         fmt = Format.ACT_I32 if Format.ACT_I32 in (fa.fmt, fb.fmt) else Format.ACT_I16
+        if isinstance(op, SpikeLogicOp):  # spikes out: ADD computes OR, ADD with ADD_AND computes AND
+            out = self._new_fmap(Format.SPIKE_PLANES, 0, op.output, 1.0)
+            self.steps.append(AddStep(op, fa, fb, out))
+            return
         # Placeholder scale, as for pools: _add_layer sets it once the operands are quantised.
         out = self._new_fmap(fmt, max(fa.frac, fb.frac), op.output, fa.abs_max + fb.abs_max)
         self.steps.append(AddStep(op, fa, fb, out))
@@ -967,10 +971,7 @@ def _options(p: ConvertSnnToAccel) -> _Options:
 def lower_to_program(module: ModuleOp, pass_options: ConvertSnnToAccel) -> accel.ProgramOp:
     """Build the accel.program for the snn module (the module is not modified)."""
     opts = _options(pass_options)
-    mains = [op for op in module.ops if isinstance(op, func.FuncOp) and op.sym_name.data == "main"]
-    if len(mains) != 1:
-        raise CompileError("the module must hold exactly one func.func @main in the snn dialect")
-    analysis = _Analysis(mains[0], opts.input_frac_bits, opts.input_abs_max)
+    analysis = _Analysis(main_function(module), opts.input_frac_bits, opts.input_abs_max)
     return _Lowering(analysis, opts).build()
 
 
@@ -1160,7 +1161,8 @@ class _Lowering:
                 raise CompileError(f"{where}: acc_shift {nn.acc_shift} out of range")
             flags = (LifFlags.COMPARE_GT if lif.compare.data == "gt" else 0) \
                 | (LifFlags.DELAYED_RESET if lif.reset_timing.data == "delayed" else 0) \
-                | (LifFlags.PER_CHANNEL if per_channel else 0)
+                | (LifFlags.PER_CHANNEL if per_channel else 0) \
+                | (LifFlags.NO_FIRE if lif.no_fire is not None else 0)
             reset = {"subtract": ResetMode.SUBTRACT, "zero": ResetMode.ZERO, "to_value": ResetMode.TO_VALUE}[lif.reset.data]
             fields.update(
                 out_format=step.spikes_out.fmt if step.spikes_out is not None else Format.SPIKE_PLANES,
@@ -1489,11 +1491,15 @@ class _Lowering:
         notes = []
         if out.fmt == Format.ACT_I16 and out.abs_max * 2.0**out.frac >= 2**15:
             notes.append("sum may exceed the int16 range")
+        logic = step.op.op.data if isinstance(step.op, SpikeLogicOp) else None
+        if logic is not None:
+            out.frac, out.abs_max = 0, 1.0
         layer = self._layer(
             _source(step.op), notes, kind=LayerKind.ADD, in_format=a.fmt, in2_format=b.fmt, out_format=out.fmt,
             in_frac=a.frac, in2_frac=b.frac, out_frac=out.frac, in_c=a.channels, in_cs=a.cs,
             in_h=a.height, in_w=a.width, out_c=out.channels, out_cs=out.cs, out_h=out.height, out_w=out.width,
             kh=1, kw=1, stride_h=1, stride_w=1, dil_h=1, dil_w=1, param_c=0,
+            flags=int(LayerFlags.ADD_AND) if logic == "and" else 0,
         )
         lanes = min(self.o.lanes, self.T)
 

@@ -32,11 +32,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from xdsl.context import Context
-from xdsl.dialects import func
-from xdsl.dialects.builtin import ModuleOp
-from xdsl.passes import ModulePass
-
 from snnc.backend.errors import CompileError
 from snnc.dialects.snn import (
     AddOp,
@@ -46,10 +41,15 @@ from snnc.dialects.snn import (
     LIFOp,
     MaxPool2dOp,
     ReshapeOp,
+    SpikeLogicOp,
+    main_function,
 )
 from snnc.passes._schedule import update_schedule
+from xdsl.context import Context
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.passes import ModulePass
 
-LAYER_OPS = (DenseOp, Conv2dOp, MaxPool2dOp, AvgPool2dOp, AddOp, LIFOp, ReshapeOp)
+LAYER_OPS = (DenseOp, Conv2dOp, MaxPool2dOp, AvgPool2dOp, AddOp, SpikeLogicOp, LIFOp, ReshapeOp)
 
 
 @dataclass(frozen=True)
@@ -65,10 +65,8 @@ class LayerFuse(ModulePass):
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         if self.tile_rows < 0:
             raise CompileError(f"layer-fuse: tile_rows={self.tile_rows} must be >= 0")
-        mains = [f for f in op.walk() if isinstance(f, func.FuncOp) and f.sym_name.data == "main"]
-        if len(mains) != 1:
-            raise CompileError("layer-fuse: the module must hold exactly one func.func @main")
-        layers = [o for o in mains[0].body.block.ops if isinstance(o, LAYER_OPS)]
+        main = main_function(op)
+        layers = [o for o in main.body.block.ops if isinstance(o, LAYER_OPS)]
         names = [o.source.data if o.source is not None else o.name for o in layers]
         every = self.boundaries.strip() == "*"
         starts = set() if every else {b.strip() for b in self.boundaries.split(",") if b.strip()}

@@ -33,14 +33,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from xdsl.context import Context
-from xdsl.dialects import func
-from xdsl.dialects.builtin import ModuleOp, UnitAttr
-from xdsl.ir import SSAValue
-from xdsl.passes import ModulePass
-from xdsl.rewriter import Rewriter
-
-from snnc.backend.errors import CompileError
 from snnc.dialects.snn import (
     AddOp,
     Conv2dOp,
@@ -49,8 +41,15 @@ from snnc.dialects.snn import (
     PackedSpikeTrainType,
     ReshapeOp,
     SpikeTrainType,
+    main_function,
 )
 from snnc.passes.convert_snn_to_accel import COMPRESSED_WEIGHTS_ATTR
+from xdsl.context import Context
+from xdsl.dialects import func
+from xdsl.dialects.builtin import ModuleOp, UnitAttr
+from xdsl.ir import SSAValue
+from xdsl.passes import ModulePass
+from xdsl.rewriter import Rewriter
 
 
 @dataclass(frozen=True)
@@ -64,10 +63,8 @@ class SpikePack(ModulePass):
     weights: bool = True
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        mains = [f for f in op.walk() if isinstance(f, func.FuncOp) and f.sym_name.data == "main"]
-        if len(mains) != 1:
-            raise CompileError("spike-pack: the module must hold exactly one func.func @main")
-        block = mains[0].body.block
+        main = main_function(op)
+        block = main.body.block
         returned = {v for o in block.ops if isinstance(o, func.ReturnOp) for v in o.arguments}
 
         def packable(value: SSAValue) -> bool:

@@ -421,6 +421,8 @@ def _lif(ctx: _Context, where: str, f) -> Effect:
         clamped_total += clamped
         s = (h > thr) if flags & LifFlags.COMPARE_GT else (h >= thr)
         s = s.astype(np.int64)
+        if flags & LifFlags.NO_FIRE:
+            s[:] = 0
         if flags & LifFlags.DELAYED_RESET:
             v = h
         elif reset == ResetMode.SUBTRACT:
@@ -523,7 +525,8 @@ def _pool(ctx: _Context, where: str, f) -> Effect:
 
 
 def _add(ctx: _Context, where: str, f) -> Effect:
-    """out = a * 2**(out_frac-in_frac) + b * 2**(out_frac-in2_frac) (floor shifts), saturated."""
+    """out = a * 2**(out_frac-in_frac) + b * 2**(out_frac-in2_frac) (floor shifts), saturated;
+    with LayerFlags.ADD_AND, out = ((a != 0) & (b != 0)) * 2**out_frac."""
     lay = ctx.layer(f, where, LayerKind.ADD)
     m = ctx.machine
     fmt_a, fmt_b, out_fmt = Format(lay.in_format), Format(lay.in2_format), Format(lay.out_format)
@@ -531,7 +534,10 @@ def _add(ctx: _Context, where: str, f) -> Effect:
     a = read_tile(m.sram, fmt_a, f.a_addr, *shape, f.t0, lay.timesteps, where + ".a_addr")
     b = read_tile(m.sram, fmt_b, f.b_addr, *shape, f.t0, lay.timesteps, where + ".b_addr")
     out_frac = _frac(out_fmt, lay.out_frac)
-    total = shift(a, out_frac - _frac(fmt_a, lay.in_frac)) + shift(b, out_frac - _frac(fmt_b, lay.in2_frac))
+    if lay.flags & isa.LayerFlags.ADD_AND:  # spike-wise AND: a spike where both operands are non-zero
+        total = ((a != 0) & (b != 0)).astype(np.int64) << out_frac
+    else:
+        total = shift(a, out_frac - _frac(fmt_a, lay.in_frac)) + shift(b, out_frac - _frac(fmt_b, lay.in2_frac))
     nbytes = _store_values(ctx, lay, f, where + ".out_addr", out_fmt, f.out_addr, total)
     reads = [_span(f.a_addr, tile_bytes(fmt_a, *shape, lay.timesteps)),
              _span(f.b_addr, tile_bytes(fmt_b, *shape, lay.timesteps))]

@@ -100,14 +100,14 @@ def test_spikingjelly_nir_compiles_and_agrees(tmp_path):
     assert np.mean(spikes == expected) >= 0.99 and 0 < spikes.mean() < 1
 
 
-def test_nir_cuba_lif_is_rejected_by_name():
+def test_nir_unsupported_node_is_rejected_by_name():
     nir = need("nir")
     graph = nir.NIRGraph.from_list(
+        nir.Input(input_type={"input": np.array([4])}),
         nir.Affine(np.ones((3, 4), np.float32), np.zeros(3, np.float32)),
-        nir.CubaLIF(tau_syn=np.ones(3), tau_mem=np.ones(3), r=np.ones(3), v_leak=np.zeros(3),
-                    v_threshold=np.ones(3), v_reset=np.zeros(3)),
+        nir.Threshold(threshold=np.ones(3)),
     )
-    with pytest.raises(FrontendError, match=r"NIR node .*\(CubaLIF\): not supported.*expected LIF or IF"):
+    with pytest.raises(FrontendError, match=r"NIR node .*\(Threshold\): unsupported node type.*CubaLIF"):
         import_nir(graph, warn=lambda m: None)
 
 

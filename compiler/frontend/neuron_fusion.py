@@ -175,7 +175,15 @@ def _spike_values(graph: onnx.GraphProto, consts: dict) -> set[str]:
                     spikes.update(n.output)
         elif n.op_type == "Identity" and n.input[0] in spikes:
             spikes.update(n.output)
+        elif _is_bool_cast_of(n, spikes) or (n.op_type in ("Or", "And") and all(x in spikes for x in n.input)):
+            spikes.update(n.output)  # spikes as booleans (SEW-OR/AND written with Or/And)
     return spikes
+
+
+def _is_bool_cast_of(node: onnx.NodeProto, spikes: set[str]) -> bool:
+    """Cast(spike -> bool): the operand of a spike-wise Or/And, never part of a neuron."""
+    return node.op_type == "Cast" and bool(node.input) and node.input[0] in spikes and any(
+        a.name == "to" and a.i == onnx.TensorProto.BOOL for a in node.attribute)
 
 
 def _clusters(graph: onnx.GraphProto, consts: dict) -> list[_Cluster]:
@@ -187,6 +195,7 @@ def _clusters(graph: onnx.GraphProto, consts: dict) -> list[_Cluster]:
         if n.domain in ("", "ai.onnx") and n.op_type in ELEMENTWISE
         and not all(x in consts for x in n.input if x)
         and sum(1 for x in n.input if x in spikes) < 2
+        and not _is_bool_cast_of(n, spikes)
     ]
     producer = {out: i for i in dynamic for out in graph.node[i].output if out}
     parent = {i: i for i in dynamic}

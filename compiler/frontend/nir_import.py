@@ -9,10 +9,12 @@ Contract
         name. Nested NIRGraph nodes are flattened ("outer.inner" names).
     Errors are FrontendError naming the NIR node, what was expected and what was found.
 
-Nodes: Input, Output, Affine, Linear, Conv2d, AvgPool2d, SumPool2d (on a scale folded
-into the next Affine/Linear/Conv2d), Flatten, Scale (folded into the preceding
-Affine/Linear/Conv2d), LIF, IF. CubaLIF and LI (two-state / non-spiking neurons) and
-Conv1d have no `snn` op and are rejected. Fan-in > 1 is rejected.
+Nodes: Input, Output, Affine, Linear, Conv1d, Conv2d, AvgPool2d, SumPool2d (on a scale
+folded into the next Affine/Linear/Conv2d), Flatten, Scale (folded into the preceding
+Affine/Linear/Conv1d/Conv2d), LIF, IF, LI, CubaLIF, and nested NIRGraph nodes (flattened).
+Fan-in > 1 is rejected.
+Conv1d is a conv2d with H = 1: a 1-D value [C, L] is carried as [B, C, 1, L] (an Input
+of per-sample rank 2 gets that shape too, and so do the Outputs it reaches).
 
 Discretisation (NIR nodes carry no dt): forward Euler with `dt` (default 1e-4 s, what
 snnTorch's exporter assumes):
@@ -20,6 +22,13 @@ snnTorch's exporter assumes):
          i.e. snn.lif leak="beta", beta = 1 - dt/tau; the input gain r*dt/tau is folded
          into the weights of the layer feeding the neuron. v_leak must be 0.
     IF   dv/dt = r*I  ->  v[t] = v[t-1] + (r*dt) I[t]:  leak="none", gain r*dt folded likewise.
+    LI   tau dv/dt = (v_leak - v) + r*I  ->  v[t] = (1 - dt/tau) v[t-1] + (r*dt/tau) I[t], no spikes:
+         snn.lif leak="beta" with `no_fire`; its membrane is the node's output.
+    CubaLIF  tau_syn dI/dt = -I + w_in*x,  tau_mem dv/dt = (v_leak - v) + r*I  ->
+         I[t] = (1 - dt/tau_syn) I[t-1] + (w_in*dt/tau_syn) x[t]      (an LI stage, `no_fire`)
+         v[t] = (1 - dt/tau_mem) v[t-1] + (r*dt/tau_mem) I[t]          (a LIF on the new I[t],
+         as snnTorch's Synaptic); both gains are folded into the weights feeding the node
+         (the LI stage is linear).
 Spikes fire on v > v_threshold (compare="gt") and reset to v_reset at the same step
 (reset="zero" when v_reset is 0, else "to_value"). NIR cannot express a subtract reset,
 so a model exported with v_reset = 0 may have been a subtract-reset model: the importer
@@ -37,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 from xdsl.dialects import func
-from xdsl.dialects.builtin import ArrayAttr, DictionaryAttr, ModuleOp, StringAttr
+from xdsl.dialects.builtin import ArrayAttr, DictionaryAttr, ModuleOp, StringAttr, UnitAttr
 from xdsl.ir import Block
 
 from snnc.backend.errors import FrontendError
@@ -96,7 +105,12 @@ class _Builder:
 
 def _per_channel(node_name: str, what: str, values, shape) -> np.ndarray:
     """A scalar, or a per-channel vector (channel = dim 0 of the per-sample shape)."""
-    array = np.broadcast_to(np.asarray(values, np.float32), shape) if np.ndim(values) else np.asarray(values, np.float32)
+    array = np.asarray(values, np.float32)
+    if array.ndim and array.size == int(np.prod(shape)):
+        array = array.reshape(shape)  # e.g. NIR's [C, L] over a [C, 1, L] value
+    elif array.ndim == 1 and len(shape) > 1 and array.size == shape[0]:
+        array = array.reshape((-1,) + (1,) * (len(shape) - 1))  # one value per channel
+    array = np.broadcast_to(array, shape) if array.ndim else array
     if array.ndim == 0 or np.all(array == array.flat[0]):
         return np.float32(array.flat[0]) if array.size else np.float32(0)
     per_channel = array.reshape(array.shape[0], -1)
@@ -145,6 +159,8 @@ def _import_graph(graph, b: _Builder, prefix: str, inputs: dict[str, _Value] | N
                 values[name] = inputs[name] if name in inputs else next(iter(inputs.values()))
                 continue
             shape = tuple(int(d) for d in np.asarray(node.input_type["input"]).reshape(-1))
+            if len(shape) == 2:  # a 1-D signal [C, L]: carried as [C, 1, L] (Conv1d = conv2d with H = 1)
+                shape = (shape[0], 1, shape[1])
             value = _Value((b.B, *shape), False)
             value.ssa = b.block.insert_arg(b.train_type(value), len(b.block.args))
             b.args.append((full, value))
@@ -200,6 +216,27 @@ def _import_node(node, kind: str, full: str, x: _Value, b: _Builder) -> _Value:
         if isinstance(node, nir.Affine) and node.bias is not None:
             props["bias"] = tensor_attr(np.asarray(node.bias, np.float32).reshape(-1))
         b.emit(DenseOp, x, [out], full, **props)
+        return out
+    if isinstance(node, nir.Conv1d):
+        weight = np.asarray(node.weight, np.float32)
+        if int(np.asarray(node.groups)) != 1 or weight.ndim != 3 or len(x.shape) != 4 or x.shape[2] != 1:
+            raise FrontendError(f"NIR node '{full}' (Conv1d): expected groups=1 and a [Cout, Cin, k] weight on a "
+                                f"[C, L] input, found groups={node.groups}, weight {list(weight.shape)} and input "
+                                f"{list(x.shape[1:])}")
+        if isinstance(node.padding, str):
+            raise FrontendError(f"NIR node '{full}' (Conv1d): expected explicit padding, found '{node.padding}'")
+        stride, dil, pad = (int(np.asarray(v).reshape(-1)[0]) for v in (node.stride, node.dilation, node.padding))
+        if x.pending_scale is not None:
+            weight = weight * x.pending_scale
+        weight = weight[:, :, None, :]  # [Cout, Cin, 1, k]
+        pads = [0, pad, 0, pad]
+        hw = conv_output_hw(x.shape[2:], weight.shape[2:], (1, stride), pads, (1, dil))
+        out = _Value((x.shape[0], weight.shape[0], *hw), False)
+        props = {"weight": tensor_attr(weight), "strides": int_array([1, stride]), "pads": int_array(pads),
+                 "dilations": int_array([1, dil])}
+        if node.bias is not None and np.any(np.asarray(node.bias) != 0):
+            props["bias"] = tensor_attr(np.asarray(node.bias, np.float32).reshape(-1))
+        b.emit(Conv2dOp, x, [out], full, **props)
         return out
     if isinstance(node, nir.Conv2d):
         weight = np.asarray(node.weight, np.float32)
@@ -262,33 +299,81 @@ def _import_node(node, kind: str, full: str, x: _Value, b: _Builder) -> _Value:
         else:
             beta = None
             gain = _per_channel(full, "r*dt", _snap(np.asarray(node.r, np.float64) * b.dt), per_sample)
-        thr = _per_channel(full, "v_threshold", node.v_threshold, per_sample)
-        v_reset = _per_channel(full, "v_reset", node.v_reset, per_sample)
         if not np.all(np.asarray(gain) == 1):
             _scale_producer(x, gain, full, kind)
         if not b.noted:
             b.noted = True
             b.warn(f"note: NIR carries no dt; discretised with forward Euler, dt = {b.dt:g} s "
                    "(beta = 1 - dt/tau, input gain r*dt/tau; change with --dt)")
-        zero_reset = bool(np.all(np.asarray(v_reset) == 0))
-        if zero_reset:
-            b.warn(f"NIR node '{full}' ({kind}): NIR resets to v_reset = 0; a subtract-reset model "
-                   "(snnTorch's default) exports like this, so its reset is lossy: compiled as reset to zero")
-        spikes, membrane = _Value(x.shape, True), _Value(x.shape, False)
-        props = {"leak": StringAttr("beta" if beta is not None else "none"), "threshold": tensor_attr(thr),
-                 "reset": StringAttr("zero" if zero_reset else "to_value"), "reset_timing": StringAttr("same"),
-                 "compare": StringAttr("gt")}
-        if beta is not None:
-            props["beta"] = tensor_attr(beta)
-        if not zero_reset:
-            props["v_reset"] = tensor_attr(v_reset)
-        b.emit(LIFOp, x, [spikes, membrane], full, **props)
-        return spikes
-    if isinstance(node, (nir.CubaLIF, nir.LI, nir.CubaLI if hasattr(nir, "CubaLI") else ())):
-        raise FrontendError(f"NIR node '{full}' ({kind}): not supported: snn.lif has one state (the membrane) and "
-                            "always spikes; expected LIF or IF")
+        return _emit_lif(b, x, full, kind, beta, node.v_threshold, node.v_reset)
+    if isinstance(node, (nir.LI, nir.CubaLIF)):
+        if x.binary:
+            raise FrontendError(f"NIR node '{full}' ({kind}): its input is spikes; expected the output of a "
+                                "weighted layer (Affine/Linear/Conv)")
+        per_sample = x.shape[1:]
+        if np.any(np.asarray(node.v_leak) != 0):
+            raise FrontendError(f"NIR node '{full}' ({kind}): expected v_leak = 0, found {np.unique(node.v_leak)[:4]}")
+        r = np.asarray(node.r, np.float64)
+        if isinstance(node, nir.LI):
+            stages = [("", np.asarray(node.tau, np.float64), r)]
+        else:
+            stages = [(".syn", np.asarray(node.tau_syn, np.float64), np.asarray(node.w_in, np.float64)),
+                      ("", np.asarray(node.tau_mem, np.float64), r)]
+        betas, gain = [], np.float64(1.0)
+        for _, tau, g in stages:
+            beta = _per_channel(full, "1 - dt/tau", _snap(1.0 - b.dt / tau), per_sample)
+            if np.any(beta < 0) or np.any(beta > 1):
+                raise FrontendError(f"NIR node '{full}' ({kind}): dt={b.dt} gives beta = 1 - dt/tau outside [0, 1]; "
+                                    "pass the dt the model was trained with (--dt)")
+            betas.append(beta)
+            gain = gain * g * b.dt / tau
+        gain = _per_channel(full, "the input gain", _snap(gain), per_sample)
+        if not np.all(np.asarray(gain) == 1):
+            _scale_producer(x, gain, full, kind)
+        _note_dt(b)
+        current = _leaky_integrator(b, x, full + stages[0][0], betas[0])
+        if isinstance(node, nir.LI):
+            return current
+        return _emit_lif(b, current, full, kind, betas[1], node.v_threshold, node.v_reset)
     raise FrontendError(f"NIR node '{full}' ({kind}): unsupported node type (supported: Input, Output, Affine, "
-                        "Linear, Conv2d, AvgPool2d, SumPool2d, Flatten, Scale, LIF, IF)")
+                        "Linear, Conv1d, Conv2d, AvgPool2d, SumPool2d, Flatten, Scale, LIF, IF, LI, CubaLIF)")
+
+
+def _note_dt(b: _Builder) -> None:
+    if not b.noted:
+        b.noted = True
+        b.warn(f"note: NIR carries no dt; discretised with forward Euler, dt = {b.dt:g} s "
+               "(beta = 1 - dt/tau, input gain r*dt/tau; change with --dt)")
+
+
+def _leaky_integrator(b: _Builder, x: _Value, full: str, beta) -> _Value:
+    """v[t] = beta v[t-1] + x[t], never firing: snn.lif with `no_fire`; returns the membrane."""
+    spikes, membrane = _Value(x.shape, True), _Value(x.shape, False)
+    b.emit(LIFOp, x, [spikes, membrane], full, leak=StringAttr("beta"), beta=tensor_attr(beta),
+           threshold=tensor_attr(np.float32(1.0)), reset=StringAttr("zero"), reset_timing=StringAttr("same"),
+           compare=StringAttr("gt"), no_fire=UnitAttr())
+    return membrane
+
+
+def _emit_lif(b: _Builder, x: _Value, full: str, kind: str, beta, v_threshold, v_reset_values) -> _Value:
+    """A firing neuron (gain already folded): compare gt, reset to v_reset at the same step."""
+    per_sample = x.shape[1:]
+    thr = _per_channel(full, "v_threshold", v_threshold, per_sample)
+    v_reset = _per_channel(full, "v_reset", 0.0 if v_reset_values is None else v_reset_values, per_sample)
+    zero_reset = bool(np.all(np.asarray(v_reset) == 0))
+    if zero_reset:
+        b.warn(f"NIR node '{full}' ({kind}): NIR resets to v_reset = 0; a subtract-reset model "
+               "(snnTorch's default) exports like this, so its reset is lossy: compiled as reset to zero")
+    spikes, membrane = _Value(x.shape, True), _Value(x.shape, False)
+    props = {"leak": StringAttr("beta" if beta is not None else "none"), "threshold": tensor_attr(thr),
+             "reset": StringAttr("zero" if zero_reset else "to_value"), "reset_timing": StringAttr("same"),
+             "compare": StringAttr("gt")}
+    if beta is not None:
+        props["beta"] = tensor_attr(beta)
+    if not zero_reset:
+        props["v_reset"] = tensor_attr(v_reset)
+    b.emit(LIFOp, x, [spikes, membrane], full, **props)
+    return spikes
 
 
 def import_nir(model, *, dt: float = DEFAULT_DT, timesteps: int = 4, batch: int = 1,

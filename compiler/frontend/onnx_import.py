@@ -61,6 +61,7 @@ from snnc.compiler.frontend.neuron_fusion import FOLDABLE, FUSED_DOMAIN, FUSED_O
 from snnc.dialects.snn import (
     ONNX_NAME_ATTR,
     AddOp,
+    SpikeLogicOp,
     AvgPool2dOp,
     Conv2dOp,
     DenseOp,
@@ -957,6 +958,65 @@ class _Interpreter:
             raise _node_error(node, f"shape mismatch: {list(sa.train.shape)} + {list(sb.train.shape)} (no broadcasting)")
         return self.layer(node, "add", [sa, sb], {}, [(sa.train.shape, False)])
 
+    # ------------------------------------------------------- spike-wise OR / AND (SEW)
+
+    def _spike_pair(self, node, inputs, form: str) -> tuple[Step, Step] | None:
+        """The two operands as spike steps of one shape, or None when they are not both spikes."""
+        if len(inputs) != 2 or not all(isinstance(i, Step) for i in inputs):
+            return None
+        a, b = inputs
+        if not (a.train.binary and b.train.binary):
+            return None
+        if a.train.shape != b.train.shape:
+            raise _node_error(node, f"shape mismatch: {form} of {list(a.train.shape)} and {list(b.train.shape)} "
+                                    "(no broadcasting)")
+        return a, b
+
+    def spike_logic(self, node, inputs, logic: str, form: str) -> list[Tag]:
+        pair = self._spike_pair(node, inputs, form)
+        if pair is None:
+            found = ", ".join("nothing" if i is None else _describe(i) for i in inputs)
+            raise _node_error(node, f"expected {form} of two spike trains (spike-wise {logic.upper()}), found {found}")
+        a, b = sorted(pair, key=lambda s: id(s.train))  # OR / AND commute: one layer for either order
+        return self.layer(node, "spike_logic", [a, b], {"op": logic}, [(a.train.shape, True)])
+
+    def op_Max(self, node, inputs):
+        return self.spike_logic(node, inputs, "or", "Max(a, b)")
+
+    def op_Min(self, node, inputs):
+        return self.spike_logic(node, inputs, "and", "Min(a, b)")
+
+    def op_Or(self, node, inputs):
+        return self.spike_logic(node, inputs, "or", "Or(a, b)")
+
+    def op_And(self, node, inputs):
+        return self.spike_logic(node, inputs, "and", "And(a, b)")
+
+    def op_Mul(self, node, inputs):
+        return self.spike_logic(node, inputs, "and", "Mul(a, b)")
+
+    def op_Cast(self, node, inputs):
+        """A cast of spikes (to bool for Or/And, or back to float) keeps the spike train."""
+        x = inputs[0]
+        to = _attrs(node).get("to")
+        if isinstance(x, Step) and (x.train.binary or to == onnx.TensorProto.FLOAT):
+            return [x]
+        raise _node_error(node, f"expected a Cast of spikes (or to float), found {'nothing' if x is None else _describe(x)}")
+
+    def op_Sub(self, node, inputs):
+        """a + b - a*b of two spike trains: spike-wise OR."""
+        total, product = inputs
+        records = []
+        for tag in (total, product):
+            record = next((r for r in self.layers if isinstance(tag, Step) and tag.train in r.outputs), None)
+            records.append(record)
+        add, mul = records
+        if (add is not None and mul is not None and add.kind == "add" and mul.kind == "spike_logic"
+                and mul.params.get("op") == "and" and {id(t) for t in add.inputs} == {id(t) for t in mul.inputs}):
+            a, b = (Step(t, total.t) for t in mul.inputs)
+            return self.layer(node, "spike_logic", [a, b], {"op": "or"}, [(a.train.shape, True)])
+        raise _node_error(node, "expected a + b - a*b of two spike trains (spike-wise OR)")
+
     # ---------------------------------------------------------------------- neurons
 
     def neuron(self, node, spec: NeuronSpec, inputs, scan: bool) -> list[Tag]:
@@ -1083,6 +1143,16 @@ def _fuse_bias_adds(records: list[LayerRecord], output_trains: set[int]) -> list
     return kept
 
 
+def _drop_dead_sew_parts(records: list[LayerRecord], output_trains: set[int]) -> list[LayerRecord]:
+    """Drop the unused a + b and a*b layers left by an `a + b - a*b` spike-wise OR."""
+    while True:
+        used = set(output_trains) | {id(t) for r in records for t in r.inputs}
+        dead = [r for r in records if r.kind in ("add", "spike_logic") and not any(id(t) in used for t in r.outputs)]
+        if not dead:
+            return records
+        records = [r for r in records if r not in dead]
+
+
 def _emit(record: LayerRecord, operands: list[SSAValue], T: int) -> Operation:
     p = record.params
     source = StringAttr(record.node.name or record.node.output[0])
@@ -1112,6 +1182,9 @@ def _emit(record: LayerRecord, operands: list[SSAValue], T: int) -> Operation:
         return ReshapeOp.build(operands=operands, result_types=results, properties=props)
     if record.kind == "add":
         return AddOp.build(operands=operands, result_types=results, properties=props)
+    if record.kind == "spike_logic":
+        props["op"] = StringAttr(record.params["op"])
+        return SpikeLogicOp.build(operands=operands, result_types=results, properties=props)
     if record.kind == "lif":
         spec: NeuronSpec = p["spec"]
         props.update(
@@ -1180,6 +1253,7 @@ def import_onnx(model: onnx.ModelProto | str | Path) -> ModuleOp:
             )
         outputs.append((value.name, tag.train))
     records = _fuse_bias_adds(interp.layers, {id(train) for _, train in outputs})
+    records = _drop_dead_sew_parts(records, {id(train) for _, train in outputs})
 
     arg_types = [_train_type(train, T) for _, train in inputs]
     main = func.FuncOp(
