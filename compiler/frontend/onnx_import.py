@@ -21,8 +21,10 @@ Supported today: the canonical form of compiler/frontend/canonical.py, i.e.
               any exporter's elementwise neuron, recognised and fused by neuron_fusion.py
               (after inline.py inlines model-local functions of any domain).
 Also (issue 3): time merged into the batch ([T*B, ...] Reshape/Flatten, SpikingJelly 'm'),
-Slice+Squeeze per step, Shape of static tensors, Loop over time, BatchNormalization (folded
-into the Conv/Gemm before it), Dropout (identity), constant folding of any foldable node.
+Slice+Squeeze per step, Shape of static tensors, Loop over time (legacy SpikingJelly too:
+a Shape-derived trip count, resolved from the static input shape, and spikes written into a
+loop-carried [T, ...] zeros buffer with ScatterND(buf, [[i]], s[None]), read as the stacked
+train), BatchNormalization (folded into the Conv/Gemm before it), Dropout (identity), constant folding of any foldable node.
 
 How time is re-rolled: abstract interpretation. Every ONNX value is tagged as
 `Whole(train)` (all T steps, [T, ...]), `Step(train, t)` (step t of a train, [B, ...]),
@@ -133,7 +135,17 @@ class Merged:
 
 @dataclass(frozen=True)
 class IterIndex:
-    """The iteration number of a Loop over time (the symbolic step t)."""
+    """The iteration number of a Loop over time (the symbolic step t); ndim > 0: Unsqueeze'd to [1]*ndim."""
+
+    ndim: int = 0
+
+
+@dataclass(frozen=True)
+class BufferWrite:
+    """A Loop's [T, ...] state buffer with step t written: ScatterND(buf, [[i]], s[None]) (legacy SpikingJelly)."""
+
+    state: int
+    train: Train
 
 
 @dataclass(frozen=True)
@@ -148,7 +160,7 @@ class FinalState:
     node: str
 
 
-Tag = Const | Whole | Step | Stacked | Merged | IterIndex | ScanState | FinalState
+Tag = Const | Whole | Step | Stacked | Merged | IterIndex | BufferWrite | ScanState | FinalState
 
 
 def _describe(tag: Tag) -> str:
@@ -164,6 +176,10 @@ def _describe(tag: Tag) -> str:
         return f"the time-merged [T*B, ...] view of {tag.train.describe()}"
     if isinstance(tag, ScanState):
         return f"Scan state #{tag.index}"
+    if isinstance(tag, IterIndex):
+        return "the Loop iteration number" + (f" unsqueezed to rank {tag.ndim}" if tag.ndim else "")
+    if isinstance(tag, BufferWrite):
+        return f"Loop state #{tag.state} with step t of {tag.train.describe()} written"
     return f"the final state of Scan '{tag.node}'"
 
 
@@ -572,7 +588,7 @@ class _Interpreter:
         if isinstance(data, Stacked) and axis == 0 and isinstance(indices, Const) and indices.array.ndim == 0 \
                 and int(indices.array) in (0, -1):
             return [Step(data.train, data.t)]  # x.unsqueeze(0)[0]
-        if isinstance(data, Whole) and isinstance(indices, IterIndex) and axis == 0:
+        if isinstance(data, Whole) and isinstance(indices, IterIndex) and indices.ndim == 0 and axis == 0:
             return [Step(data.train, None)]  # x[i] in a Loop over time
         if not isinstance(data, Whole):
             raise _node_error(node, f"expected Gather(x, t, axis=0) over a [T, B, ...] input, found data = {_describe(data)}")
@@ -598,6 +614,11 @@ class _Interpreter:
         value = inputs[0]
         if isinstance(value, Const):
             return [Const(np.expand_dims(value.array, axes))]
+        if isinstance(value, IterIndex):  # the index [i] / [[i]] of a ScatterND write
+            if value.ndim + len(axes) > 2:
+                raise _node_error(node, f"expected the Loop iteration number unsqueezed to [1] or [1, 1], "
+                                  f"found rank {value.ndim + len(axes)}")
+            return [IterIndex(value.ndim + len(axes))]
         step = self.step(node, value)
         if axes != (0,):
             raise _node_error(node, f"expected Unsqueeze(axes=[0]) to stack timesteps, found axes {list(axes)}")
@@ -618,6 +639,26 @@ class _Interpreter:
                 + ("" if all(i.train is train for i in inputs) else " of different values"),
             )
         return [Whole(train)]
+
+    def op_ScatterND(self, node, inputs):
+        """ScatterND(buf, [[i]], s[None]) in a Loop body: step i of a time train into a loop-carried buffer."""
+        attrs = _attrs(node)
+        _check_allowed_attrs(node, attrs, ("reduction",))
+        if attrs.get("reduction", b"none") not in (b"none", "none"):
+            raise _node_error(node, f"expected reduction 'none', found {attrs['reduction']!r}")
+        data, indices, updates = inputs
+        if not isinstance(data, ScanState):
+            raise _node_error(node, "expected ScatterND into a loop-carried [T, ...] buffer (a Loop state), found "
+                              f"{'nothing' if data is None else _describe(data)}")
+        if not (isinstance(indices, IterIndex) and indices.ndim in (1, 2)):
+            raise _node_error(node, "expected indices [[i]] (the Loop iteration number unsqueezed) to write step i, "
+                              f"found {'nothing' if indices is None else _describe(indices)}")
+        wanted = Step if indices.ndim == 1 else Stacked
+        if not (isinstance(updates, wanted) and updates.t is None):
+            form = "s" if indices.ndim == 1 else "Unsqueeze(s, 0)"
+            raise _node_error(node, f"expected updates {form} of the current step, found "
+                              f"{'nothing' if updates is None else _describe(updates)}")
+        return [BufferWrite(data.index, updates.train)]
 
     def op_Loop(self, node, inputs, scan: bool):
         """A Loop over time: trip count T, state = membranes (zeros), x[i] read from the outer scope."""
@@ -648,11 +689,21 @@ class _Interpreter:
         if not (isinstance(cond_out, Const) and np.all(cond_out.array)):
             raise _node_error(node, "expected the body's cond output to be constant true (a fixed number of steps)")
         neurons = {r.state_index: r for r in self.layers[before:] if r.kind == "lif"}
+        results: list[Tag] = []
         for i in range(num_state):
             record, out = neurons.get(i), scope.get(body.output[1 + i].name)
+            if isinstance(out, BufferWrite) and out.state == i and record is None:
+                # a [T, ...] buffer of zeros, step i written each iteration: the stacked time train
+                shape = tuple(self.const(node, inputs[2 + i], f"initial state #{i}").shape)
+                if shape != (T, *out.train.shape):
+                    raise _node_error(node, f"loop-carried buffer #{i} has shape {list(shape)}, expected "
+                                      f"{[T, *out.train.shape]} (T steps of {out.train.describe()})")
+                results.append(Whole(out.train))
+                continue
             if record is None or not (isinstance(out, Step) and out.train is record.outputs[1]):
-                raise _node_error(node, f"loop-carried state #{i} must be a neuron's membrane (v_prev in, v_next out)")
-        results: list[Tag] = [FinalState(node.name) for _ in range(num_state)]
+                raise _node_error(node, f"loop-carried state #{i} must be a neuron's membrane (v_prev in, v_next out) "
+                                  "or a [T, ...] buffer written with ScatterND(buf, [[i]], s[None])")
+            results.append(FinalState(node.name))
         for out in body.output[1 + num_state:]:
             tag = scope.get(out.name)
             if not isinstance(tag, Step):
