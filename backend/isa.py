@@ -160,56 +160,41 @@ _TILE = (
     F("chs", "H", "output channels in the tile"),
 )
 
+
+def _dma_2d_fields(load: bool) -> tuple[Field, ...]:
+    dram, sram = ("source", "destination") if load else ("destination", "source")
+    return (
+        Field("dram_addr", "Q", f"{dram} DRAM byte address"),
+        Field("sram_addr", "I", f"{sram} SRAM byte address"),
+        Field("row_bytes", "I", "bytes per row"),
+        Field("rows", "I", "number of rows"),
+        Field("dram_stride", "I", "DRAM bytes between row starts"),
+        Field("sram_stride", "I", "SRAM bytes between row starts"),
+    )
+
+
+_FIBER_DMA_FIELDS = (
+    F("dram_addr", "Q", "DRAM address of the first fiber slot"),
+    F("sram_addr", "I", "SRAM dense tile [fibers][fiber_elems] of word_bytes elements"),
+    F("fibers", "I", "number of fibers (consecutive slots)"),
+    F("fiber_elems", "I", "elements per fiber"),
+    F("word_bytes", "B", "bytes per element in SRAM (1, 2, 4 or 8)"),
+    F("elem_bits", "B", "bits per element in DRAM (1..8*word_bytes; T for spike words)"),
+    F("flags", "B", "DmaFlags"),
+)
+
 INSTRUCTIONS: tuple[InstructionSpec, ...] = (
     InstructionSpec(Opcode.NOP, "nop", (), "Does nothing."),
+    InstructionSpec(Opcode.DMA_LOAD, "dma.load", _dma_2d_fields(load=True),
+                    "2-D DMA from DRAM into the global SRAM."),
+    InstructionSpec(Opcode.DMA_STORE, "dma.store", _dma_2d_fields(load=False),
+                    "2-D DMA from the global SRAM to DRAM."),
     InstructionSpec(
-        Opcode.DMA_LOAD, "dma.load",
-        (
-            F("dram_addr", "Q", "source DRAM byte address"),
-            F("sram_addr", "I", "destination SRAM byte address"),
-            F("row_bytes", "I", "bytes per row"),
-            F("rows", "I", "number of rows"),
-            F("dram_stride", "I", "DRAM bytes between row starts"),
-            F("sram_stride", "I", "SRAM bytes between row starts"),
-        ),
-        "2-D DMA from DRAM into the global SRAM.",
-    ),
-    InstructionSpec(
-        Opcode.DMA_STORE, "dma.store",
-        (
-            F("dram_addr", "Q", "destination DRAM byte address"),
-            F("sram_addr", "I", "source SRAM byte address"),
-            F("row_bytes", "I", "bytes per row"),
-            F("rows", "I", "number of rows"),
-            F("dram_stride", "I", "DRAM bytes between row starts"),
-            F("sram_stride", "I", "SRAM bytes between row starts"),
-        ),
-        "2-D DMA from the global SRAM to DRAM.",
-    ),
-    InstructionSpec(
-        Opcode.DMA_LOAD_BM, "dma.load_bm",
-        (
-            F("dram_addr", "Q", "DRAM address of the first fiber slot"),
-            F("sram_addr", "I", "SRAM dense tile [fibers][fiber_elems] of word_bytes elements"),
-            F("fibers", "I", "number of fibers (consecutive slots)"),
-            F("fiber_elems", "I", "elements per fiber"),
-            F("word_bytes", "B", "bytes per element in SRAM (1, 2, 4 or 8)"),
-            F("elem_bits", "B", "bits per element in DRAM (1..8*word_bytes; T for spike words)"),
-            F("flags", "B", "DmaFlags"),
-        ),
+        Opcode.DMA_LOAD_BM, "dma.load_bm", _FIBER_DMA_FIELDS,
         "Bitmask-compressed DMA: reads fibers (pointer, bitmask, non-zero words) and expands them in SRAM.",
     ),
     InstructionSpec(
-        Opcode.DMA_STORE_BM, "dma.store_bm",
-        (
-            F("dram_addr", "Q", "DRAM address of the first fiber slot"),
-            F("sram_addr", "I", "SRAM dense tile [fibers][fiber_elems] of word_bytes elements"),
-            F("fibers", "I", "number of fibers (consecutive slots)"),
-            F("fiber_elems", "I", "elements per fiber"),
-            F("word_bytes", "B", "bytes per element in SRAM (1, 2, 4 or 8)"),
-            F("elem_bits", "B", "bits per element in DRAM (1..8*word_bytes; T for spike words)"),
-            F("flags", "B", "DmaFlags"),
-        ),
+        Opcode.DMA_STORE_BM, "dma.store_bm", _FIBER_DMA_FIELDS,
         "Compressor + DMA: drops zero (silent) words of each SRAM row, stores fibers to DRAM.",
     ),
     InstructionSpec(
