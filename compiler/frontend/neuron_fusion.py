@@ -480,6 +480,18 @@ def analyse_cluster(model, cluster, consts, shapes):
     return ordered, out_step, spec, roles
 
 
+def _spliced(nodes, replaced: dict[int, list], removed: set[int]) -> list:
+    """`nodes` with each fused cluster swapped for its replacement nodes (placed where
+    the cluster's last node was) and the cluster's other nodes dropped."""
+    out = []
+    for i, node in enumerate(nodes):
+        if i in replaced:
+            out.extend(replaced[i])
+        elif i not in removed:
+            out.append(node)
+    return out
+
+
 def _topological(nodes: list[onnx.NodeProto], available: set[str]) -> list[onnx.NodeProto]:
     """The nodes in a dependency order, as close to the given order as possible (Kahn, stable)."""
     import heapq
@@ -618,12 +630,7 @@ def _fuse_scan_body(model, scan: onnx.NodeProto, consts: dict, opset: int, tag: 
         positions = [index[id(n)] for n in cluster.nodes]
         removed.update(positions)
         replaced[max(positions)] = new_nodes
-    nodes = []
-    for i, n in enumerate(body.node):
-        if i in replaced:
-            nodes.extend(replaced[i])
-        elif i not in removed:
-            nodes.append(n)
+    nodes = _spliced(body.node, replaced, removed)
     available = {v.name for v in body.input} | set(body_consts)
     ordered = _topological(nodes, available)
     del body.node[:]
@@ -687,12 +694,7 @@ def fuse_neurons(model: onnx.ModelProto) -> onnx.ModelProto:
         removed.update(positions)
         # The fused nodes go where the cluster's last node was: every current exists by then.
         replaced[max(positions)] = new_nodes
-    nodes = []
-    for i, node in enumerate(graph.node):
-        if i in replaced:
-            nodes.extend(replaced[i])
-        elif i not in removed:
-            nodes.append(node)
+    nodes = _spliced(graph.node, replaced, removed)
     out = onnx.ModelProto()
     out.CopyFrom(model)
     del out.graph.node[:]

@@ -383,6 +383,24 @@ def _build_vgg16(cfg: ZooConfig) -> tuple[Network, dict[str, np.ndarray]]:
     return net, inputs
 
 
+def _basic_block(net: Network, cfg: ZooConfig, inputs, s, channels: int, stride: int, name: str):
+    """A spiking basic block: LIF(conv_b(LIF(conv_a(s))) + shortcut(s)). The shortcut is a
+    1x1 conv: strided and learned when the shape changes, else identity weights (1 = 2^0,
+    exact), so the residual sum of two synapses is one accumulator group when lowered."""
+    a = _conv_lif(net, cfg, inputs, s, channels, f"{name}.conv_a", stride=stride)
+    h = net.conv2d(a, _weights(cfg, (channels, channels, 3, 3)), _bias(cfg, channels),
+                   pads=1, name=f"{name}.conv_b")
+    if stride != 1 or s.shape[1] != channels:
+        shortcut = net.conv2d(s, _weights(cfg, (channels, s.shape[1], 1, 1)), None,
+                              strides=stride, name=f"{name}.down")
+    else:
+        identity = np.eye(channels, dtype=np.float32).reshape(channels, channels, 1, 1)
+        shortcut = net.conv2d(s, identity, None, name=f"{name}.identity")
+    h = net.add(h, shortcut, name=f"{name}.residual")
+    s, _ = _neuron(net, cfg, inputs, h, beta=HIDDEN_BETA, name=f"{name}.lif")
+    return s
+
+
 def _build_resnet19(cfg: ZooConfig) -> tuple[Network, dict[str, np.ndarray]]:
     """ResNet19 for CIFAR-10 (tdBN layout): conv1 (128) + 3/3/2 basic blocks of
     128/256/512 channels + dense-256 + dense-10 = 19 weight layers (the two 1x1
@@ -391,10 +409,8 @@ def _build_resnet19(cfg: ZooConfig) -> tuple[Network, dict[str, np.ndarray]]:
     R-L19 shape (T=4, M=4x4=16, N=512, K=256*9=2304).
 
     The identity shortcut is an explicit 1x1 conv with identity weights (1 = 2^0,
-    exact): the sum of two synapses is one accumulator group in the lowering, whereas
-    an `Add` of a conv current and a spike map is currently lowered to an ADD layer whose
-    output fraction is wrong (convert-snn-to-accel fixes the accumulator fraction after
-    the ADD's output map was sized; reported to the lead)."""
+    exact), so the residual sum of two synapses is one accumulator group in the
+    lowering (see `_basic_block`)."""
     net = Network(cfg.timesteps, name="resnet19_cifar10")
     inputs = {"image": _analog_input(cfg, (1, 3, 32, 32))}
     x = net.input("image", (1, 3, 32, 32))
@@ -404,19 +420,8 @@ def _build_resnet19(cfg: ZooConfig) -> tuple[Network, dict[str, np.ndarray]]:
     for channels, blocks in ((128, 3), (256, 3), (512, 2)):
         for b in range(blocks):
             index += 1
-            stride = 2 if b == 0 and channels != 128 else 1
-            name = f"block{index}"
-            a = _conv_lif(net, cfg, inputs, s, channels, f"{name}.conv_a", stride=stride)
-            h = net.conv2d(a, _weights(cfg, (channels, channels, 3, 3)), _bias(cfg, channels),
-                           pads=1, name=f"{name}.conv_b")
-            if stride != 1 or s.shape[1] != channels:
-                shortcut = net.conv2d(s, _weights(cfg, (channels, s.shape[1], 1, 1)), None,
-                                      strides=stride, name=f"{name}.down")
-            else:  # identity, written as a 1x1 conv with identity weights (see above)
-                identity = np.eye(channels, dtype=np.float32).reshape(channels, channels, 1, 1)
-                shortcut = net.conv2d(s, identity, None, name=f"{name}.identity")
-            h = net.add(h, shortcut, name=f"{name}.residual")
-            s, _ = _neuron(net, cfg, inputs, h, beta=HIDDEN_BETA, name=f"{name}.lif")
+            s = _basic_block(net, cfg, inputs, s, channels, 2 if b == 0 and channels != 128 else 1,
+                             f"block{index}")
     a = net.avg_pool2d(s, 4, name="avgpool")  # 512 x 1 x 1, multi-bit
     f = net.flatten(a, name="flatten")
     f = _dense_lif(net, cfg, inputs, f, 256, "fc18")
@@ -537,19 +542,7 @@ def _build_resnet18_imagenet(cfg: ZooConfig) -> tuple[Network, dict[str, np.ndar
     for channels, first_stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
         for b in range(2):
             index += 1
-            stride = first_stride if b == 0 else 1
-            name = f"block{index}"
-            a = _conv_lif(net, cfg, inputs, s, channels, f"{name}.conv_a", stride=stride)
-            h = net.conv2d(a, _weights(cfg, (channels, channels, 3, 3)), _bias(cfg, channels),
-                           pads=1, name=f"{name}.conv_b")
-            if stride != 1 or s.shape[1] != channels:
-                shortcut = net.conv2d(s, _weights(cfg, (channels, s.shape[1], 1, 1)), None,
-                                      strides=stride, name=f"{name}.down")
-            else:
-                identity = np.eye(channels, dtype=np.float32).reshape(channels, channels, 1, 1)
-                shortcut = net.conv2d(s, identity, None, name=f"{name}.identity")
-            h = net.add(h, shortcut, name=f"{name}.residual")
-            s, _ = _neuron(net, cfg, inputs, h, beta=HIDDEN_BETA, name=f"{name}.lif")
+            s = _basic_block(net, cfg, inputs, s, channels, first_stride if b == 0 else 1, f"block{index}")
     # Global pooling as a spike max-pool: an average over the 7x7 map divides by 49, which
     # no binary fixed point holds exactly (the accelerator would round, onnxruntime not).
     a = net.max_pool2d(s, (s.shape[2], s.shape[3]), name="globalpool")
