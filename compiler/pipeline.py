@@ -24,7 +24,7 @@ from typing import TextIO
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass, PassPipeline
 from xdsl.printer import Printer
-from xdsl.utils.exceptions import DiagnosticException, VerifyException
+from xdsl.utils.exceptions import ArgSpecParseError, DiagnosticException, VerifyException
 
 from snnc.backend.errors import CompileError, SnncError
 from snnc.dialects import make_context
@@ -102,6 +102,15 @@ def verify_module(module: ModuleOp, after: str) -> None:
         raise CompileError(f"IR does not verify after {after}: {_one_line(exc)}") from None
 
 
+def _pipeline_syntax_error(exc: BaseException) -> str:
+    """xDSL's multi-line caret diagnostic as one line: what is wrong, and at which column."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    where = next((ln.rsplit(":", 1)[-1] for ln in lines if ln.startswith("pass-pipeline:")), None)
+    what = lines[-1] if lines else "malformed pipeline"
+    hint = " (options are separated by spaces: p{a=1 b=2})" if "expected either a space" in what else ""
+    return f"{what} at column {where}{hint}" if where else f"{what}{hint}"
+
+
 def build_passes(options: CompileOptions) -> tuple[list[ModulePass], list[ModulePass]]:
     """Split the requested pipeline into (snn-level, accel-level) pass instances."""
     available = get_all_passes(options.load_passes)
@@ -110,7 +119,9 @@ def build_passes(options: CompileOptions) -> tuple[list[ModulePass], list[Module
         pipeline = PassPipeline.parse_spec(available, spec) if spec.strip() else PassPipeline(())
     except SnncError:
         raise
-    except Exception as exc:  # xDSL raises ValueError / ParseError for bad specs
+    except ArgSpecParseError as exc:  # a BaseException in xDSL 0.74, so named explicitly
+        raise SnncError(f"--passes {spec!r}: {_pipeline_syntax_error(exc)}") from None
+    except Exception as exc:  # unknown pass or option, bad option value (ValueError, ...)
         raise SnncError(f"--passes {spec!r}: {_one_line(exc)}") from None
     snn_level = [p for p in pipeline.passes if p.name != LOWERING_PASS and pass_level(type(p)) == "snn"]
     accel_level = [p for p in pipeline.passes if pass_level(type(p)) == "accel"]

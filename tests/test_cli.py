@@ -272,6 +272,21 @@ def test_npz_misshaped_input(vgg_program, vgg_small, tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        ('time-batch{timesteps=1},layer-fuse{boundaries="conv3",tile_rows=4}', "column"),
+        ("no-such-pass", "no-such-pass"),
+        ("time-batch{no_such_option=1}", "no_such_option"),
+        ("time-batch{timesteps=banana}", "timesteps"),
+    ],
+)
+def test_bad_pass_pipeline(vgg_small, tmp_path, capsys, spec, expected):
+    assert run_cli(vgg_small[0], "-o", tmp_path / "p.bin", "--passes", spec) == 1
+    assert expected in one_error_line(capsys)
+    assert not (tmp_path / "p.bin").exists()
+
+
 def test_bad_hw_config_names_key(vgg_small, tmp_path, capsys):
     cfg = tmp_path / "hw.toml"
     cfg.write_text("[compute]\nnum_pes = 16\nnum_pez = 3\n")
