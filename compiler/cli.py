@@ -207,21 +207,22 @@ def _layer_table(report: dict, title: str):
 def cmd_run(args) -> int:
     from snnc.compiler.fileio import atomic_write_text, load_npz, save_npz
     from snnc.runtime import load_program, simulate
-    from snnc.runtime.report import report_to_json
+    from snnc.runtime.files import ensure_directory
+    from snnc.runtime.report import report_to_json, write_csv_reports
 
+    # Every check that can fail comes before the first file is written.
+    if args.csv and args.functional:
+        raise SnncError("run: --csv needs the timing model (drop --functional)")
     image = load_program(args.program)
     inputs = load_npz(args.input)
+    csv_dir = ensure_directory(args.csv) if args.csv else None
     result = simulate(image, inputs, functional=args.functional, progress=sys.stderr.isatty())
     if args.output:
         save_npz(args.output, result.outputs)
     if args.report:
         atomic_write_text(args.report, report_to_json(result.report))
-    if args.csv:
-        if args.functional:
-            raise SnncError("run: --csv needs the timing model (drop --functional)")
-        from snnc.runtime.report import write_csv_reports
-
-        write_csv_reports(result.report, args.csv)
+    if csv_dir is not None:
+        write_csv_reports(result.report, csv_dir)
     if not args.quiet and not args.functional:
         _console().print(_layer_table(result.report, f"{args.program}"))
     return 0

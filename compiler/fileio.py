@@ -1,41 +1,19 @@
-"""File I/O used by the CLI: atomic writes and input npz loading.
-
-Every file snnc writes goes through `atomic_write_*`: the data lands in a
-temporary file in the destination directory and is renamed into place, so a
-failure never leaves a partial output behind.
+"""File I/O used by the CLI: input npz loading, and (re-exported from the
+runtime, which owns them) the atomic writes every output file goes through.
 """
 
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from snnc.backend.errors import InputError, SnncError
+from snnc.backend.errors import InputError
+from snnc.runtime.files import atomic_write_bytes, atomic_write_text
 
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise SnncError(f"{path}: directory {directory} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
+__all__ = ["atomic_write_bytes", "atomic_write_text", "load_npz", "save_npz"]
 
 
 def save_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> None:

@@ -30,8 +30,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,7 +39,7 @@ from snnc.backend.binformat import ProgramImage
 from snnc.backend.hwconfig import HwConfig
 from snnc.backend.isa import Opcode
 from snnc.runtime import energy as energy_model
-from snnc.runtime import memory
+from snnc.runtime.files import atomic_write_text, ensure_directory
 from snnc.runtime.timing import STALL_CAUSES
 
 OPERANDS = ("weights", "spikes", "outputs", "bitmasks", "neuron_state", "psums")
@@ -263,18 +261,7 @@ def report_to_json(report: dict) -> str:
 
 
 def write_report_json(report: dict, path: str | Path) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(report_to_json(report))
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write_text(path, report_to_json(report))
 
 
 # --------------------------------------------------------------------------------------
@@ -327,14 +314,13 @@ def write_csv_reports(report: dict, directory: str | Path) -> list[Path]:
     import csv
     import io
 
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = ensure_directory(directory)
     written = []
     for name, rows in csv_rows(report).items():
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerows(rows)
         path = directory / name
-        path.write_text(buf.getvalue(), encoding="utf-8")
+        atomic_write_text(path, buf.getvalue())
         written.append(path)
     return written
 

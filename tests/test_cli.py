@@ -298,3 +298,13 @@ def test_bad_hw_config_names_key(vgg_small, tmp_path, capsys):
 def test_demo(capsys):
     assert run_cli("demo") == 0
     assert "PASS" in capsys.readouterr().err
+
+
+def test_unwritable_csv_directory(vgg_program, vgg_small, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    report = tmp_path / "r.json"
+    assert run_cli("run", vgg_program, "--input", vgg_small[1], "--csv", blocker / "reports",
+                   "--report", report, "--quiet") == 1
+    assert "a_file" in one_error_line(capsys)
+    assert not report.exists()  # nothing half-done: the check comes before any output
