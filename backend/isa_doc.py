@@ -30,6 +30,16 @@ def _escape(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+def _field_table(fields, first_offset: int) -> list[str]:
+    """Markdown rows for packed little-endian fields, with their byte offsets."""
+    rows = ["| field | type | width (bytes) | offset | meaning |", "|---|---|---|---|---|"]
+    offset = first_offset
+    for f in fields:
+        rows.append(f"| `{f.name}` | {_TYPE_NAMES[f.fmt]} | {f.size} | {offset} | {_escape(f.doc)} |")
+        offset += f.size
+    return rows + [""]
+
+
 def render_isa_tables() -> str:
     out: list[str] = []
     out.append(f"### Opcodes\n\nEvery instruction is {isa.INSTRUCTION_BYTES} bytes: opcode (u8) at byte 0, "
@@ -46,22 +56,10 @@ def render_isa_tables() -> str:
         if not spec.fields:
             out.append("No fields.\n")
             continue
-        out.append("| field | type | width (bytes) | offset | meaning |")
-        out.append("|---|---|---|---|---|")
-        offset = 1
-        for f in spec.fields:
-            out.append(f"| `{f.name}` | {_TYPE_NAMES[f.fmt]} | {f.size} | {offset} | {_escape(f.doc)} |")
-            offset += f.size
-        out.append("")
+        out.extend(_field_table(spec.fields, first_offset=1))  # byte 0 is the opcode
     out.append(f"### Layer descriptor fields\n\nEach descriptor is {isa.LAYER_BYTES} bytes, fields packed "
                "little-endian in this order.\n")
-    out.append("| field | type | width (bytes) | offset | meaning |")
-    out.append("|---|---|---|---|---|")
-    offset = 0
-    for f in isa.LAYER_FIELDS:
-        out.append(f"| `{f.name}` | {_TYPE_NAMES[f.fmt]} | {f.size} | {offset} | {_escape(f.doc)} |")
-        offset += f.size
-    out.append("")
+    out.extend(_field_table(isa.LAYER_FIELDS, first_offset=0))
     out.append("### Enumerations\n")
     for enum_type in (isa.Format, isa.LayerKind, isa.LeakForm, isa.ResetMode, isa.LifFlags, isa.SynFlags, isa.LayerFlags):
         values = ", ".join(f"`{m.name}` = {int(m.value)}" for m in enum_type)

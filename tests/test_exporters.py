@@ -119,8 +119,10 @@ def test_snntorch_float_weights_agreement(tmp_path):
     torch.manual_seed(0)
     x = inputs_for((T, B, 12))
     path = export(_snntorch_mlp(), x, tmp_path / "m.onnx", True, output_names=["spk", "mem"])
-    assert verify(path, x, weight_bits=8)["spk"] >= 0.9
-    assert verify(path, x, weight_bits=16)["spk"] >= 0.95
+    at8, at16 = verify(path, x, weight_bits=8)["spk"], verify(path, x, weight_bits=16)["spk"]
+    print(f"snnTorch MLP, float weights: spike agreement {at8:.2%} at 8 bits, {at16:.2%} at 16 bits")
+    assert at8 >= 0.9
+    assert at16 >= 0.95
     assert cli_verify(path, x, tmp_path, "--weight-bits", "16", "--min-agreement", "0.95", "--atol", "0.01") == 0
 
 
@@ -170,8 +172,10 @@ def test_spikingjelly_float_weights_agreement(tmp_path):
     torch.manual_seed(0)
     x = inputs_for((T, B, 1, 6, 6))
     path = export(_spikingjelly_net("lif", "m", 0.0), x, tmp_path / "m.onnx", True, output_names=["spk"])
-    assert verify(path, x, weight_bits=8)["spk"] >= 0.9
-    assert verify(path, x, weight_bits=16)["spk"] >= 0.95
+    at8, at16 = verify(path, x, weight_bits=8)["spk"], verify(path, x, weight_bits=16)["spk"]
+    print(f"SpikingJelly LIF m, float weights: spike agreement {at8:.2%} at 8 bits, {at16:.2%} at 16 bits")
+    assert at8 >= 0.9
+    assert at16 >= 0.95
 
 
 # ------------------------------------------------------------------ hand-built edge cases
