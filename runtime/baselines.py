@@ -1,64 +1,145 @@
 """Baseline dataflows on the same machine (LoAS §V "Baseline"): 16 PEs, same SRAM, no multipliers.
 
 CONTRACT: each model takes (hw, lanes bool [nt, M, K], nzw bool [N, K]) for one SYN
-visit and returns timing.SynTiming. The timestep loop t is sequential and
-innermost (LoAS: "to be conservative, we place the t dimension at the innermost
-loop"), so a PE spends one cycle per matched (spike at t, non-zero weight) pair:
-the work is lane SOPs, not positions. Rounds of num_pes work items each last the
-slowest item (as LoAS's simulator: a tile's latency is its slowest PE).
+visit and returns timing.SynTiming. The timestep loop t is sequential (LoAS: "to be
+conservative, we place the t dimension at the innermost loop"): a PE spends one cycle
+per matched (spike at t, non-zero weight) pair, so the work is lane SOPs, not positions.
 
-  IP_SEQ  SparTen-SNN, inner product. A PE owns an output channel n and streams
-          all positions m, chunks of K and timesteps t: work[n] = sum_{t,m,k}
-          A_t[m,k] B[n,k]. One fast prefix-sum (one match per cycle). The spike
-          trains themselves are the A bitmasks: each round of channels reads the
-          whole visit's spike planes (nt * M * K bits) plus bm-B of its channels.
-  OP      GoSPA-SNN, outer product. A PE owns a column k (only columns with work are
-          scheduled): work[k] = (sum_{t,m} A_t[m,k]) * nnz(B[:,k]). Every product
-          updates a partial sum of the [nt, M, N] psum matrix (4 B each, the int32
-          accumulator). Psums that do not fit in psum_share of the global cache
-          spill: spilled fraction f = max(0, 1 - budget / (nt*M*N*4)); each spilled
-          update is a DRAM read + write: psum DRAM bytes = 2 * 4 * SOPs * f, and the
-          visit takes max(compute, psum DRAM bytes / DRAM bytes per cycle)
-          (`psum_spill` stall = the excess). Spikes are CSR-coded: a 2-byte
-          coordinate per spike, read once per use of its column.
-  GUST    Gamma-SNN, Gustavson. A PE owns a row m: work[m] = sum_{t,k} A_t[m,k] nnz(B[k]).
-          Partial rows are merged on chip: every product is a read + write of a
-          4-byte partial-row element in the global cache (psums SRAM bytes = 8 * SOPs).
+Synchronisation is the one of LoAS's own simulator (RuokaiYin/LoAS at cd635a8,
+src/snn-{sparten,gospa,gamma}-result.py), which the published cycle counts come from:
+the operands are cut into *broadcast tiles* of one timestep; a tile is sent to all
+PEs, every PE works on its share, and the next tile is sent when the slowest PE is
+done. A tile's latency is its slowest PE; the visit's is the sum over tiles (tiles
+without work cost nothing). Tile shapes (`TILES`, positions x K-chunk x channels)
+are those of LoAS's simulator:
+
+  IP_SEQ  SparTen-SNN, inner product. A PE owns one output channel n of a group of
+          num_pes; the tile is (1 timestep, 32 positions, 128 of K), its spike bits
+          broadcast as the A bitmasks: latency = max_n sum_{m,k in tile} A_t[m,k] B[n,k].
+          One fast prefix-sum per PE (one match per cycle).
+  OP      GoSPA-SNN, outer product. The same PE-per-channel split over bigger tiles
+          (1 timestep, 64 positions, 256 of K). Every product updates a partial sum
+          of the [nt, M, N] psum matrix (4 B each, the int32 accumulator). Psums that
+          do not fit in psum_share of the global cache spill: spilled fraction
+          f = max(0, 1 - budget / (nt*M*N*4)); each spilled update is a DRAM read +
+          write: psum DRAM bytes = 2 * 4 * SOPs * f, and the visit takes
+          max(compute, psum DRAM bytes / DRAM bytes per cycle) (`psum_spill` stall =
+          the excess). Spikes are CSR-coded: a 2-byte coordinate per spike, read once
+          per tile.
+  GUST    Gamma-SNN, Gustavson. A PE owns one output position m of a group of num_pes;
+          the tile is (1 timestep, num_pes positions, 64 of K, 64 channels):
+          latency = max_m sum_{k in tile} A_t[m,k] * #n in tile(B[n,k]). Partial rows
+          are merged on chip: every product is a read + write of a 4-byte
+          partial-row element in the global cache (psums SRAM bytes = 8 * SOPs).
+`pe_imbalance` = sum over tiles of (slowest PE - mean PE) work.
 Imports only numpy, the standard library and snnc.backend.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from snnc.backend.hwconfig import HwConfig
 from snnc.backend.isa import Dataflow
-from snnc.runtime.timing import SynTiming, imbalance, rounds_of
+from snnc.runtime.timing import SynTiming
 
 PSUM_BYTES = 4  # the int32 accumulator of the ISA (isa.py acc_addr)
 CSR_COORD_BYTES = 2  # a 16-bit coordinate per spike (K, M < 65536)
 
 
-def _lane_counts(lanes: np.ndarray) -> np.ndarray:
-    return lanes.sum(axis=0, dtype=np.int64)  # [M, K] spikes over lanes
+@dataclass(frozen=True)
+class BroadcastTile:
+    """positions x K-chunk x channels of one broadcast tile (0 = one per PE)."""
+
+    positions: int
+    k_chunk: int
+    channels: int
+
+
+# LoAS's simulator (RuokaiYin/LoAS cd635a8) tile_dict of each baseline: 'x': (t, m, k), 'w': (k, n)
+TILES = {
+    Dataflow.IP_SEQ: BroadcastTile(positions=32, k_chunk=128, channels=0),  # snn-sparten-result.py
+    Dataflow.OP: BroadcastTile(positions=64, k_chunk=256, channels=0),  # snn-gospa-result.py
+    Dataflow.GUST: BroadcastTile(positions=0, k_chunk=64, channels=64),  # snn-gamma-result.py
+}
+
+
+def _pad(a: np.ndarray, axis: int, multiple: int) -> np.ndarray:
+    extra = (-a.shape[axis]) % multiple
+    if not extra:
+        return a
+    widths = [(0, 0)] * a.ndim
+    widths[axis] = (0, extra)
+    return np.pad(a, widths)
+
+
+@dataclass
+class TileWork:
+    """Per broadcast tile, the slowest PE's work; and the total work (lane SOPs)."""
+
+    slowest: np.ndarray
+    sops: int
+    tiles: int  # broadcast tiles with work
+
+    @property
+    def cycles(self) -> int:
+        return int(self.slowest.sum())
+
+    def imbalance(self, pes: int) -> int:
+        return int(round(self.cycles - self.sops / pes))
+
+
+def pe_per_channel(lanes: np.ndarray, nzw: np.ndarray, positions: int, k_chunk: int, pes: int) -> TileWork:
+    """PE n of a group of `pes` channels; tile = (t, `positions` rows, `k_chunk` of K).
+
+    PE work in a tile = sum_{m, k in tile} A_t[m,k] B[n,k]: the spike counts of the
+    tile's rows per k, times the channel's bitmask (one float32 GEMM per K-chunk;
+    counts < 2**24 are exact)."""
+    nt, m_pos, k = lanes.shape
+    a = _pad(_pad(lanes, 1, positions), 2, k_chunk)
+    chunks = a.shape[2] // k_chunk
+    # spikes per (t, row block, k): [chunks, nt * blocks, k_chunk]
+    per_block = a.reshape(nt, -1, positions, chunks, k_chunk).sum(axis=2, dtype=np.float32)
+    per_block = per_block.transpose(2, 0, 1, 3).reshape(chunks, -1, k_chunk)
+    b = _pad(_pad(nzw.T, 0, k_chunk), 1, pes).astype(np.float32).reshape(chunks, k_chunk, -1)
+    work = np.matmul(per_block, b)  # [chunks, nt * blocks, N]
+    per_pe = work.reshape(chunks, work.shape[1], -1, pes)
+    slowest = per_pe.max(axis=3)
+    return TileWork(slowest=slowest, sops=int(work.sum(dtype=np.float64)), tiles=int(np.count_nonzero(slowest)))
+
+
+def pe_per_position(lanes: np.ndarray, nzw: np.ndarray, k_chunk: int, channels: int, pes: int) -> TileWork:
+    """PE m of a group of `pes` positions; tile = (t, `pes` rows, `k_chunk` of K, `channels`).
+
+    PE work in a tile = sum_{k in tile} A_t[m,k] * #n in tile(B[n,k])."""
+    nt, m_pos, k = lanes.shape
+    a = _pad(_pad(lanes, 1, pes), 2, k_chunk)
+    chunks = a.shape[2] // k_chunk
+    a = a.reshape(nt * a.shape[1], chunks, k_chunk).transpose(1, 0, 2).astype(np.float32)  # [chunks, nt*M, kc]
+    b = _pad(_pad(nzw.T, 0, k_chunk), 1, channels)
+    per_k = b.reshape(chunks, k_chunk, -1, channels).sum(axis=3, dtype=np.float32)  # [chunks, kc, channel blocks]
+    work = np.matmul(a, per_k)  # [chunks, nt*M, channel blocks]
+    per_pe = work.reshape(chunks, -1, pes, work.shape[2])
+    slowest = per_pe.max(axis=2)
+    return TileWork(slowest=slowest, sops=int(work.sum(dtype=np.float64)), tiles=int(np.count_nonzero(slowest)))
 
 
 def ip_seq(hw: HwConfig, lanes: np.ndarray, nzw: np.ndarray) -> SynTiming:
     nt, m_pos, k = lanes.shape
     pes = hw.compute.num_pes
-    per_k = _lane_counts(lanes).sum(axis=0)  # spikes at k over (t, m)
-    work = nzw.astype(np.int64) @ per_k  # [N]
-    per_round = rounds_of(work, pes)
-    sops = int(work.sum())
-    rounds = per_round.size
+    tile = TILES[Dataflow.IP_SEQ]
+    tw = pe_per_channel(lanes, nzw, tile.positions, tile.k_chunk, pes)
+    groups = math.ceil(nzw.shape[0] / pes)
     return SynTiming(
-        cycles=hw.compute.syn_overhead_cycles + int(per_round.sum()), pe_work=sops,
-        stalls={"pe_imbalance": imbalance(work, pes)},
-        events={"pseudo_acc": sops},
-        sram_extra={"bitmasks": rounds * math.ceil(nt * m_pos * k / 8) + nzw.shape[0] * math.ceil(k / 8),
-                    "weights": sops * hw.compute.weight_bits // 8},
+        cycles=hw.compute.syn_overhead_cycles + tw.cycles, pe_work=tw.sops,
+        stalls={"pe_imbalance": tw.imbalance(pes)},
+        events={"pseudo_acc": tw.sops},
+        # each channel group re-reads the visit's spike planes (the A bitmasks) and its bm-B
+        sram_extra={"bitmasks": groups * math.ceil(nt * m_pos * k / 8) + nzw.shape[0] * math.ceil(k / 8),
+                    "weights": tw.sops * hw.compute.weight_bits // 8},
     )
 
 
@@ -66,26 +147,24 @@ def op(hw: HwConfig, lanes: np.ndarray, nzw: np.ndarray) -> SynTiming:
     nt, m_pos, k = lanes.shape
     n_out = nzw.shape[0]
     pes = hw.compute.num_pes
-    per_k = _lane_counts(lanes).sum(axis=0)
-    col = nzw.sum(axis=0, dtype=np.int64)
-    work = per_k * col
-    work = work[work > 0]  # only columns with work are scheduled
-    per_round = rounds_of(work, pes)
-    sops = int(work.sum())
-    compute = hw.compute.syn_overhead_cycles + int(per_round.sum())
+    tile = TILES[Dataflow.OP]
+    tw = pe_per_channel(lanes, nzw, tile.positions, tile.k_chunk, pes)
+    compute = hw.compute.syn_overhead_cycles + tw.cycles
     footprint = nt * m_pos * n_out * PSUM_BYTES
     budget = hw.sram.size_bytes * hw.sram.psum_share
     spilled = max(0.0, 1.0 - budget / footprint) if footprint else 0.0
-    spill_bytes = int(round(2 * PSUM_BYTES * sops * spilled))
+    spill_bytes = int(round(2 * PSUM_BYTES * tw.sops * spilled))
     spill_cycles = math.ceil(spill_bytes / hw.dram_bytes_per_cycle)
     cycles = max(compute, spill_cycles)
+    groups = math.ceil(n_out / pes)
+    spikes = int(np.count_nonzero(lanes))
     return SynTiming(
-        cycles=cycles, pe_work=sops,
-        stalls={"pe_imbalance": imbalance(work, pes), "psum_spill": cycles - compute},
-        events={"pseudo_acc": sops},
-        sram_extra={"bitmasks": CSR_COORD_BYTES * int((per_k * (col > 0)).sum()),
-                    "psums": 2 * PSUM_BYTES * sops,
-                    "weights": int(col.sum()) * hw.compute.weight_bits // 8},
+        cycles=cycles, pe_work=tw.sops,
+        stalls={"pe_imbalance": tw.imbalance(pes), "psum_spill": cycles - compute},
+        events={"pseudo_acc": tw.sops},
+        sram_extra={"bitmasks": CSR_COORD_BYTES * spikes * groups,
+                    "psums": 2 * PSUM_BYTES * tw.sops,
+                    "weights": int(nzw.sum()) * hw.compute.weight_bits // 8},
         dram_extra={"psums": spill_bytes},
     )
 
@@ -93,17 +172,15 @@ def op(hw: HwConfig, lanes: np.ndarray, nzw: np.ndarray) -> SynTiming:
 def gust(hw: HwConfig, lanes: np.ndarray, nzw: np.ndarray) -> SynTiming:
     nt, m_pos, k = lanes.shape
     pes = hw.compute.num_pes
-    col = nzw.sum(axis=0, dtype=np.int64)
-    work = _lane_counts(lanes) @ col  # [M]
-    per_round = rounds_of(work, pes)
-    sops = int(work.sum())
+    tile = TILES[Dataflow.GUST]
+    tw = pe_per_position(lanes, nzw, tile.k_chunk, tile.channels, pes)
     return SynTiming(
-        cycles=hw.compute.syn_overhead_cycles + int(per_round.sum()), pe_work=sops,
-        stalls={"pe_imbalance": imbalance(work, pes)},
-        events={"pseudo_acc": sops},
+        cycles=hw.compute.syn_overhead_cycles + tw.cycles, pe_work=tw.sops,
+        stalls={"pe_imbalance": tw.imbalance(pes)},
+        events={"pseudo_acc": tw.sops},
         sram_extra={"bitmasks": nt * m_pos * math.ceil(k / 8) + nzw.shape[0] * math.ceil(k / 8),
-                    "psums": 2 * PSUM_BYTES * sops,
-                    "weights": sops * hw.compute.weight_bits // 8},
+                    "psums": 2 * PSUM_BYTES * tw.sops,
+                    "weights": tw.sops * hw.compute.weight_bits // 8},
     )
 
 
