@@ -54,6 +54,12 @@ def _layer_fuse() -> type[ModulePass]:
     return LayerFuse
 
 
+def _dma_prefetch() -> type[ModulePass]:
+    from snnc.passes.dma_prefetch import DmaPrefetch
+
+    return DmaPrefetch
+
+
 def get_builtin_passes() -> dict[str, Callable[[], type[ModulePass]]]:
     return {
         "convert-snn-to-accel": _convert_snn_to_accel,
@@ -61,6 +67,7 @@ def get_builtin_passes() -> dict[str, Callable[[], type[ModulePass]]]:
         "time-batch": _time_batch,
         "spike-pack": _spike_pack,
         "layer-fuse": _layer_fuse,
+        "dma-prefetch": _dma_prefetch,
     }
 
 

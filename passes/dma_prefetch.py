@@ -1,0 +1,150 @@
+"""dma-prefetch: let DMA loads run ahead of the compute they feed (double-buffer overlap).
+
+The lowering emits each tile in order -- load its operands, compute, store its
+result -- and fences every reuse of an SRAM buffer with a BARRIER. Both engines
+issue in program order (docs/isa.md "Timing model"), so a tile's loads wait in
+the DMA queue behind the previous tile's store, which waits for the previous
+tile's compute: the transfers never overlap the compute even though the buffers
+are double-buffered. This pass reschedules the instruction stream so they do.
+
+CONTRACT
+  Requires: accel-level IR (after convert-snn-to-accel): one accel.program.
+  Guarantees:
+    * BARRIERs that only order SRAM accesses are removed: the accelerator's
+      scoreboard already orders every read/write of overlapping SRAM ranges
+      (RAW, WAR, WAW). A BARRIER is kept when a DMA load after it (up to the next
+      BARRIER) reads DRAM bytes that a DMA store since the last kept BARRIER
+      writes: DRAM hazards are not tracked by the scoreboard.
+    * Every DMA load (dma.load, dma.load_bm) moves up in program order past the
+      instructions it is independent of: it stops below a BARRIER, an earlier DMA
+      load (loads keep their order, so the DMA queue fetches in need order), any
+      instruction touching an SRAM range that overlaps the load's destination, and
+      any DMA store whose DRAM range overlaps the load's source.
+    * Values are unchanged: no data dependence is reordered, so the simulator's
+      outputs are identical (tests/test_passes_dma_prefetch.py); only the cycle
+      counts change (fewer `dependency` stalls).
+  Options: none.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from xdsl.context import Context
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.passes import ModulePass
+
+from snnc.backend import isa
+from snnc.backend.errors import CompileError
+from snnc.dialects import accel
+
+LOADS = (accel.DmaLoadOp, accel.DmaLoadBmOp)
+STORES = (accel.DmaStoreOp, accel.DmaStoreBmOp)
+Range = tuple[int, int]
+
+
+def dram_range(op: accel.InstructionOp) -> Range | None:
+    """The DRAM bytes [lo, hi) a DMA instruction reads or writes (its hull for strided rows)."""
+    v = op.field_values()
+    if isinstance(op, accel.DmaLoadOp | accel.DmaStoreOp):
+        if v["rows"] == 0 or v["row_bytes"] == 0:
+            return None
+        return v["dram_addr"], v["dram_addr"] + (v["rows"] - 1) * v["dram_stride"] + v["row_bytes"]
+    if isinstance(op, accel.DmaLoadBmOp | accel.DmaStoreBmOp):
+        size = v["fibers"] * isa.fiber_slot_bytes(v["fiber_elems"], v["elem_bits"])
+        return (v["dram_addr"], v["dram_addr"] + size) if size else None
+    return None
+
+
+def _overlaps(a: Range, b: Range) -> bool:
+    return a[0] < b[1] and b[0] < a[1]
+
+
+def _any_overlap(r: Range | None, ranges: list[Range]) -> bool:
+    return r is not None and any(_overlaps(r, other) for other in ranges)
+
+
+def drop_sram_only_barriers(instructions: list[accel.InstructionOp]) -> list[accel.InstructionOp]:
+    """The instruction list without the BARRIERs that guard no DRAM store -> load hazard."""
+    kept: list[accel.InstructionOp] = []
+    pending_stores: list[Range] = []  # DRAM written since the last kept barrier
+    for i, op in enumerate(instructions):
+        if isinstance(op, accel.BarrierOp):
+            following_loads = []
+            for later in instructions[i + 1:]:
+                if isinstance(later, accel.BarrierOp):
+                    break
+                if isinstance(later, LOADS):
+                    following_loads.append(dram_range(later))
+            if any(_any_overlap(r, pending_stores) for r in following_loads):
+                kept.append(op)
+                pending_stores = []
+            continue
+        if isinstance(op, STORES) and (r := dram_range(op)) is not None:
+            pending_stores.append(r)
+        kept.append(op)
+    return kept
+
+
+def hoist_loads(instructions: list[accel.InstructionOp], layers: dict[str, accel.LayerOp]) -> list[accel.InstructionOp]:
+    """Move each DMA load up past the independent instructions before it (see CONTRACT)."""
+    sram = {id(op): [(o.addr, o.end) for o in accel.sram_operands(op, layers.get(op.layer_symbol) if op.layer_symbol else None)]
+            for op in instructions}
+    out: list[accel.InstructionOp] = []
+    for op in instructions:
+        if not isinstance(op, LOADS):
+            out.append(op)
+            continue
+        dest = sram[id(op)]
+        source = dram_range(op)
+        at = len(out)
+        while at > 0:
+            before = out[at - 1]
+            if isinstance(before, (accel.BarrierOp, *LOADS)):
+                break
+            if any(_any_overlap(d, sram[id(before)]) for d in dest):
+                break
+            if isinstance(before, STORES) and source is not None and _any_overlap(dram_range(before), [source]):
+                break
+            at -= 1
+        out.insert(at, op)
+    return out
+
+
+@dataclass(frozen=True)
+class DmaPrefetch(ModulePass):
+    """Overlap DMA transfers with compute: drop SRAM-only barriers, hoist loads (accel level)."""
+
+    name = "dma-prefetch"
+    ir_level: ClassVar[str] = "accel"
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        programs = [o for o in op.ops if isinstance(o, accel.ProgramOp)]
+        if len(programs) != 1:
+            raise CompileError(f"dma-prefetch: expected one accel.program (run it after convert-snn-to-accel), "
+                               f"found {len(programs)}")
+        program = programs[0]
+        block = program.body.block
+        instructions = program.instructions()
+        if not instructions:
+            return
+        layers = {layer.symbol: layer for layer in program.layers()}
+        scheduled = hoist_loads(drop_sram_only_barriers(instructions), layers)
+        anchor = instructions[0].prev_op  # instructions follow the const/layer/io ops
+        for inst in instructions:
+            inst.detach()
+        removed = {id(inst) for inst in instructions} - {id(inst) for inst in scheduled}
+        for inst in instructions:
+            if id(inst) in removed:
+                inst.erase()
+        for inst in scheduled:
+            if anchor is None:
+                first = block.first_op
+                if first is None:
+                    block.add_op(inst)
+                else:
+                    block.insert_op_before(inst, first)
+            else:
+                block.insert_op_after(inst, anchor)
+            anchor = inst
