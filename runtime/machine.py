@@ -6,8 +6,11 @@ CONTRACT:
     `hw.sram.size_bytes`. Every access is bounds-checked and an out-of-range
     access raises `BinaryFormatError` naming the instruction and field.
   * `read_tile` / `write_tile` convert between the byte layout of a tile in one
-    of the isa.Format storage formats and an int64 array [nt][rows][width][chans]
-    (spikes as 0/1). Layouts (docs/isa.md "Tile layouts"):
+    of the isa.Format storage formats and an integer array [nt][rows][width][chans]
+    (spikes as 0/1): int64 by default; `read_tile(..., dtype=None)` keeps the
+    narrowest exact type (uint8 spikes, the stored int16/int32 activations) so
+    that callers that only gather or multiply do not move 8-byte elements.
+    Layouts (docs/isa.md "Tile layouts"):
       SPIKE_PLANES  [nt][rows][width][chans] bits, little-endian within a byte,
                     chans a multiple of 8 (every (row, x) is whole bytes)
       SPIKE_WORDS   [rows][width][chans] words of spike_word_bytes(timesteps)
@@ -74,37 +77,45 @@ class Machine:
 
 
 def read_tile(mem: Memory, fmt: Format, addr: int, nt: int, rows: int, width: int, chans: int,
-              t0: int, timesteps: int, where: str) -> np.ndarray:
+              t0: int, timesteps: int, where: str, dtype=np.int64) -> np.ndarray:
+    """The tile as `dtype` values [nt][rows][width][chans]; dtype None = as stored
+    (uint8 0/1 spikes, int16/int32 activations), a fresh array either way."""
     shape = (nt, rows, width, chans)
     if fmt == Format.SPIKE_PLANES:
         if chans % 8:
             raise BinaryFormatError(f"{where}: SPIKE_PLANES tile needs a multiple of 8 channels, found {chans}")
         raw = mem.span(addr, tile_bytes(fmt, nt, rows, width, chans, timesteps), where)
-        return np.unpackbits(raw, bitorder="little").reshape(shape).astype(np.int64)
-    if fmt in (Format.SPIKE_WORDS, Format.SPIKE_BITMASK):  # a BITMASK tile in SRAM is expanded words
-        words = mem.read(addr, word_dtype(timesteps), rows * width * chans, where).reshape(shape[1:])
-        bit = np.arange(t0, t0 + nt, dtype=np.uint64).reshape(nt, 1, 1, 1)
-        return ((words.astype(np.uint64)[None] >> bit) & np.uint64(1)).astype(np.int64)
-    dtype = ACT_DTYPES[fmt]
-    return mem.read(addr, dtype, nt * rows * width * chans, where).reshape(shape).astype(np.int64)
+        spikes = np.unpackbits(raw, bitorder="little").reshape(shape)
+    elif fmt in (Format.SPIKE_WORDS, Format.SPIKE_BITMASK):  # a BITMASK tile in SRAM is expanded words
+        wdt = word_dtype(timesteps)
+        words = mem.span(addr, wdt.itemsize * rows * width * chans, where).view(wdt).reshape(shape[1:])
+        bit = np.arange(t0, t0 + nt, dtype=wdt).reshape(nt, 1, 1, 1)
+        spikes = ((words[None] >> bit) & wdt.type(1)).astype(np.uint8)
+    else:
+        stored = ACT_DTYPES[fmt]
+        values = mem.span(addr, stored.itemsize * nt * rows * width * chans, where).view(stored).reshape(shape)
+        return values.copy() if dtype is None else values.astype(dtype)
+    return spikes if dtype is None else spikes.astype(dtype, copy=False)
 
 
 def write_tile(mem: Memory, fmt: Format, addr: int, values: np.ndarray, t0: int, timesteps: int,
                where: str) -> None:
-    """Store int64 `values` [nt][rows][width][chans]; spike formats take 0/1 values."""
+    """Store integer `values` [nt][rows][width][chans] (already in range for ACT formats);
+    spike formats take 0/1 (or bool) values."""
     nt, rows, width, chans = values.shape
     if fmt == Format.SPIKE_PLANES:
         if chans % 8:
             raise BinaryFormatError(f"{where}: SPIKE_PLANES tile needs a multiple of 8 channels, found {chans}")
-        mem.write(addr, np.packbits(values.astype(np.uint8).reshape(-1), bitorder="little"), where)
+        mem.write(addr, np.packbits(values.astype(np.uint8, copy=False).reshape(-1), bitorder="little"), where)
     elif fmt in (Format.SPIKE_WORDS, Format.SPIKE_BITMASK):
         dtype = word_dtype(timesteps)
         count = rows * width * chans
-        words = mem.read(addr, dtype, count, where).reshape(rows, width, chans).astype(np.uint64)
-        bits = np.arange(t0, t0 + nt, dtype=np.uint64).reshape(nt, 1, 1, 1)
-        mask = np.bitwise_or.reduce(np.uint64(1) << bits, axis=0)
-        new = np.bitwise_or.reduce(values.astype(np.uint64) << bits, axis=0)
-        mem.write(addr, ((words & ~mask) | new).astype(dtype), where)
+        words = mem.span(addr, dtype.itemsize * count, where).view(dtype).reshape(rows, width, chans)
+        mask = dtype.type(((1 << nt) - 1) << t0)  # bits t0..t0+nt-1
+        new = np.zeros((rows, width, chans), dtype=dtype)
+        for lane in range(nt):  # nt <= 64 word-wide ORs: far cheaper than a [nt, ...] uint64 temporary
+            new |= values[lane].astype(dtype) << dtype.type(t0 + lane)
+        words[...] = (words & ~mask) | new
     else:
         dtype = ACT_DTYPES[fmt]
         mem.write(addr, values.astype(dtype), where)
@@ -112,9 +123,13 @@ def write_tile(mem: Memory, fmt: Format, addr: int, values: np.ndarray, t0: int,
 
 def saturate(values: np.ndarray, bits: int) -> tuple[np.ndarray, int]:
     """Clamp int64 values to a signed `bits`-bit range; returns (values, #clamped)."""
+    if values.size == 0:
+        return values, 0
     lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    if values.min() >= lo and values.max() <= hi:  # the usual case: two reductions, no temporaries
+        return values, 0
     clamped = int(np.count_nonzero((values < lo) | (values > hi)))
-    return (np.clip(values, lo, hi) if clamped else values), clamped
+    return np.clip(values, lo, hi), clamped
 
 
 def shift(values: np.ndarray, amount: int) -> np.ndarray:

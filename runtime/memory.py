@@ -7,7 +7,9 @@ CONTRACT
     * each channel moves bandwidth / channels per cycle (128 GB/s / 800 MHz / 16 = 10 B);
     * a DMA of rows (start addresses, row_bytes) takes
         dma_cycles = latency_cycles + max over channels ceil(bytes on channel / channel B per cycle)
-      so a transfer that hits few channels is slower than its byte count alone says.
+      so a transfer that hits few channels is slower than its byte count alone says
+      (`strided_dma_cycles`: the same for rows at a constant stride, memoised per
+      address phase and shape -- bank_cycles is memoised the same way);
     * double buffering and compute/transfer overlap come from the two-engine
       scoreboard (runtime/timing.py): a DMA into one buffer runs while compute
       reads the other; only true SRAM hazards serialise them.
@@ -27,6 +29,7 @@ Imports only numpy, the standard library and snnc.backend.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -71,6 +74,27 @@ def dma_cycles(hw: HwConfig, starts, row_bytes: int) -> int:
     return hw.dram.latency_cycles + math.ceil(int(per.max()) / channel_bytes_per_cycle(hw))
 
 
+def strided_dma_cycles(hw: HwConfig, addr: int, rows: int, row_bytes: int, stride: int) -> int:
+    """`dma_cycles` of `rows` rows starting at addr + i * stride, memoised.
+
+    The channel of an address only depends on it modulo one interleave rotation
+    (interleave_bytes * channels), and programs repeat the same transfer shapes tile after
+    tile, so the per-channel split is computed once per (phase, shape).
+    """
+    if rows == 0 or row_bytes == 0:
+        return hw.dram.latency_cycles
+    block, ways = hw.dram.interleave_bytes, hw.dram.channels
+    ring = block * ways
+    busiest = _busiest_way_strided(block, ways, addr % ring, stride % ring, rows, row_bytes)
+    return hw.dram.latency_cycles + math.ceil(busiest / channel_bytes_per_cycle(hw))
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _busiest_way_strided(block: int, ways: int, phase: int, stride: int, rows: int, row_bytes: int) -> int:
+    starts = phase + np.arange(rows, dtype=np.int64) * stride
+    return int(interleaved_bytes(starts, row_bytes, block, ways).max())
+
+
 def bank_cycles(hw: HwConfig, ranges: list[tuple[int, int]], extra_bytes: int = 0) -> tuple[int, int]:
     """(bank-limited cycles, conflict-free cycles) for SRAM byte ranges [lo, hi).
 
@@ -78,14 +102,23 @@ def bank_cycles(hw: HwConfig, ranges: list[tuple[int, int]], extra_bytes: int = 
     of the dataflow models), spread evenly over the banks.
     """
     port, banks = hw.sram.port_bytes, hw.sram.banks
-    ranges = [(lo, hi) for lo, hi in ranges if hi > lo]
-    per = np.zeros(banks, dtype=np.int64)
-    if ranges:
-        lo = np.array([r[0] for r in ranges], dtype=np.int64)
-        per = interleaved_bytes(lo, np.array([r[1] - r[0] for r in ranges], dtype=np.int64), port, banks)
-    total = int(per.sum()) + extra_bytes
-    worst = int(per.max()) + math.ceil(extra_bytes / banks)
+    ring = port * banks  # a range's bank split only depends on its start modulo one rotation
+    shape = tuple((lo % ring, hi - lo) for lo, hi in ranges if hi > lo)
+    busiest, total = _busiest_way_ranges(port, banks, shape)
+    total += extra_bytes
+    worst = busiest + math.ceil(extra_bytes / banks)
     return math.ceil(worst / port), math.ceil(total / (port * banks))
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _busiest_way_ranges(block: int, ways: int, shape: tuple[tuple[int, int], ...]) -> tuple[int, int]:
+    """(bytes on the busiest way, bytes on all ways) of ranges given as (start phase, length)."""
+    if not shape:
+        return 0, 0
+    starts = np.array([start for start, _ in shape], dtype=np.int64)
+    lengths = np.array([length for _, length in shape], dtype=np.int64)
+    per = interleaved_bytes(starts, lengths, block, ways)
+    return int(per.max()), int(per.sum())
 
 
 def lines(nbytes: int, hw: HwConfig) -> int:

@@ -61,6 +61,11 @@ WRITE_OPERANDS = {
 }
 
 
+# dma.load / dma.store and their bitmask forms move DRAM bytes; the loads fill cache lines
+DMA_OPCODES = frozenset(op for op in Opcode if op.name.startswith("DMA_"))
+DMA_LOAD_OPCODES = frozenset(op for op in DMA_OPCODES if "LOAD" in op.name)
+
+
 @dataclass
 class LayerCounters:
     cycles: int = 0
@@ -103,13 +108,15 @@ class LayerCounters:
         self.packed_meta_bits += getattr(effect, "packed_meta_bits", 0)
         if effect.dram_spans is not None:
             self.dram_spans.append(effect.dram_spans)
-        for cause, value in effect.stalls.items():
-            self.stalls[cause] = self.stalls.get(cause, 0) + int(value)
+        if effect.stalls:
+            stalls = self.stalls
+            for cause, value in effect.stalls.items():
+                stalls[cause] = stalls.get(cause, 0) + int(value)
         if opcode is None:
             return
         line = hw.sram.line_bytes if hw is not None else 64
-        if Opcode(opcode).name.startswith("DMA_"):  # dma.load / dma.store and their bitmask forms
-            load = "LOAD" in Opcode(opcode).name
+        if opcode in DMA_OPCODES:
+            load = opcode in DMA_LOAD_OPCODES
             nbytes = effect.dram_read if load else effect.dram_written
             starts = effect.dram_spans[0] if effect.dram_spans is not None else np.zeros(0)
             operand = ("weights" if starts.size and int(starts[0]) < const_size else "spikes") if load else "outputs"
@@ -153,6 +160,18 @@ class LayerCounters:
                 self.dram_written += int(value) - int(value) // 2
         elif opcode == Opcode.SYN and effect.sops:
             self.events["pseudo_acc"] = self.events.get("pseudo_acc", 0) + effect.sops
+
+    def add_functional(self, effect) -> None:
+        """`add` for a functional-only run: just the fields its report shows (instructions,
+        DRAM/SRAM bytes, the spike-pack counters); timing, operands and events are not reported."""
+        self.instructions += 1
+        self.dram_read += effect.dram_read
+        self.dram_written += effect.dram_written
+        self.sram_read += effect.sram_read
+        self.sram_written += effect.sram_written
+        self.bitmask_bytes += effect.bitmask_bytes
+        self.packed_spikes += effect.packed_spikes
+        self.packed_meta_bits += effect.packed_meta_bits
 
     def compulsory_dram_bytes(self) -> int:
         """Size of the union of every DRAM byte range this layer's DMAs touched."""

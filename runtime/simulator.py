@@ -15,7 +15,12 @@ CONTRACT:
   * Malformed programs (SRAM access out of range, wrong layer kind for an
     opcode, input rows missing from a tile) raise BinaryFormatError naming the
     instruction index and field.
-Imports only numpy, rich, the standard library and snnc.backend.
+  * Work that repeats across visits is cached per simulation without changing any
+    result: window geometry per row-tile shape, decoded SYN weight tiles while the
+    SRAM bytes at w_addr are unchanged (compared on every visit). SYN products are
+    exact in every kernel choice (sparse CSR or dense, see _exact_dtype).
+Imports only numpy, rich, the standard library, snnc.backend and (lazily, for the
+first large sparse weight tile) scipy.sparse.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from snnc.backend import isa
-from snnc.backend.binformat import ProgramImage, decode_instructions, decode_layers, io_dram_bytes, validate_image
+from snnc.backend.binformat import ProgramImage, decode_layers, io_dram_bytes, validate_image
 from snnc.backend.errors import BinaryFormatError, InputError
 from snnc.backend.hwconfig import HwConfig
 from snnc.backend.isa import Format, LayerKind, LeakForm, LifFlags, Opcode, ResetMode, SynFlags
@@ -70,26 +75,37 @@ class Effect:
 
     @property
     def sram_read(self) -> int:
-        if self.sram_bytes is not None and self.reads:
-            return self.sram_bytes
-        return sum(hi - lo for lo, hi in self.reads)
+        return self._moved(self.reads)
 
     @property
     def sram_written(self) -> int:
-        if self.sram_bytes is not None and self.writes:
+        return self._moved(self.writes)
+
+    def _moved(self, ranges: list[tuple[int, int]]) -> int:
+        """SRAM bytes moved through `ranges`: sram_bytes when the ranges are hulls (strided
+        DMA), else their sizes."""
+        if not ranges:
+            return 0
+        if self.sram_bytes is not None:
             return self.sram_bytes
-        return sum(hi - lo for lo, hi in self.writes)
+        return sum(hi - lo for lo, hi in ranges)
 
 
 class _Context:
     def __init__(self, image: ProgramImage, hw: HwConfig, functional: bool):
         self.hw = hw
         self.machine = Machine(image, hw)
-        self.layers = [SimpleNamespace(**d) for d in decode_layers(image)]
+        self.layers = [SimpleNamespace(**d, enums={}) for d in decode_layers(image)]  # enums: see _decoded
         self.functional = functional
         self.saturations = np.zeros(len(self.layers), dtype=np.int64)
         # per layer: {batch: (rows seen [in_h], fired [in_h, in_w, in_c])} for silent_ratio
         self.fired: list[dict[int, tuple[np.ndarray, np.ndarray]]] = [{} for _ in self.layers]
+        # Per-visit work that only depends on the instruction's geometry or on SRAM bytes that
+        # the program reloads unchanged: computed once, reused by later visits (see _windows,
+        # _weight_tile, _channel_block).
+        self.windows: dict[tuple, _Windows] = {}
+        self.weight_tiles: dict[tuple, _WeightTile] = {}
+        self.channel_blocks: dict[tuple, _ChannelBlock] = {}
 
     def layer(self, f, where: str, *kinds: LayerKind):
         lay = self.layers[f.layer]
@@ -97,6 +113,22 @@ class _Context:
             raise BinaryFormatError(
                 f"{where}.layer = {f.layer}: layer kind {LayerKind(lay.kind).name}, expected {'/'.join(k.name for k in kinds)}")
         return lay
+
+
+def _decoded(lay, name: str, kind):
+    """Layer field `name` as enum `kind`, converted once per layer: an enum call costs about a
+    microsecond per instruction otherwise. An invalid value raises ValueError on every use, as
+    the direct conversion does."""
+    cache = lay.enums
+    if name not in cache:
+        cache[name] = kind(getattr(lay, name))
+    return cache[name]
+
+
+# flag bits as plain ints: `int & IntFlag` builds a new flag object on every test
+ACCUMULATE = int(SynFlags.ACCUMULATE)
+DELAYED_RESET, COMPARE_GT, NO_FIRE = (int(flag) for flag in (LifFlags.DELAYED_RESET, LifFlags.COMPARE_GT,
+                                                             LifFlags.NO_FIRE))
 
 
 def _span(addr: int, nbytes: int) -> tuple[int, int]:
@@ -108,11 +140,16 @@ def _span(addr: int, nbytes: int) -> tuple[int, int]:
 # --------------------------------------------------------------------------------------
 
 def _strided(mem, addr: int, rows: int, row_bytes: int, stride: int, where: str) -> np.ndarray:
+    """A writable [rows, row_bytes] view of `mem` whose rows start `stride` bytes apart."""
     if rows == 0 or row_bytes == 0:
         return np.zeros((0, 0), dtype=np.uint8)
     extent = (rows - 1) * stride + row_bytes
     base = mem.span(addr, extent, where)
-    return np.lib.stride_tricks.as_strided(base, shape=(rows, row_bytes), strides=(stride, 1))
+    if stride == row_bytes or rows == 1:
+        return base.reshape(rows, row_bytes)
+    # np.ndarray over the span's buffer: the same view as stride_tricks.as_strided, without its
+    # per-call Python overhead (DMAs are the most frequent instructions)
+    return np.ndarray((rows, row_bytes), dtype=np.uint8, buffer=base, strides=(stride, 1))
 
 
 def _dma(ctx: _Context, where: str, f, load: bool) -> Effect:
@@ -126,12 +163,14 @@ def _dma(ctx: _Context, where: str, f, load: bool) -> Effect:
         dram[...] = sram
     nbytes = f.rows * f.row_bytes
     extent = [_span(f.sram_addr, (f.rows - 1) * f.sram_stride + f.row_bytes)] if nbytes else []
-    starts = f.dram_addr + np.arange(f.rows, dtype=np.int64) * f.dram_stride
+    starts = None if ctx.functional else f.dram_addr + np.arange(f.rows, dtype=np.int64) * f.dram_stride
     return Effect(
-        engine="dma", cycles=0 if ctx.functional else memory.dma_cycles(ctx.hw, starts, f.row_bytes if nbytes else 0),
+        engine="dma",
+        cycles=0 if ctx.functional else memory.strided_dma_cycles(ctx.hw, f.dram_addr, f.rows, f.row_bytes,
+                                                                  f.dram_stride),
         reads=[] if load else extent, writes=extent if load else [],
         dram_read=nbytes if load else 0, dram_written=0 if load else nbytes,
-        dram_spans=(starts, f.row_bytes) if nbytes else None, sram_bytes=nbytes,
+        dram_spans=(starts, f.row_bytes) if nbytes and not ctx.functional else None, sram_bytes=nbytes,
     )
 
 
@@ -199,7 +238,7 @@ def _dma_bm(ctx: _Context, where: str, f, load: bool) -> Effect:
     moved = n * meta + int(((counts * eb + 7) // 8).sum())
     sram = [_span(f.sram_addr, n * elems * wb)] if n * elems else []
     effect = Effect(
-        engine="dma", cycles=0 if ctx.functional else timing.dma_cycles(ctx.hw, moved),
+        engine="dma", cycles=0 if ctx.functional else memory.strided_dma_cycles(ctx.hw, 0, 1, moved, 0),
         reads=[] if load else sram, writes=sram if load else [],
         dram_read=moved if load else 0, dram_written=0 if load else moved,
         dram_spans=(f.dram_addr + np.arange(n, dtype=np.int64) * slot, meta + (int(counts.min(initial=0)) * eb + 7) // 8)
@@ -270,12 +309,49 @@ def _window_indices(lay, f, where: str):
     return local, cin, valid
 
 
-def _gather_windows(x: np.ndarray, local, cin) -> np.ndarray:
-    """x [nt, in_rows, in_w, C] -> [nt, rows, kh, Wo, kw, C] with zeros in the padding."""
+@dataclass(frozen=True)
+class _Windows:
+    """The input pixel under every window position of one visit geometry.
+
+    Pixels are flat indices into the visit's input tile padded with one zero row and one
+    zero column, [nt][in_rows + 1][in_w + 1] (`_padded_pixels`): padding positions read the
+    zero pixel, so a window gather is one np.take with no masking.
+    """
+
+    valid: np.ndarray  # bool [rows, kh, Wo, kw]: inside the input image
+    by_position: np.ndarray  # [nt, rows, Wo, kh, kw]: (lane, output position) major, the im2col order
+
+
+def _windows(ctx: _Context, lay, f, where: str) -> _Windows:
+    """The visit's _Windows, cached: every interior row tile of a layer has the same one.
+
+    Input row of (r, ky) = row0*sh + r*sh - pad_top + ky*dh: relative to the tile it only
+    depends on row0*sh - in_row0, and its validity (0 <= row < in_h) on how close row0*sh
+    comes to the top (below pad_top) and to the bottom (within the window's reach) of the
+    image -- the key holds exactly these.
+    """
+    top = min(f.row0 * lay.stride_h, lay.pad_top)
+    reach = (f.rows - 1) * lay.stride_h + (lay.kh - 1) * lay.dil_h + 1
+    bottom = min(lay.in_h + lay.pad_top - f.row0 * lay.stride_h, reach)
+    key = (f.layer, f.nt, f.rows, f.in_rows, f.row0 * lay.stride_h - f.in_row0, top, bottom)
+    found = ctx.windows.get(key)
+    if found is not None:
+        return found
+    local, cin, valid = _window_indices(lay, f, where)  # raises on missing input rows
+    width = lay.in_w + 1
+    lane = np.arange(f.nt)[:, None, None, None, None] * ((f.in_rows + 1) * width)
+    by_position = lane + local[None, :, None, :, None] * width + cin[None, None, :, None, :]
+    found = _Windows(valid=valid, by_position=by_position)
+    ctx.windows[key] = found
+    return found
+
+
+def _padded_pixels(x: np.ndarray, fill=0, dtype=None) -> np.ndarray:
+    """x [nt, in_rows, in_w, C] -> [nt * (in_rows + 1) * (in_w + 1), C], the extra row/column = fill."""
     nt, in_rows, in_w, chans = x.shape
-    xe = np.zeros((nt, in_rows + 1, in_w + 1, chans), dtype=x.dtype)
+    xe = np.full((nt, in_rows + 1, in_w + 1, chans), fill, dtype=dtype or x.dtype)
     xe[:, :in_rows, :in_w] = x
-    return xe[:, local[:, :, None, None], cin[None, None, :, :]]
+    return xe.reshape(-1, chans)
 
 
 # --------------------------------------------------------------------------------------
@@ -286,81 +362,266 @@ def _abs_max(x: np.ndarray) -> int:
     return int(max(-int(x.min()), int(x.max()))) if x.size else 0
 
 
-def _exact_matmul(a: np.ndarray, w: np.ndarray, a_max: int) -> np.ndarray:
-    """a [R, K] @ w[C, K].T for integer arrays, exactly, on BLAS when a float type is exact.
+def _exact_dtype(bound: int, sparse: bool):
+    """The cheapest type whose products and sums up to `bound` in magnitude are exact integers.
 
-    With |a| <= a_max and |w| <= w_max every partial sum is bounded by K * a_max * w_max:
-    below 2**24 float32 represents them all (one float32 GEMM, the fastest), below 2**53
-    float64 does; otherwise numpy's integer matmul (no BLAS) is used.
+    The sparse kernel is fastest on int16 (half the bytes of float32 to gather and stream);
+    BLAS (dense tiles) on float32 (exact below 2**24), then float64 (below 2**53); beyond
+    that numpy's int64 matmul.
     """
-    bound = a.shape[1] * a_max * _abs_max(w)
+    if sparse and bound < 2**15:
+        return np.int16
     if bound < 2**24:
-        dtype = np.float32
-    elif bound < 2**53:
-        dtype = np.float64
-    else:
-        return a.astype(np.int64) @ w.T.astype(np.int64)
-    af, wf = a.astype(dtype), w.astype(dtype)
-    # OpenBLAS is several times faster on (w @ a.T) when a has fewer rows than w
-    # (deep layers: few output positions, many channels); same numbers either way.
-    product = (wf @ af.T).T if a.shape[0] < w.shape[0] else af @ wf.T
-    return np.ascontiguousarray(product, dtype=np.int64)
+        return np.float32
+    if bound < 2**53:
+        return np.float64
+    return np.int64
+
+
+# A weight tile takes the sparse (CSR, scipy) product when at most this fraction of it is
+# non-zero and it is big enough for the sparse kernel's per-call cost to pay off; otherwise
+# dense BLAS. The sparse kernel is single-threaded and does ~density of the dense work, while
+# a multi-threaded BLAS call is several times slower than that on a busy machine.
+SPARSE_MAX_DENSITY = 0.25
+SPARSE_MIN_WEIGHTS = 2048
+
+
+def _csr_array_type():
+    """scipy.sparse.csr_array, imported on first use (the import costs ~0.2 s, which small
+    programs never pay); None without scipy, and every tile then takes the dense product."""
+    global _CSR_ARRAY
+    if _CSR_ARRAY is _NOT_LOADED:
+        try:
+            from scipy.sparse import csr_array
+        except ImportError:  # pragma: no cover - scipy is a dependency; dense products still exact
+            csr_array = None
+        _CSR_ARRAY = csr_array
+    return _CSR_ARRAY
+
+
+_NOT_LOADED = object()
+_CSR_ARRAY = _NOT_LOADED
+
+
+# Column orders of a visit's transposed patches (rows of patches^T, columns of the weights):
+ISA_ORDER = "isa"  # (ky, kx, c), the ISA's weight layout: patches^T from the im2col gather, transposed
+PERMUTED_ORDER = "permuted"  # (c, ky, kx): patches^T as one strided copy of the channel-major tile
+
+
+class _WeightTile:
+    """A SYN weight tile [chs, K] decoded for the product and the timing models.
+
+    Decoding costs about as much as a visit's product, and programs visit the same weights
+    several times (row tiles of a layer reload them), so tiles are cached and reused while
+    the SRAM bytes at w_addr stay identical (`_weight_tile`).
+
+    The product's operators come in either column order of the patches (ISA_ORDER,
+    PERMUTED_ORDER); the timing models see the ISA order (`nonzero`). Padding channels'
+    rows are zero.
+    """
+
+    def __init__(self, raw: bytes, w: np.ndarray, real: np.ndarray, lay):
+        chs, k = w.shape
+        self.raw = raw
+        self.nonzero = w != 0  # [chs, K] ISA order: fiber-B bitmasks of the visit's output channels
+        if not real.all():
+            self.nonzero[~real] = False  # padding channels accumulate nothing
+        self.nonzero.flags.writeable = False  # shared by every visit of the tile: the timing models only read it
+        flat = np.flatnonzero(self.nonzero)  # row-major: CSR order
+        self.values = w.reshape(-1)[flat]
+        isa_columns = flat % k
+        offsets, channel = np.divmod(isa_columns, lay.in_cs)  # ISA column = (ky*kw + kx) * in_cs + c
+        self.columns = {ISA_ORDER: isa_columns, PERMUTED_ORDER: channel * (lay.kh * lay.kw) + offsets}
+        self.row_starts = np.searchsorted(flat, np.arange(chs + 1) * k)
+        self.shape = (chs, k)
+        self.abs_max = _abs_max(self.values)
+        self.sparse = (w.size >= SPARSE_MIN_WEIGHTS and flat.size <= SPARSE_MAX_DENSITY * w.size
+                       and _csr_array_type() is not None)
+        self._operators: dict = {}
+
+    def column_nonzeros(self, order: str) -> np.ndarray:
+        """Per column (in `order`): how many of the tile's fiber-Bs are non-zero there."""
+        key = ("column_nonzeros", order)
+        if key not in self._operators:
+            self._operators[key] = np.bincount(self.columns[order], minlength=self.shape[1])
+        return self._operators[key]
+
+    def _operator(self, values: np.ndarray, order: str):
+        """The matrix with `values` at the non-zeros, columns in `order`: CSR when sparse, else dense."""
+        columns = self.columns[order]
+        if self.sparse:
+            return _csr_array_type()((values, columns.astype(np.int32), self.row_starts.astype(np.int32)),
+                                     shape=self.shape)
+        dense = np.zeros(self.shape, dtype=values.dtype)
+        dense[np.repeat(np.arange(self.shape[0]), np.diff(self.row_starts)), columns] = values
+        return dense
+
+    def matrix(self, dtype, order: str):
+        """The weights as a `dtype` operator for `matrix @ patches_t` with patches in `order`."""
+        key = ("weights", dtype, order)
+        if key not in self._operators:
+            self._operators[key] = self._operator(self.values.astype(dtype), order)
+        return self._operators[key]
+
+    def pattern(self, order: str):
+        """The non-zero pattern (float64 1s) as an operator: matched-pair counts."""
+        key = ("pattern", order)
+        if key not in self._operators:
+            self._operators[key] = self._operator(np.ones(self.values.size, dtype=np.float64), order)
+        return self._operators[key]
+
+
+WEIGHT_TILE_CACHE = 16  # decoded tiles kept per simulation (a layer visits one to a few at a time)
+
+
+def _weight_tile(ctx: _Context, lay, f, block: _ChannelBlock, k: int, where: str) -> _WeightTile:
+    wdtype = np.dtype("<i1") if lay.weight_bytes == 1 else np.dtype("<i2")
+    span = ctx.machine.sram.span(f.w_addr, f.chs * k * wdtype.itemsize, where + ".w_addr")
+    raw = span.tobytes()
+    key = (f.layer, f.w_addr, f.ch0, f.chs)
+    tile = ctx.weight_tiles.get(key)
+    if tile is not None and tile.raw == raw:
+        return tile
+    tile = _WeightTile(raw, span.view(wdtype).reshape(f.chs, k), block.real, lay)
+    ctx.weight_tiles.pop(key, None)
+    ctx.weight_tiles[key] = tile
+    if len(ctx.weight_tiles) > WEIGHT_TILE_CACHE:
+        del ctx.weight_tiles[next(iter(ctx.weight_tiles))]  # the oldest
+    return tile
+
+
+@dataclass(frozen=True)
+class _ChannelBlock:
+    """Output channels ch0..ch0+chs-1 of a layer: which are real (< out_c), not padding."""
+
+    channels: np.ndarray
+    real: np.ndarray
+    padded: bool  # some channel of the block is padding
+    param_index: np.ndarray  # per channel: its entry in the per-channel LIF parameters
+
+
+def _channel_block(ctx: _Context, lay, f) -> _ChannelBlock:
+    key = (f.layer, f.ch0, f.chs)
+    found = ctx.channel_blocks.get(key)
+    if found is None:
+        channels = f.ch0 + np.arange(f.chs)
+        real = channels < lay.out_c
+        param_index = np.zeros(f.chs, dtype=np.int64) if lay.param_c == 1 else np.minimum(channels, lay.out_c - 1)
+        found = ctx.channel_blocks[key] = _ChannelBlock(channels, real, not real.all(), param_index)
+    return found
+
+
+# Output rows at least this wide gather their transposed patches as one strided copy (runs of
+# out_w contiguous pixels per offset); narrower ones gather whole channel rows with np.take
+# (`_window_pixels`) and transpose them, which is faster when those runs are short.
+STRIDED_PATCHES_MIN_WIDTH = 16
+
+
+def _window_pixels(x: np.ndarray, windows: _Windows) -> np.ndarray:
+    """The input pixel (all channels, as stored) under every window position of a visit:
+    [(t, r, x, ky, kx), C] -- reshaped [nt, positions, K] it is the ISA's im2col order."""
+    return np.take(_padded_pixels(x), windows.by_position.reshape(-1), axis=0)
+
+
+def _strided_patches_t(x: np.ndarray, lay, f, dtype) -> np.ndarray:
+    """patches^T [in_cs, kh, kw, nt, rows, Wo] of a visit (PERMUTED_ORDER) as one strided copy.
+
+    The input tile goes channel-major into a zero frame wide enough that every window position
+    -- padding included -- is an affine function of (r, ky) and (x, kx); rows of the tile beyond
+    the image are left out (they read as padding). `_windows` has checked the rows are present.
+    """
+    sh, sw, dh, dw = lay.stride_h, lay.stride_w, lay.dil_h, lay.dil_w
+    image_rows = max(0, min(f.in_rows, lay.in_h - f.in_row0))
+    row_off = f.row0 * sh - lay.pad_top - f.in_row0  # tile row of (r = 0, ky = 0)
+    row_reach = (f.rows - 1) * sh + (lay.kh - 1) * dh + 1
+    col_reach = (lay.out_w - 1) * sw + (lay.kw - 1) * dw + 1
+    top, left = max(0, -row_off), max(0, lay.pad_left)
+    frame = np.zeros((lay.in_cs, f.nt, top + max(image_rows, row_off + row_reach),
+                      left + max(lay.in_w, col_reach - lay.pad_left)), dtype=dtype)
+    frame[:, :, top:top + image_rows, left:left + lay.in_w] = x[:, :image_rows].transpose(3, 0, 1, 2)
+    origin = frame[:, :, top + row_off:, left - lay.pad_left:]
+    s_c, s_t, s_r, s_x = origin.strides
+    windows = np.lib.stride_tricks.as_strided(
+        origin, shape=(lay.in_cs, lay.kh, lay.kw, f.nt, f.rows, lay.out_w),
+        strides=(s_c, dh * s_r, dw * s_x, s_t, sh * s_r, sw * s_x), writeable=False)
+    return np.ascontiguousarray(windows)
 
 
 def _syn(ctx: _Context, where: str, f) -> Effect:
     """acc[t][r][x][c] = bias[c] + sum_{ky,kx,ci} w[c][ky][kx][ci] * in[t][r*sh-pt+ky*dh][x*sw-pl+kx*dw][ci]."""
     lay = ctx.layer(f, where, LayerKind.CONV)
     m = ctx.machine
-    in_fmt = Format(lay.in_format)
+    in_fmt = _decoded(lay, "in_format", Format)
+    spike_input = in_fmt in SPIKE_FORMATS
     x = read_tile(m.sram, in_fmt, f.in_addr, f.nt, f.in_rows, lay.in_w, lay.in_cs, f.t0, lay.timesteps,
-                  where + ".in_addr")
+                  where + ".in_addr", dtype=None)  # uint8 spikes / stored ints: no int64 traffic
     k = lay.kh * lay.kw * lay.in_cs
-    wdtype = np.dtype("<i1") if lay.weight_bytes == 1 else np.dtype("<i2")
-    w = m.sram.read(f.w_addr, wdtype, f.chs * k, where + ".w_addr").reshape(f.chs, k).astype(np.int64)
-    local, cin, _valid = _window_indices(lay, f, where)
-    patches = _gather_windows(x, local, cin).transpose(0, 1, 3, 2, 4, 5).reshape(f.nt, f.rows * lay.out_w, k)
-    acc = _exact_matmul(patches.reshape(-1, k), w, 1 if in_fmt in SPIKE_FORMATS else _abs_max(x)
-                        ).reshape(f.nt, f.rows * lay.out_w, f.chs)
-    channels = f.ch0 + np.arange(f.chs)
-    real = channels < lay.out_c
-    acc[..., ~real] = 0  # padding channels stay zero
+    block = _channel_block(ctx, lay, f)
+    weights = _weight_tile(ctx, lay, f, block, k, where)
+    windows = _windows(ctx, lay, f, where)
+    positions = f.rows * lay.out_w
+    # The product runs transposed, acc^T [chs, nt*positions] = W [chs, K] @ patches^T [K, nt*positions]:
+    # the weights are the (often sparse) left operand, with their columns in the order the
+    # patches were gathered in. Every partial sum is an integer within the bound, so the
+    # narrow and float types are exact (see _exact_dtype).
+    bound = k * (1 if spike_input else _abs_max(x)) * weights.abs_max  # |any partial sum| <= bound
+    dtype = _exact_dtype(bound, weights.sparse)
+    window_pixels = None
+    if lay.out_w >= STRIDED_PATCHES_MIN_WIDTH:
+        order = PERMUTED_ORDER
+        patches_t = _strided_patches_t(x, lay, f, dtype).reshape(k, f.nt * positions)
+    else:
+        order = ISA_ORDER
+        window_pixels = _window_pixels(x, windows)
+        # a 2-D transpose in the stored type, then the cast (values are exact in `dtype`: bound)
+        patches_t = np.ascontiguousarray(window_pixels.reshape(f.nt * positions, k).T).astype(dtype, copy=False)
+    product = weights.matrix(dtype, order) @ patches_t
     acc_shape = (f.nt, f.rows, lay.out_w, f.chs)
-    acc_bytes = 4 * f.nt * f.rows * lay.out_w * f.chs
+    acc_bytes = 4 * f.nt * positions * f.chs
     reads = [_span(f.in_addr, tile_bytes(in_fmt, f.nt, f.in_rows, lay.in_w, lay.in_cs, lay.timesteps)),
-             _span(f.w_addr, f.chs * k * wdtype.itemsize)]
-    if f.flags & SynFlags.ACCUMULATE:
-        acc = acc + m.sram.read(f.acc_addr, "<i4", acc.size, where + ".acc_addr").reshape(acc.shape)
+             _span(f.w_addr, f.chs * k * lay.weight_bytes)]
+    if f.flags & ACCUMULATE:
+        acc = product.T.astype(np.int64, order="C").reshape(acc_shape)
+        acc += m.sram.span(f.acc_addr, acc_bytes, where + ".acc_addr").view("<i4").reshape(acc_shape)
         reads.append(_span(f.acc_addr, acc_bytes))
     else:
-        bias_all = m.sram.read(f.param_addr, "<i4", lay.out_c, where + ".param_addr").astype(np.int64)
-        bias = np.zeros(f.chs, dtype=np.int64)
-        bias[real] = bias_all[channels[real]]
-        acc = acc + bias
-        reads.append(_span(f.param_addr + 4 * f.ch0, 4 * int(real.sum())))
-    acc, clamped = saturate(acc, ACC_BITS)
-    ctx.saturations[f.layer] += clamped
-    m.sram.write(f.acc_addr, acc.reshape(acc_shape).astype("<i4"), where + ".acc_addr")
+        bias_all = m.sram.read(f.param_addr, "<i4", lay.out_c, where + ".param_addr")
+        if block.padded:
+            bias = np.zeros(f.chs, dtype=np.int32)
+            bias[block.real] = bias_all[block.channels[block.real]]
+        else:
+            bias = bias_all[f.ch0:f.ch0 + f.chs]
+        reads.append(_span(f.param_addr + 4 * f.ch0, 4 * int(block.real.sum())))
+        # |product| <= bound: when bound + |bias| fits the accumulator nothing can clamp, so
+        # the sum is formed directly in int32 (no int64 temporaries, no saturation pass)
+        acc_dtype = np.int32 if bound + _abs_max(bias) < 2**(ACC_BITS - 1) else np.int64
+        acc = product.T.astype(acc_dtype, order="C").reshape(acc_shape)
+        acc += bias
+    if acc.dtype == np.int64:
+        acc, clamped = saturate(acc, ACC_BITS)
+        ctx.saturations[f.layer] += clamped
+    m.sram.write(f.acc_addr, acc.astype("<i4", copy=False), where + ".acc_addr")
     effect = Effect(engine="compute", reads=reads, writes=[_span(f.acc_addr, acc_bytes)])
-    if in_fmt in SPIKE_FORMATS:
+    if spike_input:
         _track_firing(ctx, lay, f, x)
     if ctx.functional:
         return effect
     # matched operations: nonzero weight x nonzero input, per lane (LoAS inner join)
-    nonzero_w = (w != 0)
-    nonzero_w[~real] = False
-    lanes_active = np.count_nonzero(patches, axis=0)  # [neurons, K]: lanes with a spike/value
-    matched = int(lanes_active.sum(axis=0) @ nonzero_w.sum(axis=0))
-    if in_fmt in SPIKE_FORMATS:
+    if spike_input:
         # the SYN unit of the layer's dataflow (FTP: LoAS TPPEs; baselines: runtime/baselines.py)
-        syn = timing.syn_timing(ctx.hw, lay.dataflow, patches != 0, nonzero_w)
-        effect.sops = matched
+        if window_pixels is None:
+            window_pixels = _window_pixels(x, windows)
+        lanes = window_pixels.reshape(f.nt, positions, k).view(bool)  # 0/1 uint8 spikes
+        syn = timing.syn_timing(ctx.hw, lay.dataflow, lanes, weights.nonzero)
+        effect.sops = int(patches_t.sum(axis=1, dtype=np.int64) @ weights.column_nonzeros(order))  # 0/1 patches
         effect.syn = syn
         effect.pe_work = syn.pe_work
         effect.cycles = syn.cycles
         return effect
-    work = lanes_active.astype(np.float64) @ nonzero_w.T.astype(np.float64)
-    effect.macs = matched
-    work = np.rint(work).astype(np.int64).reshape(-1)
+    # multi-bit inputs: a neuron's MACs = its lanes with a value x its non-zero weights, per offset
+    lanes_active = np.count_nonzero(patches_t.reshape(k, f.nt, positions), axis=1)  # [K, positions]
+    work = np.rint(weights.pattern(order) @ lanes_active.astype(np.float64)).astype(np.int64).T.reshape(-1)
+    effect.macs = int(lanes_active.sum(axis=1) @ weights.column_nonzeros(order))
     effect.pe_work = int(work.sum())
     effect.cycles = timing.syn_cycles(ctx.hw, work)
     effect.stalls["pe_imbalance"] = timing.imbalance(work, ctx.hw.compute.num_pes)
@@ -369,13 +630,15 @@ def _syn(ctx: _Context, where: str, f) -> Effect:
 
 def _track_firing(ctx: _Context, lay, f, x: np.ndarray) -> None:
     """Record which input neurons fired in this visit (for silent_ratio)."""
-    seen, fired = ctx.fired[f.layer].setdefault(
-        f.batch, (np.zeros(lay.in_h, dtype=bool), np.zeros((lay.in_h, lay.in_w, lay.in_c), dtype=bool)))
+    per_batch = ctx.fired[f.layer]
+    if f.batch not in per_batch:
+        per_batch[f.batch] = (np.zeros(lay.in_h, dtype=bool), np.zeros((lay.in_h, lay.in_w, lay.in_c), dtype=bool))
+    seen, fired = per_batch[f.batch]
     lo, hi = f.in_row0, min(f.in_row0 + f.in_rows, lay.in_h)
     if hi <= lo:
         return
     seen[lo:hi] = True
-    fired[lo:hi] |= x[:, :hi - lo, :, :lay.in_c].any(axis=0)
+    fired[lo:hi] |= np.bitwise_or.reduce(x[:, :hi - lo, :, :lay.in_c], axis=0).view(bool)  # x is 0/1 uint8
 
 
 # --------------------------------------------------------------------------------------
@@ -387,12 +650,11 @@ def _lif(ctx: _Context, where: str, f) -> Effect:
     lay = ctx.layer(f, where, LayerKind.CONV)
     m = ctx.machine
     neurons = f.rows * lay.out_w * f.chs
-    acc = m.sram.read(f.acc_addr, "<i4", f.nt * neurons, where + ".acc_addr").reshape(f.nt, neurons // f.chs, f.chs)
+    acc = m.sram.span(f.acc_addr, 4 * f.nt * neurons, where + ".acc_addr").view("<i4").reshape(
+        f.nt, neurons // f.chs, f.chs)
     block = m.sram.read(f.param_addr, "<i4", lay.out_c + 3 * lay.param_c, where + ".param_addr").astype(np.int64)
-    channels = f.ch0 + np.arange(f.chs)
-    real = channels < lay.out_c
-    pidx = np.zeros(f.chs, dtype=np.int64) if lay.param_c == 1 else np.minimum(channels, lay.out_c - 1)
-    thr, leak, v_reset = (block[lay.out_c + j * lay.param_c:][pidx] for j in range(3))
+    channels = _channel_block(ctx, lay, f)
+    thr, leak, v_reset = (block[lay.out_c + j * lay.param_c:][channels.param_index] for j in range(3))
     if f.t0 == 0:  # a neuron starts every sequence at rest: v = 0, no previous spike
         v = np.zeros((neurons // f.chs, f.chs), dtype=np.int64)
         s_prev = np.zeros_like(v)
@@ -400,52 +662,81 @@ def _lif(ctx: _Context, where: str, f) -> Effect:
         state = m.sram.read(f.state_addr, "<i4", 2 * neurons, where + ".state_addr").reshape(2, -1, f.chs)
         v, s_prev = state[0].astype(np.int64), state[1].astype(np.int64)
     current = shift(acc.astype(np.int64), lay.acc_shift)
-    flags = LifFlags(lay.lif_flags)
-    leak_form, reset = LeakForm(lay.leak), ResetMode(lay.reset)
-    spikes = np.zeros((f.nt,) + v.shape, dtype=np.int64)
-    trace = np.zeros_like(spikes)
+    leak_form, reset = _decoded(lay, "leak", LeakForm), _decoded(lay, "reset", ResetMode)
+    delayed = bool(lay.lif_flags & DELAYED_RESET)
+    compare_gt, no_fire = bool(lay.lif_flags & COMPARE_GT), bool(lay.lif_flags & NO_FIRE)
+    membrane_bits = ctx.hw.compute.membrane_bits
+    padding = ~channels.real if channels.padded else None
+    wdtype = word_dtype(f.nt)
+    words = np.zeros(v.shape, dtype=wdtype)  # bit `lane` = spike at t0 + lane
+    one_byte = wdtype.itemsize == 1  # bool spikes shift as their uint8 view, no conversion
+    trace = np.zeros((f.nt,) + v.shape, dtype="<i4") if f.mem_addr != isa.NO_ADDRESS else None
+    # Magnitude bounds (exact Python ints) carried through the lanes: while a bound stays inside
+    # the membrane range, `saturate` would find nothing to clamp and is skipped (its two
+    # reductions are a large part of a lane's work).
+    in_range = (1 << (membrane_bits - 1)) - 1
+    acc_max = _abs_max(acc)  # |current| from the int32 accumulator; a floor shift adds at most 1
+    i_max = acc_max << lay.acc_shift if lay.acc_shift >= 0 else (acc_max >> -lay.acc_shift) + 1
+    # bounds over every channel's parameters (one pass), valid for this block's
+    thr_max, leak_max, reset_max = (int(b) for b in np.abs(block[lay.out_c:].reshape(3, -1)).max(axis=1))
+    v_max = 0 if f.t0 == 0 else _abs_max(v)
+    s_max = 0 if f.t0 == 0 else _abs_max(s_prev)
     clamped_total = 0
     for lane in range(f.nt):  # the membrane recurrence is sequential in t; each lane is vectorised
         i_t = current[lane]
-        if flags & LifFlags.DELAYED_RESET and reset == ResetMode.ZERO:
-            v = (1 - s_prev) * v
+        # s_prev is 0/1 (bool after the first lane); the state read from SRAM is used as is
+        if delayed and reset == ResetMode.ZERO:
+            v = (1 - s_prev.astype(np.int64, copy=False)) * v
+            v_max *= 1 + s_max
         if leak_form == LeakForm.NONE:
             h = v + i_t
+            h_max = v_max + i_max
         elif leak_form == LeakForm.BETA:
-            h = ((v * leak) >> lay.leak_frac) + i_t
+            h = v * leak  # ((v * leak) >> leak_frac) + i_t, in place on the fresh product
+            h >>= lay.leak_frac
+            h += i_t
+            h_max = ((v_max * leak_max) >> lay.leak_frac) + 1 + i_max  # a floor shift adds at most 1
         else:  # TAU: leak holds 1/tau
             h = v + (((i_t - (v - v_reset)) * leak) >> lay.leak_frac)
-        if flags & LifFlags.DELAYED_RESET and reset == ResetMode.SUBTRACT:
+            h_max = v_max + (((i_max + v_max + reset_max) * leak_max) >> lay.leak_frac) + 1
+        if delayed and reset == ResetMode.SUBTRACT:
             h = h - s_prev * thr
-        h, clamped = saturate(h, ctx.hw.compute.membrane_bits)
-        clamped_total += clamped
-        s = (h > thr) if flags & LifFlags.COMPARE_GT else (h >= thr)
-        s = s.astype(np.int64)
-        if flags & LifFlags.NO_FIRE:
-            s[:] = 0
-        if flags & LifFlags.DELAYED_RESET:
-            v = h
-        elif reset == ResetMode.SUBTRACT:
-            v = h - s * thr
-        elif reset == ResetMode.ZERO:
-            v = (1 - s) * h
+            h_max += s_max * thr_max
+        if h_max > in_range:
+            h, clamped = saturate(h, membrane_bits)
+            clamped_total += clamped
+            h_max = in_range + 1
+        if no_fire:
+            s = np.zeros(h.shape, dtype=bool)
         else:
-            v = s * v_reset + (1 - s) * h
-        v, clamped = saturate(v, ctx.hw.compute.membrane_bits)
-        clamped_total += clamped
-        s[:, ~real] = 0
-        v[:, ~real] = 0
-        s_prev = s
-        spikes[lane] = s
-        trace[lane] = v
+            s = (h > thr) if compare_gt else (h >= thr)
+        if delayed:
+            v, v_max = h, h_max
+        elif reset == ResetMode.SUBTRACT:
+            v, v_max = h - s * thr, h_max + thr_max
+        elif reset == ResetMode.ZERO:
+            v, v_max = np.where(s, 0, h), h_max
+        else:
+            v, v_max = np.where(s, v_reset, h), max(h_max, reset_max)
+        if v_max > in_range:
+            v, clamped = saturate(v, membrane_bits)
+            clamped_total += clamped
+            v_max = in_range + 1
+        if padding is not None:
+            s[:, padding] = False
+            v[:, padding] = 0
+        s_prev, s_max = s, 1
+        words |= s.view(np.uint8) << np.uint8(lane) if one_byte else s.astype(wdtype) << wdtype.type(lane)
+        if trace is not None:
+            trace[lane] = v
     ctx.saturations[f.layer] += clamped_total
-    m.sram.write(f.state_addr, np.stack([v, s_prev]).astype("<i4"), where + ".state_addr")
-    bits = np.arange(f.nt, dtype=np.uint64).reshape(-1, 1, 1)
-    words = np.bitwise_or.reduce(spikes.astype(np.uint64) << bits, axis=0).astype(word_dtype(f.nt))
+    state = np.empty((2,) + v.shape, dtype="<i4")
+    state[0], state[1] = v, s_prev
+    m.sram.write(f.state_addr, state, where + ".state_addr")
     m.sram.write(f.spk_addr, words, where + ".spk_addr")
     writes = [_span(f.state_addr, 8 * neurons), _span(f.spk_addr, words.nbytes)]
-    if f.mem_addr != isa.NO_ADDRESS:
-        m.sram.write(f.mem_addr, trace.astype("<i4"), where + ".mem_addr")
+    if trace is not None:
+        m.sram.write(f.mem_addr, trace, where + ".mem_addr")
         writes.append(_span(f.mem_addr, 4 * f.nt * neurons))
     reads = [_span(f.acc_addr, 4 * f.nt * neurons), _span(f.param_addr + 4 * lay.out_c, 12 * lay.param_c)]
     if f.t0 != 0:
@@ -464,11 +755,11 @@ def _frac(fmt: Format, frac: int) -> int:
 
 
 def _store_values(ctx: _Context, lay, f, where: str, fmt: Format, addr: int, values: np.ndarray) -> int:
-    """Write int64 values [nt][rows][W][chs] in `fmt`; spikes = value != 0; ints saturate."""
+    """Write integer values [nt][rows][W][chs] in `fmt`; spikes = value != 0; ints saturate."""
     if fmt in SPIKE_FORMATS:
-        values = (values != 0).astype(np.int64)
+        values = values != 0
     else:
-        values, clamped = saturate(values, FORMAT_BITS[fmt])
+        values, clamped = saturate(values.astype(np.int64, copy=False), FORMAT_BITS[fmt])
         ctx.saturations[f.layer] += clamped
     write_tile(ctx.machine.sram, fmt, addr, values, f.t0, lay.timesteps, where)
     nt, rows, width, chans = values.shape
@@ -479,37 +770,44 @@ def _pack(ctx: _Context, where: str, f) -> Effect:
     """Spike words (bit t-t0) -> the layer's out_format (ACT_*: spike = 1 << out_frac)."""
     lay = ctx.layer(f, where, LayerKind.CONV)
     neurons = f.rows * lay.out_w * f.chs
-    words = ctx.machine.sram.read(f.spk_addr, word_dtype(f.nt), neurons, where + ".spk_addr").astype(np.uint64)
-    bits = np.arange(f.nt, dtype=np.uint64).reshape(-1, 1)
-    spikes = ((words[None, :] >> bits) & np.uint64(1)).astype(np.int64).reshape(f.nt, f.rows, lay.out_w, f.chs)
-    out_fmt = Format(lay.out_format)
-    values = spikes if out_fmt in SPIKE_FORMATS else spikes << lay.out_frac
+    wdtype = word_dtype(f.nt)
+    words = ctx.machine.sram.span(f.spk_addr, wdtype.itemsize * neurons, where + ".spk_addr").view(wdtype)
+    bits = np.arange(f.nt, dtype=wdtype).reshape(-1, 1)
+    spikes = ((words[None, :] >> bits) & wdtype.type(1)).astype(np.uint8).reshape(f.nt, f.rows, lay.out_w, f.chs)
+    out_fmt = _decoded(lay, "out_format", Format)
+    values = spikes if out_fmt in SPIKE_FORMATS else spikes.astype(np.int64) << lay.out_frac
     nbytes = _store_values(ctx, lay, f, where + ".out_addr", out_fmt, f.out_addr, values)
-    reads = [_span(f.spk_addr, neurons * word_dtype(f.nt).itemsize)]
+    reads = [_span(f.spk_addr, neurons * wdtype.itemsize)]
     if out_fmt == Format.SPIKE_WORDS:
         reads.append(_span(f.out_addr, nbytes))  # read-modify-write
     return Effect(engine="compute", cycles=0 if ctx.functional else timing.vector_cycles(ctx.hw, neurons),
                   reads=reads, writes=[_span(f.out_addr, nbytes)])
 
 
+POOL_WIDER = {np.uint8: np.int16, np.int16: np.int32, np.int32: np.int64}  # stored type -> max-pool type
+
+
 def _pool(ctx: _Context, where: str, f) -> Effect:
     """MAXPOOL: max over the valid window positions; AVGPOOL: (sum * avg_recip) >> avg_shift."""
     lay = ctx.layer(f, where, LayerKind.MAXPOOL, LayerKind.AVGPOOL)
     m = ctx.machine
-    in_fmt, out_fmt = Format(lay.in_format), Format(lay.out_format)
+    in_fmt, out_fmt = _decoded(lay, "in_format", Format), _decoded(lay, "out_format", Format)
     x = read_tile(m.sram, in_fmt, f.in_addr, f.nt, f.in_rows, lay.in_w, lay.in_cs, f.t0, lay.timesteps,
-                  where + ".in_addr")[..., f.ch0:f.ch0 + f.chs]
-    local, cin, valid = _window_indices(lay, f, where)
-    win = _gather_windows(x, local, cin)  # [nt, rows, kh, Wo, kw, chs]
-    mask = valid[None, :, :, :, :, None]
+                  where + ".in_addr", dtype=None)[..., f.ch0:f.ch0 + f.chs]
+    windows = _windows(ctx, lay, f, where)
     if lay.kind == LayerKind.MAXPOOL:
-        lowest = np.iinfo(np.int64).min
-        out = np.where(mask, win, lowest).max(axis=(2, 4))
-        out = np.where(out == lowest, 0, out)  # a window entirely in the padding
-        out = shift(out, _frac(out_fmt, lay.out_frac) - _frac(in_fmt, lay.in_frac))
+        # padding positions read a value below every input (the minimum of the next wider type
+        # than the stored one), so a plain max skips them
+        wider = POOL_WIDER[x.dtype.type]
+        lowest = np.iinfo(wider).min
+        pixels = _padded_pixels(x, fill=lowest, dtype=wider)
+        out = np.take(pixels, windows.by_position, axis=0).max(axis=(3, 4))  # [nt, rows, Wo, chs]
+        out[out == lowest] = 0  # a window entirely in the padding
+        out = shift(out.astype(np.int64), _frac(out_fmt, lay.out_frac) - _frac(in_fmt, lay.in_frac))
     else:
-        total = win.sum(axis=(2, 4)) * lay.avg_recip
-        count = valid.sum(axis=(1, 3))[None, :, :, None]  # [1, rows, Wo, 1]
+        pixels = _padded_pixels(x)
+        total = np.take(pixels, windows.by_position, axis=0).sum(axis=(3, 4), dtype=np.int64) * lay.avg_recip
+        count = windows.valid.sum(axis=(1, 3))[None, :, :, None]  # [1, rows, Wo, 1]
         window = lay.kh * lay.kw
         if not lay.flags & 1:  # exclude padding: rescale the 1/(kh*kw) reciprocal to 1/count
             total = (total * window) // np.maximum(count, 1)
@@ -529,7 +827,7 @@ def _add(ctx: _Context, where: str, f) -> Effect:
     with LayerFlags.ADD_AND, out = ((a != 0) & (b != 0)) * 2**out_frac."""
     lay = ctx.layer(f, where, LayerKind.ADD)
     m = ctx.machine
-    fmt_a, fmt_b, out_fmt = Format(lay.in_format), Format(lay.in2_format), Format(lay.out_format)
+    fmt_a, fmt_b, out_fmt = (_decoded(lay, name, Format) for name in ("in_format", "in2_format", "out_format"))
     shape = (f.nt, f.rows, lay.out_w, f.chs)
     a = read_tile(m.sram, fmt_a, f.a_addr, *shape, f.t0, lay.timesteps, where + ".a_addr")
     b = read_tile(m.sram, fmt_b, f.b_addr, *shape, f.t0, lay.timesteps, where + ".b_addr")
@@ -610,18 +908,35 @@ def _write_inputs(ctx: _Context, image: ProgramImage, inputs: dict) -> bool:
     return quantised
 
 
+# per opcode: its spec, its struct (isa.InstructionSpec.struct builds a new one per call) and field names
+_DECODERS = {op: (spec, spec.struct, tuple(fld.name for fld in spec.fields))
+             for op, spec in isa.INSTRUCTION_BY_OPCODE.items()}
+
+
+def _decode_program(image: ProgramImage) -> list[tuple[isa.InstructionSpec, dict[str, int]]]:
+    """binformat.decode_instructions for an image validate_image has accepted (size and
+    opcodes checked), without re-checking or re-building a struct per instruction."""
+    raw = image.instructions
+    out = []
+    for offset in range(0, len(raw), isa.INSTRUCTION_BYTES):
+        spec, layout, names = _DECODERS[raw[offset]]
+        out.append((spec, dict(zip(names, layout.unpack_from(raw, offset)[1:]))))
+    return out
+
+
 def simulate(image: ProgramImage, inputs: dict, *, functional: bool = False, progress: bool | None = None) -> SimResult:
     validate_image(image)
     hw = HwConfig.from_toml(image.hw_toml, source="prog.bin section hw_config")
     ctx = _Context(image, hw, functional)
     quantised = _write_inputs(ctx, image, inputs)
-    program = decode_instructions(image)
+    program = _decode_program(image)
     owners = attribute_layers(program)
     counters = [LayerCounters() for _ in image.layers]
     unattributed = LayerCounters()  # instructions of a program without tile instructions
     board = timing.Scoreboard()
     bar = _progress_bar(progress, len(program))
     executed = 0
+    const_size = len(image.constants)
     try:
         for i, (spec, fields) in enumerate(program):
             if spec.opcode == Opcode.HALT:
@@ -630,14 +945,18 @@ def simulate(image: ProgramImage, inputs: dict, *, functional: bool = False, pro
             effect = HANDLERS[spec.opcode](ctx, where, SimpleNamespace(**fields))
             executed += 1
             owner = owners[i]
-            if not functional and effect.engine != "none":
-                timing.finish_compute(hw, effect)  # global-cache bank time
-                before = board.makespan
-                board.issue(effect.engine, effect.cycles, effect.reads, effect.writes)
-                if effect.engine == "compute":
-                    effect.stalls["dependency"] = board.last_wait
-                (counters[owner] if owner >= 0 else unattributed).cycles += board.makespan - before
-            (counters[owner] if owner >= 0 else unattributed).add(effect, spec.opcode, len(image.constants), hw)
+            counter = counters[owner] if owner >= 0 else unattributed
+            if functional:
+                counter.add_functional(effect)
+            else:
+                if effect.engine != "none":
+                    timing.finish_compute(hw, effect)  # global-cache bank time
+                    before = board.makespan
+                    board.issue(effect.engine, effect.cycles, effect.reads, effect.writes)
+                    if effect.engine == "compute":
+                        effect.stalls["dependency"] = board.last_wait
+                    counter.cycles += board.makespan - before
+                counter.add(effect, spec.opcode, const_size, hw)
             if bar is not None and i % 8 == 0:
                 bar[0].update(bar[1], completed=i)
     finally:

@@ -178,23 +178,25 @@ class Scoreboard:
             self.last_wait = 0
             return start, start
         start = free = self.engine_free[engine]
+        # the start is the latest finish among the overlapping hazards (and the engine's free time)
         for lo, hi in reads:
             for plo, phi, fin in self.pending_writes:
                 if fin > start and plo < hi and lo < phi:
                     start = fin
         for lo, hi in writes:
-            for plo, phi, fin in self.pending_writes + self.pending_reads:
-                if fin > start and plo < hi and lo < phi:
-                    start = fin
+            for pending in (self.pending_writes, self.pending_reads):
+                for plo, phi, fin in pending:
+                    if fin > start and plo < hi and lo < phi:
+                        start = fin
         self.last_wait = start - free
         finish = start + cycles
         self.engine_free[engine] = finish
         self.makespan = max(self.makespan, finish)
         self.pending_reads.extend((lo, hi, finish) for lo, hi in reads if hi > lo)
         self.pending_writes.extend((lo, hi, finish) for lo, hi in writes if hi > lo)
-        # anything finished before every engine is free can no longer delay anyone
-        horizon = min(self.engine_free.values())
         if len(self.pending_reads) + len(self.pending_writes) > 64:
+            # anything finished before every engine is free can no longer delay anyone
+            horizon = min(self.engine_free.values())
             self.pending_reads = [p for p in self.pending_reads if p[2] > horizon]
             self.pending_writes = [p for p in self.pending_writes if p[2] > horizon]
         return start, finish
