@@ -35,13 +35,17 @@ def find_program(module: ModuleOp | accel.ProgramOp) -> accel.ProgramOp:
 
 
 def constants_image(program: accel.ProgramOp) -> bytes:
-    consts = program.constants()
-    size = max((c.dram_addr.data + len(c.payload) for c in consts), default=0)
-    image = bytearray(size)
-    for c in consts:
+    """The constants in address order, gaps zero-filled: one join, no image-sized
+    scratch copies (the weights are tens of MB)."""
+    parts: list[bytes] = []
+    end = 0
+    for c in sorted(program.constants(), key=lambda c: c.dram_addr.data):
         start = c.dram_addr.data
-        image[start : start + len(c.payload)] = c.payload
-    return bytes(image)
+        if start < end:
+            raise CompileError(f"encoder: accel.const @{c.sym_name.data} overlaps the constant before it")
+        parts += [bytes(start - end), c.payload]
+        end = start + len(c.payload)
+    return b"".join(parts)
 
 
 def instruction_fields(op: accel.InstructionOp, layer_index: dict[str, int]) -> dict[str, int]:
@@ -49,7 +53,7 @@ def instruction_fields(op: accel.InstructionOp, layer_index: dict[str, int]) -> 
     values = op.field_values()
     if op.layer_symbol is not None:
         values["layer"] = layer_index[op.layer_symbol]
-    return {f.name: values[f.name] for f in op.SPEC.fields}
+    return values
 
 
 def encode(module: ModuleOp | accel.ProgramOp, *, verify: bool = True) -> binformat.ProgramImage:

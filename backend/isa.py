@@ -22,6 +22,7 @@ Machine model (details in docs/isa.md):
 from __future__ import annotations
 
 import enum
+import functools
 import struct
 from dataclasses import dataclass
 
@@ -143,7 +144,7 @@ class InstructionSpec:
     fields: tuple[Field, ...]
     doc: str
 
-    @property
+    @functools.cached_property  # built once per opcode: decoding calls it per instruction
     def struct(self) -> struct.Struct:
         return struct.Struct("<B" + "".join(f.fmt for f in self.fields))
 

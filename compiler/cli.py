@@ -16,6 +16,7 @@ traceback (set SNNC_DEBUG=1 to see one), and no partially written file.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import tempfile
@@ -431,5 +432,17 @@ def main(argv: list[str] | None = None) -> int:
         return 70
 
 
+def console_main() -> None:
+    """`main` as a whole process: exits without garbage-collecting what it built.
+
+    A compiled program is one big reference cycle (thousands of IR ops); collecting
+    it at interpreter exit costs ~0.1-0.2 s of a `snnc compile`, and the OS frees the
+    memory anyway. Not for in-process callers of `main`: frozen objects are never freed.
+    """
+    code = main()
+    gc.freeze()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

@@ -37,8 +37,7 @@ import enum
 import functools
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 from xdsl.dialects.builtin import (
@@ -127,6 +126,29 @@ def _check_field_range(op_name: str, field: isa.Field, value: int) -> None:
         raise VerifyException(f"{op_name}: {field.name} = {value} does not fit '{field.fmt}' [{lo}, {hi}]")
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _int_attr(value: int) -> IntAttr:
+    """A shared IntAttr (attributes are immutable): a program has ~20 integer fields per
+    instruction, mostly repeating values, and building an IntAttr is not free."""
+    return IntAttr(value)
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def _symbol_ref(symbol: str) -> SymbolRefAttr:
+    return SymbolRefAttr(symbol)
+
+
+@functools.lru_cache(maxsize=None)
+def _int_field_names(op_class: type[_FieldsOp]) -> tuple[str, ...]:
+    return tuple(f.name for f, _lo, _hi in _int_fields(op_class))
+
+
+@functools.lru_cache(maxsize=None)
+def _int_fields(op_class: type[_FieldsOp]) -> tuple[tuple[isa.Field, int, int], ...]:
+    """(field, lo, hi) of every integer field of an op class: FIELDS without the `layer` symbol."""
+    return tuple((f, *_struct_range(f.fmt)) for f in op_class.FIELDS if f.name != "layer")
+
+
 class _FieldsOp(IRDLOperation):
     """An op whose integer properties are the fields of one ISA table entry."""
 
@@ -134,17 +156,17 @@ class _FieldsOp(IRDLOperation):
 
     def field_values(self) -> dict[str, int]:
         """The integer fields (a `layer` symbol is not included)."""
-        return {
-            f.name: self.properties[f.name].data
-            for f in self.FIELDS
-            if isinstance(self.properties.get(f.name), IntAttr)
-        }
+        props = self.properties
+        # every integer field is an IntAttr: create_with and parse build them all, and
+        # the verifier checks that before it reads them
+        return {name: props[name].data for name in _int_field_names(type(self))}
 
     def verify_(self) -> None:
-        for f in self.FIELDS:
-            attr = self.properties.get(f.name)
-            if isinstance(attr, IntAttr):
-                _check_field_range(self.name, f, attr.data)
+        props = self.properties
+        for f, lo, hi in _int_fields(type(self)):
+            # IRDL has checked that every field is present and an IntAttr before this runs
+            if not lo <= props[f.name].data <= hi:
+                _check_field_range(self.name, f, props[f.name].data)  # raises, naming the field
 
 
 # --------------------------------------------------------------------------------------
@@ -174,11 +196,11 @@ class InstructionOp(_FieldsOp):
             if f.name == "layer":
                 if layer is None:
                     raise ValueError(f"{cls.name}: a layer symbol is required")
-                props["layer"] = SymbolRefAttr(layer)
+                props["layer"] = _symbol_ref(layer)
             else:
                 if f.name not in fields:
                     raise ValueError(f"{cls.name}: missing field {f.name}")
-                props[f.name] = IntAttr(int(fields.pop(f.name)))
+                props[f.name] = _int_attr(int(fields.pop(f.name)))
         if fields:
             raise ValueError(f"{cls.name}: unknown field(s) {sorted(fields)}")
         return cls.create(properties=props)
@@ -271,7 +293,7 @@ class LayerOp(_FieldsOp):
         if inexact:
             props["inexact"] = StringAttr(inexact)
         for f in isa.LAYER_FIELDS:
-            props[f.name] = IntAttr(int(fields.pop(f.name, 0)))
+            props[f.name] = _int_attr(int(fields.pop(f.name, 0)))
         if fields:
             raise ValueError(f"accel.layer: unknown field(s) {sorted(fields)}")
         return cls.create(properties=props)
@@ -543,6 +565,9 @@ class ProgramOp(IRDLOperation):
         layers: dict[str, LayerOp] = {}
         const_ranges: list[tuple[int, int, str]] = []
         for op in self.body.block.ops:
+            if isinstance(op, InstructionOp):  # the bulk of the body
+                _verify_instruction(op, layers, dram_size, sram_size)
+                continue
             if isinstance(op, ConstOp | LayerOp):
                 sym = op.sym_name.data
                 if sym in symbols:
@@ -562,8 +587,6 @@ class ProgramOp(IRDLOperation):
                     raise VerifyException(f"accel.io \"{op.io_name.data}\": ends at {end:#x}, beyond dram_size {dram_size:#x}")
                 if op.timesteps.data != timesteps:
                     raise VerifyException(f"accel.io \"{op.io_name.data}\": timesteps differ from the program's")
-            elif isinstance(op, InstructionOp):
-                _verify_instruction(op, layers, dram_size, sram_size)
             else:
                 raise VerifyException(f"accel.program: unexpected op {op.name} in the body")
         const_ranges.sort()
@@ -611,8 +634,7 @@ def param_block_bytes(layer: LayerOp) -> int:
     return 4 * (layer.get("out_c") + 3 * layer.get("param_c"))
 
 
-@dataclass(frozen=True)
-class SramOperand:
+class SramOperand(NamedTuple):  # a tuple: built for every instruction by the emitter and the verifier
     field: str  # the instruction field holding the address
     addr: int
     size: int
@@ -624,9 +646,10 @@ class SramOperand:
         return self.addr + self.size
 
 
-def sram_operands(op: InstructionOp, layer: LayerOp | None) -> list[SramOperand]:
-    """Every SRAM range `op` reads or writes, sized from the isa.py tile layouts."""
-    v = op.field_values()
+def sram_operands(op: InstructionOp, layer: LayerOp | None, values: dict[str, int] | None = None) -> list[SramOperand]:
+    """Every SRAM range `op` reads or writes, sized from the isa.py tile layouts
+    (`values`: `op.field_values()` when the caller already has them)."""
+    v = op.field_values() if values is None else values
     if isinstance(op, DmaLoadOp | DmaStoreOp):
         if v["rows"] == 0 or v["row_bytes"] == 0:
             return []
@@ -743,7 +766,7 @@ def _verify_instruction(op: InstructionOp, layers: dict[str, LayerOp], dram_size
                          PoolOp: (LayerKind.MAXPOOL, LayerKind.AVGPOOL), AddOp: (LayerKind.ADD,)}[type(op)]
         if g("kind") not in expected_kind:
             raise VerifyException(f"{where}: layer kind {LayerKind(g('kind')).name} cannot run {op.name}")
-    for operand in sram_operands(op, layer):
+    for operand in sram_operands(op, layer, v):
         if operand.addr < 0 or operand.end > sram_size:
             raise VerifyException(
                 f"{where}: {operand.field} range [{operand.addr:#x}, {operand.end:#x}) outside SRAM [0, {sram_size:#x})"

@@ -83,11 +83,25 @@ from xdsl.utils.exceptions import VerifyException
 # --------------------------------------------------------------------------------------
 
 
+def _whole_bytes_buffer(data: np.ndarray) -> bytes | None:
+    """The bytes object `data` is a C-contiguous view of, covering all of it, if any
+    (a weight read from an ONNX initializer is: numpy_helper.to_array wraps raw_data)."""
+    owner = data
+    while isinstance(owner, np.ndarray):
+        owner = owner.base
+    if isinstance(owner, bytes) and len(owner) == data.nbytes and data.flags.c_contiguous:
+        return owner
+    return None
+
+
 def tensor_attr(array: np.ndarray) -> DenseIntOrFPElementsAttr:
     """A dense f32 tensor attribute built from bytes (fast; see docs/xdsl-notes)."""
-    data = np.array(array, dtype=np.float32, order="C")  # keeps 0-d scalars 0-d
+    # asarray keeps 0-d scalars 0-d and copies only when needed; weights read from ONNX
+    # reuse their bytes (immutable) instead of a copy of tens of MB.
+    data = np.asarray(array, dtype=np.float32, order="C")
     ttype = TensorType(f32, data.shape)
-    return DenseIntOrFPElementsAttr(ttype, BytesAttr(data.tobytes()))
+    raw = _whole_bytes_buffer(data)
+    return DenseIntOrFPElementsAttr(ttype, BytesAttr(data.tobytes() if raw is None else raw))
 
 
 def tensor_value(attr: DenseIntOrFPElementsAttr) -> np.ndarray:

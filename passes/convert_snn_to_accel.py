@@ -117,6 +117,9 @@ from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 
 DRAM_ALIGN = 64  # bytes; every DRAM tensor / constant starts on a burst boundary
+# accel.const symbols: a layer's weights, and a synaptic group's parameter block
+WEIGHTS_CONST_PREFIX = "w_"
+PARAMS_CONST_PREFIX = "p_"
 SRAM_ALIGN = 16  # bytes; every SRAM buffer starts on a bank word
 MAX_FRAC = 24  # largest power-of-two scale searched for exact weights/thresholds
 MIN_FRAC = -16
@@ -139,13 +142,16 @@ def _pad8(channels: int) -> int:
 
 def exact_frac(values: np.ndarray, limit: int | None = None, lo: int = MIN_FRAC, hi: int = MAX_FRAC) -> int | None:
     """Smallest f in [lo, hi] with every value * 2**f an integer (|int| <= limit), or None."""
-    v = np.asarray(values, dtype=np.float64).ravel()
-    if v.size == 0 or not np.any(v):
-        return 0 if lo <= 0 <= hi else lo
+    v = np.asarray(values)
+    if v.dtype != np.float32:  # float32 weights widen exactly; only their non-zeros are widened
+        v = v.astype(np.float64, copy=False)
+    v = v.ravel()
     # Vectorised (one pass, no loop over f): v = m * 2**(e - 53) with m a 53-bit integer,
     # so v * 2**f is an integer iff f >= 53 - e - trailing_zeros(m). The limit test is
     # monotone in f, so only the smallest such f (clamped to lo) needs checking.
-    nonzero = np.abs(v[v != 0])
+    nonzero = np.abs(v[v != 0].astype(np.float64))
+    if nonzero.size == 0:
+        return 0 if lo <= 0 <= hi else lo
     if not np.all(np.isfinite(nonzero)):
         return None
     mantissa, exponent = np.frexp(nonzero)
@@ -159,7 +165,8 @@ def exact_frac(values: np.ndarray, limit: int | None = None, lo: int = MIN_FRAC,
 
 def max_frac(values: np.ndarray, limit: int, lo: int = MIN_FRAC, hi: int = MAX_FRAC) -> int:
     """Largest f in [lo, hi] with max|value| * 2**f <= limit."""
-    m = float(np.max(np.abs(values))) if np.size(values) else 0.0
+    # max(max, -min) == max(abs) without an |array| temporary (weights are large)
+    m = float(max(np.max(values), -np.min(values))) if np.size(values) else 0.0
     if m == 0.0:
         return hi
     f = math.floor(math.log2(limit / m))
@@ -178,6 +185,44 @@ def quantise(values: np.ndarray, frac: int) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class NonzeroWeights:
+    """The non-zero entries of a weight array of `shape`: flat (row-major) indices into
+    it, in no particular order, and their values.
+
+    Weight scales and quantisation depend on these alone (zero is exact at any scale),
+    and SNN weights are mostly zero: dense relayouts and float64/int64 temporaries of
+    whole layers would dominate the compile time.
+    """
+
+    shape: tuple[int, ...]
+    index: np.ndarray
+    values: np.ndarray
+
+    @classmethod
+    def relayout(cls, weights: np.ndarray, axes: tuple[int, ...], shape: tuple[int, ...]) -> NonzeroWeights:
+        """The non-zeros of `weights.transpose(axes)` in an array of `shape` (each
+        dimension at least the transposed one's: zero padding at the end)."""
+        flat = weights.reshape(-1)
+        source = np.flatnonzero(flat != 0)  # through a bool mask: several times faster on floats
+        coords = np.unravel_index(source, weights.shape)
+        index = np.ravel_multi_index(tuple(coords[axis] for axis in axes), shape)
+        return cls(tuple(shape), index, flat[source])
+
+
+def quantise_weights(weights: NonzeroWeights, frac: int, rows: int, nbytes: int, what: str) -> np.ndarray:
+    """`quantise(weights, frac)` as the stored little-endian int of `nbytes` bytes, zero
+    rows appended up to `rows`; a value that does not fit is a CompileError."""
+    ints = quantise(weights.values, frac)
+    lo, hi = -(1 << (8 * nbytes - 1)), (1 << (8 * nbytes - 1)) - 1
+    if ints.size and (ints.min() < lo or ints.max() > hi):
+        bad = int(ints.min()) if ints.min() < lo else int(ints.max())
+        raise CompileError(f"{what}: value {bad} does not fit int{8 * nbytes}")
+    out = np.zeros((rows, *weights.shape[1:]), dtype=f"<i{nbytes}")
+    out.reshape(-1)[weights.index] = ints  # row-major: within the first shape[0] rows
+    return out
+
+
+@dataclass(frozen=True)
 class WeightScales:
     """The joint scale of the synapses summed into one accumulator."""
 
@@ -192,6 +237,7 @@ def choose_weight_scales(weights: list[np.ndarray], input_fracs: list[int], bits
     Alone: the smallest exact f if one exists with |k| <= 2**(bits-1)-1, else the
     largest f that fits. Summed synapses share acc_frac = fw_i + f_in_i, so the
     one needing the most bits decides, capped by the one with the least room.
+    Zeros do not change the result: `weights` may hold only the non-zero values.
     """
     limit = (1 << (bits - 1)) - 1
     exact = [exact_frac(w, limit) for w in weights]
@@ -376,7 +422,9 @@ class SynapseInput:
     stride: tuple[int, int]
     pads: tuple[int, int, int, int]  # top, left, bottom, right
     dil: tuple[int, int]
-    weight_real: np.ndarray  # [N, kh, kw, in_cs] float64, padded/permuted, zero where padded
+    # the non-zero weights (snn float32 values) in the stored [N, kh, kw, in_cs] layout;
+    # None for the parts a split makes (after quantisation: their integers are sliced)
+    weights: NonzeroWeights | None
     bias_real: np.ndarray  # [N]
     row_offset: int = 0  # first map row this synapse reads (a band of a split whole-map kernel)
     ch_offset: int = 0  # first stored channel this synapse reads (a k-chunk of the op/gust dataflows)
@@ -547,7 +595,7 @@ class _Analysis:
     def _synapse_input(self, syn: DenseOp | Conv2dOp) -> SynapseInput:
         src = self._stored(syn.input, syn)
         fm = src.fmap
-        w = np.asarray(tensor_value(syn.weight), np.float64)
+        w = tensor_value(syn.weight)  # float32, read-only; the layouts below are float32 copies
         bias = np.zeros(w.shape[1] if isinstance(syn, DenseOp) else w.shape[0])
         if syn.bias is not None:
             bias = np.asarray(tensor_value(syn.bias), np.float64)
@@ -560,22 +608,19 @@ class _Analysis:
                 # without the 16-bit channel-count limit.
                 if max(fm.height, fm.width) > 255:
                     raise CompileError(f"snn.dense '{_source(syn)}': flattened map {fm.height}x{fm.width} exceeds a 255 kernel")
-                grid = w.reshape(fm.channels, fm.height, fm.width, n).transpose(3, 1, 2, 0)
-                weight = np.zeros((n, fm.height, fm.width, fm.cs))
-                weight[:, :, :, : fm.channels] = grid
+                weight = NonzeroWeights.relayout(w.reshape(fm.channels, fm.height, fm.width, n), (3, 1, 2, 0),
+                                                 (n, fm.height, fm.width, fm.cs))
                 return SynapseInput(syn, src, fm.channels, fm.cs, fm.height, fm.width, fm.height, fm.width,
                                     (1, 1), (0, 0, 0, 0), (1, 1), weight, bias)
             else:
                 if fm.height != 1 or fm.width != 1 or fm.channels != k:
                     raise CompileError(f"snn.dense '{_source(syn)}': input map is {fm.channels}x{fm.height}x{fm.width}, expected [B, {k}]")
-                weight = np.zeros((n, 1, 1, fm.cs))
-                weight[:, 0, 0, :k] = w.T
+                weight = NonzeroWeights.relayout(w.reshape(k, n, 1, 1), (1, 2, 3, 0), (n, 1, 1, fm.cs))
                 return SynapseInput(syn, src, k, fm.cs, 1, 1, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), weight, bias)
         if src.flattened:
             raise CompileError(f"snn.conv2d '{_source(syn)}': input is a flattened map")
         cout, cin, kh, kw = w.shape
-        weight = np.zeros((cout, kh, kw, fm.cs))
-        weight[:, :, :, :cin] = w.transpose(0, 2, 3, 1)
+        weight = NonzeroWeights.relayout(w, (0, 2, 3, 1), (cout, kh, kw, fm.cs))
         strides = int_array_value(syn.strides)
         pads = int_array_value(syn.pads)
         dil = int_array_value(syn.dilations)
@@ -616,8 +661,8 @@ class _Analysis:
         if src.flattened:
             raise CompileError(f"snn.lif '{_source(lif)}': input is a flattened map; not supported")
         fm = src.fmap
-        identity = np.zeros((fm.channels, 1, 1, fm.cs))
-        identity[np.arange(fm.channels), 0, 0, np.arange(fm.channels)] = 1.0
+        identity = NonzeroWeights(
+            (fm.channels, 1, 1, fm.cs), np.arange(fm.channels) * (fm.cs + 1), np.ones(fm.channels, np.float32))
         synapse = SynapseInput(
             lif, src, fm.channels, fm.cs, fm.height, fm.width, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1),
             identity, np.zeros(fm.channels),
@@ -846,7 +891,7 @@ def _split_into_bands(
     for r0, n in bands:
         parts.append(SynapseInput(
             synapse.op, synapse.src, synapse.in_c, synapse.in_cs, n, synapse.in_w, n, synapse.kw,
-            (1, 1), (0, 0, 0, 0), (1, 1), synapse.weight_real[:, r0:r0 + n], synapse.bias_real, row_offset=r0,
+            (1, 1), (0, 0, 0, 0), (1, 1), None, synapse.bias_real, row_offset=r0,
         ))
         ints.append(np.ascontiguousarray(weights[:, r0:r0 + n]))
     return parts, ints
@@ -896,7 +941,7 @@ def _split_into_chunks(
             real = max(0, min(s.in_c, c0 + n) - c0)
             parts.append(SynapseInput(
                 s.op, s.src, real, n, s.in_h, s.in_w, s.kh, s.kw, s.stride, s.pads, s.dil,
-                s.weight_real[..., c0:c0 + n], s.bias_real, row_offset=s.row_offset, ch_offset=s.ch_offset + c0,
+                None, s.bias_real, row_offset=s.row_offset, ch_offset=s.ch_offset + c0,
             ))
             ints.append(np.ascontiguousarray(q[..., c0:c0 + n]))
     return parts, ints
@@ -915,6 +960,8 @@ def _symbol(name: str, taken: set[str]) -> str:
 
 def _int_bytes(values: np.ndarray, nbytes: int, what: str) -> bytes:
     lo, hi = -(1 << (8 * nbytes - 1)), (1 << (8 * nbytes - 1)) - 1
+    if values.dtype.kind == "i" and values.dtype.itemsize <= nbytes:  # fits by its type
+        return values.astype(f"<i{nbytes}", copy=False).tobytes()
     v = np.asarray(values, np.int64)
     if v.size and (v.min() < lo or v.max() > hi):
         raise CompileError(f"{what}: value {int(v.min()) if v.min() < lo else int(v.max())} does not fit int{8 * nbytes}")
@@ -1121,16 +1168,13 @@ class _Lowering:
         where = f"{head.op.name} '{_source(head.op)}'"
         notes: list[str] = []
         in_fracs = [s.src.fmap.frac for s in syns]
-        scales = choose_weight_scales([s.weight_real for s in syns], in_fracs, self.o.weight_bits)
+        scales = choose_weight_scales([s.weights.values for s in syns], in_fracs, self.o.weight_bits)
         if not scales.exact:
             notes.append("weights rounded")
         weight_bytes = 1 if self.o.weight_bits <= 8 else 2
         out_cs = _pad8(step.out_c)
-        weights_int = []
-        for s, fw in zip(syns, scales.weight_fracs):
-            q = np.zeros((out_cs, s.kh, s.kw, s.in_cs), np.int64)
-            q[: step.out_c] = quantise(s.weight_real, fw)
-            weights_int.append(q)
+        weights_int = [quantise_weights(s.weights, fw, out_cs, weight_bytes, f"{where}: weight")
+                       for s, fw in zip(syns, scales.weight_fracs)]
         bias_real = sum(s.bias_real for s in syns)
         bias_int = quantise(bias_real, scales.acc_frac)
         if not np.array_equal(np.ldexp(bias_int.astype(np.float64), -scales.acc_frac), bias_real):
@@ -1138,7 +1182,9 @@ class _Lowering:
         # Bound on |acc| in integers, and on the real current per step.
         acc_bound = np.abs(bias_int).astype(np.float64)
         for s, q in zip(syns, weights_int):
-            acc_bound = acc_bound + np.abs(q[: step.out_c]).reshape(step.out_c, -1).sum(axis=1) * s.src.fmap.int_max()
+            # |q| viewed unsigned: |-128| of an int8 is -128 as int8 but 128 as uint8
+            magnitudes = np.abs(q[: step.out_c]).view(f"<u{weight_bytes}")
+            acc_bound = acc_bound + magnitudes.reshape(step.out_c, -1).sum(axis=1) * s.src.fmap.int_max()
         acc_max = float(acc_bound.max()) if acc_bound.size else 0.0
         if acc_max > INT32_MAX:
             notes.append("accumulator may overflow int32 for extreme inputs")
@@ -1241,11 +1287,11 @@ class _Lowering:
         head_sym = layer_syms[0]
         compressed = COMPRESSED_WEIGHTS_ATTR in getattr(head.op, "attributes", {})
         w_addrs = [
-            self.consts.add(f"w_{sym}", _weight_fibers(q, weight_bytes, f"{where}: weight") if compressed
+            self.consts.add(f"{WEIGHTS_CONST_PREFIX}{sym}", _weight_fibers(q, weight_bytes, f"{where}: weight") if compressed
                             else _int_bytes(q, weight_bytes, f"{where}: weight"))
             for sym, q in zip(layer_syms, weights_int)
         ]
-        p_addr = self.consts.add(f"p_{head_sym}", _int_bytes(params, 4, f"{where}: parameter"))
+        p_addr = self.consts.add(f"{PARAMS_CONST_PREFIX}{head_sym}", _int_bytes(params, 4, f"{where}: parameter"))
         return dict(
             schedule=self._schedule_group, step=step, syms=layer_syms, w_addrs=w_addrs, p_addr=p_addr,
             compressed=compressed,

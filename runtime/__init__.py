@@ -15,8 +15,21 @@ from __future__ import annotations
 from pathlib import Path
 
 from snnc.backend.binformat import ProgramImage, load_program_file, read_program
-from snnc.runtime.report import write_report_json
-from snnc.runtime.simulator import SimResult, simulate
+
+# The simulator and the report load on first use, so that importing a light submodule
+# (runtime.files, for the compiler's atomic writes) does not pay for them.
+_LAZY = {"simulate": "snnc.runtime.simulator", "SimResult": "snnc.runtime.simulator",
+         "write_report_json": "snnc.runtime.report"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_program(path_or_bytes: str | Path | bytes | bytearray | memoryview) -> ProgramImage:

@@ -1,7 +1,7 @@
 """Recognise exporter-written spiking neurons and fuse them into `snnc.fused::Neuron` calls.
 
 Contract
-    fuse_neurons(model: onnx.ModelProto) -> onnx.ModelProto
+    fuse_neurons(model: onnx.ModelProto, arrays=None) -> onnx.ModelProto
         A copy of `model` in which every unrolled elementwise neuron subgraph is
         replaced by one `snnc.fused::Neuron(I_t, v_{t-1}) -> (s_t, v_t)` node per
         timestep. The node's attributes carry the full `snn.lif` semantics (leak,
@@ -127,11 +127,20 @@ def fold_node(node: onnx.NodeProto, inputs: list, opset: int) -> list[np.ndarray
         return None
 
 
-def _fold_constants(graph: onnx.GraphProto, opset: int, outer: dict | None = None) -> dict[str, np.ndarray]:
-    """Values of the graph that are constants (initializers and what follows from them)."""
+def initializer_arrays(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+    """The graph's initializers as numpy arrays, by name (each read once: reading a
+    protobuf payload copies it, and weights are tens of MB)."""
+    return {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+
+
+def _fold_constants(
+    graph: onnx.GraphProto, opset: int, outer: dict | None = None,
+    arrays: dict[str, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
+    """Values of the graph that are constants (initializers and what follows from them);
+    `arrays`: `initializer_arrays(graph)` when the caller has it."""
     consts: dict[str, np.ndarray] = dict(outer or {})
-    for init in graph.initializer:
-        consts[init.name] = numpy_helper.to_array(init)
+    consts.update(initializer_arrays(graph) if arrays is None else arrays)
     for node in graph.node:
         if node.domain not in ("", "ai.onnx") or node.op_type not in FOLDABLE:
             continue
@@ -637,11 +646,12 @@ def _fuse_scan_body(model, scan: onnx.NodeProto, consts: dict, opset: int, tag: 
     body.node.extend(ordered)
 
 
-def fuse_neurons(model: onnx.ModelProto) -> onnx.ModelProto:
-    """See the module docstring."""
+def fuse_neurons(model: onnx.ModelProto, arrays: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:
+    """See the module docstring; `arrays`: `initializer_arrays(model.graph)` when the
+    caller has it."""
     graph = model.graph
     opset = _opset(model)
-    consts = _fold_constants(graph, opset)
+    consts = _fold_constants(graph, opset, arrays=arrays)
     if any(n.op_type in ("Scan", "Loop") for n in graph.node):
         model_copy = onnx.ModelProto()
         model_copy.CopyFrom(model)

@@ -42,6 +42,7 @@ other time encodings (Slice+Squeeze, Loop) as handlers producing `Step`/`Whole` 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -59,7 +60,15 @@ from xdsl.utils.exceptions import VerifyException
 
 from snnc.backend.errors import FrontendError
 from snnc.compiler.frontend.inline import inline_local_functions
-from snnc.compiler.frontend.neuron_fusion import FOLDABLE, FUSED_DOMAIN, FUSED_OP, _opset, fold_node, fuse_neurons
+from snnc.compiler.frontend.neuron_fusion import (
+    FOLDABLE,
+    FUSED_DOMAIN,
+    FUSED_OP,
+    _opset,
+    fold_node,
+    fuse_neurons,
+    initializer_arrays,
+)
 from snnc.dialects.snn import (
     ONNX_NAME_ATTR,
     AddOp,
@@ -161,6 +170,12 @@ class FinalState:
 
 
 Tag = Const | Whole | Step | Stacked | Merged | IterIndex | BufferWrite | ScanState | FinalState
+
+
+def _float32(array: np.ndarray) -> np.ndarray:
+    """`array` as float32, without a copy when it already is (an unrolled model reads
+    the same weight initializer once per timestep; nothing writes to these arrays)."""
+    return np.asarray(array, dtype=np.float32)
 
 
 def _describe(tag: Tag) -> str:
@@ -353,24 +368,55 @@ def _load(model: onnx.ModelProto | str | Path) -> onnx.ModelProto:
 _INFERENCE_NODE = re.compile(r"\(op_type:([^,]*), node name: ([^)]*)\)")
 
 
-_BIG_INITIALIZER = 4096  # bytes; bigger initializer payloads are hidden from shape inference
+# Initializers with more elements than this have their raw_data hidden from shape inference
+# (4 KiB of float32; Reshape shapes and other values it propagates are far smaller).
+_BIG_INITIALIZER_ELEMENTS = 1024
+
+
+def _copy_fields(dst, src, skip: tuple[str, ...] = ()) -> None:
+    """Copy the set fields of protobuf (proto2) message `src` into `dst`, except those
+    named in `skip` (never read: reading a bytes field copies it)."""
+    for descriptor in src.DESCRIPTOR.fields:
+        name = descriptor.name
+        if name in skip:
+            continue
+        value = getattr(src, name)
+        if isinstance(value, str | bytes | int | float) or hasattr(value, "ListFields"):
+            if not src.HasField(name):
+                continue
+            if hasattr(value, "ListFields"):  # a message
+                getattr(dst, name).CopyFrom(value)
+            else:
+                setattr(dst, name, value)
+        elif len(value):  # a repeated field
+            getattr(dst, name).extend(value)
+
+
+def _without_big_payloads(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of `model` whose big initializers keep their dims and type but no raw_data.
+
+    Shape inference needs only those (small ones, e.g. Reshape shapes, keep their values
+    for constant propagation); copying or serialising tens of MB of weights would
+    dominate its cost.
+    """
+    light = onnx.ModelProto()
+    _copy_fields(light, model, skip=("graph",))
+    _copy_fields(light.graph, model.graph, skip=("initializer",))
+    for init in model.graph.initializer:
+        # (from the dims: reading raw_data or ByteSize() would copy the payload)
+        big = math.prod(init.dims) > _BIG_INITIALIZER_ELEMENTS
+        _copy_fields(light.graph.initializer.add(), init, skip=("raw_data",) if big else ())
+    return light
 
 
 def _run_shape_inference(model: onnx.ModelProto) -> None:
     """onnx's own checks (shapes, types); the first error becomes a FrontendError.
 
-    infer_shapes serialises the whole model; big weight payloads (tens of MB) would
-    dominate its cost although only their dims and types matter, so their raw_data is
-    detached for the call and put back afterwards (small ones, e.g. Reshape shapes,
-    keep their values for constant propagation).
+    It runs on `_without_big_payloads(model)`: the inferred model is not used, only
+    the errors.
     """
-    detached = []
-    for init in model.graph.initializer:
-        if len(init.raw_data) > _BIG_INITIALIZER:
-            detached.append((init, init.raw_data))
-            init.ClearField("raw_data")
     try:
-        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+        onnx.shape_inference.infer_shapes(_without_big_payloads(model), check_type=True, strict_mode=True)
     except Exception as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         nodes = _INFERENCE_NODE.findall(first_line)
@@ -379,9 +425,6 @@ def _run_shape_inference(model: onnx.ModelProto) -> None:
             op_type, name = nodes[-1]
             raise FrontendError(f"node '{name}' ({op_type}): shape inference failed: {detail}") from None
         raise FrontendError(f"ONNX shape inference failed: {detail}") from None
-    finally:
-        for init, data in detached:
-            init.raw_data = data
 
 
 # ------------------------------------------------------------------------------------------
@@ -772,7 +815,7 @@ class _Interpreter:
             raise _node_error(node, f"expected transA=0, alpha=1, beta=1, found transA={attrs.get('transA', 0)}, "
                               f"alpha={attrs.get('alpha', 1.0)}, beta={attrs.get('beta', 1.0)}")
         x = self.step(node, inputs[0])
-        weight = self.const(node, inputs[1], "the weight (input B)").astype(np.float32)
+        weight = _float32(self.const(node, inputs[1], "the weight (input B)"))
         if weight.ndim != 2:
             raise _node_error(node, f"expected a 2-D weight, found shape {list(weight.shape)}")
         if attrs.get("transB", 0):
@@ -787,7 +830,7 @@ class _Interpreter:
 
     def op_MatMul(self, node, inputs):
         x = self.step(node, inputs[0])
-        weight = self.const(node, inputs[1], "the weight (input B)").astype(np.float32)
+        weight = _float32(self.const(node, inputs[1], "the weight (input B)"))
         if weight.ndim != 2:
             raise _node_error(node, f"expected a 2-D weight, found shape {list(weight.shape)}")
         return self._dense(node, x, weight, None, [inputs[1]])
@@ -823,7 +866,7 @@ class _Interpreter:
         if attrs.get("group", 1) != 1:
             raise _node_error(node, f"expected group=1, found group={attrs['group']}")
         x = self.step(node, inputs[0])
-        weight = self.const(node, inputs[1], "the weight (input W)").astype(np.float32)
+        weight = _float32(self.const(node, inputs[1], "the weight (input W)"))
         shape = x.train.shape
         if weight.ndim != 4 or len(shape) != 4:
             raise _node_error(node, f"expected a 2-D convolution of [B, C, H, W], found input {list(shape)} and weight {list(weight.shape)}")
@@ -838,7 +881,7 @@ class _Interpreter:
         consts = [inputs[1]]
         bias = None
         if len(inputs) > 2 and inputs[2] is not None:
-            bias = self.const(node, inputs[2], "the bias (input B)").astype(np.float32)
+            bias = _float32(self.const(node, inputs[2], "the bias (input B)"))
             if bias.shape != (weight.shape[0],):
                 raise _node_error(node, f"shape mismatch: bias {list(bias.shape)}, expected [{weight.shape[0]}]")
             consts.append(inputs[2])
@@ -1250,11 +1293,15 @@ def _emit(record: LayerRecord, operands: list[SSAValue], T: int) -> Operation:
     raise AssertionError(f"unhandled layer kind {record.kind}")
 
 
-def _graph_inputs(graph: onnx.GraphProto, interp: _Interpreter) -> tuple[list[tuple[str, Train]], dict[str, Tag]]:
+def _graph_inputs(
+    graph: onnx.GraphProto, interp: _Interpreter, arrays: dict[str, np.ndarray],
+) -> tuple[list[tuple[str, Train]], dict[str, Tag]]:
+    """`arrays`: initializer values already read, by name (others are read here)."""
     initializer_names = {init.name for init in graph.initializer}
     env: dict[str, Tag] = {}
     for init in graph.initializer:
-        env[init.name] = Const(numpy_helper.to_array(init), init.name)
+        array = arrays.get(init.name)
+        env[init.name] = Const(numpy_helper.to_array(init) if array is None else array, init.name)
     inputs = []
     for value in graph.input:
         if value.name in initializer_names:
@@ -1280,10 +1327,12 @@ def import_onnx(model: onnx.ModelProto | str | Path) -> ModuleOp:
     """The `snn` dialect module of a canonical-form ONNX SNN (see the module docstring)."""
     model = _load(model)
     _run_shape_inference(model)
-    model = fuse_neurons(inline_local_functions(model))
+    model = inline_local_functions(model)
+    arrays = initializer_arrays(model.graph)
+    model = fuse_neurons(model, arrays)  # keeps these initializers (and may add small ones)
     graph = model.graph
     interp = _Interpreter(model)
-    inputs, env = _graph_inputs(graph, interp)
+    inputs, env = _graph_inputs(graph, interp, arrays)
     interp.outer_env = env
     interp.run_graph(graph, env, scan=False)
 
