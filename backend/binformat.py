@@ -7,7 +7,7 @@ CONTRACT:
     `BinaryFormatError` with a one-line message naming the field (magic, version,
     section, checksum, truncation, descriptor field, address).
   * `load_program_file(path)` reads and validates a file.
-Imports only the standard library and snnc.backend.{isa,errors}.
+Imports only the standard library, numpy and snnc.backend.{isa,errors}.
 
 Layout (all integers little-endian; docs/isa.md "Binary container"):
 
@@ -21,13 +21,33 @@ Layout (all integers little-endian; docs/isa.md "Binary container"):
     table_crc    u32  CRC32 of the header bytes before this field + the section table
     reserved     u32  0
   section table: n_sections x SECTION_STRUCT (24 bytes)
-    kind u16, reserved u16, crc32 u32 (of the section payload), offset u64, size u64
-  section payloads, contiguous, in table order, no padding; the file ends at the
-  end of the last payload.
+    kind u16, encoding u16, crc32 u32 (of the stored payload), offset u64, size u64 (stored)
+  section payloads as stored, contiguous, in table order, no padding; the file ends
+  at the end of the last payload.
+
+Encoding (SectionEncoding flags, applied in this order; 0 = the section bytes as is):
+  NONZERO   u64 size N, u64 count K, a bitmask of ceil(N/8) bytes (bit i, least
+            significant bit first, set iff byte i is non-zero; the padding bits
+            are 0), then the K non-zero bytes in order (int8 weights of a sparse
+            SNN: 1 bit per zero weight + 1 byte per non-zero one)
+  DELTA     n records of isa.INSTRUCTION_BYTES (R) bytes stored column by column:
+            byte 0 of every record (the opcode) in order; then for each byte
+            position 1..R-1, every record's byte, the records ordered by opcode
+            (stably) and each stored as its difference mod 256 from the previous
+            record with the same opcode (the first of an opcode as is). A program
+            is loops over tiles: most of these differences are 0 or constant.
+  ZLIB      a zlib stream (RFC 1950), nothing after it
+The reader accepts any encoding on any section (NONZERO and DELTA not together).
+The writer stores each section in the smallest of the forms it tries (the plainer
+one on a tie): raw; filtered (NONZERO for the constants, DELTA for the
+instructions); and ZLIB of the filtered form, for the instructions always (after
+DELTA zlib is fast), for any other section when it is at most ZLIB_MAX_INPUT bytes
+(small models' descriptors and constants, whose zero padding a bitmask does not
+remove; on big constants zlib costs seconds of compile time for ~1% of the file).
 
 Sections (each exactly once, in this order when written):
   hw_config     UTF-8 canonical TOML of the hardware config compiled for
-  constants     raw DRAM image placed at address 0
+  constants     the DRAM image placed at address 0 (weights, parameter blocks)
   layers        n x isa.LAYER_BYTES descriptors
   layer_names   u32 count, then count strings
   instructions  n x isa.INSTRUCTION_BYTES
@@ -44,12 +64,14 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from snnc.backend import isa
 from snnc.backend.errors import BinaryFormatError
 from snnc.backend.isa import Format
 
 MAGIC = b"SNNCPROG"
-FORMAT_MAJOR = 1
+FORMAT_MAJOR = 2  # 2: sections may be stored encoded (SectionEncoding)
 FORMAT_MINOR = 0
 
 HEADER_STRUCT = struct.Struct("<8sHHHHQII")
@@ -72,6 +94,24 @@ class SectionKind(enum.IntEnum):
 
 
 SECTION_NAMES = {kind: kind.name.lower() for kind in SectionKind}
+
+
+class SectionEncoding(enum.IntFlag):
+    RAW = 0
+    NONZERO = 1  # applied first
+    ZLIB = 2  # applied last
+    DELTA = 4  # applied first
+
+
+def encoding_name(encoding: SectionEncoding) -> str:
+    """The flags in the order they are applied, e.g. "nonzero+zlib"; "raw" for none."""
+    applied = (SectionEncoding.NONZERO, SectionEncoding.DELTA, SectionEncoding.ZLIB)
+    return "+".join(flag.name.lower() for flag in applied if flag in encoding) or "raw"
+
+
+ZLIB_LEVEL = 9
+ZLIB_MAX_INPUT = 256 * 1024  # bytes; see the module docstring
+_NONZERO_HEADER = struct.Struct("<QQ")  # decoded size N, count K of non-zero bytes
 
 
 @dataclass(frozen=True)
@@ -145,6 +185,72 @@ def _io_bytes(io: list[IODesc]) -> bytes:
     return b"".join(parts)
 
 
+def pack_nonzero(data: bytes) -> bytes:
+    """The `nonzero` encoding of `data` (see the module docstring)."""
+    values = np.frombuffer(data, dtype=np.uint8)
+    nonzero = values != 0
+    kept = values[nonzero]
+    return _NONZERO_HEADER.pack(len(values), len(kept)) + np.packbits(nonzero, bitorder="little").tobytes() \
+        + kept.tobytes()
+
+
+def _opcode_groups(opcodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(record order by opcode, stable; index in that order where each opcode's run starts)."""
+    order = np.argsort(opcodes, kind="stable")
+    sorted_opcodes = opcodes[order]
+    run_start = np.ones(len(opcodes), dtype=bool)
+    run_start[1:] = sorted_opcodes[1:] != sorted_opcodes[:-1]
+    return order, np.flatnonzero(run_start)
+
+
+def delta_records(data: bytes) -> bytes:
+    """The DELTA encoding of instruction records (see the module docstring); `data`
+    is whole records (write_program has validated the image)."""
+    records = np.frombuffer(data, dtype=np.uint8).reshape(-1, isa.INSTRUCTION_BYTES)
+    order, starts = _opcode_groups(records[:, 0])
+    by_opcode = records[order]
+    deltas = np.empty_like(by_opcode)
+    np.subtract(by_opcode[1:], by_opcode[:-1], out=deltas[1:])  # uint8: mod 256
+    deltas[starts] = by_opcode[starts]
+    deltas[:, 0] = records[:, 0]  # column 0: the opcodes in program order
+    return np.ascontiguousarray(deltas.T).tobytes()
+
+
+def undelta_records(payload: bytes, section: str = "instructions") -> bytes:
+    """The records a DELTA payload stands for."""
+    if len(payload) % isa.INSTRUCTION_BYTES:
+        raise BinaryFormatError(
+            f"section {section}: delta payload of {len(payload)} bytes is not whole {isa.INSTRUCTION_BYTES}-byte records")
+    columns = np.frombuffer(payload, dtype=np.uint8).reshape(isa.INSTRUCTION_BYTES, -1)
+    opcodes = columns[0]
+    order, starts = _opcode_groups(opcodes)
+    # within an opcode's run the bytes are the running sums of the deltas (mod 256)
+    sums = np.cumsum(columns[1:].T, axis=0, dtype=np.uint8)
+    before_run = np.zeros((len(starts), sums.shape[1]), dtype=np.uint8)
+    before_run[1:] = sums[starts[1:] - 1]
+    run_lengths = np.diff(np.append(starts, len(opcodes)))
+    records = np.empty((len(opcodes), isa.INSTRUCTION_BYTES), dtype=np.uint8)
+    records[:, 0] = opcodes
+    records[order, 1:] = sums - np.repeat(before_run, run_lengths, axis=0)
+    return records.tobytes()
+
+
+def _encode_section(kind: SectionKind, raw: bytes) -> tuple[SectionEncoding, bytes]:
+    """The smallest stored form of a section: (encoding, stored bytes); see the module
+    docstring. Candidates are listed plainest first and a tie keeps the first."""
+    if kind == SectionKind.CONSTANTS:
+        filtered = (SectionEncoding.NONZERO, pack_nonzero(raw))
+    elif kind == SectionKind.INSTRUCTIONS:
+        filtered = (SectionEncoding.DELTA, delta_records(raw))  # same size; it is for zlib
+    else:
+        filtered = (SectionEncoding.RAW, raw)
+    candidates = [(SectionEncoding.RAW, raw), filtered]
+    encoding, data = filtered
+    if kind == SectionKind.INSTRUCTIONS or len(data) <= ZLIB_MAX_INPUT:
+        candidates.append((encoding | SectionEncoding.ZLIB, zlib.compress(data, ZLIB_LEVEL)))
+    return min(candidates, key=lambda candidate: len(candidate[1]))
+
+
 def write_program(image: ProgramImage) -> bytes:
     """Serialise `image`; validates it first so a bad image never reaches disk."""
     payloads = {
@@ -161,16 +267,17 @@ def write_program(image: ProgramImage) -> bytes:
         if len(raw) != isa.LAYER_BYTES:
             raise BinaryFormatError(f"layers[{i}]: expected {isa.LAYER_BYTES} bytes, got {len(raw)}")
     validate_image(image)
-    offset = HEADER_STRUCT.size + SECTION_STRUCT.size * len(payloads)
+    stored = {kind: _encode_section(kind, raw) for kind, raw in payloads.items()}
+    offset = HEADER_STRUCT.size + SECTION_STRUCT.size * len(stored)
     table = []
-    for kind, payload in payloads.items():
-        table.append(SECTION_STRUCT.pack(int(kind), 0, zlib.crc32(payload), offset, len(payload)))
+    for kind, (encoding, payload) in stored.items():
+        table.append(SECTION_STRUCT.pack(int(kind), int(encoding), zlib.crc32(payload), offset, len(payload)))
         offset += len(payload)
     table_bytes = b"".join(table)
     head = HEADER_STRUCT.pack(MAGIC, FORMAT_MAJOR, FORMAT_MINOR, len(payloads), 0, image.dram_size, 0, 0)
     crc = zlib.crc32(head[:24] + table_bytes)
     head = HEADER_STRUCT.pack(MAGIC, FORMAT_MAJOR, FORMAT_MINOR, len(payloads), 0, image.dram_size, crc, 0)
-    return head + table_bytes + b"".join(payloads.values())
+    return head + table_bytes + b"".join(payload for _encoding, payload in stored.values())
 
 
 # --------------------------------------------------------------------------------------
@@ -227,6 +334,60 @@ def _read_io(payload: bytes) -> list[IODesc]:
     return out
 
 
+def unpack_nonzero(payload: bytes, section: str = "constants") -> bytes:
+    """The bytes a `nonzero`-encoded payload stands for; every inconsistency is a
+    BinaryFormatError naming the section."""
+    where = f"section {section}"
+    if len(payload) < _NONZERO_HEADER.size:
+        raise BinaryFormatError(f"{where}: truncated while reading the packed size and count")
+    size, count = _NONZERO_HEADER.unpack_from(payload)
+    mask_bytes = (size + 7) // 8
+    expected = _NONZERO_HEADER.size + mask_bytes + count
+    if len(payload) != expected:
+        raise BinaryFormatError(
+            f"{where}: packed payload is {len(payload)} bytes, its size {size} and count {count} "
+            f"need {expected} ({'truncated' if len(payload) < expected else 'trailing bytes'})")
+    bitmask = np.frombuffer(payload, dtype=np.uint8, count=mask_bytes, offset=_NONZERO_HEADER.size)
+    nonzero = np.unpackbits(bitmask, bitorder="little").view(bool)
+    if nonzero[size:].any():
+        raise BinaryFormatError(f"{where}: bitmask padding bits after bit {size} are set")
+    nonzero = nonzero[:size]
+    set_bits = int(np.count_nonzero(nonzero))
+    if set_bits != count:
+        raise BinaryFormatError(f"{where}: bitmask has {set_bits} bits set, the non-zero count is {count}")
+    values = np.frombuffer(payload, dtype=np.uint8, offset=_NONZERO_HEADER.size + mask_bytes)
+    if not values.all():
+        raise BinaryFormatError(
+            f"{where}: non-zero byte {int(np.argmin(values != 0))} of {count} is zero (corrupt bitmask or values)")
+    out = np.zeros(size, dtype=np.uint8)
+    out[nonzero] = values
+    return out.tobytes()
+
+
+def _inflate(payload: bytes, section: str) -> bytes:
+    stream = zlib.decompressobj()
+    try:
+        out = stream.decompress(payload)
+    except zlib.error as exc:
+        raise BinaryFormatError(f"section {section}: corrupt zlib stream ({exc})") from None
+    if not stream.eof:
+        raise BinaryFormatError(f"section {section}: truncated zlib stream")
+    if stream.unused_data:
+        raise BinaryFormatError(f"section {section}: {len(stream.unused_data)} trailing bytes after the zlib stream")
+    return out
+
+
+def decode_section(name: str, encoding: SectionEncoding, payload: bytes) -> bytes:
+    """The section bytes a stored payload stands for (the encodings undone in reverse order)."""
+    if SectionEncoding.ZLIB in encoding:
+        payload = _inflate(payload, name)
+    if SectionEncoding.DELTA in encoding:
+        payload = undelta_records(payload, name)
+    if SectionEncoding.NONZERO in encoding:
+        payload = unpack_nonzero(payload, name)
+    return payload
+
+
 def read_program(data: bytes) -> ProgramImage:
     """Parse and validate prog.bin bytes."""
     data = bytes(data)
@@ -243,16 +404,21 @@ def read_program(data: bytes) -> ProgramImage:
         raise BinaryFormatError(f"section table: truncated file ({len(data)} bytes, table ends at {table_end})")
     if zlib.crc32(data[:24] + data[HEADER_STRUCT.size:table_end]) != table_crc:
         raise BinaryFormatError("header: checksum mismatch in the header/section table")
-    payloads: dict[SectionKind, bytes] = {}
+    stored: dict[SectionKind, tuple[SectionEncoding, bytes]] = {}
     expected_offset = table_end
     for i in range(n_sections):
-        kind, _res, crc, offset, size = SECTION_STRUCT.unpack_from(data, HEADER_STRUCT.size + i * SECTION_STRUCT.size)
+        kind, encoding, crc, offset, size = SECTION_STRUCT.unpack_from(data, HEADER_STRUCT.size + i * SECTION_STRUCT.size)
         try:
             kind = SectionKind(kind)
         except ValueError:
             raise BinaryFormatError(f"section table[{i}].kind = {kind} is not a known section") from None
         name = SECTION_NAMES[kind]
-        if kind in payloads:
+        if encoding & ~int(SectionEncoding.NONZERO | SectionEncoding.ZLIB | SectionEncoding.DELTA):
+            raise BinaryFormatError(f"section {name}: encoding {encoding:#x} has unknown flags")
+        encoding = SectionEncoding(encoding)
+        if SectionEncoding.NONZERO in encoding and SectionEncoding.DELTA in encoding:
+            raise BinaryFormatError(f"section {name}: encoding {encoding:#x} combines nonzero and delta")
+        if kind in stored:
             raise BinaryFormatError(f"section {name}: appears twice")
         if offset != expected_offset:
             raise BinaryFormatError(f"section {name}: offset {offset}, expected {expected_offset} (sections are contiguous)")
@@ -262,13 +428,16 @@ def read_program(data: bytes) -> ProgramImage:
         payload = data[offset:offset + size]
         if zlib.crc32(payload) != crc:
             raise BinaryFormatError(f"section {name}: checksum mismatch (CRC32 {zlib.crc32(payload):08x}, table says {crc:08x})")
-        payloads[kind] = payload
+        stored[kind] = (encoding, payload)
         expected_offset = offset + size
     if expected_offset != len(data):
         raise BinaryFormatError(f"file: {len(data) - expected_offset} unexpected trailing bytes after the last section")
     for kind in SectionKind:
-        if kind not in payloads:
+        if kind not in stored:
             raise BinaryFormatError(f"section {SECTION_NAMES[kind]}: missing")
+    # decoded only once the whole file has been checked (every CRC, no missing section)
+    payloads = {kind: decode_section(SECTION_NAMES[kind], encoding, payload)
+                for kind, (encoding, payload) in stored.items()}
 
     try:
         hw_toml = payloads[SectionKind.HW_CONFIG].decode("utf-8")

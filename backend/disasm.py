@@ -2,7 +2,8 @@
 
 CONTRACT: `disassemble(image) -> str` (deterministic text) with
   * a header: container format version, model name, hardware summary, DRAM size;
-  * the sections with their sizes and CRC32s (as write_program lays them out);
+  * the sections with their stored sizes, encodings, decoded sizes and CRC32s
+    (as write_program lays them out);
   * the I/O descriptors;
   * the layer descriptors, each listing only fields that differ from 0 (enum
     fields by name);
@@ -20,7 +21,8 @@ import zlib
 
 from snnc.backend import isa
 from snnc.backend.binformat import (
-    FORMAT_MAJOR, FORMAT_MINOR, HEADER_STRUCT, SECTION_NAMES, SECTION_STRUCT, ProgramImage, write_program,
+    FORMAT_MAJOR, FORMAT_MINOR, HEADER_STRUCT, SECTION_NAMES, SECTION_STRUCT, ProgramImage, SectionEncoding,
+    decode_section, encoding_name, write_program,
 )
 from snnc.backend.errors import HwConfigError
 from snnc.backend.hwconfig import HwConfig
@@ -66,13 +68,16 @@ def format_instruction(index: int, spec: isa.InstructionSpec, fields: dict[str, 
     return f"{index:04d}  {spec.mnemonic:<9s} {' '.join(parts)}".rstrip()
 
 
-def _section_rows(image: ProgramImage) -> list[tuple[str, int, int, int]]:
+def _section_rows(image: ProgramImage) -> list[tuple[str, int, int, str, int, int]]:
+    """(name, offset, stored size, encoding, decoded size, CRC32) per section."""
     data = write_program(image)
     n = struct.unpack_from("<H", data, 12)[0]
     rows = []
     for i in range(n):
-        kind, _r, crc, offset, size = SECTION_STRUCT.unpack_from(data, HEADER_STRUCT.size + i * SECTION_STRUCT.size)
-        rows.append((SECTION_NAMES[kind], offset, size, crc))
+        kind, encoding, crc, offset, size = SECTION_STRUCT.unpack_from(data, HEADER_STRUCT.size + i * SECTION_STRUCT.size)
+        name, encoding = SECTION_NAMES[kind], SectionEncoding(encoding)
+        decoded = len(decode_section(name, encoding, data[offset:offset + size]))
+        rows.append((name, offset, size, encoding_name(encoding), decoded, crc))
     return rows
 
 
@@ -89,8 +94,9 @@ def disassemble(image: ProgramImage) -> str:
                f"(crc32 {zlib.crc32(image.constants):08x})")
     out.append("")
     out.append("sections:")
-    for name, offset, size, crc in _section_rows(image):
-        out.append(f"  {name:<13s} offset={offset:<8d} size={size:<8d} crc32={crc:08x}")
+    for name, offset, size, encoding, decoded, crc in _section_rows(image):
+        out.append(f"  {name:<13s} offset={offset:<8d} size={size:<8d} encoding={encoding:<12s} "
+                   f"decoded={decoded:<8d} crc32={crc:08x}")
     out.append("")
     out.append("io:")
     for d in image.io:

@@ -24,7 +24,7 @@ ROW = {
     "sim_cycle_s": 0.15, "sim_functional_s": 0.09, "proc_compile_s": 2.0, "proc_run_s": 1.5,
     "proc_run_functional_s": 1.4, "proc_ort_s": 1.0, "compile_rss_mib": 300.0, "run_rss_mib": 200.0,
     "run_functional_rss_mib": 190.0, "ort_rss_mib": 150.0, "binary_bytes": 1050, "payload_bytes": 1000,
-    "packed_bytes": 500,
+    "packed_bytes": 900, "param_bytes": 100, "constants_bytes": 5000,
 }
 
 
@@ -37,7 +37,8 @@ def test_tables_and_verdicts(bench):
     assert "MISSED" in lines["compile vgg16-cifar10 <= 2.0x ORT"]  # 2.5x in-process
     assert "MET" in lines["sim_cycle vgg16-cifar10 <= 2.0x ORT"]  # 1.5x and 1.5x
     assert "MISSED" in lines["sim_functional vgg16-cifar10 <= 1.0x ORT"]  # 0.9x, but 1.4x as processes
-    assert "MET" in lines["binary <= 1.1x constants payload (all models)"]
+    assert "MET" in lines["binary <= 1.1x packed payload (all models)"]  # 1050 / (900 + 100)
+    assert "| vgg16-cifar10 | 1,050 | 900 | 100 | 1,000 | 1.05x | 5,000 |" in table
     assert "n/a" in lines["resnet18-imagenet compile + simulate < 4096 MiB"]
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import struct
+import zlib
 
+import numpy as np
 import pytest
 
 from progbuild import Prog
@@ -53,9 +55,11 @@ def test_header_errors(image):
     data = write_program(image)
     with pytest.raises(BinaryFormatError, match="magic"):
         read_program(b"NOTAPROG" + data[8:])
-    with pytest.raises(BinaryFormatError, match=r"version: format 2\.0 is not supported"):
-        read_program(data[:8] + struct.pack("<H", 2) + data[10:])
-    with pytest.raises(BinaryFormatError, match=r"version: format 1\.7"):
+    with pytest.raises(BinaryFormatError, match=r"version: format 3\.0 is not supported"):
+        read_program(data[:8] + struct.pack("<H", 3) + data[10:])
+    with pytest.raises(BinaryFormatError, match=r"version: format 1\.0 is not supported \(this reader: 2\.0\)"):
+        read_program(data[:8] + struct.pack("<H", 1) + data[10:])  # before packed sections
+    with pytest.raises(BinaryFormatError, match=r"version: format 2\.7"):
         read_program(data[:10] + struct.pack("<H", 7) + data[12:])
     corrupt = bytearray(data)
     corrupt[16] ^= 1  # dram_size
@@ -134,7 +138,7 @@ def test_load_program_file_errors(tmp_path, image):
 
 def test_disassembly_lists_everything(image):
     text = disassemble(image)
-    assert "format 1.0" in text and "model     hand" in text and "16 PEs" in text
+    assert "format 2.0" in text and "model     hand" in text and "16 PEs" in text
     for name in bf.SECTION_NAMES.values():
         assert f"  {name} " in text
     assert "0003  syn       layer=0 batch=0 t0=0 nt=4 row0=0 rows=1 ch0=0 chs=8 in_row0=0 in_rows=1 flags=0" in text
@@ -147,3 +151,178 @@ def test_disassembly_lists_everything(image):
     assert [line.split()[1] for line in code] == [
         isa.decode_instruction(image.instructions[i:i + 48])[0].mnemonic
         for i in range(0, len(image.instructions), 48)]
+
+
+# --------------------------------------------------------------------------------------
+# encoded sections (format 2): bitmask-packed constants, zlib
+# --------------------------------------------------------------------------------------
+
+
+def stored_sections(data: bytes) -> list[tuple[int, int, bytes]]:
+    """(kind, encoding, stored payload) of every section, in table order."""
+    n = struct.unpack_from("<H", data, 12)[0]
+    out = []
+    for i in range(n):
+        kind, encoding, _crc, offset, size = bf.SECTION_STRUCT.unpack_from(data, bf.HEADER_STRUCT.size + 24 * i)
+        out.append((kind, encoding, data[offset:offset + size]))
+    return out
+
+
+def assemble(sections: list[tuple[int, int, bytes]], dram_size: int) -> bytes:
+    """A container of these (kind, encoding, stored payload) with every CRC right, so
+    that only the decoding of a payload can fail."""
+    offset = bf.HEADER_STRUCT.size + bf.SECTION_STRUCT.size * len(sections)
+    table = b""
+    for kind, encoding, payload in sections:
+        table += bf.SECTION_STRUCT.pack(kind, encoding, zlib.crc32(payload), offset, len(payload))
+        offset += len(payload)
+    head = bf.HEADER_STRUCT.pack(bf.MAGIC, bf.FORMAT_MAJOR, bf.FORMAT_MINOR, len(sections), 0, dram_size, 0, 0)
+    head = bf.HEADER_STRUCT.pack(bf.MAGIC, bf.FORMAT_MAJOR, bf.FORMAT_MINOR, len(sections), 0, dram_size,
+                                 zlib.crc32(head[:24] + table), 0)
+    return head + table + b"".join(payload for _kind, _encoding, payload in sections)
+
+
+def with_constants(image, density: float, size: int = 3_000_000, seed: int = 0):
+    """`image` with a constants image of `size` bytes, `density` of them non-zero."""
+    rng = np.random.default_rng(seed)
+    values = rng.integers(1, 256, size, dtype=np.uint8) * (rng.random(size) < density)
+    return dataclasses.replace(image, constants=values.astype(np.uint8).tobytes(), dram_size=size + 4096)
+
+
+def with_stored_constants(data: bytes, encoding: int, payload: bytes) -> bytes:
+    sections = [(k, encoding, payload) if k == bf.SectionKind.CONSTANTS else (k, e, p)
+                for k, e, p in stored_sections(data)]
+    return assemble(sections, struct.unpack_from("<Q", data, 16)[0])
+
+
+@pytest.mark.parametrize("size", [0, 1, 7, 8, 9, 1000])
+@pytest.mark.parametrize("density", [0.0, 0.02, 0.5, 1.0])
+def test_nonzero_packing_round_trips(size, density):
+    rng = np.random.default_rng(size)
+    data = (rng.integers(1, 256, size, dtype=np.uint8) * (rng.random(size) < density)).astype(np.uint8).tobytes()
+    packed = bf.pack_nonzero(data)
+    nonzero = sum(1 for b in data if b)
+    assert len(packed) == 16 + (size + 7) // 8 + nonzero
+    assert bf.unpack_nonzero(packed) == data
+
+
+@pytest.mark.parametrize("density, encoding", [
+    # sparse weights: 1 bit per zero + 1 byte per non-zero (packed, too big to try zlib on)
+    (0.02, bf.SectionEncoding.NONZERO),
+    (1.0, bf.SectionEncoding.RAW),  # random dense bytes: nothing is smaller
+])
+def test_constants_are_stored_in_the_smallest_form(image, density, encoding):
+    packed = with_constants(image, density)
+    data = write_program(packed)
+    (stored,) = [(e, p) for k, e, p in stored_sections(data) if k == bf.SectionKind.CONSTANTS]
+    assert stored[0] == encoding
+    if encoding == bf.SectionEncoding.NONZERO:
+        assert len(stored[1]) < 3_000_000 / 8 + 0.03 * 3_000_000
+    assert read_program(data) == packed  # the runtime sees the same constants
+    assert write_program(read_program(data)) == data
+
+
+def test_small_sections_and_instructions_are_zlib_compressed(image):
+    small = with_constants(image, 0.02, size=20_000)
+    sections = {k: e for k, e, _p in stored_sections(write_program(small))}
+    assert sections[bf.SectionKind.CONSTANTS] == bf.SectionEncoding.NONZERO | bf.SectionEncoding.ZLIB
+    assert sections[bf.SectionKind.INSTRUCTIONS] == bf.SectionEncoding.DELTA | bf.SectionEncoding.ZLIB
+    assert sections[bf.SectionKind.HW_CONFIG] == bf.SectionEncoding.ZLIB
+    assert read_program(write_program(small)) == small
+
+
+def loop_program(tiles: int) -> bytes:
+    """Instructions of a loop over `tiles` tiles: DMA in, SYN, DMA out, addresses striding."""
+    code = []
+    for i in range(tiles):
+        code.append(isa.encode_instruction(Opcode.DMA_LOAD, dram_addr=4096 + 512 * i, sram_addr=0, row_bytes=512,
+                                           rows=1, dram_stride=0, sram_stride=0))
+        code.append(isa.encode_instruction(Opcode.SYN, layer=0, batch=0, t0=0, nt=4, row0=i % 7, rows=1, ch0=0,
+                                           chs=8, in_row0=i % 7, in_rows=1, in_addr=0, w_addr=1024, acc_addr=2048,
+                                           param_addr=4096, flags=0))
+        code.append(isa.encode_instruction(Opcode.DMA_STORE, dram_addr=1 << 20 | 64 * i, sram_addr=2048,
+                                           row_bytes=64, rows=1, dram_stride=0, sram_stride=0))
+    return b"".join(code) + isa.encode_instruction(Opcode.HALT)
+
+
+@pytest.mark.parametrize("tiles", [0, 1, 2, 3000])
+def test_delta_records_round_trip(tiles):
+    code = loop_program(tiles)
+    delta = bf.delta_records(code)
+    assert len(delta) == len(code) and bf.undelta_records(delta) == code
+    if tiles == 3000:  # a loop is mostly zero differences: zlib shrinks it far more than the raw records
+        assert len(zlib.compress(delta, 9)) < len(zlib.compress(code, 9)) / 3 < len(code) / 30
+
+
+def test_corrupt_delta_instructions_are_one_line_errors(image):
+    data = write_program(image)
+    sections = stored_sections(data)
+    dram_size = struct.unpack_from("<Q", data, 16)[0]
+    code = image.instructions
+    good = [(k, bf.SectionEncoding.DELTA, bf.delta_records(code)) if k == bf.SectionKind.INSTRUCTIONS else (k, e, p)
+            for k, e, p in sections]
+    assert read_program(assemble(good, dram_size)) == image
+    for encoding, payload, message in [
+        (bf.SectionEncoding.DELTA, bf.delta_records(code)[:-1], r"delta payload of \d+ bytes is not whole 48-byte records"),
+        (bf.SectionEncoding.DELTA | bf.SectionEncoding.NONZERO, bf.delta_records(code), r"encoding 0x5 combines nonzero and delta"),
+    ]:
+        bad = [(k, encoding, payload) if k == bf.SectionKind.INSTRUCTIONS else (k, e, p) for k, e, p in sections]
+        with pytest.raises(BinaryFormatError, match=rf"section instructions: {message}"):
+            read_program(assemble(bad, dram_size))
+
+
+def _packed(image):
+    data = write_program(image)
+    constants = image.constants
+    return data, constants, bf.pack_nonzero(constants)
+
+
+@pytest.mark.parametrize("corrupt, message", [
+    # one bitmask bit set more than the count says
+    (lambda p, n: p[:16] + bytes([p[16] ^ (1 << next(i for i in range(8) if not p[16] >> i & 1))]) + p[17:],
+     r"section constants: bitmask has \d+ bits set, the non-zero count is \d+"),
+    # a count (and a value) more than the bitmask has
+    (lambda p, n: p[:8] + struct.pack("<Q", struct.unpack_from("<Q", p, 8)[0] + 1) + p[16:] + b"\x01",
+     r"section constants: bitmask has \d+ bits set, the non-zero count is \d+"),
+    (lambda p, n: p[:-1], r"section constants: packed payload is \d+ bytes, .* \(truncated\)"),
+    (lambda p, n: p + b"\x01", r"section constants: packed payload is \d+ bytes, .* \(trailing bytes\)"),
+    (lambda p, n: p[:10], r"section constants: truncated while reading the packed size and count"),
+    (lambda p, n: p[:-1] + b"\x00", r"section constants: non-zero byte \d+ of \d+ is zero"),
+    # size 1 byte short: the bitmask keeps its length, its last bit is now padding
+    (lambda p, n: struct.pack("<Q", n - 1) + p[8:], r"section constants: bitmask padding bits after bit \d+ are set"),
+])
+def test_corrupt_packed_constants_are_one_line_errors(image, corrupt, message):
+    # 1002 bytes (1001 need the same 126 bitmask bytes), every 8th byte non-zero, and
+    # the last one: its bit is padding when the size says 1001
+    values = np.zeros(1002, np.uint8)
+    values[::8] = 7
+    values[-1] = 9
+    image = dataclasses.replace(image, constants=values.tobytes(), dram_size=8192)
+    data, constants, packed = _packed(image)
+    bad = with_stored_constants(data, bf.SectionEncoding.NONZERO, corrupt(packed, len(constants)))
+    with pytest.raises(BinaryFormatError, match=message) as info:
+        read_program(bad)
+    assert "\n" not in str(info.value)
+
+
+def test_corrupt_zlib_and_unknown_encodings_are_one_line_errors(image):
+    data, _constants, packed = _packed(image)
+    stream = zlib.compress(packed, 9)
+    cases = [
+        (bf.SectionEncoding.NONZERO | bf.SectionEncoding.ZLIB, stream[:-5], r"truncated zlib stream"),
+        (bf.SectionEncoding.NONZERO | bf.SectionEncoding.ZLIB, stream + b"xx", r"2 trailing bytes after the zlib stream"),
+        (bf.SectionEncoding.ZLIB, b"not zlib at all", r"corrupt zlib stream"),
+        (8, packed, r"encoding 0x8 has unknown flags"),
+    ]
+    assert read_program(with_stored_constants(data, cases[0][0], stream)) == image  # the intact stream decodes
+    for encoding, payload, message in cases:
+        with pytest.raises(BinaryFormatError, match=rf"section constants: {message}"):
+            read_program(with_stored_constants(data, encoding, payload))
+
+
+def test_a_flipped_byte_of_a_packed_section_is_a_checksum_error(image):
+    data = bytearray(write_program(with_constants(image, 0.02)))
+    offset, size = section_offset(bytes(data), "constants")
+    data[offset + size // 3] ^= 0x01
+    with pytest.raises(BinaryFormatError, match=r"section constants: checksum mismatch"):
+        read_program(bytes(data))
