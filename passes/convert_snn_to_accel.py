@@ -38,7 +38,9 @@ Lowering (layer by layer; every stored feature map lives in DRAM):
     (output 1 x 1), its weight rows permuted from ONNX (c, h, w) to the stored
     (h, w, c_padded) order -- byte for byte a 1x1 conv with K = H*W*Cs.
   * Tiles: all channels or channel slices (multiples of 8) x output-row slices,
-    chosen to fit the SRAM with double-buffered input/accumulator/output buffers;
+    chosen to fit the SRAM with double-buffered input/accumulator/output buffers
+    (and double-buffered weights when the layer needs several channel tiles, so
+    the next tile's weights can load during this one: see dma-prefetch);
     FTP order: for each output tile, all T timesteps in lane groups of
     `timestep_lanes`, LIF state kept in SRAM between groups (the visit with
     t0 = 0 starts from rest and only writes the state).
@@ -1266,7 +1268,7 @@ class _Lowering:
         tiling["tiles"], tiling["state"], tiling["state_spill"] = tiles, "copies", None
         if lif is not None and len(tiling["batches"]) > 1 and tiles > tiling["copies"]:
             # Neuron state must survive from one time batch to the next.
-            free = self.avail - self._fits(tiling["sizes"], tiling["copies"])
+            free = self.avail - self._fits(tiling["sizes"], tiling["copies"], tiling["w_copies"])
             if tiles * _align(tiling["sizes"]["state"], SRAM_ALIGN) <= free:
                 tiling["state"] = "resident"  # one SRAM slot per tile
             else:
@@ -1326,10 +1328,10 @@ class _Lowering:
         return sizes
 
     @staticmethod
-    def _fits(sizes: dict[str, int], copies: int) -> int:
+    def _fits(sizes: dict[str, int], copies: int, weight_copies: int = 1) -> int:
         total = 0
         for name, size in sizes.items():
-            n = 1 if name == "params" or name.startswith("w") else copies
+            n = 1 if name == "params" else weight_copies if name.startswith("w") else copies
             total += n * _align(max(size, 1), SRAM_ALIGN)
         return total
 
@@ -1339,12 +1341,15 @@ class _Lowering:
         chs_options = sorted({_pad8(-(-out_cs // k)) for k in range(1, out_cs // 8 + 1)}, reverse=True)
         if step.spikes_out is not None and step.spikes_out.fmt == Format.SPIKE_BITMASK:
             chs_options = [out_cs]  # a compressed fiber is a whole spatial row: all channels
-        for copies in (2, 1):
+        # Several channel tiles: double-buffer their weights too, so the next tile's weights
+        # load while this one computes (dma-prefetch hoists the loads); else one weight copy.
+        for copies, double_weights in ((2, True), (2, False), (1, False)):
             for chs in chs_options:
+                w_copies = 2 if double_weights and chs < out_cs else 1
                 for rows in range(min(step.out_h, self.tile_rows or step.out_h), 0, -1):
                     sizes = self._group_buffers(step, weight_bytes, param_bytes, rows, chs)
-                    if self._fits(sizes, copies) <= self.avail:
-                        return dict(rows=rows, chs=chs, copies=copies, sizes=sizes, bands=None)
+                    if self._fits(sizes, copies, w_copies) <= self.avail:
+                        return dict(rows=rows, chs=chs, copies=copies, w_copies=w_copies, sizes=sizes, bands=None)
         synapse = step.synapses[0]
         if allow_bands and len(step.synapses) == 1 and synapse.whole_map_kernel and synapse.in_h > 1:
             # The reduction does not fit: stream the kernel in row bands, accumulating.
@@ -1354,7 +1359,7 @@ class _Lowering:
                         sizes = self._group_buffers(step, weight_bytes, param_bytes, 1, chs, band)
                         if self._fits(sizes, copies) <= self.avail:
                             bands = [(r, min(band, synapse.in_h - r)) for r in range(0, synapse.in_h, band)]
-                            return dict(rows=1, chs=chs, copies=copies, sizes=sizes, bands=bands)
+                            return dict(rows=1, chs=chs, copies=copies, w_copies=1, sizes=sizes, bands=bands)
         raise CompileError(f"{where}: even a 1-row x 8-channel tile does not fit in {self.avail} bytes of SRAM"
                            + (" (the rest holds fused feature maps)" if self.avail < self.o.sram else ""))
 
@@ -1379,8 +1384,11 @@ class _Lowering:
         tiling = w["tiling"]
         sizes, copies = tiling["sizes"], tiling["copies"]
         plan = _SramPlan()
-        single = {name: plan.take(size) for name, size in sizes.items() if name == "params" or name.startswith("w")}
-        sets = [{name: plan.take(size) for name, size in sizes.items() if name not in single} for _ in range(copies)]
+        single = {name: plan.take(size) for name, size in sizes.items() if name == "params"}
+        weight_bufs = {name: [plan.take(size) for _ in range(tiling["w_copies"])]
+                       for name, size in sizes.items() if name.startswith("w")}
+        sets = [{name: plan.take(size) for name, size in sizes.items() if name not in single and name not in weight_bufs}
+                for _ in range(copies)]
         resident = [plan.take(sizes["state"]) for _ in range(tiling["tiles"])] if tiling["state"] == "resident" else []
         em = self.emitter
         em.dma(True, w["p_addr"], single["params"], w["p_bytes"], 1, 0, 0)
@@ -1396,11 +1404,12 @@ class _Lowering:
                 last_pass = kp == len(k_passes) - 1
                 tile_no = 0
                 ch_tiles = _channel_tiles(w["out_cs"], tiling["chs"])
-                for ch0, chs in ch_tiles:
+                for ch_index, (ch0, chs) in enumerate(ch_tiles):
+                    w_slot = ch_index % tiling["w_copies"]
                     # Weights stay in SRAM from one time batch to the next when nothing replaced them.
                     reuse = tb0 > 0 and len(ch_tiles) == 1 and len(k_passes) == 1
                     for i in (members if not (streamed or reuse) else ()):
-                        self._load_weights(w, i, ch0, chs, single[f"w{i}"])
+                        self._load_weights(w, i, ch0, chs, weight_bufs[f"w{i}"][w_slot])
                     for b in range(step.batch):
                         for row0, rows in _row_tiles(step.out_h, tiling["rows"]):
                             state = resident[tile_no] if resident else sets[tile_no % copies].get("state")
@@ -1423,7 +1432,7 @@ class _Lowering:
                                         in_addr, w_addr = band_buf["band_in"], band_buf["band_w"]
                                         self._load_weights(w, i, ch0, chs, w_addr)
                                     else:
-                                        in_addr, w_addr = buf[f"in{i}"], single[f"w{i}"]
+                                        in_addr, w_addr = buf[f"in{i}"], weight_bufs[f"w{i}"][w_slot]
                                     in_row0, in_rows = _input_rows(row0, rows, s.stride[0], s.pads[0], s.kh, s.dil[0], s.in_h)
                                     if s.ch_offset or s.in_cs != s.src.fmap.cs:  # a k-chunk: a channel slice
                                         em._move_tile(True, s.src.fmap, in_addr, b, t0, nt, in_row0 + s.row_offset,

@@ -89,7 +89,8 @@ class LayerCounters:
     events: dict = field(default_factory=dict)
     sram_operands: dict = field(default_factory=lambda: dict.fromkeys(OPERANDS, 0))
     dram_operands: dict = field(default_factory=lambda: dict.fromkeys(OPERANDS, 0))
-    compute_busy: int = 0  # cycles of compute instructions (their own durations)
+    compute_busy: int = 0  # cycles of compute-engine instructions (SYN, POOL, ADD: their own durations)
+    neuron_busy: int = 0  # cycles of neuron-engine instructions (LIF, PACK)
     fill_lines: int = 0  # global-cache lines filled from DRAM (misses)
     read_lines: int = 0  # lines read by compute instructions
     dataflows: set = field(default_factory=set)
@@ -125,9 +126,12 @@ class LayerCounters:
             if load:
                 self.fill_lines += -(-nbytes // line)
             return
-        if effect.engine != "compute":
+        if effect.engine == "neuron":
+            self.neuron_busy += effect.cycles
+        elif effect.engine == "compute":
+            self.compute_busy += effect.cycles
+        else:
             return
-        self.compute_busy += effect.cycles
         names = READ_OPERANDS.get(opcode, ())
         skip = 2 if effect.syn is not None else 0  # compressed streams replace the dense tiles (timing.bank_ranges)
         for lo, hi in effect.reads[:skip]:
@@ -239,7 +243,7 @@ def build_report(image: ProgramImage, hw: HwConfig, counters: list[LayerCounters
                 matched_ops=c.sops + c.macs, sops=c.sops, macs=c.macs, pe_work=c.pe_work,
                 dram_compulsory_bytes=compulsory,
                 energy_pj=sum(energy.values()), energy_breakdown_pj=energy,
-                compute_busy_cycles=c.compute_busy,
+                compute_busy_cycles=c.compute_busy, neuron_busy_cycles=c.neuron_busy,
                 stall_cycles=dict(c.stalls),
                 pe_utilization=(c.pe_work / (hw.compute.num_pes * c.cycles)) if c.cycles else 0.0,
                 sram_operand_bytes=dict(c.sram_operands),

@@ -56,7 +56,7 @@ class SimResult:
 class Effect:
     """What one instruction did, for the timing model and the counters."""
 
-    engine: str | None  # "dma", "compute", None = BARRIER, "none" = NOP/HALT
+    engine: str | None  # "dma", "compute", "neuron" (P-LIF + compressor), None = BARRIER, "none" = NOP/HALT
     cycles: int = 0
     reads: list[tuple[int, int]] = field(default_factory=list)  # SRAM [lo, hi)
     writes: list[tuple[int, int]] = field(default_factory=list)
@@ -71,6 +71,7 @@ class Effect:
     packed_spikes: int = 0  # dma.load_bm of spike words: spikes (1 bits) delivered
     packed_meta_bits: int = 0  # ... and the pointer + bitmask bits that located them (LoAS Fig. 8)
     syn: timing.SynTiming | None = None  # the SYN unit model's report (runtime/timing.py)
+    latency: int = 0  # part of `cycles` that is DRAM latency: the DMA engine issues the next transfer meanwhile
     stalls: dict = field(default_factory=dict)  # cycles by cause (timing.STALL_CAUSES)
 
     @property
@@ -168,6 +169,7 @@ def _dma(ctx: _Context, where: str, f, load: bool) -> Effect:
         engine="dma",
         cycles=0 if ctx.functional else memory.strided_dma_cycles(ctx.hw, f.dram_addr, f.rows, f.row_bytes,
                                                                   f.dram_stride),
+        latency=0 if ctx.functional else ctx.hw.dram.latency_cycles,
         reads=[] if load else extent, writes=extent if load else [],
         dram_read=nbytes if load else 0, dram_written=0 if load else nbytes,
         dram_spans=(starts, f.row_bytes) if nbytes and not ctx.functional else None, sram_bytes=nbytes,
@@ -239,6 +241,7 @@ def _dma_bm(ctx: _Context, where: str, f, load: bool) -> Effect:
     sram = [_span(f.sram_addr, n * elems * wb)] if n * elems else []
     effect = Effect(
         engine="dma", cycles=0 if ctx.functional else memory.strided_dma_cycles(ctx.hw, 0, 1, moved, 0),
+        latency=0 if ctx.functional else ctx.hw.dram.latency_cycles,
         reads=[] if load else sram, writes=sram if load else [],
         dram_read=moved if load else 0, dram_written=0 if load else moved,
         dram_spans=(f.dram_addr + np.arange(n, dtype=np.int64) * slot, meta + (int(counts.min(initial=0)) * eb + 7) // 8)
@@ -741,7 +744,7 @@ def _lif(ctx: _Context, where: str, f) -> Effect:
     reads = [_span(f.acc_addr, 4 * f.nt * neurons), _span(f.param_addr + 4 * lay.out_c, 12 * lay.param_c)]
     if f.t0 != 0:
         reads.append(_span(f.state_addr, 8 * neurons))
-    return Effect(engine="compute", cycles=0 if ctx.functional else timing.lif_cycles(ctx.hw, neurons),
+    return Effect(engine="neuron", cycles=0 if ctx.functional else timing.lif_cycles(ctx.hw, neurons),
                   reads=reads, writes=writes)
 
 
@@ -780,7 +783,7 @@ def _pack(ctx: _Context, where: str, f) -> Effect:
     reads = [_span(f.spk_addr, neurons * wdtype.itemsize)]
     if out_fmt == Format.SPIKE_WORDS:
         reads.append(_span(f.out_addr, nbytes))  # read-modify-write
-    return Effect(engine="compute", cycles=0 if ctx.functional else timing.vector_cycles(ctx.hw, neurons),
+    return Effect(engine="neuron", cycles=0 if ctx.functional else timing.vector_cycles(ctx.hw, neurons),
                   reads=reads, writes=[_span(f.out_addr, nbytes)])
 
 
@@ -952,7 +955,8 @@ def simulate(image: ProgramImage, inputs: dict, *, functional: bool = False, pro
                 if effect.engine != "none":
                     timing.finish_compute(hw, effect)  # global-cache bank time
                     before = board.makespan
-                    board.issue(effect.engine, effect.cycles, effect.reads, effect.writes)
+                    board.issue(effect.engine, effect.cycles, effect.reads, effect.writes,
+                                occupancy=effect.cycles - effect.latency)
                     if effect.engine == "compute":
                         effect.stalls["dependency"] = board.last_wait
                     counter.cycles += board.makespan - before

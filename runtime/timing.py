@@ -1,13 +1,19 @@
 """Timing model: one function per hardware unit + an SRAM scoreboard.
 
 CONTRACT (docs/isa.md "Timing model"):
-  * Two engines run concurrently: DMA (DMA_LOAD/DMA_STORE) and compute
-    (SYN, LIF, PACK, POOL, ADD). Instructions issue in program order per engine.
+  * Three engines (`ENGINES`) run concurrently, each issuing in program order:
+    dma (DMA_LOAD/STORE and their bitmask forms, MOVE), compute (the TPPE array:
+    SYN; POOL, ADD) and neuron (the P-LIF units and the compressor: LIF, PACK --
+    LoAS §IV: a TPPE hands each finished output neuron to its P-LIF, so firing
+    one tile overlaps the synapses of the next).
   * An instruction starts when its engine is free and every earlier instruction
     that wrote an SRAM range it reads, or read/wrote a range it writes, has
     finished (RAW, WAR, WAW on byte ranges). BARRIER starts when everything
-    earlier has finished; both engines then resume from there. NOP/HALT take 0.
+    earlier has finished; all engines then resume from there. NOP/HALT take 0.
     The compute engine's wait for such hazards is recorded as `dependency` stall.
+  * An engine is busy for an instruction's cycles, except that a DMA occupies
+    the dma engine for its transfer time only: its DRAM latency overlaps the next
+    transfer (requests in flight); its data is there latency + transfer after it starts.
   * Cycles per unit:
       DMA     runtime/memory.py: latency + busiest HBM channel's transfer time
       SYN     `syn_timing(hw, dataflow, lanes, nzw)`: per dataflow
@@ -20,7 +26,7 @@ CONTRACT (docs/isa.md "Timing model"):
       PACK    vector_overhead + ceil(neurons / num_pes) (compressor, inverted laggy
               prefix-sum: one neuron's T-bit word per PE per cycle)
       POOL/ADD vector_overhead + ceil(elements / num_pes) * window
-    and every compute instruction takes at least its global-cache bank time
+    and every compute and neuron instruction takes at least its global-cache bank time
     (runtime/memory.py `bank_cycles`).
 """
 
@@ -35,6 +41,7 @@ from snnc.backend.hwconfig import HwConfig
 from snnc.backend.isa import Dataflow
 from snnc.runtime import memory, tppe
 
+ENGINES = ("dma", "compute", "neuron")  # issue queues that run concurrently (CONTRACT)
 STALL_CAUSES = ("fifo_full", "laggy_wait", "pe_imbalance", "bank_conflict", "sram_bandwidth", "dependency",
                 "psum_spill")
 
@@ -159,7 +166,7 @@ def syn_timing(hw: HwConfig, dataflow: int, lanes: np.ndarray, nzw: np.ndarray) 
 class Scoreboard:
     """Start/finish times of instructions from engine occupancy and SRAM hazards."""
 
-    engine_free: dict[str, int] = field(default_factory=lambda: {"dma": 0, "compute": 0})
+    engine_free: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ENGINES, 0))
     # (lo, hi, finish) of earlier instructions still able to delay someone
     pending_reads: list[tuple[int, int, int]] = field(default_factory=list)
     pending_writes: list[tuple[int, int, int]] = field(default_factory=list)
@@ -167,8 +174,11 @@ class Scoreboard:
     last_wait: int = 0  # cycles the last instruction waited for hazards after its engine was free
 
     def issue(self, engine: str | None, cycles: int, reads: list[tuple[int, int]],
-              writes: list[tuple[int, int]]) -> tuple[int, int]:
-        """Schedule one instruction; returns (start, finish). engine None = BARRIER."""
+              writes: list[tuple[int, int]], occupancy: int | None = None) -> tuple[int, int]:
+        """Schedule one instruction; returns (start, finish). engine None = BARRIER.
+
+        `occupancy` (default `cycles`): how long the engine is busy; the rest of
+        `cycles` is latency during which the engine already issues the next one."""
         if engine is None:
             start = self.makespan
             for name in self.engine_free:
@@ -190,7 +200,7 @@ class Scoreboard:
                         start = fin
         self.last_wait = start - free
         finish = start + cycles
-        self.engine_free[engine] = finish
+        self.engine_free[engine] = start + (cycles if occupancy is None else min(occupancy, cycles))
         self.makespan = max(self.makespan, finish)
         self.pending_reads.extend((lo, hi, finish) for lo, hi in reads if hi > lo)
         self.pending_writes.extend((lo, hi, finish) for lo, hi in writes if hi > lo)
@@ -222,7 +232,7 @@ def finish_compute(hw: HwConfig, effect) -> None:
     count as traffic spread over the banks; bank-limited cycles beyond the unit's own time are
     `bank_conflict` stall cycles when they exceed the conflict-free time too.
     """
-    if effect.engine != "compute":
+    if effect.engine not in ("compute", "neuron"):
         return
     extra = sum(effect.syn.sram_extra.values()) if effect.syn is not None else 0
     banked, ideal = memory.bank_cycles(hw, bank_ranges(effect), extra)

@@ -57,15 +57,16 @@ def test_dataflows_emit_different_programs():
 
 
 def test_ftp_schedule_is_the_lowering_default_program():
-    """loop-reorder{dataflow=ftp} (the default pipeline) makes the LoAS schedule explicit
-    without changing a byte of the program the lowering emits on its own."""
+    """loop-reorder{dataflow=ftp} (first in the default pipeline) makes the LoAS schedule
+    explicit without changing a byte of the program the lowering emits on its own."""
     from snnc.compiler.pipeline import DEFAULT_PIPELINE
 
     bare, _ = run("vgg-small", "")  # an empty pipeline: no pass at all
     ftp, _ = run("vgg-small", "loop-reorder")
     default, _ = run("vgg-small")
-    assert "loop-reorder{dataflow=ftp}" in DEFAULT_PIPELINE
-    assert bare.binary == ftp.binary == default.binary
+    prefetched, _ = run("vgg-small", "loop-reorder,dma-prefetch")
+    assert DEFAULT_PIPELINE == "loop-reorder{dataflow=ftp},dma-prefetch"
+    assert bare.binary == ftp.binary and default.binary == prefetched.binary
     assert "snn.schedule" not in bare.snn_ir and 'dataflow = "ftp"' in default.snn_ir
 
 

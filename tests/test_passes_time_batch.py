@@ -30,7 +30,7 @@ def test_visits_stay_inside_their_batch():
 
 
 def test_full_batch_is_the_default_program():
-    base, _ = run("vgg-small")
+    base, _ = run("vgg-small", "")  # no pass at all
     full, _ = run("vgg-small", "time-batch{timesteps=4}")
     assert base.binary == full.binary
 
