@@ -1,0 +1,123 @@
+"""LoAS's own simulator formulas on the zoo's matrices: what RuokaiYin/LoAS would print for our workloads.
+
+    python bench/loas_formula.py [alexnet-cifar10 vgg16-cifar10 resnet19-cifar10]
+
+LoAS's published cycle counts come from src/snn-{sparten,gospa,gamma,loas-mntk}-result.py
+(RuokaiYin/LoAS at cd635a8): each layer is a spike matrix x [T, M, K] (im2col) times a
+weight matrix w [K, N], cut into tiles that all 16 PEs work on; a tile lasts its slowest
+PE, the layer the sum over tiles, memory is not modelled:
+  SparTen-SNN  tile (1 timestep, 32 rows, 128 of K) x 16 columns, a PE per column n
+  GoSPA-SNN    tile (1 timestep, 64 rows, 256 of K) x 16 columns, a PE per column n
+  Gamma-SNN    tile (1 timestep, 16 rows, 64 of K) x 64 columns, a PE per row m
+  LoAS         packed x (a neuron is non-zero when it fires at any t; 'strong': at least
+               twice), tile (16 rows, 128 of K) x 32 columns, a PE per row m
+Layers: every snn.conv2d after the first, except the zoo's identity shortcuts (1x1
+identity weights: the residual add, not a weight layer). Dense layers are left out
+(bench/loas_table2.py counts them). The spikes are the snn interpreter's (the same as
+the simulator's). This isolates the workload from the timing
+model: comparing its speedups with bench/loas_table2.py's shows which gaps come from the
+matrices and which from our machine. Minutes per model (im2col of every layer).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+MODELS = ("alexnet-cifar10", "vgg16-cifar10", "resnet19-cifar10")
+
+
+def im2col(x: np.ndarray, w: np.ndarray, strides, pads, dilations) -> tuple[np.ndarray, np.ndarray]:
+    """x [T, 1, C, H, W] spikes, w [N, C, kh, kw] -> bool [T, M, K], bool [K, N] (K = c, ky, kx)."""
+    t, _, c, h, wd = x.shape
+    n, _, kh, kw = w.shape
+    xp = np.zeros((t, c, h + pads[0] + pads[2], wd + pads[1] + pads[3]), dtype=bool)
+    xp[:, :, pads[0]:pads[0] + h, pads[1]:pads[1] + wd] = x[:, 0] != 0
+    ho = (h + pads[0] + pads[2] - dilations[0] * (kh - 1) - 1) // strides[0] + 1
+    wo = (wd + pads[1] + pads[3] - dilations[1] * (kw - 1) - 1) // strides[1] + 1
+    cols = np.zeros((t, ho, wo, c, kh, kw), dtype=bool)
+    for ky in range(kh):
+        for kx in range(kw):
+            y0, x0 = ky * dilations[0], kx * dilations[1]
+            cols[..., ky, kx] = xp[:, :, y0:y0 + strides[0] * ho:strides[0],
+                                   x0:x0 + strides[1] * wo:strides[1]].transpose(0, 2, 3, 1)
+    return cols.reshape(t, ho * wo, c * kh * kw), w.reshape(n, -1).T != 0
+
+
+def _pad(a: np.ndarray, axis: int, multiple: int) -> np.ndarray:
+    extra = (-a.shape[axis]) % multiple
+    if not extra:
+        return a
+    widths = [(0, 0)] * a.ndim
+    widths[axis] = (0, extra)
+    return np.pad(a, widths)
+
+
+def pe_per_column(x, w, rows: int, k_chunk: int, pes: int = 16) -> int:
+    t = x.shape[0]
+    x = _pad(_pad(x.astype(np.float32), 1, rows), 2, k_chunk)
+    w = _pad(_pad(w.astype(np.float32), 0, k_chunk), 1, pes)
+    per_block = x.reshape(t, -1, rows, x.shape[2] // k_chunk, k_chunk).sum(axis=2)
+    work = np.einsum("tmkc,kcn->tmkn", per_block, w.reshape(-1, k_chunk, w.shape[1]))
+    return int(work.reshape(work.shape[:3] + (-1, pes)).max(axis=-1).sum())
+
+
+def pe_per_row(x, w, k_chunk: int, columns: int, pes: int = 16) -> int:
+    t = x.shape[0]
+    x = _pad(_pad(x.astype(np.float32), 1, pes), 2, k_chunk)
+    w = _pad(_pad(w.astype(np.float32), 0, k_chunk), 1, columns)
+    per_k = w.reshape(-1, k_chunk, w.shape[1] // columns, columns).sum(axis=3)
+    work = np.einsum("tmkc,kcn->tmkn", x.reshape(t, x.shape[1], -1, k_chunk), per_k)
+    return int(work.reshape(t, -1, pes, work.shape[2], work.shape[3]).max(axis=2).sum())
+
+
+def model_totals(name: str) -> dict[str, int]:
+    from xdsl.dialects import func
+
+    from snnc.compiler.pipeline import import_to_snn
+    from snnc.compiler.zoo import build
+    from snnc.dialects.snn import Conv2dOp, int_array_value, main_function, onnx_io_names, tensor_value
+    from snnc.dialects.snn_interpreter import _run_op
+
+    model, inputs = build(name)
+    main = main_function(import_to_snn(model))
+    block = main.body.block
+    names, _ = onnx_io_names(main)
+    values = {arg: np.asarray(inputs[n], np.float32) for arg, n in zip(block.args, names)}
+    totals = dict.fromkeys(("SparTen-SNN", "GoSPA-SNN", "Gamma-SNN", "LoAS", "LoAS strong"), 0)
+    convs = 0
+    for op in block.ops:
+        if isinstance(op, func.ReturnOp):
+            break
+        if isinstance(op, Conv2dOp):
+            convs += 1
+            weight = tensor_value(op.weight)
+            identity = weight.shape[2:] == (1, 1) and np.array_equal(
+                weight.reshape(weight.shape[:2]), np.eye(*weight.shape[:2]))
+            if convs > 1 and not identity:
+                x, w = im2col(values[op.input], weight, int_array_value(op.strides), int_array_value(op.pads),
+                              int_array_value(op.dilations))
+                fired = x.sum(axis=0, keepdims=True)
+                totals["SparTen-SNN"] += pe_per_column(x, w, 32, 128)
+                totals["GoSPA-SNN"] += pe_per_column(x, w, 64, 256)
+                totals["Gamma-SNN"] += pe_per_row(x, w, 64, 64)
+                totals["LoAS"] += pe_per_row(fired > 0, w, 128, 32)
+                totals["LoAS strong"] += pe_per_row(fired > 1, w, 128, 32)
+        _run_op(op, values)
+    return totals
+
+
+def main(argv: list[str]) -> int:
+    print("| model | SparTen-SNN | GoSPA-SNN | Gamma-SNN | LoAS | LoAS strong | speedup over SparTen / GoSPA / Gamma |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    for name in argv or MODELS:
+        t = model_totals(name)
+        speedups = " / ".join(f"{t[d] / t['LoAS']:.2f}" for d in ("SparTen-SNN", "GoSPA-SNN", "Gamma-SNN"))
+        print(f"| {name} | {t['SparTen-SNN']:,} | {t['GoSPA-SNN']:,} | {t['Gamma-SNN']:,} | {t['LoAS']:,} | "
+              f"{t['LoAS strong']:,} | {speedups} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
