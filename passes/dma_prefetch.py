@@ -28,6 +28,7 @@ CONTRACT
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -65,24 +66,45 @@ def _any_overlap(r: Range | None, ranges: list[Range]) -> bool:
     return r is not None and any(_overlaps(r, other) for other in ranges)
 
 
+class _IntervalSet:
+    """Disjoint, sorted byte ranges [lo, hi): O(log n) overlap queries (programs hold ~10^5 stores)."""
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+
+    def add(self, lo: int, hi: int) -> None:
+        first = bisect.bisect_left(self.ends, lo)  # the first range ending at or after lo
+        last = bisect.bisect_right(self.starts, hi)  # past the last range starting at or before hi
+        if first < last:  # merge the ranges that touch [lo, hi)
+            lo, hi = min(lo, self.starts[first]), max(hi, self.ends[last - 1])
+        self.starts[first:last] = [lo]
+        self.ends[first:last] = [hi]
+
+    def overlaps(self, lo: int, hi: int) -> bool:
+        i = bisect.bisect_right(self.ends, lo)  # the first range ending after lo
+        return i < len(self.starts) and self.starts[i] < hi
+
+
 def drop_sram_only_barriers(instructions: list[accel.InstructionOp]) -> list[accel.InstructionOp]:
     """The instruction list without the BARRIERs that guard no DRAM store -> load hazard."""
     kept: list[accel.InstructionOp] = []
-    pending_stores: list[Range] = []  # DRAM written since the last kept barrier
+    pending_stores = _IntervalSet()  # DRAM written since the last kept barrier
     for i, op in enumerate(instructions):
         if isinstance(op, accel.BarrierOp):
-            following_loads = []
+            hazard = False
             for later in instructions[i + 1:]:
                 if isinstance(later, accel.BarrierOp):
                     break
-                if isinstance(later, LOADS):
-                    following_loads.append(dram_range(later))
-            if any(_any_overlap(r, pending_stores) for r in following_loads):
+                if isinstance(later, LOADS) and (r := dram_range(later)) is not None and pending_stores.overlaps(*r):
+                    hazard = True
+                    break
+            if hazard:
                 kept.append(op)
-                pending_stores = []
+                pending_stores = _IntervalSet()
             continue
         if isinstance(op, STORES) and (r := dram_range(op)) is not None:
-            pending_stores.append(r)
+            pending_stores.add(*r)
         kept.append(op)
     return kept
 
