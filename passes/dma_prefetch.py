@@ -93,7 +93,8 @@ def drop_sram_only_barriers(instructions: list[accel.InstructionOp]) -> list[acc
     for i, op in enumerate(instructions):
         if isinstance(op, accel.BarrierOp):
             hazard = False
-            for later in instructions[i + 1:]:
+            for j in range(i + 1, len(instructions)):  # the segment up to the next barrier (no copy)
+                later = instructions[j]
                 if isinstance(later, accel.BarrierOp):
                     break
                 if isinstance(later, LOADS) and (r := dram_range(later)) is not None and pending_stores.overlaps(*r):
