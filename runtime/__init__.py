@@ -6,8 +6,8 @@ Public API:
       SimResult.outputs: {ONNX output name: float32 array of onnx_shape}
       SimResult.report:  dict (see snnc.runtime.report)
   write_report_json(report, path)                   (atomic)
-Imports only numpy, rich (lazily, for the progress bar), the standard library
-and snnc.backend.{isa,binformat,hwconfig,errors}; a test checks this.
+Imports only numpy, rich and scipy (lazily: the progress bar, sparse SYN products),
+the standard library and snnc.backend.{isa,binformat,hwconfig,errors}; a test checks this.
 """
 
 from __future__ import annotations
