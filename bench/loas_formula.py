@@ -14,9 +14,10 @@ PE, the layer the sum over tiles, memory is not modelled:
 Layers: every snn.conv2d after the first, except the zoo's identity shortcuts (1x1
 identity weights: the residual add, not a weight layer). Dense layers are left out
 (bench/loas_table2.py counts them). The spikes are the snn interpreter's (the same as
-the simulator's). This isolates the workload from the timing
-model: comparing its speedups with bench/loas_table2.py's shows which gaps come from the
-matrices and which from our machine. Minutes per model (im2col of every layer).
+the simulator's). The tile arithmetic is runtime/baselines.py's (which times each SYN
+visit that way); here it runs on whole layers, without our tiling, memory or TPPE model,
+so comparing its speedups with bench/loas_table2.py's shows which gaps come from the
+matrices and which from our machine. About 20 s per model.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import sys
 import numpy as np
 
 MODELS = ("alexnet-cifar10", "vgg16-cifar10", "resnet19-cifar10")
+LOAS_K_CHUNK, LOAS_COLUMNS = 128, 32  # LoAS tile_dict: 'x': (1, 16, 128), 'w': (128, 32)
 
 
 def im2col(x: np.ndarray, w: np.ndarray, strides, pads, dilations) -> tuple[np.ndarray, np.ndarray]:
@@ -45,31 +47,25 @@ def im2col(x: np.ndarray, w: np.ndarray, strides, pads, dilations) -> tuple[np.n
     return cols.reshape(t, ho * wo, c * kh * kw), w.reshape(n, -1).T != 0
 
 
-def _pad(a: np.ndarray, axis: int, multiple: int) -> np.ndarray:
-    extra = (-a.shape[axis]) % multiple
-    if not extra:
-        return a
-    widths = [(0, 0)] * a.ndim
-    widths[axis] = (0, extra)
-    return np.pad(a, widths)
+def layer_cycles(x: np.ndarray, w: np.ndarray, pes: int = 16) -> dict[str, int]:
+    """LoAS's simulator cycles of one layer, x bool [T, M, K], w bool [K, N], per design.
 
+    The tile-synchronous work is the runtime's own (runtime/baselines.py, which times
+    each SYN visit this way); here it runs on whole layers with LoAS's tile shapes."""
+    from snnc.backend.isa import Dataflow
+    from snnc.runtime.baselines import TILES, pe_per_channel, pe_per_position
 
-def pe_per_column(x, w, rows: int, k_chunk: int, pes: int = 16) -> int:
-    t = x.shape[0]
-    x = _pad(_pad(x.astype(np.float32), 1, rows), 2, k_chunk)
-    w = _pad(_pad(w.astype(np.float32), 0, k_chunk), 1, pes)
-    per_block = x.reshape(t, -1, rows, x.shape[2] // k_chunk, k_chunk).sum(axis=2)
-    work = np.einsum("tmkc,kcn->tmkn", per_block, w.reshape(-1, k_chunk, w.shape[1]))
-    return int(work.reshape(work.shape[:3] + (-1, pes)).max(axis=-1).sum())
-
-
-def pe_per_row(x, w, k_chunk: int, columns: int, pes: int = 16) -> int:
-    t = x.shape[0]
-    x = _pad(_pad(x.astype(np.float32), 1, pes), 2, k_chunk)
-    w = _pad(_pad(w.astype(np.float32), 0, k_chunk), 1, columns)
-    per_k = w.reshape(-1, k_chunk, w.shape[1] // columns, columns).sum(axis=3)
-    work = np.einsum("tmkc,kcn->tmkn", x.reshape(t, x.shape[1], -1, k_chunk), per_k)
-    return int(work.reshape(t, -1, pes, work.shape[2], work.shape[3]).max(axis=2).sum())
+    nzw = w.T
+    fired = x.sum(axis=0, keepdims=True)
+    sparten, gospa, gamma = TILES[Dataflow.IP_SEQ], TILES[Dataflow.OP], TILES[Dataflow.GUST]
+    return {
+        "SparTen-SNN": pe_per_channel(x, nzw, sparten.positions, sparten.k_chunk, pes).cycles,
+        "GoSPA-SNN": pe_per_channel(x, nzw, gospa.positions, gospa.k_chunk, pes).cycles,
+        "Gamma-SNN": pe_per_position(x, nzw, gamma.k_chunk, gamma.channels, pes).cycles,
+        # LoAS: a PE per row of the packed matrix, tile 128 of K x 32 columns (snn-loas-mntk-result.py)
+        "LoAS": pe_per_position(fired > 0, nzw, LOAS_K_CHUNK, LOAS_COLUMNS, pes).cycles,
+        "LoAS strong": pe_per_position(fired > 1, nzw, LOAS_K_CHUNK, LOAS_COLUMNS, pes).cycles,
+    }
 
 
 def model_totals(name: str) -> dict[str, int]:
@@ -98,12 +94,8 @@ def model_totals(name: str) -> dict[str, int]:
             if convs > 1 and not identity:
                 x, w = im2col(values[op.input], weight, int_array_value(op.strides), int_array_value(op.pads),
                               int_array_value(op.dilations))
-                fired = x.sum(axis=0, keepdims=True)
-                totals["SparTen-SNN"] += pe_per_column(x, w, 32, 128)
-                totals["GoSPA-SNN"] += pe_per_column(x, w, 64, 256)
-                totals["Gamma-SNN"] += pe_per_row(x, w, 64, 64)
-                totals["LoAS"] += pe_per_row(fired > 0, w, 128, 32)
-                totals["LoAS strong"] += pe_per_row(fired > 1, w, 128, 32)
+                for design, cycles in layer_cycles(x, w).items():
+                    totals[design] += cycles
         _run_op(op, values)
     return totals
 

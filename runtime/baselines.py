@@ -82,7 +82,6 @@ class TileWork:
 
     slowest: np.ndarray
     sops: int
-    tiles: int  # broadcast tiles with work
 
     @property
     def cycles(self) -> int:
@@ -108,7 +107,7 @@ def pe_per_channel(lanes: np.ndarray, nzw: np.ndarray, positions: int, k_chunk: 
     work = np.matmul(per_block, b)  # [chunks, nt * blocks, N]
     per_pe = work.reshape(chunks, work.shape[1], -1, pes)
     slowest = per_pe.max(axis=3)
-    return TileWork(slowest=slowest, sops=int(work.sum(dtype=np.float64)), tiles=int(np.count_nonzero(slowest)))
+    return TileWork(slowest=slowest, sops=int(work.sum(dtype=np.float64)))
 
 
 def pe_per_position(lanes: np.ndarray, nzw: np.ndarray, k_chunk: int, channels: int, pes: int) -> TileWork:
@@ -124,7 +123,7 @@ def pe_per_position(lanes: np.ndarray, nzw: np.ndarray, k_chunk: int, channels: 
     work = np.matmul(a, per_k)  # [chunks, nt*M, channel blocks]
     per_pe = work.reshape(chunks, -1, pes, work.shape[2])
     slowest = per_pe.max(axis=2)
-    return TileWork(slowest=slowest, sops=int(work.sum(dtype=np.float64)), tiles=int(np.count_nonzero(slowest)))
+    return TileWork(slowest=slowest, sops=int(work.sum(dtype=np.float64)))
 
 
 def ip_seq(hw: HwConfig, lanes: np.ndarray, nzw: np.ndarray) -> SynTiming:

@@ -1,4 +1,4 @@
-"""bench/loas_formula.py: LoAS's tile-synchronous formulas, counted by hand on a tiny layer."""
+"""bench/loas_formula.py: im2col and LoAS's per-design layer cycles, counted by hand on tiny layers."""
 
 from __future__ import annotations
 
@@ -7,10 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from snnc.backend.hwconfig import HwConfig
-from snnc.backend.isa import Dataflow
-from snnc.runtime import baselines
 
 FORMULA = Path(__file__).resolve().parents[1] / "bench" / "loas_formula.py"
 
@@ -23,30 +19,26 @@ def formula():
     return module
 
 
-# 2 timesteps, 2 positions, K = 3, 2 output channels (as tests/test_timing_memory.py)
-X = np.array([[[1, 0, 0], [0, 1, 0]], [[1, 0, 1], [0, 0, 0]]], dtype=bool)  # [t, m, k]
-W = np.array([[1, 1], [1, 0], [0, 1]], dtype=bool)  # [k, n]
+def test_layer_cycles_by_hand(formula):
+    """2 timesteps, 2 positions, K = 3, 2 output channels (as tests/test_timing_memory.py)."""
+    x = np.array([[[1, 0, 0], [0, 1, 0]], [[1, 0, 1], [0, 0, 0]]], dtype=bool)  # [t, m, k]
+    w = np.array([[1, 1], [1, 0], [0, 1]], dtype=bool)  # [k, n]
+    assert formula.layer_cycles(x, w) == {
+        # PE per column, one tile per timestep: t0: n0 = m0k0 + m1k1 = 2, n1 = 1 -> 2; t1: n0 = 1, n1 = 2 -> 2
+        "SparTen-SNN": 4, "GoSPA-SNN": 4,
+        # PE per row: t0: m0 = k0 x 2 = 2, m1 = k1 x 1 = 1 -> 2; t1: m0 = k0 x 2 + k2 x 1 = 3 -> 3
+        "Gamma-SNN": 5,
+        # packed (fires at any t): m0 = k0 x 2 + k2 x 1 = 3, m1 = k1 x 1 = 1 -> 3;
+        # strong (fires at least twice): only m0 k0 -> 2
+        "LoAS": 3, "LoAS strong": 2,
+    }
 
 
-def test_pe_per_column_by_hand(formula):
-    # SparTen-SNN: t0: n0 = m0k0 + m1k1 = 2, n1 = m0k0 = 1 -> 2; t1: n0 = 1, n1 = m0k0 + m0k2 = 2 -> 2
-    assert formula.pe_per_column(X, W, 32, 128) == 4
-
-
-def test_pe_per_row_by_hand(formula):
-    # Gamma-SNN: t0: m0 = k0 x 2 = 2, m1 = k1 x 1 = 1 -> 2; t1: m0 = 2 + 1 = 3 -> 3
-    assert formula.pe_per_row(X, W, 64, 64) == 5
-    # LoAS on the packed matrix (fires at any t): m0 = k0 x 2 + k2 x 1 = 3, m1 = k1 x 1 = 1 -> 3
-    assert formula.pe_per_row(X.any(axis=0, keepdims=True), W, 128, 32) == 3
-
-
-def test_agrees_with_the_simulator_baselines_on_one_visit(formula):
-    """On a single visit the simulator's baseline models are these formulas (+ syn overhead)."""
-    rng = np.random.default_rng(3)
-    x = rng.random((4, 96, 300)) < 0.2
-    w = rng.random((300, 40)) < 0.1
-    hw = HwConfig()
-    overhead = hw.compute.syn_overhead_cycles
-    assert baselines.ip_seq(hw, x, w.T).cycles == overhead + formula.pe_per_column(x, w, 32, 128)
-    assert baselines.gust(hw, x, w.T).cycles == overhead + formula.pe_per_row(x, w, 64, 64)
-    assert baselines.TILES[Dataflow.OP].k_chunk == 256
+def test_im2col_by_hand(formula):
+    """1 channel 3x3 map, 2x2 kernel, stride 1, pad 0: 4 positions x K = 4 (c, ky, kx)."""
+    x = np.arange(9).reshape(1, 1, 1, 3, 3) % 2  # [T, B, C, H, W]: 0 1 0 / 1 0 1 / 0 1 0
+    w = np.array([[[[1, 0], [0, 2]]]])  # [N, C, kh, kw]
+    cols, nzw = formula.im2col(x, w, (1, 1), (0, 0, 0, 0), (1, 1))
+    assert cols.shape == (1, 4, 4)
+    assert cols[0].astype(int).tolist() == [[0, 1, 1, 0], [1, 0, 0, 1], [1, 0, 0, 1], [0, 1, 1, 0]]
+    assert nzw[:, 0].tolist() == [True, False, False, True]
