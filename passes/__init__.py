@@ -54,6 +54,12 @@ def _layer_fuse() -> type[ModulePass]:
     return LayerFuse
 
 
+def _compress_weights() -> type[ModulePass]:
+    from snnc.passes.compress_weights import CompressWeights
+
+    return CompressWeights
+
+
 def _dma_prefetch() -> type[ModulePass]:
     from snnc.passes.dma_prefetch import DmaPrefetch
 
@@ -66,6 +72,7 @@ def get_builtin_passes() -> dict[str, Callable[[], type[ModulePass]]]:
         "loop-reorder": _loop_reorder,
         "time-batch": _time_batch,
         "spike-pack": _spike_pack,
+        "compress-weights": _compress_weights,
         "layer-fuse": _layer_fuse,
         "dma-prefetch": _dma_prefetch,
     }

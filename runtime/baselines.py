@@ -44,7 +44,7 @@ import numpy as np
 
 from snnc.backend.hwconfig import HwConfig
 from snnc.backend.isa import Dataflow
-from snnc.runtime.timing import SynTiming
+from snnc.runtime.timing import SynTiming, split_factor
 
 PSUM_BYTES = 4  # the int32 accumulator of the ISA (isa.py acc_addr)
 CSR_COORD_BYTES = 2  # a 16-bit coordinate per spike (K, M < 65536)
@@ -91,38 +91,65 @@ class TileWork:
         return int(round(self.cycles - self.sops / pes))
 
 
-def pe_per_channel(lanes: np.ndarray, nzw: np.ndarray, positions: int, k_chunk: int, pes: int) -> TileWork:
+def _group_onehot(length: int, groups: int, padded: int) -> np.ndarray:
+    """float32 [padded, groups]: 1 where index i (< length) is in contiguous group g."""
+    bounds = np.linspace(0, length, groups + 1).round().astype(np.int64)
+    onehot = np.zeros((padded, groups), dtype=np.float32)
+    for g in range(groups):
+        onehot[bounds[g]:bounds[g + 1], g] = 1
+    return onehot
+
+
+def pe_per_channel(lanes: np.ndarray, nzw: np.ndarray, positions: int, k_chunk: int, pes: int,
+                   split: int = 1) -> TileWork:
     """PE n of a group of `pes` channels; tile = (t, `positions` rows, `k_chunk` of K).
 
     PE work in a tile = sum_{m, k in tile} A_t[m,k] B[n,k]: the spike counts of the
     tile's rows per k, times the channel's bitmask (one float32 GEMM per K-chunk;
-    counts < 2**24 are exact)."""
+    counts < 2**24 are exact). `split` G > 1: the visit's positions are cut into G
+    contiguous groups and a PE owns (n, group) (`timing.split_factor`: fewer
+    channels than fill the PEs)."""
     nt, m_pos, k = lanes.shape
     a = _pad(_pad(lanes, 1, positions), 2, k_chunk)
     chunks = a.shape[2] // k_chunk
-    # spikes per (t, row block, k): [chunks, nt * blocks, k_chunk]
-    per_block = a.reshape(nt, -1, positions, chunks, k_chunk).sum(axis=2, dtype=np.float32)
-    per_block = per_block.transpose(2, 0, 1, 3).reshape(chunks, -1, k_chunk)
-    b = _pad(_pad(nzw.T, 0, k_chunk), 1, pes).astype(np.float32).reshape(chunks, k_chunk, -1)
-    work = np.matmul(per_block, b)  # [chunks, nt * blocks, N]
-    per_pe = work.reshape(chunks, work.shape[1], -1, pes)
-    slowest = per_pe.max(axis=3)
+    blocks = a.shape[1] // positions
+    a = a.reshape(nt, blocks, positions, chunks, k_chunk)
+    if split > 1:  # spikes per (group, t, row block, k)
+        onehot = _group_onehot(m_pos, split, blocks * positions).reshape(blocks, positions, split)
+        per_block = np.einsum("tbpck,bpg->cgtbk", a.astype(np.float32), onehot)
+    else:
+        per_block = a.sum(axis=2, dtype=np.float32).transpose(2, 0, 1, 3)[:, None]
+    per_block = per_block.reshape(chunks, -1, k_chunk)  # [chunks, G * nt * blocks, k_chunk]
+    b = _pad(nzw.T, 0, k_chunk).astype(np.float32).reshape(chunks, k_chunk, -1)
+    work = np.matmul(per_block, b).reshape(chunks, split, nt * blocks, -1)  # [chunks, G, tiles, N]
+    work = _pad(work.transpose(0, 2, 3, 1).reshape(chunks, nt * blocks, -1), 2, pes)  # PE (n, g), n-major
+    slowest = work.reshape(chunks, nt * blocks, -1, pes).max(axis=3)
     return TileWork(slowest=slowest, sops=int(work.sum(dtype=np.float64)))
 
 
-def pe_per_position(lanes: np.ndarray, nzw: np.ndarray, k_chunk: int, channels: int, pes: int) -> TileWork:
+def pe_per_position(lanes: np.ndarray, nzw: np.ndarray, k_chunk: int, channels: int, pes: int,
+                    split: int = 1) -> TileWork:
     """PE m of a group of `pes` positions; tile = (t, `pes` rows, `k_chunk` of K, `channels`).
 
-    PE work in a tile = sum_{k in tile} A_t[m,k] * #n in tile(B[n,k])."""
+    PE work in a tile = sum_{k in tile} A_t[m,k] * #n in tile(B[n,k]). `split` G > 1:
+    the visit's channels are cut into G contiguous groups and a PE owns (m, group)
+    (`timing.split_factor`: fewer positions than fill the PEs)."""
     nt, m_pos, k = lanes.shape
-    a = _pad(_pad(lanes, 1, pes), 2, k_chunk)
+    a = _pad(lanes, 2, k_chunk)
     chunks = a.shape[2] // k_chunk
-    a = a.reshape(nt * a.shape[1], chunks, k_chunk).transpose(1, 0, 2).astype(np.float32)  # [chunks, nt*M, kc]
-    b = _pad(_pad(nzw.T, 0, k_chunk), 1, channels)
-    per_k = b.reshape(chunks, k_chunk, -1, channels).sum(axis=3, dtype=np.float32)  # [chunks, kc, channel blocks]
-    work = np.matmul(a, per_k)  # [chunks, nt*M, channel blocks]
-    per_pe = work.reshape(chunks, -1, pes, work.shape[2])
-    slowest = per_pe.max(axis=2)
+    a = a.reshape(nt * m_pos, chunks, k_chunk).transpose(1, 0, 2).astype(np.float32)  # [chunks, nt*M, kc]
+    b = _pad(_pad(nzw.T, 0, k_chunk), 1, channels).astype(np.float32)
+    blocks = b.shape[1] // channels
+    b = b.reshape(chunks, k_chunk, blocks, channels)
+    if split > 1:  # non-zero weights per (k, channel block, group)
+        onehot = _group_onehot(nzw.shape[0], split, blocks * channels).reshape(blocks, channels, split)
+        per_k = np.einsum("ckbn,bng->ckbg", b, onehot)
+    else:
+        per_k = b.sum(axis=3)[..., None]
+    work = np.matmul(a, per_k.reshape(chunks, k_chunk, -1))  # [chunks, nt*M, blocks*G]
+    work = work.reshape(chunks, nt, m_pos, blocks, split).transpose(0, 1, 3, 2, 4)
+    work = _pad(work.reshape(chunks, nt, blocks, m_pos * split), 3, pes)  # PE (m, g), m-major
+    slowest = work.reshape(chunks, nt, blocks, -1, pes).max(axis=4)
     return TileWork(slowest=slowest, sops=int(work.sum(dtype=np.float64)))
 
 
@@ -130,8 +157,9 @@ def ip_seq(hw: HwConfig, lanes: np.ndarray, nzw: np.ndarray) -> SynTiming:
     nt, m_pos, k = lanes.shape
     pes = hw.compute.num_pes
     tile = TILES[Dataflow.IP_SEQ]
-    tw = pe_per_channel(lanes, nzw, tile.positions, tile.k_chunk, pes)
-    groups = math.ceil(nzw.shape[0] / pes)
+    split = split_factor(nzw.shape[0], m_pos, pes)
+    tw = pe_per_channel(lanes, nzw, tile.positions, tile.k_chunk, pes, split)
+    groups = math.ceil(nzw.shape[0] * split / pes)
     return SynTiming(
         cycles=hw.compute.syn_overhead_cycles + tw.cycles, pe_work=tw.sops,
         stalls={"pe_imbalance": tw.imbalance(pes)},
@@ -147,7 +175,8 @@ def op(hw: HwConfig, lanes: np.ndarray, nzw: np.ndarray) -> SynTiming:
     n_out = nzw.shape[0]
     pes = hw.compute.num_pes
     tile = TILES[Dataflow.OP]
-    tw = pe_per_channel(lanes, nzw, tile.positions, tile.k_chunk, pes)
+    split = split_factor(n_out, m_pos, pes)
+    tw = pe_per_channel(lanes, nzw, tile.positions, tile.k_chunk, pes, split)
     compute = hw.compute.syn_overhead_cycles + tw.cycles
     footprint = nt * m_pos * n_out * PSUM_BYTES
     budget = hw.sram.size_bytes * hw.sram.psum_share
@@ -155,7 +184,7 @@ def op(hw: HwConfig, lanes: np.ndarray, nzw: np.ndarray) -> SynTiming:
     spill_bytes = int(round(2 * PSUM_BYTES * tw.sops * spilled))
     spill_cycles = math.ceil(spill_bytes / hw.dram_bytes_per_cycle)
     cycles = max(compute, spill_cycles)
-    groups = math.ceil(n_out / pes)
+    groups = math.ceil(n_out * split / pes)
     spikes = int(np.count_nonzero(lanes))
     return SynTiming(
         cycles=cycles, pe_work=tw.sops,
@@ -172,12 +201,13 @@ def gust(hw: HwConfig, lanes: np.ndarray, nzw: np.ndarray) -> SynTiming:
     nt, m_pos, k = lanes.shape
     pes = hw.compute.num_pes
     tile = TILES[Dataflow.GUST]
-    tw = pe_per_position(lanes, nzw, tile.k_chunk, tile.channels, pes)
+    split = split_factor(m_pos, nzw.shape[0], pes)
+    tw = pe_per_position(lanes, nzw, tile.k_chunk, tile.channels, pes, split)
     return SynTiming(
         cycles=hw.compute.syn_overhead_cycles + tw.cycles, pe_work=tw.sops,
         stalls={"pe_imbalance": tw.imbalance(pes)},
         events={"pseudo_acc": tw.sops},
-        sram_extra={"bitmasks": nt * m_pos * math.ceil(k / 8) + nzw.shape[0] * math.ceil(k / 8),
+        sram_extra={"bitmasks": split * nt * m_pos * math.ceil(k / 8) + nzw.shape[0] * math.ceil(k / 8),
                     "psums": 2 * PSUM_BYTES * tw.sops,
                     "weights": tw.sops * hw.compute.weight_bits // 8},
     )

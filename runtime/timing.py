@@ -18,7 +18,8 @@ CONTRACT (docs/isa.md "Timing model"):
       DMA     runtime/memory.py: latency + busiest HBM channel's transfer time
       SYN     `syn_timing(hw, dataflow, lanes, nzw)`: per dataflow
                 FTP     LoAS TPPEs (runtime/tppe.py) on the visit's output positions
-                        (split over fiber-B groups when positions < num_pes),
+                        (fiber-Bs split into groups when the positions do not fill
+                        whole rounds: `split_factor`),
                         num_pes streams per round, a round lasts its slowest TPPE
                 IP_SEQ/OP/GUST  runtime/baselines.py (SparTen-/GoSPA-/Gamma-SNN)
               multi-bit (ACT) inputs: `syn_cycles(hw, macs per neuron)`
@@ -66,6 +67,25 @@ def rounds_of(work: np.ndarray, pes: int) -> np.ndarray:
     return work.reshape(-1, pes).max(axis=1) if work.size else work
 
 
+def split_factor(items: int, other: int, pes: int) -> int:
+    """G: into how many contiguous groups the scheduler splits the other operand
+    dimension (`other` long) when `items` work units do not fill one round of `pes`
+    PEs, so that the items x G units fill whole rounds: it minimises the rounds per
+    unit of work, ceil(items * G / pes) / G, over G in 1..min(other, pes), the
+    smallest G on ties. 16 PEs: 8 items -> 2, 12 -> 4 (three full rounds instead of
+    one with four idle PEs), 1 -> 16. Items that fill a round are not split (G = 1):
+    more streams would add each stream's start-up (the laggy prefix-sum's first
+    run) for a smaller gain."""
+    if items >= pes or items <= 0:
+        return 1
+    best, best_rounds = 1, 1
+    for g in range(2, min(other, pes) + 1):
+        rounds = math.ceil(items * g / pes)
+        if rounds * best < best_rounds * g:
+            best, best_rounds = g, rounds
+    return best
+
+
 def imbalance(work: np.ndarray, pes: int) -> int:
     """Sum over rounds of (slowest - mean) work: cycles lost to uneven PE loads."""
     work = np.asarray(work, dtype=np.int64).reshape(-1)
@@ -111,9 +131,10 @@ def ftp_syn(hw: HwConfig, lanes: np.ndarray, nzw: np.ndarray) -> SynTiming:
     bm-A[m, k] = input fires in some lane (non-silent); a TPPE takes one output
     position m and streams its fiber-A chunks (tppe.bitmask_buffer_bits of K)
     against the visit's fiber-Bs: task (m, c) has sum_{k in c} bm-A[m,k] * nnz_n(B[:, k])
-    matched pairs. When the visit has fewer positions than TPPEs, the scheduler
-    splits the fiber-Bs into G = min(N, num_pes // M) contiguous groups and gives
-    each (m, group) its own TPPE (each TPPE still computes whole output neurons).
+    matched pairs. When the positions do not fill whole rounds of TPPEs, the
+    scheduler splits the fiber-Bs into G = `split_factor(M, N, num_pes)` contiguous
+    groups and gives each (m, group) its own stream (each TPPE still computes whole
+    output neurons): 8 positions -> 2 groups, 12 -> 4.
     Streams are dealt to num_pes TPPEs in rounds ((m, group) order); a round lasts
     its slowest TPPE (runtime/tppe.batched_streams).
     """
@@ -123,7 +144,7 @@ def ftp_syn(hw: HwConfig, lanes: np.ndarray, nzw: np.ndarray) -> SynTiming:
     bm_a = lanes.any(axis=0)
     fired = lanes.sum(axis=0, dtype=np.int64)
     col = nzw.sum(axis=0, dtype=np.int64)  # fiber-Bs with a non-zero at k
-    groups = max(1, min(nzw.shape[0], pes // max(1, m_pos)))
+    groups = split_factor(m_pos, nzw.shape[0], pes)
     bounds = np.linspace(0, nzw.shape[0], groups + 1).round().astype(np.int64)
     col_g = np.add.reduceat(nzw.astype(np.int64), bounds[:-1], axis=0) if groups > 1 else col[None, :]
     counts = chunk_sums((bm_a[:, None, :] * col_g[None, :, :]).reshape(m_pos * groups, k), width)

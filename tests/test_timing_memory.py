@@ -74,19 +74,51 @@ def test_dataflow_models_count_by_hand():
     # m1 k1 silent in t1 (1 x n0)
     assert ftp.events["correction_acc"] == 2 and ftp.events["corrected_entries"] == 2
     ip = timing.syn_timing(hw, Dataflow.IP_SEQ, lanes, nzw)
-    # SparTen-SNN: PE per channel, one broadcast tile per timestep (LoAS's simulator):
-    # t0: n0 = m0 k0 + m1 k1 = 2, n1 = m0 k0 = 1 -> 2; t1: n0 = m0 k0 = 1, n1 = m0 k0 + m0 k2 = 2 -> 2
-    assert ip.pe_work == 6 and ip.cycles == 2 + 2 + 2
-    assert ip.stalls["pe_imbalance"] == round(4 - 6 / 16)
+    # SparTen-SNN: PE per channel, one broadcast tile per timestep (LoAS's simulator);
+    # 2 channels < 16 PEs, so the positions are split too (G = 2): a PE owns (n, m).
+    # t0: (n0,m0) = k0 = 1, (n0,m1) = k1 = 1, (n1,m0) = k0 = 1 -> 1;
+    # t1: (n0,m0) = k0 = 1, (n1,m0) = k0 + k2 = 2 -> 2
+    assert ip.pe_work == 6 and ip.cycles == 2 + 1 + 2
+    assert ip.stalls["pe_imbalance"] == round(3 - 6 / 16)
+    # without the split (LoAS's simulator, PE per channel n): t0: n0 = 2, n1 = 1 -> 2; t1: n0 = 1, n1 = 2 -> 2
+    assert baselines.pe_per_channel(lanes, nzw, 32, 128, 16).cycles == 2 + 2
     gust = timing.syn_timing(hw, Dataflow.GUST, lanes, nzw)
-    # Gamma-SNN: PE per row m, one tile per timestep: t0: m0 = k0 x 2 = 2, m1 = k1 x 1 = 1 -> 2;
-    # t1: m0 = k0 x 2 + k2 x 1 = 3, m1 = 0 -> 3
-    assert gust.pe_work == 6 and gust.cycles == 2 + 2 + 3
+    # Gamma-SNN: PE per row m, split by channels too (G = 2): a PE owns (m, n).
+    # t0: (m0,n0) = k0 = 1, (m0,n1) = k0 = 1, (m1,n0) = k1 = 1 -> 1;
+    # t1: (m0,n0) = k0 = 1, (m0,n1) = k0 + k2 = 2 -> 2
+    assert gust.pe_work == 6 and gust.cycles == 2 + 1 + 2
     assert gust.sram_extra["psums"] == 2 * 4 * 6
+    # without the split: t0: m0 = k0 x 2 = 2, m1 = k1 x 1 = 1 -> 2; t1: m0 = k0 x 2 + k2 x 1 = 3 -> 3
+    assert baselines.pe_per_position(lanes, nzw, 64, 64, 16).cycles == 2 + 3
     op = timing.syn_timing(hw, Dataflow.OP, lanes, nzw)
-    # GoSPA-SNN: PE per channel like SparTen-SNN (bigger tiles, same single tile here): 2 + 2
-    assert op.pe_work == 6 and op.cycles == 2 + 2 + 2
+    # GoSPA-SNN: PE per channel like SparTen-SNN (bigger tiles, same single tile here)
+    assert op.pe_work == 6 and op.cycles == 2 + 1 + 2
     assert op.dram_extra["psums"] == 0  # 2*2*2*4 B of psums fit
+
+
+def test_split_factor_fills_whole_rounds():
+    # G minimises rounds per unit of work, ceil(items * G / pes) / G; the smallest G on ties
+    assert [timing.split_factor(m, 64, 16) for m in (1, 2, 4, 8, 12, 15, 16, 20, 24, 64)] == [16, 8, 4, 2, 4, 16, 1, 1, 1, 1]
+    assert timing.split_factor(12, 3, 16) == 1  # 3 groups: 36 items = 3 rounds for 3x less work each: a tie with G=1
+    assert timing.split_factor(1, 5, 16) == 5  # never more groups than the dimension has
+
+
+def test_split_keeps_the_work_and_only_regroups_pes():
+    """Splitting the other dimension moves work between PEs, never creates or loses any:
+    with G groups, PE (n, g)'s work summed over g is PE n's work, tile by tile."""
+    rng = np.random.default_rng(11)
+    lanes = rng.random((4, 12, 300)) < 0.3
+    nzw = rng.random((10, 300)) < 0.1
+    for split in (1, 2, 3, 5):
+        ch = baselines.pe_per_channel(lanes, nzw, 32, 128, 16, split)
+        pos = baselines.pe_per_position(lanes, nzw, 64, 64, 16, split)
+        sops = int((lanes.astype(np.int64) @ nzw.T.astype(np.int64)).sum())
+        assert ch.sops == pos.sops == sops
+    # 10 channels leave 6 of 16 PEs idle; split_factor cuts the 12 positions into 8 groups
+    # (80 PE work units = 5 full rounds for 1/8 of the work each), which is faster
+    assert timing.split_factor(10, 12, 16) == 8
+    assert baselines.pe_per_channel(lanes, nzw, 32, 128, 16, 8).cycles < baselines.pe_per_channel(
+        lanes, nzw, 32, 128, 16).cycles
 
 
 def test_gospa_spills_psums_that_do_not_fit():
