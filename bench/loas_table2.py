@@ -7,9 +7,10 @@ For every model (`snnc.compiler.zoo.build`, Table II sparsities) it simulates fo
 designs on the same machine (16 PEs, 256 KB global cache, 128 GB/s HBM):
 LoAS (FTP) and the baselines SparTen-SNN (IP_SEQ), GoSPA-SNN (OP), Gamma-SNN (GUST).
 How a baseline program is made (`--mode`):
-  passes    compile with `loop-reorder{dataflow=...},dma-prefetch`: the lowering
-            schedules the program for that loop nest;
-  override  compile once (FTP, `loop-reorder{dataflow=ftp},dma-prefetch`) and set
+  passes    compile with `compress-weights,loop-reorder{dataflow=...},dma-prefetch`:
+            the lowering schedules the program for that loop nest;
+  override  compile once (FTP, the default pipeline
+            `compress-weights,loop-reorder{dataflow=ftp},dma-prefetch`) and set
             every CONV descriptor's `dataflow` field in the image: the same
             instruction stream, timed by each dataflow's SYN model;
   auto      `passes`, falling back to `override` when the pass is missing or fails.
@@ -44,8 +45,8 @@ PUBLISHED = {
 
 
 def design_pipeline(dataflow: str) -> str:
-    """The pass pipeline of one design: its loop nest, then DMA/compute overlap (dma-prefetch)."""
-    return f"loop-reorder{{dataflow={dataflow}}},dma-prefetch"
+    """The pass pipeline of one design: bitmask-fiber weights in DRAM, its loop nest, then DMA/compute overlap."""
+    return f"compress-weights,loop-reorder{{dataflow={dataflow}}},dma-prefetch"
 
 
 def override_dataflow(image, dataflow: int):

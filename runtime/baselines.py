@@ -31,6 +31,12 @@ are those of LoAS's simulator:
           latency = max_m sum_{k in tile} A_t[m,k] * #n in tile(B[n,k]). Partial rows
           are merged on chip: every product is a read + write of a 4-byte
           partial-row element in the global cache (psums SRAM bytes = 8 * SOPs).
+A visit of the FTP-tiled program can have fewer channels (IP_SEQ, OP) or positions
+(GUST) than PEs. The scheduler then splits the other dimension into G contiguous
+groups and a PE owns (channel, position group) or (position, channel group), with G
+from `timing.split_factor`, the rule the FTP model uses for its fiber-B groups; LoAS's
+simulator never meets such visits (it times whole layers), and bench/loas_formula.py
+calls the tile helpers without a split.
 `pe_imbalance` = sum over tiles of (slowest PE - mean PE) work.
 Imports only numpy, the standard library and snnc.backend.
 """
