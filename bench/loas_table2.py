@@ -9,7 +9,7 @@ LoAS (FTP) and the baselines SparTen-SNN (IP_SEQ), GoSPA-SNN (OP), Gamma-SNN (GU
 How a baseline program is made (`--mode`):
   passes    compile with `compress-weights,loop-reorder{dataflow=...},dma-prefetch`:
             the lowering schedules the program for that loop nest;
-  override  compile once (FTP, the default pipeline
+  override  compile once (FTP,
             `compress-weights,loop-reorder{dataflow=ftp},dma-prefetch`) and set
             every CONV descriptor's `dataflow` field in the image: the same
             instruction stream, timed by each dataflow's SYN model;

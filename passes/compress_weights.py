@@ -16,7 +16,8 @@ CONTRACT
 
 LoAS keeps fiber-B compressed in DRAM and in its FiberCache (§IV-D); without
 this pass snnc moves the dense 8-bit weights, which for a 98%-sparse layer is
-about 7x the compressed bytes.
+about 7x the compressed bytes. bench/loas_table2.py compiles every design with
+it; compiler/pipeline.py says why it is not in the default pipeline yet.
 """
 
 from __future__ import annotations
@@ -24,13 +25,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from snnc.dialects.snn import Conv2dOp, DenseOp, main_function
+from snnc.passes.convert_snn_to_accel import COMPRESSED_WEIGHTS_ATTR
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp, UnitAttr
 from xdsl.ir import Block
 from xdsl.passes import ModulePass
-
-from snnc.dialects.snn import Conv2dOp, DenseOp, main_function
-from snnc.passes.convert_snn_to_accel import COMPRESSED_WEIGHTS_ATTR
 
 
 def compress_synapse_weights(block: Block) -> int:

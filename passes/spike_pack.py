@@ -43,10 +43,10 @@ from snnc.dialects.snn import (
     SpikeTrainType,
     main_function,
 )
-from snnc.passes.convert_snn_to_accel import COMPRESSED_WEIGHTS_ATTR
+from snnc.passes.compress_weights import compress_synapse_weights
 from xdsl.context import Context
 from xdsl.dialects import func
-from xdsl.dialects.builtin import ModuleOp, UnitAttr
+from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import SSAValue
 from xdsl.passes import ModulePass
 from xdsl.rewriter import Rewriter
@@ -79,9 +79,9 @@ class SpikePack(ModulePass):
                     return False
             return True
 
+        if self.weights:
+            compress_synapse_weights(block)  # the compress-weights pass
         for o in block.ops:
-            if isinstance(o, DenseOp | Conv2dOp) and self.weights:
-                o.attributes[COMPRESSED_WEIGHTS_ATTR] = UnitAttr()
             for result in o.results:
                 t = result.type
                 if isinstance(t, SpikeTrainType) and packable(result):

@@ -115,7 +115,7 @@ def pe_per_channel(lanes: np.ndarray, nzw: np.ndarray, positions: int, k_chunk: 
     counts < 2**24 are exact). `split` G > 1: the visit's positions are cut into G
     contiguous groups and a PE owns (n, group) (`timing.split_factor`: fewer
     channels than fill the PEs)."""
-    nt, m_pos, k = lanes.shape
+    nt, m_pos, _ = lanes.shape
     a = _pad(_pad(lanes, 1, positions), 2, k_chunk)
     chunks = a.shape[2] // k_chunk
     blocks = a.shape[1] // positions
@@ -140,7 +140,7 @@ def pe_per_position(lanes: np.ndarray, nzw: np.ndarray, k_chunk: int, channels: 
     PE work in a tile = sum_{k in tile} A_t[m,k] * #n in tile(B[n,k]). `split` G > 1:
     the visit's channels are cut into G contiguous groups and a PE owns (m, group)
     (`timing.split_factor`: fewer positions than fill the PEs)."""
-    nt, m_pos, k = lanes.shape
+    nt, m_pos, _ = lanes.shape
     a = _pad(lanes, 2, k_chunk)
     chunks = a.shape[2] // k_chunk
     a = a.reshape(nt * m_pos, chunks, k_chunk).transpose(1, 0, 2).astype(np.float32)  # [chunks, nt*M, kc]

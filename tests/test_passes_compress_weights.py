@@ -7,8 +7,6 @@ import math
 import numpy as np
 import pytest
 from onnx import numpy_helper
-from xdsl.parser import Parser
-
 from passes_util import assert_same_outputs, model, run
 from snnc.backend.binformat import decode_instructions
 from snnc.backend.isa import Opcode
@@ -16,6 +14,7 @@ from snnc.compiler.pipeline import print_ir
 from snnc.dialects import make_context
 from snnc.passes import get_builtin_passes, pass_level
 from snnc.passes.convert_snn_to_accel import COMPRESSED_WEIGHTS_ATTR
+from xdsl.parser import Parser
 
 
 @pytest.mark.parametrize("name", ["mlp", "vgg-small"])
