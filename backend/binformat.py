@@ -578,9 +578,11 @@ def validate_image(image: ProgramImage) -> None:
                 raise BinaryFormatError(f"{where}.word_bytes = {f['word_bytes']}: expected 1, 2, 4 or 8")
             if not 1 <= f["elem_bits"] <= 8 * f["word_bytes"]:
                 raise BinaryFormatError(f"{where}.elem_bits = {f['elem_bits']}: expected 1..{8 * f['word_bytes']}")
-            end = f["dram_addr"] + f["fibers"] * isa.fiber_slot_bytes(f["fiber_elems"], f["elem_bits"])
+            if spec.opcode == isa.Opcode.DMA_STORE_BM and f["flags"] & isa.DmaFlags.PACKED:
+                raise BinaryFormatError(f"{where}.flags: PACKED is for dma.load_bm only (a store writes slots)")
+            end = isa.fiber_dma_end(f["dram_addr"], f["fibers"], f["fiber_elems"], f["elem_bits"], f["flags"])
             if end > image.dram_size:
-                raise BinaryFormatError(f"{where}.dram_addr: fiber slots end at {end}, beyond dram_size {image.dram_size}")
+                raise BinaryFormatError(f"{where}.dram_addr: fibers end at {end}, beyond dram_size {image.dram_size}")
         if spec.opcode in _TILE_OPCODES:
             if f["layer"] >= len(layers):
                 raise BinaryFormatError(f"{where}.layer = {f['layer']}, only {len(layers)} layer descriptors")

@@ -107,6 +107,7 @@ class DmaFlags(enum.IntFlag):
 
     SPIKES = 0x1  # the elements are spike words (counted for the compression report)
     MASK_SINGLE = 0x2  # store: words with exactly one spike are dropped as silent (LoAS §IV-C)
+    PACKED = 0x4  # load: fibers lie back to back (no slots): fiber i+1 starts where fiber i's data ends
 
 
 # Bitmask-compressed fibers (LoAS §IV-A, Fig. 8): a fiber is one row of elements
@@ -118,12 +119,25 @@ class DmaFlags(enum.IntFlag):
 #   order, each `elem_bits` wide, bit-packed little-endian (a spike word of T
 #   timesteps takes T bits: LoAS packs the T spikes of a neuron in one T-bit value).
 #   Only 4 + ceil(elems/8) + ceil(count * elem_bits / 8) bytes move.
+# With DmaFlags.PACKED (loads of constants, e.g. compressed weights, whose sizes the
+# compiler knows) the fibers are stored back to back instead of in slots: fiber i+1
+# starts right after fiber i's last data byte, so the DRAM image holds exactly the
+# compressed bytes; the instruction's dram_addr is its first fiber's start.
 FIBER_HEADER_BYTES = 4
 
 
 def fiber_slot_bytes(elems: int, elem_bits: int) -> int:
     """DRAM bytes reserved for one compressed fiber of `elems` elements of `elem_bits` bits."""
     return FIBER_HEADER_BYTES + (elems + 7) // 8 + (elems * elem_bits + 7) // 8
+
+
+def fiber_dma_end(dram_addr: int, fibers: int, elems: int, elem_bits: int, flags: int) -> int:
+    """The DRAM end a dma.load_bm / dma.store_bm certainly reaches: all its slots, or with
+    DmaFlags.PACKED its fibers' headers and bitmasks (the data lengths come from the
+    pointers, checked when they are walked)."""
+    if flags & DmaFlags.PACKED:
+        return dram_addr + fibers * (FIBER_HEADER_BYTES + (elems + 7) // 8)
+    return dram_addr + fibers * fiber_slot_bytes(elems, elem_bits)
 
 
 @dataclass(frozen=True)

@@ -30,16 +30,14 @@ from snnc.backend.errors import CompileError, SnncError
 from snnc.dialects import make_context
 from snnc.passes import get_all_passes, pass_level
 
-# Passes run when the user gives no --passes. The LoAS schedule, made explicit: the FTP
-# loop nest (loop-reorder{dataflow=ftp} emits exactly the program the lowering emits
-# without it), then dma-prefetch on the accelerator program so transfers overlap
-# compute. spike-pack is not in the default: it cannot tile layers whose weights do
-# not fit the SRAM whole (a packed map is written by whole rows of all channels).
-# compress-weights (LoAS's bitmask-fiber weights; bench/loas_table2.py uses it) is not
-# either, yet: its fiber slots reserve the dense size, so prog.bin grows to 1.23-1.28x
-# the packed payload (1.00x without), and dma.load_bm's expansion makes functional
-# simulation ~4x slower (vgg16-cifar10: 1.18 s against 0.29 s).
-DEFAULT_PIPELINE = "loop-reorder{dataflow=ftp},dma-prefetch"
+# Passes run when the user gives no --passes. The LoAS schedule, made explicit: weights
+# stored as bitmask fibers in DRAM (compress-weights; LoAS keeps fiber-B compressed, and
+# only the compressed bytes move), the FTP loop nest (loop-reorder{dataflow=ftp} emits
+# exactly the program the lowering emits without it), then dma-prefetch on the
+# accelerator program so transfers overlap compute. spike-pack is not in the default: it
+# cannot tile layers whose weights do not fit the SRAM whole (a packed map is written by
+# whole rows of all channels).
+DEFAULT_PIPELINE = "compress-weights,loop-reorder{dataflow=ftp},dma-prefetch"
 LOWERING_PASS = "convert-snn-to-accel"
 
 

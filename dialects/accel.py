@@ -780,9 +780,11 @@ def _verify_instruction(op: InstructionOp, layers: dict[str, LayerOp], dram_size
             raise VerifyException(f"{where}: word_bytes = {v['word_bytes']}, expected 1, 2, 4 or 8")
         if not 1 <= v["elem_bits"] <= 8 * v["word_bytes"]:
             raise VerifyException(f"{where}: elem_bits = {v['elem_bits']}, expected 1..{8 * v['word_bytes']}")
-        end = v["dram_addr"] + v["fibers"] * isa.fiber_slot_bytes(v["fiber_elems"], v["elem_bits"])
+        if v["flags"] & isa.DmaFlags.PACKED and isinstance(op, DmaStoreBmOp):
+            raise VerifyException(f"{where}: flags PACKED is for loads only (a store writes fixed slots)")
+        end = isa.fiber_dma_end(v["dram_addr"], v["fibers"], v["fiber_elems"], v["elem_bits"], v["flags"])
         if end > dram_size:
-            raise VerifyException(f"{where}: fiber slots end at {end:#x}, beyond dram_size {dram_size:#x}")
+            raise VerifyException(f"{where}: fibers end at {end:#x}, beyond dram_size {dram_size:#x}")
 
 
 ACCEL = Dialect(

@@ -12,12 +12,14 @@ CONTRACT
     * Spike values and their types are untouched (unlike spike-pack, which also
       packs spikes and calls this with its `weights` option); outputs are
       identical.
+    * The fibers of a layer lie back to back in DRAM (isa.DmaFlags.PACKED: the
+      DRAM image and prog.bin hold only the compressed bytes); each channel
+      tile's dma.load_bm starts at its first fiber.
   Options: none.
 
 LoAS keeps fiber-B compressed in DRAM and in its FiberCache (§IV-D); without
 this pass snnc moves the dense 8-bit weights, which for a 98%-sparse layer is
-about 7x the compressed bytes. bench/loas_table2.py compiles every design with
-it; compiler/pipeline.py says why it is not in the default pipeline yet.
+about 7x the compressed bytes. It is the first pass of the default pipeline.
 """
 
 from __future__ import annotations

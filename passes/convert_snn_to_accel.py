@@ -908,22 +908,28 @@ def _tile_bytes(fmt: Format, lanes: int, elements: int, timesteps: int) -> int:
     return accel.tile_bytes(fmt, timesteps if fmt in accel.WORD_FORMATS else lanes, elements)
 
 
-def _weight_fibers(q: np.ndarray, nbytes: int, what: str) -> bytes:
+def _weight_fibers(q: np.ndarray, nbytes: int, what: str) -> tuple[bytes, np.ndarray]:
     """Weights [out_cs][kh][kw][in_cs] compressed column-wise (LoAS §IV-A): one fiber per
-    output channel (pointer, bitmask over its kh*kw*in_cs weights, non-zero weights)."""
+    output channel (pointer, bitmask over its kh*kw*in_cs weights, non-zero weights), packed
+    back to back (isa.DmaFlags.PACKED). Returns the bytes and each channel's fiber offset."""
     flat = np.asarray(q, np.int64).reshape(q.shape[0], -1)
     n, elems = flat.shape
     dense = np.frombuffer(_int_bytes(flat, nbytes, what), dtype=f"<u{nbytes}").reshape(n, elems)
     keep = dense != 0
     counts = keep.sum(axis=1)
     meta = isa.FIBER_HEADER_BYTES + (elems + 7) // 8
-    out = np.zeros((n, isa.fiber_slot_bytes(elems, 8 * nbytes)), dtype=np.uint8)
-    out[:, :4] = counts.astype("<u4").view(np.uint8).reshape(n, 4)
-    out[:, 4:meta] = np.packbits(keep, axis=1, bitorder="little")
-    data = np.zeros((n, elems), dtype=dense.dtype)
-    data[np.nonzero(keep)[0], (np.cumsum(keep, axis=1) - 1)[keep]] = dense[keep]
-    out[:, meta:] = data.view(np.uint8).reshape(n, elems * nbytes)
-    return out.tobytes()
+    sizes = meta + counts * nbytes
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    out = np.zeros(int(offsets[-1]), dtype=np.uint8)
+    headers = offsets[:-1, None] + np.arange(meta)
+    out[headers] = np.concatenate([counts.astype("<u4").view(np.uint8).reshape(n, 4),
+                                   np.packbits(keep, axis=1, bitorder="little")], axis=1)
+    # the non-zeros of channel c right after its bitmask, in order (row-major = per channel)
+    words = dense[keep].astype(f"<u{nbytes}").view(np.uint8).reshape(-1, nbytes)
+    starts = np.repeat(offsets[:-1] + meta, counts) + (np.arange(int(counts.sum())) - np.repeat(
+        np.cumsum(counts) - counts, counts)) * nbytes
+    out[starts[:, None] + np.arange(nbytes)] = words
+    return out.tobytes(), offsets[:-1]
 
 
 K_CHUNK_CHANNELS = 8  # op/gust: the reduction is split into k-chunks of 8 stored input channels
@@ -1288,15 +1294,18 @@ class _Lowering:
             layer_syms.append(layer.symbol)
         head_sym = layer_syms[0]
         compressed = COMPRESSED_WEIGHTS_ATTR in getattr(head.op, "attributes", {})
-        w_addrs = [
-            self.consts.add(f"{WEIGHTS_CONST_PREFIX}{sym}", _weight_fibers(q, weight_bytes, f"{where}: weight") if compressed
-                            else _int_bytes(q, weight_bytes, f"{where}: weight"))
-            for sym, q in zip(layer_syms, weights_int)
-        ]
+        w_addrs, fiber_offsets = [], []
+        for sym, q in zip(layer_syms, weights_int):
+            if compressed:
+                data, offsets = _weight_fibers(q, weight_bytes, f"{where}: weight")
+                fiber_offsets.append(offsets)
+            else:
+                data = _int_bytes(q, weight_bytes, f"{where}: weight")
+            w_addrs.append(self.consts.add(f"{WEIGHTS_CONST_PREFIX}{sym}", data))
         p_addr = self.consts.add(f"{PARAMS_CONST_PREFIX}{head_sym}", _int_bytes(params, 4, f"{where}: parameter"))
         return dict(
             schedule=self._schedule_group, step=step, syms=layer_syms, w_addrs=w_addrs, p_addr=p_addr,
-            compressed=compressed,
+            compressed=compressed, fiber_offsets=fiber_offsets,
             p_bytes=len(params) * 4, weight_bytes=weight_bytes, out_cs=out_cs, tiling=tiling,
         )
 
@@ -1367,11 +1376,11 @@ class _Lowering:
         """Weights of output channels ch0..ch0+chs of synapse i into SRAM [chs][kh][kw][in_cs]."""
         s = w["step"].synapses[i]
         elems = s.kh * s.kw * s.in_cs
-        if w["compressed"]:  # spike-pack: column-wise bitmask fibers, one per output channel
-            slot = isa.fiber_slot_bytes(elems, 8 * w["weight_bytes"])
+        if w["compressed"]:  # compress-weights: column-wise bitmask fibers, one per output channel, packed
             self.emitter.emit(accel.DmaLoadBmOp.create_with(
-                dram_addr=w["w_addrs"][i] + ch0 * slot, sram_addr=sram_addr, fibers=chs, fiber_elems=elems,
-                word_bytes=w["weight_bytes"], elem_bits=8 * w["weight_bytes"], flags=0))
+                dram_addr=w["w_addrs"][i] + int(w["fiber_offsets"][i][ch0]), sram_addr=sram_addr, fibers=chs,
+                fiber_elems=elems, word_bytes=w["weight_bytes"], elem_bits=8 * w["weight_bytes"],
+                flags=int(isa.DmaFlags.PACKED)))
             return
         per_channel = elems * w["weight_bytes"]
         self.emitter.dma(True, w["w_addrs"][i] + ch0 * per_channel, sram_addr, chs * per_channel, 1, 0, 0)

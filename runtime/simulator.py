@@ -107,6 +107,9 @@ class _Context:
         self.windows: dict[tuple, _Windows] = {}
         self.weight_tiles: dict[tuple, _WeightTile] = {}
         self.channel_blocks: dict[tuple, _ChannelBlock] = {}
+        # dma.load_bm of whole-word fibers (weights): (DRAM bytes, counts, dense tile) per
+        # (dram_addr, fibers, elems, word_bytes), reused while the DRAM bytes are identical
+        self.fiber_loads: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def layer(self, f, where: str, *kinds: LayerKind):
         lay = self.layers[f.layer]
@@ -186,6 +189,33 @@ def _popcount(words: np.ndarray) -> np.ndarray:
     return np.unpackbits(as_bytes, axis=-1).sum(axis=-1)
 
 
+def _packed_fibers(dram, addr: int, n: int, elems: int, eb: int, slot: int, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Back-to-back fibers (isa.DmaFlags.PACKED) from `addr`: ([n, slot] bytes, each fiber
+    zero-padded to its slot as if stored in slots, and each fiber's DRAM start). Walks the
+    pointers in order: fiber i+1 starts after fiber i's 4 + ceil(elems/8) +
+    ceil(count*elem_bits/8) bytes."""
+    meta = isa.FIBER_HEADER_BYTES + (elems + 7) // 8
+    starts = np.empty(n, dtype=np.int64)
+    sizes = np.empty(n, dtype=np.int64)
+    at = addr
+    for i in range(n):
+        head = dram.span(at, meta, f"{where}.dram_addr (fiber {i})")
+        count = int(head[:4].view("<u4")[0])
+        bits = int(np.unpackbits(head[4:], bitorder="little")[:elems].sum())
+        if bits != count:  # checked while walking: a wrong pointer would derail the next fibers
+            raise BinaryFormatError(f"{where}: fiber {i} pointer/count {count} disagrees with its bitmask "
+                                    f"({bits} bits set)")
+        starts[i], sizes[i] = at, meta + (count * eb + 7) // 8
+        at += int(sizes[i])
+    span = dram.span(addr, at - addr, where + ".dram_addr")
+    raw = np.zeros((n, slot), dtype=np.uint8)  # a count beyond elems was refused by span or fails the bitmask check
+    sizes = np.minimum(sizes, slot)
+    cols = np.arange(slot)
+    inside = cols < sizes[:, None]
+    raw[inside] = span[((starts - addr)[:, None] + cols)[inside]]
+    return raw, starts
+
+
 def _dma_bm(ctx: _Context, where: str, f, load: bool) -> Effect:
     """Bitmask-compressed fibers (isa.fiber_slot_bytes) <-> a dense SRAM tile [fibers][fiber_elems].
 
@@ -203,23 +233,42 @@ def _dma_bm(ctx: _Context, where: str, f, load: bool) -> Effect:
     dt = np.dtype(f"<u{wb}")
     mbytes = (elems + 7) // 8
     slot = isa.fiber_slot_bytes(elems, eb)
-    raw = m.dram.span(f.dram_addr, n * slot, where + ".dram_addr").reshape(n, slot)
     meta = isa.FIBER_HEADER_BYTES + mbytes
+    packed = bool(f.flags & isa.DmaFlags.PACKED)
+    if packed:
+        if not load:
+            raise BinaryFormatError(f"{where}.flags: PACKED is for dma.load_bm only")
+        raw, starts = _packed_fibers(m.dram, f.dram_addr, n, elems, eb, slot, where)
+    else:
+        raw = m.dram.span(f.dram_addr, n * slot, where + ".dram_addr").reshape(n, slot)
+        starts = f.dram_addr + np.arange(n, dtype=np.int64) * slot
     shifts = np.arange(eb, dtype=np.uint64)
-    if load:
+    cache_key = (f.dram_addr, n, elems, wb, packed) if load and eb == 8 * wb else None
+    cached = ctx.fiber_loads.get(cache_key) if cache_key else None
+    if cached is not None and np.array_equal(cached[0], raw):  # a reload of unchanged fibers (weights)
+        counts, dense = cached[1], cached[2]
+        m.sram.write(f.sram_addr, dense, where + ".sram_addr")
+    elif load:
         counts = raw[:, :4].copy().view("<u4").reshape(-1).astype(np.int64)
         keep = np.unpackbits(raw[:, 4:meta], axis=1, bitorder="little")[:, :elems].astype(bool)
         bad = np.flatnonzero(keep.sum(axis=1) != counts)
         if bad.size:
             raise BinaryFormatError(f"{where}: fiber {int(bad[0])} pointer/count {int(counts[bad[0]])} "
                                     f"disagrees with its bitmask ({int(keep[bad[0]].sum())} bits set)")
-        bits = np.unpackbits(raw[:, meta:], axis=1, bitorder="little")[:, :elems * eb].reshape(n, elems, eb)
-        data = (bits.astype(np.uint64) << shifts).sum(axis=2).astype(dt)
-        ranks = np.cumsum(keep, axis=1) - 1
         dense = np.zeros((n, elems), dtype=dt)
-        rows = np.nonzero(keep)[0]
-        dense[keep] = data[rows, ranks[keep]]
+        if eb == 8 * wb:  # whole-word elements (weights): the packed data is already an array of words
+            width = int(counts.max(initial=0))
+            data = np.ascontiguousarray(raw[:, meta:meta + width * wb]).view(dt)
+            # fiber i's first counts[i] words, in row-major order = the bitmask's set bits in order
+            dense[keep] = data[np.arange(width) < counts[:, None]]
+        else:  # bit-packed elements (spike words of T bits)
+            bits = np.unpackbits(raw[:, meta:], axis=1, bitorder="little")[:, :elems * eb].reshape(n, elems, eb)
+            data = (bits.astype(np.uint64) << shifts).sum(axis=2).astype(dt)
+            ranks = np.cumsum(keep, axis=1) - 1
+            dense[keep] = data[np.nonzero(keep)[0], ranks[keep]]
         m.sram.write(f.sram_addr, dense, where + ".sram_addr")
+        if cache_key:
+            ctx.fiber_loads[cache_key] = (raw.copy(), counts, dense)
     else:
         dense = m.sram.read(f.sram_addr, dt, n * elems, where + ".sram_addr").reshape(n, elems)
         keep = dense != 0
@@ -244,8 +293,7 @@ def _dma_bm(ctx: _Context, where: str, f, load: bool) -> Effect:
         latency=0 if ctx.functional else ctx.hw.dram.latency_cycles,
         reads=[] if load else sram, writes=sram if load else [],
         dram_read=moved if load else 0, dram_written=0 if load else moved,
-        dram_spans=(f.dram_addr + np.arange(n, dtype=np.int64) * slot, meta + (int(counts.min(initial=0)) * eb + 7) // 8)
-        if n else None,
+        dram_spans=(starts, meta + (int(counts.min(initial=0)) * eb + 7) // 8) if n else None,
         sram_bytes=n * elems * wb, bitmask_bytes=n * meta,
     )
     if load and f.flags & isa.DmaFlags.SPIKES:

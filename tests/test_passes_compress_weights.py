@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 from onnx import numpy_helper
 from passes_util import assert_same_outputs, model, run
-from snnc.backend.binformat import decode_instructions
+from snnc.backend import isa
+from snnc.backend.binformat import decode_instructions, validate_image
+from snnc.backend.errors import BinaryFormatError
 from snnc.backend.isa import Opcode
 from snnc.compiler.pipeline import print_ir
 from snnc.dialects import make_context
 from snnc.passes import get_builtin_passes, pass_level
 from snnc.passes.convert_snn_to_accel import COMPRESSED_WEIGHTS_ATTR
+from snnc.runtime import simulate
 from xdsl.parser import Parser
 
 
@@ -57,3 +61,52 @@ def test_marks_every_synapse_and_round_trips_as_text():
 def test_registered_at_the_snn_level():
     cls = get_builtin_passes()["compress-weights"]()
     assert cls.name == "compress-weights" and pass_level(cls) == "snn"
+
+
+def _first_fiber_load(image):
+    for spec, f in decode_instructions(image):
+        if spec.opcode == Opcode.DMA_LOAD_BM:
+            return f
+    raise AssertionError("no dma.load_bm")
+
+
+def test_packed_fibers_hold_only_the_compressed_bytes():
+    """The weights constant is the fibers back to back: pointer, bitmask, non-zeros, then the next."""
+    result, _ = run("mlp", "compress-weights")
+    f = _first_fiber_load(result.image)
+    assert f["flags"] & isa.DmaFlags.PACKED
+    at = f["dram_addr"]
+    consts = np.frombuffer(result.image.constants, dtype=np.uint8)
+    meta = 4 + (f["fiber_elems"] + 7) // 8
+    for _ in range(f["fibers"]):
+        # with slot padding the next "fiber" would start in the previous one's zeros: count 0
+        count = int(consts[at:at + 4].view("<u4")[0])
+        bits = np.unpackbits(consts[at + 4:at + meta], bitorder="little")[:f["fiber_elems"]]
+        assert count > 0 and bits.sum() == count
+        assert np.count_nonzero(consts[at + meta:at + meta + count * f["word_bytes"]].view(f"<u{f['word_bytes']}")) == count
+        at += meta + count * f["word_bytes"]
+
+
+def test_corrupt_pointer_is_a_one_line_error():
+    result, _ = run("mlp", "compress-weights")
+    f = _first_fiber_load(result.image)
+    consts = bytearray(result.image.constants)
+    consts[f["dram_addr"]:f["dram_addr"] + 4] = (1 << 30).to_bytes(4, "little")  # fiber 0 claims 2**30 non-zeros
+    image = dataclasses.replace(result.image, constants=bytes(consts))
+    # checked while the fibers are walked, before the wrong length derails the next ones
+    with pytest.raises(BinaryFormatError, match=r"dma.load_bm\): fiber 0 pointer/count 1073741824 disagrees"):
+        simulate(image, model("mlp")[1])
+
+
+def test_packed_store_is_refused():
+    result, _ = run("mlp", "compress-weights")
+    raw = bytearray(result.image.instructions)
+    for i, (spec, f) in enumerate(decode_instructions(result.image)):
+        if spec.opcode == Opcode.DMA_LOAD_BM:
+            fields = {k: v for k, v in f.items()}
+            raw[i * isa.INSTRUCTION_BYTES:(i + 1) * isa.INSTRUCTION_BYTES] = isa.encode_instruction(
+                Opcode.DMA_STORE_BM, **fields)
+            break
+    image = dataclasses.replace(result.image, instructions=bytes(raw))
+    with pytest.raises(BinaryFormatError, match="PACKED is for dma.load_bm only"):
+        validate_image(image)

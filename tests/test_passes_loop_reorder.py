@@ -64,8 +64,8 @@ def test_ftp_schedule_is_the_lowering_default_program():
     bare, _ = run("vgg-small", "")  # an empty pipeline: no pass at all
     ftp, _ = run("vgg-small", "loop-reorder")
     default, _ = run("vgg-small")
-    prefetched, _ = run("vgg-small", "loop-reorder,dma-prefetch")
-    assert DEFAULT_PIPELINE == "loop-reorder{dataflow=ftp},dma-prefetch"
+    prefetched, _ = run("vgg-small", "compress-weights,loop-reorder,dma-prefetch")
+    assert DEFAULT_PIPELINE == "compress-weights,loop-reorder{dataflow=ftp},dma-prefetch"
     assert bare.binary == ftp.binary and default.binary == prefetched.binary
     assert "snn.schedule" not in bare.snn_ir and 'dataflow = "ftp"' in default.snn_ir
 

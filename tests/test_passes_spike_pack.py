@@ -34,7 +34,7 @@ def test_binary_carries_packed_fibers_and_counts_their_bytes():
     stores = [f for spec, f in program if spec.opcode == Opcode.DMA_STORE_BM]
     loads = [f for spec, f in program if spec.opcode == Opcode.DMA_LOAD_BM]
     assert stores and all(f["flags"] & isa.DmaFlags.SPIKES and f["elem_bits"] == 4 for f in stores)
-    assert any(f["flags"] == 0 and f["elem_bits"] == 8 for f in loads)  # compressed weight columns
+    assert any(f["flags"] == isa.DmaFlags.PACKED and f["elem_bits"] == 8 for f in loads)  # compressed weight columns
     assert "dma.load_bm" in disassemble(result.image)
     rows = layers(sim.report)
     conv2 = rows["conv2"]
@@ -46,7 +46,7 @@ def test_binary_carries_packed_fibers_and_counts_their_bytes():
 
 def test_packing_cuts_input_bytes_of_a_mostly_silent_layer():
     bench = bench_module()
-    base_result, base = run("vgg-small", None, None, SPARSE)
+    base_result, base = run("vgg-small", "loop-reorder", None, SPARSE)  # dense spikes and weights
     _, packed = run("vgg-small", "spike-pack{weights=false}", None, SPARSE)
     b, p = layers(base.report)["conv2"], layers(packed.report)["conv2"]
     assert 0.6 <= b["silent_ratio"] <= 0.8
@@ -92,7 +92,7 @@ def test_fiber_pointer_must_match_bitmask():
 
     result, _ = run("vgg-small", "spike-pack", None, SPARSE)
     load = next(f for spec, f in decode_instructions(result.image)
-                if spec.opcode == Opcode.DMA_LOAD_BM and f["flags"] == 0)
+                if spec.opcode == Opcode.DMA_LOAD_BM and f["flags"] == isa.DmaFlags.PACKED)
     constants = bytearray(result.image.constants)
     constants[load["dram_addr"]] ^= 0x01  # the first weight fiber's pointer/count
     image = dataclasses.replace(result.image, constants=bytes(constants))
