@@ -100,6 +100,7 @@ class LayerFlags(enum.IntFlag):
 
 class SynFlags(enum.IntFlag):
     ACCUMULATE = 0x1  # add into the accumulator tile instead of starting from bias
+    COMPRESSED_WEIGHTS = 0x2  # w_addr holds the tile's chs weight fibers packed (w_bytes bytes), not [chs][K]
 
 
 class DmaFlags(enum.IntFlag):
@@ -108,6 +109,7 @@ class DmaFlags(enum.IntFlag):
     SPIKES = 0x1  # the elements are spike words (counted for the compression report)
     MASK_SINGLE = 0x2  # store: words with exactly one spike are dropped as silent (LoAS §IV-C)
     PACKED = 0x4  # load: fibers lie back to back (no slots): fiber i+1 starts where fiber i's data ends
+    KEEP_COMPRESSED = 0x8  # load: copy the fibers packed into SRAM (sram_bytes of them), do not expand them
 
 
 # Bitmask-compressed fibers (LoAS §IV-A, Fig. 8): a fiber is one row of elements
@@ -123,6 +125,10 @@ class DmaFlags(enum.IntFlag):
 # compiler knows) the fibers are stored back to back instead of in slots: fiber i+1
 # starts right after fiber i's last data byte, so the DRAM image holds exactly the
 # compressed bytes; the instruction's dram_addr is its first fiber's start.
+# With DmaFlags.KEEP_COMPRESSED a load copies its fibers into SRAM packed back to back
+# (`sram_bytes` of them) instead of expanding them: LoAS's FiberCache holds fibers
+# compressed. A SYN with SynFlags.COMPRESSED_WEIGHTS reads such a weight tile: `chs`
+# fibers of kh*kw*in_cs weights, `w_bytes` in all.
 FIBER_HEADER_BYTES = 4
 
 
@@ -140,11 +146,20 @@ def fiber_dma_end(dram_addr: int, fibers: int, elems: int, elem_bits: int, flags
     return dram_addr + fibers * fiber_slot_bytes(elems, elem_bits)
 
 
+def fiber_dma_hull(dram_addr: int, fibers: int, elems: int, elem_bits: int, flags: int, sram_bytes: int) -> int:
+    """The DRAM end a dma.load_bm / dma.store_bm can reach at most: PACKED fibers kept
+    compressed move exactly `sram_bytes`; otherwise no fiber is longer than its slot."""
+    if flags & DmaFlags.PACKED and flags & DmaFlags.KEEP_COMPRESSED:
+        return dram_addr + sram_bytes
+    return dram_addr + fibers * fiber_slot_bytes(elems, elem_bits)
+
+
 @dataclass(frozen=True)
 class Field:
     name: str
     fmt: str  # struct code: B H I Q b h i
     doc: str
+    optional: bool = False  # may be left out when encoding (0); instructions from before it decode it as 0
 
     @property
     def size(self) -> int:
@@ -196,6 +211,7 @@ _FIBER_DMA_FIELDS = (
     F("word_bytes", "B", "bytes per element in SRAM (1, 2, 4 or 8)"),
     F("elem_bits", "B", "bits per element in DRAM (1..8*word_bytes; T for spike words)"),
     F("flags", "B", "DmaFlags"),
+    Field("sram_bytes", "I", "KEEP_COMPRESSED: SRAM bytes of the packed fibers (else 0: the dense tile)", optional=True),
 )
 
 INSTRUCTIONS: tuple[InstructionSpec, ...] = (
@@ -234,6 +250,7 @@ INSTRUCTIONS: tuple[InstructionSpec, ...] = (
             F("w_addr", "I", "SRAM weights [chs][kh][kw][Cs_in]"),
             F("param_addr", "I", "SRAM layer parameter block (bias at channel 0)"),
             F("acc_addr", "I", "SRAM accumulator tile int32 [nt][rows][Wo][chs]"),
+            Field("w_bytes", "I", "COMPRESSED_WEIGHTS: SRAM bytes of the packed weight fibers (else 0)", optional=True),
         ),
         "TPPEs: synaptic currents of an output tile for timesteps t0..t0+nt-1.",
     ),
@@ -300,11 +317,11 @@ def encode_instruction(opcode: Opcode, **fields: int) -> bytes:
     unknown = set(fields) - set(names)
     if unknown:
         raise ValueError(f"{spec.mnemonic}: unknown field(s) {sorted(unknown)}")
-    missing = [n for n in names if n not in fields]
+    missing = [f.name for f in spec.fields if f.name not in fields and not f.optional]
     if missing:
         raise ValueError(f"{spec.mnemonic}: missing field(s) {missing}")
     try:
-        raw = spec.struct.pack(int(opcode), *(int(fields[n]) for n in names))
+        raw = spec.struct.pack(int(opcode), *(int(fields.get(n, 0)) for n in names))
     except struct.error as exc:
         raise ValueError(f"{spec.mnemonic}: a field is out of range: {exc}") from exc
     return raw.ljust(INSTRUCTION_BYTES, b"\0")

@@ -102,8 +102,9 @@ def _print_int_field(printer: Printer, name: str, value: int) -> None:
         printer.print_string(f"{name}={value}")
 
 
-def _parse_int_field(parser: Parser, name: str) -> int:
-    parser.parse_keyword(name, f" (field '{name}' expected here)")
+def _parse_int_field(parser: Parser, name: str, keyword_parsed: bool = False) -> int:
+    if not keyword_parsed:
+        parser.parse_keyword(name, f" (field '{name}' expected here)")
     parser.parse_punctuation("=")
     if name in _ENUM_FIELDS:
         enum_type = _ENUM_FIELDS[name]
@@ -198,15 +199,17 @@ class InstructionOp(_FieldsOp):
                     raise ValueError(f"{cls.name}: a layer symbol is required")
                 props["layer"] = _symbol_ref(layer)
             else:
-                if f.name not in fields:
+                if f.name not in fields and not f.optional:
                     raise ValueError(f"{cls.name}: missing field {f.name}")
-                props[f.name] = _int_attr(int(fields.pop(f.name)))
+                props[f.name] = _int_attr(int(fields.pop(f.name, 0)))
         if fields:
             raise ValueError(f"{cls.name}: unknown field(s) {sorted(fields)}")
         return cls.create(properties=props)
 
     def print(self, printer: Printer) -> None:
         for f in self.FIELDS:
+            if f.optional and not self.properties[f.name].data:
+                continue  # an optional field at 0 is left out of the text
             printer.print_string(" ")
             if f.name == "layer":
                 printer.print_symbol_name(self.layer_symbol)
@@ -222,8 +225,10 @@ class InstructionOp(_FieldsOp):
         for f in cls.FIELDS:
             if f.name == "layer":
                 props["layer"] = SymbolRefAttr(parser.parse_symbol_name())
+            elif f.optional and parser.parse_optional_keyword(f.name) is None:
+                props[f.name] = IntAttr(0)
             else:
-                props[f.name] = IntAttr(_parse_int_field(parser, f.name))
+                props[f.name] = IntAttr(_parse_int_field(parser, f.name, keyword_parsed=f.optional))
         attrs = parser.parse_optional_attr_dict()
         return cls.create(properties=props, attributes=attrs)
 
@@ -663,7 +668,10 @@ def sram_operands(op: InstructionOp, layer: LayerOp | None, values: dict[str, in
             SramOperand("dst_addr", v["dst_addr"], (v["rows"] - 1) * v["dst_stride"] + v["row_bytes"], False, True),
         ]
     if isinstance(op, DmaLoadBmOp | DmaStoreBmOp):
-        size = v["fibers"] * v["fiber_elems"] * v["word_bytes"]
+        if v["flags"] & isa.DmaFlags.KEEP_COMPRESSED:  # the fibers as they are, packed
+            size = v["sram_bytes"]
+        else:
+            size = v["fibers"] * v["fiber_elems"] * v["word_bytes"]
         if size == 0:
             return []
         return [SramOperand("sram_addr", v["sram_addr"], size, isinstance(op, DmaStoreBmOp), isinstance(op, DmaLoadBmOp))]
@@ -683,7 +691,8 @@ def sram_operands(op: InstructionOp, layer: LayerOp | None, values: dict[str, in
         in_elems = v["in_rows"] * g("in_w") * g("in_cs")
         ops += [
             SramOperand("in_addr", v["in_addr"], tile_bytes(Format(g("in_format")), nt, in_elems), True, False),
-            SramOperand("w_addr", v["w_addr"], chs * g("kh") * g("kw") * g("in_cs") * g("weight_bytes"), True, False),
+            SramOperand("w_addr", v["w_addr"], v["w_bytes"] if v["flags"] & isa.SynFlags.COMPRESSED_WEIGHTS
+                        else chs * g("kh") * g("kw") * g("in_cs") * g("weight_bytes"), True, False),
             SramOperand("acc_addr", v["acc_addr"], acc_bytes, bool(v["flags"] & isa.SynFlags.ACCUMULATE), True),
         ]
         if not v["flags"] & isa.SynFlags.ACCUMULATE:
@@ -760,6 +769,8 @@ def _verify_instruction(op: InstructionOp, layers: dict[str, LayerOp], dram_size
             raise VerifyException(f"{where}: a spike tile needs ch0 and chs multiples of 8, got {v['ch0']}, {v['chs']}")
         if isinstance(op, PoolOp) and (v["ch0"] != 0 or v["chs"] != g("out_cs")):
             raise VerifyException(f"{where}: a POOL tile covers all {g('out_cs')} channels")
+        if isinstance(op, SynOp) and bool(v["flags"] & isa.SynFlags.COMPRESSED_WEIGHTS) != (v["w_bytes"] > 0):
+            raise VerifyException(f"{where}: w_bytes = {v['w_bytes']} goes with flag COMPRESSED_WEIGHTS (and only with it)")
         if isinstance(op, SynOp | PoolOp) and v["in_row0"] + v["in_rows"] > g("in_h"):
             raise VerifyException(f"{where}: input rows [{v['in_row0']}, {v['in_row0'] + v['in_rows']}) outside in_h {g('in_h')}")
         expected_kind = {SynOp: (LayerKind.CONV,), LifOp: (LayerKind.CONV,), PackOp: (LayerKind.CONV,),
@@ -780,8 +791,10 @@ def _verify_instruction(op: InstructionOp, layers: dict[str, LayerOp], dram_size
             raise VerifyException(f"{where}: word_bytes = {v['word_bytes']}, expected 1, 2, 4 or 8")
         if not 1 <= v["elem_bits"] <= 8 * v["word_bytes"]:
             raise VerifyException(f"{where}: elem_bits = {v['elem_bits']}, expected 1..{8 * v['word_bytes']}")
-        if v["flags"] & isa.DmaFlags.PACKED and isinstance(op, DmaStoreBmOp):
-            raise VerifyException(f"{where}: flags PACKED is for loads only (a store writes fixed slots)")
+        if v["flags"] & (isa.DmaFlags.PACKED | isa.DmaFlags.KEEP_COMPRESSED) and isinstance(op, DmaStoreBmOp):
+            raise VerifyException(f"{where}: flags PACKED and KEEP_COMPRESSED are for loads only")
+        if bool(v["flags"] & isa.DmaFlags.KEEP_COMPRESSED) != (v["sram_bytes"] > 0):
+            raise VerifyException(f"{where}: sram_bytes = {v['sram_bytes']} goes with flag KEEP_COMPRESSED (and only with it)")
         end = isa.fiber_dma_end(v["dram_addr"], v["fibers"], v["fiber_elems"], v["elem_bits"], v["flags"])
         if end > dram_size:
             raise VerifyException(f"{where}: fibers end at {end:#x}, beyond dram_size {dram_size:#x}")

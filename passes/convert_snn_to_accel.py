@@ -908,6 +908,17 @@ def _tile_bytes(fmt: Format, lanes: int, elements: int, timesteps: int) -> int:
     return accel.tile_bytes(fmt, timesteps if fmt in accel.WORD_FORMATS else lanes, elements)
 
 
+def _fiber_bytes(q: np.ndarray, nbytes: int) -> np.ndarray:
+    """Per output channel: the bytes of its compressed weight fiber (pointer, bitmask, non-zeros)."""
+    flat = np.asarray(q).reshape(q.shape[0], -1)
+    return isa.FIBER_HEADER_BYTES + (flat.shape[1] + 7) // 8 + np.count_nonzero(flat, axis=1) * nbytes
+
+
+def _tile_fiber_bytes(fiber_bytes: np.ndarray, ch0: int, chs: int) -> int:
+    """SRAM bytes of output channels ch0..ch0+chs-1's fibers, packed (a KEEP_COMPRESSED weight tile)."""
+    return int(fiber_bytes[ch0:ch0 + chs].sum())
+
+
 def _weight_fibers(q: np.ndarray, nbytes: int, what: str) -> tuple[bytes, np.ndarray]:
     """Weights [out_cs][kh][kw][in_cs] compressed column-wise (LoAS §IV-A): one fiber per
     output channel (pointer, bitmask over its kh*kw*in_cs weights, non-zero weights), packed
@@ -1261,10 +1272,16 @@ class _Lowering:
             syns, weights_int = _split_into_chunks(syns, weights_int, K_CHUNK_CHANNELS)
             step.synapses = syns
         fields["dataflow"] = int(dataflow)
-        tiling = self._choose_group_tiles(step, weight_bytes, len(params) * 4, where, allow_bands=not chunked)
-        if tiling["bands"] is not None:
+        compressed = COMPRESSED_WEIGHTS_ATTR in getattr(head.op, "attributes", {})
+        # compressed weights stay compressed in SRAM (LoAS's FiberCache): per synapse, each
+        # output channel's fiber bytes size the weight buffers
+        fiber_bytes = [_fiber_bytes(q, weight_bytes) for q in weights_int] if compressed else None
+        tiling = self._choose_group_tiles(step, weight_bytes, len(params) * 4, where, allow_bands=not chunked,
+                                          fiber_bytes=fiber_bytes)
+        if tiling["bands"] is not None:  # streamed in row bands: the band buffer holds dense weights
             syns, weights_int = _split_into_bands(syns[0], weights_int[0], tiling["bands"])
             step.synapses = syns
+            fiber_bytes = None
         tiling["batches"] = _lane_groups(self.T, time_batch)
         tiling["psum"] = None
         if dataflow == Dataflow.OP and len(syns) > 1:  # partial sums go to DRAM between k-chunks
@@ -1293,7 +1310,6 @@ class _Lowering:
             )
             layer_syms.append(layer.symbol)
         head_sym = layer_syms[0]
-        compressed = COMPRESSED_WEIGHTS_ATTR in getattr(head.op, "attributes", {})
         w_addrs, fiber_offsets = [], []
         for sym, q in zip(layer_syms, weights_int):
             if compressed:
@@ -1305,12 +1321,12 @@ class _Lowering:
         p_addr = self.consts.add(f"{PARAMS_CONST_PREFIX}{head_sym}", _int_bytes(params, 4, f"{where}: parameter"))
         return dict(
             schedule=self._schedule_group, step=step, syms=layer_syms, w_addrs=w_addrs, p_addr=p_addr,
-            compressed=compressed, fiber_offsets=fiber_offsets,
+            compressed=compressed, fiber_offsets=fiber_offsets, sram_fibers=fiber_bytes,
             p_bytes=len(params) * 4, weight_bytes=weight_bytes, out_cs=out_cs, tiling=tiling,
         )
 
     def _group_buffers(self, step: GroupStep, weight_bytes: int, param_bytes: int, rows: int, chs: int,
-                       band: int | None = None) -> dict[str, int]:
+                       band: int | None = None, fiber_bytes: list[np.ndarray] | None = None) -> dict[str, int]:
         """SRAM buffer sizes of a group for a tile of rows x chs. "params" and "w<i>"
         (resident weights) exist once; every other buffer once per copy. With `band`,
         the single whole-map synapse is streamed in bands of that many rows through
@@ -1323,7 +1339,9 @@ class _Lowering:
                 sizes["band_in"] = _tile_bytes(s.src.fmap.fmt, lanes, band * s.in_w * s.in_cs, self.T)
                 continue
             in_rows = min(s.in_h, (rows - 1) * s.stride[0] + (s.kh - 1) * s.dil[0] + 1)
-            sizes[f"w{i}"] = chs * s.kh * s.kw * s.in_cs * weight_bytes
+            sizes[f"w{i}"] = (chs * s.kh * s.kw * s.in_cs * weight_bytes if fiber_bytes is None
+                              else max(_tile_fiber_bytes(fiber_bytes[i], ch0, n) for ch0, n in _channel_tiles(
+                                  fiber_bytes[i].size, chs)))
             sizes[f"in{i}"] = _tile_bytes(s.src.fmap.fmt, lanes, in_rows * s.in_w * s.in_cs, self.T)
         elems = rows * wo * chs
         sizes["acc"] = 4 * lanes * elems
@@ -1345,7 +1363,7 @@ class _Lowering:
         return total
 
     def _choose_group_tiles(self, step: GroupStep, weight_bytes: int, param_bytes: int, where: str,
-                            allow_bands: bool = True) -> dict:
+                            allow_bands: bool = True, fiber_bytes: list[np.ndarray] | None = None) -> dict:
         out_cs = _pad8(step.out_c)
         chs_options = sorted({_pad8(-(-out_cs // k)) for k in range(1, out_cs // 8 + 1)}, reverse=True)
         if step.spikes_out is not None and step.spikes_out.fmt == Format.SPIKE_BITMASK:
@@ -1356,7 +1374,7 @@ class _Lowering:
             for chs in chs_options:
                 w_copies = 2 if double_weights and chs < out_cs else 1
                 for rows in range(min(step.out_h, self.tile_rows or step.out_h), 0, -1):
-                    sizes = self._group_buffers(step, weight_bytes, param_bytes, rows, chs)
+                    sizes = self._group_buffers(step, weight_bytes, param_bytes, rows, chs, fiber_bytes=fiber_bytes)
                     if self._fits(sizes, copies, w_copies) <= self.avail:
                         return dict(rows=rows, chs=chs, copies=copies, w_copies=w_copies, sizes=sizes, bands=None)
         synapse = step.synapses[0]
@@ -1377,10 +1395,12 @@ class _Lowering:
         s = w["step"].synapses[i]
         elems = s.kh * s.kw * s.in_cs
         if w["compressed"]:  # compress-weights: column-wise bitmask fibers, one per output channel, packed
+            keep = w["sram_fibers"] is not None  # the fibers stay compressed in SRAM
             self.emitter.emit(accel.DmaLoadBmOp.create_with(
                 dram_addr=w["w_addrs"][i] + int(w["fiber_offsets"][i][ch0]), sram_addr=sram_addr, fibers=chs,
                 fiber_elems=elems, word_bytes=w["weight_bytes"], elem_bits=8 * w["weight_bytes"],
-                flags=int(isa.DmaFlags.PACKED)))
+                flags=int(isa.DmaFlags.PACKED | (isa.DmaFlags.KEEP_COMPRESSED if keep else 0)),
+                sram_bytes=_tile_fiber_bytes(w["sram_fibers"][i], ch0, chs) if keep else 0))
             return
         per_channel = elems * w["weight_bytes"]
         self.emitter.dma(True, w["w_addrs"][i] + ch0 * per_channel, sram_addr, chs * per_channel, 1, 0, 0)
@@ -1448,10 +1468,14 @@ class _Lowering:
                                                       in_rows, s.ch_offset, s.in_cs)
                                     else:
                                         em.load_tile(s.src.fmap, in_addr, b, t0, nt, in_row0 + s.row_offset, in_rows)
+                                    w_bytes = (_tile_fiber_bytes(w["sram_fibers"][i], ch0, chs)
+                                               if w["sram_fibers"] is not None else 0)
                                     em.emit(accel.SynOp.create_with(
                                         syms[i], **tile, in_row0=in_row0, in_rows=in_rows,
-                                        flags=int(SynFlags.ACCUMULATE) if (i or kp) else 0,
+                                        flags=int((SynFlags.ACCUMULATE if (i or kp) else 0)
+                                                  | (SynFlags.COMPRESSED_WEIGHTS if w_bytes else 0)),
                                         in_addr=in_addr, w_addr=w_addr, param_addr=single["params"], acc_addr=buf["acc"],
+                                        w_bytes=w_bytes,
                                     ))
                                 if not last_pass:
                                     em.store_tile(psum, buf["acc"], b, t0, nt, row0, rows, ch0, chs)

@@ -53,9 +53,9 @@ def dram_range(op: accel.InstructionOp) -> Range | None:
             return None
         return v["dram_addr"], v["dram_addr"] + (v["rows"] - 1) * v["dram_stride"] + v["row_bytes"]
     if isinstance(op, accel.DmaLoadBmOp | accel.DmaStoreBmOp):
-        # slots; PACKED fibers (constants) take at most as much, so the slot hull bounds them too
-        size = v["fibers"] * isa.fiber_slot_bytes(v["fiber_elems"], v["elem_bits"])
-        return (v["dram_addr"], v["dram_addr"] + size) if size else None
+        end = isa.fiber_dma_hull(v["dram_addr"], v["fibers"], v["fiber_elems"], v["elem_bits"], v["flags"],
+                                 v["sram_bytes"])
+        return (v["dram_addr"], end) if end > v["dram_addr"] else None
     return None
 
 

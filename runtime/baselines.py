@@ -97,12 +97,18 @@ class TileWork:
         return int(round(self.cycles - self.sops / pes))
 
 
-def _group_onehot(length: int, groups: int, padded: int) -> np.ndarray:
-    """float32 [padded, groups]: 1 where index i (< length) is in contiguous group g."""
-    bounds = np.linspace(0, length, groups + 1).round().astype(np.int64)
+def _group_onehot(length: int, groups: int, block: int) -> np.ndarray:
+    """float32 [length padded to `block`, groups]: 1 where index i (< length) is in group g.
+    Groups are contiguous *within each broadcast tile* of `block` indices, so that every
+    tile has work for every group's PEs: index j of a tile holding c indices is in group
+    j * groups // c."""
+    padded = -(-length // block) * block
+    index = np.arange(padded)
+    in_tile = np.minimum(block, length - index // block * block)  # indices the tile holds
+    group = (index % block) * groups // np.maximum(in_tile, 1)
     onehot = np.zeros((padded, groups), dtype=np.float32)
-    for g in range(groups):
-        onehot[bounds[g]:bounds[g + 1], g] = 1
+    real = index < length
+    onehot[index[real], group[real]] = 1
     return onehot
 
 
@@ -112,7 +118,7 @@ def pe_per_channel(lanes: np.ndarray, nzw: np.ndarray, positions: int, k_chunk: 
 
     PE work in a tile = sum_{m, k in tile} A_t[m,k] B[n,k]: the spike counts of the
     tile's rows per k, times the channel's bitmask (one float32 GEMM per K-chunk;
-    counts < 2**24 are exact). `split` G > 1: the visit's positions are cut into G
+    counts < 2**24 are exact). `split` G > 1: each tile's positions are cut into G
     contiguous groups and a PE owns (n, group) (`timing.split_factor`: fewer
     channels than fill the PEs)."""
     nt, m_pos, _ = lanes.shape
@@ -121,7 +127,7 @@ def pe_per_channel(lanes: np.ndarray, nzw: np.ndarray, positions: int, k_chunk: 
     blocks = a.shape[1] // positions
     a = a.reshape(nt, blocks, positions, chunks, k_chunk)
     if split > 1:  # spikes per (group, t, row block, k)
-        onehot = _group_onehot(m_pos, split, blocks * positions).reshape(blocks, positions, split)
+        onehot = _group_onehot(m_pos, split, positions).reshape(blocks, positions, split)
         per_block = np.einsum("tbpck,bpg->cgtbk", a.astype(np.float32), onehot)
     else:
         per_block = a.sum(axis=2, dtype=np.float32).transpose(2, 0, 1, 3)[:, None]
@@ -138,7 +144,7 @@ def pe_per_position(lanes: np.ndarray, nzw: np.ndarray, k_chunk: int, channels: 
     """PE m of a group of `pes` positions; tile = (t, `pes` rows, `k_chunk` of K, `channels`).
 
     PE work in a tile = sum_{k in tile} A_t[m,k] * #n in tile(B[n,k]). `split` G > 1:
-    the visit's channels are cut into G contiguous groups and a PE owns (m, group)
+    each tile's channels are cut into G contiguous groups and a PE owns (m, group)
     (`timing.split_factor`: fewer positions than fill the PEs)."""
     nt, m_pos, _ = lanes.shape
     a = _pad(lanes, 2, k_chunk)
@@ -148,7 +154,7 @@ def pe_per_position(lanes: np.ndarray, nzw: np.ndarray, k_chunk: int, channels: 
     blocks = b.shape[1] // channels
     b = b.reshape(chunks, k_chunk, blocks, channels)
     if split > 1:  # non-zero weights per (k, channel block, group)
-        onehot = _group_onehot(nzw.shape[0], split, blocks * channels).reshape(blocks, channels, split)
+        onehot = _group_onehot(nzw.shape[0], split, channels).reshape(blocks, channels, split)
         per_k = np.einsum("ckbn,bng->ckbg", b, onehot)
     else:
         per_k = b.sum(axis=3)[..., None]

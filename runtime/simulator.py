@@ -189,17 +189,18 @@ def _popcount(words: np.ndarray) -> np.ndarray:
     return np.unpackbits(as_bytes, axis=-1).sum(axis=-1)
 
 
-def _packed_fibers(dram, addr: int, n: int, elems: int, eb: int, slot: int, where: str) -> tuple[np.ndarray, np.ndarray]:
-    """Back-to-back fibers (isa.DmaFlags.PACKED) from `addr`: ([n, slot] bytes, each fiber
-    zero-padded to its slot as if stored in slots, and each fiber's DRAM start). Walks the
-    pointers in order: fiber i+1 starts after fiber i's 4 + ceil(elems/8) +
+def _packed_fibers(mem, addr: int, n: int, elems: int, eb: int, slot: int, where: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """Back-to-back fibers (isa.DmaFlags.PACKED in DRAM, or a KEEP_COMPRESSED tile in SRAM)
+    from `addr`: ([n, slot] bytes, each fiber zero-padded to its slot as if stored in slots;
+    each fiber's start; the end of the last one). Walks the pointers in order, checking
+    each against its bitmask: fiber i+1 starts after fiber i's 4 + ceil(elems/8) +
     ceil(count*elem_bits/8) bytes."""
     meta = isa.FIBER_HEADER_BYTES + (elems + 7) // 8
     starts = np.empty(n, dtype=np.int64)
     sizes = np.empty(n, dtype=np.int64)
     at = addr
     for i in range(n):
-        head = dram.span(at, meta, f"{where}.dram_addr (fiber {i})")
+        head = mem.span(at, meta, f"{where} (fiber {i})")
         count = int(head[:4].view("<u4")[0])
         bits = int(np.unpackbits(head[4:], bitorder="little")[:elems].sum())
         if bits != count:  # checked while walking: a wrong pointer would derail the next fibers
@@ -207,19 +208,51 @@ def _packed_fibers(dram, addr: int, n: int, elems: int, eb: int, slot: int, wher
                                     f"({bits} bits set)")
         starts[i], sizes[i] = at, meta + (count * eb + 7) // 8
         at += int(sizes[i])
-    span = dram.span(addr, at - addr, where + ".dram_addr")
-    raw = np.zeros((n, slot), dtype=np.uint8)  # a count beyond elems was refused by span or fails the bitmask check
-    sizes = np.minimum(sizes, slot)
+    span = mem.span(addr, at - addr, where)
+    raw = np.zeros((n, slot), dtype=np.uint8)
     cols = np.arange(slot)
     inside = cols < sizes[:, None]
     raw[inside] = span[((starts - addr)[:, None] + cols)[inside]]
-    return raw, starts
+    return raw, starts, at
+
+
+def _fiber_counts(raw: np.ndarray, elems: int, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """(counts, keep [n, elems]) of fibers laid out in slots; a count disagreeing with its bitmask is an error."""
+    meta = isa.FIBER_HEADER_BYTES + (elems + 7) // 8
+    counts = raw[:, :4].copy().view("<u4").reshape(-1).astype(np.int64)
+    keep = np.unpackbits(raw[:, 4:meta], axis=1, bitorder="little")[:, :elems].astype(bool)
+    bad = np.flatnonzero(keep.sum(axis=1) != counts)
+    if bad.size:
+        raise BinaryFormatError(f"{where}: fiber {int(bad[0])} pointer/count {int(counts[bad[0]])} "
+                                f"disagrees with its bitmask ({int(keep[bad[0]].sum())} bits set)")
+    return counts, keep
+
+
+def _expand_fibers(raw: np.ndarray, counts: np.ndarray, keep: np.ndarray, eb: int, dt: np.dtype) -> np.ndarray:
+    """The dense [n, elems] words of fibers in slots: each fiber's `count` elements at its bitmask's set bits."""
+    n, elems = keep.shape
+    meta = isa.FIBER_HEADER_BYTES + (elems + 7) // 8
+    dense = np.zeros((n, elems), dtype=dt)
+    wb = dt.itemsize
+    if eb == 8 * wb:  # whole-word elements (weights): the packed data is already an array of words
+        width = int(counts.max(initial=0))
+        data = np.ascontiguousarray(raw[:, meta:meta + width * wb]).view(dt)
+        # fiber i's first counts[i] words, in row-major order = the bitmask's set bits in order
+        dense[keep] = data[np.arange(width) < counts[:, None]]
+    else:  # bit-packed elements (spike words of T bits)
+        bits = np.unpackbits(raw[:, meta:], axis=1, bitorder="little")[:, :elems * eb].reshape(n, elems, eb)
+        data = (bits.astype(np.uint64) << np.arange(eb, dtype=np.uint64)).sum(axis=2).astype(dt)
+        ranks = np.cumsum(keep, axis=1) - 1
+        dense[keep] = data[np.nonzero(keep)[0], ranks[keep]]
+    return dense
 
 
 def _dma_bm(ctx: _Context, where: str, f, load: bool) -> Effect:
     """Bitmask-compressed fibers (isa.fiber_slot_bytes) <-> a dense SRAM tile [fibers][fiber_elems].
 
     load: expand each fiber's `count` non-zero words to their bitmask positions (zeros elsewhere);
+    with DmaFlags.PACKED the fibers lie back to back in DRAM; with KEEP_COMPRESSED they are
+    copied into SRAM packed (`sram_bytes` of them) instead of expanded.
     store: take the low elem_bits bits of each SRAM word, drop the zero ones (with MASK_SINGLE
     also those with one bit set) and write pointer, bitmask and the kept elements bit-packed.
     Only 4 + ceil(elems/8) + ceil(count*elem_bits/8) bytes per fiber move (and count as DRAM
@@ -235,37 +268,33 @@ def _dma_bm(ctx: _Context, where: str, f, load: bool) -> Effect:
     slot = isa.fiber_slot_bytes(elems, eb)
     meta = isa.FIBER_HEADER_BYTES + mbytes
     packed = bool(f.flags & isa.DmaFlags.PACKED)
+    keep_compressed = bool(f.flags & isa.DmaFlags.KEEP_COMPRESSED)
+    if not load and (packed or keep_compressed):
+        raise BinaryFormatError(f"{where}.flags: PACKED and KEEP_COMPRESSED are for dma.load_bm only")
+    if keep_compressed != (f.sram_bytes > 0):
+        raise BinaryFormatError(f"{where}.sram_bytes = {f.sram_bytes}: goes with flag KEEP_COMPRESSED (and only with it)")
     if packed:
-        if not load:
-            raise BinaryFormatError(f"{where}.flags: PACKED is for dma.load_bm only")
-        raw, starts = _packed_fibers(m.dram, f.dram_addr, n, elems, eb, slot, where)
+        raw, starts, _ = _packed_fibers(m.dram, f.dram_addr, n, elems, eb, slot, where + ".dram_addr")
     else:
         raw = m.dram.span(f.dram_addr, n * slot, where + ".dram_addr").reshape(n, slot)
         starts = f.dram_addr + np.arange(n, dtype=np.int64) * slot
-    shifts = np.arange(eb, dtype=np.uint64)
-    cache_key = (f.dram_addr, n, elems, wb, packed) if load and eb == 8 * wb else None
+    sram_size = n * elems * wb
+    cache_key = (f.dram_addr, n, elems, wb, packed) if load and eb == 8 * wb and not keep_compressed else None
     cached = ctx.fiber_loads.get(cache_key) if cache_key else None
-    if cached is not None and np.array_equal(cached[0], raw):  # a reload of unchanged fibers (weights)
+    if keep_compressed:  # LoAS's FiberCache: the fibers go to SRAM as they are, back to back
+        counts, _ = _fiber_counts(raw, elems, where)
+        sizes = meta + (counts * eb + 7) // 8
+        fibers = raw[np.arange(slot) < sizes[:, None]]
+        if fibers.size != f.sram_bytes:
+            raise BinaryFormatError(f"{where}.sram_bytes = {f.sram_bytes}, but the {n} fibers take {fibers.size} bytes")
+        m.sram.write(f.sram_addr, fibers, where + ".sram_addr")
+        sram_size = f.sram_bytes
+    elif cached is not None and np.array_equal(cached[0], raw):  # a reload of unchanged fibers (weights)
         counts, dense = cached[1], cached[2]
         m.sram.write(f.sram_addr, dense, where + ".sram_addr")
     elif load:
-        counts = raw[:, :4].copy().view("<u4").reshape(-1).astype(np.int64)
-        keep = np.unpackbits(raw[:, 4:meta], axis=1, bitorder="little")[:, :elems].astype(bool)
-        bad = np.flatnonzero(keep.sum(axis=1) != counts)
-        if bad.size:
-            raise BinaryFormatError(f"{where}: fiber {int(bad[0])} pointer/count {int(counts[bad[0]])} "
-                                    f"disagrees with its bitmask ({int(keep[bad[0]].sum())} bits set)")
-        dense = np.zeros((n, elems), dtype=dt)
-        if eb == 8 * wb:  # whole-word elements (weights): the packed data is already an array of words
-            width = int(counts.max(initial=0))
-            data = np.ascontiguousarray(raw[:, meta:meta + width * wb]).view(dt)
-            # fiber i's first counts[i] words, in row-major order = the bitmask's set bits in order
-            dense[keep] = data[np.arange(width) < counts[:, None]]
-        else:  # bit-packed elements (spike words of T bits)
-            bits = np.unpackbits(raw[:, meta:], axis=1, bitorder="little")[:, :elems * eb].reshape(n, elems, eb)
-            data = (bits.astype(np.uint64) << shifts).sum(axis=2).astype(dt)
-            ranks = np.cumsum(keep, axis=1) - 1
-            dense[keep] = data[np.nonzero(keep)[0], ranks[keep]]
+        counts, keep = _fiber_counts(raw, elems, where)
+        dense = _expand_fibers(raw, counts, keep, eb, dt)
         m.sram.write(f.sram_addr, dense, where + ".sram_addr")
         if cache_key:
             ctx.fiber_loads[cache_key] = (raw.copy(), counts, dense)
@@ -283,21 +312,23 @@ def _dma_bm(ctx: _Context, where: str, f, load: bool) -> Effect:
         data = np.zeros((n, elems), dtype=dt)
         ranks = np.cumsum(keep, axis=1) - 1
         data[np.nonzero(keep)[0], ranks[keep]] = dense[keep]
+        shifts = np.arange(eb, dtype=np.uint64)
         bits = ((data.astype(np.uint64)[..., None] >> shifts) & np.uint64(1)).astype(np.uint8)
         out[:, meta:] = np.packbits(bits.reshape(n, elems * eb), axis=1, bitorder="little")
         raw[...] = out
     moved = n * meta + int(((counts * eb + 7) // 8).sum())
-    sram = [_span(f.sram_addr, n * elems * wb)] if n * elems else []
+    sram = [_span(f.sram_addr, sram_size)] if sram_size else []
     effect = Effect(
         engine="dma", cycles=0 if ctx.functional else memory.strided_dma_cycles(ctx.hw, 0, 1, moved, 0),
         latency=0 if ctx.functional else ctx.hw.dram.latency_cycles,
         reads=[] if load else sram, writes=sram if load else [],
         dram_read=moved if load else 0, dram_written=0 if load else moved,
         dram_spans=(starts, meta + (int(counts.min(initial=0)) * eb + 7) // 8) if n else None,
-        sram_bytes=n * elems * wb, bitmask_bytes=n * meta,
+        sram_bytes=sram_size, bitmask_bytes=n * meta,
     )
     if load and f.flags & isa.DmaFlags.SPIKES:
-        effect.packed_spikes = int(_popcount(dense).sum())
+        spikes = dense if not keep_compressed else _expand_fibers(raw, counts, _fiber_counts(raw, elems, where)[1], eb, dt)
+        effect.packed_spikes = int(_popcount(spikes).sum())
         effect.packed_meta_bits = 8 * n * meta
     return effect
 
@@ -525,15 +556,34 @@ class _WeightTile:
 WEIGHT_TILE_CACHE = 16  # decoded tiles kept per simulation (a layer visits one to a few at a time)
 
 
+def weight_tile_bytes(lay, f, k: int) -> int:
+    """SRAM bytes of a SYN's weight tile: `w_bytes` of packed fibers (SynFlags.COMPRESSED_WEIGHTS) or [chs][K]."""
+    return f.w_bytes if f.flags & isa.SynFlags.COMPRESSED_WEIGHTS else f.chs * k * lay.weight_bytes
+
+
 def _weight_tile(ctx: _Context, lay, f, block: _ChannelBlock, k: int, where: str) -> _WeightTile:
     wdtype = np.dtype("<i1") if lay.weight_bytes == 1 else np.dtype("<i2")
-    span = ctx.machine.sram.span(f.w_addr, f.chs * k * wdtype.itemsize, where + ".w_addr")
+    compressed = bool(f.flags & isa.SynFlags.COMPRESSED_WEIGHTS)
+    if compressed != (f.w_bytes > 0):
+        raise BinaryFormatError(f"{where}.w_bytes = {f.w_bytes}: goes with flag COMPRESSED_WEIGHTS (and only with it)")
+    span = ctx.machine.sram.span(f.w_addr, weight_tile_bytes(lay, f, k), where + ".w_addr")
     raw = span.tobytes()
     key = (f.layer, f.w_addr, f.ch0, f.chs)
     tile = ctx.weight_tiles.get(key)
     if tile is not None and tile.raw == raw:
         return tile
-    tile = _WeightTile(raw, span.view(wdtype).reshape(f.chs, k), block.real, lay)
+    if compressed:  # the tile's chs fibers, packed (dma.load_bm with KEEP_COMPRESSED put them there)
+        eb = 8 * wdtype.itemsize
+        fibers, _, end = _packed_fibers(ctx.machine.sram, f.w_addr, f.chs, k, eb, isa.fiber_slot_bytes(k, eb),
+                                        where + ".w_addr")
+        if end - f.w_addr != f.w_bytes:
+            raise BinaryFormatError(f"{where}.w_bytes = {f.w_bytes}, but its {f.chs} weight fibers take "
+                                    f"{end - f.w_addr} bytes")
+        counts, keep = _fiber_counts(fibers, k, where + ".w_addr")
+        w = _expand_fibers(fibers, counts, keep, eb, np.dtype(f"<u{wdtype.itemsize}")).view(wdtype)
+    else:
+        w = span.view(wdtype).reshape(f.chs, k)
+    tile = _WeightTile(raw, w, block.real, lay)
     ctx.weight_tiles.pop(key, None)
     ctx.weight_tiles[key] = tile
     if len(ctx.weight_tiles) > WEIGHT_TILE_CACHE:
@@ -630,7 +680,7 @@ def _syn(ctx: _Context, where: str, f) -> Effect:
     acc_shape = (f.nt, f.rows, lay.out_w, f.chs)
     acc_bytes = 4 * f.nt * positions * f.chs
     reads = [_span(f.in_addr, tile_bytes(in_fmt, f.nt, f.in_rows, lay.in_w, lay.in_cs, lay.timesteps)),
-             _span(f.w_addr, f.chs * k * lay.weight_bytes)]
+             _span(f.w_addr, weight_tile_bytes(lay, f, k))]
     if f.flags & ACCUMULATE:
         acc = product.T.astype(np.int64, order="C").reshape(acc_shape)
         acc += m.sram.span(f.acc_addr, acc_bytes, where + ".acc_addr").view("<i4").reshape(acc_shape)

@@ -94,7 +94,7 @@ def test_corrupt_pointer_is_a_one_line_error():
     consts[f["dram_addr"]:f["dram_addr"] + 4] = (1 << 30).to_bytes(4, "little")  # fiber 0 claims 2**30 non-zeros
     image = dataclasses.replace(result.image, constants=bytes(consts))
     # checked while the fibers are walked, before the wrong length derails the next ones
-    with pytest.raises(BinaryFormatError, match=r"dma.load_bm\): fiber 0 pointer/count 1073741824 disagrees"):
+    with pytest.raises(BinaryFormatError, match=r"dma.load_bm\).dram_addr: fiber 0 pointer/count 1073741824 disagrees"):
         simulate(image, model("mlp")[1])
 
 
@@ -110,3 +110,37 @@ def test_packed_store_is_refused():
     image = dataclasses.replace(result.image, instructions=bytes(raw))
     with pytest.raises(BinaryFormatError, match="PACKED is for dma.load_bm only"):
         validate_image(image)
+
+
+def test_weights_stay_compressed_in_sram_and_tiles_grow():
+    """LoAS's FiberCache: dma.load_bm KEEP_COMPRESSED puts the packed fibers in SRAM and the SYN
+    reads them there, so a channel tile needs its fibers' bytes, not chs x K, and tiles hold
+    more channels than with dense SRAM tiles."""
+    dense_result, _ = run("vgg-small", "loop-reorder")
+    result, _ = run("vgg-small", "compress-weights,loop-reorder")
+    syns = [f for spec, f in decode_instructions(result.image) if spec.opcode == Opcode.SYN]
+    loads = [f for spec, f in decode_instructions(result.image) if spec.opcode == Opcode.DMA_LOAD_BM]
+    assert loads and all(f["flags"] & isa.DmaFlags.KEEP_COMPRESSED and f["sram_bytes"] > 0 for f in loads)
+    assert syns and all(f["flags"] & isa.SynFlags.COMPRESSED_WEIGHTS for f in syns)
+    loaded = {}  # SRAM address -> bytes of the fibers last loaded there, in program order
+    for spec, f in decode_instructions(result.image):
+        if spec.opcode == Opcode.DMA_LOAD_BM:
+            loaded[f["sram_addr"]] = f["sram_bytes"]
+        elif spec.opcode == Opcode.SYN:
+            assert f["w_bytes"] == loaded[f["w_addr"]]
+    dense_syns = [f for spec, f in decode_instructions(dense_result.image) if spec.opcode == Opcode.SYN]
+    assert len(syns) <= len(dense_syns)
+    assert max(f["chs"] for f in syns) >= max(f["chs"] for f in dense_syns)
+
+
+def test_tile_size_disagreeing_with_the_fibers_is_a_one_line_error():
+    result, _ = run("mlp", "compress-weights")
+    raw = bytearray(result.image.instructions)
+    for i, (spec, f) in enumerate(decode_instructions(result.image)):
+        if spec.opcode == Opcode.DMA_LOAD_BM:
+            raw[i * isa.INSTRUCTION_BYTES:(i + 1) * isa.INSTRUCTION_BYTES] = isa.encode_instruction(
+                Opcode.DMA_LOAD_BM, **{**f, "sram_bytes": f["sram_bytes"] + 1})
+            break
+    image = dataclasses.replace(result.image, instructions=bytes(raw))
+    with pytest.raises(BinaryFormatError, match=r"dma.load_bm\).sram_bytes = \d+, but the \d+ fibers take \d+ bytes"):
+        simulate(image, model("mlp")[1])

@@ -34,7 +34,7 @@ def test_binary_carries_packed_fibers_and_counts_their_bytes():
     stores = [f for spec, f in program if spec.opcode == Opcode.DMA_STORE_BM]
     loads = [f for spec, f in program if spec.opcode == Opcode.DMA_LOAD_BM]
     assert stores and all(f["flags"] & isa.DmaFlags.SPIKES and f["elem_bits"] == 4 for f in stores)
-    assert any(f["flags"] == isa.DmaFlags.PACKED and f["elem_bits"] == 8 for f in loads)  # compressed weight columns
+    assert any(f["flags"] & isa.DmaFlags.PACKED and f["elem_bits"] == 8 for f in loads)  # compressed weight columns
     assert "dma.load_bm" in disassemble(result.image)
     rows = layers(sim.report)
     conv2 = rows["conv2"]
@@ -92,9 +92,9 @@ def test_fiber_pointer_must_match_bitmask():
 
     result, _ = run("vgg-small", "spike-pack", None, SPARSE)
     load = next(f for spec, f in decode_instructions(result.image)
-                if spec.opcode == Opcode.DMA_LOAD_BM and f["flags"] == isa.DmaFlags.PACKED)
+                if spec.opcode == Opcode.DMA_LOAD_BM and f["flags"] & isa.DmaFlags.PACKED)
     constants = bytearray(result.image.constants)
     constants[load["dram_addr"]] ^= 0x01  # the first weight fiber's pointer/count
     image = dataclasses.replace(result.image, constants=bytes(constants))
-    with pytest.raises(BinaryFormatError, match=r"dma.load_bm\): fiber 0 pointer/count"):
+    with pytest.raises(BinaryFormatError, match=r"dma.load_bm\).dram_addr: fiber 0 pointer/count"):
         simulate(image, model("vgg-small", SPARSE)[1])

@@ -121,6 +121,16 @@ def test_split_keeps_the_work_and_only_regroups_pes():
         lanes, nzw, 32, 128, 16).cycles
 
 
+def test_split_groups_lie_within_each_broadcast_tile():
+    """With 100 channels in 64-channel tiles and G = 2, both tiles give work to both groups' PEs:
+    tile 0 channels 0-31 / 32-63, tile 1 (36 channels) 64-81 / 82-99."""
+    onehot = baselines._group_onehot(100, 2, 64)
+    group = onehot.argmax(axis=1)
+    assert onehot.shape == (128, 2) and onehot[100:].sum() == 0 and onehot[:100].sum(axis=1).min() == 1
+    assert (group[:32] == 0).all() and (group[32:64] == 1).all()
+    assert (group[64:82] == 0).all() and (group[82:100] == 1).all()
+
+
 def test_gospa_spills_psums_that_do_not_fit():
     hw = HwConfig()
     rng = np.random.default_rng(0)
