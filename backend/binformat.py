@@ -72,7 +72,7 @@ from snnc.backend.isa import Format
 
 MAGIC = b"SNNCPROG"
 FORMAT_MAJOR = 2  # 2: sections may be stored encoded (SectionEncoding)
-FORMAT_MINOR = 0
+FORMAT_MINOR = 1  # 1: packed and SRAM-kept weight fibers (DmaFlags.PACKED/KEEP_COMPRESSED, SynFlags.COMPRESSED_WEIGHTS, the optional fields sram_bytes and w_bytes)
 
 HEADER_STRUCT = struct.Struct("<8sHHHHQII")
 SECTION_STRUCT = struct.Struct("<HHIQQ")
