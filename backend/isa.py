@@ -205,7 +205,7 @@ def _dma_2d_fields(load: bool) -> tuple[Field, ...]:
 
 _FIBER_DMA_FIELDS = (
     F("dram_addr", "Q", "DRAM address of the first fiber slot"),
-    F("sram_addr", "I", "SRAM dense tile [fibers][fiber_elems] of word_bytes elements"),
+    F("sram_addr", "I", "SRAM dense tile [fibers][fiber_elems] of word_bytes elements (KEEP_COMPRESSED: the fibers)"),
     F("fibers", "I", "number of fibers (consecutive slots)"),
     F("fiber_elems", "I", "elements per fiber"),
     F("word_bytes", "B", "bytes per element in SRAM (1, 2, 4 or 8)"),
@@ -247,7 +247,7 @@ INSTRUCTIONS: tuple[InstructionSpec, ...] = (
             F("in_rows", "H", "input rows held in the SRAM input tile"),
             F("flags", "B", "SynFlags"),
             F("in_addr", "I", "SRAM input tile [nt][in_rows][W][Cs]"),
-            F("w_addr", "I", "SRAM weights [chs][kh][kw][Cs_in]"),
+            F("w_addr", "I", "SRAM weights [chs][kh][kw][Cs_in], or chs packed fibers (COMPRESSED_WEIGHTS)"),
             F("param_addr", "I", "SRAM layer parameter block (bias at channel 0)"),
             F("acc_addr", "I", "SRAM accumulator tile int32 [nt][rows][Wo][chs]"),
             Field("w_bytes", "I", "COMPRESSED_WEIGHTS: SRAM bytes of the packed weight fibers (else 0)", optional=True),

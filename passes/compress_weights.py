@@ -6,9 +6,13 @@ CONTRACT
     * Every snn.dense / snn.conv2d in @main gets the unit attribute
       `snn.compressed_weights`: the lowering stores its weights column-wise as
       bitmask fibers, one per output channel (pointer, bitmask of K bits, the
-      non-zero weights; isa.fiber_slot_bytes), and loads them with dma.load_bm,
-      so only the compressed bytes move from DRAM. In SRAM a loaded tile is
-      dense (the SYN unit's weight view), so the tiling does not change.
+      non-zero weights), and loads them with dma.load_bm, so only the
+      compressed bytes move from DRAM.
+    * The fibers stay compressed in SRAM (LoAS's FiberCache): dma.load_bm with
+      KEEP_COMPRESSED, syn with COMPRESSED_WEIGHTS. A weight buffer is sized by
+      its channel tile's fiber bytes, so tiles hold more output channels than
+      with dense [chs][K] tiles. A layer streamed in row bands (its kernel does
+      not fit) keeps dense band buffers.
     * Spike values and their types are untouched (unlike spike-pack, which also
       packs spikes and calls this with its `weights` option); outputs are
       identical.

@@ -1387,8 +1387,14 @@ class _Lowering:
                         if self._fits(sizes, copies) <= self.avail:
                             bands = [(r, min(band, synapse.in_h - r)) for r in range(0, synapse.in_h, band)]
                             return dict(rows=1, chs=chs, copies=copies, w_copies=1, sizes=sizes, bands=bands)
-        raise CompileError(f"{where}: even a 1-row x 8-channel tile does not fit in {self.avail} bytes of SRAM"
-                           + (" (the rest holds fused feature maps)" if self.avail < self.o.sram else ""))
+        fused = " (the rest holds fused feature maps)" if self.avail < self.o.sram else ""
+        if chs_options == [out_cs] and out_cs > 8:  # spike-pack: packed rows need every channel at once
+            need = self._fits(self._group_buffers(step, weight_bytes, param_bytes, 1, out_cs, fiber_bytes=fiber_bytes), 1)
+            raise CompileError(
+                f"{where}: its spike-packed output is written by whole rows of all {out_cs} channels, and a 1-row tile "
+                f"of all of them needs {need} bytes of SRAM, more than {self.avail}{fused}; keep this layer's output "
+                "unpacked (run spike-pack only on models whose layers fit whole)")
+        raise CompileError(f"{where}: even a 1-row x 8-channel tile does not fit in {self.avail} bytes of SRAM" + fused)
 
     def _load_weights(self, w: dict, i: int, ch0: int, chs: int, sram_addr: int) -> None:
         """Weights of output channels ch0..ch0+chs of synapse i into SRAM [chs][kh][kw][in_cs]."""

@@ -98,3 +98,16 @@ def test_fiber_pointer_must_match_bitmask():
     image = dataclasses.replace(result.image, constants=bytes(constants))
     with pytest.raises(BinaryFormatError, match=r"dma.load_bm\).dram_addr: fiber 0 pointer/count"):
         simulate(image, model("vgg-small", SPARSE)[1])
+
+
+def test_packed_output_too_wide_for_the_sram_says_why():
+    """A spike-packed map is written by whole rows of all channels; when even one row of all
+    the channels does not fit, the error says so (not "a 1-row x 8-channel tile")."""
+    from snnc.backend.errors import CompileError
+    from snnc.compiler.pipeline import CompileOptions, compile_model
+
+    from passes_util import model
+
+    with pytest.raises(CompileError, match=r"'fc6': its spike-packed output is written by whole rows of all 1024 "
+                                           r"channels, and a 1-row tile of all of them needs \d+ bytes of SRAM"):
+        compile_model(model("alexnet-cifar10")[0], CompileOptions(passes="spike-pack"))
