@@ -144,3 +144,26 @@ def test_tile_size_disagreeing_with_the_fibers_is_a_one_line_error():
     image = dataclasses.replace(result.image, instructions=bytes(raw))
     with pytest.raises(BinaryFormatError, match=r"dma.load_bm\).sram_bytes = \d+, but the \d+ fibers take \d+ bytes"):
         simulate(image, model("mlp")[1])
+
+
+def test_syn_weight_bytes_disagreeing_with_its_fibers_is_a_one_line_error():
+    result, _ = run("mlp", "compress-weights")
+    raw = bytearray(result.image.instructions)
+    for i, (spec, f) in enumerate(decode_instructions(result.image)):
+        if spec.opcode == Opcode.SYN:
+            raw[i * isa.INSTRUCTION_BYTES:(i + 1) * isa.INSTRUCTION_BYTES] = isa.encode_instruction(
+                Opcode.SYN, **{**f, "w_bytes": f["w_bytes"] - 1})
+            break
+    image = dataclasses.replace(result.image, instructions=bytes(raw))
+    with pytest.raises(BinaryFormatError, match=r"\(syn\).w_bytes = \d+, but its \d+ weight fibers take \d+ bytes"):
+        simulate(image, model("mlp")[1])
+    # and a dense SYN that claims packed bytes without the flag
+    raw = bytearray(result.image.instructions)
+    for i, (spec, f) in enumerate(decode_instructions(result.image)):
+        if spec.opcode == Opcode.SYN:
+            raw[i * isa.INSTRUCTION_BYTES:(i + 1) * isa.INSTRUCTION_BYTES] = isa.encode_instruction(
+                Opcode.SYN, **{**f, "flags": f["flags"] & ~isa.SynFlags.COMPRESSED_WEIGHTS})
+            break
+    image = dataclasses.replace(result.image, instructions=bytes(raw))
+    with pytest.raises(BinaryFormatError, match=r"w_bytes = \d+: goes with flag COMPRESSED_WEIGHTS"):
+        simulate(image, model("mlp")[1])
