@@ -573,13 +573,14 @@ def validate_image(image: ProgramImage) -> None:
             end = f["dram_addr"] + (f["rows"] - 1) * f["dram_stride"] + f["row_bytes"]
             if end > image.dram_size:
                 raise BinaryFormatError(f"{where}.dram_addr: transfer ends at {end}, beyond dram_size {image.dram_size}")
+        wrong = isa.weight_fiber_field_error(spec.opcode, f)
+        if wrong:
+            raise BinaryFormatError(f"{where}.{wrong}")
         if spec.opcode in (isa.Opcode.DMA_LOAD_BM, isa.Opcode.DMA_STORE_BM):
             if f["word_bytes"] not in (1, 2, 4, 8):
                 raise BinaryFormatError(f"{where}.word_bytes = {f['word_bytes']}: expected 1, 2, 4 or 8")
             if not 1 <= f["elem_bits"] <= 8 * f["word_bytes"]:
                 raise BinaryFormatError(f"{where}.elem_bits = {f['elem_bits']}: expected 1..{8 * f['word_bytes']}")
-            if spec.opcode == isa.Opcode.DMA_STORE_BM and f["flags"] & isa.DmaFlags.PACKED:
-                raise BinaryFormatError(f"{where}.flags: PACKED is for dma.load_bm only (a store writes slots)")
             end = isa.fiber_dma_end(f["dram_addr"], f["fibers"], f["fiber_elems"], f["elem_bits"], f["flags"])
             if end > image.dram_size:
                 raise BinaryFormatError(f"{where}.dram_addr: fibers end at {end}, beyond dram_size {image.dram_size}")

@@ -769,14 +769,15 @@ def _verify_instruction(op: InstructionOp, layers: dict[str, LayerOp], dram_size
             raise VerifyException(f"{where}: a spike tile needs ch0 and chs multiples of 8, got {v['ch0']}, {v['chs']}")
         if isinstance(op, PoolOp) and (v["ch0"] != 0 or v["chs"] != g("out_cs")):
             raise VerifyException(f"{where}: a POOL tile covers all {g('out_cs')} channels")
-        if isinstance(op, SynOp) and bool(v["flags"] & isa.SynFlags.COMPRESSED_WEIGHTS) != (v["w_bytes"] > 0):
-            raise VerifyException(f"{where}: w_bytes = {v['w_bytes']} goes with flag COMPRESSED_WEIGHTS (and only with it)")
         if isinstance(op, SynOp | PoolOp) and v["in_row0"] + v["in_rows"] > g("in_h"):
             raise VerifyException(f"{where}: input rows [{v['in_row0']}, {v['in_row0'] + v['in_rows']}) outside in_h {g('in_h')}")
         expected_kind = {SynOp: (LayerKind.CONV,), LifOp: (LayerKind.CONV,), PackOp: (LayerKind.CONV,),
                          PoolOp: (LayerKind.MAXPOOL, LayerKind.AVGPOOL), AddOp: (LayerKind.ADD,)}[type(op)]
         if g("kind") not in expected_kind:
             raise VerifyException(f"{where}: layer kind {LayerKind(g('kind')).name} cannot run {op.name}")
+    wrong = isa.weight_fiber_field_error(op.opcode, v)
+    if wrong:
+        raise VerifyException(f"{where}: {wrong}")
     for operand in sram_operands(op, layer, v):
         if operand.addr < 0 or operand.end > sram_size:
             raise VerifyException(
@@ -791,10 +792,6 @@ def _verify_instruction(op: InstructionOp, layers: dict[str, LayerOp], dram_size
             raise VerifyException(f"{where}: word_bytes = {v['word_bytes']}, expected 1, 2, 4 or 8")
         if not 1 <= v["elem_bits"] <= 8 * v["word_bytes"]:
             raise VerifyException(f"{where}: elem_bits = {v['elem_bits']}, expected 1..{8 * v['word_bytes']}")
-        if v["flags"] & (isa.DmaFlags.PACKED | isa.DmaFlags.KEEP_COMPRESSED) and isinstance(op, DmaStoreBmOp):
-            raise VerifyException(f"{where}: flags PACKED and KEEP_COMPRESSED are for loads only")
-        if bool(v["flags"] & isa.DmaFlags.KEEP_COMPRESSED) != (v["sram_bytes"] > 0):
-            raise VerifyException(f"{where}: sram_bytes = {v['sram_bytes']} goes with flag KEEP_COMPRESSED (and only with it)")
         end = isa.fiber_dma_end(v["dram_addr"], v["fibers"], v["fiber_elems"], v["elem_bits"], v["flags"])
         if end > dram_size:
             raise VerifyException(f"{where}: fibers end at {end:#x}, beyond dram_size {dram_size:#x}")

@@ -919,6 +919,11 @@ def _tile_fiber_bytes(fiber_bytes: np.ndarray, ch0: int, chs: int) -> int:
     return int(fiber_bytes[ch0:ch0 + chs].sum())
 
 
+def _largest_tile_fiber_bytes(fiber_bytes: np.ndarray, chs: int) -> int:
+    """The weight buffer a KEEP_COMPRESSED tile of `chs` channels needs: its largest channel tile's fiber bytes."""
+    return int(np.add.reduceat(fiber_bytes, np.arange(0, fiber_bytes.size, chs)).max())
+
+
 def _weight_fibers(q: np.ndarray, nbytes: int, what: str) -> tuple[bytes, np.ndarray]:
     """Weights [out_cs][kh][kw][in_cs] compressed column-wise (LoAS §IV-A): one fiber per
     output channel (pointer, bitmask over its kh*kw*in_cs weights, non-zero weights), packed
@@ -927,19 +932,16 @@ def _weight_fibers(q: np.ndarray, nbytes: int, what: str) -> tuple[bytes, np.nda
     n, elems = flat.shape
     dense = np.frombuffer(_int_bytes(flat, nbytes, what), dtype=f"<u{nbytes}").reshape(n, elems)
     keep = dense != 0
-    counts = keep.sum(axis=1)
     meta = isa.FIBER_HEADER_BYTES + (elems + 7) // 8
-    sizes = meta + counts * nbytes
-    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    offsets = np.concatenate([[0], np.cumsum(_fiber_bytes(flat, nbytes))]).astype(np.int64)
     out = np.zeros(int(offsets[-1]), dtype=np.uint8)
-    headers = offsets[:-1, None] + np.arange(meta)
-    out[headers] = np.concatenate([counts.astype("<u4").view(np.uint8).reshape(n, 4),
-                                   np.packbits(keep, axis=1, bitorder="little")], axis=1)
-    # the non-zeros of channel c right after its bitmask, in order (row-major = per channel)
-    words = dense[keep].astype(f"<u{nbytes}").view(np.uint8).reshape(-1, nbytes)
-    starts = np.repeat(offsets[:-1] + meta, counts) + (np.arange(int(counts.sum())) - np.repeat(
-        np.cumsum(counts) - counts, counts)) * nbytes
-    out[starts[:, None] + np.arange(nbytes)] = words
+    headers = (offsets[:-1, None] + np.arange(meta)).reshape(-1)
+    out[headers] = np.concatenate([keep.sum(axis=1).astype("<u4").view(np.uint8).reshape(n, 4),
+                                   np.packbits(keep, axis=1, bitorder="little")], axis=1).reshape(-1)
+    # every other byte is a non-zero weight, in order (row-major: channel by channel)
+    values = np.ones(out.size, dtype=bool)
+    values[headers] = False
+    out[values] = dense[keep].view(np.uint8)
     return out.tobytes(), offsets[:-1]
 
 
@@ -1340,8 +1342,7 @@ class _Lowering:
                 continue
             in_rows = min(s.in_h, (rows - 1) * s.stride[0] + (s.kh - 1) * s.dil[0] + 1)
             sizes[f"w{i}"] = (chs * s.kh * s.kw * s.in_cs * weight_bytes if fiber_bytes is None
-                              else max(_tile_fiber_bytes(fiber_bytes[i], ch0, n) for ch0, n in _channel_tiles(
-                                  fiber_bytes[i].size, chs)))
+                              else _largest_tile_fiber_bytes(fiber_bytes[i], chs))
             sizes[f"in{i}"] = _tile_bytes(s.src.fmap.fmt, lanes, in_rows * s.in_w * s.in_cs, self.T)
         elems = rows * wo * chs
         sizes["acc"] = 4 * lanes * elems

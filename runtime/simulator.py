@@ -107,9 +107,6 @@ class _Context:
         self.windows: dict[tuple, _Windows] = {}
         self.weight_tiles: dict[tuple, _WeightTile] = {}
         self.channel_blocks: dict[tuple, _ChannelBlock] = {}
-        # dma.load_bm of whole-word fibers (weights): (DRAM bytes, counts, dense tile) per
-        # (dram_addr, fibers, elems, word_bytes), reused while the DRAM bytes are identical
-        self.fiber_loads: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def layer(self, f, where: str, *kinds: LayerKind):
         lay = self.layers[f.layer]
@@ -267,37 +264,27 @@ def _dma_bm(ctx: _Context, where: str, f, load: bool) -> Effect:
     mbytes = (elems + 7) // 8
     slot = isa.fiber_slot_bytes(elems, eb)
     meta = isa.FIBER_HEADER_BYTES + mbytes
+    # validate_image has checked the flags against the sizes (isa.weight_fiber_field_error)
     packed = bool(f.flags & isa.DmaFlags.PACKED)
     keep_compressed = bool(f.flags & isa.DmaFlags.KEEP_COMPRESSED)
-    if not load and (packed or keep_compressed):
-        raise BinaryFormatError(f"{where}.flags: PACKED and KEEP_COMPRESSED are for dma.load_bm only")
-    if keep_compressed != (f.sram_bytes > 0):
-        raise BinaryFormatError(f"{where}.sram_bytes = {f.sram_bytes}: goes with flag KEEP_COMPRESSED (and only with it)")
     if packed:
         raw, starts, _ = _packed_fibers(m.dram, f.dram_addr, n, elems, eb, slot, where + ".dram_addr")
     else:
         raw = m.dram.span(f.dram_addr, n * slot, where + ".dram_addr").reshape(n, slot)
         starts = f.dram_addr + np.arange(n, dtype=np.int64) * slot
     sram_size = n * elems * wb
-    cache_key = (f.dram_addr, n, elems, wb, packed) if load and eb == 8 * wb and not keep_compressed else None
-    cached = ctx.fiber_loads.get(cache_key) if cache_key else None
     if keep_compressed:  # LoAS's FiberCache: the fibers go to SRAM as they are, back to back
-        counts, _ = _fiber_counts(raw, elems, where)
+        counts, keep = _fiber_counts(raw, elems, where)
         sizes = meta + (counts * eb + 7) // 8
         fibers = raw[np.arange(slot) < sizes[:, None]]
         if fibers.size != f.sram_bytes:
             raise BinaryFormatError(f"{where}.sram_bytes = {f.sram_bytes}, but the {n} fibers take {fibers.size} bytes")
         m.sram.write(f.sram_addr, fibers, where + ".sram_addr")
         sram_size = f.sram_bytes
-    elif cached is not None and np.array_equal(cached[0], raw):  # a reload of unchanged fibers (weights)
-        counts, dense = cached[1], cached[2]
-        m.sram.write(f.sram_addr, dense, where + ".sram_addr")
     elif load:
         counts, keep = _fiber_counts(raw, elems, where)
         dense = _expand_fibers(raw, counts, keep, eb, dt)
         m.sram.write(f.sram_addr, dense, where + ".sram_addr")
-        if cache_key:
-            ctx.fiber_loads[cache_key] = (raw.copy(), counts, dense)
     else:
         dense = m.sram.read(f.sram_addr, dt, n * elems, where + ".sram_addr").reshape(n, elems)
         keep = dense != 0
@@ -327,7 +314,7 @@ def _dma_bm(ctx: _Context, where: str, f, load: bool) -> Effect:
         sram_bytes=sram_size, bitmask_bytes=n * meta,
     )
     if load and f.flags & isa.DmaFlags.SPIKES:
-        spikes = dense if not keep_compressed else _expand_fibers(raw, counts, _fiber_counts(raw, elems, where)[1], eb, dt)
+        spikes = _expand_fibers(raw, counts, keep, eb, dt) if keep_compressed else dense
         effect.packed_spikes = int(_popcount(spikes).sum())
         effect.packed_meta_bits = 8 * n * meta
     return effect
@@ -563,9 +550,7 @@ def weight_tile_bytes(lay, f, k: int) -> int:
 
 def _weight_tile(ctx: _Context, lay, f, block: _ChannelBlock, k: int, where: str) -> _WeightTile:
     wdtype = np.dtype("<i1") if lay.weight_bytes == 1 else np.dtype("<i2")
-    compressed = bool(f.flags & isa.SynFlags.COMPRESSED_WEIGHTS)
-    if compressed != (f.w_bytes > 0):
-        raise BinaryFormatError(f"{where}.w_bytes = {f.w_bytes}: goes with flag COMPRESSED_WEIGHTS (and only with it)")
+    compressed = bool(f.flags & isa.SynFlags.COMPRESSED_WEIGHTS)  # w_bytes agrees (validate_image)
     span = ctx.machine.sram.span(f.w_addr, weight_tile_bytes(lay, f, k), where + ".w_addr")
     raw = span.tobytes()
     key = (f.layer, f.w_addr, f.ch0, f.chs)

@@ -127,6 +127,13 @@ def test_big_constants_print_as_hex():
          "cannot run accel.pool"),
         (accel.DmaLoadOp.create_with(dram_addr=0, sram_addr=-1, row_bytes=1, rows=1, dram_stride=0,
                                      sram_stride=0), "does not fit"),
+        (accel.SynOp.create_with("conv1", **TILE, in_row0=0, in_rows=3, flags=0, in_addr=0, w_addr=0x100,
+                                 param_addr=0x1000, acc_addr=0x2000, w_bytes=64), "goes with flag COMPRESSED_WEIGHTS"),
+        (accel.DmaLoadBmOp.create_with(dram_addr=0, sram_addr=0, fibers=2, fiber_elems=8, word_bytes=1, elem_bits=8,
+                                       flags=int(isa.DmaFlags.PACKED | isa.DmaFlags.KEEP_COMPRESSED)),
+         "goes with flag KEEP_COMPRESSED"),
+        (accel.DmaStoreBmOp.create_with(dram_addr=0, sram_addr=0, fibers=2, fiber_elems=8, word_bytes=1, elem_bits=8,
+                                        flags=int(isa.DmaFlags.PACKED)), "PACKED is for dma.load_bm only"),
     ],
 )
 def test_verifier_rejects(instruction, message):

@@ -98,16 +98,18 @@ def test_corrupt_pointer_is_a_one_line_error():
         simulate(image, model("mlp")[1])
 
 
+def _rewrite_first(image, opcode, new_opcode=None, **changes):
+    """`image` with its first `opcode` instruction re-encoded (as `new_opcode`) with `changes`."""
+    raw = bytearray(image.instructions)
+    i, f = next((i, f) for i, (spec, f) in enumerate(decode_instructions(image)) if spec.opcode == opcode)
+    raw[i * isa.INSTRUCTION_BYTES:(i + 1) * isa.INSTRUCTION_BYTES] = isa.encode_instruction(
+        new_opcode or opcode, **{**f, **{k: change(f) for k, change in changes.items()}})
+    return dataclasses.replace(image, instructions=bytes(raw))
+
+
 def test_packed_store_is_refused():
     result, _ = run("mlp", "compress-weights")
-    raw = bytearray(result.image.instructions)
-    for i, (spec, f) in enumerate(decode_instructions(result.image)):
-        if spec.opcode == Opcode.DMA_LOAD_BM:
-            fields = {k: v for k, v in f.items()}
-            raw[i * isa.INSTRUCTION_BYTES:(i + 1) * isa.INSTRUCTION_BYTES] = isa.encode_instruction(
-                Opcode.DMA_STORE_BM, **fields)
-            break
-    image = dataclasses.replace(result.image, instructions=bytes(raw))
+    image = _rewrite_first(result.image, Opcode.DMA_LOAD_BM, Opcode.DMA_STORE_BM)
     with pytest.raises(BinaryFormatError, match="PACKED is for dma.load_bm only"):
         validate_image(image)
 
@@ -135,35 +137,17 @@ def test_weights_stay_compressed_in_sram_and_tiles_grow():
 
 def test_tile_size_disagreeing_with_the_fibers_is_a_one_line_error():
     result, _ = run("mlp", "compress-weights")
-    raw = bytearray(result.image.instructions)
-    for i, (spec, f) in enumerate(decode_instructions(result.image)):
-        if spec.opcode == Opcode.DMA_LOAD_BM:
-            raw[i * isa.INSTRUCTION_BYTES:(i + 1) * isa.INSTRUCTION_BYTES] = isa.encode_instruction(
-                Opcode.DMA_LOAD_BM, **{**f, "sram_bytes": f["sram_bytes"] + 1})
-            break
-    image = dataclasses.replace(result.image, instructions=bytes(raw))
+    image = _rewrite_first(result.image, Opcode.DMA_LOAD_BM, sram_bytes=lambda f: f["sram_bytes"] + 1)
     with pytest.raises(BinaryFormatError, match=r"dma.load_bm\).sram_bytes = \d+, but the \d+ fibers take \d+ bytes"):
         simulate(image, model("mlp")[1])
 
 
 def test_syn_weight_bytes_disagreeing_with_its_fibers_is_a_one_line_error():
     result, _ = run("mlp", "compress-weights")
-    raw = bytearray(result.image.instructions)
-    for i, (spec, f) in enumerate(decode_instructions(result.image)):
-        if spec.opcode == Opcode.SYN:
-            raw[i * isa.INSTRUCTION_BYTES:(i + 1) * isa.INSTRUCTION_BYTES] = isa.encode_instruction(
-                Opcode.SYN, **{**f, "w_bytes": f["w_bytes"] - 1})
-            break
-    image = dataclasses.replace(result.image, instructions=bytes(raw))
+    image = _rewrite_first(result.image, Opcode.SYN, w_bytes=lambda f: f["w_bytes"] - 1)
     with pytest.raises(BinaryFormatError, match=r"\(syn\).w_bytes = \d+, but its \d+ weight fibers take \d+ bytes"):
         simulate(image, model("mlp")[1])
     # and a dense SYN that claims packed bytes without the flag
-    raw = bytearray(result.image.instructions)
-    for i, (spec, f) in enumerate(decode_instructions(result.image)):
-        if spec.opcode == Opcode.SYN:
-            raw[i * isa.INSTRUCTION_BYTES:(i + 1) * isa.INSTRUCTION_BYTES] = isa.encode_instruction(
-                Opcode.SYN, **{**f, "flags": f["flags"] & ~isa.SynFlags.COMPRESSED_WEIGHTS})
-            break
-    image = dataclasses.replace(result.image, instructions=bytes(raw))
+    image = _rewrite_first(result.image, Opcode.SYN, flags=lambda f: f["flags"] & ~isa.SynFlags.COMPRESSED_WEIGHTS)
     with pytest.raises(BinaryFormatError, match=r"w_bytes = \d+: goes with flag COMPRESSED_WEIGHTS"):
         simulate(image, model("mlp")[1])
