@@ -1,6 +1,6 @@
 """LoAS's own simulator formulas on the zoo's matrices: what RuokaiYin/LoAS would print for our workloads.
 
-    python bench/loas_formula.py [alexnet-cifar10 vgg16-cifar10 resnet19-cifar10]
+    python bench/loas_formula.py [--weight-profile uniform|fan-in|fan-out] [alexnet-cifar10 vgg16-cifar10 resnet19-cifar10]
 
 LoAS's published cycle counts come from src/snn-{sparten,gospa,gamma,loas-mntk}-result.py
 (RuokaiYin/LoAS at cd635a8): each layer is a spike matrix x [T, M, K] (im2col) times a
@@ -22,6 +22,7 @@ matrices and which from our machine. About 20 s per model.
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 import numpy as np
@@ -68,7 +69,7 @@ def layer_cycles(x: np.ndarray, w: np.ndarray, pes: int = 16) -> dict[str, int]:
     }
 
 
-def model_totals(name: str) -> dict[str, int]:
+def model_totals(name: str, weight_profile: str = "uniform") -> dict[str, int]:
     from xdsl.dialects import func
 
     from snnc.compiler.pipeline import import_to_snn
@@ -76,7 +77,7 @@ def model_totals(name: str) -> dict[str, int]:
     from snnc.dialects.snn import Conv2dOp, int_array_value, main_function, onnx_io_names, tensor_value
     from snnc.dialects.snn_interpreter import _run_op
 
-    model, inputs = build(name)
+    model, inputs = build(name, weight_profile=weight_profile)
     main = main_function(import_to_snn(model))
     block = main.body.block
     names, _ = onnx_io_names(main)
@@ -101,10 +102,14 @@ def model_totals(name: str) -> dict[str, int]:
 
 
 def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("models", nargs="*", default=list(MODELS))
+    ap.add_argument("--weight-profile", default="uniform", help="uniform, fan-in or fan-out (snnc zoo --weight-profile)")
+    args = ap.parse_args(argv)
     print("| model | SparTen-SNN | GoSPA-SNN | Gamma-SNN | LoAS | LoAS strong | speedup over SparTen / GoSPA / Gamma |")
     print("|---|---:|---:|---:|---:|---:|---|")
-    for name in argv or MODELS:
-        t = model_totals(name)
+    for name in args.models:
+        t = model_totals(name, args.weight_profile)
         speedups = " / ".join(f"{t[d] / t['LoAS']:.2f}" for d in ("SparTen-SNN", "GoSPA-SNN", "Gamma-SNN"))
         print(f"| {name} | {t['SparTen-SNN']:,} | {t['GoSPA-SNN']:,} | {t['Gamma-SNN']:,} | {t['LoAS']:,} | "
               f"{t['LoAS strong']:,} | {speedups} |", flush=True)

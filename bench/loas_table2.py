@@ -2,10 +2,14 @@
 
     python bench/loas_table2.py [--models alexnet-cifar10,vgg16-cifar10,resnet19-cifar10]
                                 [--mode auto|passes|override] [--out bench/loas_table2.md]
+                                [--weight-profile uniform|fan-in|fan-out]
 
 For every model (`snnc.compiler.zoo.build`, Table II sparsities) it simulates four
 designs on the same machine (16 PEs, 256 KB global cache, 128 GB/s HBM):
 LoAS (FTP) and the baselines SparTen-SNN (IP_SEQ), GoSPA-SNN (OP), Gamma-SNN (GUST).
+`--weight-profile` spreads Table II's weight sparsity over the layers (snnc zoo
+--weight-profile): uniform (default), or LoAS's lottery-ticket global magnitude pruning
+with He-initialised layers (fan-in or fan-out scales; the mean stays Table II's).
 How a baseline program is made (`--mode`):
   passes    compile with `compress-weights,loop-reorder{dataflow=...},dma-prefetch`:
             the lowering schedules the program for that loop nest;
@@ -109,12 +113,12 @@ def totals(image, report) -> dict:
     }
 
 
-def run_model(name: str, mode: str) -> dict:
+def run_model(name: str, mode: str, weight_profile: str = "uniform") -> dict:
     from snnc.compiler import zoo
     from snnc.compiler.pipeline import CompileOptions, compile_model
     from snnc.runtime import simulate
 
-    model, inputs = zoo.build(name)
+    model, inputs = zoo.build(name, weight_profile=weight_profile)
     ftp = compile_model(model, CompileOptions(passes=design_pipeline("ftp"))).image
     out = {}
     for design, df in DESIGNS:
@@ -166,15 +170,17 @@ def main(argv=None) -> int:
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--mode", choices=("auto", "passes", "override"), default="override")
     ap.add_argument("--out", default=str(HERE / "loas_table2.md"))
+    ap.add_argument("--weight-profile", default="uniform", help="uniform, fan-in or fan-out (snnc zoo --weight-profile)")
     args = ap.parse_args(argv)
     results = {}
     for name in [m for m in args.models.split(",") if m]:
         print(f"{name}:", file=sys.stderr)
-        results[name] = run_model(name, args.mode)
+        results[name] = run_model(name, args.mode, args.weight_profile)
     text = markdown(results)
     print(text)
-    Path(args.out).write_text(f"# LoAS Table II calibration (`python bench/loas_table2.py --mode {args.mode}`)\n\n"
-                              + text, encoding="utf-8")
+    command = f"python bench/loas_table2.py --mode {args.mode}" + (
+        f" --weight-profile {args.weight_profile}" if args.weight_profile != "uniform" else "")
+    Path(args.out).write_text(f"# LoAS Table II calibration (`{command}`)\n\n" + text, encoding="utf-8")
     return 0
 
 

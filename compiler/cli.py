@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-out", help="also write a matching input npz")
     p.add_argument("--timesteps", type=int, default=None, help="T (default: the model's)")
     p.add_argument("--weight-sparsity", type=float, default=None, help="fraction of zero weights")
+    p.add_argument("--weight-profile", default="uniform",
+                   help="how the sparsity spreads over the layers: uniform (the same in each), fan-in or fan-out "
+                        "(global magnitude pruning of He-initialised layers; the size-weighted mean is the sparsity)")
     p.add_argument("--spike-sparsity", type=float, default=None, help="target fraction of silent spikes")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--silent-ratio", type=float, default=None,
@@ -339,7 +342,7 @@ def cmd_zoo(args) -> int:
     model, inputs = build(args.name, timesteps=args.timesteps, weight_sparsity=args.weight_sparsity,
                           spike_sparsity=args.spike_sparsity, seed=args.seed,
                           silent_ratio=args.silent_ratio, input_scale=args.input_scale,
-                          residual=args.residual)
+                          residual=args.residual, weight_profile=args.weight_profile)
     atomic_write_bytes(args.output, model.SerializeToString())
     if args.input_out:
         save_npz(args.input_out, inputs)

@@ -57,6 +57,15 @@ def test_zoo_list(capsys):
     assert "mlp" in out and "vgg-small" in out
 
 
+def test_zoo_weight_profile(tmp_path, capsys):
+    model = tmp_path / "m.onnx"
+    assert run_cli("zoo", "vgg-small", "-o", model, "--weight-profile", "fan-in", "--weight-sparsity", "0.7") == 0
+    capsys.readouterr()
+    assert run_cli("zoo", "vgg-small", "-o", tmp_path / "bad.onnx", "--weight-profile", "lth") == 1
+    assert "weight_profile must be one of uniform, fan-in, fan-out, got 'lth'" in one_error_line(capsys)
+    assert not (tmp_path / "bad.onnx").exists()
+
+
 def test_compile_run_matches_onnxruntime(vgg_small, vgg_program, tmp_path):
     from snnc.compiler.reference import run_onnxruntime
 

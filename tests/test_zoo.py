@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
-
 from snnc.backend.errors import FrontendError
 from snnc.compiler import zoo
+from snnc.compiler.zoo import models
 from snnc.compiler.zoo.models import zero_fraction
 
 
@@ -124,3 +126,61 @@ def test_unknown_model_and_bad_options():
         zoo.build("resnet-9000")
     with pytest.raises(FrontendError, match="weight_sparsity"):
         zoo.build("mlp", weight_sparsity=1.5)
+    with pytest.raises(FrontendError, match="weight_profile must be one of uniform, fan-in, fan-out, got 'lth'"):
+        zoo.build("mlp", weight_profile="lth")
+
+
+def test_global_magnitude_sparsities_by_hand():
+    # scales 1 and 2, 100 weights each, 50 % kept overall: tau solves
+    # erfc(tau / sqrt(2)) + erfc(tau / (2 sqrt(2))) = 1, i.e. tau = 0.92351 (scipy brentq),
+    # which keeps 35.57 % of the small layer and 64.43 % of the large one
+    sparsity = models.global_magnitude_sparsities([1.0, 2.0], [100, 100], 0.5)
+    assert sparsity == pytest.approx([0.6443, 0.3557], abs=1e-4)
+    # the mean over sizes is the target; equal scales give the uniform profile
+    sparsity = models.global_magnitude_sparsities([0.3, 0.1, 0.05], [10, 1000, 5000], 0.9)
+    assert np.dot(sparsity, [10, 1000, 5000]) / 6010 == pytest.approx(0.9, abs=1e-9)
+    assert sparsity[0] < sparsity[1] < sparsity[2]  # smaller weights are pruned harder
+    assert models.global_magnitude_sparsities([0.2] * 3, [5, 50, 500], 0.8) == pytest.approx([0.8] * 3)
+
+
+def test_weight_fans():
+    assert models.weight_fans((128, 64, 3, 3)) == (576, 1152)  # conv [out, in, kh, kw]
+    assert models.weight_fans((512, 10)) == (512, 10)  # dense [in, out]
+
+
+def _weight_layers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """name -> weight in `_weights`' layout (a dense Gemm stores [out, in]; the zoo draws [in, out])."""
+    return {k: (v if v.ndim == 4 else v.T) for k, v in _initializers(model).items() if k.endswith(".weight")}
+
+
+@pytest.mark.parametrize("profile,fan", [("fan-in", 0), ("fan-out", 1)])
+def test_weight_profile_spreads_the_sparsity(profile, fan):
+    """Each layer gets exactly its planned zero count; a layer with a larger fan is sparser;
+    the size-weighted mean is the requested sparsity; the same call gives the same model."""
+    model, _ = zoo.build("vgg-small", weight_sparsity=0.7, weight_profile=profile)
+    weights = _weight_layers(model)
+    shapes = [w.shape for w in weights.values()]
+    planned = models.profile_sparsities(shapes, profile, 0.7)
+    zeros = [np.count_nonzero(w == 0) for w in weights.values()]
+    sizes = [w.size for w in weights.values()]
+    assert zeros == [round(p * size) for p, size in zip(planned, sizes)]
+    assert sum(zeros) / sum(sizes) == pytest.approx(0.7, abs=len(sizes) / sum(sizes))
+    fans = [models.weight_fans(shape)[fan] for shape in shapes]
+    order = np.argsort(fans, kind="stable")
+    assert all(zeros[a] / sizes[a] <= zeros[b] / sizes[b] for a, b in itertools.pairwise(order))
+    assert len({round(z / size, 2) for z, size in zip(zeros, sizes)}) > 1  # not uniform
+    again, _ = zoo.build("vgg-small", weight_sparsity=0.7, weight_profile=profile)
+    assert all(np.array_equal(v, _initializers(again)[k]) for k, v in _initializers(model).items())
+
+
+def test_weight_profile_leaves_the_input_layer_alone():
+    """The deep models give their input layer its own sparsity (FIRST_LAYER_MAX_SPARSITY):
+    it is not profiled, and the profiled layers' mean is Table II's weight sparsity."""
+    uniform = _weight_layers(zoo.build("alexnet-cifar10")[0])
+    profiled = _weight_layers(zoo.build("alexnet-cifar10", weight_profile="fan-out")[0])
+    first, *rest = uniform
+    assert np.array_equal(uniform[first], profiled[first])
+    zeros = sum(np.count_nonzero(profiled[k] == 0) for k in rest)
+    size = sum(profiled[k].size for k in rest)
+    assert zeros / size == pytest.approx(zoo.ZOO["alexnet-cifar10"].weight_sparsity, abs=len(rest) / size)
+    assert np.count_nonzero(profiled["fc6.weight"] == 0) != np.count_nonzero(uniform["fc6.weight"] == 0)

@@ -2,13 +2,18 @@
 
 Contract
     build(name, *, timesteps=None, weight_sparsity=None, spike_sparsity=None, seed=0,
-          form="unrolled", silent_ratio=None, input_scale=1.0, residual=None)
+          form="unrolled", silent_ratio=None, input_scale=1.0, residual=None,
+          weight_profile="uniform")
         -> (onnx.ModelProto, {graph input name: [T, B, ...] float32})
     build_network(...same options but form...) -> (Network, inputs)
     Same arguments => same model and inputs (numpy Generator seeded with `seed`).
     None means the model's default (ZOO[name]); silent_ratio None on a model without
     one means "not calibrated". input_scale < 1 shrinks the input (and so every map) of
     the models marked `scalable`; residual "add"/"or" picks SEW-ADD or SEW-OR.
+    weight_profile spreads the sparsity over the layers (WEIGHT_PROFILES): "uniform"
+    gives every weight layer `weight_sparsity`; "fan-in"/"fan-out" gives each layer the
+    sparsity of global magnitude pruning (`global_magnitude_sparsities`), so that the
+    mean over the layers, weighted by their sizes, is `weight_sparsity`.
 
 Models
     mlp, vgg-small                    the spine's small models
@@ -22,7 +27,8 @@ Models
 
 Every number is representable so that quantised hardware can be exact:
     weights     small integers in [-7, 7] times 2^-4, with exactly
-                round(weight_sparsity * size) zeros per tensor (pruned);
+                round(sparsity * size) zeros per tensor (pruned; the layer's sparsity
+                from `weight_profile`);
     biases      integers in [-2, 2] times 2^-4;
     thresholds  multiples of 2^-4, calibrated on the generated input: for each
                 neuron layer, the multiple whose firing leaves a fraction of zero
@@ -41,8 +47,9 @@ below (`_weights`, `_neuron`), and register it in `ZOO` with its defaults.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +77,8 @@ class ZooConfig:
     silent_ratio: float | None = None  # target fraction of neurons silent at every step
     input_scale: float = 1.0  # spatial scale of the input (models that offer it)
     residual: str = "add"  # SEW residual function: "add" or "or" (sew-resnet18-dvs)
+    # per-layer sparsities of the profiled weight layers, in `_weights` call order (None: uniform)
+    layer_sparsities: LayerSparsities | None = None
 
 
 @dataclass(frozen=True)
@@ -91,13 +100,78 @@ class ZooModel:
 # ------------------------------------------------------------------------------------------
 
 
+WEIGHT_PROFILES = ("uniform", "fan-in", "fan-out")
+
+
+class LayerSparsities:
+    """The sparsity of each profiled weight layer, handed out in `_weights` call order.
+
+    Recording mode (`sparsities` None): hands out `average` and remembers each layer's
+    shape, so that a dry run of a builder lists the layers to profile."""
+
+    def __init__(self, average: float, sparsities: list[float] | None = None) -> None:
+        self.average = average
+        self.sparsities = sparsities
+        self.shapes: list[tuple[int, ...]] = []
+        self.next = 0
+
+    def take(self, shape: tuple[int, ...]) -> float:
+        if self.sparsities is None:
+            self.shapes.append(tuple(shape))
+            return self.average
+        sparsity = self.sparsities[self.next]
+        self.next += 1
+        return sparsity
+
+
+def weight_fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    """(fan-in, fan-out) of a conv weight [out, in, kh, kw] or a dense weight [in, out]."""
+    if len(shape) == 2:
+        return shape[0], shape[1]
+    receptive = int(np.prod(shape[2:]))
+    return shape[1] * receptive, shape[0] * receptive
+
+
+def global_magnitude_sparsities(scales: list[float], sizes: list[int], average: float) -> list[float]:
+    """Per-layer sparsity when one magnitude threshold prunes all layers together.
+
+    Layer l's weights are taken as N(0, scales[l]^2); a global threshold tau keeps
+    P(|w| >= tau) = erfc(tau / (scale * sqrt(2))) of each layer, and tau is chosen (bisection)
+    so that the kept weights are (1 - average) of all sizes. This is lottery-ticket global
+    pruning (LoAS trains its Table II networks that way: RuokaiYin/LoAS config_lth.py,
+    pruning_scope "global") with each layer at its He-initialisation scale: layers with
+    a larger fan are pruned harder."""
+    scale = np.asarray(scales, dtype=np.float64)
+    size = np.asarray(sizes, dtype=np.float64)
+    keep = (1.0 - average) * size.sum()
+
+    def kept(tau: float) -> np.ndarray:
+        return np.array([math.erfc(tau / (s * math.sqrt(2.0))) for s in scale])
+
+    low, high = 0.0, 1.0
+    while (kept(high) * size).sum() > keep:
+        high *= 2.0
+    for _ in range(100):
+        tau = (low + high) / 2
+        low, high = (tau, high) if (kept(tau) * size).sum() > keep else (low, tau)
+    return [float(1.0 - d) for d in kept((low + high) / 2)]
+
+
+def profile_sparsities(shapes: list[tuple[int, ...]], profile: str, average: float) -> list[float]:
+    """`weight_profile` "fan-in" / "fan-out": He-initialisation scale sqrt(2 / fan) per layer."""
+    fan = [weight_fans(shape)[0 if profile == "fan-in" else 1] for shape in shapes]
+    return global_magnitude_sparsities([math.sqrt(2.0 / f) for f in fan],
+                                       [int(np.prod(shape)) for shape in shapes], average)
+
+
 def _weights(cfg: ZooConfig, shape: tuple[int, ...], sparsity: float | None = None) -> np.ndarray:
     """Pruned representable weights: ints in [-7, 7] \\ {0} * 2^-4, exact zero count.
 
     `sparsity` overrides cfg.weight_sparsity (the input layer of the deep models, see
-    FIRST_LAYER_MAX_SPARSITY).
+    FIRST_LAYER_MAX_SPARSITY); without it, a weight profile gives the layer's own.
     """
-    sparsity = cfg.weight_sparsity if sparsity is None else sparsity
+    if sparsity is None:
+        sparsity = cfg.weight_sparsity if cfg.layer_sparsities is None else cfg.layer_sparsities.take(shape)
     magnitudes = cfg.rng.integers(1, WEIGHT_MAX_INT + 1, size=shape)
     signs = cfg.rng.choice(np.array([-1, 1]), size=shape)
     values = (magnitudes * signs).astype(np.float32).reshape(-1)
@@ -597,7 +671,7 @@ ZOO: dict[str, ZooModel] = {
 def build_network(
     name: str, *, timesteps: int | None = None, weight_sparsity: float | None = None,
     spike_sparsity: float | None = None, seed: int = 0, silent_ratio: float | None = None,
-    input_scale: float = 1.0, residual: str | None = None,
+    input_scale: float = 1.0, residual: str | None = None, weight_profile: str = "uniform",
 ) -> tuple[Network, dict[str, np.ndarray]]:
     """The zoo model as a `Network` (before export) and its inputs.
 
@@ -605,6 +679,8 @@ def build_network(
     input_scale    spatial scale of the input, e.g. 0.25 (red-lif-gen4, sew-resnet18-dvs,
                    resnet18-imagenet; others accept only 1.0)
     residual       "add" or "or" (the SEW residual of sew-resnet18-dvs)
+    weight_profile "uniform", "fan-in" or "fan-out" (WEIGHT_PROFILES; see the module doc).
+                   A profile builds the model twice: a dry run lists its weight layers.
     """
     if name not in ZOO:
         raise FrontendError(f"unknown zoo model '{name}' (known: {', '.join(sorted(ZOO))})")
@@ -634,6 +710,15 @@ def build_network(
         raise FrontendError(f"zoo model '{name}' has a fixed input size (input_scale must be 1)")
     if cfg.residual not in ("add", "or"):
         raise FrontendError(f"zoo model '{name}': residual must be 'add' or 'or', got {cfg.residual!r}")
+    if weight_profile not in WEIGHT_PROFILES:
+        raise FrontendError(f"zoo model '{name}': weight_profile must be one of {', '.join(WEIGHT_PROFILES)}, "
+                            f"got {weight_profile!r}")
+    if weight_profile != "uniform":
+        # the dry run draws from its own generator, so the real build draws the same numbers
+        plan = LayerSparsities(cfg.weight_sparsity)
+        entry.builder(replace(cfg, rng=np.random.default_rng(seed), layer_sparsities=plan))
+        cfg = replace(cfg, layer_sparsities=LayerSparsities(
+            cfg.weight_sparsity, profile_sparsities(plan.shapes, weight_profile, cfg.weight_sparsity)))
     return entry.builder(cfg)
 
 
@@ -641,12 +726,13 @@ def build(
     name: str, *, timesteps: int | None = None, weight_sparsity: float | None = None,
     spike_sparsity: float | None = None, seed: int = 0, form: str = "unrolled",
     silent_ratio: float | None = None, input_scale: float = 1.0, residual: str | None = None,
+    weight_profile: str = "uniform",
 ) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     """The zoo model `name` as canonical ONNX (`form` "unrolled" or "scan") and its inputs."""
     net, inputs = build_network(
         name, timesteps=timesteps, weight_sparsity=weight_sparsity,
         spike_sparsity=spike_sparsity, seed=seed, silent_ratio=silent_ratio,
-        input_scale=input_scale, residual=residual,
+        input_scale=input_scale, residual=residual, weight_profile=weight_profile,
     )
     return net.to_onnx(form), inputs
 
