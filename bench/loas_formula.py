@@ -1,6 +1,6 @@
 """LoAS's own simulator formulas on the zoo's matrices: what RuokaiYin/LoAS would print for our workloads.
 
-    python bench/loas_formula.py [--weight-profile uniform|fan-in|fan-out] [alexnet-cifar10 vgg16-cifar10 resnet19-cifar10]
+    python bench/loas_formula.py [--weight-profile layerwise|uniform|fan-in|fan-out] [alexnet-cifar10 vgg16-cifar10 resnet19-cifar10]
 
 LoAS's published cycle counts come from src/snn-{sparten,gospa,gamma,loas-mntk}-result.py
 (RuokaiYin/LoAS at cd635a8): each layer is a spike matrix x [T, M, K] (im2col) times a
@@ -69,7 +69,7 @@ def layer_cycles(x: np.ndarray, w: np.ndarray, pes: int = 16) -> dict[str, int]:
     }
 
 
-def model_totals(name: str, weight_profile: str = "uniform") -> dict[str, int]:
+def model_totals(name: str, weight_profile: str | None = None) -> dict[str, int]:
     from xdsl.dialects import func
 
     from snnc.compiler.pipeline import import_to_snn
@@ -104,7 +104,8 @@ def model_totals(name: str, weight_profile: str = "uniform") -> dict[str, int]:
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", nargs="*", default=list(MODELS))
-    ap.add_argument("--weight-profile", default="uniform", help="uniform, fan-in or fan-out (snnc zoo --weight-profile)")
+    ap.add_argument("--weight-profile", default=None,
+                    help="layerwise, uniform, fan-in or fan-out (snnc zoo --weight-profile; default: the model's)")
     args = ap.parse_args(argv)
     print("| model | SparTen-SNN | GoSPA-SNN | Gamma-SNN | LoAS | LoAS strong | speedup over SparTen / GoSPA / Gamma |")
     print("|---|---:|---:|---:|---:|---:|---|")

@@ -2,13 +2,14 @@
 
     python bench/loas_table2.py [--models alexnet-cifar10,vgg16-cifar10,resnet19-cifar10]
                                 [--mode auto|passes|override] [--out bench/loas_table2.md]
-                                [--weight-profile uniform|fan-in|fan-out]
+                                [--weight-profile layerwise|uniform|fan-in|fan-out]
 
 For every model (`snnc.compiler.zoo.build`, Table II sparsities) it simulates four
 designs on the same machine (16 PEs, 256 KB global cache, 128 GB/s HBM):
 LoAS (FTP) and the baselines SparTen-SNN (IP_SEQ), GoSPA-SNN (OP), Gamma-SNN (GUST).
-`--weight-profile` spreads Table II's weight sparsity over the layers (snnc zoo
---weight-profile): uniform (default), or LoAS's lottery-ticket global magnitude pruning
+`--weight-profile` (snnc zoo --weight-profile) sets how the weights are pruned per layer:
+layerwise (the default: each layer to the matched work of LoAS's own run of it), uniform
+(Table II's sparsity in every layer), or LoAS's lottery-ticket global magnitude pruning
 with He-initialised layers (fan-in or fan-out scales; the mean stays Table II's).
 How a baseline program is made (`--mode`):
   passes    compile with `compress-weights,loop-reorder{dataflow=...},dma-prefetch`:
@@ -113,7 +114,7 @@ def totals(image, report) -> dict:
     }
 
 
-def run_model(name: str, mode: str, weight_profile: str = "uniform") -> dict:
+def run_model(name: str, mode: str, weight_profile: str | None = None) -> dict:
     from snnc.compiler import zoo
     from snnc.compiler.pipeline import CompileOptions, compile_model
     from snnc.runtime import simulate
@@ -170,7 +171,8 @@ def main(argv=None) -> int:
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--mode", choices=("auto", "passes", "override"), default="override")
     ap.add_argument("--out", default=str(HERE / "loas_table2.md"))
-    ap.add_argument("--weight-profile", default="uniform", help="uniform, fan-in or fan-out (snnc zoo --weight-profile)")
+    ap.add_argument("--weight-profile", default=None,
+                    help="layerwise, uniform, fan-in or fan-out (snnc zoo --weight-profile; default: the model's)")
     args = ap.parse_args(argv)
     results = {}
     for name in [m for m in args.models.split(",") if m]:
@@ -179,7 +181,7 @@ def main(argv=None) -> int:
     text = markdown(results)
     print(text)
     command = f"python bench/loas_table2.py --mode {args.mode}" + (
-        f" --weight-profile {args.weight_profile}" if args.weight_profile != "uniform" else "")
+        f" --weight-profile {args.weight_profile}" if args.weight_profile else "")
     Path(args.out).write_text(f"# LoAS Table II calibration (`{command}`)\n\n" + text, encoding="utf-8")
     return 0
 

@@ -94,9 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-out", help="also write a matching input npz")
     p.add_argument("--timesteps", type=int, default=None, help="T (default: the model's)")
     p.add_argument("--weight-sparsity", type=float, default=None, help="fraction of zero weights")
-    p.add_argument("--weight-profile", default="uniform",
-                   help="how the sparsity spreads over the layers: uniform (the same in each), fan-in or fan-out "
-                        "(global magnitude pruning of He-initialised layers; the size-weighted mean is the sparsity)")
+    p.add_argument("--weight-profile", default=None,
+                   help="how the sparsity spreads over the layers: layerwise (LoAS's logged work per layer; the "
+                        "default of the LoAS Table II models), uniform (the same in each; the others' default), "
+                        "fan-in or fan-out (global magnitude pruning of He-initialised layers)")
     p.add_argument("--spike-sparsity", type=float, default=None, help="target fraction of silent spikes")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--silent-ratio", type=float, default=None,

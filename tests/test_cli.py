@@ -62,7 +62,7 @@ def test_zoo_weight_profile(tmp_path, capsys):
     assert run_cli("zoo", "vgg-small", "-o", model, "--weight-profile", "fan-in", "--weight-sparsity", "0.7") == 0
     capsys.readouterr()
     assert run_cli("zoo", "vgg-small", "-o", tmp_path / "bad.onnx", "--weight-profile", "lth") == 1
-    assert "weight_profile must be one of uniform, fan-in, fan-out, got 'lth'" in one_error_line(capsys)
+    assert "weight_profile must be one of layerwise, uniform, fan-in, fan-out, got 'lth'" in one_error_line(capsys)
     assert not (tmp_path / "bad.onnx").exists()
 
 

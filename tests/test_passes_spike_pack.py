@@ -108,6 +108,6 @@ def test_packed_output_too_wide_for_the_sram_says_why():
 
     from passes_util import model
 
-    with pytest.raises(CompileError, match=r"'fc6': its spike-packed output is written by whole rows of all 1024 "
+    with pytest.raises(CompileError, match=r"'conv9': its spike-packed output is written by whole rows of all 512 "
                                            r"channels, and a 1-row tile of all of them needs \d+ bytes of SRAM"):
-        compile_model(model("alexnet-cifar10")[0], CompileOptions(passes="spike-pack"))
+        compile_model(model("vgg16-cifar10")[0], CompileOptions(passes="spike-pack"))

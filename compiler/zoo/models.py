@@ -3,22 +3,31 @@
 Contract
     build(name, *, timesteps=None, weight_sparsity=None, spike_sparsity=None, seed=0,
           form="unrolled", silent_ratio=None, input_scale=1.0, residual=None,
-          weight_profile="uniform")
+          weight_profile=None)
         -> (onnx.ModelProto, {graph input name: [T, B, ...] float32})
     build_network(...same options but form...) -> (Network, inputs)
     Same arguments => same model and inputs (numpy Generator seeded with `seed`).
     None means the model's default (ZOO[name]); silent_ratio None on a model without
     one means "not calibrated". input_scale < 1 shrinks the input (and so every map) of
     the models marked `scalable`; residual "add"/"or" picks SEW-ADD or SEW-OR.
-    weight_profile spreads the sparsity over the layers (WEIGHT_PROFILES): "uniform"
-    gives every weight layer `weight_sparsity`; "fan-in"/"fan-out" gives each layer the
-    sparsity of global magnitude pruning (`global_magnitude_sparsities`), so that the
-    mean over the layers, weighted by their sizes, is `weight_sparsity`.
+    weight_profile spreads the sparsity over the layers (WEIGHT_PROFILES):
+      "layerwise"  (the default of the LoAS Table II models) prunes each layer of the
+                   model's table to the matched work LoAS's own simulator logged for it
+                   (LOAS_MATCHED_WORK, `matched_work_sparsity` on the layer's real input
+                   spikes); the other layers get `weight_sparsity`;
+      "uniform"    (the default of the others, and whenever weight_sparsity is given)
+                   gives every weight layer `weight_sparsity`;
+      "fan-in"/"fan-out" gives each layer the sparsity of global magnitude pruning
+                   (`global_magnitude_sparsities`), so that the mean over the layers,
+                   weighted by their sizes, is `weight_sparsity`.
 
 Models
     mlp, vgg-small                    the spine's small models
-    alexnet-cifar10, vgg16-cifar10,   LoAS Table II workloads (T=4, 32x32x3), default
-    resnet19-cifar10                  sparsities = the table's (LOAS_TABLE_II)
+    alexnet-cifar10, vgg16-cifar10,   LoAS Table II workloads (T=4, 32x32x3): LoAS's
+    resnet19-cifar10                  architectures (RuokaiYin/LoAS archs/cifarsvhn), the
+                                      table's spike sparsities (LOAS_TABLE_II), each layer's
+                                      weights pruned to the work LoAS logged for it
+                                      (weight_profile "layerwise", LOAS_MATCHED_WORK)
     sew-resnet18-dvs                  STEMS SEW-ResNet-18, 128x128x2 events, T=16
     red-lif-gen4                      STEMS RED-LIF, 360x640x6 events, T=12
     spikformer-hff                    LoAS T-HFF layer 4x784x3072x3072
@@ -48,7 +57,7 @@ below (`_weights`, `_neuron`), and register it in `ZOO` with its defaults.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -79,6 +88,8 @@ class ZooConfig:
     residual: str = "add"  # SEW residual function: "add" or "or" (sew-resnet18-dvs)
     # per-layer sparsities of the profiled weight layers, in `_weights` call order (None: uniform)
     layer_sparsities: LayerSparsities | None = None
+    # weight_profile "layerwise": the matched work each named conv layer is pruned to (LOAS_MATCHED_WORK)
+    matched_work: Mapping[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +104,7 @@ class ZooModel:
     residual: str = "add"
     large: bool = False  # too big for the fast tests (bench / slow tests only)
     scalable: bool = False  # accepts input_scale < 1
+    matched_work: Mapping[str, int] | None = None  # per-layer table: weight_profile "layerwise" (the default)
 
 
 # ------------------------------------------------------------------------------------------
@@ -100,7 +112,56 @@ class ZooModel:
 # ------------------------------------------------------------------------------------------
 
 
-WEIGHT_PROFILES = ("uniform", "fan-in", "fan-out")
+WEIGHT_PROFILES = ("layerwise", "uniform", "fan-in", "fan-out")
+
+# LoAS's own simulator runs behind the Table II cycle counts (RuokaiYin/LoAS,
+# simulation_results/txt_results/snn_loas-mntk-normal_<model>_result.txt): `tot_comps` of every
+# simulated layer, i.e. its matched pairs (packed spike non-zero x weight non-zero, summed over
+# output positions and channels), by our layer name. Layer_1.. are the conv layers after the
+# first in forward order (ResNet19: conv_a, conv_b, then the 1x1 shortcut of each block).
+LOAS_MATCHED_WORK = {
+    "alexnet-cifar10": {"conv2": 83_910, "conv3": 82_081, "conv4": 212_801, "conv5": 80_686},
+    "vgg16-cifar10": {
+        "conv2": 1_862_513, "conv3": 743_284, "conv4": 1_576_105, "conv5": 561_394, "conv6": 734_258,
+        "conv7": 656_746, "conv8": 141_239, "conv9": 87_140, "conv10": 225_843, "conv11": 8_721,
+        "conv12": 4_148, "conv13": 7_505,
+    },
+    "resnet19-cifar10": {
+        "block1.conv_a": 1_042_562, "block1.conv_b": 1_390_301, "block1.down": 175_424,
+        "block2.conv_a": 2_158_304, "block2.conv_b": 1_538_389,
+        "block3.conv_a": 2_387_655, "block3.conv_b": 1_531_568,
+        "block4.conv_a": 503_941, "block4.conv_b": 706_920, "block4.down": 203_917,
+        "block5.conv_a": 1_022_469, "block5.conv_b": 1_494_920,
+        "block6.conv_a": 814_046, "block6.conv_b": 4_037_375,
+        "block7.conv_a": 129_176, "block7.conv_b": 46_579, "block7.down": 64_350,
+        "block8.conv_a": 73_194, "block8.conv_b": 132_661,
+    },
+}
+
+
+def packed_im2col_columns(spikes: np.ndarray, kernel: int, stride: int, pad: int) -> np.ndarray:
+    """Per column k = (input channel, ky, kx) of a conv layer's packed im2col spike matrix
+    [M, K]: how many output positions see a neuron there that fires at some step (padding
+    is zero). spikes: [T, 1, C, H, W] -> int64 [C, kernel, kernel]."""
+    fired = np.pad(spikes.any(axis=0)[0], ((0, 0), (pad, pad), (pad, pad)))
+    out_h = (fired.shape[1] - kernel) // stride + 1
+    out_w = (fired.shape[2] - kernel) // stride + 1
+    columns = np.zeros((fired.shape[0], kernel, kernel), dtype=np.int64)
+    for ky in range(kernel):
+        for kx in range(kernel):
+            window = fired[:, ky:ky + stride * (out_h - 1) + 1:stride, kx:kx + stride * (out_w - 1) + 1:stride]
+            columns[:, ky, kx] = window.sum(axis=(1, 2))
+    return columns
+
+
+def matched_work_sparsity(nonzeros: int, channels: int, size: int, matched: int) -> float:
+    """The sparsity that prunes a layer to `matched` expected matched pairs on its input.
+
+    With `nonzeros` packed im2col non-zeros and zeros placed at random, each meets
+    density x `channels` non-zero weights: matched = nonzeros x channels x density.
+    Clamped so that the layer keeps at least one weight."""
+    density = matched / max(1, nonzeros * channels)
+    return float(min(max(1.0 - density, 0.0), 1.0 - 1.0 / size))
 
 
 class LayerSparsities:
@@ -380,6 +441,20 @@ OUTPUT_BETA = 0.5
 LONG_BETA = 0.5
 
 
+def _conv_weights(
+    net: Network, cfg: ZooConfig, inputs: dict[str, np.ndarray], x: Value, cout: int, name: str,
+    kernel: int, stride: int, pad: int, sparsity: float | None = None,
+) -> np.ndarray:
+    """A conv weight [cout, cin, k, k]; under weight_profile "layerwise" a layer of the
+    model's table is pruned to its logged matched work on the spikes it really gets."""
+    shape = (cout, x.shape[1], kernel, kernel)
+    matched = cfg.matched_work.get(name) if cfg.matched_work else None
+    if matched is not None:
+        nonzeros = int(packed_im2col_columns(net.evaluate(inputs)[x], kernel, stride, pad).sum())
+        sparsity = matched_work_sparsity(nonzeros, cout, int(np.prod(shape)), matched)
+    return _weights(cfg, shape, sparsity)
+
+
 def _conv_lif(
     net: Network, cfg: ZooConfig, inputs: dict[str, np.ndarray], x: Value, cout: int, name: str,
     *, kernel: int = 3, stride: int = 1, pad: int | None = None, first: bool = False,
@@ -389,9 +464,9 @@ def _conv_lif(
     sparsity = min(cfg.weight_sparsity, FIRST_LAYER_MAX_SPARSITY) if first else None
     if first and beta is not None:
         beta = FIRST_BETA
-    weight = _weights(cfg, (cout, x.shape[1], kernel, kernel), sparsity)
-    h = net.conv2d(x, weight, _bias(cfg, cout), strides=stride,
-                   pads=kernel // 2 if pad is None else pad, name=name)
+    pad = kernel // 2 if pad is None else pad
+    weight = _conv_weights(net, cfg, inputs, x, cout, name, kernel, stride, pad, sparsity)
+    h = net.conv2d(x, weight, _bias(cfg, cout), strides=stride, pads=pad, name=name)
     spikes, _ = _neuron(net, cfg, inputs, h, beta=beta, name=f"{name}.lif")
     return spikes
 
@@ -416,22 +491,24 @@ def _classifier(
 
 
 def _build_alexnet(cfg: ZooConfig) -> tuple[Network, dict[str, np.ndarray]]:
-    """AlexNet for CIFAR-10, 7 weight layers (5 conv + 2 dense); conv4 is LoAS's A-L4
-    (T=4, M=8x8=64, N=256, K=384*9=3456)."""
+    """AlexNet for CIFAR-10 as LoAS simulates it (RuokaiYin/LoAS archs/cifarsvhn/alexnet.py):
+    conv1 3->64 stride 2 (16x16), 2x2 max-pool, then conv2-conv5 (192, 384, 256, 256) all on
+    the 8x8 map (its forward feeds conv3 the un-pooled conv2 spikes), 2x2 max-pool, 2x2
+    average pool (4x4 -> 2x2, multi-bit), dense 1024 -> 10. 6 weight layers; conv4 is
+    LoAS's A-L4 (T=4, M=8x8=64, N=256, K=384*9=3456)."""
     net = Network(cfg.timesteps, name="alexnet_cifar10")
     inputs = {"image": _analog_input(cfg, (1, 3, 32, 32))}
     x = net.input("image", (1, 3, 32, 32))
-    s = _conv_lif(net, cfg, inputs, x, 64, "conv1", first=True)
-    s = net.max_pool2d(s, 2, name="pool1")  # 16x16
+    s = _conv_lif(net, cfg, inputs, x, 64, "conv1", stride=2, first=True)  # 16x16
+    s = net.max_pool2d(s, 2, name="pool1")  # 8x8
     s = _conv_lif(net, cfg, inputs, s, 192, "conv2")
-    s = net.max_pool2d(s, 2, name="pool2")  # 8x8
     s = _conv_lif(net, cfg, inputs, s, 384, "conv3")
     s = _conv_lif(net, cfg, inputs, s, 256, "conv4")
     s = _conv_lif(net, cfg, inputs, s, 256, "conv5")
     s = net.max_pool2d(s, 2, name="pool3")  # 4x4
-    s = net.flatten(s, name="flatten")
-    s = _dense_lif(net, cfg, inputs, s, 1024, "fc6")
-    _classifier(net, cfg, inputs, s, name="fc7")
+    a = net.avg_pool2d(s, 2, name="avgpool")  # 2x2, multi-bit
+    f = net.flatten(a, name="flatten")
+    _classifier(net, cfg, inputs, f, name="fc6")
     return net, inputs
 
 
@@ -462,11 +539,11 @@ def _basic_block(net: Network, cfg: ZooConfig, inputs, s, channels: int, stride:
     1x1 conv: strided and learned when the shape changes, else identity weights (1 = 2^0,
     exact), so the residual sum of two synapses is one accumulator group when lowered."""
     a = _conv_lif(net, cfg, inputs, s, channels, f"{name}.conv_a", stride=stride)
-    h = net.conv2d(a, _weights(cfg, (channels, channels, 3, 3)), _bias(cfg, channels),
-                   pads=1, name=f"{name}.conv_b")
+    h = net.conv2d(a, _conv_weights(net, cfg, inputs, a, channels, f"{name}.conv_b", 3, 1, 1),
+                   _bias(cfg, channels), pads=1, name=f"{name}.conv_b")
     if stride != 1 or s.shape[1] != channels:
-        shortcut = net.conv2d(s, _weights(cfg, (channels, s.shape[1], 1, 1)), None,
-                              strides=stride, name=f"{name}.down")
+        shortcut = net.conv2d(s, _conv_weights(net, cfg, inputs, s, channels, f"{name}.down", 1, stride, 0),
+                              None, strides=stride, name=f"{name}.down")
     else:
         identity = np.eye(channels, dtype=np.float32).reshape(channels, channels, 1, 1)
         shortcut = net.conv2d(s, identity, None, name=f"{name}.identity")
@@ -476,11 +553,12 @@ def _basic_block(net: Network, cfg: ZooConfig, inputs, s, channels: int, stride:
 
 
 def _build_resnet19(cfg: ZooConfig) -> tuple[Network, dict[str, np.ndarray]]:
-    """ResNet19 for CIFAR-10 (tdBN layout): conv1 (128) + 3/3/2 basic blocks of
-    128/256/512 channels + dense-256 + dense-10 = 19 weight layers (the two 1x1
-    downsampling shortcuts are not counted). A block is
-    LIF(conv_b(LIF(conv_a(x))) + shortcut(x)); the stage-3 entry conv is LoAS's
-    R-L19 shape (T=4, M=4x4=16, N=512, K=256*9=2304).
+    """ResNet19 for CIFAR-10 as LoAS simulates it (RuokaiYin/LoAS archs/cifarsvhn/resnet.py):
+    conv1 3->64 on the 32x32 map + 3/3/2 basic blocks of 128/256/512 channels, each stage
+    entered with stride 2 and a learned 1x1 shortcut (16x16, 8x8, 4x4), average pool to
+    1x1, dense-256 + dense-10 = 19 weight layers (the three 1x1 shortcuts are not counted).
+    A block is LIF(conv_b(LIF(conv_a(x))) + shortcut(x)); the stage-3 entry conv is
+    LoAS's R-L19 shape (T=4, M=4x4=16, N=512, K=256*9=2304).
 
     The identity shortcut is an explicit 1x1 conv with identity weights (1 = 2^0,
     exact), so the residual sum of two synapses is one accumulator group in the
@@ -488,14 +566,12 @@ def _build_resnet19(cfg: ZooConfig) -> tuple[Network, dict[str, np.ndarray]]:
     net = Network(cfg.timesteps, name="resnet19_cifar10")
     inputs = {"image": _analog_input(cfg, (1, 3, 32, 32))}
     x = net.input("image", (1, 3, 32, 32))
-    s = _conv_lif(net, cfg, inputs, x, 128, "conv1", first=True)
-    s = net.max_pool2d(s, 2, name="pool1")  # 16x16
+    s = _conv_lif(net, cfg, inputs, x, 64, "conv1", first=True)  # 32x32
     index = 0
     for channels, blocks in ((128, 3), (256, 3), (512, 2)):
         for b in range(blocks):
             index += 1
-            s = _basic_block(net, cfg, inputs, s, channels, 2 if b == 0 and channels != 128 else 1,
-                             f"block{index}")
+            s = _basic_block(net, cfg, inputs, s, channels, 2 if b == 0 else 1, f"block{index}")
     a = net.avg_pool2d(s, 4, name="avgpool")  # 512 x 1 x 1, multi-bit
     f = net.flatten(a, name="flatten")
     f = _dense_lif(net, cfg, inputs, f, 256, "fc18")
@@ -635,16 +711,19 @@ ZOO: dict[str, ZooModel] = {
         _build_vgg_small,
     ),
     "alexnet-cifar10": ZooModel(
-        "alexnet-cifar10", "AlexNet (5 conv + 2 dense) on CIFAR-10 32x32x3, LoAS Table II sparsities (T=4)",
-        _build_alexnet, 4, *LOAS_TABLE_II["alexnet-cifar10"],
+        "alexnet-cifar10", "AlexNet (5 conv + dense) on CIFAR-10 32x32x3, LoAS Table II sparsities, "
+        "LoAS's per-layer work (T=4)",
+        _build_alexnet, 4, *LOAS_TABLE_II["alexnet-cifar10"], matched_work=LOAS_MATCHED_WORK["alexnet-cifar10"],
     ),
     "vgg16-cifar10": ZooModel(
-        "vgg16-cifar10", "VGG16 (13 conv + dense) on CIFAR-10 32x32x3, LoAS Table II sparsities (T=4)",
-        _build_vgg16, 4, *LOAS_TABLE_II["vgg16-cifar10"],
+        "vgg16-cifar10", "VGG16 (13 conv + dense) on CIFAR-10 32x32x3, LoAS Table II sparsities, "
+        "LoAS's per-layer work (T=4)",
+        _build_vgg16, 4, *LOAS_TABLE_II["vgg16-cifar10"], matched_work=LOAS_MATCHED_WORK["vgg16-cifar10"],
     ),
     "resnet19-cifar10": ZooModel(
-        "resnet19-cifar10", "ResNet19 (conv + 8 basic blocks + 2 dense) on CIFAR-10, LoAS Table II sparsities (T=4)",
-        _build_resnet19, 4, *LOAS_TABLE_II["resnet19-cifar10"],
+        "resnet19-cifar10", "ResNet19 (conv + 8 basic blocks + 2 dense) on CIFAR-10, LoAS Table II sparsities, "
+        "LoAS's per-layer work (T=4)",
+        _build_resnet19, 4, *LOAS_TABLE_II["resnet19-cifar10"], matched_work=LOAS_MATCHED_WORK["resnet19-cifar10"],
     ),
     "sew-resnet18-dvs": ZooModel(
         "sew-resnet18-dvs", "STEMS SEW-ResNet-18, CIFAR10-DVS 128x128x2 events, 7 SEW blocks + 2x2 spike "
@@ -671,7 +750,7 @@ ZOO: dict[str, ZooModel] = {
 def build_network(
     name: str, *, timesteps: int | None = None, weight_sparsity: float | None = None,
     spike_sparsity: float | None = None, seed: int = 0, silent_ratio: float | None = None,
-    input_scale: float = 1.0, residual: str | None = None, weight_profile: str = "uniform",
+    input_scale: float = 1.0, residual: str | None = None, weight_profile: str | None = None,
 ) -> tuple[Network, dict[str, np.ndarray]]:
     """The zoo model as a `Network` (before export) and its inputs.
 
@@ -679,8 +758,10 @@ def build_network(
     input_scale    spatial scale of the input, e.g. 0.25 (red-lif-gen4, sew-resnet18-dvs,
                    resnet18-imagenet; others accept only 1.0)
     residual       "add" or "or" (the SEW residual of sew-resnet18-dvs)
-    weight_profile "uniform", "fan-in" or "fan-out" (WEIGHT_PROFILES; see the module doc).
-                   A profile builds the model twice: a dry run lists its weight layers.
+    weight_profile "layerwise", "uniform", "fan-in" or "fan-out" (WEIGHT_PROFILES; see the
+                   module doc). Default: "layerwise" for a model with a per-layer table
+                   (the LoAS Table II models) unless weight_sparsity is given, else "uniform".
+                   fan-in / fan-out build the model twice: a dry run lists its weight layers.
     """
     if name not in ZOO:
         raise FrontendError(f"unknown zoo model '{name}' (known: {', '.join(sorted(ZOO))})")
@@ -710,10 +791,17 @@ def build_network(
         raise FrontendError(f"zoo model '{name}' has a fixed input size (input_scale must be 1)")
     if cfg.residual not in ("add", "or"):
         raise FrontendError(f"zoo model '{name}': residual must be 'add' or 'or', got {cfg.residual!r}")
+    if weight_profile is None:
+        weight_profile = "layerwise" if entry.matched_work and weight_sparsity is None else "uniform"
     if weight_profile not in WEIGHT_PROFILES:
         raise FrontendError(f"zoo model '{name}': weight_profile must be one of {', '.join(WEIGHT_PROFILES)}, "
                             f"got {weight_profile!r}")
-    if weight_profile != "uniform":
+    if weight_profile == "layerwise":
+        if not entry.matched_work:
+            raise FrontendError(f"zoo model '{name}' has no per-layer table for weight_profile 'layerwise' "
+                                "(the LoAS Table II models have one)")
+        cfg = replace(cfg, matched_work=entry.matched_work)
+    elif weight_profile != "uniform":
         # the dry run draws from its own generator, so the real build draws the same numbers
         plan = LayerSparsities(cfg.weight_sparsity)
         entry.builder(replace(cfg, rng=np.random.default_rng(seed), layer_sparsities=plan))
@@ -726,7 +814,7 @@ def build(
     name: str, *, timesteps: int | None = None, weight_sparsity: float | None = None,
     spike_sparsity: float | None = None, seed: int = 0, form: str = "unrolled",
     silent_ratio: float | None = None, input_scale: float = 1.0, residual: str | None = None,
-    weight_profile: str = "uniform",
+    weight_profile: str | None = None,
 ) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     """The zoo model `name` as canonical ONNX (`form` "unrolled" or "scan") and its inputs."""
     net, inputs = build_network(
