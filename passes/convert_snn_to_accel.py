@@ -40,7 +40,8 @@ Lowering (layer by layer; every stored feature map lives in DRAM):
   * Tiles: all channels or channel slices (multiples of 8) x output-row slices,
     chosen to fit the SRAM with double-buffered input/accumulator/output buffers
     (and double-buffered weights when the layer needs several channel tiles, so
-    the next tile's weights can load during this one: see dma-prefetch);
+    the next tile's weights can load during this one: see dma-prefetch); for FTP
+    the row count with the fewest TPPE rounds (`_row_rounds`), the most rows on ties;
     FTP order: for each output tile, all T timesteps in lane groups of
     `timestep_lanes`, LIF state kept in SRAM between groups (the visit with
     t0 = 0 starts from rest and only writes the state).
@@ -82,6 +83,7 @@ import numpy as np
 from snnc.backend import isa
 from snnc.backend.errors import CompileError
 from snnc.backend.hwconfig import HwConfig, load_hw
+from snnc.backend.pe_array import visit_rounds
 from snnc.backend.isa import (
     Dataflow,
     Format,
@@ -867,6 +869,11 @@ def _row_tiles(height: int, rows: int) -> list[tuple[int, int]]:
     return [(r, min(rows, height - r)) for r in range(0, height, rows)]
 
 
+def _row_rounds(height: int, rows: int, width: int, chs: int, pes: int) -> float:
+    """TPPE rounds of one channel tile's row tiles (`pe_array.visit_rounds`, FTP: a stream per position)."""
+    return sum(visit_rounds(n * width, chs, pes) for _, n in _row_tiles(height, rows))
+
+
 def _lane_groups(timesteps: int, lanes: int) -> list[tuple[int, int]]:
     return [(t, min(lanes, timesteps - t)) for t in range(0, timesteps, lanes)]
 
@@ -1279,7 +1286,7 @@ class _Lowering:
         # output channel's fiber bytes size the weight buffers
         fiber_bytes = [_fiber_bytes(q, weight_bytes) for q in weights_int] if compressed else None
         tiling = self._choose_group_tiles(step, weight_bytes, len(params) * 4, where, allow_bands=not chunked,
-                                          fiber_bytes=fiber_bytes)
+                                          fiber_bytes=fiber_bytes, round_aware=dataflow == Dataflow.FTP)
         if tiling["bands"] is not None:  # streamed in row bands: the band buffer holds dense weights
             syns, weights_int = _split_into_bands(syns[0], weights_int[0], tiling["bands"])
             step.synapses = syns
@@ -1364,7 +1371,12 @@ class _Lowering:
         return total
 
     def _choose_group_tiles(self, step: GroupStep, weight_bytes: int, param_bytes: int, where: str,
-                            allow_bands: bool = True, fiber_bytes: list[np.ndarray] | None = None) -> dict:
+                            allow_bands: bool = True, fiber_bytes: list[np.ndarray] | None = None,
+                            round_aware: bool = False) -> dict:
+        """The tile shape: the most channels, then the most rows that fit the SRAM.
+        `round_aware` (FTP: a TPPE per output position): among the row counts that fit,
+        the fewest TPPE rounds over the layer's row tiles (`_row_rounds`), the most rows on
+        ties: 8-wide rows in tiles of 3 leave half of every second round idle, tiles of 2 do not."""
         out_cs = _pad8(step.out_c)
         chs_options = sorted({_pad8(-(-out_cs // k)) for k in range(1, out_cs // 8 + 1)}, reverse=True)
         if step.spikes_out is not None and step.spikes_out.fmt == Format.SPIKE_BITMASK:
@@ -1377,6 +1389,11 @@ class _Lowering:
                 for rows in range(min(step.out_h, self.tile_rows or step.out_h), 0, -1):
                     sizes = self._group_buffers(step, weight_bytes, param_bytes, rows, chs, fiber_bytes=fiber_bytes)
                     if self._fits(sizes, copies, w_copies) <= self.avail:
+                        if round_aware:  # fewer rows need less SRAM: all of 1..rows fit too
+                            pes = self.o.hw.compute.num_pes
+                            rows = min(range(rows, 0, -1), key=lambda r: _row_rounds(step.out_h, r, step.out_w, chs, pes))
+                            sizes = self._group_buffers(step, weight_bytes, param_bytes, rows, chs,
+                                                        fiber_bytes=fiber_bytes)
                         return dict(rows=rows, chs=chs, copies=copies, w_copies=w_copies, sizes=sizes, bands=None)
         synapse = step.synapses[0]
         if allow_bands and len(step.synapses) == 1 and synapse.whole_map_kernel and synapse.in_h > 1:

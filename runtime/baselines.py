@@ -34,7 +34,7 @@ are those of LoAS's simulator:
 A visit of the FTP-tiled program can have fewer channels (IP_SEQ, OP) or positions
 (GUST) than PEs. The scheduler then splits the other dimension into G contiguous
 groups and a PE owns (channel, position group) or (position, channel group), with G
-from `timing.split_factor`, the rule the FTP model uses for its fiber-B groups; LoAS's
+from `pe_array.split_factor` (snnc.backend), the rule the FTP model uses for its fiber-B groups; LoAS's
 simulator never meets such visits (it times whole layers), and bench/loas_formula.py
 calls the tile helpers without a split.
 `pe_imbalance` = sum over tiles of (slowest PE - mean PE) work.
@@ -50,7 +50,8 @@ import numpy as np
 
 from snnc.backend.hwconfig import HwConfig
 from snnc.backend.isa import Dataflow
-from snnc.runtime.timing import SynTiming, split_factor
+from snnc.backend.pe_array import split_factor
+from snnc.runtime.timing import SynTiming
 
 PSUM_BYTES = 4  # the int32 accumulator of the ISA (isa.py acc_addr)
 CSR_COORD_BYTES = 2  # a 16-bit coordinate per spike (K, M < 65536)
@@ -119,7 +120,7 @@ def pe_per_channel(lanes: np.ndarray, nzw: np.ndarray, positions: int, k_chunk: 
     PE work in a tile = sum_{m, k in tile} A_t[m,k] B[n,k]: the spike counts of the
     tile's rows per k, times the channel's bitmask (one float32 GEMM per K-chunk;
     counts < 2**24 are exact). `split` G > 1: each tile's positions are cut into G
-    contiguous groups and a PE owns (n, group) (`timing.split_factor`: fewer
+    contiguous groups and a PE owns (n, group) (`pe_array.split_factor`: fewer
     channels than fill the PEs)."""
     nt, m_pos, _ = lanes.shape
     a = _pad(_pad(lanes, 1, positions), 2, k_chunk)
@@ -145,7 +146,7 @@ def pe_per_position(lanes: np.ndarray, nzw: np.ndarray, k_chunk: int, channels: 
 
     PE work in a tile = sum_{k in tile} A_t[m,k] * #n in tile(B[n,k]). `split` G > 1:
     each tile's channels are cut into G contiguous groups and a PE owns (m, group)
-    (`timing.split_factor`: fewer positions than fill the PEs)."""
+    (`pe_array.split_factor`: fewer positions than fill the PEs)."""
     nt, m_pos, _ = lanes.shape
     a = _pad(lanes, 2, k_chunk)
     chunks = a.shape[2] // k_chunk

@@ -40,6 +40,7 @@ import numpy as np
 
 from snnc.backend.hwconfig import HwConfig
 from snnc.backend.isa import Dataflow
+from snnc.backend.pe_array import split_factor
 from snnc.runtime import memory, tppe
 
 ENGINES = ("dma", "compute", "neuron")  # issue queues that run concurrently (CONTRACT)
@@ -65,25 +66,6 @@ def rounds_of(work: np.ndarray, pes: int) -> np.ndarray:
     if pad:
         work = np.concatenate([work, np.zeros(pad, dtype=np.int64)])
     return work.reshape(-1, pes).max(axis=1) if work.size else work
-
-
-def split_factor(items: int, other: int, pes: int) -> int:
-    """G: into how many contiguous groups the scheduler splits the other operand
-    dimension (`other` long) when `items` work units do not fill one round of `pes`
-    PEs, so that the items x G units fill whole rounds: it minimises the rounds per
-    unit of work, ceil(items * G / pes) / G, over G in 1..min(other, pes), the
-    smallest G on ties. 16 PEs: 8 items -> 2, 12 -> 4 (three full rounds instead of
-    one with four idle PEs), 1 -> 16. Items that fill a round are not split (G = 1):
-    more streams would add each stream's start-up (the laggy prefix-sum's first
-    run) for a smaller gain."""
-    if items >= pes or items <= 0:
-        return 1
-    best, best_rounds = 1, 1
-    for g in range(2, min(other, pes) + 1):
-        rounds = math.ceil(items * g / pes)
-        if rounds * best < best_rounds * g:
-            best, best_rounds = g, rounds
-    return best
 
 
 def imbalance(work: np.ndarray, pes: int) -> int:

@@ -96,6 +96,36 @@ def test_dataflow_models_count_by_hand():
     assert op.dram_extra["psums"] == 0  # 2*2*2*4 B of psums fit
 
 
+def test_visit_rounds_in_whole_operand_rounds():
+    from snnc.backend.pe_array import visit_rounds
+
+    # 16 PEs: 16 positions fill a round; 8 are split in 2 groups (half the work per stream);
+    # 24 need a second round that is half idle; 12 are split in 4 groups: 3 rounds of a quarter
+    assert [visit_rounds(m, 64, 16) for m in (16, 8, 24, 12, 32)] == [1.0, 0.5, 2.0, 0.75, 2.0]
+
+
+def test_round_aware_rows():
+    """FTP visits of an 8-wide map: rows in tiles of 3 (24 positions) leave half of every
+    second TPPE round idle; tiles of 2 or 4 fill them (`_row_rounds`). The lowering takes the
+    most rows among those with the fewest rounds: AlexNet conv2 (8x8) in visits of 2 rows."""
+    from snnc.passes.convert_snn_to_accel import _row_rounds
+
+    assert _row_rounds(8, 3, 8, 192, 16) == 5.0  # tiles 3, 3, 2: 2 + 2 + 1 rounds
+    assert _row_rounds(8, 2, 8, 192, 16) == 4.0 == _row_rounds(8, 4, 8, 192, 16) == _row_rounds(8, 1, 8, 192, 16)
+    assert _row_rounds(32, 3, 32, 64, 16) == _row_rounds(32, 2, 32, 64, 16) == 64.0  # 32-wide rows always fill
+
+    from snnc.backend.binformat import decode_instructions
+    from snnc.backend.isa import Opcode
+    from snnc.compiler.pipeline import CompileOptions, compile_model
+    from snnc.compiler.zoo import build
+
+    image = compile_model(build("alexnet-cifar10")[0], CompileOptions()).image
+    conv2 = image.layer_names.index("conv2")
+    rows = {fields["rows"] for spec, fields in decode_instructions(image)
+            if spec.opcode == Opcode.SYN and fields["layer"] == conv2}
+    assert rows == {2}
+
+
 def test_split_factor_fills_whole_rounds():
     # G minimises rounds per unit of work, ceil(items * G / pes) / G; the smallest G on ties
     assert [timing.split_factor(m, 64, 16) for m in (1, 2, 4, 8, 12, 15, 16, 20, 24, 64)] == [16, 8, 4, 2, 4, 16, 1, 1, 1, 1]

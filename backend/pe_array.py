@@ -1,0 +1,39 @@
+"""How the PE array deals a SYN visit's work to its PEs: one rule for the timing model
+(runtime/timing.py, runtime/baselines.py) and the lowering's tile choice
+(passes/convert_snn_to_accel.py), so the compiler plans for what the hardware does.
+
+A visit hands the array `items` work units (FTP: output positions, one TPPE stream each)
+against `other` units of the second operand (FTP: fiber-Bs). Streams are dealt to the
+`pes` PEs in rounds; a round lasts its slowest PE. Imports only the standard library.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def split_factor(items: int, other: int, pes: int) -> int:
+    """G: into how many contiguous groups the scheduler splits the other operand
+    dimension (`other` long) when `items` work units do not fill one round of `pes`
+    PEs, so that the items x G units fill whole rounds: it minimises the rounds per
+    unit of work, ceil(items * G / pes) / G, over G in 1..min(other, pes), the
+    smallest G on ties. 16 PEs: 8 items -> 2, 12 -> 4 (three full rounds instead of
+    one with four idle PEs), 1 -> 16. Items that fill a round are not split (G = 1):
+    more streams would add each stream's start-up (the laggy prefix-sum's first
+    run) for a smaller gain."""
+    if items >= pes or items <= 0:
+        return 1
+    best, best_rounds = 1, 1
+    for g in range(2, min(other, pes) + 1):
+        rounds = math.ceil(items * g / pes)
+        if rounds * best < best_rounds * g:
+            best, best_rounds = g, rounds
+    return best
+
+
+def visit_rounds(items: int, other: int, pes: int) -> float:
+    """Rounds of a visit in units of whole-operand rounds: ceil(items * G / pes) / G with
+    G = split_factor (a round of G-split streams does 1/G of the work). 16 PEs: 16 and 8
+    items -> 1 and 0.5; 24 items -> 2 (the second round half idle)."""
+    groups = split_factor(items, other, pes)
+    return math.ceil(items * groups / pes) / groups
