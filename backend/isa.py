@@ -170,6 +170,23 @@ def fiber_dma_hull(dram_addr: int, fibers: int, elems: int, elem_bits: int, flag
     return dram_addr + fibers * fiber_slot_bytes(elems, elem_bits)
 
 
+HAZARD_ROWS = 16  # a strided DMA of more rows is ordered by its hull (conservative)
+
+
+def strided_ranges(addr: int, rows: int, row_bytes: int, stride: int) -> list[tuple[int, int]]:
+    """The byte ranges [lo, hi) of `rows` rows of `row_bytes` at `addr + i * stride`, as the
+    DMA engine orders transfers by them (docs/isa.md "Timing model"): one per row, one in all
+    when the rows touch, their hull beyond HAZARD_ROWS rows."""
+    if rows <= 0 or row_bytes <= 0:
+        return []
+    last = addr + (rows - 1) * stride
+    if rows == 1 or stride == row_bytes:
+        return [(addr, last + row_bytes)]
+    if rows > HAZARD_ROWS or stride < row_bytes:
+        return [(min(addr, last), max(addr, last) + row_bytes)]
+    return [(addr + i * stride, addr + i * stride + row_bytes) for i in range(rows)]
+
+
 @dataclass(frozen=True)
 class Field:
     name: str

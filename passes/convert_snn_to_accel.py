@@ -850,15 +850,32 @@ class _Emitter:
 
 
 class _SramPlan:
-    """A bump allocator over SRAM for one layer."""
+    """A bump allocator over the SRAM [0, limit) a layer may use: upwards from 0, or
+    downwards from `limit` for every other layer. Consecutive layers then start at
+    opposite ends, so the next layer's parameters, weights and first buffers need not
+    overlap the buffers the previous layer's last tile uses (the set allocated first,
+    nearest its end: `_last_first`), and dma-prefetch can load them while it runs."""
 
-    def __init__(self) -> None:
-        self.top = 0
+    def __init__(self, limit: int = 0, descending: bool = False) -> None:
+        self.descending = descending
+        self.top = limit // SRAM_ALIGN * SRAM_ALIGN if descending else 0
 
     def take(self, size: int) -> int:
+        if self.descending:
+            self.top = (self.top - max(size, 1)) // SRAM_ALIGN * SRAM_ALIGN
+            assert self.top >= 0, "the tile sizes were checked against the SRAM (_fits)"
+            return self.top
         addr = self.top
         self.top = _align(self.top + max(size, 1), SRAM_ALIGN)
         return addr
+
+
+def _last_first(sets: list[dict], visits: int) -> list[dict]:
+    """The buffer sets rotated so that visit `visits - 1`, the last (visit i uses set
+    i % len), gets the set allocated first: the one nearest the layer's end of the SRAM,
+    away from where the next layer starts (`_SramPlan`)."""
+    n = len(sets)
+    return [sets[(i - (visits - 1)) % n] for i in range(n)] if n else sets
 
 
 def _channel_tiles(cs: int, chs: int) -> list[tuple[int, int]]:
@@ -1099,6 +1116,8 @@ class _Lowering:
                 self.work.append(self._pool_layer(step))
             else:
                 self.work.append(self._add_layer(step))
+            # every other layer allocates its SRAM from the top of what it may use (_SramPlan)
+            self.work[-1]["sram_plan"] = (self.avail, len(self.work) % 2 == 0)
         # 2. DRAM: constants, then I/O and intermediate feature maps in creation order.
         top = self.consts.top
         for fm in self.a.fmaps:
@@ -1436,12 +1455,17 @@ class _Lowering:
         step: GroupStep = w["step"]
         tiling = w["tiling"]
         sizes, copies = tiling["sizes"], tiling["copies"]
-        plan = _SramPlan()
+        plan = _SramPlan(*w["sram_plan"])
         single = {name: plan.take(size) for name, size in sizes.items() if name == "params"}
         weight_bufs = {name: [plan.take(size) for _ in range(tiling["w_copies"])]
                        for name, size in sizes.items() if name.startswith("w")}
         sets = [{name: plan.take(size) for name, size in sizes.items() if name not in single and name not in weight_bufs}
                 for _ in range(copies)]
+        k_count = len(step.synapses) if tiling["psum"] is not None else 1
+        visits = k_count * len(_channel_tiles(w["out_cs"], tiling["chs"])) * step.batch * sum(
+            len(_row_tiles(step.out_h, tiling["rows"])) * len(_lane_groups(tbn, step.lanes))
+            for _, tbn in tiling["batches"])
+        sets = _last_first(sets, visits)
         resident = [plan.take(sizes["state"]) for _ in range(tiling["tiles"])] if tiling["state"] == "resident" else []
         em = self.emitter
         em.dma(True, w["p_addr"], single["params"], w["p_bytes"], 1, 0, 0)
@@ -1578,11 +1602,12 @@ class _Lowering:
     def _schedule_pool(self, w: dict) -> None:
         step: PoolStep = w["step"]
         src, out = step.src, step.out
-        plan = _SramPlan()
+        plan = _SramPlan(*w["sram_plan"])
         sets = [{name: plan.take(size) for name, size in w["sizes"].items()} for _ in range(2)]
         em, lanes, iteration = self.emitter, min(self.o.lanes, self.T), 0
         if out.fmt == Format.SPIKE_BITMASK:
             lanes = self.T
+        sets = _last_first(sets, src.batch * len(_row_tiles(out.height, w["rows"])) * len(_lane_groups(self.T, lanes)))
         for b in range(src.batch):
             for row0, rows in _row_tiles(out.height, w["rows"]):
                 in_row0, in_rows = _input_rows(row0, rows, w["sh"], w["pad_top"], w["kh"], 1, src.height)
@@ -1625,9 +1650,11 @@ class _Lowering:
 
     def _schedule_add(self, w: dict) -> None:
         step: AddStep = w["step"]
-        plan = _SramPlan()
+        plan = _SramPlan(*w["sram_plan"])
         sets = [{name: plan.take(size) for name, size in w["sizes"].items()} for _ in range(2)]
         em, lanes, iteration = self.emitter, min(self.o.lanes, self.T), 0
+        sets = _last_first(sets, step.out.batch * len(_row_tiles(step.out.height, w["rows"]))
+                           * len(_lane_groups(self.T, lanes)))
         for bi in range(step.out.batch):
             for row0, rows in _row_tiles(step.out.height, w["rows"]):
                 for t0, nt in _lane_groups(self.T, lanes):

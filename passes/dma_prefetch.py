@@ -10,16 +10,15 @@ are double-buffered. This pass reschedules the instruction stream so they do.
 CONTRACT
   Requires: accel-level IR (after convert-snn-to-accel): one accel.program.
   Guarantees:
-    * BARRIERs that only order SRAM accesses are removed: the accelerator's
-      scoreboard already orders every read/write of overlapping SRAM ranges
-      (RAW, WAR, WAW). A BARRIER is kept when a DMA load after it (up to the next
-      BARRIER) reads DRAM bytes that a DMA store since the last kept BARRIER
-      writes: DRAM hazards are not tracked by the scoreboard.
+    * BARRIERs are removed: the accelerator's scoreboard orders every access to
+      overlapping SRAM ranges and every DMA transfer to overlapping DRAM ranges
+      (RAW, WAR, WAW; docs/isa.md "Timing model"), so a layer's first tiles can
+      start while the previous layer's last tiles finish.
     * Every DMA load (dma.load, dma.load_bm) moves up in program order past the
-      instructions it is independent of: it stops below a BARRIER, an earlier DMA
-      load (loads keep their order, so the DMA queue fetches in need order), any
-      instruction touching an SRAM range that overlaps the load's destination, and
-      any DMA store whose DRAM range overlaps the load's source.
+      instructions it is independent of: it stops below an earlier DMA load (loads
+      keep their order, so the DMA queue fetches in need order), any instruction
+      touching an SRAM range that overlaps the load's destination, and any DMA
+      store writing DRAM bytes the load reads (`dram_ranges`, row by row).
     * Values are unchanged: no data dependence is reordered, so the simulator's
       outputs are identical (tests/test_passes_dma_prefetch.py); only the cycle
       counts change (fewer `dependency` stalls).
@@ -28,7 +27,6 @@ CONTRACT
 
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -45,18 +43,17 @@ STORES = (accel.DmaStoreOp, accel.DmaStoreBmOp)
 Range = tuple[int, int]
 
 
-def dram_range(op: accel.InstructionOp) -> Range | None:
-    """The DRAM bytes [lo, hi) a DMA instruction reads or writes (its hull for strided rows)."""
+def dram_ranges(op: accel.InstructionOp) -> list[Range]:
+    """The DRAM bytes a DMA instruction reads or writes: one range per strided row
+    (`isa.strided_ranges`), the fibers' hull for the bitmask forms; [] for others."""
     v = op.field_values()
     if isinstance(op, accel.DmaLoadOp | accel.DmaStoreOp):
-        if v["rows"] == 0 or v["row_bytes"] == 0:
-            return None
-        return v["dram_addr"], v["dram_addr"] + (v["rows"] - 1) * v["dram_stride"] + v["row_bytes"]
+        return isa.strided_ranges(v["dram_addr"], v["rows"], v["row_bytes"], v["dram_stride"])
     if isinstance(op, accel.DmaLoadBmOp | accel.DmaStoreBmOp):
         end = isa.fiber_dma_hull(v["dram_addr"], v["fibers"], v["fiber_elems"], v["elem_bits"], v["flags"],
                                  v["sram_bytes"])
-        return (v["dram_addr"], end) if end > v["dram_addr"] else None
-    return None
+        return [(v["dram_addr"], end)] if end > v["dram_addr"] else []
+    return []
 
 
 def _overlaps(a: Range, b: Range) -> bool:
@@ -65,50 +62,6 @@ def _overlaps(a: Range, b: Range) -> bool:
 
 def _any_overlap(r: Range | None, ranges: list[Range]) -> bool:
     return r is not None and any(_overlaps(r, other) for other in ranges)
-
-
-class _IntervalSet:
-    """Disjoint, sorted byte ranges [lo, hi): O(log n) overlap queries (programs hold ~10^5 stores)."""
-
-    def __init__(self) -> None:
-        self.starts: list[int] = []
-        self.ends: list[int] = []
-
-    def add(self, lo: int, hi: int) -> None:
-        first = bisect.bisect_left(self.ends, lo)  # the first range ending at or after lo
-        last = bisect.bisect_right(self.starts, hi)  # past the last range starting at or before hi
-        if first < last:  # merge the ranges that touch [lo, hi)
-            lo, hi = min(lo, self.starts[first]), max(hi, self.ends[last - 1])
-        self.starts[first:last] = [lo]
-        self.ends[first:last] = [hi]
-
-    def overlaps(self, lo: int, hi: int) -> bool:
-        i = bisect.bisect_right(self.ends, lo)  # the first range ending after lo
-        return i < len(self.starts) and self.starts[i] < hi
-
-
-def drop_sram_only_barriers(instructions: list[accel.InstructionOp]) -> list[accel.InstructionOp]:
-    """The instruction list without the BARRIERs that guard no DRAM store -> load hazard."""
-    kept: list[accel.InstructionOp] = []
-    pending_stores = _IntervalSet()  # DRAM written since the last kept barrier
-    for i, op in enumerate(instructions):
-        if isinstance(op, accel.BarrierOp):
-            hazard = False
-            for j in range(i + 1, len(instructions)):  # the segment up to the next barrier (no copy)
-                later = instructions[j]
-                if isinstance(later, accel.BarrierOp):
-                    break
-                if isinstance(later, LOADS) and (r := dram_range(later)) is not None and pending_stores.overlaps(*r):
-                    hazard = True
-                    break
-            if hazard:
-                kept.append(op)
-                pending_stores = _IntervalSet()
-            continue
-        if isinstance(op, STORES) and (r := dram_range(op)) is not None:
-            pending_stores.add(*r)
-        kept.append(op)
-    return kept
 
 
 def hoist_loads(instructions: list[accel.InstructionOp], layers: dict[str, accel.LayerOp]) -> list[accel.InstructionOp]:
@@ -121,7 +74,7 @@ def hoist_loads(instructions: list[accel.InstructionOp], layers: dict[str, accel
             out.append(op)
             continue
         dest = sram[id(op)]
-        source = dram_range(op)
+        source = dram_ranges(op)
         at = len(out)
         while at > 0:
             before = out[at - 1]
@@ -129,7 +82,7 @@ def hoist_loads(instructions: list[accel.InstructionOp], layers: dict[str, accel
                 break
             if any(_any_overlap(d, sram[id(before)]) for d in dest):
                 break
-            if isinstance(before, STORES) and source is not None and _any_overlap(dram_range(before), [source]):
+            if isinstance(before, STORES) and any(_any_overlap(r, source) for r in dram_ranges(before)):
                 break
             at -= 1
         out.insert(at, op)
@@ -138,7 +91,7 @@ def hoist_loads(instructions: list[accel.InstructionOp], layers: dict[str, accel
 
 @dataclass(frozen=True)
 class DmaPrefetch(ModulePass):
-    """Overlap DMA transfers with compute: drop SRAM-only barriers, hoist loads (accel level)."""
+    """Overlap DMA transfers with compute: drop barriers, hoist loads (accel level)."""
 
     name = "dma-prefetch"
     ir_level: ClassVar[str] = "accel"
@@ -154,7 +107,7 @@ class DmaPrefetch(ModulePass):
         if not instructions:
             return
         layers = {layer.symbol: layer for layer in program.layers()}
-        scheduled = hoist_loads(drop_sram_only_barriers(instructions), layers)
+        scheduled = hoist_loads([inst for inst in instructions if not isinstance(inst, accel.BarrierOp)], layers)
         anchor = instructions[0].prev_op  # instructions follow the const/layer/io ops
         for inst in instructions:
             inst.detach()

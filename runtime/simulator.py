@@ -63,6 +63,7 @@ class Effect:
     dram_read: int = 0
     dram_written: int = 0
     dram_spans: tuple[np.ndarray, int] | None = None  # (row starts, row bytes) for compulsory traffic
+    dram_ranges: list[tuple[int, int]] = field(default_factory=list)  # DRAM [lo, hi) read (load) or written (store)
     sram_bytes: int | None = None  # bytes really moved when the ranges are hulls (strided DMA)
     sops: int = 0
     macs: int = 0
@@ -173,6 +174,7 @@ def _dma(ctx: _Context, where: str, f, load: bool) -> Effect:
         reads=[] if load else extent, writes=extent if load else [],
         dram_read=nbytes if load else 0, dram_written=0 if load else nbytes,
         dram_spans=(starts, f.row_bytes) if nbytes and not ctx.functional else None, sram_bytes=nbytes,
+        dram_ranges=[] if ctx.functional else isa.strided_ranges(f.dram_addr, f.rows, f.row_bytes, f.dram_stride),
     )
 
 
@@ -312,6 +314,8 @@ def _dma_bm(ctx: _Context, where: str, f, load: bool) -> Effect:
         dram_read=moved if load else 0, dram_written=0 if load else moved,
         dram_spans=(starts, meta + (int(counts.min(initial=0)) * eb + 7) // 8) if n else None,
         sram_bytes=sram_size, bitmask_bytes=n * meta,
+        # packed fibers lie back to back; slotted ones fill n slots
+        dram_ranges=[(f.dram_addr, f.dram_addr + (moved if packed else n * slot))] if n and not ctx.functional else [],
     )
     if load and f.flags & isa.DmaFlags.SPIKES:
         spikes = _expand_fibers(raw, counts, keep, eb, dt) if keep_compressed else dense
@@ -1038,8 +1042,11 @@ def simulate(image: ProgramImage, inputs: dict, *, functional: bool = False, pro
                 if effect.engine != "none":
                     timing.finish_compute(hw, effect)  # global-cache bank time
                     before = board.makespan
+                    dram_load = spec.opcode in (Opcode.DMA_LOAD, Opcode.DMA_LOAD_BM)
                     board.issue(effect.engine, effect.cycles, effect.reads, effect.writes,
-                                occupancy=effect.cycles - effect.latency)
+                                occupancy=effect.cycles - effect.latency,
+                                dram_reads=effect.dram_ranges if dram_load else (),
+                                dram_writes=() if dram_load else effect.dram_ranges)
                     if effect.engine == "compute":
                         effect.stalls["dependency"] = board.last_wait
                     counter.cycles += board.makespan - before

@@ -8,7 +8,10 @@ CONTRACT (docs/isa.md "Timing model"):
     one tile overlaps the synapses of the next).
   * An instruction starts when its engine is free and every earlier instruction
     that wrote an SRAM range it reads, or read/wrote a range it writes, has
-    finished (RAW, WAR, WAW on byte ranges). BARRIER starts when everything
+    finished (RAW, WAR, WAW on byte ranges). DMA transfers are ordered the same way
+    on their DRAM ranges (`isa.strided_ranges`): a load of bytes an earlier store
+    writes waits for that store, so no BARRIER is needed between a layer's stores
+    and the next layer's loads. BARRIER starts when everything
     earlier has finished; all engines then resume from there. NOP/HALT take 0.
     The compute engine's wait for such hazards is recorded as `dependency` stall.
   * An engine is busy for an instruction's cycles, except that a DMA occupies
@@ -165,6 +168,9 @@ def syn_timing(hw: HwConfig, dataflow: int, lanes: np.ndarray, nzw: np.ndarray) 
     return baselines.MODELS[df](hw, lanes, nzw)
 
 
+DRAM_SPACE = 1 << 48  # DRAM ranges join the scoreboard above every SRAM address
+
+
 @dataclass
 class Scoreboard:
     """Start/finish times of instructions from engine occupancy and SRAM hazards."""
@@ -177,11 +183,17 @@ class Scoreboard:
     last_wait: int = 0  # cycles the last instruction waited for hazards after its engine was free
 
     def issue(self, engine: str | None, cycles: int, reads: list[tuple[int, int]],
-              writes: list[tuple[int, int]], occupancy: int | None = None) -> tuple[int, int]:
+              writes: list[tuple[int, int]], occupancy: int | None = None,
+              dram_reads=(), dram_writes=()) -> tuple[int, int]:
         """Schedule one instruction; returns (start, finish). engine None = BARRIER.
 
         `occupancy` (default `cycles`): how long the engine is busy; the rest of
-        `cycles` is latency during which the engine already issues the next one."""
+        `cycles` is latency during which the engine already issues the next one.
+        `dram_reads` / `dram_writes`: DRAM byte ranges of a DMA, ordered like SRAM ranges
+        (a load of bytes an earlier store writes starts when that store has finished)."""
+        if dram_reads or dram_writes:
+            reads = [*reads, *((lo + DRAM_SPACE, hi + DRAM_SPACE) for lo, hi in dram_reads)]
+            writes = [*writes, *((lo + DRAM_SPACE, hi + DRAM_SPACE) for lo, hi in dram_writes)]
         if engine is None:
             start = self.makespan
             for name in self.engine_free:

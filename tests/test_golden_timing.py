@@ -135,6 +135,23 @@ def test_golden_ftp_breakdown():
     assert (layer["sram_hits"], layer["sram_misses"]) == (223, 23)
 
 
+def test_scoreboard_orders_dram_like_sram_by_hand():
+    """A DMA load of DRAM bytes an earlier store writes waits for that store to finish (its
+    data is in DRAM latency + transfer after it starts); a load of other bytes does not, and
+    a store waits for the earlier load reading its bytes (WAR)."""
+    board = timing.Scoreboard()
+    # store tile 0: SRAM [0, 64) -> DRAM [0x1000, 0x1040), 64 latency + 36 transfer cycles
+    assert board.issue("dma", 100, [(0, 64)], [], occupancy=36, dram_writes=[(0x1000, 0x1040)]) == (0, 100)
+    # a load of other DRAM bytes issues when the engine is free (36)
+    assert board.issue("dma", 100, [], [(64, 128)], occupancy=36, dram_reads=[(0x2000, 0x2040)]) == (36, 136)
+    # a load of bytes the store writes (RAW on DRAM): after the store's finish (100), not at 72
+    assert board.issue("dma", 100, [], [(128, 192)], occupancy=36, dram_reads=[(0x1020, 0x1060)]) == (100, 200)
+    # a store over bytes that load reads (WAR on DRAM): after that load's finish (200)
+    assert board.issue("dma", 100, [(192, 256)], [], occupancy=36, dram_writes=[(0x1050, 0x1058)]) == (200, 300)
+    # DRAM and SRAM addresses never alias: SRAM [0x1000, 0x1040) is not DRAM [0x1000, 0x1040)
+    assert board.issue("compute", 10, [(0x1000, 0x1040)], []) == (0, 10)
+
+
 def test_scoreboard_overlaps_dma_latency_and_neuron_engine_by_hand():
     """Three engines; a DMA's latency overlaps the next transfer; LIF runs beside the next SYN."""
     board = timing.Scoreboard()

@@ -1,4 +1,4 @@
-"""dma-prefetch: same outputs, fewer dependency stalls, DRAM hazards kept, SRAM hazards respected."""
+"""dma-prefetch: same outputs, fewer dependency stalls, barriers gone, SRAM and DRAM hazards respected."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from passes_util import assert_same_outputs, run
 from snnc.compiler.pipeline import print_ir
 from snnc.dialects import accel, make_context
 from snnc.passes import get_builtin_passes, pass_level
-from snnc.passes.dma_prefetch import drop_sram_only_barriers, hoist_loads
+from snnc.passes.dma_prefetch import dram_ranges, hoist_loads
 
 
 def _stalls(report, cause: str) -> int:
@@ -30,10 +30,10 @@ def test_transfers_overlap_compute_on_vgg_small():
     assert prefetched.report["total"]["cycles"] < base.report["total"]["cycles"]
     assert _stalls(prefetched.report, "dependency") < _stalls(base.report, "dependency")
     assert result.steps[-2] == "dma-prefetch"  # ran after the lowering, before encode
-    # the layer-boundary barriers guard DRAM store -> load hazards and stay
+    # the scoreboard orders SRAM and DRAM hazards: no barrier is left, not even at layer boundaries
     barriers = [op for op in result.accel_module.walk() if isinstance(op, accel.BarrierOp)]
     base_barriers = [op for op in base_result.accel_module.walk() if isinstance(op, accel.BarrierOp)]
-    assert 0 < len(barriers) < len(base_barriers)
+    assert not barriers and base_barriers
 
 
 def test_registered_at_accel_level():
@@ -65,15 +65,15 @@ def _move(src: int, dst: int, size: int = 64):
     return accel.MoveOp.create_with(src_addr=src, dst_addr=dst, row_bytes=size, rows=1, src_stride=0, dst_stride=0)
 
 
-def test_barrier_kept_only_for_a_dram_store_then_load():
-    store, barrier, load = _store(0x1000, 0), accel.BarrierOp.create_with(), _load(0x1000, 256)
-    assert drop_sram_only_barriers([store, barrier, load]) == [store, barrier, load]
-    other = _load(0x2000, 256)
-    assert drop_sram_only_barriers([store, barrier, other]) == [store, other]
-    # a store before an earlier dropped barrier still counts
-    b2 = accel.BarrierOp.create_with()
-    late = _load(0x1000, 512)
-    assert drop_sram_only_barriers([store, barrier, other, b2, late]) == [store, other, b2, late]
+def test_dram_ranges_row_by_row():
+    """A strided DMA's DRAM bytes are its rows (not their hull), so the next layer's first rows
+    are not held behind the stores of the previous layer's last rows."""
+    rows = accel.DmaStoreOp.create_with(dram_addr=0x1000, sram_addr=0, row_bytes=16, rows=3,
+                                        dram_stride=0x100, sram_stride=16)
+    assert dram_ranges(rows) == [(0x1000, 0x1010), (0x1100, 0x1110), (0x1200, 0x1210)]
+    assert dram_ranges(_load(0x2000, 0)) == [(0x2000, 0x2040)]
+    between = _load(0x1010, 256, size=0xf0)  # the gap between the first two rows
+    assert hoist_loads([rows, between], {}) == [between, rows]
 
 
 def test_loads_hoist_past_independent_instructions_only():
@@ -121,22 +121,15 @@ def test_channel_tiles_double_buffer_their_weights(tmp_path):
     assert fast.report["total"]["cycles"] < base.report["total"]["cycles"]
 
 
-def test_interval_set_agrees_with_brute_force():
-    """drop_sram_only_barriers keeps the DRAM stores since the last barrier in an interval set
-    (programs hold ~10^5 stores; a list made the pass quadratic)."""
-    import numpy as np
+def test_consecutive_layers_use_opposite_ends_of_the_sram():
+    """_SramPlan: every other layer allocates downwards from the top of its SRAM, and the
+    last visit of a layer takes the buffer set allocated first (`_last_first`), nearest its
+    end, so the next layer's first loads need not wait for it."""
+    from snnc.passes.convert_snn_to_accel import SRAM_ALIGN, _last_first, _SramPlan
 
-    from snnc.passes.dma_prefetch import _IntervalSet
-
-    rng = np.random.default_rng(7)
-    for _ in range(20):
-        intervals, added = _IntervalSet(), []
-        for _ in range(60):
-            lo = int(rng.integers(0, 500))
-            hi = lo + int(rng.integers(1, 40))
-            intervals.add(lo, hi)
-            added.append((lo, hi))
-            qlo = int(rng.integers(0, 540))
-            qhi = qlo + int(rng.integers(1, 30))
-            assert intervals.overlaps(qlo, qhi) == any(a < qhi and qlo < b for a, b in added)
-        assert all(e < s for e, s in zip(intervals.ends, intervals.starts[1:]))  # disjoint, sorted
+    up, down = _SramPlan(), _SramPlan(limit=64 * SRAM_ALIGN, descending=True)
+    assert [up.take(SRAM_ALIGN), up.take(3)] == [0, SRAM_ALIGN]
+    assert [down.take(SRAM_ALIGN), down.take(3)] == [63 * SRAM_ALIGN, 62 * SRAM_ALIGN]
+    first, second = {"set": 0}, {"set": 1}
+    assert _last_first([first, second], 4) == [second, first]  # visit 3 uses index 1: the first set
+    assert _last_first([first, second], 3) == [first, second]  # visit 2 uses index 0

@@ -376,6 +376,16 @@ def test_syn_cycles_rounds_of_slowest_pe():
     assert timing.syn_cycles(hw, work) == 2 + 3 + 5
 
 
+def test_strided_ranges_by_hand():
+    from snnc.backend.isa import HAZARD_ROWS, strided_ranges
+
+    assert strided_ranges(100, 3, 10, 50) == [(100, 110), (150, 160), (200, 210)]  # one per row
+    assert strided_ranges(100, 3, 10, 10) == [(100, 130)]  # touching rows: one range
+    assert strided_ranges(100, 1, 10, 999) == [(100, 110)]
+    assert strided_ranges(100, HAZARD_ROWS + 1, 10, 50) == [(100, 100 + HAZARD_ROWS * 50 + 10)]  # hull
+    assert strided_ranges(100, 0, 10, 50) == [] == strided_ranges(100, 3, 0, 50)
+
+
 def test_scoreboard_hazards_by_hand():
     sb = timing.Scoreboard()
     assert sb.issue("dma", 66, [], [(0, 100)]) == (0, 66)           # load A
