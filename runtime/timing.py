@@ -168,17 +168,65 @@ def syn_timing(hw: HwConfig, dataflow: int, lanes: np.ndarray, nzw: np.ndarray) 
     return baselines.MODELS[df](hw, lanes, nzw)
 
 
-DRAM_SPACE = 1 << 48  # DRAM ranges join the scoreboard above every SRAM address
+def _hazard_start(start: int, reads, writes, pending_reads, pending_writes) -> int:
+    """The latest finish among the pending accesses that overlap (RAW, WAR, WAW), if later than `start`."""
+    for lo, hi in reads:
+        for plo, phi, fin in pending_writes:
+            if fin > start and plo < hi and lo < phi:
+                start = fin
+    for lo, hi in writes:
+        for pending in (pending_writes, pending_reads):
+            for plo, phi, fin in pending:
+                if fin > start and plo < hi and lo < phi:
+                    start = fin
+    return start
+
+
+class _ByteFinish:
+    """Per SRAM byte, the latest finish of an instruction that wrote it and of one that read
+    it. Enough for every hazard: writes to a byte are ordered (WAW), so the last one has the
+    latest finish; a write waits for all earlier reads (WAR). Grows with the addresses seen."""
+
+    def __init__(self) -> None:
+        self.write = np.zeros(0, dtype=np.int64)
+        self.read = np.zeros(0, dtype=np.int64)
+
+    def _grow(self, hi: int) -> None:
+        if hi > self.write.size:
+            size = 1 << max(16, (hi - 1).bit_length())
+            self.write = np.concatenate([self.write, np.zeros(size - self.write.size, dtype=np.int64)])
+            self.read = np.concatenate([self.read, np.zeros(size - self.read.size, dtype=np.int64)])
+
+    def start(self, start: int, reads, writes) -> int:
+        for lo, hi in reads:
+            if hi > lo and lo < self.write.size:
+                start = max(start, int(self.write[lo:hi].max()))
+        for lo, hi in writes:
+            if hi > lo and lo < self.write.size:
+                start = max(start, int(self.write[lo:hi].max()), int(self.read[lo:hi].max()))
+        return start
+
+    def record(self, finish: int, reads, writes) -> None:
+        for lo, hi in reads:
+            if hi > lo:
+                self._grow(hi)
+                np.maximum(self.read[lo:hi], finish, out=self.read[lo:hi])
+        for lo, hi in writes:
+            if hi > lo:
+                self._grow(hi)
+                np.maximum(self.write[lo:hi], finish, out=self.write[lo:hi])
 
 
 @dataclass
 class Scoreboard:
-    """Start/finish times of instructions from engine occupancy and SRAM hazards."""
+    """Start/finish times of instructions from engine occupancy and SRAM/DRAM hazards."""
 
     engine_free: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ENGINES, 0))
-    # (lo, hi, finish) of earlier instructions still able to delay someone
-    pending_reads: list[tuple[int, int, int]] = field(default_factory=list)
-    pending_writes: list[tuple[int, int, int]] = field(default_factory=list)
+    sram: _ByteFinish = field(default_factory=_ByteFinish)
+    # (lo, hi, finish) of earlier DMAs' DRAM ranges still able to delay a DMA (only DMAs
+    # touch DRAM; pruned by the dma engine's time)
+    dram_reads: list[tuple[int, int, int]] = field(default_factory=list)
+    dram_writes: list[tuple[int, int, int]] = field(default_factory=list)
     makespan: int = 0
     last_wait: int = 0  # cycles the last instruction waited for hazards after its engine was free
 
@@ -191,39 +239,29 @@ class Scoreboard:
         `cycles` is latency during which the engine already issues the next one.
         `dram_reads` / `dram_writes`: DRAM byte ranges of a DMA, ordered like SRAM ranges
         (a load of bytes an earlier store writes starts when that store has finished)."""
-        if dram_reads or dram_writes:
-            reads = [*reads, *((lo + DRAM_SPACE, hi + DRAM_SPACE) for lo, hi in dram_reads)]
-            writes = [*writes, *((lo + DRAM_SPACE, hi + DRAM_SPACE) for lo, hi in dram_writes)]
-        if engine is None:
+        if engine is None:  # everything earlier has finished: no hazard can delay anyone
             start = self.makespan
             for name in self.engine_free:
                 self.engine_free[name] = start
-            self.pending_reads.clear()
-            self.pending_writes.clear()
             self.last_wait = 0
             return start, start
-        start = free = self.engine_free[engine]
+        free = self.engine_free[engine]
         # the start is the latest finish among the overlapping hazards (and the engine's free time)
-        for lo, hi in reads:
-            for plo, phi, fin in self.pending_writes:
-                if fin > start and plo < hi and lo < phi:
-                    start = fin
-        for lo, hi in writes:
-            for pending in (self.pending_writes, self.pending_reads):
-                for plo, phi, fin in pending:
-                    if fin > start and plo < hi and lo < phi:
-                        start = fin
+        start = self.sram.start(free, reads, writes)
+        if dram_reads or dram_writes:
+            start = _hazard_start(start, dram_reads, dram_writes, self.dram_reads, self.dram_writes)
         self.last_wait = start - free
         finish = start + cycles
         self.engine_free[engine] = start + (cycles if occupancy is None else min(occupancy, cycles))
         self.makespan = max(self.makespan, finish)
-        self.pending_reads.extend((lo, hi, finish) for lo, hi in reads if hi > lo)
-        self.pending_writes.extend((lo, hi, finish) for lo, hi in writes if hi > lo)
-        if len(self.pending_reads) + len(self.pending_writes) > 64:
-            # anything finished before every engine is free can no longer delay anyone
-            horizon = min(self.engine_free.values())
-            self.pending_reads = [p for p in self.pending_reads if p[2] > horizon]
-            self.pending_writes = [p for p in self.pending_writes if p[2] > horizon]
+        self.sram.record(finish, reads, writes)
+        self.dram_reads.extend((lo, hi, finish) for lo, hi in dram_reads if hi > lo)
+        self.dram_writes.extend((lo, hi, finish) for lo, hi in dram_writes if hi > lo)
+        if len(self.dram_reads) + len(self.dram_writes) > 64:
+            # only DMAs check DRAM ranges, and the next one starts no earlier than the dma engine is free
+            horizon = self.engine_free["dma"]
+            self.dram_reads = [p for p in self.dram_reads if p[2] > horizon]
+            self.dram_writes = [p for p in self.dram_writes if p[2] > horizon]
         return start, finish
 
 
