@@ -168,53 +168,30 @@ def syn_timing(hw: HwConfig, dataflow: int, lanes: np.ndarray, nzw: np.ndarray) 
     return baselines.MODELS[df](hw, lanes, nzw)
 
 
-def _hazard_start(start: int, reads, writes, pending_reads, pending_writes) -> int:
+def _hazard_start(start: int, reads, writes, pending_reads: dict, pending_writes: dict) -> int:
     """The latest finish among the pending accesses that overlap (RAW, WAR, WAW), if later than `start`."""
     for lo, hi in reads:
-        for plo, phi, fin in pending_writes:
+        for (plo, phi), fin in pending_writes.items():
             if fin > start and plo < hi and lo < phi:
                 start = fin
     for lo, hi in writes:
         for pending in (pending_writes, pending_reads):
-            for plo, phi, fin in pending:
+            for (plo, phi), fin in pending.items():
                 if fin > start and plo < hi and lo < phi:
                     start = fin
     return start
 
 
-class _ByteFinish:
-    """Per SRAM byte, the latest finish of an instruction that wrote it and of one that read
-    it. Enough for every hazard: writes to a byte are ordered (WAW), so the last one has the
-    latest finish; a write waits for all earlier reads (WAR). Grows with the addresses seen."""
+def _record(pending: dict, ranges, finish: int) -> None:
+    """Add accesses; an access to the same range as a pending one keeps the later finish
+    (the only one a hazard check can need), so reused buffers do not grow the table."""
+    for key in ranges:
+        if key[1] > key[0] and pending.get(key, -1) < finish:
+            pending[key] = finish
 
-    def __init__(self) -> None:
-        self.write = np.zeros(0, dtype=np.int64)
-        self.read = np.zeros(0, dtype=np.int64)
 
-    def _grow(self, hi: int) -> None:
-        if hi > self.write.size:
-            size = 1 << max(16, (hi - 1).bit_length())
-            self.write = np.concatenate([self.write, np.zeros(size - self.write.size, dtype=np.int64)])
-            self.read = np.concatenate([self.read, np.zeros(size - self.read.size, dtype=np.int64)])
-
-    def start(self, start: int, reads, writes) -> int:
-        for lo, hi in reads:
-            if hi > lo and lo < self.write.size:
-                start = max(start, int(self.write[lo:hi].max()))
-        for lo, hi in writes:
-            if hi > lo and lo < self.write.size:
-                start = max(start, int(self.write[lo:hi].max()), int(self.read[lo:hi].max()))
-        return start
-
-    def record(self, finish: int, reads, writes) -> None:
-        for lo, hi in reads:
-            if hi > lo:
-                self._grow(hi)
-                np.maximum(self.read[lo:hi], finish, out=self.read[lo:hi])
-        for lo, hi in writes:
-            if hi > lo:
-                self._grow(hi)
-                np.maximum(self.write[lo:hi], finish, out=self.write[lo:hi])
+def _prune(pending: dict, horizon: int) -> dict:
+    return {key: fin for key, fin in pending.items() if fin > horizon}
 
 
 @dataclass
@@ -222,11 +199,12 @@ class Scoreboard:
     """Start/finish times of instructions from engine occupancy and SRAM/DRAM hazards."""
 
     engine_free: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ENGINES, 0))
-    sram: _ByteFinish = field(default_factory=_ByteFinish)
-    # (lo, hi, finish) of earlier DMAs' DRAM ranges still able to delay a DMA (only DMAs
-    # touch DRAM; pruned by the dma engine's time)
-    dram_reads: list[tuple[int, int, int]] = field(default_factory=list)
-    dram_writes: list[tuple[int, int, int]] = field(default_factory=list)
+    # (lo, hi) -> latest finish of earlier accesses still able to delay someone: SRAM ranges,
+    # and the DRAM ranges of DMAs (only DMAs touch DRAM: pruned by the dma engine's time)
+    pending_reads: dict = field(default_factory=dict)
+    pending_writes: dict = field(default_factory=dict)
+    dram_reads: dict = field(default_factory=dict)
+    dram_writes: dict = field(default_factory=dict)
     makespan: int = 0
     last_wait: int = 0  # cycles the last instruction waited for hazards after its engine was free
 
@@ -243,25 +221,33 @@ class Scoreboard:
             start = self.makespan
             for name in self.engine_free:
                 self.engine_free[name] = start
+            for pending in (self.pending_reads, self.pending_writes, self.dram_reads, self.dram_writes):
+                pending.clear()
             self.last_wait = 0
             return start, start
         free = self.engine_free[engine]
         # the start is the latest finish among the overlapping hazards (and the engine's free time)
-        start = self.sram.start(free, reads, writes)
+        start = _hazard_start(free, reads, writes, self.pending_reads, self.pending_writes)
         if dram_reads or dram_writes:
             start = _hazard_start(start, dram_reads, dram_writes, self.dram_reads, self.dram_writes)
         self.last_wait = start - free
         finish = start + cycles
         self.engine_free[engine] = start + (cycles if occupancy is None else min(occupancy, cycles))
         self.makespan = max(self.makespan, finish)
-        self.sram.record(finish, reads, writes)
-        self.dram_reads.extend((lo, hi, finish) for lo, hi in dram_reads if hi > lo)
-        self.dram_writes.extend((lo, hi, finish) for lo, hi in dram_writes if hi > lo)
+        _record(self.pending_reads, reads, finish)
+        _record(self.pending_writes, writes, finish)
+        _record(self.dram_reads, dram_reads, finish)
+        _record(self.dram_writes, dram_writes, finish)
+        if len(self.pending_reads) + len(self.pending_writes) > 64:
+            # anything finished before every engine is free can no longer delay anyone
+            horizon = min(self.engine_free.values())
+            self.pending_reads = _prune(self.pending_reads, horizon)
+            self.pending_writes = _prune(self.pending_writes, horizon)
         if len(self.dram_reads) + len(self.dram_writes) > 64:
             # only DMAs check DRAM ranges, and the next one starts no earlier than the dma engine is free
             horizon = self.engine_free["dma"]
-            self.dram_reads = [p for p in self.dram_reads if p[2] > horizon]
-            self.dram_writes = [p for p in self.dram_writes if p[2] > horizon]
+            self.dram_reads = _prune(self.dram_reads, horizon)
+            self.dram_writes = _prune(self.dram_writes, horizon)
         return start, finish
 
 
