@@ -83,7 +83,6 @@ import numpy as np
 from snnc.backend import isa
 from snnc.backend.errors import CompileError
 from snnc.backend.hwconfig import HwConfig, load_hw
-from snnc.backend.pe_array import visit_rounds
 from snnc.backend.isa import (
     Dataflow,
     Format,
@@ -94,6 +93,7 @@ from snnc.backend.isa import (
     ResetMode,
     SynFlags,
 )
+from snnc.backend.pe_array import visit_rounds
 from snnc.dialects import accel
 from snnc.dialects.snn import (
     AddOp,
@@ -101,11 +101,11 @@ from snnc.dialects.snn import (
     Conv2dOp,
     DenseOp,
     LIFOp,
-    SpikeLogicOp,
     MaxPool2dOp,
     PackedSpikeTrainType,
     ReshapeOp,
     ScheduleAttr,
+    SpikeLogicOp,
     SpikeTrainType,
     int_array_value,
     main_function,
