@@ -68,6 +68,7 @@ def hoist_loads(instructions: list[accel.InstructionOp], layers: dict[str, accel
     """Move each DMA load up past the independent instructions before it (see CONTRACT)."""
     sram = {id(op): [(o.addr, o.end) for o in accel.sram_operands(op, layers.get(op.layer_symbol) if op.layer_symbol else None)]
             for op in instructions}
+    written = {id(op): dram_ranges(op) for op in instructions if isinstance(op, STORES)}
     out: list[accel.InstructionOp] = []
     for op in instructions:
         if not isinstance(op, LOADS):
@@ -82,7 +83,7 @@ def hoist_loads(instructions: list[accel.InstructionOp], layers: dict[str, accel
                 break
             if any(_any_overlap(d, sram[id(before)]) for d in dest):
                 break
-            if isinstance(before, STORES) and any(_any_overlap(r, source) for r in dram_ranges(before)):
+            if isinstance(before, STORES) and any(_any_overlap(r, source) for r in written[id(before)]):
                 break
             at -= 1
         out.insert(at, op)

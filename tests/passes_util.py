@@ -1,4 +1,4 @@
-"""Shared helpers of the tests/test_passes_*.py files: cached zoo compiles and simulations."""
+"""Shared test helpers: cached zoo compiles and simulations, the bench scripts as modules."""
 
 from __future__ import annotations
 
@@ -38,9 +38,9 @@ def layers(report) -> dict[str, dict]:
     return {entry["name"]: entry for entry in report["layers"]}
 
 
-def bench_module():
-    """bench/pass_effects.py as a module (its program analyses are shared with the tests)."""
-    spec = importlib.util.spec_from_file_location("pass_effects", REPO / "bench" / "pass_effects.py")
+def bench_module(name: str = "pass_effects"):
+    """bench/<name>.py as a module (the benchmarks' analyses and plumbing are tested too)."""
+    spec = importlib.util.spec_from_file_location(f"snnc_bench_{name}", REPO / "bench" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-FORMULA = Path(__file__).resolve().parents[1] / "bench" / "loas_formula.py"
+from passes_util import bench_module
 
 
 @pytest.fixture(scope="module")
 def formula():
-    spec = importlib.util.spec_from_file_location("snnc_bench_loas_formula", FORMULA)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_module("loas_formula")
 
 
 def test_layer_cycles_by_hand(formula):
