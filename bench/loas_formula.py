@@ -69,7 +69,10 @@ def layer_cycles(x: np.ndarray, w: np.ndarray, pes: int = 16) -> dict[str, int]:
     }
 
 
-def model_totals(name: str, weight_profile: str | None = None) -> dict[str, int]:
+def model_layers(name: str, **build_options) -> list[dict[str, int]]:
+    """LoAS's simulator cycles of each of the model's layers (as LoAS's logs list them:
+    the conv layers after the first, identity shortcuts left out), per design.
+    build_options go to `snnc.compiler.zoo.build` (weight_profile, filter_spread, ...)."""
     from xdsl.dialects import func
 
     from snnc.compiler.pipeline import import_to_snn
@@ -77,12 +80,12 @@ def model_totals(name: str, weight_profile: str | None = None) -> dict[str, int]
     from snnc.dialects.snn import Conv2dOp, int_array_value, main_function, onnx_io_names, tensor_value
     from snnc.dialects.snn_interpreter import _run_op
 
-    model, inputs = build(name, weight_profile=weight_profile)
+    model, inputs = build(name, **build_options)
     main = main_function(import_to_snn(model))
     block = main.body.block
     names, _ = onnx_io_names(main)
     values = {arg: np.asarray(inputs[n], np.float32) for arg, n in zip(block.args, names)}
-    totals = dict.fromkeys(("SparTen-SNN", "GoSPA-SNN", "Gamma-SNN", "LoAS", "LoAS strong"), 0)
+    layers = []
     convs = 0
     for op in block.ops:
         if isinstance(op, func.ReturnOp):
@@ -95,10 +98,15 @@ def model_totals(name: str, weight_profile: str | None = None) -> dict[str, int]
             if convs > 1 and not identity:
                 x, w = im2col(values[op.input], weight, int_array_value(op.strides), int_array_value(op.pads),
                               int_array_value(op.dilations))
-                for design, cycles in layer_cycles(x, w).items():
-                    totals[design] += cycles
+                layers.append(layer_cycles(x, w))
         _run_op(op, values)
-    return totals
+    return layers
+
+
+def model_totals(name: str, weight_profile: str | None = None, **build_options) -> dict[str, int]:
+    """The sums of `model_layers` per design."""
+    layers = model_layers(name, weight_profile=weight_profile, **build_options)
+    return {design: sum(layer[design] for layer in layers) for design in layers[0]}
 
 
 def main(argv: list[str]) -> int:

@@ -1,8 +1,9 @@
 """Calibration against LoAS's published simulator numbers (LoAS Table II workloads, CIFAR-10, T=4).
 
     python bench/loas_table2.py [--models alexnet-cifar10,vgg16-cifar10,resnet19-cifar10]
-                                [--mode auto|passes|override] [--out bench/loas_table2.md]
+                                [--mode auto|passes|override] [--out FILE.md]
                                 [--weight-profile layerwise|uniform|fan-in|fan-out]
+                                [--spike-profile layerwise|uniform] [--filter-spread SIGMA]
 
 For every model (`snnc.compiler.zoo.build`, Table II sparsities) it simulates four
 designs on the same machine (16 PEs, 256 KB global cache, 128 GB/s HBM):
@@ -35,7 +36,6 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
 MODELS = ("alexnet-cifar10", "vgg16-cifar10", "resnet19-cifar10")
 DESIGNS = (("SparTen-SNN", "ip-seq"), ("GoSPA-SNN", "op"), ("Gamma-SNN", "gust"), ("LoAS", "ftp"))
 # LoAS's simulator logs (issue 5): cycles, DRAM KB; first layer excluded
@@ -114,12 +114,13 @@ def totals(image, report) -> dict:
     }
 
 
-def run_model(name: str, mode: str, weight_profile: str | None = None) -> dict:
+def run_model(name: str, mode: str, **build_options) -> dict:
+    """Every design on zoo model `name`; build_options go to `snnc.compiler.zoo.build`."""
     from snnc.compiler import zoo
     from snnc.compiler.pipeline import CompileOptions, compile_model
     from snnc.runtime import simulate
 
-    model, inputs = zoo.build(name, weight_profile=weight_profile)
+    model, inputs = zoo.build(name, **build_options)
     ftp = compile_model(model, CompileOptions(passes=design_pipeline("ftp"))).image
     out = {}
     for design, df in DESIGNS:
@@ -170,19 +171,27 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--mode", choices=("auto", "passes", "override"), default="override")
-    ap.add_argument("--out", default=str(HERE / "loas_table2.md"))
+    ap.add_argument("--out", default=None,
+                    help="also write the tables to this markdown file (bench/loas_table2.md is the annotated record)")
     ap.add_argument("--weight-profile", default=None,
                     help="layerwise, uniform, fan-in or fan-out (snnc zoo --weight-profile; default: the model's)")
+    ap.add_argument("--spike-profile", default=None,
+                    help="layerwise or uniform (snnc zoo --spike-profile; default: the model's)")
+    ap.add_argument("--filter-spread", type=float, default=None,
+                    help="snnc zoo --filter-spread (default: the model's)")
     args = ap.parse_args(argv)
+    options = {"weight_profile": args.weight_profile, "spike_profile": args.spike_profile,
+               "filter_spread": args.filter_spread}
     results = {}
     for name in [m for m in args.models.split(",") if m]:
         print(f"{name}:", file=sys.stderr)
-        results[name] = run_model(name, args.mode, args.weight_profile)
+        results[name] = run_model(name, args.mode, **options)
     text = markdown(results)
     print(text)
-    command = f"python bench/loas_table2.py --mode {args.mode}" + (
-        f" --weight-profile {args.weight_profile}" if args.weight_profile else "")
-    Path(args.out).write_text(f"# LoAS Table II calibration (`{command}`)\n\n" + text, encoding="utf-8")
+    if args.out:
+        command = f"python bench/loas_table2.py --mode {args.mode}" + "".join(
+            f" --{option.replace('_', '-')} {value}" for option, value in options.items() if value is not None)
+        Path(args.out).write_text(f"# LoAS Table II calibration (`{command}`)\n\n" + text, encoding="utf-8")
     return 0
 
 

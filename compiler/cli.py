@@ -98,7 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how the sparsity spreads over the layers: layerwise (LoAS's logged work per layer; the "
                         "default of the LoAS Table II models), uniform (the same in each; the others' default), "
                         "fan-in or fan-out (global magnitude pruning of He-initialised layers)")
+    p.add_argument("--filter-spread", type=float, default=None,
+                   help="sigma of the log-normal per-filter weight scale that magnitude pruning sees: how unevenly "
+                        "the non-zero weights spread over the output channels (0: at random; default: the LoAS "
+                        "models' fitted value with --weight-profile layerwise, else 0)")
     p.add_argument("--spike-sparsity", type=float, default=None, help="target fraction of silent spikes")
+    p.add_argument("--spike-profile", choices=("layerwise", "uniform"), default=None,
+                   help="layerwise: each neuron layer fires as LoAS's runs fed the next layer (the LoAS Table II "
+                        "models' default); uniform: the model's spike sparsity and silent ratio in every layer")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--silent-ratio", type=float, default=None,
                    help="target fraction of neurons silent at every step (default: the model's)")
@@ -343,7 +350,8 @@ def cmd_zoo(args) -> int:
     model, inputs = build(args.name, timesteps=args.timesteps, weight_sparsity=args.weight_sparsity,
                           spike_sparsity=args.spike_sparsity, seed=args.seed,
                           silent_ratio=args.silent_ratio, input_scale=args.input_scale,
-                          residual=args.residual, weight_profile=args.weight_profile)
+                          residual=args.residual, weight_profile=args.weight_profile,
+                          spike_profile=args.spike_profile, filter_spread=args.filter_spread)
     atomic_write_bytes(args.output, model.SerializeToString())
     if args.input_out:
         save_npz(args.input_out, inputs)

@@ -64,6 +64,12 @@ def test_zoo_weight_profile(tmp_path, capsys):
     assert run_cli("zoo", "vgg-small", "-o", tmp_path / "bad.onnx", "--weight-profile", "lth") == 1
     assert "weight_profile must be one of layerwise, uniform, fan-in, fan-out, got 'lth'" in one_error_line(capsys)
     assert not (tmp_path / "bad.onnx").exists()
+    assert run_cli("zoo", "vgg-small", "-o", tmp_path / "bad.onnx", "--filter-spread", "9") == 1
+    assert "filter_spread must be in [0, 3.0], got 9.0" in one_error_line(capsys)
+    assert run_cli("zoo", "vgg-small", "-o", tmp_path / "bad.onnx", "--spike-profile", "layerwise") == 1
+    assert "zoo model 'vgg-small' has no per-layer table for spike_profile 'layerwise'" in one_error_line(capsys)
+    assert not (tmp_path / "bad.onnx").exists()
+    assert run_cli("zoo", "vgg-small", "-o", model, "--filter-spread", "0.5", "--spike-profile", "uniform") == 0
 
 
 def test_compile_run_matches_onnxruntime(vgg_small, vgg_program, tmp_path):

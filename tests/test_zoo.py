@@ -130,6 +130,50 @@ def test_unknown_model_and_bad_options():
         zoo.build("mlp", weight_profile="lth")
     with pytest.raises(FrontendError, match="zoo model 'mlp' has no per-layer table"):
         zoo.build("mlp", weight_profile="layerwise")
+    with pytest.raises(FrontendError, match="zoo model 'mlp' has no per-layer table for spike_profile"):
+        zoo.build("mlp", spike_profile="layerwise")
+    with pytest.raises(FrontendError, match="spike_profile must be one of layerwise, uniform, got 'real'"):
+        zoo.build("mlp", spike_profile="real")
+    with pytest.raises(FrontendError, match=r"filter_spread must be in \[0, 3.0\], got -0.1"):
+        zoo.build("mlp", filter_spread=-0.1)
+
+
+def test_filter_kept_counts_by_hand():
+    """Filters of scales 1 and 2, 10 weights each, 10 kept in all: the threshold tau = 0.92351
+    of test_global_magnitude_sparsities_by_hand keeps 3.557 and 6.443, so 4 and 6 (largest
+    remainder); an exact total, capped at the filter size, more kept where the scale is larger."""
+    assert models.filter_kept_counts(np.array([1.0, 2.0]), 10, 10).tolist() == [4, 6]
+    counts = models.filter_kept_counts(np.exp(np.linspace(-1, 1, 50)), 9, 100)
+    assert counts.sum() == 100 and counts.max() <= 9 and np.all(np.diff(counts) >= 0)
+    assert models.filter_kept_counts(np.array([0.1, 10.0]), 4, 6).tolist() == [2, 4]  # the big one is full
+
+
+@pytest.mark.parametrize("shape,axis", [((64, 32, 3, 3), (1, 2, 3)), ((256, 48), (0,))])
+def test_filter_spread_spreads_zeros_over_filters(shape, axis):
+    """The same exact zero count; with a spread, the filters (conv: axis 0, dense: axis 1)
+    are unevenly dense, the more so the larger the spread; without one, as dense as chance."""
+    def filter_density(spread):
+        cfg = models.ZooConfig(4, 0.9, 0.8, np.random.default_rng(0), filter_spread=spread)
+        weights = models._weights(cfg, shape)
+        assert np.count_nonzero(weights == 0) == round(0.9 * weights.size)
+        return (weights != 0).mean(axis=axis)
+
+    cv = [filter_density(spread).std() / filter_density(spread).mean() for spread in (0.0, 0.3, 1.0)]
+    assert cv[0] < 0.25 < cv[1] < cv[2]
+
+
+def test_layerwise_models_get_their_filter_spread():
+    """The LoAS models' default spread (LOAS_FILTER_SPREAD) comes with weight_profile layerwise;
+    uniform keeps the zeros at random; an explicit spread wins."""
+    def spread_of(**options):
+        net, _ = zoo.build_network("alexnet-cifar10", **options)
+        conv4 = next(l for l in net.layers if l.name == "conv4").params["weight"]
+        density = (conv4 != 0).reshape(conv4.shape[0], -1).mean(axis=1)
+        return density.std() / density.mean()
+
+    assert models.LOAS_FILTER_SPREAD["alexnet-cifar10"] > 0
+    assert spread_of() > spread_of(weight_profile="uniform") * 1.5
+    assert spread_of(filter_spread=1.0) > spread_of() * 2
 
 
 def test_global_magnitude_sparsities_by_hand():

@@ -3,7 +3,7 @@
 Contract
     build(name, *, timesteps=None, weight_sparsity=None, spike_sparsity=None, seed=0,
           form="unrolled", silent_ratio=None, input_scale=1.0, residual=None,
-          weight_profile=None)
+          weight_profile=None, spike_profile=None, filter_spread=None)
         -> (onnx.ModelProto, {graph input name: [T, B, ...] float32})
     build_network(...same options but form...) -> (Network, inputs)
     Same arguments => same model and inputs (numpy Generator seeded with `seed`).
@@ -20,14 +20,25 @@ Contract
       "fan-in"/"fan-out" gives each layer the sparsity of global magnitude pruning
                    (`global_magnitude_sparsities`), so that the mean over the layers,
                    weighted by their sizes, is `weight_sparsity`.
+    filter_spread spreads a layer's zeros over its filters (output channels): magnitude
+                   pruning of filters whose weight scales are log-normal with this sigma
+                   (`filter_kept_counts`); 0 places them at random over the tensor. The LoAS
+                   models' default with "layerwise" is fitted to LoAS's logs (LOAS_FILTER_SPREAD).
+    spike_profile  "layerwise" (the default of the LoAS Table II models unless spike_sparsity
+                   or silent_ratio is given) calibrates each neuron layer that feeds a layer
+                   LoAS logged to the spikes LoAS's run fed that layer: im2col non-zeros and
+                   packed non-zeros (LOAS_SPARTEN_SPIKES, `Consumer`); "uniform" gives every
+                   neuron layer `spike_sparsity` and `silent_ratio`.
 
 Models
     mlp, vgg-small                    the spine's small models
     alexnet-cifar10, vgg16-cifar10,   LoAS Table II workloads (T=4, 32x32x3): LoAS's
     resnet19-cifar10                  architectures (RuokaiYin/LoAS archs/cifarsvhn), the
-                                      table's spike sparsities (LOAS_TABLE_II), each layer's
-                                      weights pruned to the work LoAS logged for it
-                                      (weight_profile "layerwise", LOAS_MATCHED_WORK)
+                                      spikes LoAS's runs fed each layer (spike_profile
+                                      "layerwise"; Table II's sparsities elsewhere), each
+                                      layer's weights pruned to the work LoAS logged for it
+                                      (weight_profile "layerwise", LOAS_MATCHED_WORK) and spread
+                                      over its filters (LOAS_FILTER_SPREAD)
     sew-resnet18-dvs                  STEMS SEW-ResNet-18, 128x128x2 events, T=16
     red-lif-gen4                      STEMS RED-LIF, 360x640x6 events, T=12
     spikformer-hff                    LoAS T-HFF layer 4x784x3072x3072
@@ -90,6 +101,10 @@ class ZooConfig:
     layer_sparsities: LayerSparsities | None = None
     # weight_profile "layerwise": the matched work each named conv layer is pruned to (LOAS_MATCHED_WORK)
     matched_work: Mapping[str, int] | None = None
+    # spike_profile "layerwise": (x_accesses, lane_sops, matched pairs) LoAS logged per conv layer
+    spike_log: Mapping[str, tuple[int, int, int]] | None = None
+    # sigma of the log-normal per-filter weight scale that magnitude pruning sees (0: zeros at random)
+    filter_spread: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -105,6 +120,8 @@ class ZooModel:
     large: bool = False  # too big for the fast tests (bench / slow tests only)
     scalable: bool = False  # accepts input_scale < 1
     matched_work: Mapping[str, int] | None = None  # per-layer table: weight_profile "layerwise" (the default)
+    sparten_spikes: Mapping[str, tuple[int, int]] | None = None  # per-layer table: spike_profile "layerwise"
+    filter_spread: float = 0.0  # default with weight_profile "layerwise" (LOAS_FILTER_SPREAD)
 
 
 # ------------------------------------------------------------------------------------------
@@ -113,6 +130,7 @@ class ZooModel:
 
 
 WEIGHT_PROFILES = ("layerwise", "uniform", "fan-in", "fan-out")
+SPIKE_PROFILES = ("layerwise", "uniform")
 
 # LoAS's own simulator runs behind the Table II cycle counts (RuokaiYin/LoAS,
 # simulation_results/txt_results/snn_loas-mntk-normal_<model>_result.txt): `tot_comps` of every
@@ -138,20 +156,115 @@ LOAS_MATCHED_WORK = {
     },
 }
 
+# The spikes LoAS's runs fed each simulated layer, from its SparTen-SNN run of the same
+# matrices (RuokaiYin/LoAS simulation_results/txt_results/snn_sparten_<model>_result.txt):
+#   x_accesses  hit_x + miss_x. Every fetched spike tile adds its non-zeros (a miss adds 1 to
+#               miss_x and n - 1 to hit_x), and src/snn-sparten-result.py fetches each tile of
+#               the im2col spike matrix [T, M, K] once per 16 output channels (tile 'w': (128, 16)),
+#               so the matrix has x_accesses / ceil(N / 16) non-zeros;
+#   lane_sops   tot_comps: (spike at t, non-zero weight) pairs, summed over t.
+# With LOAS_MATCHED_WORK (the same pairs on the packed matrix) they give the packed non-zeros:
+# packed = spikes x matched / lane_sops (zeros of both matrices at random). `spike_profile`
+# "layerwise" calibrates the neuron layer feeding each of these layers to both counts.
+LOAS_SPARTEN_SPIKES = {
+    "alexnet-cifar10": {
+        "conv2": (198_588 + 24, 324_742), "conv3": (737_664 + 2_568, 251_820),
+        "conv4": (3_418_048 + 3_456, 562_756), "conv5": (2_029_216 + 2_304, 201_804),
+    },
+    "vgg16-cifar10": {
+        "conv2": (1_557_100 + 2_516, 6_162_210), "conv3": (771_000 + 1_280, 2_063_473),
+        "conv4": (1_935_504 + 2_304, 4_017_739), "conv5": (665_584 + 1_152, 1_324_937),
+        "conv6": (1_396_912 + 2_304, 1_626_838), "conv7": (1_355_136 + 2_304, 1_393_068),
+        "conv8": (560_480 + 2_304, 285_593), "conv9": (1_395_872 + 4_608, 196_917),
+        "conv10": (3_648_000 + 4_608, 745_336), "conv11": (334_064 + 144, 24_428),
+        "conv12": (421_488 + 144, 11_811), "conv13": (573_216 + 4_576, 24_670),
+    },
+    "resnet19-cifar10": {
+        "block1.conv_a": (773_312 + 1_280, 3_431_763), "block1.conv_b": (1_354_616 + 2_304, 3_768_016),
+        "block1.down": (89_968 + 32, 572_233),
+        "block2.conv_a": (1_572_584 + 2_304, 5_393_427), "block2.conv_b": (1_129_912 + 2_304, 3_417_895),
+        "block3.conv_a": (1_920_424 + 2_304, 5_729_270), "block3.conv_b": (1_610_984 + 2_304, 3_496_891),
+        "block4.conv_a": (1_366_000 + 1_152, 1_245_883), "block4.conv_b": (2_396_400 + 2_304, 2_029_755),
+        "block4.down": (182_888 + 8, 564_811),
+        "block5.conv_a": (4_819_344 + 2_304, 3_443_944), "block5.conv_b": (6_314_864 + 2_304, 5_546_523),
+        "block6.conv_a": (6_569_968 + 2_304, 3_135_329), "block6.conv_b": (7_645_312 + 2_304, 15_985_549),
+        "block7.conv_a": (3_299_744 + 2_304, 488_816), "block7.conv_b": (3_756_640 + 4_608, 160_078),
+        "block7.down": (436_984 + 8, 240_631),
+        "block8.conv_a": (3_972_896 + 4_608, 251_956), "block8.conv_b": (5_123_808 + 4_608, 474_568),
+    },
+}
+SPARTEN_COLUMNS = 16  # output channels per SparTen-SNN spike-tile fetch (LoAS tile 'w': (128, 16))
+
+# The filter spread of each LoAS model's weights (`filter_spread`, weight_profile "layerwise").
+# Real pruned filters are far from equally dense, and nothing LoAS logged counts them except
+# the cycles of its PE-per-output-channel baselines. `python bench/fit_filter_spread.py` fits the
+# sigma for which LoAS's own GoSPA-SNN formula (src/snn-gospa-result.py) on the zoo's matrices
+# gives the GoSPA-SNN cycles LoAS published; SparTen-SNN, the Table II criterion, is left to check it.
+MAX_FILTER_SPREAD = 3.0
+LOAS_FILTER_SPREAD = {"alexnet-cifar10": 0.13, "vgg16-cifar10": 0.13, "resnet19-cifar10": 0.38}
+
+
+def im2col_column_counts(maps: np.ndarray, kernel: int, stride: int, pad: int) -> np.ndarray:
+    """Per column k = (input channel, ky, kx) of a conv layer's im2col matrix [M, K]: how
+    many output positions see a non-zero there (padding is zero). maps: [C, H, W] ->
+    int64 [C, kernel, kernel]."""
+    padded = np.pad(maps != 0, ((0, 0), (pad, pad), (pad, pad)))
+    out_h = (padded.shape[1] - kernel) // stride + 1
+    out_w = (padded.shape[2] - kernel) // stride + 1
+    columns = np.zeros((padded.shape[0], kernel, kernel), dtype=np.int64)
+    for ky in range(kernel):
+        for kx in range(kernel):
+            window = padded[:, ky:ky + stride * (out_h - 1) + 1:stride, kx:kx + stride * (out_w - 1) + 1:stride]
+            columns[:, ky, kx] = window.sum(axis=(1, 2))
+    return columns
+
 
 def packed_im2col_columns(spikes: np.ndarray, kernel: int, stride: int, pad: int) -> np.ndarray:
     """Per column k = (input channel, ky, kx) of a conv layer's packed im2col spike matrix
     [M, K]: how many output positions see a neuron there that fires at some step (padding
     is zero). spikes: [T, 1, C, H, W] -> int64 [C, kernel, kernel]."""
-    fired = np.pad(spikes.any(axis=0)[0], ((0, 0), (pad, pad), (pad, pad)))
-    out_h = (fired.shape[1] - kernel) // stride + 1
-    out_w = (fired.shape[2] - kernel) // stride + 1
-    columns = np.zeros((fired.shape[0], kernel, kernel), dtype=np.int64)
-    for ky in range(kernel):
-        for kx in range(kernel):
-            window = fired[:, ky:ky + stride * (out_h - 1) + 1:stride, kx:kx + stride * (out_w - 1) + 1:stride]
-            columns[:, ky, kx] = window.sum(axis=(1, 2))
-    return columns
+    return im2col_column_counts(spikes.any(axis=0)[0], kernel, stride, pad)
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """The conv layer that reads a neuron layer's spikes (after an optional 2x2 spike
+    max-pool): what `spike_profile` "layerwise" calibrates the neuron layer against."""
+
+    name: str
+    channels: int
+    kernel: int = 3
+    stride: int = 1
+    pad: int = 1
+    pool: bool = False
+
+    def view(self, spikes: np.ndarray) -> np.ndarray:
+        """Spikes [T, C, H, W] -> the map the consumer reads (OR over 2x2 windows if pooled)."""
+        if not self.pool:
+            return spikes
+        t, c, h, w = spikes.shape
+        return spikes[:, :, :h - h % 2, :w - w % 2].reshape(t, c, h // 2, 2, w // 2, 2).any(axis=(3, 5))
+
+    def im2col_stats(self, spikes: np.ndarray) -> tuple[float, float]:
+        """(sparsity, silent ratio) of the consumer's im2col spike matrix [T, M, K], padding
+        left out: spikes [T, C, H, W] of (a channel sample of) the neuron layer."""
+        seen = self.view(spikes != 0)
+        valid = int(im2col_column_counts(np.ones(seen.shape[1:], dtype=bool), self.kernel, self.stride, self.pad).sum())
+        nonzeros = sum(int(im2col_column_counts(step, self.kernel, self.stride, self.pad).sum()) for step in seen)
+        packed = int(im2col_column_counts(seen.any(axis=0), self.kernel, self.stride, self.pad).sum())
+        return 1.0 - nonzeros / (seen.shape[0] * valid), 1.0 - packed / valid
+
+    def logged_targets(self, logged: tuple[int, int, int], shape: tuple[int, ...]) -> tuple[float, float]:
+        """The (sparsity, silent ratio) of im2col_stats that LoAS's run logged for this
+        consumer: logged = (x_accesses, lane_sops) of LOAS_SPARTEN_SPIKES + (matched pairs,
+        LOAS_MATCHED_WORK); shape: the neuron layer's [T, 1, C, H, W]."""
+        x_accesses, lane_sops, matched = logged
+        spikes = x_accesses / -(-self.channels // SPARTEN_COLUMNS)
+        packed = spikes * matched / lane_sops
+        seen = self.view(np.ones((1, *shape[2:]), dtype=bool))[0]
+        valid = int(im2col_column_counts(seen, self.kernel, self.stride, self.pad).sum())
+        sparsity = min(max(1.0 - spikes / (shape[0] * valid), 0.0), 1.0)
+        return sparsity, min(max(1.0 - packed / valid, 0.0), sparsity)
 
 
 def matched_work_sparsity(nonzeros: int, channels: int, size: int, matched: int) -> float:
@@ -225,19 +338,48 @@ def profile_sparsities(shapes: list[tuple[int, ...]], profile: str, average: flo
                                        [int(np.prod(shape)) for shape in shapes], average)
 
 
+def filter_kept_counts(scales: np.ndarray, filter_size: int, kept: int) -> np.ndarray:
+    """How many weights each filter keeps when one magnitude threshold prunes filters of
+    N(0, scale^2) weights (`global_magnitude_sparsities` over the filters) so that `kept`
+    remain in all: exact integers (largest remainders), each at most `filter_size`."""
+    sizes = [filter_size] * len(scales)
+    share = (1.0 - np.array(global_magnitude_sparsities(list(scales), sizes, 1.0 - kept / (filter_size * len(scales)))))
+    exact = share * filter_size
+    counts = np.minimum(np.floor(exact).astype(np.int64), filter_size)
+    for j in np.argsort(-(exact - counts), kind="stable"):
+        if counts.sum() >= kept:
+            break
+        if counts[j] < filter_size:
+            counts[j] += 1
+    return counts
+
+
 def _weights(cfg: ZooConfig, shape: tuple[int, ...], sparsity: float | None = None) -> np.ndarray:
     """Pruned representable weights: ints in [-7, 7] \\ {0} * 2^-4, exact zero count.
 
     `sparsity` overrides cfg.weight_sparsity (the input layer of the deep models, see
     FIRST_LAYER_MAX_SPARSITY); without it, a weight profile gives the layer's own.
+    With cfg.filter_spread > 0 the zeros are spread over the filters (output channels:
+    axis 0 of a conv weight, axis 1 of a dense one) as magnitude pruning spreads them over
+    filters whose scales are log-normal with that sigma (`filter_kept_counts`), and at
+    random within a filter; else at random over the whole tensor.
     """
     if sparsity is None:
         sparsity = cfg.weight_sparsity if cfg.layer_sparsities is None else cfg.layer_sparsities.take(shape)
     magnitudes = cfg.rng.integers(1, WEIGHT_MAX_INT + 1, size=shape)
     signs = cfg.rng.choice(np.array([-1, 1]), size=shape)
-    values = (magnitudes * signs).astype(np.float32).reshape(-1)
+    values = (magnitudes * signs).astype(np.float32)
     zeros = int(round(sparsity * values.size))
-    values[cfg.rng.permutation(values.size)[:zeros]] = 0.0
+    if cfg.filter_spread > 0 and zeros > 0:
+        filters = np.moveaxis(values, 1, 0) if len(shape) == 2 else values  # a view: [filter, ...]
+        per_filter = values.size // filters.shape[0]
+        scales = np.exp(cfg.filter_spread * cfg.rng.standard_normal(filters.shape[0]))
+        counts = filter_kept_counts(scales, per_filter, values.size - zeros)
+        pruned = np.stack([cfg.rng.permutation(per_filter) >= count for count in counts])
+        filters[pruned.reshape(filters.shape)] = 0.0
+    else:
+        flat = values.reshape(-1)
+        flat[cfg.rng.permutation(values.size)[:zeros]] = 0.0
     return (values * WEIGHT_STEP).reshape(shape).astype(np.float32)
 
 
@@ -291,9 +433,20 @@ def _sample(current: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(flat[:, ::stride])
 
 
+CONSUMER_SAMPLE = 1 << 17  # neurons; channels fire unevenly (filter_spread), so sample whole layers where possible
+
+
+def _channel_sample(current: np.ndarray) -> np.ndarray:
+    """[T, 1, C, H, W] -> [T, C', H, W]: whole maps of every s-th channel, so that a
+    consumer's windows stay intact, with C' x H x W <= CONSUMER_SAMPLE where possible."""
+    maps = current[:, 0]
+    stride = max(1, -(-int(np.prod(maps.shape[1:])) // CONSUMER_SAMPLE))
+    return np.ascontiguousarray(maps[:, ::stride])
+
+
 def calibrate_neuron(
     current: np.ndarray, beta: float | None, target_sparsity: float,
-    target_silent: float | None = None, reset: str = "subtract",
+    target_silent: float | None = None, reset: str = "subtract", consumer: Consumer | None = None,
 ) -> tuple[float, float]:
     """(threshold, current shift), both multiples of 2^-4, for a neuron layer.
 
@@ -304,13 +457,17 @@ def calibrate_neuron(
     the same number of spikes on fewer neurons, raising the silent ratio. The shift is
     binary-searched on that (weakly monotone) relation; the best candidate seen by
     |sparsity error| + |silent error| wins. Everything runs vectorised on a sample.
+    With a `consumer` (current [T, 1, C, H, W]), both are measured on the consumer's im2col
+    spike matrix (`Consumer.im2col_stats`) instead of on the neurons.
     """
-    x = _sample(current)
+    x = _sample(current) if consumer is None else _channel_sample(current)
     leak = "none" if beta is None else "beta"
 
     def stats(shift: int, k: int) -> tuple[float, float]:
         spikes, _ = lif_forward(x + np.float32(shift * WEIGHT_STEP), leak=leak, beta=beta,
                                 threshold=k * WEIGHT_STEP, reset=reset)
+        if consumer is not None:
+            return consumer.im2col_stats(spikes)
         return zero_fraction(spikes), silent_fraction(spikes)
 
     def fit_threshold(shift: int) -> int:
@@ -351,12 +508,19 @@ def calibrate_neuron(
 def _neuron(
     net: Network, cfg: ZooConfig, inputs: dict[str, np.ndarray], current: Value,
     *, beta: float | None, name: str, reset: str = "subtract", silent: bool = True,
+    feeds: Consumer | None = None,
 ) -> tuple[Value, Value]:
     """A neuron layer calibrated to the requested spike sparsity (and silent ratio,
-    when the model has one and `silent`; the shift goes into the synapse bias)."""
+    when the model has one and `silent`; the shift goes into the synapse bias). Under
+    spike_profile "layerwise", a layer that `feeds` a logged conv layer is calibrated to
+    the spikes LoAS's run fed that layer instead (`Consumer.logged_targets`)."""
     train = net.evaluate(inputs)[current]
     target_silent = cfg.silent_ratio if silent else None
-    if target_silent is None:
+    if feeds is not None and cfg.spike_log and feeds.name in cfg.spike_log:
+        target_sparsity, target_silent = feeds.logged_targets(cfg.spike_log[feeds.name], train.shape)
+        threshold, shift = calibrate_neuron(train, beta, target_sparsity, target_silent, reset, consumer=feeds)
+        net.shift_bias(current, shift)
+    elif target_silent is None:
         threshold = calibrate_threshold(train, beta, cfg.spike_sparsity)
     else:
         threshold, shift = calibrate_neuron(train, beta, cfg.spike_sparsity, target_silent, reset)
@@ -458,7 +622,7 @@ def _conv_weights(
 def _conv_lif(
     net: Network, cfg: ZooConfig, inputs: dict[str, np.ndarray], x: Value, cout: int, name: str,
     *, kernel: int = 3, stride: int = 1, pad: int | None = None, first: bool = False,
-    beta: float | None = HIDDEN_BETA,
+    beta: float | None = HIDDEN_BETA, feeds: Consumer | None = None,
 ) -> Value:
     """conv (kernel x kernel, 'same' padding by default) + calibrated LIF -> spikes."""
     sparsity = min(cfg.weight_sparsity, FIRST_LAYER_MAX_SPARSITY) if first else None
@@ -467,7 +631,7 @@ def _conv_lif(
     pad = kernel // 2 if pad is None else pad
     weight = _conv_weights(net, cfg, inputs, x, cout, name, kernel, stride, pad, sparsity)
     h = net.conv2d(x, weight, _bias(cfg, cout), strides=stride, pads=pad, name=name)
-    spikes, _ = _neuron(net, cfg, inputs, h, beta=beta, name=f"{name}.lif")
+    spikes, _ = _neuron(net, cfg, inputs, h, beta=beta, name=f"{name}.lif", feeds=feeds)
     return spikes
 
 
@@ -499,11 +663,12 @@ def _build_alexnet(cfg: ZooConfig) -> tuple[Network, dict[str, np.ndarray]]:
     net = Network(cfg.timesteps, name="alexnet_cifar10")
     inputs = {"image": _analog_input(cfg, (1, 3, 32, 32))}
     x = net.input("image", (1, 3, 32, 32))
-    s = _conv_lif(net, cfg, inputs, x, 64, "conv1", stride=2, first=True)  # 16x16
+    s = _conv_lif(net, cfg, inputs, x, 64, "conv1", stride=2, first=True,
+                  feeds=Consumer("conv2", 192, pool=True))  # 16x16
     s = net.max_pool2d(s, 2, name="pool1")  # 8x8
-    s = _conv_lif(net, cfg, inputs, s, 192, "conv2")
-    s = _conv_lif(net, cfg, inputs, s, 384, "conv3")
-    s = _conv_lif(net, cfg, inputs, s, 256, "conv4")
+    s = _conv_lif(net, cfg, inputs, s, 192, "conv2", feeds=Consumer("conv3", 384))
+    s = _conv_lif(net, cfg, inputs, s, 384, "conv3", feeds=Consumer("conv4", 256))
+    s = _conv_lif(net, cfg, inputs, s, 256, "conv4", feeds=Consumer("conv5", 256))
     s = _conv_lif(net, cfg, inputs, s, 256, "conv5")
     s = net.max_pool2d(s, 2, name="pool3")  # 4x4
     a = net.avg_pool2d(s, 2, name="avgpool")  # 2x2, multi-bit
@@ -522,23 +687,29 @@ def _build_vgg16(cfg: ZooConfig) -> tuple[Network, dict[str, np.ndarray]]:
     inputs = {"image": _analog_input(cfg, (1, 3, 32, 32))}
     s = net.input("image", (1, 3, 32, 32))
     conv = pool = 0
-    for item in VGG16_CONFIG:
+    for index, item in enumerate(VGG16_CONFIG):
         if item == "M":
             pool += 1
             s = net.max_pool2d(s, 2, name=f"pool{pool}")
         else:
             conv += 1
-            s = _conv_lif(net, cfg, inputs, s, int(item), f"conv{conv}", first=conv == 1)
+            rest = VGG16_CONFIG[index + 1:]
+            following = [c for c in rest if c != "M"]
+            feeds = Consumer(f"conv{conv + 1}", int(following[0]), pool=rest[0] == "M") if following else None
+            s = _conv_lif(net, cfg, inputs, s, int(item), f"conv{conv}", first=conv == 1, feeds=feeds)
     s = net.flatten(s, name="flatten")  # 512 x 1 x 1
     _classifier(net, cfg, inputs, s, name="fc14")
     return net, inputs
 
 
-def _basic_block(net: Network, cfg: ZooConfig, inputs, s, channels: int, stride: int, name: str):
+def _basic_block(net: Network, cfg: ZooConfig, inputs, s, channels: int, stride: int, name: str,
+                 feeds: Consumer | None = None):
     """A spiking basic block: LIF(conv_b(LIF(conv_a(s))) + shortcut(s)). The shortcut is a
     1x1 conv: strided and learned when the shape changes, else identity weights (1 = 2^0,
-    exact), so the residual sum of two synapses is one accumulator group when lowered."""
-    a = _conv_lif(net, cfg, inputs, s, channels, f"{name}.conv_a", stride=stride)
+    exact), so the residual sum of two synapses is one accumulator group when lowered.
+    `feeds`: the next block's conv_a (spike_profile "layerwise")."""
+    a = _conv_lif(net, cfg, inputs, s, channels, f"{name}.conv_a", stride=stride,
+                  feeds=Consumer(f"{name}.conv_b", channels))
     h = net.conv2d(a, _conv_weights(net, cfg, inputs, a, channels, f"{name}.conv_b", 3, 1, 1),
                    _bias(cfg, channels), pads=1, name=f"{name}.conv_b")
     if stride != 1 or s.shape[1] != channels:
@@ -548,7 +719,7 @@ def _basic_block(net: Network, cfg: ZooConfig, inputs, s, channels: int, stride:
         identity = np.eye(channels, dtype=np.float32).reshape(channels, channels, 1, 1)
         shortcut = net.conv2d(s, identity, None, name=f"{name}.identity")
     h = net.add(h, shortcut, name=f"{name}.residual")
-    s, _ = _neuron(net, cfg, inputs, h, beta=HIDDEN_BETA, name=f"{name}.lif")
+    s, _ = _neuron(net, cfg, inputs, h, beta=HIDDEN_BETA, name=f"{name}.lif", feeds=feeds)
     return s
 
 
@@ -566,12 +737,13 @@ def _build_resnet19(cfg: ZooConfig) -> tuple[Network, dict[str, np.ndarray]]:
     net = Network(cfg.timesteps, name="resnet19_cifar10")
     inputs = {"image": _analog_input(cfg, (1, 3, 32, 32))}
     x = net.input("image", (1, 3, 32, 32))
-    s = _conv_lif(net, cfg, inputs, x, 64, "conv1", first=True)  # 32x32
-    index = 0
-    for channels, blocks in ((128, 3), (256, 3), (512, 2)):
-        for b in range(blocks):
-            index += 1
-            s = _basic_block(net, cfg, inputs, s, channels, 2 if b == 0 else 1, f"block{index}")
+    blocks = [(channels, 2 if b == 0 else 1) for channels, count in ((128, 3), (256, 3), (512, 2))
+              for b in range(count)]
+    entry = [Consumer(f"block{i + 1}.conv_a", channels, stride=stride) for i, (channels, stride) in enumerate(blocks)]
+    s = _conv_lif(net, cfg, inputs, x, 64, "conv1", first=True, feeds=entry[0])  # 32x32
+    for index, (channels, stride) in enumerate(blocks):
+        feeds = entry[index + 1] if index + 1 < len(blocks) else None
+        s = _basic_block(net, cfg, inputs, s, channels, stride, f"block{index + 1}", feeds)
     a = net.avg_pool2d(s, 4, name="avgpool")  # 512 x 1 x 1, multi-bit
     f = net.flatten(a, name="flatten")
     f = _dense_lif(net, cfg, inputs, f, 256, "fc18")
@@ -714,16 +886,22 @@ ZOO: dict[str, ZooModel] = {
         "alexnet-cifar10", "AlexNet (5 conv + dense) on CIFAR-10 32x32x3, LoAS Table II sparsities, "
         "LoAS's per-layer work (T=4)",
         _build_alexnet, 4, *LOAS_TABLE_II["alexnet-cifar10"], matched_work=LOAS_MATCHED_WORK["alexnet-cifar10"],
+        sparten_spikes=LOAS_SPARTEN_SPIKES["alexnet-cifar10"],
+        filter_spread=LOAS_FILTER_SPREAD["alexnet-cifar10"],
     ),
     "vgg16-cifar10": ZooModel(
         "vgg16-cifar10", "VGG16 (13 conv + dense) on CIFAR-10 32x32x3, LoAS Table II sparsities, "
         "LoAS's per-layer work (T=4)",
         _build_vgg16, 4, *LOAS_TABLE_II["vgg16-cifar10"], matched_work=LOAS_MATCHED_WORK["vgg16-cifar10"],
+        sparten_spikes=LOAS_SPARTEN_SPIKES["vgg16-cifar10"],
+        filter_spread=LOAS_FILTER_SPREAD["vgg16-cifar10"],
     ),
     "resnet19-cifar10": ZooModel(
         "resnet19-cifar10", "ResNet19 (conv + 8 basic blocks + 2 dense) on CIFAR-10, LoAS Table II sparsities, "
         "LoAS's per-layer work (T=4)",
         _build_resnet19, 4, *LOAS_TABLE_II["resnet19-cifar10"], matched_work=LOAS_MATCHED_WORK["resnet19-cifar10"],
+        sparten_spikes=LOAS_SPARTEN_SPIKES["resnet19-cifar10"],
+        filter_spread=LOAS_FILTER_SPREAD["resnet19-cifar10"],
     ),
     "sew-resnet18-dvs": ZooModel(
         "sew-resnet18-dvs", "STEMS SEW-ResNet-18, CIFAR10-DVS 128x128x2 events, 7 SEW blocks + 2x2 spike "
@@ -751,6 +929,7 @@ def build_network(
     name: str, *, timesteps: int | None = None, weight_sparsity: float | None = None,
     spike_sparsity: float | None = None, seed: int = 0, silent_ratio: float | None = None,
     input_scale: float = 1.0, residual: str | None = None, weight_profile: str | None = None,
+    spike_profile: str | None = None, filter_spread: float | None = None,
 ) -> tuple[Network, dict[str, np.ndarray]]:
     """The zoo model as a `Network` (before export) and its inputs.
 
@@ -762,6 +941,12 @@ def build_network(
                    module doc). Default: "layerwise" for a model with a per-layer table
                    (the LoAS Table II models) unless weight_sparsity is given, else "uniform".
                    fan-in / fan-out build the model twice: a dry run lists its weight layers.
+    spike_profile  "layerwise" or "uniform" (SPIKE_PROFILES; see the module doc). Default:
+                   "layerwise" for a model with a per-layer spike table (the LoAS Table II
+                   models) unless spike_sparsity or silent_ratio is given, else "uniform".
+    filter_spread  sigma of the log-normal per-filter weight scale seen by magnitude pruning
+                   (0: zeros at random over each tensor). Default: the model's fitted value
+                   (LOAS_FILTER_SPREAD) with weight_profile "layerwise", else 0.
     """
     if name not in ZOO:
         raise FrontendError(f"unknown zoo model '{name}' (known: {', '.join(sorted(ZOO))})")
@@ -796,6 +981,24 @@ def build_network(
     if weight_profile not in WEIGHT_PROFILES:
         raise FrontendError(f"zoo model '{name}': weight_profile must be one of {', '.join(WEIGHT_PROFILES)}, "
                             f"got {weight_profile!r}")
+    if spike_profile is None:
+        spike_profile = ("layerwise" if entry.sparten_spikes and spike_sparsity is None and silent_ratio is None
+                         else "uniform")
+    if spike_profile not in SPIKE_PROFILES:
+        raise FrontendError(f"zoo model '{name}': spike_profile must be one of {', '.join(SPIKE_PROFILES)}, "
+                            f"got {spike_profile!r}")
+    if spike_profile == "layerwise":
+        if not entry.sparten_spikes:
+            raise FrontendError(f"zoo model '{name}' has no per-layer table for spike_profile 'layerwise' "
+                                "(the LoAS Table II models have one)")
+        cfg = replace(cfg, spike_log={layer: (*logged, entry.matched_work[layer])
+                                      for layer, logged in entry.sparten_spikes.items()})
+    if filter_spread is None:
+        filter_spread = entry.filter_spread if weight_profile == "layerwise" else 0.0
+    if not 0.0 <= filter_spread <= MAX_FILTER_SPREAD:
+        raise FrontendError(f"zoo model '{name}': filter_spread must be in [0, {MAX_FILTER_SPREAD}], "
+                            f"got {filter_spread}")
+    cfg = replace(cfg, filter_spread=float(filter_spread))
     if weight_profile == "layerwise":
         if not entry.matched_work:
             raise FrontendError(f"zoo model '{name}' has no per-layer table for weight_profile 'layerwise' "
@@ -814,13 +1017,14 @@ def build(
     name: str, *, timesteps: int | None = None, weight_sparsity: float | None = None,
     spike_sparsity: float | None = None, seed: int = 0, form: str = "unrolled",
     silent_ratio: float | None = None, input_scale: float = 1.0, residual: str | None = None,
-    weight_profile: str | None = None,
+    weight_profile: str | None = None, spike_profile: str | None = None, filter_spread: float | None = None,
 ) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     """The zoo model `name` as canonical ONNX (`form` "unrolled" or "scan") and its inputs."""
     net, inputs = build_network(
         name, timesteps=timesteps, weight_sparsity=weight_sparsity,
         spike_sparsity=spike_sparsity, seed=seed, silent_ratio=silent_ratio,
         input_scale=input_scale, residual=residual, weight_profile=weight_profile,
+        spike_profile=spike_profile, filter_spread=filter_spread,
     )
     return net.to_onnx(form), inputs
 
