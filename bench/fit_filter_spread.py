@@ -27,8 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import loas_formula  # noqa: E402
-from loas_table2 import PUBLISHED  # noqa: E402
+import loas_formula
+from loas_table2 import PUBLISHED
 
 MODELS = ("alexnet-cifar10", "vgg16-cifar10", "resnet19-cifar10")
 STEP = 0.01  # the resolution of the fit
@@ -74,8 +74,8 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", nargs="*", default=list(MODELS))
     args = ap.parse_args(argv)
-    summary = ["| model | filter spread | GoSPA-SNN: formula / LoAS (fitted) | SparTen-SNN: formula / LoAS (check) |"
-               " Gamma-SNN: formula / LoAS | SparTen-SNN per layer: formula / LoAS, min-max (median) |",
+    summary = [("| model | filter spread | GoSPA-SNN: formula / LoAS (fitted) | SparTen-SNN: formula / LoAS (check) |"
+                " Gamma-SNN: formula / LoAS | SparTen-SNN per layer: formula / LoAS, min-max (median) |"),
                "|---|---:|---:|---:|---:|---|"]
     for name in args.models:
         sigma, layers = fit(name)

@@ -36,3 +36,20 @@ def test_im2col_by_hand(formula):
     assert cols.shape == (1, 4, 4)
     assert cols[0].astype(int).tolist() == [[0, 1, 1, 0], [1, 0, 0, 1], [1, 0, 0, 1], [0, 1, 1, 0]]
     assert nzw[:, 0].tolist() == [True, False, False, True]
+
+
+def test_fit_filter_spread_bisects_to_the_nearest_step(monkeypatch):
+    """bench/fit_filter_spread.py: the GoSPA-SNN total rises with sigma; the fit returns the
+    multiple of 0.01 whose total is nearest LoAS's, with that sigma's layers."""
+    fit = bench_module("fit_filter_spread")
+    calls = []
+
+    def model_layers(name, filter_spread):
+        calls.append(filter_spread)
+        return [{"GoSPA-SNN": round(100 + 1000 * filter_spread), "SparTen-SNN": 0}, {"GoSPA-SNN": 0, "SparTen-SNN": 0}]
+
+    monkeypatch.setattr(fit.loas_formula, "model_layers", model_layers)
+    monkeypatch.setitem(fit.PUBLISHED, "toy", {"GoSPA-SNN": (391, 0)})  # 100 + 1000 x 0.291
+    sigma, layers = fit.fit("toy")
+    assert sigma == pytest.approx(0.29) and layers[0]["GoSPA-SNN"] == 390
+    assert len(calls) <= 10  # bisection over 0..1.28 in steps of 0.01, each sigma built once

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -162,18 +163,24 @@ def test_filter_spread_spreads_zeros_over_filters(shape, axis):
     assert cv[0] < 0.25 < cv[1] < cv[2]
 
 
-def test_layerwise_models_get_their_filter_spread():
+def test_layerwise_models_get_their_filter_spread(monkeypatch):
     """The LoAS models' default spread (LOAS_FILTER_SPREAD) comes with weight_profile layerwise;
-    uniform keeps the zeros at random; an explicit spread wins."""
-    def spread_of(**options):
-        net, _ = zoo.build_network("alexnet-cifar10", **options)
-        conv4 = next(l for l in net.layers if l.name == "conv4").params["weight"]
-        density = (conv4 != 0).reshape(conv4.shape[0], -1).mean(axis=1)
-        return density.std() / density.mean()
-
+    uniform keeps the zeros at random; an explicit spread wins (the builder's config)."""
+    seen = []
+    entry = zoo.ZOO["alexnet-cifar10"]
+    monkeypatch.setitem(zoo.ZOO, "alexnet-cifar10",
+                        dataclasses.replace(entry, builder=lambda cfg: seen.append(cfg) or (None, {})))
+    zoo.build_network("alexnet-cifar10")
+    zoo.build_network("alexnet-cifar10", weight_profile="uniform")
+    zoo.build_network("alexnet-cifar10", weight_profile="uniform", filter_spread=0.5)
+    zoo.build_network("alexnet-cifar10", spike_sparsity=0.9)
+    assert [cfg.filter_spread for cfg in seen] == [models.LOAS_FILTER_SPREAD["alexnet-cifar10"], 0.0, 0.5,
+                                                   models.LOAS_FILTER_SPREAD["alexnet-cifar10"]]
     assert models.LOAS_FILTER_SPREAD["alexnet-cifar10"] > 0
-    assert spread_of() > spread_of(weight_profile="uniform") * 1.5
-    assert spread_of(filter_spread=1.0) > spread_of() * 2
+    # spike_profile: layerwise by default, uniform once a spike target is given
+    assert [cfg.spike_log is not None for cfg in seen] == [True, True, True, False]
+    assert seen[0].spike_log["conv4"] == (*models.LOAS_SPARTEN_SPIKES["alexnet-cifar10"]["conv4"],
+                                          models.LOAS_MATCHED_WORK["alexnet-cifar10"]["conv4"])
 
 
 def test_global_magnitude_sparsities_by_hand():

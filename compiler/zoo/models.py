@@ -56,7 +56,8 @@ Every number is representable so that quantised hardware can be exact:
                 snn reference kernels); with a silent-ratio target, also a uniform
                 shift of the layer's current (a multiple of 2^-4 folded into the
                 synapse bias) so that that fraction of neurons never fires
-                (`calibrate_neuron`; vectorised, on <= 32768 sampled neurons);
+                (`calibrate_neuron`; vectorised, on <= 32768 sampled neurons; against a
+                consumer, on whole channels, <= 131072 neurons);
     betas       0.5, 0.75, 0.875 (exact in binary);
     inputs      binary spikes (mlp) or analog direct coding, multiples of 2^-8 in
                 [-4, 4) (vgg-small).
@@ -883,22 +884,22 @@ ZOO: dict[str, ZooModel] = {
         _build_vgg_small,
     ),
     "alexnet-cifar10": ZooModel(
-        "alexnet-cifar10", "AlexNet (5 conv + dense) on CIFAR-10 32x32x3, LoAS Table II sparsities, "
-        "LoAS's per-layer work (T=4)",
+        "alexnet-cifar10", "AlexNet (5 conv + dense) on CIFAR-10 32x32x3: LoAS's Table II workload, "
+        "per-layer spikes, work and filter spread from its logs (T=4)",
         _build_alexnet, 4, *LOAS_TABLE_II["alexnet-cifar10"], matched_work=LOAS_MATCHED_WORK["alexnet-cifar10"],
         sparten_spikes=LOAS_SPARTEN_SPIKES["alexnet-cifar10"],
         filter_spread=LOAS_FILTER_SPREAD["alexnet-cifar10"],
     ),
     "vgg16-cifar10": ZooModel(
-        "vgg16-cifar10", "VGG16 (13 conv + dense) on CIFAR-10 32x32x3, LoAS Table II sparsities, "
-        "LoAS's per-layer work (T=4)",
+        "vgg16-cifar10", "VGG16 (13 conv + dense) on CIFAR-10 32x32x3: LoAS's Table II workload, "
+        "per-layer spikes, work and filter spread from its logs (T=4)",
         _build_vgg16, 4, *LOAS_TABLE_II["vgg16-cifar10"], matched_work=LOAS_MATCHED_WORK["vgg16-cifar10"],
         sparten_spikes=LOAS_SPARTEN_SPIKES["vgg16-cifar10"],
         filter_spread=LOAS_FILTER_SPREAD["vgg16-cifar10"],
     ),
     "resnet19-cifar10": ZooModel(
-        "resnet19-cifar10", "ResNet19 (conv + 8 basic blocks + 2 dense) on CIFAR-10, LoAS Table II sparsities, "
-        "LoAS's per-layer work (T=4)",
+        "resnet19-cifar10", "ResNet19 (conv + 8 basic blocks + 2 dense) on CIFAR-10: LoAS's Table II workload, "
+        "per-layer spikes, work and filter spread from its logs (T=4)",
         _build_resnet19, 4, *LOAS_TABLE_II["resnet19-cifar10"], matched_work=LOAS_MATCHED_WORK["resnet19-cifar10"],
         sparten_spikes=LOAS_SPARTEN_SPIKES["resnet19-cifar10"],
         filter_spread=LOAS_FILTER_SPREAD["resnet19-cifar10"],
