@@ -118,10 +118,11 @@ def test_consumer_im2col_stats_by_hand():
     assert silent == pytest.approx(1 - 8 / 16)  # packed: 2 cells fire, 8 of 16 taps
     pooled = Consumer("c", 8, kernel=1, pad=0, pool=True)  # OR over the 2x2 window: 1 cell, 1 tap
     assert pooled.im2col_stats(spikes) == (0.0, 0.0)
-    # logged targets: 32 accesses over ceil(8 / 16) = 1 column tile, 48 lane SOPs, 24 matched
-    # pairs -> 32 spikes, 16 packed non-zeros over 2 steps x 16 taps
-    assert Consumer("c", 8).logged_targets((32, 48, 24), (2, 1, 1, 2, 2)) == (0.0, 0.0)
-    assert Consumer("c", 8).logged_targets((8, 16, 8), (2, 1, 1, 2, 2)) == (0.75, 0.75)
+    # logged targets, over LoAS's 4 steps x 16 taps: 16 accesses over ceil(8 / 16) = 1 column
+    # tile -> 16 spikes; 32 lane SOPs for 16 matched pairs -> 8 packed non-zeros
+    assert Consumer("c", 8).logged_targets((16, 32, 16), (4, 1, 1, 2, 2)) == (0.75, 0.5)
+    assert Consumer("c", 8).logged_targets((16, 32, 16), (2, 1, 1, 2, 2)) == (0.75, 0.5)  # per step, any T
+    assert Consumer("c", 8).logged_targets((64, 96, 48), (4, 1, 1, 2, 2)) == (0.0, 0.0)  # clamped
 
 
 def test_uniform_spike_profile_keeps_table_ii_per_layer():

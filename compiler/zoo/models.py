@@ -195,6 +195,7 @@ LOAS_SPARTEN_SPIKES = {
     },
 }
 SPARTEN_COLUMNS = 16  # output channels per SparTen-SNN spike-tile fetch (LoAS tile 'w': (128, 16))
+LOAS_LOG_TIMESTEPS = 4  # LoAS's runs (Table II: CIFAR-10, T=4)
 
 # The filter spread of each LoAS model's weights (`filter_spread`, weight_profile "layerwise").
 # Real pruned filters are far from equally dense, and nothing LoAS logged counts them except
@@ -258,13 +259,14 @@ class Consumer:
     def logged_targets(self, logged: tuple[int, int, int], shape: tuple[int, ...]) -> tuple[float, float]:
         """The (sparsity, silent ratio) of im2col_stats that LoAS's run logged for this
         consumer: logged = (x_accesses, lane_sops) of LOAS_SPARTEN_SPIKES + (matched pairs,
-        LOAS_MATCHED_WORK); shape: the neuron layer's [T, 1, C, H, W]."""
+        LOAS_MATCHED_WORK); shape: the neuron layer's [T, 1, C, H, W]. The sparsity is per
+        step of LoAS's T (LOAS_LOG_TIMESTEPS), so a model built with another T keeps it."""
         x_accesses, lane_sops, matched = logged
         spikes = x_accesses / -(-self.channels // SPARTEN_COLUMNS)
         packed = spikes * matched / lane_sops
         seen = self.view(np.ones((1, *shape[2:]), dtype=bool))[0]
         valid = int(im2col_column_counts(seen, self.kernel, self.stride, self.pad).sum())
-        sparsity = min(max(1.0 - spikes / (shape[0] * valid), 0.0), 1.0)
+        sparsity = min(max(1.0 - spikes / (LOAS_LOG_TIMESTEPS * valid), 0.0), 1.0)
         return sparsity, min(max(1.0 - packed / valid, 0.0), sparsity)
 
 
