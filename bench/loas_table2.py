@@ -5,13 +5,17 @@
                                 [--weight-profile layerwise|uniform|fan-in|fan-out]
                                 [--spike-profile layerwise|uniform] [--filter-spread SIGMA]
 
-For every model (`snnc.compiler.zoo.build`, Table II sparsities) it simulates four
+For every model (`snnc.compiler.zoo.build`, LoAS's Table II workloads) it simulates four
 designs on the same machine (16 PEs, 256 KB global cache, 128 GB/s HBM):
 LoAS (FTP) and the baselines SparTen-SNN (IP_SEQ), GoSPA-SNN (OP), Gamma-SNN (GUST).
 `--weight-profile` (snnc zoo --weight-profile) sets how the weights are pruned per layer:
 layerwise (the default: each layer to the matched work of LoAS's own run of it), uniform
 (Table II's sparsity in every layer), or LoAS's lottery-ticket global magnitude pruning
 with He-initialised layers (fan-in or fan-out scales; the mean stays Table II's).
+`--spike-profile` sets each neuron layer's firing: layerwise (the default: the spikes
+LoAS's runs fed each logged layer) or uniform (Table II's averages); `--filter-spread`
+how unevenly the non-zero weights spread over the filters (default: the model's fitted
+sigma, bench/fit_filter_spread.py). The tables go to stdout, and to --out if given.
 How a baseline program is made (`--mode`):
   passes    compile with `compress-weights,loop-reorder{dataflow=...},dma-prefetch`:
             the lowering schedules the program for that loop nest;
