@@ -184,6 +184,33 @@ def cmd_compile(args) -> int:
     return 0
 
 
+class LazyStatus:
+    """A spinner on `console` naming the step under way, shown only once the run has taken
+    `after` seconds (quick runs stay silent)."""
+
+    def __init__(self, console, title: str, after: float = 1.0, clock=None):
+        self._console, self._title, self._after = console, title, after
+        self._clock = clock or time.perf_counter
+        self._start = self._clock()
+        self._status = None
+
+    def calibrating(self, layer: str) -> None:
+        self.update(f"calibrating {layer}")
+
+    def update(self, step: str) -> None:
+        text = f"{self._title}: {step}"
+        if self._status is None:
+            if self._clock() - self._start < self._after:
+                return
+            self._status = self._console.status(text)
+            self._status.start()
+        self._status.update(text)
+
+    def stop(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+
+
 def _console():
     """Rich console on stderr; wide enough for the tables when piped to a file."""
     from rich.console import Console
@@ -347,11 +374,17 @@ def cmd_zoo(args) -> int:
         raise SnncError(f"zoo: unknown model '{args.name}' (known: {', '.join(ZOO)})")
     if not args.output:
         raise SnncError("zoo: -o MODEL.onnx is required")
-    model, inputs = build(args.name, timesteps=args.timesteps, weight_sparsity=args.weight_sparsity,
-                          spike_sparsity=args.spike_sparsity, seed=args.seed,
-                          silent_ratio=args.silent_ratio, input_scale=args.input_scale,
-                          residual=args.residual, weight_profile=args.weight_profile,
-                          spike_profile=args.spike_profile, filter_spread=args.filter_spread)
+    status = LazyStatus(_console(), f"building {args.name}") if sys.stderr.isatty() else None
+    try:
+        model, inputs = build(args.name, timesteps=args.timesteps, weight_sparsity=args.weight_sparsity,
+                              spike_sparsity=args.spike_sparsity, seed=args.seed,
+                              silent_ratio=args.silent_ratio, input_scale=args.input_scale,
+                              residual=args.residual, weight_profile=args.weight_profile,
+                              spike_profile=args.spike_profile, filter_spread=args.filter_spread,
+                              on_layer=status.calibrating if status else None)
+    finally:
+        if status:
+            status.stop()
     atomic_write_bytes(args.output, model.SerializeToString())
     if args.input_out:
         save_npz(args.input_out, inputs)

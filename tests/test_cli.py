@@ -323,3 +323,29 @@ def test_unwritable_csv_directory(vgg_program, vgg_small, tmp_path, capsys):
                    "--report", report, "--quiet") == 1
     assert "a_file" in one_error_line(capsys)
     assert not report.exists()  # nothing half-done: the check comes before any output
+
+
+def test_lazy_status_shows_only_after_its_delay():
+    """`snnc zoo` names the layer it calibrates, on a terminal, once a build takes a second."""
+    import io
+
+    from rich.console import Console
+    from snnc.compiler.cli import LazyStatus
+
+    now = [0.0]
+    out = io.StringIO()
+    status = LazyStatus(Console(file=out, force_terminal=True), "building m", after=1.0, clock=lambda: now[0])
+    status.calibrating("conv1.lif")
+    assert status._status is None  # quick: silent
+    now[0] = 1.5
+    status.calibrating("conv2.lif")
+    status.stop()
+    assert "building m: calibrating conv2.lif" in out.getvalue() and "conv1.lif" not in out.getvalue()
+
+
+def test_zoo_build_reports_each_neuron_layer():
+    from snnc.compiler import zoo
+
+    seen = []
+    net, _ = zoo.build_network("vgg-small", on_layer=seen.append)
+    assert seen == [layer.name for layer in net.layers if layer.kind in ("lif", "if")] and len(seen) >= 3

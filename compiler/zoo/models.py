@@ -70,7 +70,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +106,8 @@ class ZooConfig:
     spike_log: Mapping[str, tuple[int, int, int]] | None = None
     # sigma of the log-normal per-filter weight scale that magnitude pruning sees (0: zeros at random)
     filter_spread: float = 0.0
+    # called with each neuron layer's name before it is calibrated (progress display)
+    on_layer: Callable[[str], None] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -517,6 +519,8 @@ def _neuron(
     when the model has one and `silent`; the shift goes into the synapse bias). Under
     spike_profile "layerwise", a layer that `feeds` a logged conv layer is calibrated to
     the spikes LoAS's run fed that layer instead (`Consumer.logged_targets`)."""
+    if cfg.on_layer is not None:
+        cfg.on_layer(name)
     train = net.evaluate(inputs)[current]
     target_silent = cfg.silent_ratio if silent else None
     if feeds is not None and cfg.spike_log and feeds.name in cfg.spike_log:
@@ -933,6 +937,7 @@ def build_network(
     spike_sparsity: float | None = None, seed: int = 0, silent_ratio: float | None = None,
     input_scale: float = 1.0, residual: str | None = None, weight_profile: str | None = None,
     spike_profile: str | None = None, filter_spread: float | None = None,
+    on_layer: Callable[[str], None] | None = None,
 ) -> tuple[Network, dict[str, np.ndarray]]:
     """The zoo model as a `Network` (before export) and its inputs.
 
@@ -950,6 +955,8 @@ def build_network(
     filter_spread  sigma of the log-normal per-filter weight scale seen by magnitude pruning
                    (0: zeros at random over each tensor). Default: the model's fitted value
                    (LOAS_FILTER_SPREAD) with weight_profile "layerwise", else 0.
+    on_layer       called with each neuron layer's name as its calibration starts (the CLI's
+                   progress display; the LoAS models take seconds).
     """
     if name not in ZOO:
         raise FrontendError(f"unknown zoo model '{name}' (known: {', '.join(sorted(ZOO))})")
@@ -962,6 +969,7 @@ def build_network(
         silent_ratio=entry.silent_ratio if silent_ratio is None else float(silent_ratio),
         input_scale=float(input_scale),
         residual=entry.residual if residual is None else residual,
+        on_layer=on_layer,
     )
     if cfg.timesteps < 1:
         raise FrontendError(f"zoo model '{name}': timesteps must be >= 1, got {cfg.timesteps}")
@@ -1021,13 +1029,14 @@ def build(
     spike_sparsity: float | None = None, seed: int = 0, form: str = "unrolled",
     silent_ratio: float | None = None, input_scale: float = 1.0, residual: str | None = None,
     weight_profile: str | None = None, spike_profile: str | None = None, filter_spread: float | None = None,
+    on_layer: Callable[[str], None] | None = None,
 ) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     """The zoo model `name` as canonical ONNX (`form` "unrolled" or "scan") and its inputs."""
     net, inputs = build_network(
         name, timesteps=timesteps, weight_sparsity=weight_sparsity,
         spike_sparsity=spike_sparsity, seed=seed, silent_ratio=silent_ratio,
         input_scale=input_scale, residual=residual, weight_profile=weight_profile,
-        spike_profile=spike_profile, filter_spread=filter_spread,
+        spike_profile=spike_profile, filter_spread=filter_spread, on_layer=on_layer,
     )
     return net.to_onnx(form), inputs
 
