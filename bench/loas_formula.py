@@ -1,6 +1,8 @@
 """LoAS's own simulator formulas on the zoo's matrices: what RuokaiYin/LoAS would print for our workloads.
 
-    python bench/loas_formula.py [--weight-profile layerwise|uniform|fan-in|fan-out] [alexnet-cifar10 vgg16-cifar10 resnet19-cifar10]
+    python bench/loas_formula.py [--weight-profile layerwise|uniform|fan-in|fan-out]
+                                 [--spike-profile layerwise|uniform] [--filter-spread SIGMA]
+                                 [alexnet-cifar10 vgg16-cifar10 resnet19-cifar10]
 
 LoAS's published cycle counts come from src/snn-{sparten,gospa,gamma,loas-mntk}-result.py
 (RuokaiYin/LoAS at cd635a8): each layer is a spike matrix x [T, M, K] (im2col) times a
@@ -114,11 +116,16 @@ def main(argv: list[str]) -> int:
     ap.add_argument("models", nargs="*", default=list(MODELS))
     ap.add_argument("--weight-profile", default=None,
                     help="layerwise, uniform, fan-in or fan-out (snnc zoo --weight-profile; default: the model's)")
+    ap.add_argument("--spike-profile", default=None,
+                    help="layerwise or uniform (snnc zoo --spike-profile; default: the model's)")
+    ap.add_argument("--filter-spread", type=float, default=None,
+                    help="snnc zoo --filter-spread (default: the model's)")
     args = ap.parse_args(argv)
     print("| model | SparTen-SNN | GoSPA-SNN | Gamma-SNN | LoAS | LoAS strong | speedup over SparTen / GoSPA / Gamma |")
     print("|---|---:|---:|---:|---:|---:|---|")
     for name in args.models:
-        t = model_totals(name, args.weight_profile)
+        t = model_totals(name, args.weight_profile, spike_profile=args.spike_profile,
+                         filter_spread=args.filter_spread)
         speedups = " / ".join(f"{t[d] / t['LoAS']:.2f}" for d in ("SparTen-SNN", "GoSPA-SNN", "Gamma-SNN"))
         print(f"| {name} | {t['SparTen-SNN']:,} | {t['GoSPA-SNN']:,} | {t['Gamma-SNN']:,} | {t['LoAS']:,} | "
               f"{t['LoAS strong']:,} | {speedups} |", flush=True)
