@@ -16,6 +16,7 @@ traceback (set SNNC_DEBUG=1 to see one), and no partially written file.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import os
 import sys
@@ -162,7 +163,9 @@ def cmd_compile(args) -> int:
     from snnc.compiler.pipeline import compile_model
 
     model = _require_model(args.model)
-    result = compile_model(model, _compile_options(args))
+    options = _compile_options(args)
+    with _lazy_status(f"compiling {model.name}", quiet=options.print_ir_after_all) as status:
+        result = compile_model(model, options, on_step=status.update if status else None)
     if args.emit == "bin":
         out = Path(args.output) if args.output else Path(model.stem + ".bin")
         atomic_write_bytes(out, result.binary)
@@ -209,6 +212,17 @@ class LazyStatus:
     def stop(self) -> None:
         if self._status is not None:
             self._status.stop()
+
+
+@contextlib.contextmanager
+def _lazy_status(title: str, quiet: bool = False):
+    """A LazyStatus on stderr when it is a terminal (and not `quiet`), else None; stopped on exit."""
+    status = LazyStatus(_console(), title) if sys.stderr.isatty() and not quiet else None
+    try:
+        yield status
+    finally:
+        if status is not None:
+            status.stop()
 
 
 def _console():
@@ -317,7 +331,8 @@ def _verify(model: Path, inputs: dict, options, console, atol: float = 0.0):
     from snnc.compiler.reference import compare_outputs, run_onnxruntime
     from snnc.runtime import simulate
 
-    result = compile_model(model, options)
+    with _lazy_status(f"compiling {model.name}") as status:
+        result = compile_model(model, options, on_step=status.update if status else None)
     sim = simulate(result.image, inputs, progress=sys.stderr.isatty())
     reference = run_onnxruntime(model, inputs)
     rows = compare_outputs(sim.outputs, reference, atol)
@@ -374,17 +389,13 @@ def cmd_zoo(args) -> int:
         raise SnncError(f"zoo: unknown model '{args.name}' (known: {', '.join(ZOO)})")
     if not args.output:
         raise SnncError("zoo: -o MODEL.onnx is required")
-    status = LazyStatus(_console(), f"building {args.name}") if sys.stderr.isatty() else None
-    try:
+    with _lazy_status(f"building {args.name}") as status:
         model, inputs = build(args.name, timesteps=args.timesteps, weight_sparsity=args.weight_sparsity,
                               spike_sparsity=args.spike_sparsity, seed=args.seed,
                               silent_ratio=args.silent_ratio, input_scale=args.input_scale,
                               residual=args.residual, weight_profile=args.weight_profile,
                               spike_profile=args.spike_profile, filter_spread=args.filter_spread,
                               on_layer=status.calibrating if status else None)
-    finally:
-        if status:
-            status.stop()
     atomic_write_bytes(args.output, model.SerializeToString())
     if args.input_out:
         save_npz(args.input_out, inputs)

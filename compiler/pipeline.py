@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -153,8 +154,10 @@ def compile_model(
     model: str | Path | object,
     options: CompileOptions = CompileOptions(),
     ir_stream: TextIO | None = None,
+    on_step: Callable[[str], None] | None = None,
 ) -> CompileResult:
-    """Compile an ONNX model (path or ModelProto) to a prog.bin image."""
+    """Compile an ONNX model (path or ModelProto) to a prog.bin image. `on_step` is called
+    with each step's name as it starts (the CLI's progress display)."""
     from snnc.backend.binformat import write_program
     from snnc.backend.encoder import encode
     from snnc.backend.hwconfig import load_hw
@@ -173,7 +176,12 @@ def compile_model(
             ir_stream.write(f"// -----// IR after {step} //----- //\n")
             ir_stream.write(print_ir(module))
 
+    def starting(step: str) -> None:
+        if on_step is not None:
+            on_step(step)
+
     def run(p: ModulePass, module: ModuleOp) -> None:
+        starting(p.name)
         try:
             p.apply(ctx, module)
         except SnncError:
@@ -185,6 +193,7 @@ def compile_model(
     snn_passes, accel_passes = build_passes(options)
 
     # 1. Frontend
+    starting("import")
     module = import_model(model, options)
     checkpoint("import-onnx", module)
     # 2. snn-level passes
@@ -197,6 +206,7 @@ def compile_model(
     for p in accel_passes:
         run(p, module)
     # 5. Backend
+    starting("encode")
     image = encode(module, verify=False)  # verified by the checkpoint of the last step
     binary = write_program(image)
     steps.append("encode")

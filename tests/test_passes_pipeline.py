@@ -71,6 +71,15 @@ def test_print_ir_after_every_pass():
     assert result.steps[:4] == ["import-onnx", "loop-reorder", "time-batch", "layer-fuse"]
 
 
+def test_compile_announces_each_step_before_it_runs():
+    """on_step (the CLI's progress display) hears every step, in order, before it runs."""
+    started = []
+    result = compile_model(model("mlp")[0], CompileOptions(passes="loop-reorder,time-batch{timesteps=2}"),
+                           on_step=started.append)
+    assert started == ["import", *result.steps[1:]]
+    assert started[:3] == ["import", "loop-reorder", "time-batch"] and started[-1] == "encode"
+
+
 def test_bad_option_is_a_one_line_error():
     from snnc.backend.errors import SnncError
 
