@@ -3,7 +3,7 @@
     python bench/loas_table2.py [--models alexnet-cifar10,vgg16-cifar10,resnet19-cifar10]
                                 [--mode auto|passes|override] [--out FILE.md]
                                 [--weight-profile layerwise|uniform|fan-in|fan-out]
-                                [--spike-profile layerwise|uniform] [--filter-spread SIGMA]
+                                [--spike-profile layerwise|uniform] [--filter-spread SIGMA] [--seed N]
 
 For every model (`snnc.compiler.zoo.build`, LoAS's Table II workloads) it simulates four
 designs on the same machine (16 PEs, 256 KB global cache, 128 GB/s HBM):
@@ -124,7 +124,7 @@ def run_model(name: str, mode: str, **build_options) -> dict:
     from snnc.compiler.pipeline import CompileOptions, compile_model
     from snnc.runtime import simulate
 
-    model, inputs = zoo.build(name, **build_options)
+    model, inputs = zoo.build(name, **{k: v for k, v in build_options.items() if v is not None})
     ftp = compile_model(model, CompileOptions(passes=design_pipeline("ftp"))).image
     out = {}
     for design, df in DESIGNS:
@@ -183,9 +183,10 @@ def main(argv=None) -> int:
                     help="layerwise or uniform (snnc zoo --spike-profile; default: the model's)")
     ap.add_argument("--filter-spread", type=float, default=None,
                     help="snnc zoo --filter-spread (default: the model's)")
+    ap.add_argument("--seed", type=int, default=None, help="snnc zoo --seed (default 0)")
     args = ap.parse_args(argv)
     options = {"weight_profile": args.weight_profile, "spike_profile": args.spike_profile,
-               "filter_spread": args.filter_spread}
+               "filter_spread": args.filter_spread, "seed": args.seed}
     results = {}
     for name in [m for m in args.models.split(",") if m]:
         print(f"{name}:", file=sys.stderr)
