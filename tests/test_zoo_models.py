@@ -125,6 +125,20 @@ def test_consumer_im2col_stats_by_hand():
     assert Consumer("c", 8).logged_targets((64, 96, 48), (4, 1, 1, 2, 2)) == (0.0, 0.0)  # clamped
 
 
+@pytest.mark.parametrize("kernel,stride,pad,pool", [(3, 1, 1, False), (3, 2, 1, False), (1, 2, 0, False),
+                                                    (3, 1, 1, True), (5, 1, 2, False)])
+def test_consumer_stats_count_the_im2col_matrix(kernel, stride, pad, pool):
+    """im2col_stats weighs each pixel by its im2col coverage; that is the im2col matrix's own
+    count, column by column (im2col_column_counts), on random spikes of odd sizes."""
+    spikes = np.random.default_rng(kernel + stride).random((4, 5, 9, 7)) < 0.3
+    consumer = Consumer("c", 8, kernel=kernel, stride=stride, pad=pad, pool=pool)
+    seen = consumer.view(spikes)
+    valid = int(im2col_column_counts(np.ones(seen.shape[1:], dtype=bool), kernel, stride, pad).sum())
+    nonzeros = sum(int(im2col_column_counts(step, kernel, stride, pad).sum()) for step in seen)
+    packed = int(im2col_column_counts(seen.any(axis=0), kernel, stride, pad).sum())
+    assert consumer.im2col_stats(spikes) == (1 - nonzeros / (4 * valid), 1 - packed / valid)
+
+
 def test_uniform_spike_profile_keeps_table_ii_per_layer():
     net, inputs = zoo.build_network("alexnet-cifar10", spike_profile="uniform")
     _, s_sp, silent = LOAS_TABLE_II["alexnet-cifar10"]

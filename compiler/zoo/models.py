@@ -68,6 +68,7 @@ below (`_weights`, `_neuron`), and register it in `ZOO` with its defaults.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -223,6 +224,22 @@ def im2col_column_counts(maps: np.ndarray, kernel: int, stride: int, pad: int) -
     return columns
 
 
+@functools.lru_cache(maxsize=64)
+def im2col_coverage(shape: tuple[int, int], kernel: int, stride: int, pad: int) -> np.ndarray:
+    """int64 [H, W]: how many (output position, tap) pairs of a conv read each input pixel,
+    i.e. how often it appears in the im2col matrix (read-only, cached)."""
+    h, w = shape
+    out_h = (h + 2 * pad - kernel) // stride + 1
+    out_w = (w + 2 * pad - kernel) // stride + 1
+    padded = np.zeros((h + 2 * pad, w + 2 * pad), dtype=np.int64)
+    for ky in range(kernel):
+        for kx in range(kernel):
+            padded[ky:ky + stride * (out_h - 1) + 1:stride, kx:kx + stride * (out_w - 1) + 1:stride] += 1
+    coverage = padded[pad:pad + h, pad:pad + w].copy()
+    coverage.flags.writeable = False
+    return coverage
+
+
 def packed_im2col_columns(spikes: np.ndarray, kernel: int, stride: int, pad: int) -> np.ndarray:
     """Per column k = (input channel, ky, kx) of a conv layer's packed im2col spike matrix
     [M, K]: how many output positions see a neuron there that fires at some step (padding
@@ -251,11 +268,13 @@ class Consumer:
 
     def im2col_stats(self, spikes: np.ndarray) -> tuple[float, float]:
         """(sparsity, silent ratio) of the consumer's im2col spike matrix [T, M, K], padding
-        left out: spikes [T, C, H, W] of (a channel sample of) the neuron layer."""
+        left out: spikes [T, C, H, W] of (a channel sample of) the neuron layer. An input
+        pixel appears in the matrix `im2col_coverage` times, whatever its channel."""
         seen = self.view(spikes != 0)
-        valid = int(im2col_column_counts(np.ones(seen.shape[1:], dtype=bool), self.kernel, self.stride, self.pad).sum())
-        nonzeros = sum(int(im2col_column_counts(step, self.kernel, self.stride, self.pad).sum()) for step in seen)
-        packed = int(im2col_column_counts(seen.any(axis=0), self.kernel, self.stride, self.pad).sum())
+        coverage = im2col_coverage(seen.shape[2:], self.kernel, self.stride, self.pad)
+        valid = seen.shape[1] * int(coverage.sum())
+        nonzeros = int((seen.sum(axis=(0, 1), dtype=np.int64) * coverage).sum())
+        packed = int((seen.any(axis=0).sum(axis=0, dtype=np.int64) * coverage).sum())
         return 1.0 - nonzeros / (seen.shape[0] * valid), 1.0 - packed / valid
 
     def logged_targets(self, logged: tuple[int, int, int], shape: tuple[int, ...]) -> tuple[float, float]:
@@ -267,7 +286,7 @@ class Consumer:
         spikes = x_accesses / -(-self.channels // SPARTEN_COLUMNS)
         packed = spikes * matched / lane_sops
         seen = self.view(np.ones((1, *shape[2:]), dtype=bool))[0]
-        valid = int(im2col_column_counts(seen, self.kernel, self.stride, self.pad).sum())
+        valid = seen.shape[0] * int(im2col_coverage(seen.shape[1:], self.kernel, self.stride, self.pad).sum())
         sparsity = min(max(1.0 - spikes / (LOAS_LOG_TIMESTEPS * valid), 0.0), 1.0)
         return sparsity, min(max(1.0 - packed / valid, 0.0), sparsity)
 
