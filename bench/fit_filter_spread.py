@@ -28,22 +28,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import loas_formula
-from loas_table2 import PUBLISHED
+from loas_table2 import LOAS_SPARTEN_LAYER_CYCLES, MODELS, PUBLISHED
 
-MODELS = ("alexnet-cifar10", "vgg16-cifar10", "resnet19-cifar10")
 STEP = 0.01  # the resolution of the fit
 HIGH = 1.28  # sigma searched in [0, HIGH]
-
-# tot_cycs of every layer of LoAS's SparTen-SNN runs (RuokaiYin/LoAS
-# simulation_results/txt_results/snn_sparten_<model>_result.txt), Layer_1, Layer_2, ...
-LOAS_SPARTEN_LAYER_CYCLES = {
-    "alexnet-cifar10": (80_365, 65_682, 144_933, 74_609),
-    "vgg16-cifar10": (717_307, 230_575, 452_296, 145_717, 213_917, 197_028, 53_565, 71_013, 302_761,
-                      10_345, 6_976, 14_140),
-    "resnet19-cifar10": (368_512, 398_068, 56_319, 525_999, 365_250, 684_371, 478_244, 194_715, 422_320,
-                         80_827, 817_343, 1_634_758, 1_029_163, 5_194_899, 317_161, 118_596, 78_471,
-                         164_143, 338_732),
-}
 
 
 def fit(name: str, design: str = "GoSPA-SNN") -> tuple[float, list[dict[str, int]]]:
@@ -51,23 +39,23 @@ def fit(name: str, design: str = "GoSPA-SNN") -> tuple[float, list[dict[str, int
     target = PUBLISHED[name][design][0]
     seen: dict[int, list[dict[str, int]]] = {}
 
-    def layers(steps: int) -> list[dict[str, int]]:
+    def total(steps: int) -> int:
+        """`design`'s cycles at sigma = steps x STEP (each sigma built once)."""
         if steps not in seen:
             seen[steps] = loas_formula.model_layers(name, filter_spread=steps * STEP)
-            total = sum(layer[design] for layer in seen[steps])
-            print(f"  {name} filter_spread {steps * STEP:.2f}: {design} {total:,} (LoAS {target:,})",
+            print(f"  {name} filter_spread {steps * STEP:.2f}: {design} {total(steps):,} (LoAS {target:,})",
                   file=sys.stderr, flush=True)
-        return seen[steps]
+        return sum(layer[design] for layer in seen[steps])
 
     low, high = 0, round(HIGH / STEP)  # the total grows with sigma
     while high - low > 1:
         middle = (low + high) // 2
-        if sum(layer[design] for layer in layers(middle)) < target:
+        if total(middle) < target:
             low = middle
         else:
             high = middle
-    best = min((low, high), key=lambda k: abs(sum(layer[design] for layer in layers(k)) - target))
-    return best * STEP, layers(best)
+    best = min((low, high), key=lambda k: abs(total(k) - target))
+    return best * STEP, seen[best]
 
 
 def main(argv: list[str]) -> int:
@@ -80,7 +68,7 @@ def main(argv: list[str]) -> int:
     for name in args.models:
         sigma, layers = fit(name)
         pub = PUBLISHED[name]
-        total = {design: sum(layer[design] for layer in layers) for design in layers[0]}
+        total = loas_formula.layer_totals(layers)
         ratios = sorted(layer["SparTen-SNN"] / logged
                         for layer, logged in zip(layers, LOAS_SPARTEN_LAYER_CYCLES[name], strict=True))
         summary.append(

@@ -2,6 +2,7 @@
 
     python bench/loas_formula.py [--weight-profile layerwise|uniform|fan-in|fan-out]
                                  [--spike-profile layerwise|uniform] [--filter-spread SIGMA]
+                                 [--seed N] [--per-layer]
                                  [alexnet-cifar10 vgg16-cifar10 resnet19-cifar10]
 
 LoAS's published cycle counts come from src/snn-{sparten,gospa,gamma,loas-mntk}-result.py
@@ -19,7 +20,8 @@ identity weights: the residual add, not a weight layer). Dense layers are left o
 the simulator's). The tile arithmetic is runtime/baselines.py's (which times each SYN
 visit that way); here it runs on whole layers, without our tiling, memory or TPPE model,
 so comparing its speedups with bench/loas_table2.py's shows which gaps come from the
-matrices and which from our machine. About 20 s per model.
+matrices and which from our machine. About 20 s per model. `--per-layer` also prints, layer
+by layer, the SparTen-SNN cycles, im2col spikes and lane SOPs against LoAS's SparTen-SNN logs.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import sys
 import numpy as np
 
 MODELS = ("alexnet-cifar10", "vgg16-cifar10", "resnet19-cifar10")
+DESIGNS = ("SparTen-SNN", "GoSPA-SNN", "Gamma-SNN", "LoAS", "LoAS strong")
 LOAS_K_CHUNK, LOAS_COLUMNS = 128, 32  # LoAS tile_dict: 'x': (1, 16, 128), 'w': (128, 32)
 
 
@@ -73,8 +76,9 @@ def layer_cycles(x: np.ndarray, w: np.ndarray, pes: int = 16) -> dict[str, int]:
 
 def model_layers(name: str, **build_options) -> list[dict[str, int]]:
     """LoAS's simulator cycles of each of the model's layers (as LoAS's logs list them:
-    the conv layers after the first, identity shortcuts left out), per design.
-    build_options go to `snnc.compiler.zoo.build` (weight_profile, filter_spread, ...)."""
+    the conv layers after the first, identity shortcuts left out), per design (DESIGNS),
+    with the layer's im2col "spikes" (non-zeros over all steps) and "entries" (its size,
+    padding included), "lane SOPs" and output "channels". build_options go to `snnc.compiler.zoo.build` (weight_profile, filter_spread, ...)."""
     from xdsl.dialects import func
 
     from snnc.compiler.pipeline import import_to_snn
@@ -100,35 +104,60 @@ def model_layers(name: str, **build_options) -> list[dict[str, int]]:
             if convs > 1 and not identity:
                 x, w = im2col(values[op.input], weight, int_array_value(op.strides), int_array_value(op.pads),
                               int_array_value(op.dilations))
-                layers.append(layer_cycles(x, w))
+                sops = int(x.sum(axis=(0, 1), dtype=np.int64) @ w.sum(axis=1, dtype=np.int64))
+                layers.append({**layer_cycles(x, w), "spikes": int(x.sum()), "lane SOPs": sops,
+                               "channels": w.shape[1], "entries": x.size})
         _run_op(op, values)
     return layers
 
 
 def model_totals(name: str, weight_profile: str | None = None, **build_options) -> dict[str, int]:
     """The sums of `model_layers` per design."""
-    layers = model_layers(name, weight_profile=weight_profile, **build_options)
-    return {design: sum(layer[design] for layer in layers) for design in layers[0]}
+    return layer_totals(model_layers(name, weight_profile=weight_profile, **build_options))
+
+
+def layer_totals(layers: list[dict[str, int]]) -> dict[str, int]:
+    """Cycles per design (DESIGNS), summed over `model_layers`' layers."""
+    return {design: sum(layer[design] for layer in layers) for design in DESIGNS}
+
+
+def per_layer_table(name: str, layers: list[dict[str, int]]) -> str:
+    """Each layer against LoAS's SparTen-SNN log of it: cycles, im2col spikes, lane SOPs."""
+    from loas_table2 import LOAS_SPARTEN_LAYER_CYCLES
+    from snnc.compiler.zoo.models import LOAS_SPARTEN_SPIKES, SPARTEN_COLUMNS
+
+    logged = zip(LOAS_SPARTEN_SPIKES[name].items(), LOAS_SPARTEN_LAYER_CYCLES[name], strict=True)
+    rows = [(f"| {name} layer | SparTen-SNN cycles: formula / LoAS | im2col spikes: ours / LoAS | "
+             "lane SOPs: ours / LoAS | LoAS's im2col density |"), "|---|---:|---:|---:|---:|"]
+    for layer, ((label, (x_accesses, lane_sops)), cycles) in zip(layers, logged, strict=True):
+        spikes = x_accesses / -(-layer["channels"] // SPARTEN_COLUMNS)
+        rows.append(f"| {label} | {layer['SparTen-SNN'] / cycles:.2f} | {layer['spikes'] / spikes:.3f} | "
+                    f"{layer['lane SOPs'] / lane_sops:.3f} | {spikes / layer['entries']:.3f} |")
+    return "\n".join(rows)
 
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", nargs="*", default=list(MODELS))
-    ap.add_argument("--weight-profile", default=None,
-                    help="layerwise, uniform, fan-in or fan-out (snnc zoo --weight-profile; default: the model's)")
-    ap.add_argument("--spike-profile", default=None,
-                    help="layerwise or uniform (snnc zoo --spike-profile; default: the model's)")
-    ap.add_argument("--filter-spread", type=float, default=None,
-                    help="snnc zoo --filter-spread (default: the model's)")
+    ap.add_argument("--per-layer", action="store_true",
+                    help="also each layer's SparTen-SNN cycles, spikes and SOPs against LoAS's logs")
+    from loas_table2 import add_zoo_options, zoo_options
+
+    add_zoo_options(ap)
     args = ap.parse_args(argv)
+    tables = []
     print("| model | SparTen-SNN | GoSPA-SNN | Gamma-SNN | LoAS | LoAS strong | speedup over SparTen / GoSPA / Gamma |")
     print("|---|---:|---:|---:|---:|---:|---|")
     for name in args.models:
-        t = model_totals(name, args.weight_profile, spike_profile=args.spike_profile,
-                         filter_spread=args.filter_spread)
+        layers = model_layers(name, **zoo_options(args))
+        t = layer_totals(layers)
+        if args.per_layer:
+            tables.append(per_layer_table(name, layers))
         speedups = " / ".join(f"{t[d] / t['LoAS']:.2f}" for d in ("SparTen-SNN", "GoSPA-SNN", "Gamma-SNN"))
         print(f"| {name} | {t['SparTen-SNN']:,} | {t['GoSPA-SNN']:,} | {t['Gamma-SNN']:,} | {t['LoAS']:,} | "
               f"{t['LoAS strong']:,} | {speedups} |", flush=True)
+    for table in tables:
+        print("\n" + table)
     return 0
 
 

@@ -51,6 +51,33 @@ PUBLISHED = {
     "resnet19-cifar10": {"SparTen-SNN": (13_267_891, 19_898), "GoSPA-SNN": (12_701_503, 27_015),
                          "Gamma-SNN": (5_189_716, 17_076), "LoAS": (1_558_455, 9_075)},
 }
+# tot_cycs of every layer of LoAS's SparTen-SNN runs (RuokaiYin/LoAS
+# simulation_results/txt_results/snn_sparten_<model>_result.txt), Layer_1, Layer_2, ...
+LOAS_SPARTEN_LAYER_CYCLES = {
+    "alexnet-cifar10": (80_365, 65_682, 144_933, 74_609),
+    "vgg16-cifar10": (717_307, 230_575, 452_296, 145_717, 213_917, 197_028, 53_565, 71_013, 302_761,
+                      10_345, 6_976, 14_140),
+    "resnet19-cifar10": (368_512, 398_068, 56_319, 525_999, 365_250, 684_371, 478_244, 194_715, 422_320,
+                         80_827, 817_343, 1_634_758, 1_029_163, 5_194_899, 317_161, 118_596, 78_471,
+                         164_143, 338_732),
+}
+ZOO_OPTIONS = ("weight_profile", "spike_profile", "filter_spread", "seed")
+
+
+def add_zoo_options(ap: argparse.ArgumentParser) -> None:
+    """The `snnc zoo` build options the LoAS benchmarks pass on (`zoo_options`)."""
+    ap.add_argument("--weight-profile", default=None,
+                    help="layerwise, uniform, fan-in or fan-out (snnc zoo --weight-profile; default: the model's)")
+    ap.add_argument("--spike-profile", default=None,
+                    help="layerwise or uniform (snnc zoo --spike-profile; default: the model's)")
+    ap.add_argument("--filter-spread", type=float, default=None,
+                    help="snnc zoo --filter-spread (default: the model's)")
+    ap.add_argument("--seed", type=int, default=None, help="snnc zoo --seed (default 0)")
+
+
+def zoo_options(args: argparse.Namespace) -> dict:
+    """The options `add_zoo_options` parsed that were given, as `snnc.compiler.zoo.build` keywords."""
+    return {name: getattr(args, name) for name in ZOO_OPTIONS if getattr(args, name) is not None}
 
 
 def design_pipeline(dataflow: str) -> str:
@@ -124,7 +151,7 @@ def run_model(name: str, mode: str, **build_options) -> dict:
     from snnc.compiler.pipeline import CompileOptions, compile_model
     from snnc.runtime import simulate
 
-    model, inputs = zoo.build(name, **{k: v for k, v in build_options.items() if v is not None})
+    model, inputs = zoo.build(name, **build_options)
     ftp = compile_model(model, CompileOptions(passes=design_pipeline("ftp"))).image
     out = {}
     for design, df in DESIGNS:
@@ -177,16 +204,9 @@ def main(argv=None) -> int:
     ap.add_argument("--mode", choices=("auto", "passes", "override"), default="override")
     ap.add_argument("--out", default=None,
                     help="also write the tables to this markdown file (bench/loas_table2.md is the annotated record)")
-    ap.add_argument("--weight-profile", default=None,
-                    help="layerwise, uniform, fan-in or fan-out (snnc zoo --weight-profile; default: the model's)")
-    ap.add_argument("--spike-profile", default=None,
-                    help="layerwise or uniform (snnc zoo --spike-profile; default: the model's)")
-    ap.add_argument("--filter-spread", type=float, default=None,
-                    help="snnc zoo --filter-spread (default: the model's)")
-    ap.add_argument("--seed", type=int, default=None, help="snnc zoo --seed (default 0)")
+    add_zoo_options(ap)
     args = ap.parse_args(argv)
-    options = {"weight_profile": args.weight_profile, "spike_profile": args.spike_profile,
-               "filter_spread": args.filter_spread, "seed": args.seed}
+    options = zoo_options(args)
     results = {}
     for name in [m for m in args.models.split(",") if m]:
         print(f"{name}:", file=sys.stderr)
@@ -195,7 +215,7 @@ def main(argv=None) -> int:
     print(text)
     if args.out:
         command = f"python bench/loas_table2.py --mode {args.mode}" + "".join(
-            f" --{option.replace('_', '-')} {value}" for option, value in options.items() if value is not None)
+            f" --{option.replace('_', '-')} {value}" for option, value in options.items())
         Path(args.out).write_text(f"# LoAS Table II calibration (`{command}`)\n\n" + text, encoding="utf-8")
     return 0
 

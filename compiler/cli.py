@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "the non-zero weights spread over the output channels (0: at random; default: the LoAS "
                         "models' fitted value with --weight-profile layerwise, else 0)")
     p.add_argument("--spike-sparsity", type=float, default=None, help="target fraction of silent spikes")
-    p.add_argument("--spike-profile", choices=("layerwise", "uniform"), default=None,
+    p.add_argument("--spike-profile", default=None,
                    help="layerwise: each neuron layer fires as LoAS's runs fed the next layer (the LoAS Table II "
                         "models' default); uniform: the model's spike sparsity and silent ratio in every layer")
     p.add_argument("--seed", type=int, default=0)

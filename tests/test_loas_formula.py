@@ -68,7 +68,7 @@ def test_zoo_workloads_reproduce_loas_runs_under_loas_formulas(formula, name):
     (to which the filter spread is fitted) within 5 %; LoAS within 10 %; the speedups over
     SparTen-SNN and Gamma-SNN, which nothing is fitted to, within 15 % (bench/loas_table2.md)."""
     layers = formula.model_layers(name)
-    ours = {design: sum(layer[design] for layer in layers) for design in layers[0]}
+    ours = formula.layer_totals(layers)
     published = {design: cycles for design, (cycles, _) in bench_module("loas_table2").PUBLISHED[name].items()}
     assert ours["GoSPA-SNN"] == pytest.approx(published["GoSPA-SNN"], rel=0.05)
     assert ours["LoAS"] == pytest.approx(published["LoAS"], rel=0.10)
