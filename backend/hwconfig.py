@@ -22,6 +22,7 @@ do not give; docs/isa.md lists them.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import tomllib
 from dataclasses import dataclass, field
@@ -33,9 +34,13 @@ PRESET_DIR = Path(__file__).with_name("presets")
 DEFAULT_PRESET = "loas"
 
 
-def _param(default, source: str, lo=None, hi=None):
-    """A config key: its default, the citation for it, and its valid range."""
-    return field(default=default, metadata={"source": source, "min": lo, "max": hi})
+def _param(default, source: str, lo=None, hi=None, choices: tuple[str, ...] | None = None):
+    """A config key: its default, the citation for it, and its valid range (numbers)
+    or its valid values (strings)."""
+    return field(default=default, metadata={"source": source, "min": lo, "max": hi, "choices": choices})
+
+
+TPPE_SCHEDULERS = ("balanced", "rounds")  # tppe.scheduler (runtime/timing.py ftp_syn)
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,12 @@ class TppeConfig:
     weight_buffer_bytes: int = _param(128, "LoAS §V: 128-byte buffer for the non-zero weights of fiber-B", 1, 1 << 20)
     pseudo_acc_bits: int = _param(12, "LoAS §V: 1 12-bit pseudo-accumulator", 1, 64)
     correction_acc_bits: int = _param(10, "LoAS §V: 4 10-bit correction accumulators", 1, 64)
+    scheduler: str = _param(
+        "balanced", "assumption: LoAS §IV has 'a scheduler that distributes workloads across the TPPEs' but gives "
+        "no policy. balanced: it cuts a visit's output neurons, in (position, channel) order, into one contiguous "
+        "run per TPPE of about equal estimated work (bm-A popcount x fiber-B non-zeros); rounds: one position per "
+        "TPPE, rounds that last their slowest TPPE (docs/isa.md, runtime/timing.py ftp_syn)",
+        choices=TPPE_SCHEDULERS)
 
 
 @dataclass(frozen=True)
@@ -149,6 +160,8 @@ def _toml_value(value) -> str:
         return str(value)
     if isinstance(value, float):
         return repr(value)  # shortest round-trip representation; always has '.' or 'e'
+    if isinstance(value, str):
+        return json.dumps(value)  # a TOML basic string (the choices are plain ASCII words)
     raise TypeError(value)
 
 
@@ -160,7 +173,13 @@ def _parse_section(section_cls, sec_name: str, table: dict, source: str):
         if key not in fields:
             raise HwConfigError(f"{where}: unknown key (known in [{sec_name}]: {', '.join(sorted(fields))})")
         f = fields[key]
-        want = f.type if isinstance(f.type, type) else {"int": int, "float": float}[f.type]
+        want = f.type if isinstance(f.type, type) else {"int": int, "float": float, "str": str}[f.type]
+        if want is str:
+            choices = f.metadata["choices"]
+            if not isinstance(value, str) or value not in choices:
+                raise HwConfigError(f"{where}: expected one of {', '.join(map(repr, choices))}, found {value!r}")
+            values[key] = value
+            continue
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise HwConfigError(f"{where}: expected {want.__name__}, found {type(value).__name__} {value!r}")
         if want is int and not isinstance(value, int):

@@ -4,12 +4,16 @@
 
 A visit hands the array `items` work units (FTP: output positions, one TPPE stream each)
 against `other` units of the second operand (FTP: fiber-Bs). Streams are dealt to the
-`pes` PEs in rounds; a round lasts its slowest PE. Imports only the standard library.
+`pes` PEs in rounds; a round lasts its slowest PE (`split_factor`, `visit_rounds`), or, with
+the balanced TPPE scheduler, in one run of output neurons per PE (`balanced_runs`).
+Imports only numpy and the standard library.
 """
 
 from __future__ import annotations
 
 import math
+
+import numpy as np
 
 
 def split_factor(items: int, other: int, pes: int) -> int:
@@ -37,3 +41,23 @@ def visit_rounds(items: int, other: int, pes: int) -> float:
     items -> 1 and 0.5; 24 items -> 2 (the second round half idle)."""
     groups = split_factor(items, other, pes)
     return math.ceil(items * groups / pes) / groups
+
+
+def balanced_runs(row_work, col_work, pes: int):
+    """The `balanced` TPPE scheduler's cut (tppe.scheduler, runtime/timing.py ftp_syn): the
+    rows x cols grid of output neurons (FTP: output positions x fiber-Bs), in row-major
+    order, cut into `pes` contiguous runs of about equal estimated work
+    row_work[r] * col_work[c] (bm-A popcount x fiber-B non-zeros). Neuron i goes to run
+    floor(S * midpoint_i / total) (midpoint_i = its work's midpoint on the cumulative
+    axis), so a run's estimate is within one neuron's of total / pes.
+    Returns bounds [pes + 1]: run j is flattened neurons bounds[j] .. bounds[j+1]-1
+    (possibly empty). E.g. 2 rows of work 3 and 1 x 2 cols of work 1, 4 PEs:
+    neurons 3, 3, 1, 1 at midpoints 1.5, 4.5, 6.5, 7.5 of 8 -> runs [0], [], [1], [2, 3]
+    (the slowest run does 3, as in any cut)."""
+    est = np.outer(np.asarray(row_work, dtype=np.int64), np.asarray(col_work, dtype=np.int64)).ravel()
+    cum = np.cumsum(est)
+    total = int(cum[-1]) if cum.size else 0
+    key = pes * (2 * cum - est)  # 2 * pes * midpoint, exact in integers
+    bounds = np.searchsorted(key, 2 * total * np.arange(pes + 1, dtype=np.int64), side="left")
+    bounds[0], bounds[-1] = 0, est.size
+    return bounds

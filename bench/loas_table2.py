@@ -1,7 +1,7 @@
 """Calibration against LoAS's published simulator numbers (LoAS Table II workloads, CIFAR-10, T=4).
 
     python bench/loas_table2.py [--models alexnet-cifar10,vgg16-cifar10,resnet19-cifar10]
-                                [--mode auto|passes|override] [--out FILE.md]
+                                [--mode auto|passes|override] [--out FILE.md] [--hw PRESET|FILE.toml]
                                 [--weight-profile layerwise|uniform|fan-in|fan-out]
                                 [--spike-profile layerwise|uniform] [--filter-spread SIGMA] [--seed N]
 
@@ -103,7 +103,7 @@ def conv_layers(image) -> list[int]:
     return [i for i, raw in enumerate(image.layers) if isa.decode_layer(raw, i)["kind"] == isa.LayerKind.CONV]
 
 
-def compile_design(model, df_name: str, mode: str, ftp_image):
+def compile_design(model, df_name: str, mode: str, ftp_image, hw: str | None = None):
     """(image, how) for one design."""
     from snnc.backend.isa import Dataflow
     from snnc.compiler.pipeline import CompileOptions, compile_model
@@ -111,7 +111,7 @@ def compile_design(model, df_name: str, mode: str, ftp_image):
     enum = {"ftp": Dataflow.FTP, "ip-seq": Dataflow.IP_SEQ, "op": Dataflow.OP, "gust": Dataflow.GUST}[df_name]
     if mode in ("passes", "auto"):
         try:
-            res = compile_model(model, CompileOptions(passes=design_pipeline(df_name)))
+            res = compile_model(model, CompileOptions(passes=design_pipeline(df_name), hw=hw))
             return res.image, "passes"
         except Exception as exc:  # the pass is issue 4's; fall back when it is missing or fails
             if mode == "passes":
@@ -145,18 +145,19 @@ def totals(image, report) -> dict:
     }
 
 
-def run_model(name: str, mode: str, **build_options) -> dict:
-    """Every design on zoo model `name`; build_options go to `snnc.compiler.zoo.build`."""
+def run_model(name: str, mode: str, hw: str | None = None, **build_options) -> dict:
+    """Every design on zoo model `name` on hardware `hw` (a preset or TOML file, None = loas);
+    build_options go to `snnc.compiler.zoo.build`."""
     from snnc.compiler import zoo
     from snnc.compiler.pipeline import CompileOptions, compile_model
     from snnc.runtime import simulate
 
     model, inputs = zoo.build(name, **build_options)
-    ftp = compile_model(model, CompileOptions(passes=design_pipeline("ftp"))).image
+    ftp = compile_model(model, CompileOptions(passes=design_pipeline("ftp"), hw=hw)).image
     out = {}
     for design, df in DESIGNS:
         start = time.perf_counter()
-        image, how = (ftp, "default") if df == "ftp" and mode != "passes" else compile_design(model, df, mode, ftp)
+        image, how = (ftp, "default") if df == "ftp" and mode != "passes" else compile_design(model, df, mode, ftp, hw)
         report = simulate(image, inputs).report
         out[design] = {**totals(image, report), "how": how, "seconds": time.perf_counter() - start}
         print(f"  {name} {design:<12} {out[design]['cycles']:>12,} cycles  {out[design]['dram_kb']:>10,.0f} KB"
@@ -204,17 +205,19 @@ def main(argv=None) -> int:
     ap.add_argument("--mode", choices=("auto", "passes", "override"), default="override")
     ap.add_argument("--out", default=None,
                     help="also write the tables to this markdown file (bench/loas_table2.md is the annotated record)")
+    ap.add_argument("--hw", default=None, metavar="PRESET|FILE.toml",
+                    help="hardware config (default: loas; loas-rounds: the rounds TPPE scheduler)")
     add_zoo_options(ap)
     args = ap.parse_args(argv)
     options = zoo_options(args)
     results = {}
     for name in [m for m in args.models.split(",") if m]:
         print(f"{name}:", file=sys.stderr)
-        results[name] = run_model(name, args.mode, **options)
+        results[name] = run_model(name, args.mode, hw=args.hw, **options)
     text = markdown(results)
     print(text)
     if args.out:
-        command = f"python bench/loas_table2.py --mode {args.mode}" + "".join(
+        command = f"python bench/loas_table2.py --mode {args.mode}" + (f" --hw {args.hw}" if args.hw else "") + "".join(
             f" --{option.replace('_', '-')} {value}" for option, value in options.items())
         Path(args.out).write_text(f"# LoAS Table II calibration (`{command}`)\n\n" + text, encoding="utf-8")
     return 0

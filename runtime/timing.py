@@ -20,10 +20,12 @@ CONTRACT (docs/isa.md "Timing model"):
   * Cycles per unit:
       DMA     runtime/memory.py: latency + busiest HBM channel's transfer time
       SYN     `syn_timing(hw, dataflow, lanes, nzw)`: per dataflow
-                FTP     LoAS TPPEs (runtime/tppe.py) on the visit's output positions
-                        (fiber-Bs split into groups when the positions do not fill
-                        whole rounds: `split_factor`),
-                        num_pes streams per round, a round lasts its slowest TPPE
+                FTP     LoAS TPPEs (runtime/tppe.py); the scheduler (tppe.scheduler) deals
+                        the visit's output neurons to streams: `balanced_streams` (one run
+                        of equal estimated work per TPPE) or `rounds_streams` (a stream per
+                        position, fiber-Bs split into groups when the positions do not
+                        fill whole rounds: `split_factor`); num_pes streams per round,
+                        a round lasts its slowest TPPE
                 IP_SEQ/OP/GUST  runtime/baselines.py (SparTen-/GoSPA-/Gamma-SNN)
               multi-bit (ACT) inputs: `syn_cycles(hw, macs per neuron)`
       LIF     lif_overhead + ceil(neurons / num_pes)   (a P-LIF fires all lanes in one op)
@@ -43,7 +45,7 @@ import numpy as np
 
 from snnc.backend.hwconfig import HwConfig
 from snnc.backend.isa import Dataflow
-from snnc.backend.pe_array import split_factor
+from snnc.backend.pe_array import balanced_runs, split_factor
 from snnc.runtime import memory, tppe
 
 ENGINES = ("dma", "compute", "neuron")  # issue queues that run concurrently (CONTRACT)
@@ -109,19 +111,93 @@ def chunk_sums(values: np.ndarray, width: int) -> np.ndarray:
     return values.reshape(m, chunks, width).sum(axis=2)
 
 
+def row_block_sums(nzw: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """bool [N, K] -> int64 [len(starts), K]: sums of the rows starts[i] .. starts[i+1]-1 (the last
+    block to N). As np.add.reduceat(axis=0), ten times faster on wide bool rows (summed as bytes)."""
+    ends = np.append(starts[1:], nzw.shape[0])
+    view = nzw.view(np.uint8)
+    return np.stack([view[a:b].sum(axis=0, dtype=np.int64) for a, b in zip(starts, ends)])
+
+
+@dataclass
+class FtpStreams:
+    """How a TPPE scheduler deals one visit: the task counts of its streams and what it reads."""
+
+    counts: np.ndarray  # [S, C'] matched pairs per task slot (tppe.batched_streams)
+    a_fetches: int  # fiber-A chunk rows fetched: (position, stream piece) pairs x their chunks
+    b_fibers: int  # fiber-B bitmasks sent (a fiber sent once per pass over it)
+    b_nonzeros: int  # fiber-B non-zero weights sent
+
+
+def rounds_streams(bm_a: np.ndarray, nzw: np.ndarray, pes: int, width: int) -> FtpStreams:
+    """`rounds` scheduler: a TPPE per output position m; when the positions do not fill
+    whole rounds, the fiber-Bs are split into G = `split_factor(M, N, num_pes)` contiguous
+    groups and each (m, group) is a stream (8 positions -> 2 groups, 12 -> 4). Streams are
+    dealt to the TPPEs in rounds ((m, group) order); every round broadcasts all fiber-Bs once."""
+    m_pos, k = bm_a.shape
+    n_out = nzw.shape[0]
+    groups = split_factor(m_pos, n_out, pes)
+    bounds = np.linspace(0, n_out, groups + 1).round().astype(np.int64)
+    col_g = row_block_sums(nzw, bounds[:-1])
+    counts = chunk_sums((bm_a[:, None, :] * col_g[None, :, :]).reshape(m_pos * groups, k), width)
+    rounds = -(-(m_pos * groups) // pes)
+    return FtpStreams(counts, a_fetches=m_pos, b_fibers=rounds * n_out,
+                      b_nonzeros=rounds * int(nzw.sum()))
+
+
+def balanced_streams(bm_a: np.ndarray, nzw: np.ndarray, pes: int, width: int) -> FtpStreams:
+    """`balanced` scheduler: the visit's output neurons (m, n), in (position, channel)
+    order, are cut into one contiguous run per TPPE of about equal estimated work
+    popcount(bm-A[m]) x nnz(bm-B[n]) (`pe_array.balanced_runs`: both are known before the
+    joins, from the bitmasks and the fiber lengths). A run is a sequence of pieces
+    (one position, a contiguous range of its fiber-Bs); each piece is that position's
+    chunk tasks against the range, so each TPPE still computes whole output neurons.
+    The fiber-Bs are broadcast in passes: fiber n is sent as often as the run that needs
+    it most often needs it (a run of four positions: four passes; a run within one
+    position: one)."""
+    m_pos, k = bm_a.shape
+    n_out = nzw.shape[0]
+    bounds = balanced_runs(bm_a.sum(axis=1), nzw.sum(axis=1), pes)
+    runs = bounds.size - 1
+    edges = np.union1d(bounds, np.arange(0, m_pos * n_out + 1, n_out))  # runs cut at position ends
+    lo, hi = edges[:-1], edges[1:]
+    run = np.searchsorted(bounds, lo, side="right") - 1
+    m = lo // n_out
+    n0, n1 = lo - m * n_out, hi - m * n_out
+    # fiber-B column sums over each piece's channel range, from blocks between the distinct cut channels
+    cuts = np.union1d(np.concatenate([n0, n1]), [0, n_out])
+    blocks = row_block_sums(nzw, cuts[:-1])  # [B, K]
+    prefix = np.concatenate([np.zeros((1, k), dtype=np.int64), np.cumsum(blocks, axis=0)])
+    i0, i1 = np.searchsorted(cuts, n0), np.searchsorted(cuts, n1)
+    piece_counts = chunk_sums(bm_a[m] * (prefix[i1] - prefix[i0]), width)  # [P, C]
+    rank = np.arange(lo.size) - np.searchsorted(run, run, side="left")  # piece index within its run
+    depth = int(rank.max()) + 1 if rank.size else 1
+    counts = np.zeros((runs, depth, piece_counts.shape[1]), dtype=np.int64)
+    counts[run, rank] = piece_counts
+    # passes per channel block: how many pieces of one run cover it, at most over the runs
+    cover = np.zeros((runs, cuts.size), dtype=np.int64)
+    np.add.at(cover, (run, i0), 1)
+    np.add.at(cover, (run, i1), -1)
+    passes = np.cumsum(cover, axis=1)[:, :-1].max(axis=0)
+    return FtpStreams(counts.reshape(runs, -1), a_fetches=int(lo.size),
+                      b_fibers=int(passes @ np.diff(cuts)), b_nonzeros=int(passes @ blocks.sum(axis=1)))
+
+
+FTP_SCHEDULERS = {"balanced": balanced_streams, "rounds": rounds_streams}  # tppe.scheduler
+
+
 def ftp_syn(hw: HwConfig, lanes: np.ndarray, nzw: np.ndarray) -> SynTiming:
     """LoAS FTP on TPPEs. lanes: bool [nt, M, K] input spikes per lane and window
     position; nzw: bool [N, K] non-zero weights of the visit's output channels.
 
-    bm-A[m, k] = input fires in some lane (non-silent); a TPPE takes one output
-    position m and streams its fiber-A chunks (tppe.bitmask_buffer_bits of K)
-    against the visit's fiber-Bs: task (m, c) has sum_{k in c} bm-A[m,k] * nnz_n(B[:, k])
-    matched pairs. When the positions do not fill whole rounds of TPPEs, the
-    scheduler splits the fiber-Bs into G = `split_factor(M, N, num_pes)` contiguous
-    groups and gives each (m, group) its own stream (each TPPE still computes whole
-    output neurons): 8 positions -> 2 groups, 12 -> 4.
-    Streams are dealt to num_pes TPPEs in rounds ((m, group) order); a round lasts
-    its slowest TPPE (runtime/tppe.batched_streams).
+    bm-A[m, k] = input fires in some lane (non-silent); a TPPE holds a fiber-A chunk
+    (tppe.bitmask_buffer_bits of K) of one output position m and streams the fiber-B
+    chunks of a range of output channels past it: task (m, c, range) has
+    sum_{k in c} bm-A[m,k] * #{n in range: B[n, k] != 0} matched pairs.
+    The scheduler (`tppe.scheduler`: `balanced_streams` or `rounds_streams`) deals the
+    visit's output neurons to streams; the streams are dealt to num_pes TPPEs in rounds
+    (balanced: at most num_pes streams, one round), and a round lasts its slowest TPPE
+    (runtime/tppe.batched_streams).
     """
     nt, m_pos, k = lanes.shape
     pes = hw.compute.num_pes
@@ -129,19 +205,14 @@ def ftp_syn(hw: HwConfig, lanes: np.ndarray, nzw: np.ndarray) -> SynTiming:
     bm_a = lanes.any(axis=0)
     fired = lanes.sum(axis=0, dtype=np.int64)
     col = nzw.sum(axis=0, dtype=np.int64)  # fiber-Bs with a non-zero at k
-    groups = split_factor(m_pos, nzw.shape[0], pes)
-    bounds = np.linspace(0, nzw.shape[0], groups + 1).round().astype(np.int64)
-    col_g = np.add.reduceat(nzw.astype(np.int64), bounds[:-1], axis=0) if groups > 1 else col[None, :]
-    counts = chunk_sums((bm_a[:, None, :] * col_g[None, :, :]).reshape(m_pos * groups, k), width)
-    st = tppe.batched_streams(counts, hw)
+    dealt = FTP_SCHEDULERS[hw.tppe.scheduler](bm_a, nzw, pes, width)
+    st = tppe.batched_streams(dealt.counts, hw)
     per_round = rounds_of(st.cycles, pes)
     matched = int(st.matched.sum())
     cycles = hw.compute.syn_overhead_cycles + int(per_round.sum())
-    n_out = nzw.shape[0]
-    chunks = counts.shape[1]
-    rounds = per_round.size
-    # modelled SRAM streams: bm-A chunk per task, bm-B chunks broadcast once per round,
-    # fiber-B non-zeros once per round, matched fiber-A words fetched at their offsets
+    chunks = max(1, math.ceil(k / width))
+    # modelled SRAM streams: bm-A chunks per stream piece, bm-B chunks and fiber-B non-zeros
+    # per broadcast pass, matched fiber-A words fetched at their offsets
     word = max(1, math.ceil(nt / 8))
     correction_lanes = int((((nt - fired) * bm_a) @ col).sum()) if m_pos else 0
     corrected = int(((bm_a & (fired < nt)) @ col).sum()) if m_pos else 0
@@ -152,8 +223,8 @@ def ftp_syn(hw: HwConfig, lanes: np.ndarray, nzw: np.ndarray) -> SynTiming:
                 "pe_imbalance": imbalance(st.cycles, pes)},
         events={"pseudo_acc": matched, "correction_acc": correction_lanes, "fifo_checks": matched,
                 "corrected_entries": corrected},
-        sram_extra={"bitmasks": (m_pos * chunks + rounds * n_out * chunks) * width // 8,
-                    "weights": rounds * int(col.sum()) * hw.compute.weight_bits // 8,
+        sram_extra={"bitmasks": (dealt.a_fetches + dealt.b_fibers) * chunks * width // 8,
+                    "weights": dealt.b_nonzeros * hw.compute.weight_bits // 8,
                     "spikes": matched * word},
     )
 

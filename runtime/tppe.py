@@ -3,8 +3,10 @@
 CONTRACT
   A TPPE works through a *stream of tasks*. A task is one fiber-A chunk (at most
   `tppe.bitmask_buffer_bits` = 128 positions of the reduction dimension K, the
-  packed T-bit spike words of one output position m) joined against the visit's
-  fiber-B chunks (one per output channel n, same K positions). This is the
+  packed T-bit spike words of one output position m) joined against the fiber-B
+  chunks of the stream's output channels (one per channel n, same K positions; the
+  scheduler in runtime/timing.py decides which positions and channels a stream has,
+  `tppe.scheduler`). This is the
   "mntk" loop order of LoAS's own simulator: the fiber-A chunk stays in the
   bitmask buffer while the fiber-Bs stream past it (LoAS §IV-C: "we can proceed
   to fetch the next fiber-B's data into the buffer").
@@ -168,7 +170,16 @@ def batched_streams(counts: np.ndarray, hw: HwConfig, laggy: int | None = None) 
     counts = np.asarray(counts, dtype=np.int64)
     if counts.ndim != 2:
         raise ValueError("counts must be [streams, tasks]")
-    S, C = counts.shape
+    total = counts.sum(axis=1)
+    # Tasks without a match cost nothing: drop them, keeping each stream's order, and put the
+    # streams with the most tasks first, so that the streams still working at slot c are rows :a_c.
+    busy = counts > 0
+    tasks = busy.sum(axis=1)
+    streams = np.argsort(-tasks, kind="stable")
+    order = np.argsort(~busy[streams], axis=1, kind="stable")
+    packed = np.take_along_axis(counts[streams], order, axis=1)[:, :int(tasks.max(initial=0))]
+    working = np.searchsorted(-tasks[streams], -np.arange(packed.shape[1]), side="left")  # a_c
+    S = counts.shape[0]
     L = laggy_cycles(hw) if laggy is None else laggy
     D = hw.tppe.fifo_depth
     P = np.ones(S, dtype=np.int64)  # next free push cycle
@@ -177,34 +188,28 @@ def batched_streams(counts: np.ndarray, hw: HwConfig, laggy: int | None = None) 
     stall = np.zeros(S, dtype=np.int64)
     wait = np.zeros(S, dtype=np.int64)
     jd = np.arange(D, dtype=np.int64)
-    for c in range(C):
-        M = counts[:, c]
-        act = M > 0
-        if not act.any():
-            continue
-        p0 = np.maximum(P, hist[:, 0] + 1)
-        ls = np.maximum(p0, ls_prev + L)
-        last_pop = hist[:, D - 1]
-        Q = np.maximum.reduce([last_pop + 1, p0 + 1, ls + L + 1])
+    for c, a in enumerate(working.tolist()):
+        M = packed[:a, c]  # >= 1: every stream in :a has a task here
+        h, Pa = hist[:a], P[:a]
+        p0 = np.maximum(Pa, h[:, 0] + 1)
+        ls = np.maximum(p0, ls_prev[:a] + L)
         # the wait of the correction unit: cycles between "could pop" and Q caused by `ready`
-        could = np.maximum(last_pop + 1, p0 + 1)
-        w = Q - could
+        could = np.maximum(h[:, D - 1] + 1, p0 + 1)
+        Q = np.maximum(could, ls + L + 1)
+        wait[:a] += Q - could
         # push-delay constant over the first min(M, D) entries: q_{j'-D} + 1 - j' = hist[:, j'] + 1 - j'
-        term = np.where(jd[None, :] < np.minimum(M, D)[:, None], hist + 1 - jd[None, :], NEVER)
-        H = term.max(axis=1)
+        H = np.where(jd < np.minimum(M, D)[:, None], h - jd, NEVER).max(axis=1) + 1
         H = np.where(M > D, np.maximum(H, Q - D + 1), H)
-        base = np.maximum(P, H)
-        last_push = M - 1 + base
+        base = np.maximum(Pa, H)
+        stall[:a] += base - Pa
+        P[:a] = M + base  # the cycle after the last push, M - 1 + base
+        ls_prev[:a] = ls
         # new history: last D pops after this task (Q .. Q+M-1)
-        k = jd[None, :]
-        back = (M[:, None] + k - D)  # index into this task's pops, < 0: from the old history
-        old_idx = np.clip(k + M[:, None], 0, D - 1)
-        new_hist = np.where(back >= 0, Q[:, None] + back, np.take_along_axis(hist, old_idx, axis=1))
-        stall = np.where(act, stall + (base - P), stall)
-        wait = np.where(act, wait + w, wait)
-        hist = np.where(act[:, None], new_hist, hist)
-        P = np.where(act, last_push + 1, P)
-        ls_prev = np.where(act, ls, ls_prev)
-    total = counts.sum(axis=1)
-    cycles = np.where(total > 0, hist[:, D - 1], 0)
+        back = M[:, None] + jd - D  # index into this task's pops, < 0: from the old history
+        old = np.take_along_axis(h, np.minimum(jd + M[:, None], D - 1), axis=1)
+        hist[:a] = np.where(back >= 0, Q[:, None] + back, old)
+    unsort = np.empty_like(streams)
+    unsort[streams] = np.arange(S)
+    cycles = np.where(total > 0, hist[unsort, D - 1], 0)
+    stall, wait = stall[unsort], wait[unsort]
     return StreamTiming(cycles=cycles, matched=total, fifo_stall=stall, laggy_wait=wait)

@@ -8,10 +8,13 @@ numbers by hand; the golden table is the model's output on fixed programs
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from progbuild import Prog, param_block
+from snnc.backend.hwconfig import HwConfig
 from snnc.backend.isa import Dataflow, Format, LayerKind, Opcode
 from snnc.runtime import simulate, timing
 
@@ -20,9 +23,13 @@ D_W, D_PRM, D_IN, D_OUT = 0, 1152, 2048, 4096
 IN, WT, PRM, ACC, ST, SPK, OUT = 0, 256, 1536, 2048, 12288, 17408, 18432
 
 
-def conv_program(dataflow: Dataflow, weights: np.ndarray, *, visits=((0, 16),), rows=((0, 6),)) -> Prog:
+ROUNDS = dataclasses.replace(HwConfig(), tppe=dataclasses.replace(HwConfig().tppe, scheduler="rounds"))
+
+
+def conv_program(dataflow: Dataflow, weights: np.ndarray, *, visits=((0, 16),), rows=((0, 6),),
+                 hw: HwConfig | None = None) -> Prog:
     """3x3 conv, pad 1, 6x6x8 -> 6x6x16, T = 4, spike planes in and out, one layer."""
-    p = Prog(dram_size=8192)
+    p = Prog(dram_size=8192, hw=hw)
     lay = p.layer("conv", kind=LayerKind.CONV, timesteps=T, in_format=Format.SPIKE_PLANES,
                   out_format=Format.SPIKE_PLANES, in_c=CIN, in_cs=CIN, in_h=H, in_w=W, out_c=COUT, out_cs=COUT,
                   out_h=H, out_w=W, kh=3, kw=3, pad_top=1, pad_left=1, pad_bottom=1, pad_right=1,
@@ -83,14 +90,17 @@ def test_single_output_position_counted_by_hand():
     assert layer["events"]["correction_acc"] == 4
 
 
-# (total cycles, pe_work, lane SOPs, DRAM bytes, SRAM bytes)
+# (total cycles, pe_work, lane SOPs, DRAM bytes, SRAM bytes); FTP with the default
+# (balanced) TPPE scheduler; GOLDEN_ROUNDS: FTP with tppe.scheduler = "rounds"
 GOLDEN_ONE_VISIT = {
-    Dataflow.FTP: (687, 3539, 8510, 1660, 31978),
+    Dataflow.FTP: (546, 3539, 8510, 1660, 32588),
     Dataflow.IP_SEQ: (1027, 8510, 8510, 1660, 36166),
     Dataflow.OP: (1013, 8510, 8510, 1660, 98791),
     Dataflow.GUST: (1301, 8510, 8510, 1660, 104246),
 }
-GOLDEN_TWO_VISITS = {Dataflow.FTP: (902, 3539, 8510, 1708, 33251)}
+GOLDEN_TWO_VISITS = {Dataflow.FTP: (633, 3539, 8510, 1708, 34019)}
+GOLDEN_ROUNDS = {"one visit": (687, 3539, 8510, 1660, 31978), "two visits": (902, 3539, 8510, 1708, 33251)}
+TWO_VISITS = {"visits": ((0, 8), (8, 8)), "rows": ((0, 3), (3, 3))}
 
 
 def _run(dataflow, **kw):
@@ -98,19 +108,24 @@ def _run(dataflow, **kw):
     return simulate(conv_program(dataflow, weights, **kw).image(), {"x": x})
 
 
+def _golden(res):
+    layer = res.report["layers"][0]
+    return (res.report["total"]["cycles"], layer["pe_work"], layer["sops"], layer["dram_bytes"], layer["sram_bytes"])
+
+
 @pytest.mark.parametrize("dataflow", list(GOLDEN_ONE_VISIT))
 def test_golden_cycles_one_visit(dataflow):
-    res = _run(dataflow)
-    layer = res.report["layers"][0]
-    got = (res.report["total"]["cycles"], layer["pe_work"], layer["sops"], layer["dram_bytes"], layer["sram_bytes"])
-    assert got == GOLDEN_ONE_VISIT[dataflow]
+    assert _golden(_run(dataflow)) == GOLDEN_ONE_VISIT[dataflow]
 
 
 def test_golden_cycles_two_visits_two_row_blocks():
-    res = _run(Dataflow.FTP, visits=((0, 8), (8, 8)), rows=((0, 3), (3, 3)))
-    layer = res.report["layers"][0]
-    got = (res.report["total"]["cycles"], layer["pe_work"], layer["sops"], layer["dram_bytes"], layer["sram_bytes"])
-    assert got == GOLDEN_TWO_VISITS[Dataflow.FTP]
+    assert _golden(_run(Dataflow.FTP, **TWO_VISITS)) == GOLDEN_TWO_VISITS[Dataflow.FTP]
+
+
+def test_golden_cycles_rounds_scheduler():
+    """The rounds TPPE scheduler (a TPPE per position, rounds as slow as their slowest TPPE)."""
+    assert _golden(_run(Dataflow.FTP, hw=ROUNDS)) == GOLDEN_ROUNDS["one visit"]
+    assert _golden(_run(Dataflow.FTP, hw=ROUNDS, **TWO_VISITS)) == GOLDEN_ROUNDS["two visits"]
 
 
 def test_dataflows_compute_the_same_outputs_and_ftp_is_fastest():
@@ -124,15 +139,21 @@ def test_dataflows_compute_the_same_outputs_and_ftp_is_fastest():
     assert cycles[Dataflow.FTP] < min(cycles[df] for df in Dataflow if df != Dataflow.FTP)
 
 
-def test_golden_ftp_breakdown():
-    layer = _run(Dataflow.FTP).report["layers"][0]
-    assert layer["stall_cycles"] == {"fifo_full": 4, "laggy_wait": 18, "pe_imbalance": 162, "bank_conflict": 0,
-                                     "sram_bandwidth": 20, "dependency": 82, "psum_spill": 0}
-    assert layer["compute_busy_cycles"] == 405 and layer["neuron_busy_cycles"] == 94 and layer["bound_cycles"] == 222
+@pytest.mark.parametrize("hw,tppe_stalls,busy,hits", [
+    (None, {"fifo_full": 6, "laggy_wait": 12, "pe_imbalance": 28}, 264, 234),
+    (ROUNDS, {"fifo_full": 4, "laggy_wait": 18, "pe_imbalance": 162}, 405, 223),
+], ids=["balanced", "rounds"])
+def test_golden_ftp_breakdown(hw, tppe_stalls, busy, hits):
+    # 36 positions = 3 rounds of 16 TPPEs (the last one 4 / 16 busy) under "rounds";
+    # "balanced" gives each TPPE 1/16 of the estimated work: 162 -> 28 imbalance cycles
+    layer = _run(Dataflow.FTP, hw=hw).report["layers"][0]
+    assert layer["stall_cycles"] == {**tppe_stalls, "bank_conflict": 0, "sram_bandwidth": 20, "dependency": 82,
+                                     "psum_spill": 0}
+    assert layer["compute_busy_cycles"] == busy and layer["neuron_busy_cycles"] == 94 and layer["bound_cycles"] == 222
     assert layer["events"]["correction_acc"] == 5646 and layer["events"]["plif_lanes"] == T * H * W * COUT
     assert layer["dram_operand_bytes"] == {"weights": 1228, "spikes": 144, "outputs": 288, "bitmasks": 0,
                                            "neuron_state": 0, "psums": 0}
-    assert (layer["sram_hits"], layer["sram_misses"]) == (223, 23)
+    assert (layer["sram_hits"], layer["sram_misses"]) == (hits, 23)
 
 
 def test_scoreboard_orders_dram_like_sram_by_hand():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 
 import pytest
@@ -18,6 +19,10 @@ def test_loas_preset_is_the_default_and_matches_table_iii():
     assert (hw.dram.bandwidth_gb_s, hw.dram.channels, hw.dram.channel_bits) == (128.0, 16, 64)
     assert hw.dram_bytes_per_cycle == 160.0
     assert load_hw("small-sram").sram.size_bytes == 128 * 1024
+    # loas-rounds names one key; everything else is the loas default
+    rounds = load_hw("loas-rounds")
+    assert rounds.tppe.scheduler == "rounds" and hw.tppe.scheduler == "balanced"
+    assert rounds == dataclasses.replace(hw, tppe=dataclasses.replace(hw.tppe, scheduler="rounds"))
 
 
 def test_every_default_cites_a_source_in_code_and_preset():
@@ -29,11 +34,12 @@ def test_every_default_cites_a_source_in_code_and_preset():
 
 
 def test_canonical_toml_round_trip():
-    hw = HwConfig.from_toml("[compute]\nnum_pes = 32\nclock_mhz = 1000\n")
+    hw = HwConfig.from_toml("[compute]\nnum_pes = 32\nclock_mhz = 1000\n[tppe]\nscheduler = \"rounds\"\n")
     text = hw.to_toml()
     assert HwConfig.from_toml(text) == hw
     assert text == HwConfig.from_toml(text).to_toml()
     assert tomllib.loads(text)["compute"]["clock_mhz"] == 1000.0
+    assert tomllib.loads(text)["tppe"]["scheduler"] == "rounds" == hw.tppe.scheduler
     sections = [l for l in text.splitlines() if l.startswith("[")]
     assert sections == sorted(sections)
 
@@ -47,6 +53,8 @@ def test_canonical_toml_round_trip():
     ("[compute]\nnum_pes = 0\n", r"compute\.num_pes = 0 is out of range"),
     ("[sram]\nread_fj_per_bit = -1.0\n", r"sram\.read_fj_per_bit = -1\.0 is out of range"),
     ("num_pes = 3\n", r"cfg\.toml: num_pes: top-level keys are not allowed"),
+    ("[tppe]\nscheduler = \"greedy\"\n", r"tppe\.scheduler: expected one of 'balanced', 'rounds', found 'greedy'"),
+    ("[tppe]\nscheduler = 1\n", r"tppe\.scheduler: expected one of 'balanced', 'rounds', found 1"),
     ("[compute\n", r"cfg\.toml: not valid TOML"),
 ])
 def test_strict_errors_name_key_and_file(text, pattern):

@@ -182,3 +182,60 @@ def test_ftp_is_faster_than_t_sequential_when_neurons_fire_often():
     ftp = timing.syn_timing(hw, Dataflow.FTP, lanes, nzw).cycles
     for df in (Dataflow.IP_SEQ, Dataflow.OP, Dataflow.GUST):
         assert timing.syn_timing(hw, df, lanes, nzw).cycles > 1.5 * ftp
+
+
+def test_balanced_runs_by_hand():
+    from snnc.backend.pe_array import balanced_runs
+
+    # neurons 3, 3, 1, 1 (rows of work 3 and 1 x 2 columns of work 1): midpoints 1.5, 4.5, 6.5, 7.5
+    # of 8 -> runs floor(4 * mid / 8) = 0, 2, 3, 3
+    assert balanced_runs([3, 1], [1, 1], 4).tolist() == [0, 1, 1, 2, 4]
+    # one row of 10 equal neurons over 4 runs: midpoints 0.5 .. 9.5 -> 2, 3, 2, 3 neurons
+    assert balanced_runs([5], [1] * 10, 4).tolist() == [0, 2, 5, 7, 10]
+    assert balanced_runs([0, 0], [1, 1], 4).tolist() == [0, 0, 0, 0, 4]  # no work: any cut will do
+
+
+def test_balanced_runs_cover_the_grid_evenly():
+    from snnc.backend.pe_array import balanced_runs
+
+    rng = np.random.default_rng(4)
+    for _ in range(100):
+        rows, cols = rng.integers(0, 50, size=int(rng.integers(1, 20))), rng.integers(0, 30, size=int(rng.integers(1, 40)))
+        pes = int(rng.integers(1, 20))
+        bounds = balanced_runs(rows, cols, pes)
+        est = np.outer(rows, cols).ravel()
+        assert bounds[0] == 0 and bounds[-1] == est.size and (np.diff(bounds) >= 0).all()
+        per_run = np.add.reduceat(np.append(est, 0), bounds[:-1])[: pes] * (np.diff(bounds) > 0)
+        # a run holds the neurons whose midpoints fall in its 1/pes of the total: within one neuron of it
+        assert per_run.max(initial=0) <= est.sum() / pes + est.max(initial=0)
+
+
+def test_balanced_streams_by_hand():
+    # positions m0 (4 inputs fire) and m1 (1); fiber-Bs n0 (k0, k1) and n1 (k0, k2, k3)
+    bm_a = np.array([[1, 1, 1, 1], [1, 0, 0, 0]], dtype=bool)
+    nzw = np.array([[1, 1, 0, 0], [1, 0, 1, 1]], dtype=bool)
+    # estimates pop x nnz: (m0,n0) 8, (m0,n1) 12, (m1,n0) 2, (m1,n1) 3; midpoints 4, 14, 21, 23.5 of 25
+    # -> 2 TPPEs: run 0 = (m0,n0), run 1 = (m0,n1), (m1,n0), (m1,n1): pieces (m0, n0), (m0, n1), (m1, n0..n1)
+    dealt = timing.balanced_streams(bm_a, nzw, pes=2, width=2)
+    # tasks per piece = chunks of 2 of K: (m0,n0) k0,k1 -> [2, 0]; (m0,n1) k0 | k2,k3 -> [1, 2];
+    # (m1, n0..n1) k0 twice -> [2, 0]
+    assert dealt.counts.tolist() == [[2, 0, 0, 0], [1, 2, 2, 0]]
+    assert dealt.a_fetches == 3  # three pieces, each fetches its position's bm-A chunks
+    # run 1 needs n1 twice (for m0, then m1) and n0 once: n0 is sent once, n1 twice
+    assert (dealt.b_fibers, dealt.b_nonzeros) == (1 + 2, 2 + 2 * 3)
+    # the rounds scheduler: 2 positions on 2 TPPEs, one round, every fiber-B sent once
+    rounds = timing.rounds_streams(bm_a, nzw, pes=2, width=2)
+    assert rounds.counts.tolist() == [[3, 2], [2, 0]] and (rounds.b_fibers, rounds.b_nonzeros) == (2, 5)
+
+
+def test_balanced_streams_keep_every_matched_pair():
+    """Both schedulers only regroup the joins: every output neuron's matched pairs are computed once."""
+    rng = np.random.default_rng(8)
+    for m_pos, n_out, k in ((1, 5, 300), (8, 64, 576), (24, 16, 200), (40, 3, 129)):
+        bm_a = rng.random((m_pos, k)) < 0.3
+        nzw = rng.random((n_out, k)) < 0.1
+        matched = int((bm_a.astype(np.int64) @ nzw.T.astype(np.int64)).sum())
+        for deal in (timing.balanced_streams, timing.rounds_streams):
+            dealt = deal(bm_a, nzw, 16, 128)
+            assert dealt.counts.sum() == matched
+        assert timing.balanced_streams(bm_a, nzw, 16, 128).counts.shape[0] <= 16
