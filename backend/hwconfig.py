@@ -65,9 +65,10 @@ class TppeConfig:
     correction_acc_bits: int = _param(10, "LoAS §V: 4 10-bit correction accumulators", 1, 64)
     scheduler: str = _param(
         "balanced", "assumption: LoAS §IV has 'a scheduler that distributes workloads across the TPPEs' but gives "
-        "no policy. balanced: it cuts a visit's output neurons, in (position, channel) order, into one contiguous "
-        "run per TPPE of about equal estimated work (bm-A popcount x fiber-B non-zeros); rounds: one position per "
-        "TPPE, rounds that last their slowest TPPE (docs/isa.md, runtime/timing.py ftp_syn)",
+        "no policy. balanced: a visit of up to 2 positions per TPPE is cut into one contiguous run of output "
+        "neurons per TPPE of about equal estimated work (bm-A popcount x fiber-B non-zeros), a larger one is dealt "
+        "in rounds in decreasing order of bm-A popcount; rounds: one position per TPPE in position order, rounds "
+        "that last their slowest TPPE (docs/isa.md, runtime/timing.py ftp_syn)",
         choices=TPPE_SCHEDULERS)
 
 

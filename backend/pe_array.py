@@ -5,7 +5,7 @@
 A visit hands the array `items` work units (FTP: output positions, one TPPE stream each)
 against `other` units of the second operand (FTP: fiber-Bs). Streams are dealt to the
 `pes` PEs in rounds; a round lasts its slowest PE (`split_factor`, `visit_rounds`), or, with
-the balanced TPPE scheduler, in one run of output neurons per PE (`balanced_runs`).
+the balanced TPPE scheduler on small visits, in one run of output neurons per PE (`balanced_runs`).
 Imports only numpy and the standard library.
 """
 

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from snnc.backend.errors import SnncError
+from snnc.backend.hwconfig import preset_names
 
 COMMANDS = ("compile", "run", "verify", "disasm", "zoo", "passes", "demo", "report")
 EMIT_CHOICES = ("snn-ir", "accel-ir", "asm", "bin")
@@ -41,7 +42,7 @@ def _add_compile_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timesteps", type=int, default=4, metavar="T",
                    help="NIR models: number of timesteps T to compile for (default 4)")
     p.add_argument("--hw", metavar="PRESET|FILE.toml", default=None,
-                   help="hardware config: a preset name (default: loas) or a TOML file")
+                   help=f"hardware config: a preset ({', '.join(preset_names())}; default loas) or a TOML file")
     p.add_argument("--weight-bits", type=int, default=8, metavar="N",
                    help="integer weight width, 2..16 (default 8)")
     p.add_argument("--input-frac-bits", type=int, default=8, metavar="N",

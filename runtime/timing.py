@@ -22,7 +22,8 @@ CONTRACT (docs/isa.md "Timing model"):
       SYN     `syn_timing(hw, dataflow, lanes, nzw)`: per dataflow
                 FTP     LoAS TPPEs (runtime/tppe.py); the scheduler (tppe.scheduler) deals
                         the visit's output neurons to streams: `balanced_streams` (one run
-                        of equal estimated work per TPPE) or `rounds_streams` (a stream per
+                        of equal estimated work per TPPE, or rounds of positions sorted by
+                        bm-A popcount in large visits) or `rounds_streams` (a stream per
                         position, fiber-Bs split into groups when the positions do not
                         fill whole rounds: `split_factor`); num_pes streams per round,
                         a round lasts its slowest TPPE
@@ -119,6 +120,12 @@ def row_block_sums(nzw: np.ndarray, starts: np.ndarray) -> np.ndarray:
     return np.stack([view[a:b].sum(axis=0, dtype=np.int64) for a, b in zip(starts, ends)])
 
 
+# the balanced scheduler cuts runs of output neurons in visits of up to this many positions
+# per TPPE; larger visits fill rounds (runs of many positions would be long serial streams
+# for the model to step through, for little gain: a big visit's sorted rounds are even)
+BALANCED_CUT_POSITIONS = 2
+
+
 @dataclass
 class FtpStreams:
     """How a TPPE scheduler deals one visit: the task counts of its streams and what it reads."""
@@ -146,18 +153,30 @@ def rounds_streams(bm_a: np.ndarray, nzw: np.ndarray, pes: int, width: int) -> F
 
 
 def balanced_streams(bm_a: np.ndarray, nzw: np.ndarray, pes: int, width: int) -> FtpStreams:
-    """`balanced` scheduler: the visit's output neurons (m, n), in (position, channel)
-    order, are cut into one contiguous run per TPPE of about equal estimated work
-    popcount(bm-A[m]) x nnz(bm-B[n]) (`pe_array.balanced_runs`: both are known before the
-    joins, from the bitmasks and the fiber lengths). A run is a sequence of pieces
-    (one position, a contiguous range of its fiber-Bs); each piece is that position's
-    chunk tasks against the range, so each TPPE still computes whole output neurons.
-    The fiber-Bs are broadcast in passes: fiber n is sent as often as the run that needs
-    it most often needs it (a run of four positions: four passes; a run within one
-    position: one)."""
+    """`balanced` scheduler. Both of its rules use only what is known before the joins:
+    popcount(bm-A[m]) from the bitmasks and nnz(bm-B[n]) from the fiber lengths.
+
+    A visit of at most `BALANCED_CUT_POSITIONS` x num_pes positions: its output neurons
+    (m, n), in (position, channel) order, are cut into one contiguous run per TPPE of about
+    equal estimated work popcount(bm-A[m]) x nnz(bm-B[n]) (`pe_array.balanced_runs`). A run
+    is a sequence of pieces (one position, a contiguous range of its fiber-Bs); each piece
+    is that position's chunk tasks against the range, so each TPPE still computes whole
+    output neurons. The fiber-Bs are broadcast in passes: fiber n is sent as often as the
+    run that needs it most often needs it (a run inside one position: once; across two: twice).
+
+    A larger visit: a stream per position, dealt in rounds of num_pes in decreasing order of
+    popcount(bm-A[m]), so that each round holds positions of similar work (sorting the
+    positions minimises the sum over rounds of the slowest estimate); every round
+    broadcasts all fiber-Bs once, as `rounds_streams`."""
     m_pos, k = bm_a.shape
     n_out = nzw.shape[0]
-    bounds = balanced_runs(bm_a.sum(axis=1), nzw.sum(axis=1), pes)
+    popcount = bm_a.sum(axis=1)
+    if m_pos > BALANCED_CUT_POSITIONS * pes:
+        order = np.argsort(-popcount, kind="stable")
+        rounds = -(-m_pos // pes)
+        return FtpStreams(chunk_sums(bm_a[order] * nzw.sum(axis=0, dtype=np.int64)[None, :], width),
+                          a_fetches=m_pos, b_fibers=rounds * n_out, b_nonzeros=rounds * int(nzw.sum()))
+    bounds = balanced_runs(popcount, nzw.sum(axis=1), pes)
     runs = bounds.size - 1
     edges = np.union1d(bounds, np.arange(0, m_pos * n_out + 1, n_out))  # runs cut at position ends
     lo, hi = edges[:-1], edges[1:]
@@ -196,7 +215,7 @@ def ftp_syn(hw: HwConfig, lanes: np.ndarray, nzw: np.ndarray) -> SynTiming:
     sum_{k in c} bm-A[m,k] * #{n in range: B[n, k] != 0} matched pairs.
     The scheduler (`tppe.scheduler`: `balanced_streams` or `rounds_streams`) deals the
     visit's output neurons to streams; the streams are dealt to num_pes TPPEs in rounds
-    (balanced: at most num_pes streams, one round), and a round lasts its slowest TPPE
+    (a balanced cut: num_pes streams, one round), and a round lasts its slowest TPPE
     (runtime/tppe.batched_streams).
     """
     nt, m_pos, k = lanes.shape

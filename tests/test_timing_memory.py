@@ -238,4 +238,17 @@ def test_balanced_streams_keep_every_matched_pair():
         for deal in (timing.balanced_streams, timing.rounds_streams):
             dealt = deal(bm_a, nzw, 16, 128)
             assert dealt.counts.sum() == matched
-        assert timing.balanced_streams(bm_a, nzw, 16, 128).counts.shape[0] <= 16
+        runs = timing.balanced_streams(bm_a, nzw, 16, 128).counts.shape[0]
+        assert runs == (m_pos if m_pos > timing.BALANCED_CUT_POSITIONS * 16 else 16)  # a run per TPPE, or rounds
+
+
+def test_balanced_streams_sort_large_visits_into_rounds():
+    # 5 positions > 2 x 2 TPPEs: a stream per position, dealt in decreasing order of bm-A popcount
+    bm_a = np.array([[1, 0, 0, 0], [1, 1, 1, 0], [1, 1, 0, 0], [0, 0, 0, 0], [0, 1, 1, 1]], dtype=bool)
+    nzw = np.ones((2, 4), dtype=bool)  # every fiber-B non-zero everywhere: a position's work = 2 x popcount
+    dealt = timing.balanced_streams(bm_a, nzw, pes=2, width=4)
+    # popcounts 1, 3, 2, 0, 3 -> order m1, m4, m2, m0, m3 -> rounds (m1, m4), (m2, m0), (m3)
+    assert dealt.counts[:, 0].tolist() == [6, 6, 4, 2, 0]
+    assert dealt.a_fetches == 5 and (dealt.b_fibers, dealt.b_nonzeros) == (3 * 2, 3 * 8)  # 3 rounds broadcast all
+    # in position order (the rounds scheduler) the rounds would be (m0, m1), (m2, m3), (m4): 6 + 4 + 6
+    assert timing.rounds_of(dealt.counts[:, 0], 2).tolist() == [6, 4, 0]
