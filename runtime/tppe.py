@@ -188,6 +188,12 @@ def batched_streams(counts: np.ndarray, hw: HwConfig, laggy: int | None = None) 
     stall = np.zeros(S, dtype=np.int64)
     wait = np.zeros(S, dtype=np.int64)
     jd = np.arange(D, dtype=np.int64)
+    # per (stream, slot, j): what only depends on the task's size M, computed for all slots at once
+    first = jd < np.minimum(packed, D)[:, :, None]  # the first min(M, D) pushes wait on history
+    back = packed[:, :, None] + jd - D  # index into the task's own pops, < 0: from the old history
+    own = back >= 0
+    old_idx = np.minimum(jd + packed[:, :, None], D - 1)
+    big = packed > D
     for c, a in enumerate(working.tolist()):
         M = packed[:a, c]  # >= 1: every stream in :a has a task here
         h, Pa = hist[:a], P[:a]
@@ -198,16 +204,15 @@ def batched_streams(counts: np.ndarray, hw: HwConfig, laggy: int | None = None) 
         Q = np.maximum(could, ls + L + 1)
         wait[:a] += Q - could
         # push-delay constant over the first min(M, D) entries: q_{j'-D} + 1 - j' = hist[:, j'] + 1 - j'
-        H = np.where(jd < np.minimum(M, D)[:, None], h - jd, NEVER).max(axis=1) + 1
-        H = np.where(M > D, np.maximum(H, Q - D + 1), H)
+        H = np.where(first[:a, c], h - jd, NEVER).max(axis=1) + 1
+        H = np.where(big[:a, c], np.maximum(H, Q - D + 1), H)
         base = np.maximum(Pa, H)
         stall[:a] += base - Pa
         P[:a] = M + base  # the cycle after the last push, M - 1 + base
         ls_prev[:a] = ls
         # new history: last D pops after this task (Q .. Q+M-1)
-        back = M[:, None] + jd - D  # index into this task's pops, < 0: from the old history
-        old = np.take_along_axis(h, np.minimum(jd + M[:, None], D - 1), axis=1)
-        hist[:a] = np.where(back >= 0, Q[:, None] + back, old)
+        hist[:a] = np.where(own[:a, c], Q[:, None] + back[:a, c],
+                            np.take_along_axis(h, old_idx[:a, c], axis=1))
     unsort = np.empty_like(streams)
     unsort[streams] = np.arange(S)
     cycles = np.where(total > 0, hist[unsort, D - 1], 0)
