@@ -131,7 +131,7 @@ class FtpStreams:
     """How a TPPE scheduler deals one visit: the task counts of its streams and what it reads."""
 
     counts: np.ndarray  # [S, C'] matched pairs per task slot (tppe.batched_streams)
-    a_fetches: int  # fiber-A chunk rows fetched: (position, stream piece) pairs x their chunks
+    a_fetches: int  # times a position's bm-A chunks are fetched (once per stream piece of it)
     b_fibers: int  # fiber-B bitmasks sent (a fiber sent once per pass over it)
     b_nonzeros: int  # fiber-B non-zero weights sent
 
