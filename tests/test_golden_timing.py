@@ -193,3 +193,13 @@ def test_scoreboard_overlaps_dma_latency_and_neuron_engine_by_hand():
     # BARRIER: everything earlier finished, all three engines resume there
     assert board.issue(None, 0, [], []) == (250, 250)
     assert set(board.engine_free) == {"dma", "compute", "neuron"} and set(board.engine_free.values()) == {250}
+
+
+def test_schedulers_change_timing_only():
+    """The TPPE scheduler regroups joins: the outputs, the matched work and the SOPs stay."""
+    balanced, rounds = _run(Dataflow.FTP, **TWO_VISITS), _run(Dataflow.FTP, hw=ROUNDS, **TWO_VISITS)
+    np.testing.assert_array_equal(balanced.outputs["y"], rounds.outputs["y"])
+    b, r = balanced.report["layers"][0], rounds.report["layers"][0]
+    assert (b["pe_work"], b["sops"], b["events"]["correction_acc"]) == (r["pe_work"], r["sops"],
+                                                                        r["events"]["correction_acc"])
+    assert b["cycles"] < r["cycles"] and b["stall_cycles"]["pe_imbalance"] < r["stall_cycles"]["pe_imbalance"]
