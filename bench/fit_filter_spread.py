@@ -30,6 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import loas_formula
 from loas_table2 import LOAS_SPARTEN_LAYER_CYCLES, MODELS, PUBLISHED
 
+from snnc.compiler.zoo.models import bisect_steps
+
 STEP = 0.01  # the resolution of the fit
 HIGH = 1.28  # sigma searched in [0, HIGH]
 
@@ -47,13 +49,7 @@ def fit(name: str, design: str = "GoSPA-SNN") -> tuple[float, list[dict[str, int
                   file=sys.stderr, flush=True)
         return sum(layer[design] for layer in seen[steps])
 
-    low, high = 0, round(HIGH / STEP)  # the total grows with sigma
-    while high - low > 1:
-        middle = (low + high) // 2
-        if total(middle) < target:
-            low = middle
-        else:
-            high = middle
+    low, high = bisect_steps(lambda steps: total(steps) < target, 0, round(HIGH / STEP))  # grows with sigma
     best = min((low, high), key=lambda k: abs(total(k) - target))
     return best * STEP, seen[best]
 

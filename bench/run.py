@@ -118,13 +118,14 @@ def _measure(row: dict, errors: list[str], key, fn) -> None:
         row[key] = value
 
 
-def bench_model(name: str, repeats: int, workdir: Path, errors: list[str], processes: bool) -> dict:
+def bench_model(name: str, repeats: int, workdir: Path, errors: list[str], processes: bool,
+                hw: str | None = None) -> dict:
     import onnxruntime as ort
 
     from snnc.backend.binformat import read_program
     from snnc.backend.encoder import find_program
     from snnc.compiler.fileio import atomic_write_bytes, save_npz
-    from snnc.compiler.pipeline import compile_model
+    from snnc.compiler.pipeline import CompileOptions, compile_model
     from snnc.compiler.zoo import ZOO, build
     from snnc.passes.convert_snn_to_accel import PARAMS_CONST_PREFIX
     from snnc.runtime import simulate
@@ -152,9 +153,10 @@ def bench_model(name: str, repeats: int, workdir: Path, errors: list[str], proce
     except Exception as exc:
         errors.append(f"{name}: onnxruntime: {type(exc).__name__}: {str(exc)[:300]}")
 
-    _measure(row, errors, "compile_s", lambda: median_time(lambda: compile_model(model_path), reps, warm))
+    options = CompileOptions(hw=hw)
+    _measure(row, errors, "compile_s", lambda: median_time(lambda: compile_model(model_path, options), reps, warm))
     try:
-        result = compile_model(model_path)
+        result = compile_model(model_path, options)
     except Exception as exc:
         errors.append(f"{name}: compile: {type(exc).__name__}: {str(exc)[:300]}")
         return row
@@ -174,7 +176,7 @@ def bench_model(name: str, repeats: int, workdir: Path, errors: list[str], proce
     if processes:
         snnc = [sys.executable, "-m", "snnc.compiler.cli"]
         _measure(row, errors, ("proc_compile_s", "compile_rss_mib"), lambda: process_stats(
-            snnc + ["compile", str(model_path), "-o", str(prog_path)], reps, warm))
+            snnc + ["compile", str(model_path), "-o", str(prog_path)] + (["--hw", hw] if hw else []), reps, warm))
         _measure(row, errors, ("proc_run_s", "run_rss_mib"), lambda: process_stats(
             snnc + ["run", str(prog_path), "--input", str(input_path), "--quiet"], reps, warm))
         _measure(row, errors, ("proc_run_functional_s", "run_functional_rss_mib"), lambda: process_stats(
@@ -289,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-processes", action="store_true", help="skip the whole-process measurements")
     parser.add_argument("--out", default=str(HERE / "results.md"), help="markdown file to write")
+    parser.add_argument("--hw", metavar="PRESET|FILE.toml", default=None,
+                        help="hardware config to compile for (default: loas; e.g. loas-rounds)")
     args = parser.parse_args(argv)
 
     from snnc.compiler.zoo import ZOO
@@ -306,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"benchmarking {name} ...", file=sys.stderr, flush=True)
             t0 = time.perf_counter()
             try:
-                rows.append(bench_model(name, repeats, Path(tmp), errors, processes))
+                rows.append(bench_model(name, repeats, Path(tmp), errors, processes, args.hw))
             except Exception as exc:
                 errors.append(f"{name}: {type(exc).__name__}: {str(exc)[:300]}")
             print(f"  {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
@@ -316,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
         f"# snnc benchmark\n\nMedian of {repeats} runs after a warm-up (models marked large: 1 run, "
         f"no warm-up); ratios are snnc / onnxruntime {onnxruntime.__version__} (CPUExecutionProvider) "
         f"measured in the same run on this machine ({os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
-        f"Python {platform.python_version()}); total {time.perf_counter() - started:.0f} s.\n\n")
+        f"Python {platform.python_version()}); total {time.perf_counter() - started:.0f} s"
+        f"{f'; hardware config {args.hw}' if args.hw else ''}.\n\n")
     text = header + render(rows, processes) + "\n" + targets(rows, processes)
     if errors:
         text += "\n## Errors\n\n" + "\n".join(f"- {e}" for e in errors) + "\n"

@@ -136,23 +136,23 @@ class FtpStreams:
     b_nonzeros: int  # fiber-B non-zero weights sent
 
 
-def rounds_streams(bm_a: np.ndarray, nzw: np.ndarray, pes: int, width: int) -> FtpStreams:
+def rounds_streams(bm_a: np.ndarray, nzw: np.ndarray, col: np.ndarray, pes: int, width: int) -> FtpStreams:
     """`rounds` scheduler: a TPPE per output position m; when the positions do not fill
     whole rounds, the fiber-Bs are split into G = `split_factor(M, N, num_pes)` contiguous
     groups and each (m, group) is a stream (8 positions -> 2 groups, 12 -> 4). Streams are
-    dealt to the TPPEs in rounds ((m, group) order); every round broadcasts all fiber-Bs once."""
+    dealt to the TPPEs in rounds ((m, group) order); every round broadcasts all fiber-Bs once.
+    col = nzw.sum(axis=0): the fiber-Bs with a non-zero at each k (the caller has it)."""
     m_pos, k = bm_a.shape
     n_out = nzw.shape[0]
     groups = split_factor(m_pos, n_out, pes)
     bounds = np.linspace(0, n_out, groups + 1).round().astype(np.int64)
-    col_g = row_block_sums(nzw, bounds[:-1])
+    col_g = row_block_sums(nzw, bounds[:-1]) if groups > 1 else col[None, :]
     counts = chunk_sums((bm_a[:, None, :] * col_g[None, :, :]).reshape(m_pos * groups, k), width)
     rounds = -(-(m_pos * groups) // pes)
-    return FtpStreams(counts, a_fetches=m_pos, b_fibers=rounds * n_out,
-                      b_nonzeros=rounds * int(nzw.sum()))
+    return FtpStreams(counts, a_fetches=m_pos, b_fibers=rounds * n_out, b_nonzeros=rounds * int(col.sum()))
 
 
-def balanced_streams(bm_a: np.ndarray, nzw: np.ndarray, pes: int, width: int) -> FtpStreams:
+def balanced_streams(bm_a: np.ndarray, nzw: np.ndarray, col: np.ndarray, pes: int, width: int) -> FtpStreams:
     """`balanced` scheduler. Both of its rules use only what is known before the joins:
     popcount(bm-A[m]) from the bitmasks and nnz(bm-B[n]) from the fiber lengths.
 
@@ -174,8 +174,8 @@ def balanced_streams(bm_a: np.ndarray, nzw: np.ndarray, pes: int, width: int) ->
     if m_pos > BALANCED_CUT_POSITIONS * pes:
         order = np.argsort(-popcount, kind="stable")
         rounds = -(-m_pos // pes)
-        return FtpStreams(chunk_sums(bm_a[order] * nzw.sum(axis=0, dtype=np.int64)[None, :], width),
-                          a_fetches=m_pos, b_fibers=rounds * n_out, b_nonzeros=rounds * int(nzw.sum()))
+        return FtpStreams(chunk_sums(bm_a[order] * col[None, :], width),
+                          a_fetches=m_pos, b_fibers=rounds * n_out, b_nonzeros=rounds * int(col.sum()))
     bounds = balanced_runs(popcount, nzw.sum(axis=1), pes)
     runs = bounds.size - 1
     edges = np.union1d(bounds, np.arange(0, m_pos * n_out + 1, n_out))  # runs cut at position ends
@@ -224,7 +224,7 @@ def ftp_syn(hw: HwConfig, lanes: np.ndarray, nzw: np.ndarray) -> SynTiming:
     bm_a = lanes.any(axis=0)
     fired = lanes.sum(axis=0, dtype=np.int64)
     col = nzw.sum(axis=0, dtype=np.int64)  # fiber-Bs with a non-zero at k
-    dealt = FTP_SCHEDULERS[hw.tppe.scheduler](bm_a, nzw, pes, width)
+    dealt = FTP_SCHEDULERS[hw.tppe.scheduler](bm_a, nzw, col, pes, width)
     st = tppe.batched_streams(dealt.counts, hw)
     per_round = rounds_of(st.cycles, pes)
     matched = int(st.matched.sum())

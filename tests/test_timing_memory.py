@@ -216,7 +216,7 @@ def test_balanced_streams_by_hand():
     nzw = np.array([[1, 1, 0, 0], [1, 0, 1, 1]], dtype=bool)
     # estimates pop x nnz: (m0,n0) 8, (m0,n1) 12, (m1,n0) 2, (m1,n1) 3; midpoints 4, 14, 21, 23.5 of 25
     # -> 2 TPPEs: run 0 = (m0,n0), run 1 = (m0,n1), (m1,n0), (m1,n1): pieces (m0, n0), (m0, n1), (m1, n0..n1)
-    dealt = timing.balanced_streams(bm_a, nzw, pes=2, width=2)
+    dealt = timing.balanced_streams(bm_a, nzw, nzw.sum(axis=0), pes=2, width=2)
     # tasks per piece = chunks of 2 of K: (m0,n0) k0,k1 -> [2, 0]; (m0,n1) k0 | k2,k3 -> [1, 2];
     # (m1, n0..n1) k0 twice -> [2, 0]
     assert dealt.counts.tolist() == [[2, 0, 0, 0], [1, 2, 2, 0]]
@@ -224,7 +224,7 @@ def test_balanced_streams_by_hand():
     # run 1 needs n1 twice (for m0, then m1) and n0 once: n0 is sent once, n1 twice
     assert (dealt.b_fibers, dealt.b_nonzeros) == (1 + 2, 2 + 2 * 3)
     # the rounds scheduler: 2 positions on 2 TPPEs, one round, every fiber-B sent once
-    rounds = timing.rounds_streams(bm_a, nzw, pes=2, width=2)
+    rounds = timing.rounds_streams(bm_a, nzw, nzw.sum(axis=0), pes=2, width=2)
     assert rounds.counts.tolist() == [[3, 2], [2, 0]] and (rounds.b_fibers, rounds.b_nonzeros) == (2, 5)
 
 
@@ -236,9 +236,9 @@ def test_balanced_streams_keep_every_matched_pair():
         nzw = rng.random((n_out, k)) < 0.1
         matched = int((bm_a.astype(np.int64) @ nzw.T.astype(np.int64)).sum())
         for deal in (timing.balanced_streams, timing.rounds_streams):
-            dealt = deal(bm_a, nzw, 16, 128)
+            dealt = deal(bm_a, nzw, nzw.sum(axis=0), 16, 128)
             assert dealt.counts.sum() == matched
-        runs = timing.balanced_streams(bm_a, nzw, 16, 128).counts.shape[0]
+        runs = timing.balanced_streams(bm_a, nzw, nzw.sum(axis=0), 16, 128).counts.shape[0]
         assert runs == (m_pos if m_pos > timing.BALANCED_CUT_POSITIONS * 16 else 16)  # a run per TPPE, or rounds
 
 
@@ -246,9 +246,15 @@ def test_balanced_streams_sort_large_visits_into_rounds():
     # 5 positions > 2 x 2 TPPEs: a stream per position, dealt in decreasing order of bm-A popcount
     bm_a = np.array([[1, 0, 0, 0], [1, 1, 1, 0], [1, 1, 0, 0], [0, 0, 0, 0], [0, 1, 1, 1]], dtype=bool)
     nzw = np.ones((2, 4), dtype=bool)  # every fiber-B non-zero everywhere: a position's work = 2 x popcount
-    dealt = timing.balanced_streams(bm_a, nzw, pes=2, width=4)
+    dealt = timing.balanced_streams(bm_a, nzw, nzw.sum(axis=0), pes=2, width=4)
     # popcounts 1, 3, 2, 0, 3 -> order m1, m4, m2, m0, m3 -> rounds (m1, m4), (m2, m0), (m3)
     assert dealt.counts[:, 0].tolist() == [6, 6, 4, 2, 0]
     assert dealt.a_fetches == 5 and (dealt.b_fibers, dealt.b_nonzeros) == (3 * 2, 3 * 8)  # 3 rounds broadcast all
     # in position order (the rounds scheduler) the rounds would be (m0, m1), (m2, m3), (m4): 6 + 4 + 6
     assert timing.rounds_of(dealt.counts[:, 0], 2).tolist() == [6, 4, 0]
+
+
+def test_every_scheduler_the_config_accepts_has_a_timing_model():
+    from snnc.backend.hwconfig import TPPE_SCHEDULERS
+
+    assert tuple(timing.FTP_SCHEDULERS) == TPPE_SCHEDULERS

@@ -416,6 +416,20 @@ def zero_fraction(spikes: np.ndarray) -> float:
     return float(np.mean(spikes == 0))
 
 
+def bisect_steps(below, low: int, high: int) -> tuple[int, int]:
+    """Binary search over integers for a predicate that holds up to some k and fails after
+    it (`below(low)` assumed true, `below(high)` false): returns (k, k + 1), the last step
+    where it holds and the first where it fails. Callers take whichever is nearer their
+    target."""
+    while high - low > 1:
+        middle = (low + high) // 2
+        if below(middle):
+            low = middle
+        else:
+            high = middle
+    return low, high
+
+
 def calibrate_threshold(current: np.ndarray, beta: float | None, target_sparsity: float) -> float:
     """The multiple of 2^-4 whose firing sparsity on `current` is closest to the target.
 
@@ -431,13 +445,8 @@ def calibrate_threshold(current: np.ndarray, beta: float | None, target_sparsity
         return zero_fraction(spikes)
 
     peak = float(np.abs(current).max()) * current.shape[0]  # no membrane can exceed this
-    low, high = 1, max(2, int(np.ceil(peak / WEIGHT_STEP)) + 1)
-    while high - low > 1:
-        middle = (low + high) // 2
-        if sparsity(middle) < target_sparsity:
-            low = middle
-        else:
-            high = middle
+    low, high = bisect_steps(lambda k: sparsity(k) < target_sparsity,
+                             1, max(2, int(np.ceil(peak / WEIGHT_STEP)) + 1))
     best = min((low, high), key=lambda k: abs(sparsity(k) - target_sparsity))
     return best * WEIGHT_STEP
 
@@ -496,13 +505,8 @@ def calibrate_neuron(
 
     def fit_threshold(shift: int) -> int:
         peak = (float(np.abs(x).max()) + abs(shift) * WEIGHT_STEP) * x.shape[0]
-        low, high = 1, max(2, int(np.ceil(peak / WEIGHT_STEP)) + 1)
-        while high - low > 1:
-            middle = (low + high) // 2
-            if stats(shift, middle)[0] < target_sparsity:
-                low = middle
-            else:
-                high = middle
+        low, high = bisect_steps(lambda k: stats(shift, k)[0] < target_sparsity,
+                                 1, max(2, int(np.ceil(peak / WEIGHT_STEP)) + 1))
         return min((low, high), key=lambda k: abs(stats(shift, k)[0] - target_sparsity))
 
     if target_silent is None:
@@ -516,14 +520,9 @@ def calibrate_neuron(
         return silent
 
     span = int(np.ceil(float(np.abs(x).max()) / WEIGHT_STEP)) + 1
-    low, high = -span, span  # silent ratio falls (weakly) as the shift rises
     evaluate(0)
-    while high - low > 1:
-        middle = (low + high) // 2
-        if evaluate(middle) > target_silent:
-            low = middle
-        else:
-            high = middle
+    # the silent ratio falls (weakly) as the shift rises
+    low, high = bisect_steps(lambda shift: evaluate(shift) > target_silent, -span, span)
     evaluate(low), evaluate(high)
     shift = min(seen, key=lambda sh: (seen[sh][1], abs(sh)))
     return seen[shift][0] * WEIGHT_STEP, shift * WEIGHT_STEP
