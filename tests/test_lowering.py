@@ -32,8 +32,8 @@ from snnc.dialects.snn import (
     int_array,
     tensor_attr,
 )
-from snnc.passes.convert_snn_to_accel import (
-    ConvertSnnToAccel,
+from snnc.passes.convert_snn_to_accel import ConvertSnnToAccel
+from snnc.passes.numerics import (
     choose_neuron_numbers,
     choose_weight_scales,
     exact_frac,
