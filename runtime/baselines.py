@@ -1,7 +1,7 @@
 """Baseline dataflows on the same machine (LoAS §V "Baseline"): 16 PEs, same SRAM, no multipliers.
 
 CONTRACT: each model takes (hw, lanes bool [nt, M, K], nzw bool [N, K]) for one SYN
-visit and returns timing.SynTiming. The timestep loop t is sequential (LoAS: "to be
+visit and returns syn_model.SynTiming. The timestep loop t is sequential (LoAS: "to be
 conservative, we place the t dimension at the innermost loop"): a PE spends one cycle
 per matched (spike at t, non-zero weight) pair, so the work is lane SOPs, not positions.
 
@@ -51,7 +51,7 @@ import numpy as np
 from snnc.backend.hwconfig import HwConfig
 from snnc.backend.isa import Dataflow
 from snnc.backend.pe_array import split_factor
-from snnc.runtime.timing import SynTiming
+from snnc.runtime.syn_model import SynTiming
 
 PSUM_BYTES = 4  # the int32 accumulator of the ISA (isa.py acc_addr)
 CSR_COORD_BYTES = 2  # a 16-bit coordinate per spike (K, M < 65536)

@@ -47,7 +47,8 @@ import numpy as np
 from snnc.backend.hwconfig import HwConfig
 from snnc.backend.isa import Dataflow
 from snnc.backend.pe_array import balanced_runs, split_factor
-from snnc.runtime import memory, tppe
+from snnc.runtime import baselines, memory, tppe
+from snnc.runtime.syn_model import SynTiming
 
 ENGINES = ("dma", "compute", "neuron")  # issue queues that run concurrently (CONTRACT)
 STALL_CAUSES = ("fifo_full", "laggy_wait", "pe_imbalance", "bank_conflict", "sram_bandwidth", "dependency",
@@ -88,18 +89,6 @@ def lif_cycles(hw: HwConfig, neurons: int) -> int:
 
 def vector_cycles(hw: HwConfig, elements: int, window: int = 1) -> int:
     return hw.compute.vector_overhead_cycles + math.ceil(elements / hw.compute.num_pes) * window
-
-
-@dataclass
-class SynTiming:
-    """What the SYN unit model reports for one visit."""
-
-    cycles: int
-    pe_work: int  # compute-bound work: matched positions (FTP) or lane SOPs (t-sequential dataflows)
-    stalls: dict[str, int] = field(default_factory=dict)
-    events: dict[str, int] = field(default_factory=dict)  # counted operations for energy
-    sram_extra: dict[str, int] = field(default_factory=dict)  # modelled SRAM bytes per operand
-    dram_extra: dict[str, int] = field(default_factory=dict)  # modelled DRAM bytes per operand (spills)
 
 
 def chunk_sums(values: np.ndarray, width: int) -> np.ndarray:
@@ -250,8 +239,6 @@ def ftp_syn(hw: HwConfig, lanes: np.ndarray, nzw: np.ndarray) -> SynTiming:
 
 def syn_timing(hw: HwConfig, dataflow: int, lanes: np.ndarray, nzw: np.ndarray) -> SynTiming:
     """Dispatch on the layer descriptor's `dataflow` (isa.Dataflow)."""
-    from snnc.runtime import baselines
-
     df = Dataflow(dataflow)
     if df == Dataflow.FTP:
         return ftp_syn(hw, lanes, nzw)
