@@ -1,6 +1,6 @@
 """The snnc accelerator ISA: the one table every other component derives from.
 
-The encoder (`snnc.backend.encoder`), the decoder and disassembler
+The encoder (`snnc.passes.encode`), the decoder and disassembler
 (`snnc.backend.disasm`), the simulator's dispatch (`snnc.runtime.simulator`) and
 docs/isa.md are all generated from / checked against the tables in this file.
 This module imports only the standard library, so the runtime can use it

@@ -123,7 +123,7 @@ def bench_model(name: str, repeats: int, workdir: Path, errors: list[str], proce
     import onnxruntime as ort
 
     from snnc.backend.binformat import read_program
-    from snnc.backend.encoder import find_program
+    from snnc.passes.encode import find_program
     from snnc.compiler.fileio import atomic_write_bytes, save_npz
     from snnc.compiler.pipeline import CompileOptions, compile_model
     from snnc.compiler.zoo import ZOO, build

@@ -327,7 +327,7 @@ def cmd_report(args) -> int:
 def _verify(model: Path, inputs: dict, options, console, atol: float = 0.0):
     from rich.table import Table
 
-    from snnc.backend.encoder import find_program
+    from snnc.passes.encode import find_program
     from snnc.compiler.pipeline import compile_model
     from snnc.compiler.reference import compare_outputs, run_onnxruntime
     from snnc.runtime import simulate

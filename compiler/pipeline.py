@@ -159,7 +159,7 @@ def compile_model(
     """Compile an ONNX model (path or ModelProto) to a prog.bin image. `on_step` is called
     with each step's name as it starts (the CLI's progress display)."""
     from snnc.backend.binformat import write_program
-    from snnc.backend.encoder import encode
+    from snnc.passes.encode import encode
     from snnc.backend.hwconfig import load_hw
 
     if not 2 <= options.weight_bits <= 16:

@@ -3,7 +3,7 @@
 Level: after `convert-snn-to-accel`, before the encoder. Everything is explicit:
 DRAM addresses of constants and tensors, SRAM addresses of every tile buffer,
 tile bounds, timestep lane groups and barriers. The encoder
-(`snnc.backend.encoder`) turns it into prog.bin one-to-one.
+(`snnc.passes.encode`) turns it into prog.bin one-to-one.
 
 Structure (one `accel.program` per module; its single block, in this order):
     accel.program {model_name, hw_toml, dram_size, sram_size, timesteps} {

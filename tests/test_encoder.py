@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from snnc.backend import binformat, isa
-from snnc.backend.encoder import encode, encode_to_bytes, instruction_fields
+from snnc.passes.encode import encode, encode_to_bytes, instruction_fields
 from snnc.backend.isa import Opcode
 
 from test_lowering import NETS, lower, program_of, sram_for

@@ -523,7 +523,7 @@ def test_two_lifs_on_one_current_is_a_compile_error():
 
 def _simulate_and_compare(module: ModuleOp, inputs: dict, **options) -> None:
     simulator = pytest.importorskip("snnc.runtime.simulator")
-    from snnc.backend.encoder import encode
+    from snnc.passes.encode import encode
     from snnc.dialects.snn_interpreter import run_snn
 
     lowered = lower(module, **options)

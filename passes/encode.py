@@ -1,5 +1,9 @@
 """Encoder: an `accel.program` -> `binformat.ProgramImage` -> prog.bin bytes.
 
+The last stage of the pipeline (after the accel-level passes). It lives in passes/,
+not backend/, because it reads the accel dialect: backend/ is the format contract
+that dialects/ and runtime/ import, so it imports neither (docs/architecture.md).
+
 CONTRACT
   `encode(module) -> ProgramImage`: `module` holds exactly one verified
   `accel.program` (as produced by convert-snn-to-accel). One-to-one:
