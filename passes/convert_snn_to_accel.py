@@ -92,7 +92,7 @@ from snnc.backend.isa import (
     ResetMode,
     SynFlags,
 )
-from snnc.backend.pe_array import visit_rounds
+from snnc.runtime.pe_array import visit_rounds
 from snnc.passes.numerics import (
     INT32_MAX,
     NonzeroWeights,

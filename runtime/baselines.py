@@ -34,7 +34,7 @@ are those of LoAS's simulator:
 A visit of the FTP-tiled program can have fewer channels (IP_SEQ, OP) or positions
 (GUST) than PEs. The scheduler then splits the other dimension into G contiguous
 groups and a PE owns (channel, position group) or (position, channel group), with G
-from `pe_array.split_factor` (snnc.backend), the rule the FTP model uses for its fiber-B groups; LoAS's
+from `pe_array.split_factor`, the rule the FTP model uses for its fiber-B groups; LoAS's
 simulator never meets such visits (it times whole layers), and bench/loas_formula.py
 calls the tile helpers without a split.
 `pe_imbalance` = sum over tiles of (slowest PE - mean PE) work.
@@ -50,7 +50,7 @@ import numpy as np
 
 from snnc.backend.hwconfig import HwConfig
 from snnc.backend.isa import Dataflow
-from snnc.backend.pe_array import split_factor
+from snnc.runtime.pe_array import split_factor
 from snnc.runtime.syn_model import SynTiming
 
 PSUM_BYTES = 4  # the int32 accumulator of the ISA (isa.py acc_addr)

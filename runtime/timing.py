@@ -46,7 +46,7 @@ import numpy as np
 
 from snnc.backend.hwconfig import HwConfig
 from snnc.backend.isa import Dataflow
-from snnc.backend.pe_array import balanced_runs, split_factor
+from snnc.runtime.pe_array import balanced_runs, split_factor
 from snnc.runtime import baselines, memory, tppe
 from snnc.runtime.syn_model import SynTiming
 

@@ -97,7 +97,7 @@ def test_dataflow_models_count_by_hand():
 
 
 def test_visit_rounds_in_whole_operand_rounds():
-    from snnc.backend.pe_array import visit_rounds
+    from snnc.runtime.pe_array import visit_rounds
 
     # 16 PEs: 16 positions fill a round; 8 are split in 2 groups (half the work per stream);
     # 24 need a second round that is half idle; 12 are split in 4 groups: 3 rounds of a quarter
@@ -185,7 +185,7 @@ def test_ftp_is_faster_than_t_sequential_when_neurons_fire_often():
 
 
 def test_balanced_runs_by_hand():
-    from snnc.backend.pe_array import balanced_runs
+    from snnc.runtime.pe_array import balanced_runs
 
     # neurons 3, 3, 1, 1 (rows of work 3 and 1 x 2 columns of work 1): midpoints 1.5, 4.5, 6.5, 7.5
     # of 8 -> runs floor(4 * mid / 8) = 0, 2, 3, 3
@@ -196,7 +196,7 @@ def test_balanced_runs_by_hand():
 
 
 def test_balanced_runs_cover_the_grid_evenly():
-    from snnc.backend.pe_array import balanced_runs
+    from snnc.runtime.pe_array import balanced_runs
 
     rng = np.random.default_rng(4)
     for _ in range(100):
