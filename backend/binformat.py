@@ -5,9 +5,10 @@ CONTRACT:
   * `write_program(image) -> bytes` is deterministic (same image => same bytes).
   * `read_program(data: bytes) -> ProgramImage` validates everything and raises
     `BinaryFormatError` with a one-line message naming the field (magic, version,
-    section, checksum, truncation, descriptor field, address).
+    section, checksum, truncation, descriptor field, address; every SRAM operand of
+    every instruction, isa.sram_operands, inside the hw_config section's SRAM).
   * `load_program_file(path)` reads and validates a file.
-Imports only the standard library, numpy and snnc.backend.{isa,errors}.
+Imports only the standard library, numpy and snnc.backend.{isa,errors,hwconfig}.
 
 Layout (all integers little-endian; docs/isa.md "Binary container"):
 
@@ -51,7 +52,8 @@ Sections (each exactly once, in this order when written):
   layers        n x isa.LAYER_BYTES descriptors
   layer_names   u32 count, then count strings
   instructions  n x isa.INSTRUCTION_BYTES
-  io            u32 count, then count I/O descriptors (IO_STRUCT layout below)
+  io            u32 count, then count I/O descriptors (name string, u8 rank,
+                rank x u32 onnx_shape, then isa.IO_FIELDS)
   model_name    one string
 A string is u32 byte length + UTF-8 bytes.
 """
@@ -67,7 +69,8 @@ from pathlib import Path
 import numpy as np
 
 from snnc.backend import isa
-from snnc.backend.errors import BinaryFormatError
+from snnc.backend.errors import BinaryFormatError, HwConfigError
+from snnc.backend.hwconfig import HwConfig
 from snnc.backend.isa import Format
 
 MAGIC = b"SNNCPROG"
@@ -76,10 +79,7 @@ FORMAT_MINOR = 1  # 1: packed and SRAM-kept weight fibers (DmaFlags.PACKED/KEEP_
 
 HEADER_STRUCT = struct.Struct("<8sHHHHQII")
 SECTION_STRUCT = struct.Struct("<HHIQQ")
-# I/O descriptor after its name string and shape: is_output u8, format u8,
-# frac_bits i8, reserved u8, dram_addr u64, timesteps u16, batch u16,
-# channels u32, channels_stored u32, height u32, width u32
-IO_STRUCT = struct.Struct("<BBbBQHHIIII")
+IO_STRUCT = isa.IO_STRUCT  # an I/O descriptor after its name string and shape: isa.IO_FIELDS
 _U32 = struct.Struct("<I")
 
 
@@ -152,14 +152,7 @@ class ProgramImage:
 
 def io_dram_bytes(desc: IODesc) -> int:
     """Bytes the tensor of `desc` occupies in DRAM in its storage format."""
-    elements = desc.batch * desc.height * desc.width * desc.channels_stored
-    if desc.format == Format.SPIKE_PLANES:
-        return desc.timesteps * elements // 8
-    if desc.format == Format.SPIKE_WORDS:
-        return elements * isa.spike_word_bytes(desc.timesteps)
-    if desc.format == Format.ACT_I16:
-        return desc.timesteps * elements * 2
-    return desc.timesteps * elements * 4  # ACT_I32
+    return isa.tensor_bytes(desc.format, desc.timesteps, desc.batch, desc.height, desc.width, desc.channels_stored)
 
 
 # --------------------------------------------------------------------------------------
@@ -322,11 +315,13 @@ def _read_io(payload: bytes) -> list[IODesc]:
         name = cur.string(f"io[{i}].name")
         (rank,) = cur.unpack(struct.Struct("<B"), f"io[{i}].rank")
         shape = cur.unpack(struct.Struct(f"<{rank}I"), f"io[{i}].onnx_shape")
-        (is_out, fmt, frac, _res, addr, t, b, c, cs, h, w) = cur.unpack(IO_STRUCT, f"io[{i}]")
-        try:
-            fmt = Format(fmt)
-        except ValueError:
-            raise BinaryFormatError(f"io[{i}] ({name!r}).format = {fmt} is not a valid Format") from None
+        values = cur.unpack(IO_STRUCT, f"io[{i}]")
+        for field, value in zip(isa.IO_FIELDS, values):
+            wrong = field.value_error(value)
+            if wrong:
+                raise BinaryFormatError(f"io[{i}] ({name!r}).{wrong}")
+        (is_out, fmt, frac, _res, addr, t, b, c, cs, h, w) = values
+        fmt = Format(fmt)
         if is_out not in (0, 1):
             raise BinaryFormatError(f"io[{i}] ({name!r}).is_output = {is_out}, expected 0 or 1")
         out.append(IODesc(name, bool(is_out), tuple(shape), addr, fmt, frac, t, b, c, cs, h, w))
@@ -533,8 +528,25 @@ def _check_io(i: int, d: IODesc, dram_size: int) -> None:
         raise BinaryFormatError(f"{where}.dram_addr: tensor ends at {end}, beyond dram_size {dram_size}")
 
 
+def _sram_size(image: ProgramImage) -> int:
+    try:
+        return HwConfig.from_toml(image.hw_toml, source="section hw_config").sram.size_bytes
+    except HwConfigError as exc:
+        raise BinaryFormatError(str(exc)) from None
+
+
+def _check_sram_operands(where: str, spec: isa.InstructionSpec, fields: dict[str, int],
+                         layer: dict[str, int] | None, sram_size: int) -> None:
+    """Every SRAM range the instruction touches (isa.sram_operands) lies inside the SRAM."""
+    for operand in spec.sram_operands(fields, layer):
+        if operand.addr < 0 or operand.end > sram_size:
+            raise BinaryFormatError(f"{where}.{operand.field}: SRAM bytes [{operand.addr}, {operand.end}) "
+                                    f"outside the {sram_size}-byte SRAM")
+
+
 def validate_image(image: ProgramImage) -> None:
     """Cross-section checks; raises BinaryFormatError naming the field."""
+    sram_size = _sram_size(image)
     if len(image.constants) > image.dram_size:
         raise BinaryFormatError(f"constants: {len(image.constants)} bytes exceed dram_size {image.dram_size}")
     layers = decode_layers(image)
@@ -595,3 +607,4 @@ def validate_image(image: ProgramImage) -> None:
                 raise BinaryFormatError(f"{where}.rows: rows {f['row0']}+{f['rows']} outside out_h = {lay['out_h']}")
             if f["chs"] < 1 or f["ch0"] + f["chs"] > lay["out_cs"]:
                 raise BinaryFormatError(f"{where}.chs: channels {f['ch0']}+{f['chs']} outside out_cs = {lay['out_cs']}")
+        _check_sram_operands(where, spec, f, layers[f["layer"]] if spec.has_layer else None, sram_size)

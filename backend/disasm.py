@@ -10,7 +10,7 @@ CONTRACT: `disassemble(image) -> str` (deterministic text) with
   * one line per instruction: `IIII  mnemonic  field=value ...`, fields in ISA
     table order, addresses in hex, NO_ADDRESS as `-`, flags by name.
 No per-opcode formatting code: everything comes from isa.INSTRUCTIONS and
-isa.LAYER_FIELDS plus the small field-name -> enum map below.
+isa.LAYER_FIELDS (enum and flag fields by the isa.Field's `enum_type`).
 Imports only the standard library and snnc.backend.
 """
 
@@ -27,24 +27,11 @@ from snnc.backend.binformat import (
 from snnc.backend.errors import HwConfigError
 from snnc.backend.hwconfig import HwConfig
 
-# Field names whose values are enums / flag sets, shown by name.
-LAYER_ENUMS = {
-    "kind": isa.LayerKind, "in_format": isa.Format, "in2_format": isa.Format, "out_format": isa.Format,
-    "leak": isa.LeakForm, "reset": isa.ResetMode, "lif_flags": isa.LifFlags,
-}
-INSTRUCTION_FLAGS = {
-    isa.Opcode.SYN: {"flags": isa.SynFlags},
-    isa.Opcode.DMA_LOAD_BM: {"flags": isa.DmaFlags},
-    isa.Opcode.DMA_STORE_BM: {"flags": isa.DmaFlags},
-}
-
-
 def _enum_text(enum_type, value: int) -> str:
     if issubclass(enum_type, isa.enum.IntFlag):
         if value == 0:
             return "0"
-        names = [m.name for m in enum_type if m.value & value]
-        rest = value & ~sum(m.value for m in enum_type)
+        names, rest = isa.flag_names(enum_type, value)
         return "|".join(names + ([hex(rest)] if rest else []))
     try:
         return enum_type(value).name
@@ -52,19 +39,16 @@ def _enum_text(enum_type, value: int) -> str:
         return f"?{value}"
 
 
-def _field_text(name: str, value: int) -> str:
-    if name.endswith("_addr"):
+def _field_text(field: isa.Field, value: int) -> str:
+    if field.enum_type is not None:
+        return _enum_text(field.enum_type, value)
+    if field.name.endswith("_addr"):
         return "-" if value == isa.NO_ADDRESS else f"0x{value:x}"
     return str(value)
 
 
 def format_instruction(index: int, spec: isa.InstructionSpec, fields: dict[str, int]) -> str:
-    enums = INSTRUCTION_FLAGS.get(spec.opcode, {})
-    parts = []
-    for f in spec.fields:
-        value = fields[f.name]
-        text = _enum_text(enums[f.name], value) if f.name in enums else _field_text(f.name, value)
-        parts.append(f"{f.name}={text}")
+    parts = [f"{f.name}={_field_text(f, fields[f.name])}" for f in spec.fields]
     return f"{index:04d}  {spec.mnemonic:<9s} {' '.join(parts)}".rstrip()
 
 
@@ -112,9 +96,8 @@ def disassemble(image: ProgramImage) -> str:
         parts = []
         for f in isa.LAYER_FIELDS:
             value = fields[f.name]
-            if f.name in ("kind",) or value != 0:
-                text = _enum_text(LAYER_ENUMS[f.name], value) if f.name in LAYER_ENUMS else str(value)
-                parts.append(f"{f.name}={text}")
+            if f.name == "kind" or value != 0:
+                parts.append(f"{f.name}={_field_text(f, value)}")
         out.append(f"  L{i:<3d} {name!r}: {' '.join(parts)}")
     out.append("")
     out.append("code:")

@@ -1,8 +1,21 @@
 """The snnc accelerator ISA: the one table every other component derives from.
 
-The encoder (`snnc.passes.encode`), the decoder and disassembler
-(`snnc.backend.disasm`), the simulator's dispatch (`snnc.runtime.simulator`) and
-docs/isa.md are all generated from / checked against the tables in this file.
+The tables: INSTRUCTIONS (opcode, mnemonic, fields, SRAM operands), LAYER_FIELDS
+and IO_FIELDS. A field declares its struct type and, for enum and flag fields,
+its `enum_type`. From them come:
+  * the encoder (`encode_instruction`, `encode_layer`; `snnc.passes.encode`) and
+    the decoders, which reject invalid enum values and unknown flag bits
+    (`decode_instruction`, `decode_layer`; binformat's I/O reader);
+  * the disassembler (`snnc.backend.disasm`: enum and flag fields by name);
+  * the accel dialect (`snnc.dialects.accel`: one op per instruction, its
+    printing, parsing and verification, enum fields by name);
+  * the SRAM operands of every instruction (`sram_operands`: which fields hold
+    SRAM addresses, read or written, how many bytes), used by the accel verifier,
+    the lowering's barriers, dma-prefetch, the binary validator and the simulator;
+  * `tile_bytes` / `tensor_bytes`, the sizes of tiles and feature maps;
+  * docs/isa.md's reference tables (`snnc.backend.isa_doc`).
+Adding an instruction is one InstructionSpec (with its operands function) plus its
+accel op name and simulator handler; adding an enum value is one member of its enum class.
 This module imports only the standard library, so the runtime can use it
 without pulling in the compiler (xDSL, ONNX).
 
@@ -24,7 +37,9 @@ from __future__ import annotations
 import enum
 import functools
 import struct
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 INSTRUCTION_BYTES = 48
 NO_ADDRESS = 0xFFFFFFFF  # an absent optional SRAM operand
@@ -193,10 +208,69 @@ class Field:
     fmt: str  # struct code: B H I Q b h i
     doc: str
     optional: bool = False  # may be left out when encoding (0); instructions from before it decode it as 0
+    enum_type: type[enum.IntEnum] | None = None  # its values are this enum's (IntFlag: a set of its flags)
 
     @property
     def size(self) -> int:
         return struct.calcsize("<" + self.fmt)
+
+    def value_error(self, value: int) -> str | None:
+        """Why `value` is not valid for this field's enum or flag set (a message starting with
+        the field's name), or None. Every decoder and verifier checks enum fields with this."""
+        enum_type = self.enum_type
+        if enum_type is None:
+            return None
+        if issubclass(enum_type, enum.IntFlag):
+            unknown = value & ~flag_mask(enum_type)
+            if unknown:
+                return f"{self.name} = {value:#x} sets bits {unknown:#x} that are no {enum_type.__name__}"
+            return None
+        if value not in enum_values(enum_type):
+            return f"{self.name} = {value} is not a valid {enum_type.__name__}"
+        return None
+
+
+@functools.cache
+def flag_mask(flags: type[enum.IntFlag]) -> int:
+    """Every bit of a flag set."""
+    return functools.reduce(lambda mask, flag: mask | int(flag), flags, 0)
+
+
+@functools.cache
+def enum_values(enum_type: type[enum.IntEnum]) -> frozenset[int]:
+    return frozenset(int(member) for member in enum_type)
+
+
+def flag_names(flags: type[enum.IntFlag], value: int) -> tuple[list[str], int]:
+    """(names of the flags set in `value`, in declaration order; bits that are no flag)."""
+    return [flag.name for flag in flags if value & flag], value & ~flag_mask(flags)
+
+
+def fields_of_enums(fields: tuple[Field, ...]) -> tuple[Field, ...]:
+    return tuple(f for f in fields if f.enum_type is not None)
+
+
+class SramOperand(NamedTuple):  # a tuple: built for every instruction by the compiler, verifiers and simulator
+    """One SRAM range an instruction reads and/or writes."""
+
+    field: str  # the instruction field holding the address
+    addr: int
+    size: int
+    reads: bool
+    writes: bool
+
+    @property
+    def end(self) -> int:
+        return self.addr + self.size
+
+
+# An instruction's SRAM operands from its field values and its layer descriptor's fields
+# (None for instructions without a `layer` field); see "SRAM operands" below.
+OperandsFn = Callable[[Mapping[str, int], Mapping[str, int] | None], list[SramOperand]]
+
+
+def _no_operands(fields: Mapping[str, int], layer: Mapping[str, int] | None) -> list[SramOperand]:
+    return []
 
 
 @dataclass(frozen=True)
@@ -205,10 +279,175 @@ class InstructionSpec:
     mnemonic: str
     fields: tuple[Field, ...]
     doc: str
+    sram_operands: OperandsFn = _no_operands  # every SRAM range it touches (the one definition)
 
     @functools.cached_property  # built once per opcode: decoding calls it per instruction
     def struct(self) -> struct.Struct:
         return struct.Struct("<B" + "".join(f.fmt for f in self.fields))
+
+    @functools.cached_property
+    def enum_fields(self) -> tuple[Field, ...]:
+        return fields_of_enums(self.fields)
+
+    @property
+    def has_layer(self) -> bool:
+        """Whether the instruction works on a layer's tile (its first field is `layer`)."""
+        return bool(self.fields) and self.fields[0].name == "layer"
+
+
+# --------------------------------------------------------------------------------------
+# Tile and tensor sizes, and the SRAM operands of every instruction
+# --------------------------------------------------------------------------------------
+
+WORD_FORMATS = (Format.SPIKE_WORDS, Format.SPIKE_BITMASK)  # SRAM tiles of all-T words per neuron
+
+
+def element_bits(fmt: Format) -> int:
+    """Bits per element of a per-timestep format (SPIKE_WORDS is per neuron, not per step)."""
+    return {Format.SPIKE_PLANES: 1, Format.ACT_I16: 16, Format.ACT_I32: 32}[fmt]
+
+
+def tile_bytes(fmt: Format, lanes: int, elements: int, timesteps: int) -> int:
+    """Bytes of an SRAM tile of `elements` neurons per timestep in `fmt`, for a visit of
+    `lanes` timesteps: a word format (SPIKE_WORDS, and SPIKE_BITMASK whose SRAM tile is the
+    expanded words) holds all `timesteps` bits of a neuron in one word whatever the visit."""
+    if fmt in WORD_FORMATS:
+        return spike_word_bytes(timesteps) * elements
+    return (lanes * elements * element_bits(fmt) + 7) // 8
+
+
+def tensor_bytes(fmt: Format, timesteps: int, batch: int, height: int, width: int, cs: int) -> int:
+    """Bytes of a DRAM feature map `[T][B][H][W][Cs]` (or `[B][H][W][Cs]` words)."""
+    if fmt == Format.SPIKE_WORDS:
+        return spike_word_bytes(timesteps) * batch * height * width * cs
+    if fmt == Format.SPIKE_BITMASK:  # one compressed fiber slot per spatial row
+        return batch * height * fiber_slot_bytes(width * cs, timesteps)
+    return timesteps * batch * height * width * cs * element_bits(fmt) // 8
+
+
+def weight_tile_bytes(fields: Mapping[str, int], layer: Mapping[str, int]) -> int:
+    """SRAM bytes of a SYN's weight tile: `w_bytes` of packed fibers (SynFlags.COMPRESSED_WEIGHTS)
+    or [chs][kh][kw][in_cs] weights of weight_bytes."""
+    if fields["flags"] & SynFlags.COMPRESSED_WEIGHTS:
+        return fields["w_bytes"]
+    return fields["chs"] * layer["kh"] * layer["kw"] * layer["in_cs"] * layer["weight_bytes"]
+
+
+# SRAM operands: for every instruction, each field holding an SRAM address, whether the
+# instruction reads and/or writes there and how many bytes, from its fields and its layer's
+# geometry (the tile layouts of the field docs). This is the one definition: the accel
+# verifier checks these ranges against the SRAM, the lowering and dma-prefetch order
+# instructions by them, the binary validator checks them, and the simulator's timing
+# scoreboard and SRAM traffic counters use them. Order: the reads and the writes of an
+# instruction are reported in this order (runtime/report.py names them by position).
+
+def _strided_extent(rows: int, row_bytes: int, stride: int) -> int:
+    return (rows - 1) * stride + row_bytes
+
+
+def _dma_operands(load: bool) -> OperandsFn:
+    def operands(f: Mapping[str, int], layer: Mapping[str, int] | None) -> list[SramOperand]:
+        if f["rows"] == 0 or f["row_bytes"] == 0:
+            return []
+        extent = _strided_extent(f["rows"], f["row_bytes"], f["sram_stride"])
+        return [SramOperand("sram_addr", f["sram_addr"], extent, not load, load)]
+    return operands
+
+
+def _fiber_dma_operands(load: bool) -> OperandsFn:
+    def operands(f: Mapping[str, int], layer: Mapping[str, int] | None) -> list[SramOperand]:
+        if f["flags"] & DmaFlags.KEEP_COMPRESSED:  # the fibers as they are, packed
+            size = f["sram_bytes"]
+        else:  # the dense tile [fibers][fiber_elems]
+            size = f["fibers"] * f["fiber_elems"] * f["word_bytes"]
+        return [SramOperand("sram_addr", f["sram_addr"], size, not load, load)] if size else []
+    return operands
+
+
+def _move_operands(f: Mapping[str, int], layer: Mapping[str, int] | None) -> list[SramOperand]:
+    if f["rows"] == 0 or f["row_bytes"] == 0:
+        return []
+    return [
+        SramOperand("src_addr", f["src_addr"], _strided_extent(f["rows"], f["row_bytes"], f["src_stride"]), True, False),
+        SramOperand("dst_addr", f["dst_addr"], _strided_extent(f["rows"], f["row_bytes"], f["dst_stride"]), False, True),
+    ]
+
+
+def _out_elements(f: Mapping[str, int], layer: Mapping[str, int]) -> int:
+    return f["rows"] * layer["out_w"] * f["chs"]
+
+
+def _input_tile(f: Mapping[str, int], layer: Mapping[str, int]) -> SramOperand:
+    """The input tile of SYN / POOL: in_rows rows, all in_w columns and in_cs channels."""
+    size = tile_bytes(layer["in_format"], f["nt"], f["in_rows"] * layer["in_w"] * layer["in_cs"], layer["timesteps"])
+    return SramOperand("in_addr", f["in_addr"], size, True, False)
+
+
+def _output_tile(f: Mapping[str, int], layer: Mapping[str, int]) -> SramOperand:
+    """The output tile of PACK / POOL / ADD: [nt][rows][out_w][chs] in the layer's out_format;
+    SPIKE_WORDS words are read-modify-written (the visit's bits t0..t0+nt-1 only)."""
+    size = tile_bytes(layer["out_format"], f["nt"], _out_elements(f, layer), layer["timesteps"])
+    return SramOperand("out_addr", f["out_addr"], size, layer["out_format"] == Format.SPIKE_WORDS, True)
+
+
+def _syn_operands(f: Mapping[str, int], layer: Mapping[str, int] | None) -> list[SramOperand]:
+    assert layer is not None
+    accumulate = bool(f["flags"] & SynFlags.ACCUMULATE)
+    operands = [
+        _input_tile(f, layer),
+        SramOperand("w_addr", f["w_addr"], weight_tile_bytes(f, layer), True, False),
+        SramOperand("acc_addr", f["acc_addr"], 4 * f["nt"] * _out_elements(f, layer), accumulate, True),
+    ]
+    if not accumulate:  # the bias of the tile's real channels (entry c of bias[out_c])
+        real = max(0, min(f["chs"], layer["out_c"] - f["ch0"]))
+        operands.append(SramOperand("param_addr", f["param_addr"] + 4 * f["ch0"], 4 * real, True, False))
+    return operands
+
+
+def _lif_operands(f: Mapping[str, int], layer: Mapping[str, int] | None) -> list[SramOperand]:
+    assert layer is not None
+    neurons = _out_elements(f, layer)
+    operands = [
+        SramOperand("acc_addr", f["acc_addr"], 4 * f["nt"] * neurons, True, False),
+        # threshold, leak and v_reset: the parameter block after bias[out_c]
+        SramOperand("param_addr", f["param_addr"] + 4 * layer["out_c"], 12 * layer["param_c"], True, False),
+        # a visit starting at t0 = 0 starts from rest (v = 0, s_prev = 0): state is only written
+        SramOperand("state_addr", f["state_addr"], 2 * 4 * neurons, f["t0"] > 0, True),
+        SramOperand("spk_addr", f["spk_addr"], spike_word_bytes(f["nt"]) * neurons, False, True),
+    ]
+    if f["mem_addr"] != NO_ADDRESS:
+        operands.append(SramOperand("mem_addr", f["mem_addr"], 4 * f["nt"] * neurons, False, True))
+    return operands
+
+
+def _pack_operands(f: Mapping[str, int], layer: Mapping[str, int] | None) -> list[SramOperand]:
+    assert layer is not None
+    words = SramOperand("spk_addr", f["spk_addr"], spike_word_bytes(f["nt"]) * _out_elements(f, layer), True, False)
+    return [words, _output_tile(f, layer)]
+
+
+def _pool_operands(f: Mapping[str, int], layer: Mapping[str, int] | None) -> list[SramOperand]:
+    assert layer is not None
+    return [_input_tile(f, layer), _output_tile(f, layer)]
+
+
+def _add_operands(f: Mapping[str, int], layer: Mapping[str, int] | None) -> list[SramOperand]:
+    assert layer is not None
+    elements = _out_elements(f, layer)
+    return [
+        SramOperand("a_addr", f["a_addr"], tile_bytes(layer["in_format"], f["nt"], elements, layer["timesteps"]),
+                    True, False),
+        SramOperand("b_addr", f["b_addr"], tile_bytes(layer["in2_format"], f["nt"], elements, layer["timesteps"]),
+                    True, False),
+        _output_tile(f, layer),
+    ]
+
+
+def sram_operands(spec: InstructionSpec, fields: Mapping[str, int],
+                  layer: Mapping[str, int] | None = None) -> list[SramOperand]:
+    """Every SRAM range the instruction reads or writes (`layer`: its layer descriptor's fields,
+    for instructions with a `layer` field)."""
+    return spec.sram_operands(fields, layer)
 
 
 F = Field
@@ -243,23 +482,25 @@ _FIBER_DMA_FIELDS = (
     F("fiber_elems", "I", "elements per fiber"),
     F("word_bytes", "B", "bytes per element in SRAM (1, 2, 4 or 8)"),
     F("elem_bits", "B", "bits per element in DRAM (1..8*word_bytes; T for spike words)"),
-    F("flags", "B", "DmaFlags"),
+    F("flags", "B", "DmaFlags", enum_type=DmaFlags),
     Field("sram_bytes", "I", "KEEP_COMPRESSED: SRAM bytes of the packed fibers (else 0: the dense tile)", optional=True),
 )
 
 INSTRUCTIONS: tuple[InstructionSpec, ...] = (
     InstructionSpec(Opcode.NOP, "nop", (), "Does nothing."),
     InstructionSpec(Opcode.DMA_LOAD, "dma.load", _dma_2d_fields(load=True),
-                    "2-D DMA from DRAM into the global SRAM."),
+                    "2-D DMA from DRAM into the global SRAM.", _dma_operands(load=True)),
     InstructionSpec(Opcode.DMA_STORE, "dma.store", _dma_2d_fields(load=False),
-                    "2-D DMA from the global SRAM to DRAM."),
+                    "2-D DMA from the global SRAM to DRAM.", _dma_operands(load=False)),
     InstructionSpec(
         Opcode.DMA_LOAD_BM, "dma.load_bm", _FIBER_DMA_FIELDS,
         "Bitmask-compressed DMA: reads fibers (pointer, bitmask, non-zero words) and expands them in SRAM.",
+        _fiber_dma_operands(load=True),
     ),
     InstructionSpec(
         Opcode.DMA_STORE_BM, "dma.store_bm", _FIBER_DMA_FIELDS,
         "Compressor + DMA: drops zero (silent) words of each SRAM row, stores fibers to DRAM.",
+        _fiber_dma_operands(load=False),
     ),
     InstructionSpec(
         Opcode.MOVE, "move",
@@ -271,14 +512,14 @@ INSTRUCTIONS: tuple[InstructionSpec, ...] = (
             F("src_stride", "I", "source bytes between row starts"),
             F("dst_stride", "I", "destination bytes between row starts"),
         ),
-        "2-D copy inside the global SRAM (layer fusion: tiles to/from an on-chip feature map).",
+        "2-D copy inside the global SRAM (layer fusion: tiles to/from an on-chip feature map).", _move_operands,
     ),
     InstructionSpec(
         Opcode.SYN, "syn",
         _TILE + (
             F("in_row0", "H", "first input row held in the SRAM input tile"),
             F("in_rows", "H", "input rows held in the SRAM input tile"),
-            F("flags", "B", "SynFlags"),
+            F("flags", "B", "SynFlags", enum_type=SynFlags),
             F("in_addr", "I", "SRAM input tile [nt][in_rows][W][Cs]"),
             F("w_addr", "I", "SRAM weights [chs][kh][kw][Cs_in], or chs packed fibers (COMPRESSED_WEIGHTS)"),
             F("param_addr", "I", "SRAM layer parameter block (bias at channel 0)"),
@@ -286,6 +527,7 @@ INSTRUCTIONS: tuple[InstructionSpec, ...] = (
             Field("w_bytes", "I", "COMPRESSED_WEIGHTS: SRAM bytes of the packed weight fibers (else 0)", optional=True),
         ),
         "TPPEs: synaptic currents of an output tile for timesteps t0..t0+nt-1.",
+        _syn_operands,
     ),
     InstructionSpec(
         Opcode.LIF, "lif",
@@ -297,6 +539,7 @@ INSTRUCTIONS: tuple[InstructionSpec, ...] = (
             F("mem_addr", "I", "SRAM membrane trace int32 [nt][rows][Wo][chs] or NO_ADDRESS"),
         ),
         "P-LIF: fire all nt lanes of every neuron in the tile; updates state in place.",
+        _lif_operands,
     ),
     InstructionSpec(
         Opcode.PACK, "pack",
@@ -305,6 +548,7 @@ INSTRUCTIONS: tuple[InstructionSpec, ...] = (
             F("out_addr", "I", "SRAM output tile in the layer's output format"),
         ),
         "Compressor: spike words -> the layer's output storage format.",
+        _pack_operands,
     ),
     InstructionSpec(
         Opcode.POOL, "pool",
@@ -315,6 +559,7 @@ INSTRUCTIONS: tuple[InstructionSpec, ...] = (
             F("out_addr", "I", "SRAM output tile [nt][rows][Wo][chs]"),
         ),
         "Max or average pooling of a tile (layer kind MAXPOOL / AVGPOOL).",
+        _pool_operands,
     ),
     InstructionSpec(
         Opcode.ADD, "add",
@@ -324,6 +569,7 @@ INSTRUCTIONS: tuple[InstructionSpec, ...] = (
             F("out_addr", "I", "SRAM result tile [nt][rows][W][chs]"),
         ),
         "Elementwise add of two tiles (residual / SEW-ADD).",
+        _add_operands,
     ),
     InstructionSpec(
         Opcode.BARRIER, "barrier", (),
@@ -368,7 +614,12 @@ def decode_instruction(raw: bytes, index: int = 0) -> tuple[InstructionSpec, dic
     except ValueError:
         raise DecodeError(f"instruction {index}: unknown opcode 0x{raw[0]:02x}") from None
     values = spec.struct.unpack_from(raw)
-    return spec, dict(zip((f.name for f in spec.fields), values[1:]))
+    fields = dict(zip((f.name for f in spec.fields), values[1:]))
+    for field in spec.enum_fields:
+        wrong = field.value_error(fields[field.name])
+        if wrong:
+            raise DecodeError(f"instruction {index} ({spec.mnemonic}).{wrong}")
+    return spec, fields
 
 
 # --------------------------------------------------------------------------------------
@@ -376,14 +627,14 @@ def decode_instruction(raw: bytes, index: int = 0) -> tuple[InstructionSpec, dic
 # --------------------------------------------------------------------------------------
 
 LAYER_FIELDS: tuple[Field, ...] = (
-    Field("kind", "B", "LayerKind"),
+    Field("kind", "B", "LayerKind", enum_type=LayerKind),
     Field("timesteps", "B", "T of the whole network"),
-    Field("in_format", "B", "Format of the (first) input"),
-    Field("in2_format", "B", "Format of the second input (ADD only)"),
-    Field("out_format", "B", "Format of the stored output"),
-    Field("leak", "B", "LeakForm (CONV followed by LIF)"),
-    Field("reset", "B", "ResetMode"),
-    Field("lif_flags", "B", "LifFlags"),
+    Field("in_format", "B", "Format of the (first) input", enum_type=Format),
+    Field("in2_format", "B", "Format of the second input (ADD only)", enum_type=Format),
+    Field("out_format", "B", "Format of the stored output", enum_type=Format),
+    Field("leak", "B", "LeakForm (CONV followed by LIF)", enum_type=LeakForm),
+    Field("reset", "B", "ResetMode", enum_type=ResetMode),
+    Field("lif_flags", "B", "LifFlags", enum_type=LifFlags),
     Field("in_c", "H", "input channels (logical)"),
     Field("in_cs", "H", "input channels as stored (padded)"),
     Field("in_h", "H", "input height"),
@@ -411,9 +662,10 @@ LAYER_FIELDS: tuple[Field, ...] = (
     Field("membrane_frac", "B", "fractional bits of the membrane"),
     Field("avg_recip", "H", "AVGPOOL: multiplier, out = (sum * avg_recip) >> avg_shift"),
     Field("avg_shift", "B", "AVGPOOL: shift paired with avg_recip"),
-    Field("flags", "B", "LayerFlags (AVG_COUNT_PAD: AVGPOOL counts padding; ADD_AND: ADD computes a AND b)"),
+    Field("flags", "B", "LayerFlags (AVG_COUNT_PAD: AVGPOOL counts padding; ADD_AND: ADD computes a AND b)",
+          enum_type=LayerFlags),
     Field("param_c", "H", "channels in the parameter block (out_c, or 1 when shared)"),
-    Field("dataflow", "B", "Dataflow of a CONV layer (loop order; drives the timing model)"),
+    Field("dataflow", "B", "Dataflow of a CONV layer (loop order; drives the timing model)", enum_type=Dataflow),
 )
 LAYER_STRUCT = struct.Struct("<" + "".join(f.fmt for f in LAYER_FIELDS))
 LAYER_BYTES = LAYER_STRUCT.size
@@ -435,21 +687,39 @@ def encode_layer(**fields: int) -> bytes:
         raise ValueError(f"layer descriptor: a field is out of range: {exc}") from exc
 
 
+LAYER_ENUM_FIELDS = fields_of_enums(LAYER_FIELDS)
+
+
 def decode_layer(raw: bytes, index: int = 0) -> dict[str, int]:
     if len(raw) != LAYER_BYTES:
         raise DecodeError(f"layer descriptor {index}: expected {LAYER_BYTES} bytes, got {len(raw)}")
     values = LAYER_STRUCT.unpack(raw)
     out = dict(zip((f.name for f in LAYER_FIELDS), values))
-    for name, enum_type in (
-        ("kind", LayerKind), ("in_format", Format), ("in2_format", Format),
-        ("out_format", Format), ("leak", LeakForm), ("reset", ResetMode),
-        ("dataflow", Dataflow),
-    ):
-        try:
-            enum_type(out[name])
-        except ValueError:
-            raise DecodeError(f"layer descriptor {index}: field {name} = {out[name]} is not a valid {enum_type.__name__}") from None
+    for field in LAYER_ENUM_FIELDS:
+        wrong = field.value_error(out[field.name])
+        if wrong:
+            raise DecodeError(f"layer descriptor {index}: field {wrong}")
     return out
+
+
+# --------------------------------------------------------------------------------------
+# I/O descriptors (section `io` of prog.bin, after each one's name string and shape)
+# --------------------------------------------------------------------------------------
+
+IO_FIELDS: tuple[Field, ...] = (
+    Field("is_output", "B", "1 for a graph output, 0 for a graph input"),
+    Field("format", "B", "Format of the tensor in DRAM", enum_type=Format),
+    Field("frac_bits", "b", "fractional bits (multi-bit formats: value = int * 2**-frac_bits)"),
+    Field("reserved", "B", "0"),
+    Field("dram_addr", "Q", "DRAM byte address of the tensor"),
+    Field("timesteps", "H", "T"),
+    Field("batch", "H", "B"),
+    Field("channels", "I", "C (logical)"),
+    Field("channels_stored", "I", "Cs: channels as stored (padded to a multiple of 8)"),
+    Field("height", "I", "H"),
+    Field("width", "I", "W"),
+)
+IO_STRUCT = struct.Struct("<" + "".join(f.fmt for f in IO_FIELDS))
 
 
 def spike_word_bytes(timesteps: int) -> int:

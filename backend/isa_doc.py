@@ -3,8 +3,10 @@
 CONTRACT:
   * `render_isa_tables() -> str`: Markdown for every opcode (value, mnemonic,
     description) and every field (name, struct type, width in bytes, byte
-    offset in the 48-byte instruction, meaning), the layer descriptor fields,
-    the enums, and the hardware-config keys with defaults and sources.
+    offset in the 48-byte instruction, meaning), the layer and I/O descriptor
+    fields, every enum and flag type a field declares (isa.Field.enum_type) with
+    its values and the fields using it, and the hardware-config keys with
+    defaults and sources.
   * docs/isa.md holds that text verbatim between BEGIN_MARK and END_MARK;
     tests/test_isa_doc.py fails when they disagree.
   * `python -m snnc.backend.isa_doc [path]` rewrites the generated block of the
@@ -30,14 +32,34 @@ def _escape(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+def _meaning(field: isa.Field) -> str:
+    """The field's doc; an enum or flag field names its type (listed under "Enumerations")."""
+    if field.enum_type is not None and field.enum_type.__name__ not in field.doc:
+        return f"{field.doc} ({field.enum_type.__name__})"
+    return field.doc
+
+
 def _field_table(fields, first_offset: int) -> list[str]:
     """Markdown rows for packed little-endian fields, with their byte offsets."""
     rows = ["| field | type | width (bytes) | offset | meaning |", "|---|---|---|---|---|"]
     offset = first_offset
     for f in fields:
-        rows.append(f"| `{f.name}` | {_TYPE_NAMES[f.fmt]} | {f.size} | {offset} | {_escape(f.doc)} |")
+        rows.append(f"| `{f.name}` | {_TYPE_NAMES[f.fmt]} | {f.size} | {offset} | {_escape(_meaning(f))} |")
         offset += f.size
     return rows + [""]
+
+
+def _enum_users() -> dict[type, list[str]]:
+    """Every enum or flag type of a field, in table order, with the fields that hold it."""
+    users: dict[type, list[str]] = {}
+    tables = [("layer", isa.LAYER_FIELDS)] + [(spec.mnemonic, spec.fields) for spec in isa.INSTRUCTIONS] \
+        + [("io", isa.IO_FIELDS)]
+    for where, fields in tables:
+        for f in isa.fields_of_enums(fields):
+            name = f"{where} `{f.name}`"
+            if name not in users.setdefault(f.enum_type, []):
+                users[f.enum_type].append(name)
+    return users
 
 
 def render_isa_tables() -> str:
@@ -60,10 +82,15 @@ def render_isa_tables() -> str:
     out.append(f"### Layer descriptor fields\n\nEach descriptor is {isa.LAYER_BYTES} bytes, fields packed "
                "little-endian in this order.\n")
     out.extend(_field_table(isa.LAYER_FIELDS, first_offset=0))
-    out.append("### Enumerations\n")
-    for enum_type in (isa.Format, isa.LayerKind, isa.LeakForm, isa.ResetMode, isa.LifFlags, isa.SynFlags, isa.LayerFlags):
+    out.append(f"### I/O descriptor fields\n\nSection `io`: each descriptor is its name (string), a u8 rank and "
+               f"rank x u32 `onnx_shape`, then these {isa.IO_STRUCT.size} bytes, packed little-endian.\n")
+    out.extend(_field_table(isa.IO_FIELDS, first_offset=0))
+    out.append("### Enumerations\n\nEvery enum and flag field's values (a flag field holds a set of flags, "
+               "OR-ed; other bits are invalid).\n")
+    for enum_type, users in _enum_users().items():
         values = ", ".join(f"`{m.name}` = {int(m.value)}" for m in enum_type)
-        out.append(f"* `{enum_type.__name__}`: {values}")
+        kind = "flags" if issubclass(enum_type, isa.enum.IntFlag) else "enum"
+        out.append(f"* `{enum_type.__name__}` ({kind}; {', '.join(users)}): {values}")
     out.append("")
     out.append("### Hardware configuration keys (defaults = preset `loas`)\n")
     out.append("| key | default | source |")

@@ -21,14 +21,16 @@ like the ISA fields. The `layer` field is a symbol reference to an
 `accel.layer`; the encoder replaces it by the descriptor's index (the order of
 `accel.layer` ops). Every other field is an integer; `none` stands for
 `isa.NO_ADDRESS`. Layer descriptor ops likewise carry every `isa.LAYER_FIELDS`
-entry as a property of the same name (enum fields print by name).
+entry as a property of the same name, and `accel.io` the `isa.IO_FIELDS`. A field
+whose isa.Field has an `enum_type` prints by member name (lower case; a flag set
+as `a|b`, the empty set as 0) and parses from names or an integer.
 
 `accel.program` verifies the whole program: unique symbols, valid layer
 references, tiles inside the layer's output geometry and timesteps, spike
-tiles whole bytes (chs and ch0 multiples of 8), every SRAM operand range
-(computed by `sram_operands` from the layer geometry and the isa.py tile
-layouts) inside [0, sram_size), DMA ranges inside DRAM and SRAM, constants
-non-overlapping and inside DRAM.
+tiles whole bytes (chs and ch0 multiples of 8), enum fields valid
+(isa.Field.value_error), every SRAM operand range (isa.sram_operands: the
+instruction's own definition in the ISA table) inside [0, sram_size), DMA
+ranges inside DRAM and SRAM, constants non-overlapping and inside DRAM.
 """
 
 from __future__ import annotations
@@ -64,21 +66,13 @@ from xdsl.traits import NoTerminator
 from xdsl.utils.exceptions import VerifyException
 
 from snnc.backend import isa
-from snnc.backend.isa import Format, LayerKind, LeakForm, Opcode, ResetMode
+from snnc.backend.isa import WORD_FORMATS, Format, LayerKind, Opcode, SramOperand, tensor_bytes
+from snnc.backend.isa import element_bits  # noqa: F401 -- the lowering's accel.element_bits
 
 # --------------------------------------------------------------------------------------
 # Field syntax shared by every op: `name=value` pairs in a fixed order
 # --------------------------------------------------------------------------------------
 
-# Layer-descriptor fields whose values print as enum member names (lower case).
-_ENUM_FIELDS: dict[str, type[enum.IntEnum]] = {
-    "kind": LayerKind,
-    "in_format": Format,
-    "in2_format": Format,
-    "out_format": Format,
-    "leak": LeakForm,
-    "reset": ResetMode,
-}
 # Fields printed in hexadecimal (addresses and byte counts are easier to read so).
 _HEX_SUFFIXES = ("_addr",)
 
@@ -91,9 +85,20 @@ def _struct_range(fmt: str) -> tuple[int, int]:
     return 0, (1 << bits) - 1
 
 
-def _print_int_field(printer: Printer, name: str, value: int) -> None:
-    if name in _ENUM_FIELDS:
-        printer.print_string(f"{name}={_ENUM_FIELDS[name](value).name.lower()}")
+def _enum_text(enum_type: type[enum.IntEnum], value: int) -> str:
+    """An enum value by its member name, a flag set as `a|b` (lower case); what is no member
+    (an invalid value, which the verifier then names) as the integer."""
+    if issubclass(enum_type, enum.IntFlag):
+        names, rest = isa.flag_names(enum_type, value)
+        if rest or not names:
+            return str(value)
+        return "|".join(name.lower() for name in names)
+    return enum_type(value).name.lower() if value in isa.enum_values(enum_type) else str(value)
+
+
+def _print_int_field(printer: Printer, name: str, value: int, enum_type: type[enum.IntEnum] | None = None) -> None:
+    if enum_type is not None:
+        printer.print_string(f"{name}={_enum_text(enum_type, value)}")
     elif name.endswith("_addr") and value == isa.NO_ADDRESS:
         printer.print_string(f"{name}=none")
     elif name.endswith(_HEX_SUFFIXES):
@@ -102,20 +107,28 @@ def _print_int_field(printer: Printer, name: str, value: int) -> None:
         printer.print_string(f"{name}={value}")
 
 
-def _parse_int_field(parser: Parser, name: str, keyword_parsed: bool = False) -> int:
+def _parse_enum_member(parser: Parser, name: str, enum_type: type[enum.IntEnum]) -> int:
+    word = parser.parse_identifier(f" ({name}: a {enum_type.__name__} name)")
+    try:
+        return int(enum_type[word.upper()])
+    except KeyError:
+        parser.raise_error(f"{name}: unknown {enum_type.__name__} '{word}'")
+
+
+def _parse_int_field(parser: Parser, name: str, keyword_parsed: bool = False,
+                     enum_type: type[enum.IntEnum] | None = None) -> int:
     if not keyword_parsed:
         parser.parse_keyword(name, f" (field '{name}' expected here)")
     parser.parse_punctuation("=")
-    if name in _ENUM_FIELDS:
-        enum_type = _ENUM_FIELDS[name]
+    if enum_type is not None:
         value = parser.parse_optional_integer(allow_boolean=False, allow_negative=False)
         if value is not None:
             return value
-        word = parser.parse_identifier(f" ({name}: a {enum_type.__name__} name)")
-        try:
-            return int(enum_type[word.upper()])
-        except KeyError:
-            parser.raise_error(f"{name}: unknown {enum_type.__name__} '{word}'")
+        value = _parse_enum_member(parser, name, enum_type)
+        if issubclass(enum_type, enum.IntFlag):  # a flag set: a|b|c
+            while parser.parse_optional_punctuation("|") is not None:
+                value |= _parse_enum_member(parser, name, enum_type)
+        return value
     if name.endswith("_addr") and parser.parse_optional_keyword("none") is not None:
         return isa.NO_ADDRESS
     return parser.parse_integer(allow_boolean=False, allow_negative=True)
@@ -214,7 +227,7 @@ class InstructionOp(_FieldsOp):
             if f.name == "layer":
                 printer.print_symbol_name(self.layer_symbol)
             else:
-                _print_int_field(printer, f.name, self.properties[f.name].data)
+                _print_int_field(printer, f.name, self.properties[f.name].data, f.enum_type)
         if self.attributes:
             printer.print_string(" ")
             printer.print_attr_dict(self.attributes)
@@ -228,7 +241,8 @@ class InstructionOp(_FieldsOp):
             elif f.optional and parser.parse_optional_keyword(f.name) is None:
                 props[f.name] = IntAttr(0)
             else:
-                props[f.name] = IntAttr(_parse_int_field(parser, f.name, keyword_parsed=f.optional))
+                props[f.name] = IntAttr(_parse_int_field(parser, f.name, keyword_parsed=f.optional,
+                                                         enum_type=f.enum_type))
         attrs = parser.parse_optional_attr_dict()
         return cls.create(properties=props, attributes=attrs)
 
@@ -317,7 +331,7 @@ class LayerOp(_FieldsOp):
         printer.print_string_literal(self.source.data)
         for f in self.FIELDS:
             printer.print_string(" ")
-            _print_int_field(printer, f.name, self.properties[f.name].data)
+            _print_int_field(printer, f.name, self.properties[f.name].data, f.enum_type)
         if self.inexact is not None:
             printer.print_string(" inexact ")
             printer.print_string_literal(self.inexact.data)
@@ -329,7 +343,7 @@ class LayerOp(_FieldsOp):
             "source": StringAttr(parser.parse_str_literal(" (the ONNX node name)")),
         }
         for f in cls.FIELDS:
-            props[f.name] = IntAttr(_parse_int_field(parser, f.name))
+            props[f.name] = IntAttr(_parse_int_field(parser, f.name, enum_type=f.enum_type))
         if parser.parse_optional_keyword("inexact") is not None:
             props["inexact"] = StringAttr(parser.parse_str_literal())
         return cls.create(properties=props)
@@ -382,11 +396,9 @@ class ConstOp(IRDLOperation):
         return cls.create(properties={"sym_name": sym, "dram_addr": IntAttr(addr), "data": data})
 
 
-# The integer fields of accel.io, in binformat.IODesc order.
-IO_INT_FIELDS = (
-    "dram_addr", "format", "frac_bits", "timesteps", "batch",
-    "channels", "channels_stored", "height", "width",
-)
+# The integer fields of accel.io: isa.IO_FIELDS but is_output (printed as input/output) and reserved.
+IO_FIELDS = tuple(f for f in isa.IO_FIELDS if f.name not in ("is_output", "reserved"))
+IO_INT_FIELDS = tuple(f.name for f in IO_FIELDS)
 
 
 @irdl_op_definition
@@ -435,10 +447,11 @@ class IoOp(IRDLOperation):
     def verify_(self) -> None:
         v = self.field_values()
         where = f"accel.io \"{self.io_name.data}\""
-        try:
-            fmt = Format(v["format"])
-        except ValueError:
-            raise VerifyException(f"{where}: format {v['format']} is not a Format") from None
+        for f in IO_FIELDS:
+            wrong = f.value_error(v[f.name])
+            if wrong:
+                raise VerifyException(f"{where}: {wrong}")
+        fmt = Format(v["format"])
         if v["channels_stored"] % 8 or v["channels_stored"] < v["channels"]:
             raise VerifyException(f"{where}: channels_stored must be a multiple of 8 and >= channels")
         per_step = v["batch"] * v["channels"] * v["height"] * v["width"]
@@ -453,12 +466,9 @@ class IoOp(IRDLOperation):
         printer.print_string(" output" if self.is_output.data else " input")
         printer.print_string(" shape=[" + ", ".join(str(d) for d in self.shape) + "]")
         values = self.field_values()
-        for name in IO_INT_FIELDS:
+        for f in IO_FIELDS:
             printer.print_string(" ")
-            if name == "format":
-                printer.print_string(f"format={Format(values[name]).name.lower()}")
-            else:
-                _print_int_field(printer, name, values[name])
+            _print_int_field(printer, f.name, values[f.name], f.enum_type)
 
     @classmethod
     def parse(cls, parser: Parser) -> IoOp:
@@ -469,18 +479,7 @@ class IoOp(IRDLOperation):
         shape = parser.parse_comma_separated_list(
             parser.Delimiter.SQUARE, lambda: parser.parse_integer(allow_boolean=False, allow_negative=False)
         )
-        fields: dict[str, int] = {}
-        for name in IO_INT_FIELDS:
-            if name == "format":
-                parser.parse_keyword("format")
-                parser.parse_punctuation("=")
-                word = parser.parse_identifier()
-                try:
-                    fields[name] = int(Format[word.upper()])
-                except KeyError:
-                    parser.raise_error(f"format: unknown Format '{word}'")
-            else:
-                fields[name] = _parse_int_field(parser, name)
+        fields = {f.name: _parse_int_field(parser, f.name, enum_type=f.enum_type) for f in IO_FIELDS}
         return cls.create_with(io_name, direction == "output", shape, **fields)
 
 
@@ -601,141 +600,37 @@ class ProgramOp(IRDLOperation):
 
 
 # --------------------------------------------------------------------------------------
-# Geometry: tile byte sizes and the SRAM ranges an instruction touches
+# The SRAM ranges an instruction touches (defined once, in isa.py)
 # --------------------------------------------------------------------------------------
 
 
-def element_bits(fmt: Format) -> int:
-    """Bits per element of a per-timestep format (SPIKE_WORDS is per neuron, not per step)."""
-    return {Format.SPIKE_PLANES: 1, Format.ACT_I16: 16, Format.ACT_I32: 32}[fmt]
+class _LayerFields:
+    """An accel.layer's field values by name: the mapping isa.sram_operands reads, without
+    building a dict of all fields per instruction."""
 
+    __slots__ = ("_properties",)
 
-WORD_FORMATS = (Format.SPIKE_WORDS, Format.SPIKE_BITMASK)  # SRAM tiles of all-T words per neuron
+    def __init__(self, layer: LayerOp):
+        self._properties = layer.properties
 
-
-def tile_bytes(fmt: Format, nt: int, elements_per_step: int) -> int:
-    """Bytes of a tile holding `elements_per_step` neurons for nt timesteps in `fmt`.
-    For the word formats (SPIKE_WORDS, and SPIKE_BITMASK whose SRAM tile is the
-    expanded words) pass nt = T: a word holds all T bits whatever the visit."""
-    if fmt in WORD_FORMATS:
-        return isa.spike_word_bytes(nt) * elements_per_step
-    return (nt * elements_per_step * element_bits(fmt) + 7) // 8
-
-
-_tile_bytes = tile_bytes
-
-
-def tensor_bytes(fmt: Format, timesteps: int, batch: int, height: int, width: int, cs: int) -> int:
-    """Bytes of a DRAM feature map `[T][B][H][W][Cs]` (or `[B][H][W][Cs]` words)."""
-    if fmt == Format.SPIKE_WORDS:
-        return isa.spike_word_bytes(timesteps) * batch * height * width * cs
-    if fmt == Format.SPIKE_BITMASK:  # one compressed fiber slot per spatial row
-        return batch * height * isa.fiber_slot_bytes(width * cs, timesteps)
-    return timesteps * batch * height * width * cs * element_bits(fmt) // 8
-
-
-def param_block_bytes(layer: LayerOp) -> int:
-    """bias[out_c], threshold/leak/v_reset[param_c], int32 (isa.PARAM_ARRAYS)."""
-    return 4 * (layer.get("out_c") + 3 * layer.get("param_c"))
-
-
-class SramOperand(NamedTuple):  # a tuple: built for every instruction by the emitter and the verifier
-    field: str  # the instruction field holding the address
-    addr: int
-    size: int
-    reads: bool
-    writes: bool
-
-    @property
-    def end(self) -> int:
-        return self.addr + self.size
+    def __getitem__(self, name: str) -> int:
+        return self._properties[name].data
 
 
 def sram_operands(op: InstructionOp, layer: LayerOp | None, values: dict[str, int] | None = None) -> list[SramOperand]:
-    """Every SRAM range `op` reads or writes, sized from the isa.py tile layouts
+    """Every SRAM range `op` reads or writes: isa.sram_operands, the one definition
     (`values`: `op.field_values()` when the caller already has them)."""
-    v = op.field_values() if values is None else values
-    if isinstance(op, DmaLoadOp | DmaStoreOp):
-        if v["rows"] == 0 or v["row_bytes"] == 0:
-            return []
-        size = (v["rows"] - 1) * v["sram_stride"] + v["row_bytes"]
-        return [SramOperand("sram_addr", v["sram_addr"], size, isinstance(op, DmaStoreOp), isinstance(op, DmaLoadOp))]
-    if isinstance(op, MoveOp):
-        if v["rows"] == 0 or v["row_bytes"] == 0:
-            return []
-        return [
-            SramOperand("src_addr", v["src_addr"], (v["rows"] - 1) * v["src_stride"] + v["row_bytes"], True, False),
-            SramOperand("dst_addr", v["dst_addr"], (v["rows"] - 1) * v["dst_stride"] + v["row_bytes"], False, True),
-        ]
-    if isinstance(op, DmaLoadBmOp | DmaStoreBmOp):
-        if v["flags"] & isa.DmaFlags.KEEP_COMPRESSED:  # the fibers as they are, packed
-            size = v["sram_bytes"]
-        else:
-            size = v["fibers"] * v["fiber_elems"] * v["word_bytes"]
-        if size == 0:
-            return []
-        return [SramOperand("sram_addr", v["sram_addr"], size, isinstance(op, DmaStoreBmOp), isinstance(op, DmaLoadBmOp))]
-    if isinstance(op, BarrierOp):
-        return []
-    assert layer is not None
-    g = layer.get
-    nt, rows, chs = v["nt"], v["rows"], v["chs"]
-
-    def tile_bytes(fmt: Format, nt: int, elems: int) -> int:  # word tiles hold all T bits
-        return _tile_bytes(fmt, g("timesteps") if fmt in WORD_FORMATS else nt, elems)
-
-    out_elems = rows * g("out_w") * chs
-    acc_bytes = 4 * nt * out_elems
-    ops: list[SramOperand] = []
-    if isinstance(op, SynOp):
-        in_elems = v["in_rows"] * g("in_w") * g("in_cs")
-        ops += [
-            SramOperand("in_addr", v["in_addr"], tile_bytes(Format(g("in_format")), nt, in_elems), True, False),
-            SramOperand("w_addr", v["w_addr"], v["w_bytes"] if v["flags"] & isa.SynFlags.COMPRESSED_WEIGHTS
-                        else chs * g("kh") * g("kw") * g("in_cs") * g("weight_bytes"), True, False),
-            SramOperand("acc_addr", v["acc_addr"], acc_bytes, bool(v["flags"] & isa.SynFlags.ACCUMULATE), True),
-        ]
-        if not v["flags"] & isa.SynFlags.ACCUMULATE:
-            ops.append(SramOperand("param_addr", v["param_addr"], param_block_bytes(layer), True, False))
-    elif isinstance(op, LifOp):
-        ops += [
-            SramOperand("acc_addr", v["acc_addr"], acc_bytes, True, False),
-            SramOperand("param_addr", v["param_addr"], param_block_bytes(layer), True, False),
-            # A visit starting at t0 = 0 starts from rest (v = 0, s_prev = 0): state is only written.
-            SramOperand("state_addr", v["state_addr"], 2 * 4 * out_elems, v["t0"] > 0, True),
-            SramOperand("spk_addr", v["spk_addr"], isa.spike_word_bytes(nt) * out_elems, False, True),
-        ]
-        if v["mem_addr"] != isa.NO_ADDRESS:
-            ops.append(SramOperand("mem_addr", v["mem_addr"], acc_bytes, False, True))
-    elif isinstance(op, PackOp):
-        ops += [
-            SramOperand("spk_addr", v["spk_addr"], isa.spike_word_bytes(nt) * out_elems, True, False),
-            SramOperand("out_addr", v["out_addr"], tile_bytes(Format(g("out_format")), nt, out_elems), False, True),
-        ]
-    elif isinstance(op, PoolOp):
-        in_elems = v["in_rows"] * g("in_w") * g("in_cs")
-        ops += [
-            SramOperand("in_addr", v["in_addr"], tile_bytes(Format(g("in_format")), nt, in_elems), True, False),
-            SramOperand("out_addr", v["out_addr"], tile_bytes(Format(g("out_format")), nt, out_elems), False, True),
-        ]
-    elif isinstance(op, AddOp):
-        elems = rows * g("in_w") * chs
-        ops += [
-            SramOperand("a_addr", v["a_addr"], tile_bytes(Format(g("in_format")), nt, elems), True, False),
-            SramOperand("b_addr", v["b_addr"], tile_bytes(Format(g("in2_format")), nt, elems), True, False),
-            SramOperand("out_addr", v["out_addr"], tile_bytes(Format(g("out_format")), nt, elems), False, True),
-        ]
-    return ops
+    return op.SPEC.sram_operands(op.field_values() if values is None else values,
+                                 None if layer is None else _LayerFields(layer))
 
 
 def _verify_layer(layer: LayerOp, timesteps: int) -> None:
     where = f"accel.layer @{layer.symbol}"
     g = layer.get
-    for name, enum_type in _ENUM_FIELDS.items():
-        try:
-            enum_type(g(name))
-        except ValueError:
-            raise VerifyException(f"{where}: {name} = {g(name)} is not a valid {enum_type.__name__}") from None
+    for f in isa.LAYER_ENUM_FIELDS:
+        wrong = f.value_error(g(f.name))
+        if wrong:
+            raise VerifyException(f"{where}: {wrong}")
     if g("timesteps") != timesteps:
         raise VerifyException(f"{where}: timesteps = {g('timesteps')}, the program has {timesteps}")
     for c, cs in (("in_c", "in_cs"), ("out_c", "out_cs")):
@@ -775,6 +670,10 @@ def _verify_instruction(op: InstructionOp, layers: dict[str, LayerOp], dram_size
                          PoolOp: (LayerKind.MAXPOOL, LayerKind.AVGPOOL), AddOp: (LayerKind.ADD,)}[type(op)]
         if g("kind") not in expected_kind:
             raise VerifyException(f"{where}: layer kind {LayerKind(g('kind')).name} cannot run {op.name}")
+    for f in op.SPEC.enum_fields:
+        wrong = f.value_error(v[f.name])
+        if wrong:
+            raise VerifyException(f"{where}: {wrong}")
     wrong = isa.weight_fiber_field_error(op.opcode, v)
     if wrong:
         raise VerifyException(f"{where}: {wrong}")

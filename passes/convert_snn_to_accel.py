@@ -92,6 +92,7 @@ from snnc.backend.isa import (
     ResetMode,
     SynFlags,
 )
+from snnc.backend.isa import tile_bytes as _tile_bytes
 from snnc.runtime.pe_array import visit_rounds
 from snnc.passes.numerics import (
     INT32_MAX,
@@ -730,11 +731,6 @@ def _split_into_bands(
 
 FUSE_SRAM_SHARE = 0.5  # layer-fuse: at most this share of the SRAM holds a group's resident maps
 COMPRESSED_WEIGHTS_ATTR = "snn.compressed_weights"  # set by spike-pack on synapse ops
-
-
-def _tile_bytes(fmt: Format, lanes: int, elements: int, timesteps: int) -> int:
-    """SRAM tile bytes; the word formats hold all T bits of a neuron whatever the visit."""
-    return accel.tile_bytes(fmt, timesteps if fmt in accel.WORD_FORMATS else lanes, elements)
 
 
 def _fiber_bytes(q: np.ndarray, nbytes: int) -> np.ndarray:

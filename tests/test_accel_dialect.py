@@ -134,6 +134,8 @@ def test_big_constants_print_as_hex():
          "goes with flag KEEP_COMPRESSED"),
         (accel.DmaStoreBmOp.create_with(dram_addr=0, sram_addr=0, fibers=2, fiber_elems=8, word_bytes=1, elem_bits=8,
                                         flags=int(isa.DmaFlags.PACKED)), "PACKED is for dma.load_bm only"),
+        (accel.SynOp.create_with("conv1", **TILE, in_row0=0, in_rows=3, flags=0x41, in_addr=0, w_addr=0x100,
+                                 param_addr=0x1000, acc_addr=0x2000), "flags = 0x41 sets bits 0x40 that are no SynFlags"),
     ],
 )
 def test_verifier_rejects(instruction, message):
@@ -152,6 +154,29 @@ def test_verifier_rejects_duplicate_symbols_and_overlapping_constants():
     module.body.block.first_op.body.block.add_op(accel.ConstOp.create_with("w2", 0x1F0, bytes(32)))
     with pytest.raises(VerifyException, match="overlaps"):
         module.verify()
+
+
+def test_enum_and_flag_fields_print_by_name_and_parse_back():
+    syn = accel.SynOp.create_with("conv1", **TILE, in_row0=0, in_rows=3, in_addr=0, w_addr=0x100, param_addr=0x1000,
+                                  acc_addr=0x2000, w_bytes=64,
+                                  flags=int(isa.SynFlags.ACCUMULATE | isa.SynFlags.COMPRESSED_WEIGHTS))
+    module = _program(syn, layer_fields={**CONV, "dataflow": isa.Dataflow.IP_SEQ, "lif_flags": isa.LifFlags.COMPARE_GT})
+    text = _print(module)
+    assert "flags=accumulate|compressed_weights" in text
+    assert "dataflow=ip_seq" in text and "lif_flags=compare_gt" in text and "flags=0 " in text  # layer flags: none
+    assert "format=spike_planes" in text  # accel.io
+    parsed = _parse(text)
+    assert parsed.is_structurally_equivalent(module) and _print(parsed) == text
+    assert _parse(text.replace("flags=accumulate|compressed_weights", "flags=3")).is_structurally_equivalent(module)
+    with pytest.raises(Exception, match="unknown SynFlags 'accumulat'"):
+        _parse(text.replace("flags=accumulate|", "flags=accumulat|"))
+
+
+def test_verifier_rejects_invalid_layer_enums():
+    with pytest.raises(VerifyException, match=r"accel.layer @conv1: dataflow = 7 is not a valid Dataflow"):
+        _program(layer_fields={**CONV, "dataflow": 7}).verify()
+    with pytest.raises(VerifyException, match=r"accel.layer @conv1: flags = 0x10 sets bits 0x10 that are no LayerFlags"):
+        _program(layer_fields={**CONV, "flags": 0x10}).verify()
 
 
 def test_verifier_rejects_bad_layer_geometry():
@@ -174,10 +199,13 @@ def test_sram_operands_follow_the_isa_tile_layouts():
     syn = accel.SynOp.create_with("conv1", **TILE, in_row0=0, in_rows=3, flags=0, in_addr=0, w_addr=0x100,
                                   param_addr=0x1000, acc_addr=0x2000)
     sizes = {o.field: o.size for o in accel.sram_operands(syn, layer)}
-    # in: nt=4 x 3 rows x W=4 x Cs=8 bits = 48 B; w: 16 x 3 x 3 x 8 int8; acc: int32 4 x 2 x 4 x 16
-    assert sizes == {"in_addr": 48, "w_addr": 16 * 9 * 8, "acc_addr": 4 * 4 * 2 * 4 * 16,
-                     "param_addr": 4 * (10 + 3)}
-    lif = accel.LifOp.create_with("conv1", **TILE, acc_addr=0, param_addr=0, state_addr=0, spk_addr=0, mem_addr=0)
-    sizes = {o.field: o.size for o in accel.sram_operands(lif, layer)}
+    # in: nt=4 x 3 rows x W=4 x Cs=8 bits = 48 B; w: 16 x 3 x 3 x 8 int8; acc: int32 4 x 2 x 4 x 16;
+    # param: the bias of the tile's 10 real channels (out_c = 10 of chs = 16)
+    assert sizes == {"in_addr": 48, "w_addr": 16 * 9 * 8, "acc_addr": 4 * 4 * 2 * 4 * 16, "param_addr": 4 * 10}
+    lif = accel.LifOp.create_with("conv1", **TILE, acc_addr=0, param_addr=0x100, state_addr=0, spk_addr=0, mem_addr=0)
+    operands = {o.field: o for o in accel.sram_operands(lif, layer)}
+    sizes = {name: o.size for name, o in operands.items()}
     assert sizes["state_addr"] == 2 * 4 * 2 * 4 * 16 and sizes["spk_addr"] == 1 * 2 * 4 * 16
+    # threshold, leak, v_reset[param_c = 1] after bias[out_c = 10]
+    assert (operands["param_addr"].addr, operands["param_addr"].size) == (0x100 + 4 * 10, 12)
     assert sizes["mem_addr"] == 4 * 4 * 2 * 4 * 16
