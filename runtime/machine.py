@@ -37,15 +37,6 @@ def word_dtype(timesteps: int) -> np.dtype:
     return np.dtype(f"<u{isa.spike_word_bytes(timesteps)}")
 
 
-def tile_bytes(fmt: Format, nt: int, rows: int, width: int, chans: int, timesteps: int) -> int:
-    """Bytes of a tile in storage format `fmt` (timesteps: T for SPIKE_WORDS words)."""
-    if fmt == Format.SPIKE_PLANES:
-        return nt * rows * width * chans // 8
-    if fmt in (Format.SPIKE_WORDS, Format.SPIKE_BITMASK):  # a BITMASK tile in SRAM is expanded words
-        return rows * width * chans * isa.spike_word_bytes(timesteps)
-    return nt * rows * width * chans * ACT_DTYPES[fmt].itemsize
-
-
 class Memory:
     """A byte-addressed memory with bounds-checked, named accesses."""
 
@@ -84,7 +75,7 @@ def read_tile(mem: Memory, fmt: Format, addr: int, nt: int, rows: int, width: in
     if fmt == Format.SPIKE_PLANES:
         if chans % 8:
             raise BinaryFormatError(f"{where}: SPIKE_PLANES tile needs a multiple of 8 channels, found {chans}")
-        raw = mem.span(addr, tile_bytes(fmt, nt, rows, width, chans, timesteps), where)
+        raw = mem.span(addr, isa.tile_bytes(fmt, nt, rows * width * chans, timesteps), where)
         spikes = np.unpackbits(raw, bitorder="little").reshape(shape)
     elif fmt in (Format.SPIKE_WORDS, Format.SPIKE_BITMASK):  # a BITMASK tile in SRAM is expanded words
         wdt = word_dtype(timesteps)

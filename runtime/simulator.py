@@ -12,6 +12,8 @@ CONTRACT:
   * Unless `functional`, every instruction also yields an `Effect` (engine, SRAM
     ranges read/written, cycles, bytes, operations) that the timing Scoreboard
     and the per-layer counters consume (runtime/timing.py, runtime/report.py).
+    The SRAM ranges are the instruction's operands as the ISA table defines them
+    (isa.sram_operands), not computed by the handlers.
   * Malformed programs (SRAM access out of range, wrong layer kind for an
     opcode, input rows missing from a tile) raise BinaryFormatError naming the
     instruction index and field.
@@ -37,7 +39,7 @@ from snnc.backend.hwconfig import HwConfig
 from snnc.backend.isa import Format, LayerKind, LeakForm, LifFlags, Opcode, ResetMode, SynFlags
 from snnc.runtime import memory, timing
 from snnc.runtime.machine import (
-    FORMAT_BITS, Machine, read_tile, saturate, shift, tile_bytes, word_dtype, write_tile,
+    FORMAT_BITS, Machine, read_tile, saturate, shift, word_dtype, write_tile,
 )
 from snnc.runtime.report import LayerCounters, build_report
 from snnc.runtime.tensors import decode_output, encode_input
@@ -133,10 +135,6 @@ DELAYED_RESET, COMPARE_GT, NO_FIRE = (int(flag) for flag in (LifFlags.DELAYED_RE
                                                              LifFlags.NO_FIRE))
 
 
-def _span(addr: int, nbytes: int) -> tuple[int, int]:
-    return (addr, addr + nbytes)
-
-
 # --------------------------------------------------------------------------------------
 # DMA
 # --------------------------------------------------------------------------------------
@@ -164,14 +162,12 @@ def _dma(ctx: _Context, where: str, f, load: bool) -> Effect:
     else:
         dram[...] = sram
     nbytes = f.rows * f.row_bytes
-    extent = [_span(f.sram_addr, (f.rows - 1) * f.sram_stride + f.row_bytes)] if nbytes else []
     starts = None if ctx.functional else f.dram_addr + np.arange(f.rows, dtype=np.int64) * f.dram_stride
     return Effect(
         engine="dma",
         cycles=0 if ctx.functional else memory.strided_dma_cycles(ctx.hw, f.dram_addr, f.rows, f.row_bytes,
                                                                   f.dram_stride),
         latency=0 if ctx.functional else ctx.hw.dram.latency_cycles,
-        reads=[] if load else extent, writes=extent if load else [],
         dram_read=nbytes if load else 0, dram_written=0 if load else nbytes,
         dram_spans=(starts, f.row_bytes) if nbytes and not ctx.functional else None, sram_bytes=nbytes,
         dram_ranges=[] if ctx.functional else isa.strided_ranges(f.dram_addr, f.rows, f.row_bytes, f.dram_stride),
@@ -306,11 +302,9 @@ def _dma_bm(ctx: _Context, where: str, f, load: bool) -> Effect:
         out[:, meta:] = np.packbits(bits.reshape(n, elems * eb), axis=1, bitorder="little")
         raw[...] = out
     moved = n * meta + int(((counts * eb + 7) // 8).sum())
-    sram = [_span(f.sram_addr, sram_size)] if sram_size else []
     effect = Effect(
         engine="dma", cycles=0 if ctx.functional else memory.strided_dma_cycles(ctx.hw, 0, 1, moved, 0),
         latency=0 if ctx.functional else ctx.hw.dram.latency_cycles,
-        reads=[] if load else sram, writes=sram if load else [],
         dram_read=moved if load else 0, dram_written=0 if load else moved,
         dram_spans=(starts, meta + (int(counts.min(initial=0)) * eb + 7) // 8) if n else None,
         sram_bytes=sram_size, bitmask_bytes=n * meta,
@@ -338,8 +332,7 @@ def _move(ctx: _Context, where: str, f) -> Effect:
     return Effect(
         engine="dma",
         cycles=0 if ctx.functional else ctx.hw.compute.vector_overhead_cycles + -(-2 * nbytes // per_cycle),
-        reads=[_span(f.src_addr, (f.rows - 1) * f.src_stride + f.row_bytes)],
-        writes=[_span(f.dst_addr, (f.rows - 1) * f.dst_stride + f.row_bytes)], sram_bytes=nbytes,
+        sram_bytes=nbytes,
     )
 
 
@@ -547,15 +540,10 @@ class _WeightTile:
 WEIGHT_TILE_CACHE = 16  # decoded tiles kept per simulation (a layer visits one to a few at a time)
 
 
-def weight_tile_bytes(lay, f, k: int) -> int:
-    """SRAM bytes of a SYN's weight tile: `w_bytes` of packed fibers (SynFlags.COMPRESSED_WEIGHTS) or [chs][K]."""
-    return f.w_bytes if f.flags & isa.SynFlags.COMPRESSED_WEIGHTS else f.chs * k * lay.weight_bytes
-
-
 def _weight_tile(ctx: _Context, lay, f, block: _ChannelBlock, k: int, where: str) -> _WeightTile:
     wdtype = np.dtype("<i1") if lay.weight_bytes == 1 else np.dtype("<i2")
     compressed = bool(f.flags & isa.SynFlags.COMPRESSED_WEIGHTS)  # w_bytes agrees (validate_image)
-    span = ctx.machine.sram.span(f.w_addr, weight_tile_bytes(lay, f, k), where + ".w_addr")
+    span = ctx.machine.sram.span(f.w_addr, isa.weight_tile_bytes(vars(f), vars(lay)), where + ".w_addr")
     raw = span.tobytes()
     key = (f.layer, f.w_addr, f.ch0, f.chs)
     tile = ctx.weight_tiles.get(key)
@@ -668,12 +656,9 @@ def _syn(ctx: _Context, where: str, f) -> Effect:
     product = weights.matrix(dtype, order) @ patches_t
     acc_shape = (f.nt, f.rows, lay.out_w, f.chs)
     acc_bytes = 4 * f.nt * positions * f.chs
-    reads = [_span(f.in_addr, tile_bytes(in_fmt, f.nt, f.in_rows, lay.in_w, lay.in_cs, lay.timesteps)),
-             _span(f.w_addr, weight_tile_bytes(lay, f, k))]
     if f.flags & ACCUMULATE:
         acc = product.T.astype(np.int64, order="C").reshape(acc_shape)
         acc += m.sram.span(f.acc_addr, acc_bytes, where + ".acc_addr").view("<i4").reshape(acc_shape)
-        reads.append(_span(f.acc_addr, acc_bytes))
     else:
         bias_all = m.sram.read(f.param_addr, "<i4", lay.out_c, where + ".param_addr")
         if block.padded:
@@ -681,7 +666,6 @@ def _syn(ctx: _Context, where: str, f) -> Effect:
             bias[block.real] = bias_all[block.channels[block.real]]
         else:
             bias = bias_all[f.ch0:f.ch0 + f.chs]
-        reads.append(_span(f.param_addr + 4 * f.ch0, 4 * int(block.real.sum())))
         # |product| <= bound: when bound + |bias| fits the accumulator nothing can clamp, so
         # the sum is formed directly in int32 (no int64 temporaries, no saturation pass)
         acc_dtype = np.int32 if bound + _abs_max(bias) < 2**(ACC_BITS - 1) else np.int64
@@ -691,7 +675,7 @@ def _syn(ctx: _Context, where: str, f) -> Effect:
         acc, clamped = saturate(acc, ACC_BITS)
         ctx.saturations[f.layer] += clamped
     m.sram.write(f.acc_addr, acc.astype("<i4", copy=False), where + ".acc_addr")
-    effect = Effect(engine="compute", reads=reads, writes=[_span(f.acc_addr, acc_bytes)])
+    effect = Effect(engine="compute")
     if spike_input:
         _track_firing(ctx, lay, f, x)
     if ctx.functional:
@@ -824,15 +808,9 @@ def _lif(ctx: _Context, where: str, f) -> Effect:
     state[0], state[1] = v, s_prev
     m.sram.write(f.state_addr, state, where + ".state_addr")
     m.sram.write(f.spk_addr, words, where + ".spk_addr")
-    writes = [_span(f.state_addr, 8 * neurons), _span(f.spk_addr, words.nbytes)]
     if trace is not None:
         m.sram.write(f.mem_addr, trace, where + ".mem_addr")
-        writes.append(_span(f.mem_addr, 4 * f.nt * neurons))
-    reads = [_span(f.acc_addr, 4 * f.nt * neurons), _span(f.param_addr + 4 * lay.out_c, 12 * lay.param_c)]
-    if f.t0 != 0:
-        reads.append(_span(f.state_addr, 8 * neurons))
-    return Effect(engine="neuron", cycles=0 if ctx.functional else timing.lif_cycles(ctx.hw, neurons),
-                  reads=reads, writes=writes)
+    return Effect(engine="neuron", cycles=0 if ctx.functional else timing.lif_cycles(ctx.hw, neurons))
 
 
 # --------------------------------------------------------------------------------------
@@ -844,7 +822,7 @@ def _frac(fmt: Format, frac: int) -> int:
     return 0 if fmt in SPIKE_FORMATS else frac
 
 
-def _store_values(ctx: _Context, lay, f, where: str, fmt: Format, addr: int, values: np.ndarray) -> int:
+def _store_values(ctx: _Context, lay, f, where: str, fmt: Format, addr: int, values: np.ndarray) -> None:
     """Write integer values [nt][rows][W][chs] in `fmt`; spikes = value != 0; ints saturate."""
     if fmt in SPIKE_FORMATS:
         values = values != 0
@@ -852,8 +830,6 @@ def _store_values(ctx: _Context, lay, f, where: str, fmt: Format, addr: int, val
         values, clamped = saturate(values.astype(np.int64, copy=False), FORMAT_BITS[fmt])
         ctx.saturations[f.layer] += clamped
     write_tile(ctx.machine.sram, fmt, addr, values, f.t0, lay.timesteps, where)
-    nt, rows, width, chans = values.shape
-    return tile_bytes(fmt, nt, rows, width, chans, lay.timesteps)
 
 
 def _pack(ctx: _Context, where: str, f) -> Effect:
@@ -866,12 +842,8 @@ def _pack(ctx: _Context, where: str, f) -> Effect:
     spikes = ((words[None, :] >> bits) & wdtype.type(1)).astype(np.uint8).reshape(f.nt, f.rows, lay.out_w, f.chs)
     out_fmt = _decoded(lay, "out_format", Format)
     values = spikes if out_fmt in SPIKE_FORMATS else spikes.astype(np.int64) << lay.out_frac
-    nbytes = _store_values(ctx, lay, f, where + ".out_addr", out_fmt, f.out_addr, values)
-    reads = [_span(f.spk_addr, neurons * wdtype.itemsize)]
-    if out_fmt == Format.SPIKE_WORDS:
-        reads.append(_span(f.out_addr, nbytes))  # read-modify-write
-    return Effect(engine="neuron", cycles=0 if ctx.functional else timing.vector_cycles(ctx.hw, neurons),
-                  reads=reads, writes=[_span(f.out_addr, nbytes)])
+    _store_values(ctx, lay, f, where + ".out_addr", out_fmt, f.out_addr, values)
+    return Effect(engine="neuron", cycles=0 if ctx.functional else timing.vector_cycles(ctx.hw, neurons))
 
 
 POOL_WIDER = {np.uint8: np.int16, np.int16: np.int32, np.int32: np.int64}  # stored type -> max-pool type
@@ -902,14 +874,10 @@ def _pool(ctx: _Context, where: str, f) -> Effect:
         if not lay.flags & 1:  # exclude padding: rescale the 1/(kh*kw) reciprocal to 1/count
             total = (total * window) // np.maximum(count, 1)
         out = total >> lay.avg_shift
-    nbytes = _store_values(ctx, lay, f, where + ".out_addr", out_fmt, f.out_addr, out)
-    reads = [_span(f.in_addr, tile_bytes(in_fmt, f.nt, f.in_rows, lay.in_w, lay.in_cs, lay.timesteps))]
-    if out_fmt == Format.SPIKE_WORDS:
-        reads.append(_span(f.out_addr, nbytes))
+    _store_values(ctx, lay, f, where + ".out_addr", out_fmt, f.out_addr, out)
     elements = f.rows * lay.out_w * f.chs
     return Effect(engine="compute",
-                  cycles=0 if ctx.functional else timing.vector_cycles(ctx.hw, elements, lay.kh * lay.kw),
-                  reads=reads, writes=[_span(f.out_addr, nbytes)])
+                  cycles=0 if ctx.functional else timing.vector_cycles(ctx.hw, elements, lay.kh * lay.kw))
 
 
 def _add(ctx: _Context, where: str, f) -> Effect:
@@ -926,14 +894,9 @@ def _add(ctx: _Context, where: str, f) -> Effect:
         total = ((a != 0) & (b != 0)).astype(np.int64) << out_frac
     else:
         total = shift(a, out_frac - _frac(fmt_a, lay.in_frac)) + shift(b, out_frac - _frac(fmt_b, lay.in2_frac))
-    nbytes = _store_values(ctx, lay, f, where + ".out_addr", out_fmt, f.out_addr, total)
-    reads = [_span(f.a_addr, tile_bytes(fmt_a, *shape, lay.timesteps)),
-             _span(f.b_addr, tile_bytes(fmt_b, *shape, lay.timesteps))]
-    if out_fmt == Format.SPIKE_WORDS:
-        reads.append(_span(f.out_addr, nbytes))
+    _store_values(ctx, lay, f, where + ".out_addr", out_fmt, f.out_addr, total)
     return Effect(engine="compute",
-                  cycles=0 if ctx.functional else timing.vector_cycles(ctx.hw, f.rows * lay.out_w * f.chs),
-                  reads=reads, writes=[_span(f.out_addr, nbytes)])
+                  cycles=0 if ctx.functional else timing.vector_cycles(ctx.hw, f.rows * lay.out_w * f.chs))
 
 
 def _nop(ctx, where, f):
@@ -1014,6 +977,17 @@ def _decode_program(image: ProgramImage) -> list[tuple[isa.InstructionSpec, dict
     return out
 
 
+def _record_sram_ranges(ctx: _Context, spec: isa.InstructionSpec, fields: dict[str, int], effect: Effect) -> None:
+    """The SRAM ranges the instruction read and wrote, from its definition in the ISA table
+    (isa.sram_operands: the verifiers and the compiler use the same), in the table's order."""
+    layer = vars(ctx.layers[fields["layer"]]) if spec.has_layer else None
+    for operand in spec.sram_operands(fields, layer):
+        if operand.reads:
+            effect.reads.append((operand.addr, operand.end))
+        if operand.writes:
+            effect.writes.append((operand.addr, operand.end))
+
+
 def simulate(image: ProgramImage, inputs: dict, *, functional: bool = False, progress: bool | None = None) -> SimResult:
     validate_image(image)
     hw = HwConfig.from_toml(image.hw_toml, source="prog.bin section hw_config")
@@ -1033,6 +1007,7 @@ def simulate(image: ProgramImage, inputs: dict, *, functional: bool = False, pro
                 break
             where = f"instruction {i} ({spec.mnemonic})"
             effect = HANDLERS[spec.opcode](ctx, where, SimpleNamespace(**fields))
+            _record_sram_ranges(ctx, spec, fields, effect)
             executed += 1
             owner = owners[i]
             counter = counters[owner] if owner >= 0 else unattributed

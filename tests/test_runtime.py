@@ -257,9 +257,8 @@ def pool_program(kind, in_format, out_format, *, k=2, stride=2, pad=0, flags=0, 
                   stride_h=stride, stride_w=stride, pad_top=pad, pad_left=pad, pad_bottom=pad, pad_right=pad,
                   in_frac=in_frac, out_frac=out_frac, avg_recip=avg_recip, avg_shift=avg_shift, flags=flags)
     p.tensor("x", False, (t, 1, 8, h, w), 0, in_format, in_frac)
-    from snnc.runtime.machine import tile_bytes
-    in_bytes = tile_bytes(in_format, t, h, w, 8, t)
-    out_bytes = tile_bytes(out_format, t, oh, oh, 8, t)
+    in_bytes = isa.tile_bytes(in_format, t, h * w * 8, t)
+    out_bytes = isa.tile_bytes(out_format, t, oh * oh * 8, t)
     p.tensor("y", True, (t, 1, 8, oh, oh), 4096, out_format, out_frac)
     p.load(0, 0, in_bytes)
     p.op(Opcode.POOL, layer=lay, batch=0, t0=0, nt=t, row0=0, rows=oh, ch0=0, chs=8, in_row0=0, in_rows=h,
