@@ -476,7 +476,7 @@ def load_program_file(path: str | Path) -> ProgramImage:
 # Semantic validation (shared by reader and writer)
 # --------------------------------------------------------------------------------------
 
-_TILE_OPCODES = {isa.Opcode.SYN, isa.Opcode.LIF, isa.Opcode.PACK, isa.Opcode.POOL, isa.Opcode.ADD}
+_TILE_OPCODES = {spec.opcode for spec in isa.INSTRUCTIONS if spec.has_layer}  # SYN, LIF, PACK, POOL, ADD
 
 
 def decode_layers(image: ProgramImage) -> list[dict[str, int]]:

@@ -7,15 +7,18 @@ its `enum_type`. From them come:
     the decoders, which reject invalid enum values and unknown flag bits
     (`decode_instruction`, `decode_layer`; binformat's I/O reader);
   * the disassembler (`snnc.backend.disasm`: enum and flag fields by name);
-  * the accel dialect (`snnc.dialects.accel`: one op per instruction, its
-    printing, parsing and verification, enum fields by name);
+  * the accel dialect (`snnc.dialects.accel`: one op per instruction, generated;
+    its printing, parsing and verification, enum fields by name, the layer kinds
+    an instruction runs on);
   * the SRAM operands of every instruction (`sram_operands`: which fields hold
     SRAM addresses, read or written, how many bytes), used by the accel verifier,
     the lowering's barriers, dma-prefetch, the binary validator and the simulator;
   * `tile_bytes` / `tensor_bytes`, the sizes of tiles and feature maps;
   * docs/isa.md's reference tables (`snnc.backend.isa_doc`).
-Adding an instruction is one InstructionSpec (with its operands function) plus its
-accel op name and simulator handler; adding an enum value is one member of its enum class.
+Adding an instruction is one InstructionSpec (with its operands function and, for a
+tile instruction, its layer kinds) plus its simulator handler; its accel op, encoding,
+decoding, disassembly, validation and docs follow. Adding an enum value is one member
+of its enum class.
 This module imports only the standard library, so the runtime can use it
 without pulling in the compiler (xDSL, ONNX).
 
@@ -280,6 +283,7 @@ class InstructionSpec:
     fields: tuple[Field, ...]
     doc: str
     sram_operands: OperandsFn = _no_operands  # every SRAM range it touches (the one definition)
+    layer_kinds: tuple[LayerKind, ...] = ()  # the kinds of layer it runs on (instructions with a `layer` field)
 
     @functools.cached_property  # built once per opcode: decoding calls it per instruction
     def struct(self) -> struct.Struct:
@@ -527,7 +531,7 @@ INSTRUCTIONS: tuple[InstructionSpec, ...] = (
             Field("w_bytes", "I", "COMPRESSED_WEIGHTS: SRAM bytes of the packed weight fibers (else 0)", optional=True),
         ),
         "TPPEs: synaptic currents of an output tile for timesteps t0..t0+nt-1.",
-        _syn_operands,
+        _syn_operands, (LayerKind.CONV,),
     ),
     InstructionSpec(
         Opcode.LIF, "lif",
@@ -539,7 +543,7 @@ INSTRUCTIONS: tuple[InstructionSpec, ...] = (
             F("mem_addr", "I", "SRAM membrane trace int32 [nt][rows][Wo][chs] or NO_ADDRESS"),
         ),
         "P-LIF: fire all nt lanes of every neuron in the tile; updates state in place.",
-        _lif_operands,
+        _lif_operands, (LayerKind.CONV,),
     ),
     InstructionSpec(
         Opcode.PACK, "pack",
@@ -548,7 +552,7 @@ INSTRUCTIONS: tuple[InstructionSpec, ...] = (
             F("out_addr", "I", "SRAM output tile in the layer's output format"),
         ),
         "Compressor: spike words -> the layer's output storage format.",
-        _pack_operands,
+        _pack_operands, (LayerKind.CONV,),
     ),
     InstructionSpec(
         Opcode.POOL, "pool",
@@ -559,7 +563,7 @@ INSTRUCTIONS: tuple[InstructionSpec, ...] = (
             F("out_addr", "I", "SRAM output tile [nt][rows][Wo][chs]"),
         ),
         "Max or average pooling of a tile (layer kind MAXPOOL / AVGPOOL).",
-        _pool_operands,
+        _pool_operands, (LayerKind.MAXPOOL, LayerKind.AVGPOOL),
     ),
     InstructionSpec(
         Opcode.ADD, "add",
@@ -569,7 +573,7 @@ INSTRUCTIONS: tuple[InstructionSpec, ...] = (
             F("out_addr", "I", "SRAM result tile [nt][rows][W][chs]"),
         ),
         "Elementwise add of two tiles (residual / SEW-ADD).",
-        _add_operands,
+        _add_operands, (LayerKind.ADD,),
     ),
     InstructionSpec(
         Opcode.BARRIER, "barrier", (),
@@ -584,6 +588,7 @@ INSTRUCTION_BY_MNEMONIC = {spec.mnemonic: spec for spec in INSTRUCTIONS}
 
 for _spec in INSTRUCTIONS:  # the table itself is checked at import
     assert _spec.struct.size <= INSTRUCTION_BYTES, _spec.mnemonic
+    assert bool(_spec.layer_kinds) == _spec.has_layer, f"{_spec.mnemonic}: layer_kinds go with a `layer` field"
 
 
 class DecodeError(ValueError):

@@ -75,6 +75,9 @@ def render_isa_tables() -> str:
     for spec in isa.INSTRUCTIONS:
         out.append(f"#### `{spec.mnemonic}` (0x{int(spec.opcode):02x} {spec.opcode.name})\n")
         out.append(_escape(spec.doc) + "\n")
+        if spec.layer_kinds:
+            kinds = " or ".join(f"`{kind.name}`" for kind in spec.layer_kinds)
+            out.append(f"Runs on a layer of kind {kinds} (its `layer` field).\n")
         if not spec.fields:
             out.append("No fields.\n")
             continue

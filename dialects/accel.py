@@ -247,12 +247,13 @@ class InstructionOp(_FieldsOp):
         return cls.create(properties=props, attributes=attrs)
 
 
-def _instruction_op(class_name: str, opcode: Opcode) -> type[InstructionOp]:
-    spec = isa.INSTRUCTION_BY_OPCODE[opcode]
+def _instruction_op(spec: isa.InstructionSpec) -> type[InstructionOp]:
+    """The op class of an ISA instruction: `dma.load_bm` -> DmaLoadBmOp, named accel.dma_load_bm."""
+    class_name = "".join(part.capitalize() for part in spec.mnemonic.replace(".", "_").split("_")) + "Op"
     namespace: dict[str, object] = {
         "__module__": __name__,
         "__qualname__": class_name,
-        "__doc__": f"`{spec.mnemonic}` (opcode 0x{int(opcode):02x}): {spec.doc}",
+        "__doc__": f"`{spec.mnemonic}` (opcode 0x{int(spec.opcode):02x}): {spec.doc}",
         "name": "accel." + spec.mnemonic.replace(".", "_"),
         "SPEC": spec,
         "FIELDS": spec.fields,
@@ -263,24 +264,23 @@ def _instruction_op(class_name: str, opcode: Opcode) -> type[InstructionOp]:
     return irdl_op_definition(type(class_name, (InstructionOp,), namespace))
 
 
-DmaLoadOp = _instruction_op("DmaLoadOp", Opcode.DMA_LOAD)
-DmaStoreOp = _instruction_op("DmaStoreOp", Opcode.DMA_STORE)
-DmaLoadBmOp = _instruction_op("DmaLoadBmOp", Opcode.DMA_LOAD_BM)
-DmaStoreBmOp = _instruction_op("DmaStoreBmOp", Opcode.DMA_STORE_BM)
-MoveOp = _instruction_op("MoveOp", Opcode.MOVE)
-SynOp = _instruction_op("SynOp", Opcode.SYN)
-LifOp = _instruction_op("LifOp", Opcode.LIF)
-PackOp = _instruction_op("PackOp", Opcode.PACK)
-PoolOp = _instruction_op("PoolOp", Opcode.POOL)
-AddOp = _instruction_op("AddOp", Opcode.ADD)
-BarrierOp = _instruction_op("BarrierOp", Opcode.BARRIER)
-
-INSTRUCTION_OPS: tuple[type[InstructionOp], ...] = (
-    DmaLoadOp, DmaStoreOp, DmaLoadBmOp, DmaStoreBmOp, MoveOp, SynOp, LifOp, PackOp, PoolOp, AddOp, BarrierOp,
-)
+# One op per ISA instruction, generated from the table (NOP and HALT excepted: the encoder appends HALT).
 INSTRUCTION_OP_BY_OPCODE: dict[Opcode, type[InstructionOp]] = {
-    op.SPEC.opcode: op for op in INSTRUCTION_OPS
+    spec.opcode: _instruction_op(spec) for spec in isa.INSTRUCTIONS if spec.opcode not in (Opcode.NOP, Opcode.HALT)
 }
+INSTRUCTION_OPS: tuple[type[InstructionOp], ...] = tuple(INSTRUCTION_OP_BY_OPCODE.values())
+# Python names of the ops the compiler refers to
+DmaLoadOp = INSTRUCTION_OP_BY_OPCODE[Opcode.DMA_LOAD]
+DmaStoreOp = INSTRUCTION_OP_BY_OPCODE[Opcode.DMA_STORE]
+DmaLoadBmOp = INSTRUCTION_OP_BY_OPCODE[Opcode.DMA_LOAD_BM]
+DmaStoreBmOp = INSTRUCTION_OP_BY_OPCODE[Opcode.DMA_STORE_BM]
+MoveOp = INSTRUCTION_OP_BY_OPCODE[Opcode.MOVE]
+SynOp = INSTRUCTION_OP_BY_OPCODE[Opcode.SYN]
+LifOp = INSTRUCTION_OP_BY_OPCODE[Opcode.LIF]
+PackOp = INSTRUCTION_OP_BY_OPCODE[Opcode.PACK]
+PoolOp = INSTRUCTION_OP_BY_OPCODE[Opcode.POOL]
+AddOp = INSTRUCTION_OP_BY_OPCODE[Opcode.ADD]
+BarrierOp = INSTRUCTION_OP_BY_OPCODE[Opcode.BARRIER]
 
 # --------------------------------------------------------------------------------------
 # Module-level ops: layer descriptors, DRAM constants, I/O tensors
@@ -666,9 +666,7 @@ def _verify_instruction(op: InstructionOp, layers: dict[str, LayerOp], dram_size
             raise VerifyException(f"{where}: a POOL tile covers all {g('out_cs')} channels")
         if isinstance(op, SynOp | PoolOp) and v["in_row0"] + v["in_rows"] > g("in_h"):
             raise VerifyException(f"{where}: input rows [{v['in_row0']}, {v['in_row0'] + v['in_rows']}) outside in_h {g('in_h')}")
-        expected_kind = {SynOp: (LayerKind.CONV,), LifOp: (LayerKind.CONV,), PackOp: (LayerKind.CONV,),
-                         PoolOp: (LayerKind.MAXPOOL, LayerKind.AVGPOOL), AddOp: (LayerKind.ADD,)}[type(op)]
-        if g("kind") not in expected_kind:
+        if g("kind") not in op.SPEC.layer_kinds:
             raise VerifyException(f"{where}: layer kind {LayerKind(g('kind')).name} cannot run {op.name}")
     for f in op.SPEC.enum_fields:
         wrong = f.value_error(v[f.name])

@@ -915,7 +915,7 @@ HANDLERS = {
 }
 assert set(HANDLERS) == {spec.opcode for spec in isa.INSTRUCTIONS}, "every ISA opcode needs a handler"
 
-TILE_OPCODES = (Opcode.SYN, Opcode.LIF, Opcode.PACK, Opcode.POOL, Opcode.ADD)
+TILE_OPCODES = tuple(spec.opcode for spec in isa.INSTRUCTIONS if spec.has_layer)  # SYN, LIF, PACK, POOL, ADD
 
 
 def attribute_layers(program) -> list[int]:
