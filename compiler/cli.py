@@ -3,12 +3,15 @@
     snnc MODEL.onnx -o prog.bin           compile (same as `snnc compile ...`)
     snnc MODEL.onnx --emit snn-ir         print an IR level (snn-ir, accel-ir, asm)
     snnc run prog.bin --input in.npz --output out.npz --report r.json
-    snnc verify MODEL.onnx --input in.npz compile + simulate + onnxruntime; exit 0 iff equal
+    snnc verify MODEL.onnx --input in.npz compile + simulate + onnxruntime; exit 0 iff they agree
+                                          (bit for bit if no layer rounds; docs/numerics.md)
     snnc disasm prog.bin                  listing of sections and instructions
     snnc zoo --list | snnc zoo NAME -o m.onnx --input-out in.npz
     snnc passes                           the registered passes and the default pipeline
     snnc demo                             zoo model -> compile -> simulate -> verify -> table
 
+Results (tables, verdicts, IR text, listings) go to stdout; notes, progress (a
+spinner on a terminal once a wait passes a second) and errors go to stderr.
 Every user error is one line `snnc: error: ...` on stderr and exit status 1; no
 traceback (set SNNC_DEBUG=1 to see one), and no partially written file.
 """
@@ -45,6 +48,9 @@ def _add_compile_options(p: argparse.ArgumentParser) -> None:
                    help=f"hardware config: a preset ({', '.join(preset_names())}; default loas) or a TOML file")
     p.add_argument("--weight-bits", type=int, default=8, metavar="N",
                    help="integer weight width, 2..16 (default 8)")
+    p.add_argument("--weight-scales", choices=("channel", "layer"), default="channel",
+                   help="layers whose weights must be rounded: a power-of-two scale per output channel (default; "
+                        "no ISA change: the channel's threshold and bias carry it) or one per layer")
     p.add_argument("--input-frac-bits", type=int, default=8, metavar="N",
                    help="fractional bits of multi-bit graph inputs (default 8)")
     p.add_argument("--passes", default=None, metavar="PIPELINE",
@@ -53,6 +59,9 @@ def _add_compile_options(p: argparse.ArgumentParser) -> None:
                    help="make a ModulePass from your own module available to --passes")
     p.add_argument("--print-ir-after-all", action="store_true",
                    help="print the IR after the frontend and after every pass (to stderr)")
+    p.add_argument("--no-elide", action="store_true",
+                   help="IR text (--emit, --print-ir-after-all): print every constant in full, as text that "
+                        "parses back (default: constants of over 16 elements print as dense_resource<__elided__>)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,13 +86,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--functional", action="store_true", help="skip the timing model (faster)")
     p.add_argument("--quiet", action="store_true", help="do not print the per-layer table")
 
-    p = sub.add_parser("verify", help="compile, simulate and compare with onnxruntime")
+    p = sub.add_parser(
+        "verify", help="compile, simulate and compare with onnxruntime",
+        description="Compile, simulate and compare every output with onnxruntime. A model the compiler "
+                    "represents exactly is compared bit for bit. A quantised one (some layer rounds, or the "
+                    "input does) passes when its spikes agree on at least 98%% of each output's elements and "
+                    "its values (membranes, currents) lie within the bound the quantisation allows.")
     p.add_argument("model", help="ONNX model")
     p.add_argument("--input", required=True, help="npz with one array per ONNX graph input")
-    p.add_argument("--min-agreement", type=float, default=1.0, metavar="FRACTION",
-                   help="pass when every output agrees on at least this fraction of elements (default 1.0)")
-    p.add_argument("--atol", type=float, default=0.0, metavar="X",
-                   help="membrane/value outputs agree where |diff| <= X (default 0: bit-exact)")
+    p.add_argument("--min-agreement", default=None, metavar="PERCENT",
+                   help="pass when every output agrees on at least this much of its elements: a percentage "
+                        "(98 or 98%%) or a fraction (0.98); a number above 1 is a percentage, so 1 means 100%% "
+                        "(default: 100%% for a representable model, 98%% for a quantised one)")
+    p.add_argument("--atol", type=float, default=None, metavar="X",
+                   help="value outputs (membranes) agree where |diff| <= X (default: 0 for a representable "
+                        "model, else each output's quantisation bound)")
     _add_compile_options(p)
 
     p = sub.add_parser("disasm", help="print a readable listing of prog.bin")
@@ -145,9 +162,11 @@ def _compile_options(args):
     from snnc.compiler.pipeline import CompileOptions
 
     return CompileOptions(
-        hw=args.hw, weight_bits=args.weight_bits, input_frac_bits=args.input_frac_bits,
+        hw=args.hw, weight_bits=args.weight_bits, weight_scales=args.weight_scales,
+        input_frac_bits=args.input_frac_bits,
         passes=args.passes, load_passes=tuple(args.load_pass),
         print_ir_after_all=args.print_ir_after_all, dt=args.dt, timesteps=args.timesteps,
+        elide_constants=not args.no_elide,
     )
 
 
@@ -161,26 +180,28 @@ def _require_model(path: str) -> Path:
 def cmd_compile(args) -> int:
     from snnc.backend.isa import INSTRUCTION_BYTES
     from snnc.compiler.fileio import atomic_write_bytes, atomic_write_text
-    from snnc.compiler.pipeline import compile_model
+    from snnc.compiler.pipeline import compile_model, print_ir
 
     model = _require_model(args.model)
     options = _compile_options(args)
     with _lazy_status(f"compiling {model.name}", quiet=options.print_ir_after_all) as status:
         result = compile_model(model, options, on_step=status.update if status else None)
+        if args.emit != "bin" and status:
+            status.update(f"printing {args.emit}")
+        if args.emit == "snn-ir":
+            text = print_ir(result.snn_module, elide=options.elide_constants)
+        elif args.emit == "accel-ir":
+            text = print_ir(result.accel_module, elide=options.elide_constants)
+        elif args.emit == "asm":
+            from snnc.backend.disasm import disassemble
+
+            text = disassemble(result.image)
     if args.emit == "bin":
         out = Path(args.output) if args.output else Path(model.stem + ".bin")
         atomic_write_bytes(out, result.binary)
         print(f"wrote {out} ({len(result.binary):,} bytes, "
               f"{len(result.image.instructions) // INSTRUCTION_BYTES:,} instructions)", file=sys.stderr)
         return 0
-    if args.emit == "snn-ir":
-        text = result.snn_ir
-    elif args.emit == "accel-ir":
-        text = result.accel_ir
-    else:
-        from snnc.backend.disasm import disassemble
-
-        text = disassemble(result.image)
     if args.output:
         atomic_write_text(args.output, text)
     else:
@@ -190,29 +211,50 @@ def cmd_compile(args) -> int:
 
 class LazyStatus:
     """A spinner on `console` naming the step under way, shown only once the run has taken
-    `after` seconds (quick runs stay silent)."""
+    `after` seconds (quick runs stay silent). With the real clock a timer shows it then
+    even if no step starts meanwhile (a long first step, a long import)."""
 
     def __init__(self, console, title: str, after: float = 1.0, clock=None):
+        import threading
+
         self._console, self._title, self._after = console, title, after
         self._clock = clock or time.perf_counter
         self._start = self._clock()
         self._status = None
+        self._text = title
+        self._lock = threading.Lock()
+        self._timer = None
+        if clock is None:
+            self._timer = threading.Timer(after, self._show)
+            self._timer.daemon = True
+            self._timer.start()
 
     def calibrating(self, layer: str) -> None:
         self.update(f"calibrating {layer}")
 
     def update(self, step: str) -> None:
-        text = f"{self._title}: {step}"
-        if self._status is None:
-            if self._clock() - self._start < self._after:
-                return
-            self._status = self._console.status(text)
-            self._status.start()
-        self._status.update(text)
+        with self._lock:
+            self._text = f"{self._title}: {step}"
+            if self._status is None:
+                if self._clock() - self._start < self._after:
+                    return
+                self._status = self._console.status(self._text)
+                self._status.start()
+            self._status.update(self._text)
+
+    def _show(self) -> None:
+        with self._lock:
+            if self._status is None and self._timer is not None:
+                self._status = self._console.status(self._text)
+                self._status.start()
 
     def stop(self) -> None:
-        if self._status is not None:
-            self._status.stop()
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            if self._status is not None:
+                self._status.stop()
 
 
 @contextlib.contextmanager
@@ -226,36 +268,16 @@ def _lazy_status(title: str, quiet: bool = False):
             status.stop()
 
 
-def _console():
-    """Rich console on stderr; wide enough for the tables when piped to a file."""
+def _console(stdout: bool = False):
+    """Rich console on stderr (notes, progress) or stdout (results); when not a
+    terminal, as wide as a table needs (tables are never cut in a file)."""
     from rich.console import Console
 
-    console = Console(stderr=True)
-    return console if console.is_terminal else Console(stderr=True, width=160)
+    console = Console(stderr=not stdout)
+    return console if console.is_terminal else Console(stderr=not stdout, width=_FILE_WIDTH)
 
 
-def _layer_table(report: dict, title: str):
-    from rich.table import Table
-
-    table = Table(title=title)
-    for column in ("layer", "cycles", "bound", "DRAM KB", "SRAM KB", "matched ops", "silent %", "energy nJ"):
-        table.add_column(column, justify="left" if column == "layer" else "right")
-    for layer in report["layers"]:
-        silent = layer.get("silent_ratio")
-        table.add_row(
-            layer["name"], f"{layer['cycles']:,}", f"{layer.get('bound_cycles', 0):,}",
-            f"{layer['dram_bytes'] / 1024:,.1f}", f"{layer['sram_bytes'] / 1024:,.1f}",
-            f"{layer['matched_ops']:,}", "-" if silent is None else f"{100 * silent:.1f}",
-            f"{layer['energy_pj'] / 1000:,.2f}",
-        )
-    total = report["total"]
-    table.add_section()
-    table.add_row(
-        "total", f"{total['cycles']:,}", f"{total.get('bound_cycles', 0):,}",
-        f"{total['dram_bytes'] / 1024:,.1f}", f"{total['sram_bytes'] / 1024:,.1f}",
-        f"{total['matched_ops']:,}", "", f"{total['energy_pj'] / 1000:,.2f}",
-    )
-    return table
+_FILE_WIDTH = 400  # a piped table is as wide as its columns need, up to this
 
 
 def cmd_run(args) -> int:
@@ -278,17 +300,23 @@ def cmd_run(args) -> int:
     if csv_dir is not None:
         write_csv_reports(result.report, csv_dir)
     if not args.quiet and not args.functional:
-        _console().print(_layer_table(result.report, f"{args.program}"))
+        from snnc.runtime.report import report_tables
+
+        _print_tables(report_tables(result.report, f"{args.program}", details=False))
     return 0
 
 
+def _print_tables(tables) -> None:
+    console = _console(stdout=True)
+    for table in tables:
+        console.print(table)
+
+
 def cmd_report(args) -> int:
-    """Print the per-layer, compute/stall and energy tables of a report JSON; optional plot and CSVs."""
+    """Print the per-layer, compute, stall and energy tables of a report JSON; optional plot and CSVs."""
     import json
 
-    from rich.table import Table
-
-    from snnc.runtime.report import csv_rows, plot_report, write_csv_reports
+    from snnc.runtime.report import plot_report, report_tables, write_csv_reports
 
     try:
         report = json.loads(Path(args.report).read_text(encoding="utf-8"))
@@ -300,20 +328,7 @@ def cmd_report(args) -> int:
         raise SnncError(f"{args.report}: not a report JSON (expected keys 'total' and 'layers')")
     if report.get("functional"):
         raise SnncError(f"{args.report}: a functional-only report has no timing (run without --functional)")
-    console = _console()
-    console.print(_layer_table(report, f"{report.get('model', args.report)}"))
-    for name, rows in csv_rows(report).items():
-        if name == "MEMORY_REPORT.csv":
-            continue  # the layer table above has the byte totals
-        table = Table(title=name.removesuffix(".csv").replace("_", " ").lower())
-        keep = [j for j, col in enumerate(rows[0]) if j == 0 or any(r[j] for r in rows[1:])]
-        for j in keep:
-            table.add_column(str(rows[0][j]), justify="left" if j == 0 else "right")
-        for r in rows[1:]:
-            if r[0] == "total":
-                table.add_section()
-            table.add_row(*(f"{r[j]:,}" if isinstance(r[j], int) else str(r[j]) for j in keep))
-        console.print(table)
+    _print_tables(report_tables(report, f"{report.get('model', args.report)}"))
     if args.csv:
         write_csv_reports(report, args.csv)
     if args.plot:
@@ -324,47 +339,95 @@ def cmd_report(args) -> int:
     return 0
 
 
-def _verify(model: Path, inputs: dict, options, console, atol: float = 0.0):
+def _verify(model: Path, inputs: dict, options, console, atol: float | None = None,
+            min_agreement: float | None = None, notes=None):
+    """Compile, simulate, run the reference and judge; prints what was compared and
+    why, the table and the verdict on `console` (stdout), notes on `notes` (stderr).
+    Returns (rows, compile result, simulation, verdict)."""
     from rich.table import Table
 
     from snnc.passes.encode import find_program
     from snnc.compiler.pipeline import compile_model
-    from snnc.compiler.reference import compare_outputs, run_onnxruntime
+    from snnc.compiler.reference import (
+        compare_outputs, judge, percent, plan_verification, run_onnxruntime,
+    )
     from snnc.runtime import simulate
 
-    with _lazy_status(f"compiling {model.name}") as status:
-        result = compile_model(model, options, on_step=status.update if status else None)
+    with _lazy_status(f"verifying {model.name}") as status:
+        result = compile_model(model, options, on_step=(lambda step: status.update(f"compiling: {step}"))
+                               if status else None)
     sim = simulate(result.image, inputs, progress=sys.stderr.isatty())
-    reference = run_onnxruntime(model, inputs)
-    rows = compare_outputs(sim.outputs, reference, atol)
-    inexact = find_program(result.accel_module).inexact_layers()
-    if inexact:
-        node, reason = inexact[0]
-        console.print(f"note: {len(inexact)} layer(s) may round (quantised inexactly), e.g. {node}: {reason}")
+    with _lazy_status(f"verifying {model.name}") as status:
+        if status:
+            status.update("running onnxruntime")
+        reference = run_onnxruntime(model, inputs)
+    program = find_program(result.accel_module)
+    inexact = program.inexact_layers()
+    value_outputs = {io.io_name.data: (io.error_bound.data if io.error_bound is not None else None)
+                     for io in program.io_ops() if io.is_output.data and io.error_bound is not None}
+    rounded_inputs = _rounded_inputs(program, inputs) if sim.report.get("inputs_quantised") else []
+    plan = plan_verification(value_outputs, inexact, rounded_inputs, atol=atol, min_agreement=min_agreement)
+    rows = compare_outputs(sim.outputs, reference, plan.tolerances)
+    if inexact and notes is not None:
+        for node, reason in inexact[:5]:
+            notes.print(f"note: layer {node!r} is quantised inexactly: {reason}", highlight=False)
+        if len(inexact) > 5:
+            notes.print(f"note: ... and {len(inexact) - 5} more layer(s)", highlight=False)
     table = Table(title=f"snnc verify {model.name}")
-    for column in ("output", "shape", "kind", "agreement", "max |diff|"):
-        table.add_column(column)
+    for column in ("output", "shape", "kind", "compared", "agreement", "max |diff|"):
+        table.add_column(column, justify="right" if column in ("agreement", "max |diff|") else "left")
     for row in rows:
-        table.add_row(row.name, "x".join(map(str, row.shape)), "spikes" if row.binary else "values",
-                      f"{100 * row.agreement:.4f} %", f"{row.max_abs_diff:.3g}")
+        if row.binary:
+            kind, compared = "spikes", "equal"
+        elif row.tolerance == 0:
+            kind, compared = "values", "equal"
+        else:
+            kind, compared = "values", f"|diff| <= {row.tolerance:.3g} ({plan.tolerance_source})"
+        table.add_row(row.name, "x".join(map(str, row.shape)), kind, compared, percent(row.agreement),
+                      f"{row.max_abs_diff:.3g}")
     console.print(table)
-    return rows, result, sim
+    console.print(plan.basis, highlight=False)
+    verdict = judge(rows, plan)
+    console.print(("[green]PASS[/]" if verdict.ok else "[red]FAIL[/]") + verdict.text[4:], highlight=False)
+    return rows, result, sim, verdict
+
+
+def _rounded_inputs(program, inputs: dict) -> list[str]:
+    """The multi-bit graph inputs whose values the input format rounds, each with the
+    --input-frac-bits that would hold it most finely (ACT_I16: |x| * 2**f < 2**15)."""
+    import numpy as np
+
+    from snnc.backend.isa import Format
+    from snnc.passes.numerics import input_frac_for
+
+    described = []
+    for io in program.io_ops():
+        name = io.io_name.data
+        if io.is_output.data or io.format.data != Format.ACT_I16 or name not in inputs:
+            continue
+        x = np.asarray(inputs[name], np.float64)
+        frac = io.frac_bits.data
+        if np.array_equal(np.ldexp(np.rint(np.ldexp(x, frac)), -frac), x):
+            continue
+        largest = float(np.max(np.abs(x))) if x.size else 0.0
+        best = input_frac_for(x)
+        hint = f"; --input-frac-bits {best} holds it more finely" if best > frac else ""
+        described.append(f"input {name!r} rounded to {frac} fractional bits (max |x| {largest:.3g}{hint})")
+    return described or ["the inputs are rounded to their stored format"]
 
 
 def cmd_verify(args) -> int:
     from snnc.compiler.fileio import load_npz
+    from snnc.compiler.reference import parse_agreement
 
-    console = _console()
+    min_agreement = parse_agreement(args.min_agreement) if args.min_agreement is not None else None
+    if args.atol is not None and not args.atol >= 0:
+        raise SnncError(f"--atol {args.atol}: expected a number >= 0")
     model = _require_model(args.model)
     inputs = load_npz(args.input)
-    rows, _, _ = _verify(model, inputs, _compile_options(args), console, args.atol)
-    ok = all(row.agreement >= args.min_agreement for row in rows)
-    exact = all(row.exact for row in rows)
-    console.print("[green]PASS[/]" if ok else "[red]FAIL[/]",
-                  "bit-exact with onnxruntime" if exact else
-                  f"minimum agreement {100 * min(r.agreement for r in rows):.4f} % "
-                  f"(required {100 * args.min_agreement:.4f} %)")
-    return 0 if ok else 1
+    _, _, _, verdict = _verify(model, inputs, _compile_options(args), _console(stdout=True), args.atol,
+                               min_agreement, notes=_console())
+    return 0 if verdict.ok else 1
 
 
 def cmd_disasm(args) -> int:
@@ -429,32 +492,30 @@ def cmd_demo(args) -> int:
     from snnc.compiler.fileio import atomic_write_bytes, save_npz
     from snnc.compiler.pipeline import CompileOptions
     from snnc.compiler.zoo import ZOO, build
+    from snnc.runtime.report import report_tables
 
     if args.model not in ZOO:
         raise SnncError(f"demo: unknown model '{args.model}' (known: {', '.join(ZOO)})")
-    console = _console()
+    notes, results = _console(), _console(stdout=True)
     with tempfile.TemporaryDirectory(prefix="snnc-demo-") as tmp:
         workdir = Path(args.keep) if args.keep else Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         model_path, input_path = workdir / f"{args.model}.onnx", workdir / "in.npz"
-        model, inputs = build(args.model)
+        with _lazy_status(f"building {args.model}") as status:
+            model, inputs = build(args.model, on_layer=status.calibrating if status else None)
         atomic_write_bytes(model_path, model.SerializeToString())
         save_npz(input_path, inputs)
-        console.print(f"[bold]snnc demo[/]: zoo model [cyan]{args.model}[/] -> {model_path}")
+        notes.print(f"[bold]snnc demo[/]: zoo model [cyan]{args.model}[/] -> {model_path}")
         start = time.perf_counter()
-        rows, result, sim = _verify(model_path, inputs, CompileOptions(), console)
+        _, result, sim, verdict = _verify(model_path, inputs, CompileOptions(), results, notes=notes)
         elapsed = time.perf_counter() - start
         atomic_write_bytes(workdir / "prog.bin", result.binary)
-        console.print(_layer_table(sim.report, f"{args.model} on the LoAS configuration"))
-        ok = all(row.exact for row in rows)
-        console.print(
-            ("[green]PASS[/] simulator output is bit-exact with onnxruntime" if ok
-             else "[red]FAIL[/] simulator and onnxruntime disagree"),
-            f"({elapsed:.2f} s for compile + simulate + onnxruntime)",
-        )
+        for table in report_tables(sim.report, f"{args.model} on the LoAS configuration", details=False):
+            results.print(table)
+        notes.print(f"{elapsed:.2f} s for compile + simulate + onnxruntime")
         if args.keep:
-            console.print(f"files kept in {workdir}: {model_path.name}, in.npz, prog.bin")
-    return 0 if ok else 1
+            notes.print(f"files kept in {workdir}: {model_path.name}, in.npz, prog.bin")
+    return 0 if verdict.ok else 1
 
 
 HANDLERS = {

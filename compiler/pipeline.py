@@ -11,6 +11,12 @@ Passes given with `--passes` use xdsl-opt's pipeline syntax. Each pass class
 says which IR level it runs on (`ir_level`, default "snn"); the pipeline places
 it before or after the lowering accordingly, keeping the user's order within a
 level. With `print_ir_after_all` the IR after every step goes to `ir_stream`.
+
+IR text: `print_ir(module, elide=True)` (the CLI's default, also for
+--print-ir-after-all) prints constants of more than ELIDE_LARGER_THAN elements as
+MLIR's --mlir-elide-elementsattrs-if-larger does: `dense_resource<__elided__> : type`
+(it parses, but as no data: such a module does not verify). Without `elide` every
+weight is printed, and the text parses back to the same module.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from xdsl.dialects.builtin import ModuleOp
+from xdsl.dialects.builtin import DenseIntOrFPElementsAttr, ModuleOp
 from xdsl.passes import ModulePass, PassPipeline
 from xdsl.printer import Printer
 from xdsl.utils.exceptions import ArgSpecParseError, DiagnosticException, VerifyException
@@ -46,10 +52,12 @@ LOWERING_PASS = "convert-snn-to-accel"
 class CompileOptions:
     hw: str | None = None  # preset name or TOML path; None = the LoAS default
     weight_bits: int = 8
+    weight_scales: str = "channel"  # rounded layers: per-channel power-of-two scales, or one per layer
     input_frac_bits: int = 8
     passes: str | None = None  # pipeline spec; None = DEFAULT_PIPELINE
     load_passes: tuple[str, ...] = ()
     print_ir_after_all: bool = False
+    elide_constants: bool = True  # IR text: constants of > ELIDE_LARGER_THAN elements as dense_resource<__elided__>
     dt: float = 1e-4  # NIR only: the Euler time step in seconds (snnTorch's export_to_nir value)
     timesteps: int = 4  # NIR only: T (NIR graphs carry no time axis)
 
@@ -75,7 +83,7 @@ class CompileResult:
 
     @property
     def snn_ir(self) -> str:
-        """The snn-level IR text (printed on demand: printing is not in the compile path)."""
+        """The snn-level IR text in full (printed on demand: printing is not in the compile path)."""
         return print_ir(self.snn_module)
 
     @property
@@ -83,9 +91,32 @@ class CompileResult:
         return print_ir(self.accel_module)
 
 
-def print_ir(module: ModuleOp) -> str:
+ELIDE_LARGER_THAN = 16  # elements; MLIR's flag takes the same kind of number
+
+
+class _ElidingPrinter(Printer):
+    """A Printer that prints dense constants of more than `elide_larger_than` elements
+    as MLIR's elided placeholder."""
+
+    elide_larger_than: int | None = None
+
+    def print_attribute(self, attribute) -> None:
+        limit = self.elide_larger_than
+        if limit is not None and isinstance(attribute, DenseIntOrFPElementsAttr) and len(attribute) > limit:
+            self.print_string("dense_resource<__elided__> : ")
+            self.print_attribute(attribute.type)
+            return
+        super().print_attribute(attribute)
+
+
+def print_ir(module: ModuleOp, elide: bool = False) -> str:
+    """The module as text; with `elide`, constants of more than ELIDE_LARGER_THAN
+    elements print as `dense_resource<__elided__> : <type>` (not data: it does not
+    parse back to the module)."""
     stream = io.StringIO()
-    Printer(stream=stream).print_op(module)
+    printer = _ElidingPrinter(stream=stream)
+    printer.elide_larger_than = ELIDE_LARGER_THAN if elide else None
+    printer.print_op(module)
     stream.write("\n")
     return stream.getvalue()
 
@@ -145,6 +176,7 @@ def _lowering_pass(options: CompileOptions, model_name: str) -> ModulePass:
     return ConvertSnnToAccel(
         hw=options.hw or "loas",
         weight_bits=options.weight_bits,
+        weight_scales=options.weight_scales,
         input_frac_bits=options.input_frac_bits,
         model_name=model_name,
     )
@@ -174,7 +206,7 @@ def compile_model(
         steps.append(step)
         if options.print_ir_after_all:
             ir_stream.write(f"// -----// IR after {step} //----- //\n")
-            ir_stream.write(print_ir(module))
+            ir_stream.write(print_ir(module, elide=options.elide_constants))
 
     def starting(step: str) -> None:
         if on_step is not None:

@@ -39,12 +39,13 @@ import enum
 import functools
 import struct
 from collections.abc import Sequence
-from typing import ClassVar, NamedTuple
+from typing import ClassVar
 
 import numpy as np
 from xdsl.dialects.builtin import (
     BytesAttr,
     DenseIntOrFPElementsAttr,
+    FloatData,
     IntAttr,
     StringAttr,
     SymbolRefAttr,
@@ -403,7 +404,12 @@ IO_INT_FIELDS = tuple(f.name for f in IO_FIELDS)
 
 @irdl_op_definition
 class IoOp(IRDLOperation):
-    """One ONNX graph input or output tensor in DRAM (binformat.IODesc)."""
+    """One ONNX graph input or output tensor in DRAM (binformat.IODesc).
+
+    `error_bound` (outputs of multi-bit values only; not in the binary): the most the
+    quantisation can move a stored value from the float reference while the spikes
+    feeding it agree (passes/numerics.py); `snnc verify` compares values within it.
+    """
 
     name = "accel.io"
     io_name = prop_def(StringAttr)
@@ -418,15 +424,19 @@ class IoOp(IRDLOperation):
     channels_stored = prop_def(IntAttr)
     height = prop_def(IntAttr)
     width = prop_def(IntAttr)
+    error_bound = opt_prop_def(FloatData)
 
     @classmethod
-    def create_with(cls, io_name: str, is_output: bool, onnx_shape: Sequence[int], **fields: int) -> IoOp:
+    def create_with(cls, io_name: str, is_output: bool, onnx_shape: Sequence[int],
+                    error_bound: float | None = None, **fields: int) -> IoOp:
         from snnc.dialects.snn import int_array
 
         props: dict[str, Attribute] = {
             "io_name": StringAttr(io_name), "is_output": IntAttr(int(bool(is_output))),
             "onnx_shape": int_array(onnx_shape),
         }
+        if error_bound is not None:
+            props["error_bound"] = FloatData(float(error_bound))
         for name in IO_INT_FIELDS:
             props[name] = IntAttr(int(fields.pop(name)))
         if fields:
@@ -469,6 +479,8 @@ class IoOp(IRDLOperation):
         for f in IO_FIELDS:
             printer.print_string(" ")
             _print_int_field(printer, f.name, values[f.name], f.enum_type)
+        if self.error_bound is not None:
+            printer.print_string(f" error_bound={self.error_bound.data:.6e}")  # MLIR float syntax
 
     @classmethod
     def parse(cls, parser: Parser) -> IoOp:
@@ -480,7 +492,11 @@ class IoOp(IRDLOperation):
             parser.Delimiter.SQUARE, lambda: parser.parse_integer(allow_boolean=False, allow_negative=False)
         )
         fields = {f.name: _parse_int_field(parser, f.name, enum_type=f.enum_type) for f in IO_FIELDS}
-        return cls.create_with(io_name, direction == "output", shape, **fields)
+        error_bound = None
+        if parser.parse_optional_keyword("error_bound") is not None:
+            parser.parse_punctuation("=")
+            error_bound = parser.parse_float()
+        return cls.create_with(io_name, direction == "output", shape, error_bound, **fields)
 
 
 # --------------------------------------------------------------------------------------

@@ -98,9 +98,10 @@ from snnc.passes.numerics import (
     INT32_MAX,
     NonzeroWeights,
     choose_neuron_numbers,
+    channel_headroom,
     choose_weight_scales,
-    quantise,
-    quantise_weights,
+    current_error_bound,
+    quantise_group,
 )
 from snnc.dialects import accel
 from snnc.dialects.snn import (
@@ -161,6 +162,7 @@ class FeatureMap:
     width: int
     abs_max: float  # bound on |value| (real units), for sizing later layers
     addr: int = -1
+    error: float = 0.0  # bound on |value - float reference| while spikes agree (numerics.current_error_bound)
     mask_single: bool = False  # SPIKE_BITMASK: the compressor drops single-spike words
     resident_addr: int = -1  # layer-fuse: the whole map lives in SRAM here (>= 0), not in DRAM
 
@@ -317,7 +319,8 @@ class _Analysis:
                 fm = FeatureMap(Format.SPIKE_PLANES, 0, t.num_timesteps, b, c, h, w, 1.0)
             else:
                 bound = input_abs_max if input_abs_max > 0 else 2.0 ** (15 - input_frac_bits)
-                fm = FeatureMap(Format.ACT_I16, input_frac_bits, t.num_timesteps, b, c, h, w, bound)
+                fm = FeatureMap(Format.ACT_I16, input_frac_bits, t.num_timesteps, b, c, h, w, bound,
+                                error=2.0 ** -(input_frac_bits + 1))  # the input is rounded to input_frac_bits
             self.fmaps.append(fm)
             self.values[arg] = Stored(fm)
             self.inputs.append((name, arg))
@@ -827,6 +830,7 @@ class ConvertSnnToAccel(ModulePass):
     sram_bytes: int = 0
     timestep_lanes: int = 0
     model_name: str = ""
+    weight_scales: str = "channel"  # "channel": rounded layers get per-channel scales; "layer": one per layer
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         program = lower_to_program(op, self)
@@ -848,6 +852,7 @@ class _Options:
     sram: int
     lanes: int
     model_name: str
+    weight_scales: str
 
 
 def _options(p: ConvertSnnToAccel) -> _Options:
@@ -857,8 +862,10 @@ def _options(p: ConvertSnnToAccel) -> _Options:
         raise CompileError(f"weight_bits = {bits}: expected 2..16")
     if not 0 <= p.input_frac_bits <= 15:
         raise CompileError(f"input_frac_bits = {p.input_frac_bits}: expected 0..15")
+    if p.weight_scales not in ("channel", "layer"):
+        raise CompileError(f"weight_scales = {p.weight_scales!r}: expected 'channel' or 'layer'")
     return _Options(hw, bits, p.input_frac_bits, p.input_abs_max, p.sram_bytes or hw.sram.size_bytes,
-                    p.timestep_lanes or hw.compute.timestep_lanes, p.model_name)
+                    p.timestep_lanes or hw.compute.timestep_lanes, p.model_name, p.weight_scales)
 
 
 def lower_to_program(module: ModuleOp, pass_options: ConvertSnnToAccel) -> accel.ProgramOp:
@@ -1004,6 +1011,7 @@ class _Lowering:
                 t = train_type_of(value)
                 ops.append(accel.IoOp.create_with(
                     name, is_output, (t.num_timesteps, *t.get_shape()),
+                    error_bound=fm.error if is_output and fm.fmt in (Format.ACT_I16, Format.ACT_I32) else None,
                     dram_addr=fm.addr, format=int(fm.fmt), frac_bits=fm.frac, timesteps=fm.timesteps,
                     batch=fm.batch, channels=fm.channels, channels_stored=fm.cs, height=fm.height, width=fm.width,
                 ))
@@ -1021,22 +1029,13 @@ class _Lowering:
             notes.append("weights rounded")
         weight_bytes = 1 if self.o.weight_bits <= 8 else 2
         out_cs = _pad8(step.out_c)
-        weights_int = [quantise_weights(s.weights, fw, out_cs, weight_bytes, f"{where}: weight")
-                       for s, fw in zip(syns, scales.weight_fracs)]
         bias_real = sum(s.bias_real for s in syns)
-        bias_int = quantise(bias_real, scales.acc_frac)
-        if not np.array_equal(np.ldexp(bias_int.astype(np.float64), -scales.acc_frac), bias_real):
-            notes.append("bias rounded")
-        # Bound on |acc| in integers, and on the real current per step.
-        acc_bound = np.abs(bias_int).astype(np.float64)
-        for s, q in zip(syns, weights_int):
-            # |q| viewed unsigned: |-128| of an int8 is -128 as int8 but 128 as uint8
-            magnitudes = np.abs(q[: step.out_c]).view(f"<u{weight_bytes}")
-            acc_bound = acc_bound + magnitudes.reshape(step.out_c, -1).sum(axis=1) * s.src.fmap.int_max()
-        acc_max = float(acc_bound.max()) if acc_bound.size else 0.0
-        if acc_max > INT32_MAX:
-            notes.append("accumulator may overflow int32 for extreme inputs")
-        current_bound = acc_max * 2.0**-scales.acc_frac
+        group = [(s.weights, fw, s.src.fmap.int_max()) for s, fw in zip(syns, scales.weight_fracs)]
+        ints = quantise_group(group, bias_real, scales.acc_frac, out_cs, weight_bytes, where)
+        # Bound on the real current per step (at the layer's scale), and on its rounding error.
+        current_bound = float(ints.acc_bound.max(initial=0.0)) * 2.0**-scales.acc_frac
+        errors = [(s.weights, fw, s.src.fmap.abs_max, s.src.fmap.error) for s, fw in zip(syns, scales.weight_fracs)]
+        current_error = current_error_bound(errors, bias_real, scales.acc_frac)
 
         lif = step.lif
         fields = dict(
@@ -1049,8 +1048,23 @@ class _Lowering:
                 for n in ("beta", "tau", "threshold", "v_reset")
             )
             param_c = step.out_c if per_channel else 1
-            nn = choose_neuron_numbers(lif, scales.acc_frac, current_bound, self.T, param_c)
-            notes.extend(nn.notes)
+            nn = None
+            if self.o.weight_scales == "channel" and not scales.exact and step.membrane_out is None \
+                    and step.current_out is None:  # stored values keep one scale per map
+                headroom = channel_headroom([s.weights for s in syns], scales.weight_fracs, self.o.weight_bits,
+                                            step.out_c)
+                nn = choose_neuron_numbers(lif, scales.acc_frac, current_bound, self.T, step.out_c, current_error,
+                                           headroom=headroom, channel_acc_bound=ints.acc_bound)
+                if nn.channel_shift.any():  # numerics.py, "Per-channel weight scales"
+                    per_channel, param_c, shift = True, step.out_c, nn.channel_shift
+                    ints = quantise_group(group, bias_real, scales.acc_frac, out_cs, weight_bytes, where, shift)
+                    current_error = current_error_bound(errors, bias_real, scales.acc_frac, shift)
+                    nn = choose_neuron_numbers(lif, scales.acc_frac, current_bound, self.T, param_c, current_error,
+                                               channel_shift=shift)
+                else:
+                    nn = None
+            if nn is None:
+                nn = choose_neuron_numbers(lif, scales.acc_frac, current_bound, self.T, param_c, current_error)
             if not -128 <= nn.acc_shift <= 127:
                 raise CompileError(f"{where}: acc_shift {nn.acc_shift} out of range")
             flags = (LifFlags.COMPARE_GT if lif.compare.data == "gt" else 0) \
@@ -1067,13 +1081,22 @@ class _Lowering:
             if step.membrane_out is not None:
                 step.membrane_out.frac = nn.membrane_frac
                 step.membrane_out.abs_max = nn.membrane_bound
+                step.membrane_out.error = nn.membrane_error
         else:
             param_c = 1
             fields.update(out_format=Format.ACT_I32, out_frac=scales.acc_frac, param_c=1)
             thr, leak, v_reset = np.zeros(1), np.ones(1), np.zeros(1)
+        if not ints.bias_exact:
+            notes.append("bias rounded")
+        if ints.acc_bound.max(initial=0.0) > INT32_MAX:
+            notes.append("accumulator may overflow int32 for extreme inputs")
+        if lif is not None:
+            notes.extend(nn.notes)
+        weights_int, bias_int = ints.weights, ints.bias
         if step.current_out is not None:
             step.current_out.frac = scales.acc_frac
             step.current_out.abs_max = current_bound
+            step.current_out.error = current_error
         if not -128 <= scales.acc_frac <= 127:
             raise CompileError(f"{where}: accumulator fraction {scales.acc_frac} out of range")
 
@@ -1372,6 +1395,7 @@ class _Lowering:
                 recip, shift = round(2**16 / n), 16 - extra
                 notes.append(f"average over {n} elements rounded")
             fields = dict(kind=LayerKind.AVGPOOL, avg_recip=recip, avg_shift=shift, flags=1 if include_pad else 0)
+        out.error = src.error + (2.0**-out.frac if notes else 0.0)  # a rounded mean: within one step
         if max(kh, kw, sh, sw, *pads) > 255:
             raise CompileError(f"{where}: kernel/stride/pad above 255")
         layer = self._layer(
@@ -1426,6 +1450,7 @@ class _Lowering:
     def _add_layer(self, step: AddStep) -> dict:
         a, b, out = step.a, step.b, step.out
         out.frac, out.abs_max = max(a.frac, b.frac), a.abs_max + b.abs_max  # operands are quantised now
+        out.error = a.error + b.error
         notes = []
         if out.fmt == Format.ACT_I16 and out.abs_max * 2.0**out.frac >= 2**15:
             notes.append("sum may exceed the int16 range")

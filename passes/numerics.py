@@ -96,10 +96,24 @@ class NonzeroWeights:
         return cls(tuple(shape), index, flat[source])
 
 
-def quantise_weights(weights: NonzeroWeights, frac: int, rows: int, nbytes: int, what: str) -> np.ndarray:
+def _rows(weights: NonzeroWeights) -> np.ndarray:
+    """The output channel (first index) of each non-zero weight."""
+    return weights.index // max(1, math.prod(weights.shape[1:]))
+
+
+def _shifted(values: np.ndarray, rows: np.ndarray, channel_shift: np.ndarray | None) -> np.ndarray:
+    """values * 2**channel_shift[row] (exact: a power of two), or the values unchanged."""
+    if channel_shift is None:
+        return values
+    return np.ldexp(np.asarray(values, np.float64), channel_shift[rows])
+
+
+def quantise_weights(weights: NonzeroWeights, frac: int, rows: int, nbytes: int, what: str,
+                     channel_shift: np.ndarray | None = None) -> np.ndarray:
     """`quantise(weights, frac)` as the stored little-endian int of `nbytes` bytes, zero
-    rows appended up to `rows`; a value that does not fit is a CompileError."""
-    ints = quantise(weights.values, frac)
+    rows appended up to `rows`; a value that does not fit is a CompileError. With
+    `channel_shift`, output channel c is quantised with frac + channel_shift[c]."""
+    ints = quantise(_shifted(weights.values, _rows(weights), channel_shift), frac)
     lo, hi = -(1 << (8 * nbytes - 1)), (1 << (8 * nbytes - 1)) - 1
     if ints.size and (ints.min() < lo or ints.max() > hi):
         bad = int(ints.min()) if ints.min() < lo else int(ints.max())
@@ -137,6 +151,94 @@ def choose_weight_scales(weights: list[np.ndarray], input_fracs: list[int], bits
     return WeightScales(acc_frac, fracs, is_exact)
 
 
+@dataclass(frozen=True)
+class GroupIntegers:
+    """The stored integers of a synaptic group (synapses summed into one accumulator)."""
+
+    weights: list[np.ndarray]  # per synapse, little-endian ints [rows, ...]
+    bias: np.ndarray  # int64 [out_c], in accumulator units
+    acc_bound: np.ndarray  # float64 [out_c]: bound on |acc| in integers for any input
+    bias_exact: bool
+
+
+def quantise_group(
+    synapses: list[tuple[NonzeroWeights, int, int]], bias_real: np.ndarray, acc_frac: int, rows: int, nbytes: int,
+    what: str, channel_shift: np.ndarray | None = None,
+) -> GroupIntegers:
+    """Weights (synapses as (non-zero weights, frac, largest |input| integer)) and the
+    summed bias as integers, with output channel c at `channel_shift[c]` more bits."""
+    out_c = np.asarray(bias_real).size
+    weights = [quantise_weights(w, frac, rows, nbytes, f"{what}: weight", channel_shift) for w, frac, _ in synapses]
+    shifted_bias = _shifted(bias_real, np.arange(out_c), channel_shift)
+    bias = quantise(shifted_bias, acc_frac)
+    bias_exact = bool(np.array_equal(np.ldexp(bias.astype(np.float64), -acc_frac), shifted_bias))
+    acc_bound = np.abs(bias).astype(np.float64)
+    for q, (_, _, x_int_max) in zip(weights, synapses):
+        # |q| viewed unsigned: |-128| of an int8 is -128 as int8 but 128 as uint8
+        magnitudes = np.abs(q[:out_c]).view(f"<u{nbytes}")
+        acc_bound = acc_bound + magnitudes.reshape(out_c, -1).sum(axis=1) * x_int_max
+    return GroupIntegers(weights, bias, acc_bound, bias_exact)
+
+
+def current_error_bound(
+    synapses: list[tuple[NonzeroWeights, int, float, float]], bias_real: np.ndarray, acc_frac: int,
+    channel_shift: np.ndarray | None = None,
+) -> float:
+    """Bound on |quantised - float| synaptic current per step (real units), over the
+    output channels, for synapses given as (non-zero weights, their frac, bound on
+    |input|, bound on the input's own error): the weight rounding times the largest
+    input, the rounded weights times the input's error, and the bias rounding."""
+    bias_real = np.asarray(bias_real, np.float64).reshape(-1)
+    channels = np.arange(bias_real.size)
+    scale = np.ldexp(1.0, channel_shift) if channel_shift is not None else np.ones(bias_real.size)
+    bias_rounded = np.ldexp(quantise(_shifted(bias_real, channels, channel_shift), acc_frac).astype(np.float64),
+                            -acc_frac) / scale
+    error = np.abs(bias_rounded - bias_real)
+    for weights, frac, x_abs_max, x_error in synapses:
+        rows = _rows(weights)
+        ints = quantise(_shifted(weights.values, rows, channel_shift), frac)
+        rounded = np.ldexp(ints.astype(np.float64), -frac) / scale[rows]
+        per_weight = np.abs(rounded - weights.values) * x_abs_max + np.abs(rounded) * x_error
+        error = error + np.bincount(rows, per_weight, minlength=error.size)[: error.size]
+    return float(error.max()) if error.size else 0.0
+
+
+MAX_CHANNEL_SHIFT = 16
+
+
+def channel_headroom(weights: list[NonzeroWeights], fracs: tuple[int, ...], bits: int, out_c: int) -> np.ndarray:
+    """Per output channel, the extra fractional bits d >= 0 its weights take at the
+    layer's fracs before some |round(w * 2**(frac + d))| exceeds 2**(bits-1)-1 (all
+    synapses summed into the channel; channels without weights: MAX_CHANNEL_SHIFT)."""
+    limit = (1 << (bits - 1)) - 1
+    room = np.full(out_c, MAX_CHANNEL_SHIFT, np.int64)
+    for w, frac in zip(weights, fracs):
+        largest = np.zeros(out_c)
+        np.maximum.at(largest, _rows(w), np.abs(w.values.astype(np.float64)))
+        present = largest > 0
+        d = np.full(out_c, MAX_CHANNEL_SHIFT, np.int64)
+        d[present] = np.floor(np.log2(limit / largest[present])).astype(np.int64) - frac
+        # the log2 may be off by one at exact powers of two: settle on the largest d that rounds within the limit
+        while np.any(over := present & (np.rint(np.ldexp(largest, frac + d)) > limit)):
+            d[over] -= 1
+        while np.any(under := present & (d < MAX_CHANNEL_SHIFT) & (np.rint(np.ldexp(largest, frac + d + 1)) <= limit)):
+            d[under] += 1
+        room = np.minimum(room, d)
+    return np.clip(room, 0, MAX_CHANNEL_SHIFT)
+
+
+def input_frac_for(values: np.ndarray, bits: int = 16) -> int:
+    """The most fractional bits (0..bits-1) a signed `bits`-wide input format can give
+    `values` without saturating: |x| * 2**f < 2**(bits-1) (calibration on an input)."""
+    largest = float(np.max(np.abs(values))) if np.size(values) else 0.0
+    if largest == 0.0:
+        return bits - 1
+    f = math.floor(math.log2(2 ** (bits - 1) / largest))
+    while f > 0 and largest * 2.0**f >= 2 ** (bits - 1):
+        f -= 1
+    return max(0, min(bits - 1, f))
+
+
 def leak_fraction(values: np.ndarray) -> tuple[int, bool]:
     """Smallest leak_frac <= 16 making beta (or 1/tau) an integer; (16, False) if none."""
     f = exact_frac(values, None, 0, MAX_LEAK_FRAC)
@@ -156,12 +258,25 @@ class NeuronNumbers:
     v_reset: np.ndarray
     membrane_bound: float  # bound on |v| (real units)
     notes: tuple[str, ...]  # reasons the neuron arithmetic is inexact
+    membrane_error: float = 0.0  # bound on |v - float reference| while the input spikes agree
+    channel_shift: np.ndarray | None = None  # per output channel: extra fractional bits (see choose_neuron_numbers)
 
 
 def choose_neuron_numbers(
-    lif: LIFOp, acc_frac: int, current_bound: float, timesteps: int, param_c: int,
+    lif: LIFOp, acc_frac: int, current_bound: float, timesteps: int, param_c: int, current_error: float = 0.0,
+    *, headroom: np.ndarray | None = None, channel_acc_bound: np.ndarray | None = None,
+    channel_shift: np.ndarray | None = None,
 ) -> NeuronNumbers:
-    """Membrane fraction F, leak/threshold integers (docs/numerics.md, "Neurons")."""
+    """Membrane fraction F, leak/threshold integers (docs/numerics.md, "Neurons"), and
+    the membrane's error bound given `current_error` (see `membrane_error_bound`).
+
+    Per-channel scales (docs/numerics.md, "Per-channel weight scales"): channel c may
+    hold its weights, bias, threshold and reset value with s_c more fractional bits
+    (so its membrane is v * 2**(F + s_c); spikes are unchanged). Given `headroom` (the
+    bits its weights allow, `channel_headroom`) and `channel_acc_bound` (|acc| bound per
+    channel in integers at s = 0), s_c is the headroom capped so that neither the
+    accumulator nor the membrane can leave int32; the result is `channel_shift`. Given
+    `channel_shift` instead, those shifts are used. param_c must be the channel count."""
     notes: list[str] = []
 
     def per_channel(name: str, default: float) -> np.ndarray:
@@ -209,12 +324,69 @@ def choose_neuron_numbers(
     membrane_frac = max(0, min(wanted, cap))
     if membrane_frac < wanted:
         notes.append(f"membrane needs {wanted} fractional bits, |v| bound {bound:.3g} allows {membrane_frac}")
-    thr_int = quantise(thr, membrane_frac)
+    if headroom is not None and channel_acc_bound is not None:
+        # |v| of channel c in integers is at most its real bound (the same recursion on its
+        # own current, threshold and reset value) times 2**(F + s_c); its |acc| is
+        # channel_acc_bound * 2**s_c.
+        channel_bound = np.zeros(param_c)
+        channel_drive = np.asarray(channel_acc_bound, np.float64) * 2.0**-acc_frac
+        if form == LeakForm.TAU:
+            channel_drive = (channel_drive + np.abs(v_reset)) * max(1.0, float(np.max(leak_real)))
+        for _ in range(timesteps):
+            channel_bound = max(1.0, gain) * channel_bound + channel_drive + thr + np.abs(v_reset)
+        with np.errstate(divide="ignore"):
+            fits = np.floor(np.log2(INT32_MAX / np.ldexp(channel_bound, membrane_frac)))
+            acc_fits = np.floor(np.log2(INT32_MAX / np.maximum(np.asarray(channel_acc_bound, np.float64), 1.0)))
+        channel_shift = np.clip(np.minimum(np.minimum(headroom, fits), acc_fits), 0, MAX_CHANNEL_SHIFT).astype(np.int64)
+    scale = np.ldexp(1.0, channel_shift) if channel_shift is not None else 1.0
+    thr_int = quantise(thr * scale, membrane_frac)
     if np.any(thr_int < 1):
         notes.append("threshold rounds to 0")
+    leak_int = quantise(leak_real, leak_frac) if form != LeakForm.NONE else np.ones(param_c, np.int64)
+    v_reset_int = quantise(v_reset * scale, membrane_frac)
+    error = 0.0
+    if current_error or notes:
+        error = membrane_error_bound(
+            form, leak_real, np.ldexp(leak_int.astype(np.float64), -leak_frac),
+            float(np.max(np.abs(np.ldexp(thr_int.astype(np.float64), -membrane_frac) / scale - thr))),
+            float(np.max(np.abs(np.ldexp(v_reset_int.astype(np.float64), -membrane_frac) / scale - v_reset))),
+            current_error, current_bound, bound, membrane_frac, membrane_frac < acc_frac, timesteps)
     return NeuronNumbers(
         leak_form=form, leak_frac=leak_frac, membrane_frac=membrane_frac,
-        acc_shift=membrane_frac - acc_frac, threshold=thr_int,
-        leak=quantise(leak_real, leak_frac) if form != LeakForm.NONE else np.ones(param_c, np.int64),
-        v_reset=quantise(v_reset, membrane_frac), membrane_bound=bound, notes=tuple(notes),
+        acc_shift=membrane_frac - acc_frac, threshold=thr_int, leak=leak_int,
+        v_reset=v_reset_int, membrane_bound=bound, notes=tuple(notes), membrane_error=error,
+        channel_shift=channel_shift,
     )
+
+
+def membrane_error_bound(
+    form: LeakForm, leak_real: np.ndarray, leak_rounded: np.ndarray, threshold_error: float, v_reset_error: float,
+    current_error: float, current_bound: float, membrane_bound: float, membrane_frac: int, shifted_right: bool,
+    timesteps: int,
+) -> float:
+    """Bound on |v - float reference| (real units) over `timesteps` steps while the
+    spikes feeding the layer and its own spikes agree with the reference's.
+
+    Each step adds the current's error, the leak's rounding times the largest |v|,
+    the threshold/reset rounding, one floor of the membrane's last bit for the leak
+    product (and one for a right-shifted current), and float32's own rounding of the
+    reference; the error carried from the step before is scaled by the rounded leak.
+    """
+    ulp = 2.0**-membrane_frac
+    floors = ulp * (1 + int(shifted_right))
+    reference = np.finfo(np.float32).eps * (membrane_bound + current_bound)
+    if form == LeakForm.TAU:  # v += (I - (v - v_reset)) / tau: the step's inputs scaled by k = 1/tau
+        k_rounded = float(np.max(np.abs(leak_rounded)))
+        gain = float(np.max(np.abs(1.0 - leak_rounded)))
+        k_error = float(np.max(np.abs(leak_rounded - leak_real)))
+        per_step = (k_rounded * (current_error + v_reset_error) + k_error * (membrane_bound + current_bound)
+                    + threshold_error + floors + reference)
+    else:
+        gain = float(np.max(np.abs(leak_rounded))) if form == LeakForm.BETA else 1.0
+        leak_error = float(np.max(np.abs(leak_rounded - leak_real))) if form == LeakForm.BETA else 0.0
+        per_step = (current_error + leak_error * membrane_bound + max(threshold_error, v_reset_error)
+                    + floors + reference)
+    error = 0.0
+    for _ in range(timesteps):
+        error = gain * error + per_step
+    return error

@@ -383,3 +383,81 @@ def plot_report(report: dict, path: str | Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------
+# Tables for the terminal (`snnc run`, `snnc report`, `snnc demo`)
+# --------------------------------------------------------------------------------------
+
+STALL_LABELS = {"fifo_full": "FIFO full", "laggy_wait": "laggy wait", "pe_imbalance": "PE imbalance",
+                "bank_conflict": "bank conflict", "sram_bandwidth": "SRAM bandwidth", "dependency": "dependency",
+                "psum_spill": "psum spill"}
+ENERGY_UNITS = (("pJ", 1.0), ("nJ", 1e3), ("µJ", 1e6), ("mJ", 1e9), ("J", 1e12))
+
+
+def energy_unit(largest_pj: float) -> tuple[str, float]:
+    """The unit (and pJ per unit) in which `largest_pj` reads 1 to 999."""
+    chosen = ENERGY_UNITS[0]
+    for unit in ENERGY_UNITS:
+        if abs(largest_pj) >= unit[1]:
+            chosen = unit
+    return chosen
+
+
+def format_energy(pj: float, unit: tuple[str, float]) -> str:
+    """An energy in `unit` with three decimals (exact zeros as 0)."""
+    return "0" if pj == 0 else f"{pj / unit[1]:,.3f}"
+
+
+def report_tables(report: dict, title: str, details: bool = True) -> list:
+    """rich Tables of a timed report: per layer (cycles, bytes, ops, energy), and with
+    `details` the compute, stall and energy breakdowns (all-zero columns left out)."""
+    from rich.table import Table
+
+    layers, total = report["layers"], report["total"]
+    unit = energy_unit(total["energy_pj"])
+
+    def table(title: str, columns: list[str]) -> Table:
+        t = Table(title=title)
+        for j, column in enumerate(columns):
+            t.add_column(column, justify="left" if j == 0 else "right", no_wrap=j > 0)
+        return t
+
+    main = table(title, ["layer", "cycles", "bound", "DRAM KB", "SRAM KB", "matched ops", "silent %",
+                         f"energy {unit[0]}"])
+    for layer in layers:
+        silent = layer.get("silent_ratio")
+        main.add_row(
+            layer["name"], f"{layer['cycles']:,}", f"{layer.get('bound_cycles', 0):,}",
+            f"{layer['dram_bytes'] / 1024:,.1f}", f"{layer['sram_bytes'] / 1024:,.1f}",
+            f"{layer['matched_ops']:,}", "-" if silent is None else f"{100 * silent:.1f}",
+            format_energy(layer["energy_pj"], unit))
+    main.add_section()
+    main.add_row("total", f"{total['cycles']:,}", f"{total.get('bound_cycles', 0):,}",
+                 f"{total['dram_bytes'] / 1024:,.1f}", f"{total['sram_bytes'] / 1024:,.1f}",
+                 f"{total['matched_ops']:,}", "", format_energy(total["energy_pj"], unit))
+    if not details:
+        return [main]
+    compute_rows = csv_rows(report)["COMPUTE_REPORT.csv"][1:]
+    compute = table("compute", ["layer", "cycles", "busy", "bound", "matched ops", "PE work", "PE use %"])
+    stall_columns = [c for c in STALL_CAUSES if any(layer.get("stall_cycles", {}).get(c) for layer in layers)]
+    stalls = table("stall cycles", ["layer", *(STALL_LABELS.get(c, c) for c in stall_columns)])
+    head = COMPUTE_COLUMNS
+    for row in compute_rows:
+        if row[0] == "total":
+            compute.add_section()
+            stalls.add_section()
+        value = dict(zip(head, row))
+        compute.add_row(row[0], *(f"{value[k]:,}" for k in ("cycles", "compute_busy_cycles", "bound_cycles",
+                                                           "matched_ops", "pe_work")),
+                        f"{100 * value['pe_utilization']:.1f}")
+        stalls.add_row(row[0], *(f"{value[f'stall_{c}']:,}" for c in stall_columns))
+    parts = [c for c in energy_model.COMPONENTS if any(layer["energy_breakdown_pj"].get(c) for layer in layers)]
+    energy = table(f"energy ({unit[0]})", ["layer", *(c.replace("_", " ") for c in parts), "total"])
+    for layer in layers:
+        energy.add_row(layer["name"], *(format_energy(layer["energy_breakdown_pj"].get(c, 0.0), unit) for c in parts),
+                       format_energy(layer["energy_pj"], unit))
+    energy.add_section()
+    energy.add_row("total", *(format_energy(sum(layer["energy_breakdown_pj"].get(c, 0.0) for layer in layers), unit)
+                              for c in parts), format_energy(total["energy_pj"], unit))
+    return [main, compute] + ([stalls] if stall_columns else []) + [energy]

@@ -77,7 +77,7 @@ def verify(path: Path, x: np.ndarray, weight_bits: int = 8, atol: float = 0.0) -
         def print(self, *args, **kwargs):
             pass
 
-    rows, _, _ = _verify(path, {"x": x}, CompileOptions(weight_bits=weight_bits), _Quiet(), atol)
+    rows, _, _, _ = _verify(path, {"x": x}, CompileOptions(weight_bits=weight_bits), _Quiet(), atol)
     return {row.name: row.agreement for row in rows}
 
 

@@ -107,9 +107,11 @@ def test_verify_exit_codes(vgg_small):
     assert run_cli("verify", model, "--input", inputs) == 0
 
 
-def test_verify_reports_agreement_when_quantised(tmp_path, capsys):
-    """Arbitrary float weights are quantised; verify reports agreement per output."""
-    model, inputs = tmp_path / "m.onnx", tmp_path / "in.npz"
+@pytest.fixture(scope="module")
+def float_mlp(tmp_path_factory) -> tuple[Path, Path]:
+    """The zoo MLP with its weights scaled by random factors in [0.97, 1.03]: quantised inexactly."""
+    tmp = tmp_path_factory.mktemp("float_mlp")
+    model, inputs = tmp / "m.onnx", tmp / "in.npz"
     assert run_cli("zoo", "mlp", "-o", model, "--input-out", inputs) == 0
     proto = onnx.load(model)
     rng = np.random.default_rng(1)
@@ -122,16 +124,127 @@ def test_verify_reports_agreement_when_quantised(tmp_path, capsys):
             perturbed += 1
     assert perturbed >= 2
     onnx.save(proto, model)
+    return model, inputs
+
+
+def verdict_line(out: str) -> str:
+    lines = [ln for ln in out.splitlines() if ln.startswith(("PASS", "FAIL"))]
+    assert len(lines) == 1, out
+    return lines[0]
+
+
+def test_verify_reports_agreement_when_quantised(float_mlp, capsys):
+    """Arbitrary float weights are quantised: by default spikes are compared by agreement and
+    membranes within their quantisation bound; verify says what it compared and why."""
+    model, inputs = float_mlp
     capsys.readouterr()
-    status = run_cli("verify", model, "--input", inputs, "--weight-bits", "16",
-                     "--min-agreement", "0.9", "--atol", "1e-3")
-    err = capsys.readouterr().err
-    assert "agreement" in err and "spikes" in err and "quantised inexactly" in err.replace("\n", " ")
-    assert status == 0
-    # Demanding exactness from a quantised model must fail, with the agreement shown.
+    status = run_cli("verify", model, "--input", inputs, "--weight-bits", "16")
+    captured = capsys.readouterr()
+    out = captured.out
+    assert "quantised model" in out and "quantisation bound" in out and "98.00 %" in out
+    assert "agreement" in out and "spikes" in out
+    assert "quantised inexactly" in captured.err and "quantised inexactly" not in out  # notes go to stderr
+    assert status == 0 and verdict_line(out).startswith("PASS") and "bit-exact:" not in verdict_line(out)
+    # 4-bit weights are far from the float model: the default rule fails it, showing the agreement.
     status = run_cli("verify", model, "--input", inputs, "--weight-bits", "4")
-    err = capsys.readouterr().err
-    assert status == 1 and "FAIL" in err and "%" in err
+    line = verdict_line(capsys.readouterr().out)
+    assert status == 1 and line.startswith("FAIL lowest agreement") and "required 98.00 %" in line
+
+
+@pytest.mark.parametrize("analog", [False, True], ids=["spike-input", "analog-input"])
+def test_membranes_stay_within_their_quantisation_bound(analog):
+    """Where the spikes agree, a membrane output differs from onnxruntime by no more than the
+    compiler's bound for it (accel.io error_bound: weight, bias, leak and input rounding),
+    and that bound is not zero. One layer, so no hidden spike can differ unseen."""
+    from snnc.passes.encode import find_program
+    from snnc.compiler.frontend.canonical import Network
+    from snnc.compiler.pipeline import CompileOptions, compile_model
+    from snnc.compiler.reference import run_onnxruntime
+    from snnc.runtime import simulate
+
+    rng = np.random.default_rng(3)
+    T, K, N = 8, 48, 32
+    net = Network(T, name="one_layer")
+    x = net.input("x", (2, K))
+    spikes, membrane = net.lif(net.dense(x, rng.normal(0, 0.3, (K, N)), rng.normal(0, 0.1, N)),
+                               beta=0.8125, threshold=1.0)
+    net.output(spikes, "spikes")
+    net.output(membrane, "membrane")
+    model = net.to_onnx()
+    values = rng.random((T, 2, K)) if analog else rng.random((T, 2, K)) < 0.3
+    feeds = {"x": values.astype(np.float32)}
+    reference = run_onnxruntime(model.SerializeToString(), feeds)
+    checked = 0
+    for bits in (6, 8, 12, 16):
+        result = compile_model(model, CompileOptions(weight_bits=bits, input_frac_bits=14 if analog else 8))
+        bound = {io.io_name.data: io.error_bound for io in find_program(result.accel_module).io_ops()}
+        assert bound["spikes"] is None and bound["membrane"].data > 0
+        ours = simulate(result.image, feeds, functional=True).outputs
+        if np.array_equal(ours["spikes"], reference["spikes"]):
+            assert np.abs(ours["membrane"] - reference["membrane"]).max() <= bound["membrane"].data
+            checked += 1
+    assert checked >= 1  # (a spike may flip at any width: one whose float membrane lands on the threshold)
+
+
+def test_verify_representable_model_is_compared_bit_for_bit(tmp_path, capsys):
+    """No layer rounds: every output is compared bit for bit and the verdict says bit-exact;
+    an --atol or a --min-agreement does not change a verdict on equal outputs."""
+    model, inputs = tmp_path / "m.onnx", tmp_path / "in.npz"
+    assert run_cli("zoo", "mlp", "--timesteps", "2", "-o", model, "--input-out", inputs) == 0
+    capsys.readouterr()
+    assert run_cli("verify", model, "--input", inputs) == 0
+    captured = capsys.readouterr()
+    assert "compared bit for bit" in captured.out
+    assert verdict_line(captured.out) == "PASS bit-exact: every output equals onnxruntime's"
+    assert "note" not in captured.err
+    assert run_cli("verify", model, "--input", inputs, "--atol", "1e-5", "--min-agreement", "80") == 0
+    out = capsys.readouterr().out
+    assert "80.00 %" in out and verdict_line(out).startswith("PASS bit-exact")  # it is: every element equal
+
+
+def test_verify_quantised_model_equal_on_this_input_is_not_called_bit_exact(vgg_small, capsys):
+    """vgg-small has a layer that may round (its membrane is capped below the exact width); its
+    outputs equal onnxruntime's on this input, and the verdict says that, not bit-exact."""
+    model, inputs = vgg_small
+    capsys.readouterr()
+    assert run_cli("verify", model, "--input", inputs) == 0
+    captured = capsys.readouterr()
+    assert "may round" not in captured.out and "quantised inexactly" in captured.err
+    line = verdict_line(captured.out)
+    assert line.startswith("PASS every output equals onnxruntime's on this input") and "PASS bit-exact" not in line
+
+
+def test_judge_says_bit_exact_only_when_every_element_is_equal():
+    from snnc.compiler.reference import OutputComparison, judge, plan_verification
+
+    def row(agreement, equal, binary=True):
+        return OutputComparison("y", (4, 1, 10), binary, agreement, 0.0 if equal == 1 else 0.5, equal)
+
+    exact_rule = plan_verification({}, [], [])
+    assert judge([row(1.0, 1.0)], exact_rule).text == "PASS bit-exact: every output equals onnxruntime's"
+    failed = judge([row(0.975, 0.975)], exact_rule)
+    assert not failed.ok and failed.text.startswith("FAIL not bit-exact although the model is representable")
+    loose = plan_verification({"y": None}, [], [], atol=1e-5)  # within --atol, yet not equal
+    verdict = judge([row(1.0, 0.9, binary=False)], loose)
+    assert verdict.ok and "PASS bit-exact" not in verdict.text and verdict.text.endswith("not bit-exact")
+    quantised = plan_verification({}, [("fc1", "weights rounded")], [])
+    assert quantised.min_agreement == 0.98 and "1 layer(s) round, e.g. fc1: weights rounded" in quantised.basis
+    assert judge([row(0.985, 0.985)], quantised).ok and not judge([row(0.975, 0.975)], quantised).ok
+
+
+@pytest.mark.parametrize("text,value", [("80", 0.8), ("80%", 0.8), ("80 %", 0.8), ("0.8", 0.8), ("1", 1.0),
+                                        ("100", 1.0), ("0", 0.0), ("99.5%", 0.995), ("0.5%", 0.005)])
+def test_min_agreement_is_a_percentage_or_a_fraction(text, value):
+    from snnc.compiler.reference import parse_agreement
+
+    assert parse_agreement(text) == pytest.approx(value)
+
+
+@pytest.mark.parametrize("text", ["8000", "101", "-1", "abc", "nan", "", "120%"])
+def test_min_agreement_out_of_range_is_one_line_error(vgg_small, text, capsys):
+    model, inputs = vgg_small
+    assert run_cli("verify", model, "--input", inputs, "--min-agreement", text) == 1
+    assert "--min-agreement" in one_error_line(capsys)
 
 
 @pytest.mark.parametrize("level", ["snn-ir", "accel-ir", "asm"])
@@ -148,17 +261,39 @@ def test_emitted_ir_parses_back(vgg_small, capsys):
     from xdsl.parser import Parser
 
     for level in ("snn-ir", "accel-ir"):
-        assert run_cli(vgg_small[0], "--emit", level) == 0
+        assert run_cli(vgg_small[0], "--emit", level, "--no-elide") == 0
         text = capsys.readouterr().out
         module = Parser(make_context(), text).parse_module()
         module.verify()
         assert print_ir(module) == text
 
 
+@pytest.mark.parametrize("level", ["snn-ir", "accel-ir"])
+def test_emitted_ir_elides_large_constants(vgg_small, level, capsys):
+    """By default weights print as MLIR's elided placeholder, never as data: no hex blob, and
+    such text does not verify as a module."""
+    from snnc.dialects import make_context
+    from xdsl.parser import Parser
+
+    assert run_cli(vgg_small[0], "--emit", level) == 0
+    elided = capsys.readouterr().out
+    assert run_cli(vgg_small[0], "--emit", level, "--no-elide") == 0
+    full = capsys.readouterr().out
+    assert "dense_resource<__elided__> : tensor<" in elided and 'dense<"0x' not in elided
+    assert 'dense<"0x' in full and "__elided__" not in full
+    assert len(elided) < len(full) / 2
+    with pytest.raises(Exception):
+        Parser(make_context(), elided).parse_module().verify()
+
+
 def test_print_ir_after_all(vgg_small, tmp_path, capsys):
     assert run_cli(vgg_small[0], "-o", tmp_path / "p.bin", "--print-ir-after-all") == 0
-    err = capsys.readouterr().err
+    captured = capsys.readouterr()
+    err = captured.err
     assert "IR after import-onnx" in err and "IR after convert-snn-to-accel" in err
+    assert "dense_resource<__elided__>" in err and 'dense<"0x' not in err and captured.out == ""
+    assert run_cli(vgg_small[0], "-o", tmp_path / "p.bin", "--print-ir-after-all", "--no-elide") == 0
+    assert 'dense<"0x' in capsys.readouterr().err
 
 
 def test_disasm(vgg_program, capsys):
@@ -312,7 +447,56 @@ def test_bad_hw_config_names_key(vgg_small, tmp_path, capsys):
 
 def test_demo(capsys):
     assert run_cli("demo") == 0
-    assert "PASS" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "PASS" in captured.out and "cycles" in captured.out and "snnc demo" in captured.err
+
+
+def test_results_go_to_stdout_notes_to_stderr(vgg_small, vgg_program, tmp_path, capsys):
+    """Tables and verdicts on stdout (so `snnc run ... > log` keeps them); notes, file
+    messages and errors on stderr."""
+    model, inputs = vgg_small
+    capsys.readouterr()
+    report = tmp_path / "r.json"
+    assert run_cli("run", vgg_program, "--input", inputs, "--report", report) == 0
+    captured = capsys.readouterr()
+    assert "cycles" in captured.out and "total" in captured.out and captured.err == ""
+    assert run_cli("report", report) == 0
+    captured = capsys.readouterr()
+    assert "compute" in captured.out and "energy" in captured.out and captured.err == ""
+    assert run_cli(model, "-o", tmp_path / "p.bin") == 0
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith("wrote ")
+    assert run_cli("zoo", "mlp", "-o", tmp_path / "m.onnx") == 0
+    captured = capsys.readouterr()
+    assert captured.out == "" and "wrote" in captured.err
+    assert run_cli("verify", model, "--input", inputs) == 0
+    captured = capsys.readouterr()
+    assert "snnc verify" in captured.out and "PASS" in captured.out and "PASS" not in captured.err
+    assert run_cli("run", tmp_path / "missing.bin", "--input", inputs) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith("snnc: error:")
+
+
+def test_report_tables_are_not_cut_and_show_energy_units(vgg_small, vgg_program, tmp_path, capsys):
+    report = tmp_path / "r.json"
+    assert run_cli("run", vgg_program, "--input", vgg_small[1], "--report", report, "--quiet") == 0
+    capsys.readouterr()
+    assert run_cli("report", report) == 0
+    out = capsys.readouterr().out
+    assert "…" not in out  # no column header or cell cut short
+    assert "energy µJ" in out and "energy (µJ)" in out and "PE imbalance" in out
+    data = json.loads(report.read_text())
+    raw = f"{data['layers'][0]['energy_breakdown_pj']['dram']}"
+    assert raw not in out  # energy in units with three decimals, not raw pJ floats
+    assert f"{data['total']['energy_pj'] / 1e6:,.3f}" in out
+
+
+def test_energy_units():
+    from snnc.runtime.report import energy_unit, format_energy
+
+    assert energy_unit(66_590_257.0) == ("µJ", 1e6)
+    assert energy_unit(999.0) == ("pJ", 1.0) and energy_unit(1000.0) == ("nJ", 1e3)
+    assert format_energy(25_309_022.91, ("µJ", 1e6)) == "25.309" and format_energy(0.0, ("µJ", 1e6)) == "0"
 
 
 def test_unwritable_csv_directory(vgg_program, vgg_small, tmp_path, capsys):
@@ -341,6 +525,27 @@ def test_lazy_status_shows_only_after_its_delay():
     status.calibrating("conv2.lif")
     status.stop()
     assert "building m: calibrating conv2.lif" in out.getvalue() and "conv1.lif" not in out.getvalue()
+
+
+def test_lazy_status_shows_a_long_first_step_without_an_update():
+    """A wait with no step starting in it (a long import, one long build step) still shows
+    the spinner once `after` has passed, and nothing once stopped."""
+    import io
+    import time
+
+    from rich.console import Console
+    from snnc.compiler.cli import LazyStatus
+
+    out = io.StringIO()
+    status = LazyStatus(Console(file=out, force_terminal=True), "building m", after=0.05)
+    deadline = time.monotonic() + 5
+    while status._status is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    status.stop()
+    assert "building m" in out.getvalue()
+    quick = LazyStatus(Console(file=io.StringIO(), force_terminal=True), "quick", after=10)
+    quick.stop()
+    assert quick._status is None and quick._timer is None
 
 
 def test_zoo_build_reports_each_neuron_layer():
