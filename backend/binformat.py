@@ -75,7 +75,7 @@ from snnc.backend.isa import Format
 
 MAGIC = b"SNNCPROG"
 FORMAT_MAJOR = 2  # 2: sections may be stored encoded (SectionEncoding)
-FORMAT_MINOR = 1  # 1: packed and SRAM-kept weight fibers (DmaFlags.PACKED/KEEP_COMPRESSED, SynFlags.COMPRESSED_WEIGHTS, the optional fields sram_bytes and w_bytes)
+FORMAT_MINOR = 2  # 1: packed and SRAM-kept weight fibers (DmaFlags.PACKED/KEEP_COMPRESSED, SynFlags.COMPRESSED_WEIGHTS, the optional fields sram_bytes and w_bytes); 2: strided fiber tiles (sram_stride, run_elems, run_stride: channel-sliced packed maps)
 
 HEADER_STRUCT = struct.Struct("<8sHHHHQII")
 SECTION_STRUCT = struct.Struct("<HHIQQ")

@@ -188,6 +188,34 @@ def fiber_dma_hull(dram_addr: int, fibers: int, elems: int, elem_bits: int, flag
     return dram_addr + fibers * fiber_slot_bytes(elems, elem_bits)
 
 
+def fiber_tile_offsets(fibers: int, elems: int, word_bytes: int, sram_stride: int, run_elems: int,
+                       run_stride: int) -> tuple[int, int, int] | None:
+    """How a dma.load_bm / store_bm lays its expanded fibers out in SRAM: (fiber stride,
+    run elements, run stride) in bytes/elements, or None when they are back to back
+    ([fibers][fiber_elems] dense). A channel-sliced packed map uses the strides: fiber i
+    holds one row of a channel slice, whose W runs of `run_elems` words lie `run_stride`
+    apart in the channel-last SRAM tile."""
+    stride = sram_stride or elems * word_bytes
+    run = run_elems or elems
+    step = run_stride if run_elems else run * word_bytes
+    if stride == elems * word_bytes and (run >= elems or step == run * word_bytes):
+        return None
+    return stride, run, step
+
+
+def fiber_tile_extent(fibers: int, elems: int, word_bytes: int, sram_stride: int = 0, run_elems: int = 0,
+                      run_stride: int = 0) -> int:
+    """SRAM bytes from the tile's address to the end of its last expanded element."""
+    if fibers == 0 or elems == 0:
+        return 0
+    layout = fiber_tile_offsets(fibers, elems, word_bytes, sram_stride, run_elems, run_stride)
+    if layout is None:
+        return fibers * elems * word_bytes
+    stride, run, step = layout
+    last = elems - 1
+    return (fibers - 1) * stride + (last // run) * step + (last % run) * word_bytes + word_bytes
+
+
 HAZARD_ROWS = 16  # a strided DMA of more rows is ordered by its hull (conservative)
 
 
@@ -363,7 +391,8 @@ def _fiber_dma_operands(load: bool) -> OperandsFn:
         if f["flags"] & DmaFlags.KEEP_COMPRESSED:  # the fibers as they are, packed
             size = f["sram_bytes"]
         else:  # the dense tile [fibers][fiber_elems]
-            size = f["fibers"] * f["fiber_elems"] * f["word_bytes"]
+            size = fiber_tile_extent(f["fibers"], f["fiber_elems"], f["word_bytes"], f.get("sram_stride", 0),
+                                     f.get("run_elems", 0), f.get("run_stride", 0))
         return [SramOperand("sram_addr", f["sram_addr"], size, not load, load)] if size else []
     return operands
 
@@ -488,6 +517,10 @@ _FIBER_DMA_FIELDS = (
     F("elem_bits", "B", "bits per element in DRAM (1..8*word_bytes; T for spike words)"),
     F("flags", "B", "DmaFlags", enum_type=DmaFlags),
     Field("sram_bytes", "I", "KEEP_COMPRESSED: SRAM bytes of the packed fibers (else 0: the dense tile)", optional=True),
+    Field("sram_stride", "I", "SRAM bytes between consecutive fibers' first elements (0: fiber_elems x word_bytes, "
+                              "back to back)", optional=True),
+    Field("run_elems", "H", "elements of a fiber that lie contiguous in SRAM (0: the whole fiber)", optional=True),
+    Field("run_stride", "I", "SRAM bytes between the starts of a fiber's runs (with run_elems)", optional=True),
 )
 
 INSTRUCTIONS: tuple[InstructionSpec, ...] = (

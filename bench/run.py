@@ -127,7 +127,7 @@ def bench_model(name: str, repeats: int, workdir: Path, errors: list[str], proce
     from snnc.compiler.fileio import atomic_write_bytes, save_npz
     from snnc.compiler.pipeline import CompileOptions, compile_model
     from snnc.compiler.zoo import ZOO, build
-    from snnc.passes.convert_snn_to_accel import PARAMS_CONST_PREFIX
+    from snnc.passes.convert_snn_to_loops import PARAMS_CONST_PREFIX
     from snnc.runtime import simulate
 
     large = ZOO[name].large

@@ -1,7 +1,7 @@
 """The `snnc` command line.
 
     snnc MODEL.onnx -o prog.bin           compile (same as `snnc compile ...`)
-    snnc MODEL.onnx --emit snn-ir         print an IR level (snn-ir, accel-ir, asm)
+    snnc MODEL.onnx --emit snn-ir         print an IR level (snn-ir, loop-ir, accel-ir, asm)
     snnc run prog.bin --input in.npz --output out.npz --report r.json
     snnc verify MODEL.onnx --input in.npz compile + simulate + onnxruntime; exit 0 iff they agree
                                           (bit for bit if no layer rounds; docs/numerics.md)
@@ -31,7 +31,7 @@ from snnc.backend.errors import SnncError
 from snnc.backend.hwconfig import preset_names
 
 COMMANDS = ("compile", "run", "verify", "disasm", "zoo", "passes", "demo", "report")
-EMIT_CHOICES = ("snn-ir", "accel-ir", "asm", "bin")
+EMIT_CHOICES = ("snn-ir", "loop-ir", "accel-ir", "asm", "bin")
 
 
 # --------------------------------------------------------------------------------------
@@ -190,6 +190,8 @@ def cmd_compile(args) -> int:
             status.update(f"printing {args.emit}")
         if args.emit == "snn-ir":
             text = print_ir(result.snn_module, elide=options.elide_constants)
+        elif args.emit == "loop-ir":
+            text = print_ir(result.loop_module, elide=options.elide_constants)
         elif args.emit == "accel-ir":
             text = print_ir(result.accel_module, elide=options.elide_constants)
         elif args.emit == "asm":
@@ -470,14 +472,15 @@ def cmd_zoo(args) -> int:
 def cmd_passes(args) -> int:
     from xdsl.passes import get_pass_option_infos
 
-    from snnc.compiler.pipeline import DEFAULT_PIPELINE, LOWERING_PASS
+    from snnc.compiler.pipeline import DEFAULT_PIPELINE, LOWERING_PASSES, CompileOptions, build_pipeline
     from snnc.passes import get_all_passes, pass_level
 
-    print(f"default pipeline: {DEFAULT_PIPELINE or '(none)'} -> {LOWERING_PASS}")
-    for name, factory in sorted(get_all_passes().items()):
+    print(f"default pipeline: {DEFAULT_PIPELINE or '(none)'}")
+    print("every compile runs: " + ",".join(p.name for p in build_pipeline(CompileOptions()).all()))
+    for name, factory in get_all_passes().items():
         cls = factory()
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-        level = "lowering" if name == LOWERING_PASS else pass_level(cls)
+        level = f"{pass_level(cls)}, lowering stage" if name in LOWERING_PASSES else pass_level(cls)
         options = ", ".join(
             f"{o.name}={o.default_value if o.default_value is not None else ''} ({o.expected_type.strip(chr(39))})"
             for o in get_pass_option_infos(cls)

@@ -1,16 +1,27 @@
 """The snnc compilation pipeline, top to bottom in one place.
 
-    model.onnx
-      1. frontend          import_onnx / import_nir (.nir) -> snn dialect (verified)
-      2. snn-level passes  user --passes / default -> snn dialect          (verified after each)
-      3. lowering          convert-snn-to-accel    -> accel dialect        (verified)
-      4. accel-level passes                        -> accel dialect        (verified after each)
-      5. backend           encode + write_program  -> prog.bin bytes
+    model.onnx / model.nir
+      1. frontend            import_onnx / import_nir            -> snn            (verified)
+      2. snn-level passes    the user's (ir_level "snn")         -> snn            (verified after each)
+      3. quantise            fixed-point numbers of every layer  -> snn
+      4. convert-snn-to-loops  a plain nest per layer            -> loop level     (scf/arith/memref + tile)
+      5. loop-level passes   the user's, in their order: compress-weights, loop-reorder,
+                             time-batch, layer-fuse, spike-pack, your own
+      6. tile-sizes          tile shapes and buffer copies that fit the SRAM
+      7. hoist-loads         constant tiles loaded once where the loops do not change them
+      8. sram-alloc          SRAM offsets, per kernel (liveness)
+      9. dram-alloc          DRAM addresses of constants and maps
+     10. convert-loops-to-accel   one instruction per tile-op instance -> accel      (mechanical)
+     11. insert-barriers     WAR/WAW fences on SRAM
+     12. accel-level passes  the user's (dma-prefetch)           -> accel
+     13. backend             encode + write_program              -> prog.bin bytes
 
-Passes given with `--passes` use xdsl-opt's pipeline syntax. Each pass class
-says which IR level it runs on (`ir_level`, default "snn"); the pipeline places
-it before or after the lowering accordingly, keeping the user's order within a
-level. With `print_ir_after_all` the IR after every step goes to `ir_stream`.
+Passes given with `--passes` use xdsl-opt's pipeline syntax. Each pass class says which
+IR level it runs on (`ir_level`: "snn", "loop" or "accel"); the pipeline places it at
+its level, keeping the user's order within a level. A lowering stage (3-4, 6-11) that
+the user names in `--passes` runs where they put it instead of where it would be added
+(`tile-sizes` after your own tiling pass, for instance); the rest are added. With
+`print_ir_after_all` the IR after every step goes to `ir_stream`.
 
 IR text: `print_ir(module, elide=True)` (the CLI's default, also for
 --print-ir-after-all) prints constants of more than ELIDE_LARGER_THAN elements as
@@ -21,6 +32,7 @@ weight is printed, and the text parses back to the same module.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import sys
 from collections.abc import Callable
@@ -45,7 +57,11 @@ from snnc.passes import get_all_passes, pass_level
 # cannot tile layers whose weights do not fit the SRAM whole (a packed map is written by
 # whole rows of all channels).
 DEFAULT_PIPELINE = "compress-weights,loop-reorder{dataflow=ftp},dma-prefetch"
-LOWERING_PASS = "convert-snn-to-accel"
+# The stages every compile runs, by level (numbers as in the module docstring).
+SNN_LOWERING = ("quantise", "convert-snn-to-loops")
+LOOP_LOWERING = ("tile-sizes", "hoist-loads", "sram-alloc", "dram-alloc", "convert-loops-to-accel")
+ACCEL_LOWERING = ("insert-barriers",)
+LOWERING_PASSES = (*SNN_LOWERING, *LOOP_LOWERING, *ACCEL_LOWERING)
 
 
 @dataclass(frozen=True)
@@ -76,6 +92,7 @@ def import_model(model: str | Path | object, options: CompileOptions = CompileOp
 @dataclass
 class CompileResult:
     snn_module: ModuleOp  # a copy of the snn-level IR after the snn-level passes
+    loop_module: ModuleOp  # a copy of the loop-level IR as the final lowering received it
     accel_module: ModuleOp
     image: object  # snnc.backend.binformat.ProgramImage
     binary: bytes
@@ -85,6 +102,10 @@ class CompileResult:
     def snn_ir(self) -> str:
         """The snn-level IR text in full (printed on demand: printing is not in the compile path)."""
         return print_ir(self.snn_module)
+
+    @property
+    def loop_ir(self) -> str:
+        return print_ir(self.loop_module)
 
     @property
     def accel_ir(self) -> str:
@@ -146,21 +167,78 @@ def _pipeline_syntax_error(exc: BaseException) -> str:
     return f"{what} at column {where}{hint}" if where else f"{what}{hint}"
 
 
-def build_passes(options: CompileOptions) -> tuple[list[ModulePass], list[ModulePass]]:
-    """Split the requested pipeline into (snn-level, accel-level) pass instances."""
-    available = get_all_passes(options.load_passes)
-    spec = DEFAULT_PIPELINE if options.passes is None else options.passes
+@dataclass
+class Pipeline:
+    """The passes of one compile, by level, lowering stages included, in order."""
+
+    snn: list[ModulePass]
+    loop: list[ModulePass]
+    accel: list[ModulePass]
+
+    def all(self) -> list[ModulePass]:
+        return [*self.snn, *self.loop, *self.accel]
+
+
+def _parse(spec: str, available) -> list[ModulePass]:
     try:
-        pipeline = PassPipeline.parse_spec(available, spec) if spec.strip() else PassPipeline(())
+        return list(PassPipeline.parse_spec(available, spec).passes) if spec.strip() else []
     except SnncError:
         raise
     except ArgSpecParseError as exc:  # a BaseException in xDSL 0.74, so named explicitly
         raise SnncError(f"--passes {spec!r}: {_pipeline_syntax_error(exc)}") from None
     except Exception as exc:  # unknown pass or option, bad option value (ValueError, ...)
         raise SnncError(f"--passes {spec!r}: {_one_line(exc)}") from None
-    snn_level = [p for p in pipeline.passes if p.name != LOWERING_PASS and pass_level(type(p)) == "snn"]
-    accel_level = [p for p in pipeline.passes if pass_level(type(p)) == "accel"]
-    return snn_level, accel_level
+
+
+def build_pipeline(options: CompileOptions, model_name: str = "") -> Pipeline:
+    """The user's passes (or the default pipeline) with the lowering stages around them."""
+    available = get_all_passes(options.load_passes)
+    user = _parse(DEFAULT_PIPELINE if options.passes is None else options.passes, available)
+    named = {p.name for p in user}
+    stage_options = {
+        "quantise": dict(hw=options.hw or "loas", weight_bits=options.weight_bits,
+                         weight_scales=options.weight_scales, input_frac_bits=options.input_frac_bits),
+        "convert-snn-to-loops": dict(hw=options.hw or "loas", model_name=model_name),
+    }
+
+    def stages(names: tuple[str, ...]) -> list[ModulePass]:
+        return [available[n]()(**stage_options.get(n, {})) for n in names if n not in named]
+
+    by_level = {level: [p for p in user if pass_level(type(p)) == level] for level in ("snn", "loop", "accel")}
+    snn = [p for p in by_level["snn"] if p.name not in SNN_LOWERING]
+    snn += stages(SNN_LOWERING) + [p for p in by_level["snn"] if p.name in SNN_LOWERING]
+    loop = by_level["loop"] + stages(LOOP_LOWERING)
+    lowering_last = [p for p in loop if p.name == "convert-loops-to-accel"]
+    loop = [p for p in loop if p.name != "convert-loops-to-accel"] + lowering_last
+    accel = stages(ACCEL_LOWERING) + by_level["accel"]
+    return Pipeline(snn, loop, accel)
+
+
+def lower_module(module: ModuleOp, options: CompileOptions = CompileOptions(), model_name: str = "",
+                 **stage_options) -> ModuleOp:
+    """Run the pipeline after the frontend on an snn-level module, in place (verified after
+    every pass); `stage_options` go to convert-snn-to-loops / quantise by name (e.g.
+    sram_bytes, timestep_lanes, input_abs_max)."""
+    ctx = make_context()
+    for p in build_pipeline(options, model_name).all():
+        fields = {k: v for k, v in stage_options.items() if k in getattr(p, "__dataclass_fields__", {})}
+        if fields:
+            p = dataclasses.replace(p, **fields)
+        try:
+            p.apply(ctx, module)
+        except SnncError:
+            raise
+        except (VerifyException, DiagnosticException) as exc:
+            raise CompileError(f"pass {p.name}: {_one_line(exc)}") from None
+        verify_module(module, p.name)
+    return module
+
+
+def build_passes(options: CompileOptions) -> tuple[list[ModulePass], list[ModulePass]]:
+    """The user's snn-level passes (what the reference interpreter runs) and accel-level ones."""
+    pipeline = build_pipeline(options)
+    return ([p for p in pipeline.snn if p.name not in SNN_LOWERING],
+            [p for p in pipeline.accel if p.name not in ACCEL_LOWERING])
 
 
 def _model_name(model: str | Path | object) -> str:
@@ -168,18 +246,6 @@ def _model_name(model: str | Path | object) -> str:
         return Path(model).stem
     graph = getattr(model, "graph", None)
     return getattr(graph, "name", "") or ""
-
-
-def _lowering_pass(options: CompileOptions, model_name: str) -> ModulePass:
-    from snnc.passes.convert_snn_to_accel import ConvertSnnToAccel
-
-    return ConvertSnnToAccel(
-        hw=options.hw or "loas",
-        weight_bits=options.weight_bits,
-        weight_scales=options.weight_scales,
-        input_frac_bits=options.input_frac_bits,
-        model_name=model_name,
-    )
 
 
 def compile_model(
@@ -222,27 +288,34 @@ def compile_model(
             raise CompileError(f"pass {p.name}: {_one_line(exc)}") from None
         checkpoint(p.name, module)
 
-    snn_passes, accel_passes = build_passes(options)
+    pipeline = build_pipeline(options, _model_name(model))
 
     # 1. Frontend
     starting("import")
     module = import_model(model, options)
     checkpoint("import-onnx", module)
-    # 2. snn-level passes
-    for p in snn_passes:
+    # 2-4. snn-level passes, quantise, convert-snn-to-loops
+    snn_module = None
+    for p in pipeline.snn:
+        if p.name == "quantise" and snn_module is None:
+            snn_module = module.clone()  # cheap: attributes (weights) are shared, not copied
         run(p, module)
-    snn_module = module.clone()  # cheap: attributes (weights) are shared, not copied
-    # 3. Lowering to the accelerator dialect
-    run(_lowering_pass(options, _model_name(model)), module)
-    # 4. accel-level passes
-    for p in accel_passes:
+    # 5-10. loop-level passes, tile-sizes, hoist-loads, sram-alloc, dram-alloc, convert-loops-to-accel
+    loop_module = module
+    for p in pipeline.loop:
+        if p.name == "convert-loops-to-accel":
+            loop_module = module.clone()
         run(p, module)
-    # 5. Backend
+    # 11-12. insert-barriers, accel-level passes
+    for p in pipeline.accel:
+        run(p, module)
+    # 13. Backend
     starting("encode")
     image = encode(module, verify=False)  # verified by the checkpoint of the last step
     binary = write_program(image)
     steps.append("encode")
-    return CompileResult(snn_module=snn_module, accel_module=module, image=image, binary=binary, steps=steps)
+    return CompileResult(snn_module=snn_module or module, loop_module=loop_module, accel_module=module,
+                         image=image, binary=binary, steps=steps)
 
 
 def import_to_snn(model: str | Path | object, options: CompileOptions = CompileOptions()) -> ModuleOp:
@@ -259,5 +332,5 @@ def import_to_snn(model: str | Path | object, options: CompileOptions = CompileO
 
 __all__ = [
     "CompileOptions", "CompileResult", "compile_model", "import_to_snn", "print_ir",
-    "DEFAULT_PIPELINE", "LOWERING_PASS",
+    "DEFAULT_PIPELINE", "LOWERING_PASSES", "build_pipeline", "lower_module",
 ]

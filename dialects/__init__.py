@@ -1,4 +1,5 @@
-"""snnc's xDSL dialects: `snn` (time and neuron state) and `accel` (the accelerator).
+"""snnc's xDSL dialects: `snn` (time and neuron state), `tile` (the loop level's compute and
+data-movement ops, with scf/arith/memref) and `accel` (the accelerator).
 
 `get_all_dialects()` maps each dialect name to a lazy factory (the form xDSL's
 Universe and drivers expect); `make_context()` returns a Context with builtin,
@@ -25,16 +26,25 @@ def _accel() -> Dialect:
     return ACCEL
 
 
+def _tile() -> Dialect:
+    from snnc.dialects.tile import TILE
+
+    return TILE
+
+
 def get_all_dialects() -> dict[str, Callable[[], Dialect]]:
-    return {"snn": _snn, "accel": _accel}
+    return {"snn": _snn, "tile": _tile, "accel": _accel}
 
 
 def make_context() -> Context:
+    from xdsl.dialects.arith import Arith
     from xdsl.dialects.builtin import Builtin
     from xdsl.dialects.func import Func
+    from xdsl.dialects.memref import MemRef
+    from xdsl.dialects.scf import Scf
 
     ctx = Context()
-    for dialect in (Builtin, Func):
+    for dialect in (Builtin, Func, Arith, Scf, MemRef):
         ctx.load_dialect(dialect)
     for name, factory in get_all_dialects().items():
         if name not in ctx.registered_dialect_names:

@@ -211,184 +211,24 @@ class TrainType(_TrainTypeBase, ParametrizedAttribute, TypeAttribute):
             raise VerifyException(f"snn.train: element type must be f32, got {self.element_type}")
 
 
-@irdl_attr_definition
-class PackedSpikeTrainType(_TrainTypeBase, ParametrizedAttribute, TypeAttribute):
-    """A spike train stored packed (LoAS §IV-A, Fig. 8), set by the spike-pack pass.
-
-    Values are those of !snn.spikes; the storage differs: all T bits of a neuron in
-    one word, silent neurons (no spike at any t) dropped behind a per-row bitmask
-    with a pointer per fiber. With `mask_single`, neurons that fire exactly once
-    across T are stored as silent too (LoAS §IV-C preprocessing): the consumers
-    then see no spike from them, which changes results.
-        !snn.packed<T=4, 1x16x32x32>      !snn.packed<T=4, 1x16x32x32, mask_single>
-    """
-
-    name = "snn.packed"
-    timesteps: IntAttr
-    shape: ArrayAttr[IntAttr]
-    mask_single: IntAttr
-
-    def __init__(self, timesteps: int, shape: Sequence[int], mask_single: bool = False):
-        ParametrizedAttribute.__init__(
-            self, IntAttr(timesteps), ArrayAttr([IntAttr(d) for d in shape]), IntAttr(int(mask_single)))
-
-    @classmethod
-    def parse_parameters(cls, parser: AttrParser) -> list[Attribute]:
-        t = _parse_timesteps(parser)
-        parser.parse_punctuation(",")
-        dims = parser.parse_dimension_list()
-        mask = 0
-        if parser.parse_optional_punctuation(",") is not None:
-            parser.parse_keyword("mask_single")
-            mask = 1
-        parser.parse_punctuation(">")
-        return [IntAttr(t), ArrayAttr([IntAttr(d) for d in dims]), IntAttr(mask)]
-
-    def print_parameters(self, printer: Printer) -> None:
-        printer.print_string(f"<T={self.num_timesteps}, ")
-        printer.print_string("x".join(str(d) for d in self.get_shape()))
-        printer.print_string(", mask_single>" if self.mask_single.data else ">")
-
-    def verify(self) -> None:
-        self._verify_dims()
-        if self.mask_single.data not in (0, 1):
-            raise VerifyException("snn.packed: mask_single must be 0 or 1")
-
-
-AnySpikeType = SpikeTrainType | PackedSpikeTrainType
-AnyTrainType = SpikeTrainType | PackedSpikeTrainType | TrainType
+AnySpikeType = SpikeTrainType
+AnyTrainType = SpikeTrainType | TrainType
 
 
 def is_spikes(t: Attribute) -> bool:
-    """A binary spike train, stored plain or packed."""
-    return isinstance(t, SpikeTrainType | PackedSpikeTrainType)
+    """A binary spike train."""
+    return isinstance(t, SpikeTrainType)
 
 
-def train_type_of(value: SSAValue) -> SpikeTrainType | PackedSpikeTrainType | TrainType:
+def train_type_of(value: SSAValue) -> SpikeTrainType | TrainType:
     t = value.type
-    if not isinstance(t, SpikeTrainType | PackedSpikeTrainType | TrainType):
+    if not isinstance(t, SpikeTrainType | TrainType):
         raise VerifyException(f"expected a !snn.spikes or !snn.train value, got {t}")
     return t
 
 
 # --------------------------------------------------------------------------------------
-# Schedules (set by the scheduling passes in snnc/passes/, honoured by the lowering)
-# --------------------------------------------------------------------------------------
-
-LOOPS = ("t", "m", "n", "k")  # timestep, output position (row of A), output channel, reduction
-# The loop nests the accelerator implements (LoAS §III Algorithm 1 and §V "Baseline"):
-# "t*" is a parallel-for over timestep lanes; a bare "t" is sequential, in order.
-DATAFLOW_ORDERS = {
-    "ftp": ("m", "n", "k", "t*"),  # fully temporal-parallel (LoAS Algorithm 1)
-    "ip-seq": ("m", "n", "k", "t"),  # inner product, t sequential innermost (SparTen-SNN)
-    "op": ("k", "m", "n", "t"),  # outer product (GoSPA-SNN): partial sums spilled
-    "gust": ("m", "k", "n", "t"),  # Gustavson (Gamma-SNN): partial rows merged on chip
-}
-SCHEDULE_KEYS = ("dataflow", "order", "batch", "group", "tile_rows")
-SCHEDULE_ATTR = "snn.schedule"  # discardable attribute name on snn.dense / snn.conv2d
-
-
-def loop_order_error(order: Sequence[str]) -> str | None:
-    """Why a loop nest over (t, m, n, k) breaks the neuron-state dependence, or None.
-
-    A neuron fires for timestep t once its k-reduction for t is complete, and its
-    timesteps must fire in order (v[t] needs v[t-1]). So the LIF of an output
-    neuron runs at the k loop; a timestep loop outside k fires once per
-    timestep and must be sequential; a parallel timestep loop must be inside k,
-    where P-LIF fires all lanes of a neuron together, in order.
-    """
-    names = [o.rstrip("*") for o in order]
-    if sorted(names) != sorted(LOOPS) or any(o.endswith("*") and o != "t*" for o in order):
-        return f"order {','.join(order)} must be a permutation of t, m, n, k (only t may be parallel, 't*')"
-    t_pos, k_pos = names.index("t"), names.index("k")
-    if "t*" in order and t_pos < k_pos:
-        return (f"order {','.join(order)}: the parallel timestep loop is outside the k-reduction, so "
-                "timestep t+1 would fire before timestep t's membrane is known; put t* inside k, or make t sequential")
-    return None
-
-
-@irdl_attr_definition
-class ScheduleAttr(ParametrizedAttribute):
-    """The explicit schedule of one synapse layer (and the LIF it feeds).
-
-    #snn.schedule<dataflow = "ftp", order = "m,n,k,t*", batch = 0, group = -1, tile_rows = 0>
-      dataflow   ftp | ip-seq | op | gust: the loop nest the lowering emits (DATAFLOW_ORDERS)
-      order      the loop nest over (t, m, n, k), outermost first; "t*" = parallel lanes
-      batch      timesteps per layer visit (STEMS time batching); 0 = all T
-      group      layer-fusion group id (consecutive layers with one id share SRAM); -1 = none
-      tile_rows  output rows per fused tile; 0 = the lowering's choice
-    """
-
-    name = "snn.schedule"
-    dataflow: StringAttr
-    order: StringAttr
-    batch: IntAttr
-    group: IntAttr
-    tile_rows: IntAttr
-
-    def __init__(self, dataflow: str = "ftp", order: str | None = None, batch: int = 0,
-                 group: int = -1, tile_rows: int = 0):
-        order = order if order is not None else ",".join(DATAFLOW_ORDERS.get(dataflow, ()))
-        super().__init__(StringAttr(dataflow), StringAttr(order), IntAttr(batch), IntAttr(group), IntAttr(tile_rows))
-
-    def replace(self, **changes) -> ScheduleAttr:
-        values = {k: getattr(self, k).data for k in SCHEDULE_KEYS}
-        values.update(changes)
-        return ScheduleAttr(**values)
-
-    @property
-    def loops(self) -> tuple[str, ...]:
-        return tuple(self.order.data.split(","))
-
-    @classmethod
-    def parse_parameters(cls, parser: AttrParser) -> list[Attribute]:
-        values: dict[str, Attribute] = {}
-        parser.parse_punctuation("<")
-        while True:
-            key = parser.parse_identifier()
-            if key not in SCHEDULE_KEYS or key in values:
-                parser.raise_error(f"snn.schedule: unexpected key {key!r} (keys: {', '.join(SCHEDULE_KEYS)})")
-            parser.parse_punctuation("=")
-            if key in ("dataflow", "order"):
-                values[key] = StringAttr(parser.parse_str_literal())
-            else:
-                values[key] = IntAttr(parser.parse_integer(allow_boolean=False))
-            if parser.parse_optional_punctuation(",") is None:
-                break
-        parser.parse_punctuation(">")
-        missing = [k for k in SCHEDULE_KEYS if k not in values]
-        if missing:
-            parser.raise_error(f"snn.schedule: missing {', '.join(missing)}")
-        return [values[k] for k in SCHEDULE_KEYS]
-
-    def print_parameters(self, printer: Printer) -> None:
-        printer.print_string(
-            f'<dataflow = "{self.dataflow.data}", order = "{self.order.data}", batch = {self.batch.data}, '
-            f"group = {self.group.data}, tile_rows = {self.tile_rows.data}>"
-        )
-
-    def verify(self) -> None:
-        dataflow, loops = self.dataflow.data, self.loops
-        if dataflow not in DATAFLOW_ORDERS:
-            raise VerifyException(f"snn.schedule: dataflow {dataflow!r}, expected one of {sorted(DATAFLOW_ORDERS)}")
-        error = loop_order_error(loops)
-        if error:
-            raise VerifyException(f"snn.schedule: illegal loop nest: {error}")
-        if loops != DATAFLOW_ORDERS[dataflow]:
-            raise VerifyException(
-                f"snn.schedule: dataflow {dataflow} is the loop nest {','.join(DATAFLOW_ORDERS[dataflow])}, "
-                f"not {','.join(loops)}")
-        if self.batch.data < 0 or self.tile_rows.data < 0 or self.group.data < -1:
-            raise VerifyException("snn.schedule: batch and tile_rows must be >= 0, group >= -1")
-
-
-def schedule_of(op: IRDLOperation) -> ScheduleAttr | None:
-    attr = op.attributes.get(SCHEDULE_ATTR)
-    return attr if isinstance(attr, ScheduleAttr) else None
-
-
-# --------------------------------------------------------------------------------------
-# Ops
+# Layer ops
 # --------------------------------------------------------------------------------------
 
 _LAYER_FORMAT = "$input attr-dict `:` type($input) `->` type($output)"
@@ -520,7 +360,7 @@ class MaxPool2dOp(_Pool2dOp):
     name = "snn.max_pool2d"
 
     def _verify_kinds(self) -> None:
-        if is_spikes(self.input.type) != is_spikes(self.output.type):  # packed or not may differ
+        if is_spikes(self.input.type) != is_spikes(self.output.type):
             raise VerifyException(f"{self.name}: result kind must equal input kind")
 
 
@@ -547,7 +387,7 @@ class ReshapeOp(_LayerOp):
 
     def verify_(self) -> None:
         self._check_timesteps(self.input, self.output)
-        if is_spikes(self.input.type) != is_spikes(self.output.type):  # packed or not may differ
+        if is_spikes(self.input.type) != is_spikes(self.output.type):
             raise VerifyException(f"{self.name}: result kind must equal input kind")
         ins, outs = train_type_of(self.input).get_shape(), train_type_of(self.output).get_shape()
         if int(np.prod(ins)) != int(np.prod(outs)):
@@ -687,7 +527,7 @@ class LIFOp(_LayerOp):
 SNN = Dialect(
     "snn",
     [DenseOp, Conv2dOp, MaxPool2dOp, AvgPool2dOp, ReshapeOp, AddOp, SpikeLogicOp, LIFOp],
-    [SpikeTrainType, PackedSpikeTrainType, TrainType, ScheduleAttr],
+    [SpikeTrainType, TrainType],
 )
 
 # Attribute names on func.func arguments/results carrying the ONNX I/O names.

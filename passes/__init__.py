@@ -6,9 +6,10 @@ Built-in passes are registered lazily by name (the xDSL convention), so the
 entry-point group `snnc.passes` (name = pass name, value = "module:Class") or
 explicitly with `--load-pass module:Class`.
 
-Every pass class may set `ir_level = "snn"` (runs before lowering, the default)
-or `ir_level = "accel"` (runs after `convert-snn-to-accel`); the compiler
-pipeline uses it to place user passes around the lowering.
+Every pass class may set `ir_level` to "snn" (the default: before quantise),
+"loop" (the loop level, after convert-snn-to-loops: where the scheduling passes
+work) or "accel" (after convert-loops-to-accel); the compiler pipeline
+(compiler/pipeline.py) uses it to place user passes among the lowering stages.
 """
 
 from __future__ import annotations
@@ -24,58 +25,34 @@ from snnc.backend.errors import SnncError
 PLUGIN_GROUP = "snnc.passes"
 
 
-def _convert_snn_to_accel() -> type[ModulePass]:
-    from snnc.passes.convert_snn_to_accel import ConvertSnnToAccel
+def _lazy(module: str, cls: str) -> Callable[[], type[ModulePass]]:
+    def load() -> type[ModulePass]:
+        return getattr(importlib.import_module(f"snnc.passes.{module}"), cls)
 
-    return ConvertSnnToAccel
-
-
-def _loop_reorder() -> type[ModulePass]:
-    from snnc.passes.loop_reorder import LoopReorder
-
-    return LoopReorder
+    return load
 
 
-def _time_batch() -> type[ModulePass]:
-    from snnc.passes.time_batch import TimeBatch
-
-    return TimeBatch
-
-
-def _spike_pack() -> type[ModulePass]:
-    from snnc.passes.spike_pack import SpikePack
-
-    return SpikePack
-
-
-def _layer_fuse() -> type[ModulePass]:
-    from snnc.passes.layer_fuse import LayerFuse
-
-    return LayerFuse
-
-
-def _compress_weights() -> type[ModulePass]:
-    from snnc.passes.compress_weights import CompressWeights
-
-    return CompressWeights
-
-
-def _dma_prefetch() -> type[ModulePass]:
-    from snnc.passes.dma_prefetch import DmaPrefetch
-
-    return DmaPrefetch
+# name -> (module, class), in pipeline order (compiler/pipeline.py)
+BUILTIN_PASSES = {
+    "quantise": ("quantise", "Quantise"),
+    "convert-snn-to-loops": ("convert_snn_to_loops", "ConvertSnnToLoops"),
+    "compress-weights": ("compress_weights", "CompressWeights"),
+    "loop-reorder": ("loop_reorder", "LoopReorder"),
+    "time-batch": ("time_batch", "TimeBatch"),
+    "layer-fuse": ("layer_fuse", "LayerFuse"),
+    "spike-pack": ("spike_pack", "SpikePack"),
+    "tile-sizes": ("tile_sizes", "TileSizes"),
+    "hoist-loads": ("hoist_loads", "HoistLoads"),
+    "sram-alloc": ("sram_alloc", "SramAlloc"),
+    "dram-alloc": ("dram_alloc", "DramAlloc"),
+    "convert-loops-to-accel": ("convert_loops_to_accel", "ConvertLoopsToAccel"),
+    "insert-barriers": ("insert_barriers", "InsertBarriers"),
+    "dma-prefetch": ("dma_prefetch", "DmaPrefetch"),
+}
 
 
 def get_builtin_passes() -> dict[str, Callable[[], type[ModulePass]]]:
-    return {
-        "convert-snn-to-accel": _convert_snn_to_accel,
-        "loop-reorder": _loop_reorder,
-        "time-batch": _time_batch,
-        "spike-pack": _spike_pack,
-        "compress-weights": _compress_weights,
-        "layer-fuse": _layer_fuse,
-        "dma-prefetch": _dma_prefetch,
-    }
+    return {name: _lazy(module, cls) for name, (module, cls) in BUILTIN_PASSES.items()}
 
 
 def load_pass_class(spec: str) -> type[ModulePass]:

@@ -1,60 +1,147 @@
 """compress-weights: store every synapse layer's weights as bitmask fibers (LoAS §IV-A).
 
 CONTRACT
-  Requires: snn-level IR (before convert-snn-to-accel), one func.func @main.
+  Requires: loop-level IR (after convert-snn-to-loops), before tile-sizes.
   Guarantees:
-    * Every snn.dense / snn.conv2d in @main gets the unit attribute
-      `snn.compressed_weights`: the lowering stores its weights column-wise as
-      bitmask fibers, one per output channel (pointer, bitmask of K bits, the
-      non-zero weights), and loads them with dma.load_bm, so only the
-      compressed bytes move from DRAM.
-    * The fibers stay compressed in SRAM (LoAS's FiberCache): dma.load_bm with
-      KEEP_COMPRESSED, syn with COMPRESSED_WEIGHTS. A weight buffer is sized by
-      its channel tile's fiber bytes, so tiles hold more output channels than
-      with dense [chs][K] tiles. A layer streamed in row bands (its kernel does
-      not fit) keeps dense band buffers.
-    * Spike values and their types are untouched (unlike spike-pack, which also
-      packs spikes and calls this with its `weights` option); outputs are
-      identical.
-    * The fibers of a layer lie back to back in DRAM (isa.DmaFlags.PACKED: the
-      DRAM image and prog.bin hold only the compressed bytes); each channel
-      tile's dma.load_bm starts at its first fiber.
+    * The weights global of every `tile.syn` becomes its fibers: one per output
+      channel (a 4-byte pointer, a bitmask of its kh*kw*Cs_in weights, the non-zero
+      weights), packed back to back in DRAM (isa.DmaFlags.PACKED: the DRAM image and
+      prog.bin hold only the compressed bytes): `memref<bytes x i8>` with
+      `tile.fiber_offsets` (N+1 fiber starts), `tile.fiber_shape` ([N, kh, kw, Cs_in])
+      and `tile.fiber_bits` (8 or 16).
+    * The weight buffers hold the fibers as they are (LoAS's FiberCache): a buffer is
+      as large as its largest channel tile's fibers, so tiles hold more output
+      channels than dense [chs][K] tiles; the final lowering loads them with
+      dma.load_bm (KEEP_COMPRESSED) and marks the syn COMPRESSED_WEIGHTS.
+    * Values are unchanged.
   Options: none.
-
-LoAS keeps fiber-B compressed in DRAM and in its FiberCache (§IV-D); without
-this pass snnc moves the dense 8-bit weights, which for a 98%-sparse layer is
-about 7x the compressed bytes. It is the first pass of the default pipeline.
+LoAS keeps fiber-B compressed in DRAM and in its FiberCache (§IV-D); without this
+pass snnc moves the dense 8-bit weights, which for a 98%-sparse layer is about 7x
+the compressed bytes. It is the first pass of the default pipeline.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
-from snnc.dialects.snn import Conv2dOp, DenseOp, main_function
-from snnc.passes.convert_snn_to_accel import COMPRESSED_WEIGHTS_ATTR
+import numpy as np
 from xdsl.context import Context
-from xdsl.dialects.builtin import ModuleOp, UnitAttr
-from xdsl.ir import Block
+from xdsl.dialects import memref
+from xdsl.dialects.builtin import BytesAttr, DenseArrayBase, DenseIntOrFPElementsAttr, IntegerType, MemRefType, \
+    ModuleOp, TensorType, i64
 from xdsl.passes import ModulePass
+from xdsl.rewriter import Rewriter
+
+from snnc.backend import isa
+from snnc.dialects import tile
+from snnc.passes.footprints import FIBER_OFFSETS_ATTR, buffer_of, global_of, infer_buffer_types
+from snnc.passes.loop_module import kernels, layer_table, module_timesteps
+
+FIBER_SHAPE_ATTR = "tile.fiber_shape"
+FIBER_BITS_ATTR = "tile.fiber_bits"
 
 
-def compress_synapse_weights(block: Block) -> int:
-    """Mark every synapse op of `block` as having compressed weights; returns how many."""
-    marked = 0
-    for op in block.ops:
-        if isinstance(op, DenseOp | Conv2dOp):
-            op.attributes[COMPRESSED_WEIGHTS_ATTR] = UnitAttr()
-            marked += 1
-    return marked
+def fiber_bytes(q: np.ndarray, nbytes: int) -> np.ndarray:
+    """Per output channel: the bytes of its compressed weight fiber (pointer, bitmask, non-zeros)."""
+    flat = np.asarray(q).reshape(q.shape[0], -1)
+    return isa.FIBER_HEADER_BYTES + (flat.shape[1] + 7) // 8 + np.count_nonzero(flat, axis=1) * nbytes
+
+
+def weight_fibers(q: np.ndarray, nbytes: int) -> tuple[bytes, np.ndarray]:
+    """Weights [N][kh][kw][Cs] (little-endian ints of `nbytes`) compressed column-wise: one fiber
+    per output channel, packed back to back. Returns the bytes and the N+1 fiber starts."""
+    dense = np.ascontiguousarray(q).view(f"<u{nbytes}").reshape(q.shape[0], -1)
+    n, elems = dense.shape
+    keep = dense != 0
+    meta = isa.FIBER_HEADER_BYTES + (elems + 7) // 8
+    offsets = np.concatenate([[0], np.cumsum(fiber_bytes(dense, nbytes))]).astype(np.int64)
+    out = np.zeros(int(offsets[-1]), dtype=np.uint8)
+    headers = (offsets[:-1, None] + np.arange(meta)).reshape(-1)
+    out[headers] = np.concatenate([keep.sum(axis=1).astype("<u4").view(np.uint8).reshape(n, 4),
+                                   np.packbits(keep, axis=1, bitorder="little")], axis=1).reshape(-1)
+    # every other byte is a non-zero weight, in order (row-major: channel by channel)
+    values = np.ones(out.size, dtype=bool)
+    values[headers] = False
+    out[values] = dense[keep].view(np.uint8)
+    return out.tobytes(), offsets
+
+
+def is_compressed(glob: memref.GlobalOp) -> bool:
+    return FIBER_OFFSETS_ATTR in glob.attributes
+
+
+def compress_global(glob: memref.GlobalOp, module: ModuleOp) -> None:
+    """Replace a dense weights global by its fibers (and retype every memref.get_global of it)."""
+    shape = tuple(glob.type.get_shape())
+    bits = glob.type.element_type.width.data
+    ints = np.frombuffer(glob.initial_value.data.data, dtype=f"<i{bits // 8}").reshape(shape)
+    data, offsets = weight_fibers(ints, bits // 8)
+    new_type = MemRefType(IntegerType(8), [len(data)], memory_space=tile.DRAM)
+    glob.type = new_type
+    glob.initial_value = DenseIntOrFPElementsAttr(TensorType(IntegerType(8), [len(data)]), BytesAttr(data))
+    glob.attributes[FIBER_OFFSETS_ATTR] = DenseArrayBase.from_list(i64, [int(o) for o in offsets])
+    glob.attributes[FIBER_SHAPE_ATTR] = DenseArrayBase.from_list(i64, list(shape))
+    glob.attributes[FIBER_BITS_ATTR] = DenseArrayBase.from_list(i64, [bits])
+    for op in module.walk():
+        if isinstance(op, memref.GetGlobalOp) and op.name_.root_reference.data == glob.sym_name.data:
+            hint = op.memref.name_hint
+            Rewriter.replace_value_with_new_type(op.memref, new_type)
+            op.memref.name_hint = hint
+
+
+def dense_weights(glob: memref.GlobalOp) -> np.ndarray:
+    """The integer weights [N][kh][kw][Cs] of a weights global, dense or compressed."""
+    if not is_compressed(glob):
+        bits = glob.type.element_type.width.data
+        return np.frombuffer(glob.initial_value.data.data, dtype=f"<i{bits // 8}").reshape(glob.type.get_shape())
+    shape = [int(v) for v in glob.attributes[FIBER_SHAPE_ATTR].get_values()]
+    nbytes = int(glob.attributes[FIBER_BITS_ATTR].get_values()[0]) // 8
+    offsets = [int(v) for v in glob.attributes[FIBER_OFFSETS_ATTR].get_values()]
+    data = np.frombuffer(glob.initial_value.data.data, dtype=np.uint8)
+    elems = math.prod(shape[1:])
+    meta = isa.FIBER_HEADER_BYTES + (elems + 7) // 8
+    out = np.zeros((shape[0], elems), dtype=f"<i{nbytes}")
+    for n in range(shape[0]):
+        start = offsets[n]
+        keep = np.unpackbits(data[start + isa.FIBER_HEADER_BYTES:start + meta], bitorder="little")[:elems].astype(bool)
+        out[n, keep] = data[start + meta:offsets[n + 1]].view(f"<i{nbytes}")
+    return out.reshape(shape)
+
+
+def fiber_layout(glob: memref.GlobalOp) -> tuple[int, int]:
+    """(weights per fiber, bits per weight) of a compressed global."""
+    shape = [int(v) for v in glob.attributes[FIBER_SHAPE_ATTR].get_values()]
+    return math.prod(shape[1:]), int(glob.attributes[FIBER_BITS_ATTR].get_values()[0])
+
+
+def weight_globals(kernel: tile.KernelOp) -> list[memref.GlobalOp]:
+    """The globals the kernel's syn ops read their weights from (through a load_const)."""
+    found: list[memref.GlobalOp] = []
+    for op in kernel.body.walk():
+        if not isinstance(op, tile.SynOp):
+            continue
+        buf = buffer_of(op.weights)
+        for use in buf.result.uses:
+            if isinstance(use.operation, tile.LoadConstOp):
+                glob = global_of(use.operation.src)
+                if glob is not None and glob not in found:
+                    found.append(glob)
+    return found
 
 
 @dataclass(frozen=True)
 class CompressWeights(ModulePass):
-    """Store synapse weights as bitmask fibers in DRAM (only the compressed bytes move)."""
+    """Store synapse weights as bitmask fibers in DRAM, kept compressed in SRAM."""
 
     name = "compress-weights"
-    ir_level: ClassVar[str] = "snn"
+    ir_level: ClassVar[str] = "loop"
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        compress_synapse_weights(main_function(op).body.block)
+        layers, timesteps = layer_table(op), module_timesteps(op)
+        for kernel in kernels(op):
+            for glob in weight_globals(kernel):
+                if not is_compressed(glob):
+                    compress_global(glob, op)
+            infer_buffer_types(kernel.body.block, layers, timesteps)

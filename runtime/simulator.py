@@ -242,8 +242,18 @@ def _expand_fibers(raw: np.ndarray, counts: np.ndarray, keep: np.ndarray, eb: in
     return dense
 
 
+def _fiber_byte_offsets(n: int, elems: int, wb: int, layout: tuple[int, int, int]) -> np.ndarray:
+    """[n, elems * wb] SRAM byte offsets of the expanded fibers under `isa.fiber_tile_offsets`."""
+    stride, run, step = layout
+    j = np.arange(elems, dtype=np.int64)
+    element = (j // run) * step + (j % run) * wb
+    starts = np.arange(n, dtype=np.int64)[:, None] * stride + element[None, :]
+    return (starts[..., None] + np.arange(wb, dtype=np.int64)).reshape(n, elems * wb)
+
+
 def _dma_bm(ctx: _Context, where: str, f, load: bool) -> Effect:
-    """Bitmask-compressed fibers (isa.fiber_slot_bytes) <-> a dense SRAM tile [fibers][fiber_elems].
+    """Bitmask-compressed fibers (isa.fiber_slot_bytes) <-> a dense SRAM tile [fibers][fiber_elems]
+    (or, with sram_stride / run_elems / run_stride, fibers laid out strided: a channel slice).
 
     load: expand each fiber's `count` non-zero words to their bitmask positions (zeros elsewhere);
     with DmaFlags.PACKED the fibers lie back to back in DRAM; with KEEP_COMPRESSED they are
@@ -271,6 +281,8 @@ def _dma_bm(ctx: _Context, where: str, f, load: bool) -> Effect:
         raw = m.dram.span(f.dram_addr, n * slot, where + ".dram_addr").reshape(n, slot)
         starts = f.dram_addr + np.arange(n, dtype=np.int64) * slot
     sram_size = n * elems * wb
+    layout = isa.fiber_tile_offsets(n, elems, wb, f.sram_stride, f.run_elems, f.run_stride)
+    extent = isa.fiber_tile_extent(n, elems, wb, f.sram_stride, f.run_elems, f.run_stride)  # a channel slice
     if keep_compressed:  # LoAS's FiberCache: the fibers go to SRAM as they are, back to back
         counts, keep = _fiber_counts(raw, elems, where)
         sizes = meta + (counts * eb + 7) // 8
@@ -282,9 +294,17 @@ def _dma_bm(ctx: _Context, where: str, f, load: bool) -> Effect:
     elif load:
         counts, keep = _fiber_counts(raw, elems, where)
         dense = _expand_fibers(raw, counts, keep, eb, dt)
-        m.sram.write(f.sram_addr, dense, where + ".sram_addr")
+        if layout is None:
+            m.sram.write(f.sram_addr, dense, where + ".sram_addr")
+        else:
+            region = m.sram.span(f.sram_addr, extent, where + ".sram_addr")
+            region[_fiber_byte_offsets(n, elems, wb, layout)] = np.ascontiguousarray(dense).view(np.uint8).reshape(n, -1)
     else:
-        dense = m.sram.read(f.sram_addr, dt, n * elems, where + ".sram_addr").reshape(n, elems)
+        if layout is None:
+            dense = m.sram.read(f.sram_addr, dt, n * elems, where + ".sram_addr").reshape(n, elems)
+        else:
+            region = m.sram.span(f.sram_addr, extent, where + ".sram_addr")
+            dense = np.ascontiguousarray(region[_fiber_byte_offsets(n, elems, wb, layout)]).view(dt).reshape(n, elems)
         keep = dense != 0
         if eb < 8 * wb:  # an element is the low elem_bits bits of its SRAM word
             dense = dense & np.asarray((1 << eb) - 1, dtype=dt)

@@ -290,7 +290,7 @@ def test_print_ir_after_all(vgg_small, tmp_path, capsys):
     assert run_cli(vgg_small[0], "-o", tmp_path / "p.bin", "--print-ir-after-all") == 0
     captured = capsys.readouterr()
     err = captured.err
-    assert "IR after import-onnx" in err and "IR after convert-snn-to-accel" in err
+    assert "IR after import-onnx" in err and "IR after convert-snn-to-loops" in err and "IR after convert-loops-to-accel" in err
     assert "dense_resource<__elided__>" in err and 'dense<"0x' not in err and captured.out == ""
     assert run_cli(vgg_small[0], "-o", tmp_path / "p.bin", "--print-ir-after-all", "--no-elide") == 0
     assert 'dense<"0x' in capsys.readouterr().err
@@ -304,7 +304,10 @@ def test_disasm(vgg_program, capsys):
 
 def test_passes_lists_lowering(capsys):
     assert run_cli("passes") == 0
-    assert "convert-snn-to-accel" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "every compile runs: quantise,convert-snn-to-loops,compress-weights,loop-reorder" in out
+    for stage in ("tile-sizes", "sram-alloc", "convert-loops-to-accel", "insert-barriers"):
+        assert f"{stage}" in out and "lowering stage" in out
 
 
 def test_console_script_exit_code_and_no_traceback(tmp_path):

@@ -32,7 +32,7 @@ from snnc.dialects.snn import (
     int_array,
     tensor_attr,
 )
-from snnc.passes.convert_snn_to_accel import ConvertSnnToAccel
+from snnc.compiler.pipeline import CompileOptions, lower_module
 from snnc.passes.numerics import (
     choose_neuron_numbers,
     choose_weight_scales,
@@ -104,11 +104,15 @@ class Net:
         return module
 
 
+COMPILE_OPTIONS = ("hw", "weight_bits", "weight_scales", "input_frac_bits", "passes")
+
+
 def lower(module: ModuleOp, **options) -> ModuleOp:
-    lowered = module.clone()
-    ConvertSnnToAccel(**options).apply(Context(), lowered)
-    lowered.verify()
-    return lowered
+    """The whole lowering (quantise ... insert-barriers) with no scheduling passes unless
+    `passes` is given; other options go to the lowering stages (sram_bytes, ...)."""
+    compile_options = CompileOptions(**{"passes": "", **{k: v for k, v in options.items() if k in COMPILE_OPTIONS}})
+    stage = {k: v for k, v in options.items() if k not in COMPILE_OPTIONS}
+    return lower_module(module.clone(), compile_options, **stage)
 
 
 def program_of(module: ModuleOp) -> accel.ProgramOp:
@@ -319,9 +323,13 @@ def test_lowered_ir_round_trips_and_is_deterministic(net, sram):
 def test_pass_options_parse_from_a_pipeline_spec():
     from xdsl.utils.arg_spec import parse_pipeline
 
-    (spec,) = parse_pipeline("convert-snn-to-accel{weight_bits=4 hw=loas input_abs_max=2.0 sram_bytes=8192}")
-    p = ConvertSnnToAccel.from_pass_spec(spec)
-    assert (p.weight_bits, p.hw, p.input_abs_max, p.sram_bytes) == (4, "loas", 2.0, 8192)
+    from snnc.passes.convert_snn_to_loops import ConvertSnnToLoops
+    from snnc.passes.quantise import Quantise
+
+    quantise_spec, convert_spec = parse_pipeline(
+        "quantise{weight_bits=4 hw=loas input_abs_max=2.0},convert-snn-to-loops{hw=loas sram_bytes=8192}")
+    q, c = Quantise.from_pass_spec(quantise_spec), ConvertSnnToLoops.from_pass_spec(convert_spec)
+    assert (q.weight_bits, q.hw, q.input_abs_max, c.sram_bytes) == (4, "loas", 2.0, 8192)
     program = program_of(lower(conv_lif_net(), weight_bits=4, sram_bytes=8192))
     assert program.sram_size.data == 8192 and program.layers()[0].get("weight_bytes") == 1
 

@@ -16,7 +16,7 @@ from snnc.backend.isa import Opcode
 from snnc.compiler.pipeline import print_ir
 from snnc.dialects import make_context
 from snnc.passes import get_builtin_passes, pass_level
-from snnc.passes.convert_snn_to_accel import COMPRESSED_WEIGHTS_ATTR
+from snnc.passes.footprints import FIBER_OFFSETS_ATTR
 from snnc.runtime import simulate
 from xdsl.parser import Parser
 
@@ -49,18 +49,19 @@ def test_weights_move_compressed_and_only_the_weights_change():
         assert dram(compressed.report, operand) == dram(dense.report, operand)
 
 
-def test_marks_every_synapse_and_round_trips_as_text():
+def test_every_weight_constant_becomes_fibers_and_round_trips_as_text():
     result, _ = run("mlp", "compress-weights")
-    text = result.snn_ir
-    assert text.count(COMPRESSED_WEIGHTS_ATTR) == text.count("snn.dense") + text.count("snn.conv2d") > 0
+    text = result.loop_ir
+    weights = [line for line in text.splitlines() if "memref.global" in line and 'sym_name = "w_' in line]
+    assert weights and all(FIBER_OFFSETS_ATTR in line and "xi8" in line for line in weights)
     module = Parser(make_context(), text).parse_module()
     module.verify()
     assert print_ir(module) == text
 
 
-def test_registered_at_the_snn_level():
+def test_registered_at_the_loop_level():
     cls = get_builtin_passes()["compress-weights"]()
-    assert cls.name == "compress-weights" and pass_level(cls) == "snn"
+    assert cls.name == "compress-weights" and pass_level(cls) == "loop"
 
 
 def _first_fiber_load(image):

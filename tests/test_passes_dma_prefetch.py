@@ -122,14 +122,20 @@ def test_channel_tiles_double_buffer_their_weights(tmp_path):
 
 
 def test_consecutive_layers_use_opposite_ends_of_the_sram():
-    """_SramPlan: every other layer allocates downwards from the top of its SRAM, and the
-    last visit of a layer takes the buffer set allocated first (`_last_first`), nearest its
-    end, so the next layer's first loads need not wait for it."""
-    from snnc.passes.convert_snn_to_accel import SRAM_ALIGN, _last_first, _SramPlan
+    """sram-alloc: every other kernel allocates downwards from the top of its SRAM, and the
+    last visit of a kernel takes the buffer set allocated first, nearest its end, so the
+    next kernel's first loads need not wait for it."""
+    from snnc.passes.sram_alloc import SRAM_ALIGN, SramPlan
 
-    up, down = _SramPlan(), _SramPlan(limit=64 * SRAM_ALIGN, descending=True)
-    assert [up.take(SRAM_ALIGN), up.take(3)] == [0, SRAM_ALIGN]
-    assert [down.take(SRAM_ALIGN), down.take(3)] == [63 * SRAM_ALIGN, 62 * SRAM_ALIGN]
-    first, second = {"set": 0}, {"set": 1}
-    assert _last_first([first, second], 4) == [second, first]  # visit 3 uses index 1: the first set
-    assert _last_first([first, second], 3) == [first, second]  # visit 2 uses index 0
+    up, down = SramPlan(64 * SRAM_ALIGN, False, "a"), SramPlan(64 * SRAM_ALIGN, True, "b")
+    assert [up.take(SRAM_ALIGN, "x"), up.take(3, "y")] == [0, SRAM_ALIGN]
+    assert [down.take(SRAM_ALIGN, "x"), down.take(3, "y")] == [63 * SRAM_ALIGN, 62 * SRAM_ALIGN]
+    result, _ = run("mlp", "")
+    program = [o for o in result.accel_module.ops][0]
+    syns = [op for op in program.instructions() if op.name == "accel.syn"]
+    by_layer: dict[str, list[int]] = {}
+    for op in syns:
+        by_layer.setdefault(op.layer_symbol, []).append(op.field_values()["acc_addr"])
+    starts = [min(addrs) for addrs in by_layer.values()]  # kernels fc1, fc2, (the residual add), fc3
+    half = program.sram_size.data // 2
+    assert starts[0] < half < starts[1] and starts[2] > half  # first, second and fourth kernel

@@ -12,12 +12,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 
 from xdsl.parser import Parser
 
-from snnc.backend.binformat import load_program_file
+from snnc.backend.binformat import decode_instructions, load_program_file
 from snnc.backend.errors import SnncError
 from snnc.compiler import zoo
 from snnc.compiler.pipeline import CompileOptions, compile_model, print_ir
@@ -87,10 +88,34 @@ def test_installed_plugin_runs_in_snnc(installed, model_files, tmp_path):
 def test_installed_plugin_runs_in_snn_opt_and_round_trips(installed, model_files, tmp_path):
     _, _, mlir = model_files
     env = _env(installed)
-    out = _run([BIN / "snn-opt", mlir, "-p", "prune-weights{threshold=0.2},spike-pack"], env).stdout
-    assert "!snn.packed" in out
+    out = _run([BIN / "snn-opt", mlir, "-p", "prune-weights{threshold=0.2},quantise,convert-snn-to-loops,spike-pack"],
+               env).stdout
+    assert "spike_bitmask" in out
     module = Parser(make_context(), out).parse_module()  # parses back to the same text
     assert print_ir(module).rstrip() == out.rstrip()
+
+
+def test_installed_loop_level_plugin_reshapes_the_nest(installed, model_files, tmp_path):
+    """fixed-tiles (the second example) gives conv-free mlp's fc2 one-channel-group tiles through
+    the loop IR: the program changes (more, smaller SYNs), the outputs do not."""
+    onnx_path, inputs, _ = model_files
+    env = _env(installed)
+    plain, tiled = tmp_path / "plain.bin", tmp_path / "tiled.bin"
+    _run([BIN / "snnc", onnx_path, "-o", plain], env)
+    proc = _run([BIN / "snnc", onnx_path, "--passes", "compress-weights,fixed-tiles{layers=fc2 channels=16},dma-prefetch",
+                 "-o", tiled, "--print-ir-after-all"], env)
+    assert "IR after fixed-tiles" in proc.stderr and "tile.fixed" in proc.stderr
+    assert plain.read_bytes() != tiled.read_bytes()
+    a, b = simulate(load_program_file(plain), inputs), simulate(load_program_file(tiled), inputs)
+    assert all(np.array_equal(a.outputs[k], b.outputs[k]) for k in a.outputs)
+    def syns(path: Path) -> list[int]:  # the channels of fc2's SYN tiles
+        image = load_program_file(path)
+        index = [i for i, name in enumerate(image.layer_names) if name == "fc2"]
+        return [f["chs"] for spec, f in decode_instructions(image) if spec.mnemonic == "syn" and f["layer"] in index]
+
+    assert syns(plain) == [128] and syns(tiled) == [16] * 8  # 128 channels in tiles of 16
+    with pytest.raises(AssertionError, match="are not layers of the model"):
+        _run([BIN / "snnc", onnx_path, "--passes", "fixed-tiles{layers=nope}", "-o", tiled], env)
 
 
 def test_plugin_is_absent_without_install():

@@ -122,7 +122,7 @@ def test_spike_logic_prints_parses_and_verifies():
 
 @pytest.mark.parametrize("passes", [
     None,
-    "loop-reorder{dataflow=ip-seq},spike-pack,convert-snn-to-accel",
+    "loop-reorder{dataflow=ip-seq},spike-pack",
     "layer-fuse",
     'layer-fuse{boundaries="sew"}',  # the SEW op is a layer that can start a fusion group
 ])

@@ -1,7 +1,7 @@
 """prune-weights: zero every synapse weight whose magnitude is below a threshold.
 
 CONTRACT
-  Requires: snn-level IR (runs before convert-snn-to-accel; `ir_level = "snn"`).
+  Requires: snn-level IR (runs before quantise; `ir_level = "snn"`).
   Guarantees: every snn.dense / snn.conv2d weight w with |w| < threshold becomes
     0.0; nothing else changes. The module still verifies. Results change when a
     pruned weight mattered (that is the point: fewer matched operations).
@@ -61,7 +61,7 @@ class PruneWeights(ModulePass):
     """Zero synapse weights with |w| < threshold (magnitude pruning)."""
 
     name = "prune-weights"
-    ir_level: ClassVar[str] = "snn"  # before convert-snn-to-accel
+    ir_level: ClassVar[str] = "snn"  # before quantise and the loop level
 
     threshold: float = 0.0
 

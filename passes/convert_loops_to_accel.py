@@ -1,0 +1,320 @@
+"""convert-loops-to-accel: the loop level, one accel instruction per tile-op instance.
+
+CONTRACT
+  Requires: loop-level IR after tile-sizes, sram-alloc and dram-alloc (every buffer
+    placed, every constant and map addressed).
+  Guarantees: the module holds exactly one `accel.program` that verifies: the
+    constants (accel.const), the graph's I/O tensors (accel.io: inputs, then the
+    returned outputs in order), the layer descriptors, and the instructions the
+    kernels' nests produce when run in program order, with a BARRIER between
+    kernels (each kernel sees the previous one's results; dma-prefetch may relax
+    this). Mechanical, no choice is made here: loop bounds and index arithmetic are
+    evaluated, a rotated buffer's copy is (its rotation index mod copies), and
+      tile.load / tile.store   dma.load / dma.store of the window (one per timestep
+                               when the tile holds a channel slice), dma.load_bm /
+                               dma.store_bm for a packed map, move for a map held
+                               in SRAM (`tile.resident` offset)
+      tile.load_const          dma.load of the channel tile's bytes, or dma.load_bm of
+                               its fibers (compressed weights, kept compressed)
+      tile.syn/lif/pack/pool/add   syn / lif / pack / pool / add
+  Options: none.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+from xdsl.context import Context
+from xdsl.dialects import func, memref
+from xdsl.dialects.builtin import IntegerAttr, ModuleOp
+from xdsl.ir import Operation, SSAValue
+from xdsl.passes import ModulePass
+
+from snnc.backend import isa
+from snnc.backend.errors import CompileError
+from snnc.backend.isa import Format, SynFlags
+from snnc.dialects import accel, tile
+from snnc.dialects.snn import ONNX_NAME_ATTR
+from snnc.passes.compress_weights import fiber_layout
+from snnc.passes.convert_snn_to_loops import SHAPE_ATTR
+from snnc.passes.dram_alloc import ADDR_ATTR, DRAM_SIZE_ATTR
+from snnc.passes.synapse_split import PART_ATTR, PARTS_ATTR
+from snnc.passes.footprints import buffer_of, fiber_offsets, global_of
+from snnc.passes.loop_module import HW_ATTR, MODEL_ATTR, globals_of, kernels, layer_table, main_of, module_hw, \
+    module_timesteps
+from snnc.passes.loopnest import enclosing_loops, evaluate
+
+@dataclass(frozen=True)
+class ConvertLoopsToAccel(ModulePass):
+    """Unroll the loop level into one accel.program (mechanical)."""
+
+    name = "convert-loops-to-accel"
+    ir_level: ClassVar[str] = "loop"
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        program = _Emitter(op).program()
+        for child in list(op.body.block.ops):
+            child.detach()
+            child.erase(safe_erase=False)
+        for name in (HW_ATTR, MODEL_ATTR, "tile.timesteps", DRAM_SIZE_ATTR):
+            op.attributes.pop(name, None)
+        op.body.block.add_op(program)
+
+
+def _addr(glob: memref.GlobalOp) -> int:
+    attr = glob.attributes.get(ADDR_ATTR)
+    if not isinstance(attr, IntegerAttr):
+        raise CompileError(f"memref.global @{glob.sym_name.data} has no DRAM address: run dram-alloc first")
+    return attr.value.data
+
+
+class _Emitter:
+    def __init__(self, module: ModuleOp):
+        self.module = module
+        self.T = module_timesteps(module)
+        self.layers = layer_table(module)
+        self.ops: list[accel.InstructionOp] = []
+        self.rotation: dict[tile.AllocOp, tuple] = {}
+
+    def program(self) -> accel.ProgramOp:
+        consts = [accel.ConstOp.create_with(name, _addr(g), g.initial_value.data.data)
+                  for name, g in globals_of(self.module).items()]
+        for kernel in kernels(self.module):
+            self._barrier()
+            evaluate(kernel.body.block, {}, self._visit)
+        layers = [layer.clone() for layer in self.layers.values()]
+        attr = self.module.attributes.get(DRAM_SIZE_ATTR)
+        if not isinstance(attr, IntegerAttr):
+            raise CompileError("convert-loops-to-accel: the maps have no DRAM addresses: run dram-alloc first")
+        hw = module_hw(self.module)
+        return accel.ProgramOp.create_with(
+            [*consts, *self._io_ops(), *layers, *self.ops], model_name=self.module.attributes[MODEL_ATTR].data,
+            hw_toml=self.module.attributes[HW_ATTR].data, dram_size=attr.value.data, sram_size=hw.sram.size_bytes,
+            timesteps=self.T)
+
+    # -- I/O -----------------------------------------------------------------------------
+    def _io_ops(self) -> list[accel.IoOp]:
+        main = main_of(self.module)
+        entries = [(m.io.data, False, m, m.attributes[SHAPE_ATTR]) for m in main.body.walk()
+                   if isinstance(m, tile.MapOp) and m.io is not None]
+        ret = main.body.block.last_op
+        assert isinstance(ret, func.ReturnOp)
+        results = main.res_attrs.data if main.res_attrs else ()
+        entries += [(attrs.data[ONNX_NAME_ATTR].data, True, value.owner, attrs.data[SHAPE_ATTR])
+                    for attrs, value in zip(results, ret.arguments)]
+        ops = []
+        for name, is_output, m, shape_attr in entries:
+            t, b, h, w, cs = m.result.type.get_shape()
+            shape = tuple(int(v) for v in shape_attr.get_values())
+            multibit = m.fmt in (Format.ACT_I16, Format.ACT_I32)
+            ops.append(accel.IoOp.create_with(
+                name, is_output, shape, error_bound=m.error.value.data if is_output and multibit else None,
+                dram_addr=m.addr.data, format=m.format.data, frac_bits=m.frac.data,
+                timesteps=t, batch=b, channels=m.channels.data, channels_stored=cs, height=h, width=w))
+        return ops
+
+    # -- instructions --------------------------------------------------------------------
+    def _barrier(self) -> None:
+        if self.ops and not isinstance(self.ops[-1], accel.BarrierOp):
+            self.ops.append(accel.BarrierOp.create_with())
+
+    def _address(self, value: SSAValue, op: Operation, env: dict) -> int:
+        """The SRAM offset of the copy of buffer `value` that this instance of `op` uses."""
+        buf = buffer_of(value)
+        if buf is None:
+            raise CompileError(f"{op.name}: operand is not a tile.alloc buffer")
+        offsets = buf.offset_list()
+        if not offsets:
+            raise CompileError(f"tile.alloc '{buf.role.data}' has no SRAM offsets: run sram-alloc first")
+        if len(offsets) == 1:
+            return offsets[0]
+        return offsets[self._rotation_index(buf, op, env) % len(offsets)]
+
+    def _rotation_index(self, buf: tile.AllocOp, op: Operation, env: dict) -> int:
+        """Row-major position of the current iteration among the buffer's rotate loops around `op`."""
+        key = (buf, op)
+        loops = self.rotation.get(key)
+        if loops is None:
+            dims = buf.rotate_dims
+            loops = tuple((lp.iv, lp.op.lb, lp.step, lp.trips) for lp in enclosing_loops(op) if lp.dim in dims)
+            self.rotation[key] = loops
+        index = 0
+        for iv, lower, step, trips in loops:
+            index = index * trips + (env[iv] - env[lower]) // step
+        if "part" in buf.rotate_dims:  # statically split parts (row bands) take turns too
+            index = index * buf.attributes[PARTS_ATTR].value.data + op.attributes[PART_ATTR].value.data
+        return index
+
+    def _visit(self, op: Operation, env: dict) -> None:
+        handler = _HANDLERS.get(type(op))
+        if handler is not None:
+            handler(self, op, env)
+        elif isinstance(op, tile.KernelOp):  # a member of a fused kernel: its nest runs in place
+            evaluate(op.body.block, env, self._visit)
+        elif not isinstance(op, tile.AllocOp | memref.GetGlobalOp):
+            raise CompileError(f"convert-loops-to-accel: {op.name} has no accelerator lowering")
+
+    def _tile(self, op, env) -> dict[str, int]:
+        return dict(batch=env[op.b], t0=env[op.t0], nt=env[op.nt], row0=env[op.row0], rows=env[op.rows],
+                    ch0=env[op.ch0], chs=env[op.chs])
+
+    def _emit(self, op: accel.InstructionOp) -> None:
+        self.ops.append(op)
+
+    def _dma(self, load: bool, dram: int, sram: int, row_bytes: int, rows: int, dram_stride: int,
+             sram_stride: int) -> None:
+        if rows == 0 or row_bytes == 0:
+            return
+        cls = accel.DmaLoadOp if load else accel.DmaStoreOp
+        self._emit(cls.create_with(dram_addr=dram, sram_addr=sram, row_bytes=row_bytes, rows=rows,
+                                   dram_stride=dram_stride if rows > 1 else 0,
+                                   sram_stride=sram_stride if rows > 1 else 0))
+
+    def _window(self, op: tile.LoadOp | tile.StoreOp, env: dict) -> None:
+        load = isinstance(op, tile.LoadOp)
+        map_value, buf_value = (op.src, op.dst) if load else (op.dst, op.src)
+        map_op = map_value.owner
+        sram = self._address(buf_value, op, env)
+        c = self._tile(op, env)
+        if c["rows"] == 0:
+            return
+        if isinstance(map_op, tile.AllocOp):  # a fused map's ring buffer in SRAM
+            self._ring(load, map_op, self._address(map_value, op, env), sram, c)
+            return
+        if map_op.fmt == Format.SPIKE_BITMASK:
+            self._fibers(load, map_op, sram, c)
+            return
+        t_dim, b_dim, height, width, cs = map_op.result.type.get_shape()
+        bits = map_op.result.type.element_type.width.data
+        row_bytes = width * cs * bits // 8
+        plane = b_dim * height * row_bytes
+
+        def address(t: int, w_c: int = 0) -> int:
+            return map_op.addr.data + ((t * b_dim + c["batch"]) * height + c["row0"]) * row_bytes + w_c * bits // 8
+
+        if c["chs"] == cs:
+            step = c["rows"] * width * cs * bits // 8
+            self._dma(load, address(c["t0"]), sram, step, c["nt"], plane, step)
+            return
+        row = c["chs"] * bits // 8
+        step = c["rows"] * width * row
+        for t in range(c["nt"]):
+            self._dma(load, address(c["t0"] + t, c["ch0"]), sram + t * step, row, c["rows"] * width,
+                      cs * bits // 8, row)
+
+    def _ring(self, load: bool, ring: tile.AllocOp, base: int, sram: int, c: dict) -> None:
+        """A window of a map held in SRAM as a ring buffer [Tr][Br][R][W][Cs]: timestep t in plane
+        t mod Tr, batch element b in b mod Br, row h in slot h mod R; MOVEs to or from the tile
+        [nt][rows][W][chs], split where the rows wrap."""
+        planes, batches, slots, width, cs = ring.result.type.get_shape()
+        bits = ring.result.type.element_type.width.data
+        row_bytes, tile_row = width * cs * bits // 8, width * c["chs"] * bits // 8
+        for t in range(c["nt"]):
+            plane = base + (((c["t0"] + t) % planes) * batches + c["batch"] % batches) * slots * row_bytes
+            done = 0
+            while done < c["rows"]:
+                slot = (c["row0"] + done) % slots
+                run = min(c["rows"] - done, slots - slot)
+                ring_addr = plane + slot * row_bytes + c["ch0"] * bits // 8
+                tile_addr = sram + (t * c["rows"] + done) * tile_row
+                if c["chs"] == cs:
+                    args = (run * row_bytes, 1, 0, 0)
+                else:
+                    args = (c["chs"] * bits // 8, run * width, cs * bits // 8, c["chs"] * bits // 8)
+                src, dst = (ring_addr, tile_addr) if load else (tile_addr, ring_addr)
+                src_stride, dst_stride = (args[2], args[3]) if load else (args[3], args[2])
+                if args[0] and args[1]:
+                    self._emit(accel.MoveOp.create_with(
+                        src_addr=src, dst_addr=dst, row_bytes=args[0], rows=args[1],
+                        src_stride=src_stride if args[1] > 1 else 0, dst_stride=dst_stride if args[1] > 1 else 0))
+                done += run
+
+    def _fibers(self, load: bool, map_op: tile.MapOp, sram: int, c: dict) -> None:
+        """A packed map's window: one dma.*_bm per channel slice, `rows` fibers each, strided
+        into the channel-last SRAM tile [rows][W][chs] of all-T words."""
+        batch, height, width, cs = map_op.result.type.get_shape()
+        group = map_op.slice.data if map_op.slice is not None else cs
+        slices = cs // group
+        ch0, chs = c["ch0"], c["chs"]
+        if ch0 % group or chs % group:
+            raise CompileError(f"tile.map '{map_op.label.data}': a tile of channels {ch0}..{ch0 + chs} is not "
+                               f"whole fiber slices of {group} channels")
+        wb = isa.spike_word_bytes(self.T)
+        slot = isa.fiber_slot_bytes(width * group, self.T)
+        flags = isa.DmaFlags.SPIKES | (isa.DmaFlags.MASK_SINGLE if map_op.mask_single is not None and not load else 0)
+        cls = accel.DmaLoadBmOp if load else accel.DmaStoreBmOp
+        strides = dict(sram_stride=width * chs * wb, run_elems=group, run_stride=chs * wb)
+        if isa.fiber_tile_offsets(c["rows"], width * group, wb, **strides) is None:
+            strides = dict(sram_stride=0, run_elems=0, run_stride=0)  # back to back: the plain encoding
+        for s in range(ch0 // group, (ch0 + chs) // group):
+            self._emit(cls.create_with(
+                dram_addr=map_op.addr.data + ((c["batch"] * slices + s) * height + c["row0"]) * slot,
+                sram_addr=sram + (s * group - ch0) * wb, fibers=c["rows"], fiber_elems=width * group,
+                word_bytes=wb, elem_bits=self.T, flags=int(flags), **strides))
+
+    def _load_const(self, op: tile.LoadConstOp, env: dict) -> None:
+        glob = global_of(op.src)
+        sram = self._address(op.dst, op, env)
+        ch0, chs = env[op.ch0], env[op.chs]
+        offsets = fiber_offsets(glob)
+        if offsets is not None:  # compressed weights: their fibers, kept compressed
+            elems, bits = fiber_layout(glob)
+            self._emit(accel.DmaLoadBmOp.create_with(
+                dram_addr=_addr(glob) + offsets[ch0], sram_addr=sram, fibers=chs, fiber_elems=elems,
+                word_bytes=bits // 8, elem_bits=bits, flags=int(isa.DmaFlags.PACKED | isa.DmaFlags.KEEP_COMPRESSED),
+                sram_bytes=offsets[ch0 + chs] - offsets[ch0]))
+            return
+        shape = glob.type.get_shape()
+        per_channel = math.prod(shape[1:]) * glob.type.element_type.width.data // 8
+        self._dma(True, _addr(glob) + ch0 * per_channel, sram, chs * per_channel, 1, 0, 0)
+
+    def _syn(self, op: tile.SynOp, env: dict) -> None:
+        w_bytes = self._weight_bytes(op, env)
+        flags = (SynFlags.ACCUMULATE if op.accumulate is not None else 0) \
+            | (SynFlags.COMPRESSED_WEIGHTS if w_bytes else 0)
+        self._emit(accel.SynOp.create_with(
+            op.layer_symbol, **self._tile(op, env), in_row0=env[op.in_row0], in_rows=env[op.in_rows],
+            flags=int(flags), in_addr=self._address(op.inp, op, env), w_addr=self._address(op.weights, op, env),
+            param_addr=self._address(op.params, op, env), acc_addr=self._address(op.acc, op, env), w_bytes=w_bytes))
+
+    def _weight_bytes(self, op: tile.SynOp, env: dict) -> int:
+        """Bytes of the channel tile's fibers when the weights stay compressed in SRAM, else 0."""
+        buf = buffer_of(op.weights)
+        source = next((use.operation for use in buf.result.uses if isinstance(use.operation, tile.LoadConstOp)), None)
+        glob = global_of(source.src) if source is not None else None
+        offsets = fiber_offsets(glob) if glob is not None else None
+        if offsets is None:
+            return 0
+        ch0, chs = env[op.ch0], env[op.chs]
+        return offsets[ch0 + chs] - offsets[ch0]
+
+    def _lif(self, op: tile.LifOp, env: dict) -> None:
+        self._emit(accel.LifOp.create_with(
+            op.layer_symbol, **self._tile(op, env), acc_addr=self._address(op.acc, op, env),
+            param_addr=self._address(op.params, op, env), state_addr=self._address(op.state, op, env),
+            spk_addr=self._address(op.spk, op, env),
+            mem_addr=self._address(op.mem, op, env) if op.mem is not None else isa.NO_ADDRESS))
+
+    def _pack(self, op: tile.PackOp, env: dict) -> None:
+        self._emit(accel.PackOp.create_with(op.layer_symbol, **self._tile(op, env),
+                                            spk_addr=self._address(op.spk, op, env),
+                                            out_addr=self._address(op.out, op, env)))
+
+    def _pool(self, op: tile.PoolOp, env: dict) -> None:
+        self._emit(accel.PoolOp.create_with(op.layer_symbol, **self._tile(op, env), in_row0=env[op.in_row0],
+                                            in_rows=env[op.in_rows], in_addr=self._address(op.inp, op, env),
+                                            out_addr=self._address(op.out, op, env)))
+
+    def _add(self, op: tile.AddOp, env: dict) -> None:
+        self._emit(accel.AddOp.create_with(op.layer_symbol, **self._tile(op, env),
+                                           a_addr=self._address(op.a, op, env), b_addr=self._address(op.b_in, op, env),
+                                           out_addr=self._address(op.out, op, env)))
+
+
+_HANDLERS = {
+    tile.LoadOp: _Emitter._window, tile.StoreOp: _Emitter._window, tile.LoadConstOp: _Emitter._load_const,
+    tile.SynOp: _Emitter._syn, tile.LifOp: _Emitter._lif, tile.PackOp: _Emitter._pack,
+    tile.PoolOp: _Emitter._pool, tile.AddOp: _Emitter._add,
+}
