@@ -110,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", help="model name (see --list)")
     p.add_argument("--list", action="store_true", help="list the models")
     p.add_argument("-o", "--output", help="ONNX file to write")
-    p.add_argument("--input-out", help="also write a matching input npz")
+    p.add_argument("--input-out", help="also write a matching input npz (a model with a labelled data set, "
+                                       "e.g. digits: the whole test split, [T, N, ...] and `labels`, for snnc eval)")
     p.add_argument("--timesteps", type=int, default=None, help="T (default: the model's)")
     p.add_argument("--weight-sparsity", type=float, default=None, help="fraction of zero weights")
     p.add_argument("--weight-profile", default=None,
@@ -440,7 +441,7 @@ def cmd_disasm(args) -> int:
 
 def cmd_zoo(args) -> int:
     from snnc.compiler.fileio import atomic_write_bytes, save_npz
-    from snnc.compiler.zoo import ZOO, build
+    from snnc.compiler.zoo import ZOO, build, build_dataset
 
     if args.list or not args.name:
         if not args.list:
@@ -460,6 +461,8 @@ def cmd_zoo(args) -> int:
                               residual=args.residual, weight_profile=args.weight_profile,
                               spike_profile=args.spike_profile, filter_spread=args.filter_spread,
                               on_layer=status.calibrating if status else None)
+    if args.input_out and ZOO[args.name].dataset is not None:  # the labelled test split, for `snnc eval`
+        inputs = build_dataset(args.name, timesteps=args.timesteps)
     atomic_write_bytes(args.output, model.SerializeToString())
     if args.input_out:
         save_npz(args.input_out, inputs)
