@@ -62,6 +62,9 @@ def _add_compile_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-elide", action="store_true",
                    help="IR text (--emit, --print-ir-after-all): print every constant in full, as text that "
                         "parses back (default: constants of over 16 elements print as dense_resource<__elided__>)")
+    p.add_argument("--exit-checks", nargs="?", const="", default=None, metavar="OUTPUT",
+                   help="ELSA early exit: an exit.check after each timestep of the classifier output OUTPUT "
+                        "(default: the only graph output); set the confidence with snnc run/eval --exit-confidence")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write COMPUTE_REPORT.csv, MEMORY_REPORT.csv, ENERGY_REPORT.csv to DIR")
     p.add_argument("--functional", action="store_true", help="skip the timing model (faster)")
     p.add_argument("--quiet", action="store_true", help="do not print the per-layer table")
+    p.add_argument("--exit-confidence", type=float, default=None, metavar="P",
+                   help="halt at the first exit.check whose top softmax probability is >= P, 0 < P <= 1 (a program "
+                        "compiled with --exit-checks); the report gives the exit next to the full run")
 
     p = sub.add_parser(
         "verify", help="compile, simulate and compare with onnxruntime",
@@ -168,6 +174,7 @@ def _compile_options(args):
         passes=args.passes, load_passes=tuple(args.load_pass),
         print_ir_after_all=args.print_ir_after_all, dt=args.dt, timesteps=args.timesteps,
         elide_constants=not args.no_elide,
+        exit_checks=args.exit_checks,
     )
 
 
@@ -284,16 +291,20 @@ _FILE_WIDTH = 400  # a piped table is as wide as its columns need, up to this
 def cmd_run(args) -> int:
     from snnc.compiler.fileio import atomic_write_text, load_npz, save_npz
     from snnc.runtime import load_program, simulate
+    from snnc.runtime.exit_rule import threshold_register
     from snnc.runtime.files import ensure_directory
     from snnc.runtime.report import report_to_json, write_csv_reports
 
     # Every check that can fail comes before the first file is written.
     if args.csv and args.functional:
         raise SnncError("run: --csv needs the timing model (drop --functional)")
+    if args.exit_confidence is not None:
+        threshold_register(args.exit_confidence)  # a bad threshold fails before any work
     image = load_program(args.program)
     inputs = load_npz(args.input)
     csv_dir = ensure_directory(args.csv) if args.csv else None
-    result = simulate(image, inputs, functional=args.functional, progress=sys.stderr.isatty())
+    result = simulate(image, inputs, functional=args.functional, progress=sys.stderr.isatty(),
+                      exit_confidence=args.exit_confidence)
     if args.output:
         save_npz(args.output, result.outputs)
     if args.report:
@@ -304,6 +315,9 @@ def cmd_run(args) -> int:
         from snnc.runtime.report import report_tables
 
         _print_tables(report_tables(result.report, f"{args.program}", details=False))
+    exit_info = result.report.get("exit")
+    if exit_info is not None and not args.quiet:
+        _console(stdout=True).print(_exit_line(exit_info))
     return 0
 
 
@@ -311,6 +325,20 @@ def _print_tables(tables) -> None:
     console = _console(stdout=True)
     for table in tables:
         console.print(table)
+
+
+def _exit_line(exit_info: dict) -> str:
+    """One line on the early exit of `snnc run --exit-confidence`."""
+    head = f"exit confidence {exit_info['threshold']:.6g}: "
+    if exit_info["timestep"] is None:
+        return head + "never confident, ran all timesteps"
+    text = head + f"exit after timestep {exit_info['timestep']}"
+    if exit_info["cycles"] is not None and exit_info.get("full_cycles"):
+        text += (f", {exit_info['cycles']:,} of {exit_info['full_cycles']:,} cycles "
+                 f"({100 * exit_info['latency_reduction']:.1f} % less), "
+                 f"{exit_info['energy_pj'] / 1e3:,.2f} of {exit_info['full_energy_pj'] / 1e3:,.2f} nJ "
+                 f"({100 * exit_info['energy_reduction']:.1f} % less)")
+    return text
 
 
 def cmd_report(args) -> int:

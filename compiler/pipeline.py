@@ -5,6 +5,7 @@
       2. snn-level passes  user --passes / default -> snn dialect          (verified after each)
       3. lowering          convert-snn-to-accel    -> accel dialect        (verified)
       4. accel-level passes                        -> accel dialect        (verified after each)
+                           then exit-checks when asked for (CompileOptions.exit_checks, --exit-checks)
       5. backend           encode + write_program  -> prog.bin bytes
 
 Passes given with `--passes` use xdsl-opt's pipeline syntax. Each pass class
@@ -46,6 +47,9 @@ from snnc.passes import get_all_passes, pass_level
 # whole rows of all channels).
 DEFAULT_PIPELINE = "compress-weights,loop-reorder{dataflow=ftp},dma-prefetch"
 LOWERING_PASS = "convert-snn-to-accel"
+# ELSA early exit (`--exit-checks`): opt-in, since each check costs a DRAM read and cycles even
+# when no threshold is set, and a model with several outputs must name its classifier
+EXIT_CHECKS_PASS = "exit-checks"
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,8 @@ class CompileOptions:
     elide_constants: bool = True  # IR text: constants of > ELIDE_LARGER_THAN elements as dense_resource<__elided__>
     dt: float = 1e-4  # NIR only: the Euler time step in seconds (snnTorch's export_to_nir value)
     timesteps: int = 4  # NIR only: T (NIR graphs carry no time axis)
+    # exit-checks after the accel-level passes: None = none; "" = on the only graph output; else its name
+    exit_checks: str | None = None
 
 
 def import_model(model: str | Path | object, options: CompileOptions = CompileOptions()) -> ModuleOp:
@@ -160,6 +166,8 @@ def build_passes(options: CompileOptions) -> tuple[list[ModulePass], list[Module
         raise SnncError(f"--passes {spec!r}: {_one_line(exc)}") from None
     snn_level = [p for p in pipeline.passes if p.name != LOWERING_PASS and pass_level(type(p)) == "snn"]
     accel_level = [p for p in pipeline.passes if pass_level(type(p)) == "accel"]
+    if options.exit_checks is not None:  # last: no later pass may move instructions past the checks
+        accel_level.append(available[EXIT_CHECKS_PASS]()(output=options.exit_checks))
     return snn_level, accel_level
 
 

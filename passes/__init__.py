@@ -66,6 +66,12 @@ def _dma_prefetch() -> type[ModulePass]:
     return DmaPrefetch
 
 
+def _exit_checks() -> type[ModulePass]:
+    from snnc.passes.exit_checks import ExitChecks
+
+    return ExitChecks
+
+
 def get_builtin_passes() -> dict[str, Callable[[], type[ModulePass]]]:
     return {
         "convert-snn-to-accel": _convert_snn_to_accel,
@@ -75,6 +81,7 @@ def get_builtin_passes() -> dict[str, Callable[[], type[ModulePass]]]:
         "compress-weights": _compress_weights,
         "layer-fuse": _layer_fuse,
         "dma-prefetch": _dma_prefetch,
+        "exit-checks": _exit_checks,
     }
 
 
