@@ -3,6 +3,7 @@
     snnc MODEL.onnx -o prog.bin           compile (same as `snnc compile ...`)
     snnc MODEL.onnx --emit snn-ir         print an IR level (snn-ir, accel-ir, asm)
     snnc run prog.bin --input in.npz --output out.npz --report r.json
+    snnc eval prog.bin --dataset test.npz --exit-confidence 0.5 0.9 --report r.json   accuracy, ELSA table
     snnc verify MODEL.onnx --input in.npz compile + simulate + onnxruntime; exit 0 iff they agree
                                           (bit for bit if no layer rounds; docs/numerics.md)
     snnc disasm prog.bin                  listing of sections and instructions
@@ -30,7 +31,7 @@ from pathlib import Path
 from snnc.backend.errors import SnncError
 from snnc.backend.hwconfig import preset_names
 
-COMMANDS = ("compile", "run", "verify", "disasm", "zoo", "passes", "demo", "report")
+COMMANDS = ("compile", "run", "eval", "verify", "disasm", "zoo", "passes", "demo", "report")
 EMIT_CHOICES = ("snn-ir", "accel-ir", "asm", "bin")
 
 
@@ -91,6 +92,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exit-confidence", type=float, default=None, metavar="P",
                    help="halt at the first exit.check whose top softmax probability is >= P, 0 < P <= 1 (a program "
                         "compiled with --exit-checks); the report gives the exit next to the full run")
+
+    p = sub.add_parser("eval", help="accuracy on a labelled data set; early-exit (ELSA) table per confidence")
+    p.add_argument("program", help="prog.bin")
+    p.add_argument("--dataset", required=True,
+                   help="npz: each graph input as [T, N, ...] (samples along the batch axis) and labels [N]")
+    p.add_argument("--exit-confidence", type=float, nargs="+", action="extend", default=[], metavar="P",
+                   help="confidence thresholds in (0, 1] (a program compiled with --exit-checks): accuracy, mean exit "
+                        "timestep, latency and energy reduction for each")
+    p.add_argument("--classifier", metavar="OUTPUT",
+                   help="the output whose argmax is the prediction (default: the one the exit checks read, or the "
+                        "only output)")
+    p.add_argument("--report", help="write the results to this JSON file")
+    p.add_argument("--plot", metavar="OUT.png", help="draw accuracy against latency reduction (needs matplotlib)")
 
     p = sub.add_parser(
         "verify", help="compile, simulate and compare with onnxruntime",
@@ -341,6 +355,48 @@ def _exit_line(exit_info: dict) -> str:
     return text
 
 
+def cmd_eval(args) -> int:
+    import importlib.util
+
+    from rich.table import Table
+
+    from snnc.compiler.fileio import atomic_write_text, load_npz
+    from snnc.runtime import load_program
+    from snnc.runtime.evaluate import evaluate, plot_elastic
+    from snnc.runtime.exit_rule import threshold_register
+    from snnc.runtime.report import report_to_json
+
+    for p in args.exit_confidence:  # every check that can fail comes before the simulations
+        threshold_register(p)
+    if args.plot and not args.exit_confidence:
+        raise SnncError("eval: --plot draws the early-exit curve: give --exit-confidence values")
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        raise SnncError("eval: --plot needs matplotlib: pip install 'snnc[plot]' (or pip install matplotlib)")
+    image = load_program(args.program)
+    dataset = load_npz(args.dataset)
+    report = evaluate(image, dataset, args.exit_confidence, classifier=args.classifier,
+                      progress=sys.stderr.isatty())
+    if args.report:
+        atomic_write_text(args.report, report_to_json(report))
+    if args.plot:
+        plot_elastic(report, args.plot)
+    full = report["full"]
+    out = _console(stdout=True)
+    out.print(f"{args.program}: accuracy {100 * report['accuracy']:.2f} % on {report['samples']} samples "
+              f"({report['classifier']!r}, T={report['timesteps']}); full run {full['mean_cycles']:,.0f} cycles, "
+              f"{full['mean_energy_pj'] / 1e3:,.2f} nJ, first output at {full['mean_first_output_cycle']:,.0f} cycles "
+              "(means)")
+    if report["elastic"]:
+        table = Table(title="early exit (ELSA)")
+        for column in ("threshold", "accuracy %", "mean exit timestep", "latency reduction %", "energy reduction %"):
+            table.add_column(column, justify="right")
+        for row in report["elastic"]:
+            table.add_row(f"{row['threshold']:g}", f"{100 * row['accuracy']:.2f}", f"{row['mean_exit_timestep']:.2f}",
+                          f"{100 * row['latency_reduction']:.2f}", f"{100 * row['energy_reduction']:.2f}")
+        out.print(table)
+    return 0
+
+
 def cmd_report(args) -> int:
     """Print the per-layer, compute, stall and energy tables of a report JSON; optional plot and CSVs."""
     import json
@@ -550,7 +606,7 @@ def cmd_demo(args) -> int:
 
 
 HANDLERS = {
-    "compile": cmd_compile, "run": cmd_run, "verify": cmd_verify, "disasm": cmd_disasm,
+    "compile": cmd_compile, "run": cmd_run, "eval": cmd_eval, "verify": cmd_verify, "disasm": cmd_disasm,
     "zoo": cmd_zoo, "passes": cmd_passes, "demo": cmd_demo, "report": cmd_report,
 }
 
