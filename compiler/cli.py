@@ -557,10 +557,11 @@ def cmd_zoo(args) -> int:
 def cmd_passes(args) -> int:
     from xdsl.passes import get_pass_option_infos
 
-    from snnc.compiler.pipeline import DEFAULT_PIPELINE, LOWERING_PASS
+    from snnc.compiler.pipeline import DEFAULT_PIPELINE, EXIT_CHECKS_PASS, LOWERING_PASS
     from snnc.passes import get_all_passes, pass_level
 
     print(f"default pipeline: {DEFAULT_PIPELINE or '(none)'} -> {LOWERING_PASS}")
+    print(f"--exit-checks [OUTPUT]: {EXIT_CHECKS_PASS}{{output=OUTPUT}} after every other accel-level pass")
     for name, factory in sorted(get_all_passes().items()):
         cls = factory()
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""

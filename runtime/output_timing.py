@@ -13,7 +13,7 @@ CONTRACT
   outputs' cycles: every graph output's timestep-t values are final. first_output_cycle =
   ready_cycle of t = 0: the first timestep of every output is out. All None in a
   functional run (no timing).
-  `ExitLog(register)`: `record(check, instruction, cycles, energy_pj)` per executed exit.check
+  `ExitLog(threshold, register)`: `record(check, instruction, cycles, energy_pj)` per executed exit.check
   (cycles, energy: the run so far, the check included);
   `halted` tells whether the program halts at it (the first check whose every batch item
   satisfies the rule of runtime/exit_rule.py, when a threshold register is set);
@@ -80,7 +80,8 @@ class CheckResult:
 
 
 class ExitLog:
-    def __init__(self, register: int | None):
+    def __init__(self, threshold: float | None, register: int | None):
+        self.threshold = threshold  # the confidence the host asked for; the machine applies 2^32 / register
         self.register = register
         self.checks: list[dict] = []
         self.exit: dict | None = None
@@ -103,7 +104,8 @@ class ExitLog:
     def section(self, full_cycles: int | None, full_energy_pj: float | None, ran_to_end: bool) -> dict:
         exit_info = None
         if self.register is not None:
-            exit_info = {"threshold": threshold_of_register(self.register), "threshold_register": self.register}
+            exit_info = {"threshold": self.threshold, "applied_threshold": threshold_of_register(self.register),
+                         "threshold_register": self.register}
             if self.exit is None:
                 exit_info.update(timestep=None)  # never confident: the program ran to its end
             else:

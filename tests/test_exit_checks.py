@@ -295,5 +295,6 @@ def test_cli_threshold_without_checks_and_checks_without_a_name(cli_files, tmp_p
 
 def test_cli_passes_lists_exit_checks(capsys):
     assert main(["passes"]) == 0
-    out = capsys.readouterr().out
-    assert "exit-checks" in out and "[accel]" in out.split("exit-checks")[1].splitlines()[0]
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.split()[:2] == ["exit-checks", "[accel]"] for line in lines)
+    assert any(line.startswith("--exit-checks [OUTPUT]: exit-checks{output=OUTPUT}") for line in lines)
