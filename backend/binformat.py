@@ -75,7 +75,10 @@ from snnc.backend.isa import Format
 
 MAGIC = b"SNNCPROG"
 FORMAT_MAJOR = 2  # 2: sections may be stored encoded (SectionEncoding)
-FORMAT_MINOR = 2  # 1: packed and SRAM-kept weight fibers (DmaFlags.PACKED/KEEP_COMPRESSED, SynFlags.COMPRESSED_WEIGHTS, the optional fields sram_bytes and w_bytes); 2: strided fiber tiles (sram_stride, run_elems, run_stride: channel-sliced packed maps)
+# 1: packed and SRAM-kept weight fibers (DmaFlags.PACKED/KEEP_COMPRESSED, SynFlags.COMPRESSED_WEIGHTS,
+# the optional fields sram_bytes and w_bytes); 2: exit.check; 3: strided fiber tiles (sram_stride,
+# run_elems, run_stride: channel-sliced packed maps)
+FORMAT_MINOR = 3
 
 HEADER_STRUCT = struct.Struct("<8sHHHHQII")
 SECTION_STRUCT = struct.Struct("<HHIQQ")
@@ -153,6 +156,33 @@ class ProgramImage:
 def io_dram_bytes(desc: IODesc) -> int:
     """Bytes the tensor of `desc` occupies in DRAM in its storage format."""
     return isa.tensor_bytes(desc.format, desc.timesteps, desc.batch, desc.height, desc.width, desc.channels_stored)
+
+
+def io_step_bytes(desc: IODesc) -> int | None:
+    """Bytes of one timestep of the tensor of `desc` ([T][B][H][W][Cs]: timestep t is the t-th
+    block of this many bytes), or None for SPIKE_WORDS, whose every word holds all T timesteps."""
+    if desc.format == Format.SPIKE_WORDS:
+        return None
+    return io_dram_bytes(desc) // desc.timesteps
+
+
+def io_timestep_mask(desc: IODesc, starts, ends) -> np.ndarray:
+    """bool [T]: the timesteps of `desc` with a byte in any DRAM range [starts[i], ends[i])."""
+    lo, hi = desc.dram_addr, desc.dram_addr + io_dram_bytes(desc)
+    first = np.maximum(np.asarray(starts, dtype=np.int64), lo)
+    last = np.minimum(np.asarray(ends, dtype=np.int64), hi) - 1
+    inside = first <= last
+    mask = np.zeros(desc.timesteps, dtype=bool)
+    if not inside.any():
+        return mask
+    step = io_step_bytes(desc)
+    if step is None:  # every word holds every timestep
+        mask[:] = True
+        return mask
+    marks = np.zeros(desc.timesteps + 1, dtype=np.int64)
+    np.add.at(marks, (first[inside] - lo) // step, 1)
+    np.add.at(marks, (last[inside] - lo) // step + 1, -1)
+    return np.cumsum(marks[:-1]) > 0
 
 
 # --------------------------------------------------------------------------------------
@@ -579,6 +609,8 @@ def validate_image(image: ProgramImage) -> None:
             raise BinaryFormatError(f"io[{i}].name: duplicate {'output' if d.is_output else 'input'} {d.name!r}")
         names.add((d.is_output, d.name))
         _check_io(i, d, image.dram_size)
+    outputs = {i: d.timesteps for i, d in enumerate(image.io) if d.is_output}  # exit.check's io
+    last_check: dict[int, int] = {}  # per output descriptor: t of its last exit.check so far
     for i, (spec, f) in enumerate(decode_instructions(image)):
         where = f"instruction {i} ({spec.mnemonic})"
         if spec.opcode in (isa.Opcode.DMA_LOAD, isa.Opcode.DMA_STORE) and f["rows"] > 0:
@@ -596,6 +628,10 @@ def validate_image(image: ProgramImage) -> None:
             end = isa.fiber_dma_end(f["dram_addr"], f["fibers"], f["fiber_elems"], f["elem_bits"], f["flags"])
             if end > image.dram_size:
                 raise BinaryFormatError(f"{where}.dram_addr: fibers end at {end}, beyond dram_size {image.dram_size}")
+        if spec.opcode == isa.Opcode.EXIT_CHECK:
+            wrong = isa.exit_check_field_error(f, outputs, last_check)
+            if wrong:
+                raise BinaryFormatError(f"{where}.{wrong}")
         if spec.opcode in _TILE_OPCODES:
             if f["layer"] >= len(layers):
                 raise BinaryFormatError(f"{where}.layer = {f['layer']}, only {len(layers)} layer descriptors")

@@ -61,6 +61,7 @@ class Opcode(enum.IntEnum):
     POOL = 0x13
     ADD = 0x14
     BARRIER = 0x20
+    EXIT_CHECK = 0x21
     HALT = 0x3F
 
 
@@ -177,6 +178,25 @@ def weight_fiber_field_error(opcode: Opcode, fields: dict[str, int]) -> str | No
         return f"sram_bytes = {fields['sram_bytes']}: goes with flag KEEP_COMPRESSED (and only with it)"
     if opcode == Opcode.SYN and bool(flags & SynFlags.COMPRESSED_WEIGHTS) != (fields["w_bytes"] > 0):
         return f"w_bytes = {fields['w_bytes']}: goes with flag COMPRESSED_WEIGHTS (and only with it)"
+    return None
+
+
+def exit_check_field_error(fields: dict[str, int], outputs: dict[int, int], last_check: dict[int, int]) -> str | None:
+    """A message starting with the field's name when an exit.check does not name an output
+    descriptor (`outputs`: io index -> its timesteps) and one of its timesteps, or breaks the
+    order t = 0, 1, 2, ... of its output's checks (the exit unit's running sum starts at t = 0
+    and adds one timestep per check); `last_check` (io index -> t of its last check so far)
+    carries the order across a program and is updated. For the binary validator and the
+    accel verifier."""
+    io, t = fields["io"], fields["t"]
+    if io not in outputs:
+        return f"io = {io}: not an output descriptor (outputs: {sorted(outputs)})"
+    if t >= outputs[io]:
+        return f"t = {t}: outside 0..{outputs[io] - 1}"
+    expected = last_check.get(io, -1) + 1
+    if t != expected:
+        return f"t = {t}: the checks of io {io} go t = 0, 1, 2, ... in program order, expected t = {expected}"
+    last_check[io] = t
     return None
 
 
@@ -611,6 +631,16 @@ INSTRUCTIONS: tuple[InstructionSpec, ...] = (
     InstructionSpec(
         Opcode.BARRIER, "barrier", (),
         "Waits until every earlier DMA and compute instruction has finished.",
+    ),
+    InstructionSpec(
+        Opcode.EXIT_CHECK, "exit.check",
+        (
+            F("io", "H", "index of the I/O descriptor of the graph output to check (the classifier)"),
+            F("t", "B", "timestep: the output's values of timesteps 0..t are summed"),
+        ),
+        "Early exit (ELSA): reads the output's timesteps 0..t from DRAM, sums them per batch item "
+        "and halts the program when every item's top softmax probability of the sum reaches the run-time "
+        "threshold (docs/isa.md \"Early exit\"; without a threshold it never halts).",
     ),
     InstructionSpec(Opcode.HALT, "halt", (), "End of program."),
 )

@@ -3,6 +3,7 @@
     snnc MODEL.onnx -o prog.bin           compile (same as `snnc compile ...`)
     snnc MODEL.onnx --emit snn-ir         print an IR level (snn-ir, loop-ir, accel-ir, asm)
     snnc run prog.bin --input in.npz --output out.npz --report r.json
+    snnc eval prog.bin --dataset test.npz --exit-confidence 0.5 0.9 --report r.json   accuracy, ELSA table
     snnc verify MODEL.onnx --input in.npz compile + simulate + onnxruntime; exit 0 iff they agree
                                           (bit for bit if no layer rounds; docs/numerics.md)
     snnc disasm prog.bin                  listing of sections and instructions
@@ -30,7 +31,7 @@ from pathlib import Path
 from snnc.backend.errors import SnncError
 from snnc.backend.hwconfig import preset_names
 
-COMMANDS = ("compile", "run", "verify", "disasm", "zoo", "passes", "demo", "report")
+COMMANDS = ("compile", "run", "eval", "verify", "disasm", "zoo", "passes", "demo", "report")
 EMIT_CHOICES = ("snn-ir", "loop-ir", "accel-ir", "asm", "bin")
 
 
@@ -62,6 +63,9 @@ def _add_compile_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-elide", action="store_true",
                    help="IR text (--emit, --print-ir-after-all): print every constant in full, as text that "
                         "parses back (default: constants of over 16 elements print as dense_resource<__elided__>)")
+    p.add_argument("--exit-checks", nargs="?", const="", default=None, metavar="OUTPUT",
+                   help="ELSA early exit: an exit.check after each timestep of the classifier output OUTPUT "
+                        "(default: the only graph output); set the confidence with snnc run/eval --exit-confidence")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,6 +89,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write COMPUTE_REPORT.csv, MEMORY_REPORT.csv, ENERGY_REPORT.csv to DIR")
     p.add_argument("--functional", action="store_true", help="skip the timing model (faster)")
     p.add_argument("--quiet", action="store_true", help="do not print the per-layer table")
+    p.add_argument("--exit-confidence", type=float, default=None, metavar="P",
+                   help="halt at the first exit.check whose top softmax probability is >= P, 0 < P <= 1 (a program "
+                        "compiled with --exit-checks); the report gives the exit next to the full run")
+
+    p = sub.add_parser("eval", help="accuracy on a labelled data set; early-exit (ELSA) table per confidence")
+    p.add_argument("program", help="prog.bin")
+    p.add_argument("--dataset", required=True,
+                   help="npz: each graph input as [T, N, ...] (samples along the batch axis) and labels [N]")
+    p.add_argument("--exit-confidence", type=float, nargs="+", action="extend", default=[], metavar="P",
+                   help="confidence thresholds in (0, 1] (a program compiled with --exit-checks): accuracy, mean exit "
+                        "timestep, latency and energy reduction for each")
+    p.add_argument("--classifier", metavar="OUTPUT",
+                   help="the output whose argmax is the prediction (default: the one the exit checks read, or the "
+                        "only output)")
+    p.add_argument("--report", help="write the results to this JSON file")
+    p.add_argument("--plot", metavar="OUT.png", help="draw accuracy against latency reduction (needs matplotlib)")
 
     p = sub.add_parser(
         "verify", help="compile, simulate and compare with onnxruntime",
@@ -110,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", help="model name (see --list)")
     p.add_argument("--list", action="store_true", help="list the models")
     p.add_argument("-o", "--output", help="ONNX file to write")
-    p.add_argument("--input-out", help="also write a matching input npz")
+    p.add_argument("--input-out", help="also write a matching input npz (a model with a labelled data set, "
+                                       "e.g. digits: the whole test split, [T, N, ...] and `labels`, for snnc eval)")
     p.add_argument("--timesteps", type=int, default=None, help="T (default: the model's)")
     p.add_argument("--weight-sparsity", type=float, default=None, help="fraction of zero weights")
     p.add_argument("--weight-profile", default=None,
@@ -167,6 +188,7 @@ def _compile_options(args):
         passes=args.passes, load_passes=tuple(args.load_pass),
         print_ir_after_all=args.print_ir_after_all, dt=args.dt, timesteps=args.timesteps,
         elide_constants=not args.no_elide,
+        exit_checks=args.exit_checks,
     )
 
 
@@ -285,16 +307,20 @@ _FILE_WIDTH = 400  # a piped table is as wide as its columns need, up to this
 def cmd_run(args) -> int:
     from snnc.compiler.fileio import atomic_write_text, load_npz, save_npz
     from snnc.runtime import load_program, simulate
+    from snnc.runtime.exit_rule import threshold_register
     from snnc.runtime.files import ensure_directory
     from snnc.runtime.report import report_to_json, write_csv_reports
 
     # Every check that can fail comes before the first file is written.
     if args.csv and args.functional:
         raise SnncError("run: --csv needs the timing model (drop --functional)")
+    if args.exit_confidence is not None:
+        threshold_register(args.exit_confidence)  # a bad threshold fails before any work
     image = load_program(args.program)
     inputs = load_npz(args.input)
     csv_dir = ensure_directory(args.csv) if args.csv else None
-    result = simulate(image, inputs, functional=args.functional, progress=sys.stderr.isatty())
+    result = simulate(image, inputs, functional=args.functional, progress=sys.stderr.isatty(),
+                      exit_confidence=args.exit_confidence)
     if args.output:
         save_npz(args.output, result.outputs)
     if args.report:
@@ -305,6 +331,9 @@ def cmd_run(args) -> int:
         from snnc.runtime.report import report_tables
 
         _print_tables(report_tables(result.report, f"{args.program}", details=False))
+    exit_info = result.report.get("exit")
+    if exit_info is not None and not args.quiet:
+        _console(stdout=True).print(_exit_line(exit_info))
     return 0
 
 
@@ -312,6 +341,62 @@ def _print_tables(tables) -> None:
     console = _console(stdout=True)
     for table in tables:
         console.print(table)
+
+
+def _exit_line(exit_info: dict) -> str:
+    """One line on the early exit of `snnc run --exit-confidence`."""
+    head = f"exit confidence {exit_info['threshold']:.6g}: "
+    if exit_info["timestep"] is None:
+        return head + "never confident, ran all timesteps"
+    text = head + f"exit after timestep {exit_info['timestep']}"
+    if exit_info["cycles"] is not None and exit_info.get("full_cycles"):
+        text += (f", {exit_info['cycles']:,} of {exit_info['full_cycles']:,} cycles "
+                 f"({100 * exit_info['latency_reduction']:.1f} % less), "
+                 f"{exit_info['energy_pj'] / 1e3:,.2f} of {exit_info['full_energy_pj'] / 1e3:,.2f} nJ "
+                 f"({100 * exit_info['energy_reduction']:.1f} % less)")
+    return text
+
+
+def cmd_eval(args) -> int:
+    import importlib.util
+
+    from rich.table import Table
+
+    from snnc.compiler.fileio import atomic_write_text, load_npz
+    from snnc.runtime import load_program
+    from snnc.runtime.evaluate import evaluate, plot_elastic
+    from snnc.runtime.exit_rule import threshold_register
+    from snnc.runtime.report import report_to_json
+
+    for p in args.exit_confidence:  # every check that can fail comes before the simulations
+        threshold_register(p)
+    if args.plot and not args.exit_confidence:
+        raise SnncError("eval: --plot draws the early-exit curve: give --exit-confidence values")
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        raise SnncError("eval: --plot needs matplotlib: pip install 'snnc[plot]' (or pip install matplotlib)")
+    image = load_program(args.program)
+    dataset = load_npz(args.dataset)
+    report = evaluate(image, dataset, args.exit_confidence, classifier=args.classifier,
+                      progress=sys.stderr.isatty())
+    if args.report:
+        atomic_write_text(args.report, report_to_json(report))
+    if args.plot:
+        plot_elastic(report, args.plot)
+    full = report["full"]
+    out = _console(stdout=True)
+    out.print(f"{args.program}: accuracy {100 * report['accuracy']:.2f} % on {report['samples']} samples "
+              f"({report['classifier']!r}, T={report['timesteps']}); full run {full['mean_cycles']:,.0f} cycles, "
+              f"{full['mean_energy_pj'] / 1e3:,.2f} nJ, first output at {full['mean_first_output_cycle']:,.0f} cycles "
+              "(means)")
+    if report["elastic"]:
+        table = Table(title="early exit (ELSA)")
+        for column in ("threshold", "accuracy %", "mean exit timestep", "latency reduction %", "energy reduction %"):
+            table.add_column(column, justify="right")
+        for row in report["elastic"]:
+            table.add_row(f"{row['threshold']:g}", f"{100 * row['accuracy']:.2f}", f"{row['mean_exit_timestep']:.2f}",
+                          f"{100 * row['latency_reduction']:.2f}", f"{100 * row['energy_reduction']:.2f}")
+        out.print(table)
+    return 0
 
 
 def cmd_report(args) -> int:
@@ -442,7 +527,7 @@ def cmd_disasm(args) -> int:
 
 def cmd_zoo(args) -> int:
     from snnc.compiler.fileio import atomic_write_bytes, save_npz
-    from snnc.compiler.zoo import ZOO, build
+    from snnc.compiler.zoo import ZOO, build, build_dataset
 
     if args.list or not args.name:
         if not args.list:
@@ -462,6 +547,8 @@ def cmd_zoo(args) -> int:
                               residual=args.residual, weight_profile=args.weight_profile,
                               spike_profile=args.spike_profile, filter_spread=args.filter_spread,
                               on_layer=status.calibrating if status else None)
+    if args.input_out and ZOO[args.name].dataset is not None:  # the labelled test split, for `snnc eval`
+        inputs = build_dataset(args.name, timesteps=args.timesteps)
     atomic_write_bytes(args.output, model.SerializeToString())
     if args.input_out:
         save_npz(args.input_out, inputs)
@@ -472,11 +559,18 @@ def cmd_zoo(args) -> int:
 def cmd_passes(args) -> int:
     from xdsl.passes import get_pass_option_infos
 
-    from snnc.compiler.pipeline import DEFAULT_PIPELINE, LOWERING_PASSES, CompileOptions, build_pipeline
+    from snnc.compiler.pipeline import (
+        DEFAULT_PIPELINE,
+        EXIT_CHECKS_PASS,
+        LOWERING_PASSES,
+        CompileOptions,
+        build_pipeline,
+    )
     from snnc.passes import get_all_passes, pass_level
 
     print(f"default pipeline: {DEFAULT_PIPELINE or '(none)'}")
     print("every compile runs: " + ",".join(p.name for p in build_pipeline(CompileOptions()).all()))
+    print(f"--exit-checks [OUTPUT]: {EXIT_CHECKS_PASS}{{output=OUTPUT}} after every other accel-level pass")
     for name, factory in get_all_passes().items():
         cls = factory()
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
@@ -522,7 +616,7 @@ def cmd_demo(args) -> int:
 
 
 HANDLERS = {
-    "compile": cmd_compile, "run": cmd_run, "verify": cmd_verify, "disasm": cmd_disasm,
+    "compile": cmd_compile, "run": cmd_run, "eval": cmd_eval, "verify": cmd_verify, "disasm": cmd_disasm,
     "zoo": cmd_zoo, "passes": cmd_passes, "demo": cmd_demo, "report": cmd_report,
 }
 

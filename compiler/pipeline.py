@@ -62,6 +62,9 @@ SNN_LOWERING = ("quantise", "convert-snn-to-loops")
 LOOP_LOWERING = ("tile-sizes", "hoist-loads", "sram-alloc", "dram-alloc", "convert-loops-to-accel")
 ACCEL_LOWERING = ("insert-barriers",)
 LOWERING_PASSES = (*SNN_LOWERING, *LOOP_LOWERING, *ACCEL_LOWERING)
+# ELSA early exit (`--exit-checks`): opt-in, since each check costs a DRAM read and cycles even
+# when no threshold is set, and a model with several outputs must name its classifier
+EXIT_CHECKS_PASS = "exit-checks"
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,8 @@ class CompileOptions:
     elide_constants: bool = True  # IR text: constants of > ELIDE_LARGER_THAN elements as dense_resource<__elided__>
     dt: float = 1e-4  # NIR only: the Euler time step in seconds (snnTorch's export_to_nir value)
     timesteps: int = 4  # NIR only: T (NIR graphs carry no time axis)
+    # exit-checks after the accel-level passes: None = none; "" = on the only graph output; else its name
+    exit_checks: str | None = None
 
 
 def import_model(model: str | Path | object, options: CompileOptions = CompileOptions()) -> ModuleOp:
@@ -211,6 +216,8 @@ def build_pipeline(options: CompileOptions, model_name: str = "") -> Pipeline:
     lowering_last = [p for p in loop if p.name == "convert-loops-to-accel"]
     loop = [p for p in loop if p.name != "convert-loops-to-accel"] + lowering_last
     accel = stages(ACCEL_LOWERING) + by_level["accel"]
+    if options.exit_checks is not None:  # last: no later pass may move instructions past the checks
+        accel.append(available[EXIT_CHECKS_PASS]()(output=options.exit_checks))
     return Pipeline(snn, loop, accel)
 
 

@@ -1,6 +1,6 @@
 """The `accel` dialect: one program for the LoAS-style accelerator, at ISA level.
 
-Level: after `convert-snn-to-accel`, before the encoder. Everything is explicit:
+Level: after `convert-loops-to-accel`, before the encoder. Everything is explicit:
 DRAM addresses of constants and tensors, SRAM addresses of every tile buffer,
 tile bounds, timestep lane groups and barriers. The encoder
 (`snnc.passes.encode`) turns it into prog.bin one-to-one.
@@ -30,7 +30,9 @@ references, tiles inside the layer's output geometry and timesteps, spike
 tiles whole bytes (chs and ch0 multiples of 8), enum fields valid
 (isa.Field.value_error), every SRAM operand range (isa.sram_operands: the
 instruction's own definition in the ISA table) inside [0, sram_size), DMA
-ranges inside DRAM and SRAM, constants non-overlapping and inside DRAM.
+ranges inside DRAM and SRAM, constants non-overlapping and inside DRAM, exit
+checks naming an output io op defined before them, each output's checks for
+t = 0, 1, 2, ... in program order.
 """
 
 from __future__ import annotations
@@ -282,6 +284,7 @@ PackOp = INSTRUCTION_OP_BY_OPCODE[Opcode.PACK]
 PoolOp = INSTRUCTION_OP_BY_OPCODE[Opcode.POOL]
 AddOp = INSTRUCTION_OP_BY_OPCODE[Opcode.ADD]
 BarrierOp = INSTRUCTION_OP_BY_OPCODE[Opcode.BARRIER]
+ExitCheckOp = INSTRUCTION_OP_BY_OPCODE[Opcode.EXIT_CHECK]
 
 # --------------------------------------------------------------------------------------
 # Module-level ops: layer descriptors, DRAM constants, I/O tensors
@@ -583,10 +586,14 @@ class ProgramOp(IRDLOperation):
             raise VerifyException(f"accel.program: timesteps = {timesteps}, expected 1..64")
         symbols: set[str] = set()
         layers: dict[str, LayerOp] = {}
+        io_ops: list[IoOp] = []
+        last_check: dict[int, int] = {}
         const_ranges: list[tuple[int, int, str]] = []
         for op in self.body.block.ops:
             if isinstance(op, InstructionOp):  # the bulk of the body
                 _verify_instruction(op, layers, dram_size, sram_size)
+                if isinstance(op, ExitCheckOp):
+                    _verify_exit_check(op, io_ops, last_check)
                 continue
             if isinstance(op, ConstOp | LayerOp):
                 sym = op.sym_name.data
@@ -602,6 +609,7 @@ class ProgramOp(IRDLOperation):
                     raise VerifyException(f"accel.const @{op.sym_name.data}: [{start:#x}, {start + size:#x}) exceeds dram_size {dram_size:#x}")
                 const_ranges.append((start, start + size, op.sym_name.data))
             elif isinstance(op, IoOp):
+                io_ops.append(op)
                 end = op.dram_addr.data + op.byte_size()
                 if end > dram_size:
                     raise VerifyException(f"accel.io \"{op.io_name.data}\": ends at {end:#x}, beyond dram_size {dram_size:#x}")
@@ -656,6 +664,15 @@ def _verify_layer(layer: LayerOp, timesteps: int) -> None:
         raise VerifyException(f"{where}: weight_bytes must be 1 or 2")
     if g("param_c") not in (0, 1, g("out_c")):
         raise VerifyException(f"{where}: param_c must be 1 or out_c")
+
+
+def _verify_exit_check(op: InstructionOp, io_ops: list[IoOp], last_check: dict[int, int]) -> None:
+    """`io` indexes the accel.io ops before it (the I/O descriptors' order) and names an
+    output; an output's checks come for t = 0, 1, 2, ... in program order (`last_check`)."""
+    outputs = {i: io.timesteps.data for i, io in enumerate(io_ops) if io.is_output.data}
+    wrong = isa.exit_check_field_error(op.field_values(), outputs, last_check)
+    if wrong:
+        raise VerifyException(f"{op.name}: {wrong}")
 
 
 def _verify_instruction(op: InstructionOp, layers: dict[str, LayerOp], dram_size: int, sram_size: int) -> None:

@@ -48,6 +48,7 @@ BUILTIN_PASSES = {
     "convert-loops-to-accel": ("convert_loops_to_accel", "ConvertLoopsToAccel"),
     "insert-barriers": ("insert_barriers", "InsertBarriers"),
     "dma-prefetch": ("dma_prefetch", "DmaPrefetch"),
+    "exit-checks": ("exit_checks", "ExitChecks"),
 }
 
 

@@ -8,7 +8,7 @@ tile's compute: the transfers never overlap the compute even though the buffers
 are double-buffered. This pass reschedules the instruction stream so they do.
 
 CONTRACT
-  Requires: accel-level IR (after convert-snn-to-accel): one accel.program.
+  Requires: accel-level IR (after convert-loops-to-accel): one accel.program.
   Guarantees:
     * BARRIERs are removed: the accelerator's scoreboard orders every access to
       overlapping SRAM ranges and every DMA transfer to overlapping DRAM ranges
@@ -100,7 +100,7 @@ class DmaPrefetch(ModulePass):
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         programs = [o for o in op.ops if isinstance(o, accel.ProgramOp)]
         if len(programs) != 1:
-            raise CompileError(f"dma-prefetch: expected one accel.program (run it after convert-snn-to-accel), "
+            raise CompileError(f"dma-prefetch: expected one accel.program (run it after convert-loops-to-accel), "
                                f"found {len(programs)}")
         program = programs[0]
         block = program.body.block

@@ -6,7 +6,7 @@ that dialects/ and runtime/ import, so it imports neither (docs/architecture.md)
 
 CONTRACT
   `encode(module) -> ProgramImage`: `module` holds exactly one verified
-  `accel.program` (as produced by convert-snn-to-accel). One-to-one:
+  `accel.program` (as produced by convert-loops-to-accel). One-to-one:
     constants     the DRAM image from address 0 to the end of the last
                   `accel.const` (gaps zero-filled)
     layers        `isa.encode_layer` of each `accel.layer`, in IR order; an

@@ -1,6 +1,6 @@
 """How the PE array deals a SYN visit's work to its PEs: one rule for the timing model
 (runtime/timing.py, runtime/baselines.py) and the lowering's tile choice
-(passes/convert_snn_to_accel.py), so the compiler plans for what the hardware does.
+(passes/tile_sizes.py), so the compiler plans for what the hardware does.
 Part of the machine model, so it lives in runtime/ and the compiler imports it from
 there (the runtime imports nothing of the compiler; docs/architecture.md).
 

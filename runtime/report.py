@@ -13,6 +13,10 @@ compression_efficiency (spike-pack): spikes delivered by dma.load_bm / pointer+b
 moved for them (LoAS §IV-A's sense, Fig. 8: 5 spikes located by 4 bits = 1.25); None when the
 layer reads no packed input. bitmask_bytes: pointer + bitmask bytes moved by dma.*_bm.
 With functional=True, cycle/energy/op fields are None (not simulated).
+The simulator adds (runtime/output_timing.py): "timesteps" [{"t", "ready_cycle", "outputs"}],
+total.first_output_cycle, "exit_checks" (what each exit.check saw) and "exit" (the early
+exit of a run with a threshold, next to the full run; None without one).
+`total_energy_pj(hw, counters)`: the total energy of the counters so far (an exit's energy).
 energy_pj = DRAM bits x fJ/bit + SRAM bits x fJ/bit + SOPs x sop_fj + MACs x mac_fj
             + static_power_mw x cycles x ns/cycle (mW x ns = pJ).
 bound_cycles = ceil(max(pe_work / num_pes, compulsory DRAM bytes / (bytes per cycle))),
@@ -202,6 +206,12 @@ def distinct_bytes(spans: list[tuple[np.ndarray, int]]) -> int:
 
 def _energy(hw: HwConfig, c: LayerCounters, cycles: int) -> dict[str, float]:
     return energy_model.layer_energy(hw, c, cycles)
+
+
+def total_energy_pj(hw: HwConfig, counters: list[LayerCounters]) -> float:
+    """The energy of everything `counters` hold so far (each with its attributed cycles):
+    what the report's total energy_pj would be if the run ended now."""
+    return sum(sum(_energy(hw, c, c.cycles).values()) for c in counters)
 
 
 def _bound(hw: HwConfig, pe_work: int, compulsory: int) -> int:

@@ -1,9 +1,14 @@
 """Executes a ProgramImage instruction by instruction: functional results + timing.
 
 CONTRACT:
-  * `simulate(image, inputs, functional=False, progress=None) -> SimResult`.
+  * `simulate(image, inputs, functional=False, progress=None, exit_confidence=None,
+    run_to_end=True) -> SimResult`.
     inputs: {ONNX input name: array of shape onnx_shape}; every input must be
     present, no unknown names. Outputs: {ONNX output name: float32 onnx_shape}.
+    exit_confidence p sets exit.check's threshold register (docs/isa.md "Early exit"): the
+    program halts at the first check that decides to exit and the outputs are what it
+    leaves in DRAM; with run_to_end the simulation continues past the halt so that the
+    report's totals describe the full run next to report["exit"].
   * Each instruction really executes on the Machine state (DMA copies bytes, SYN
     convolves, LIF integrates, ...); semantics per opcode are in docs/isa.md and
     the handler docstrings below. Each handler is vectorised over the tile with
@@ -33,7 +38,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from snnc.backend import isa
-from snnc.backend.binformat import ProgramImage, decode_layers, io_dram_bytes, validate_image
+from snnc.backend.binformat import ProgramImage, decode_layers, io_dram_bytes, io_step_bytes, validate_image
 from snnc.backend.errors import BinaryFormatError, InputError
 from snnc.backend.hwconfig import HwConfig
 from snnc.backend.isa import Format, LayerKind, LeakForm, LifFlags, Opcode, ResetMode, SynFlags
@@ -41,8 +46,10 @@ from snnc.runtime import memory, timing
 from snnc.runtime.machine import (
     FORMAT_BITS, Machine, read_tile, saturate, shift, word_dtype, write_tile,
 )
-from snnc.runtime.report import LayerCounters, build_report
-from snnc.runtime.tensors import decode_output, encode_input
+from snnc.runtime.exit_rule import confidence_sums, exits, threshold_register
+from snnc.runtime.output_timing import CheckResult, ExitLog, OutputTimeline
+from snnc.runtime.report import LayerCounters, build_report, total_energy_pj
+from snnc.runtime.tensors import decode_output, decode_output_ints, encode_input
 
 SPIKE_FORMATS = (Format.SPIKE_PLANES, Format.SPIKE_WORDS, Format.SPIKE_BITMASK)
 ACC_BITS = 32  # the accumulator tile is int32 (isa.py: acc_addr "int32")
@@ -76,6 +83,7 @@ class Effect:
     syn: timing.SynTiming | None = None  # the SYN unit model's report (runtime/timing.py)
     latency: int = 0  # part of `cycles` that is DRAM latency: the DMA engine issues the next transfer meanwhile
     stalls: dict = field(default_factory=dict)  # cycles by cause (timing.STALL_CAUSES)
+    check: CheckResult | None = None  # exit.check: what it decided (runtime/output_timing.py)
 
     @property
     def sram_read(self) -> int:
@@ -96,8 +104,11 @@ class Effect:
 
 
 class _Context:
-    def __init__(self, image: ProgramImage, hw: HwConfig, functional: bool):
+    def __init__(self, image: ProgramImage, hw: HwConfig, functional: bool, exit_register: int | None = None):
         self.hw = hw
+        self.io = image.io
+        self.exit_register = exit_register  # exit.check's threshold register (None: never halts)
+        self.exit_sums: dict[int, np.ndarray] = {}  # the exit unit's running sums, per output descriptor
         self.machine = Machine(image, hw)
         self.layers = [SimpleNamespace(**d, enums={}) for d in decode_layers(image)]  # enums: see _decoded
         self.functional = functional
@@ -919,6 +930,33 @@ def _add(ctx: _Context, where: str, f) -> Effect:
                   cycles=0 if ctx.functional else timing.vector_cycles(ctx.hw, f.rows * lay.out_w * f.chs))
 
 
+def _exit_check(ctx: _Context, where: str, f) -> Effect:
+    """The exit unit adds timestep t of the output's stored integers to its running sum (one
+    int64 per output value; t = 0 starts it: validate_image has checked that each output's
+    checks come for t = 0, 1, 2, ...) and decides the exit rule (runtime/exit_rule.py) on
+    the sum. Runs on the DMA engine: it reads timestep t's bytes of the output (all of a
+    SPIKE_WORDS tensor) from DRAM after the stores that write them; cycles = that read +
+    vector_cycles(2 * B * C) (an add, then an exp, sum and compare per value)."""
+    desc = ctx.io[f.io]  # an output (validate_image)
+    step = io_step_bytes(desc)
+    offset, nbytes = (0, io_dram_bytes(desc)) if step is None else (f.t * step, step)
+    raw = ctx.machine.dram.span(desc.dram_addr, io_dram_bytes(desc), where + ".io").copy()
+    values = decode_output_ints(desc, raw)[f.t].reshape(desc.batch, -1)
+    running = values if f.t == 0 else ctx.exit_sums[f.io] + values
+    ctx.exit_sums[f.io] = running
+    sums = confidence_sums(running, 0 if desc.format in SPIKE_FORMATS else desc.frac_bits)
+    decided = ctx.exit_register is not None and bool(exits(sums, ctx.exit_register).all())
+    lo = desc.dram_addr + offset
+    return Effect(
+        engine="dma", dram_read=nbytes,
+        cycles=0 if ctx.functional else (memory.strided_dma_cycles(ctx.hw, lo, 1, nbytes, 0)
+                                         + timing.vector_cycles(ctx.hw, 2 * running.size)),
+        latency=0 if ctx.functional else ctx.hw.dram.latency_cycles,
+        dram_ranges=[] if ctx.functional else [(lo, lo + nbytes)],
+        check=CheckResult(io=f.io, timestep=f.t, sums=sums, classes=running.argmax(axis=1), exits=decided),
+    )
+
+
 def _nop(ctx, where, f):
     return Effect(engine="none")
 
@@ -931,7 +969,7 @@ HANDLERS = {
     Opcode.NOP: _nop, Opcode.DMA_LOAD: _dma_load, Opcode.DMA_STORE: _dma_store,
     Opcode.DMA_LOAD_BM: _dma_load_bm, Opcode.DMA_STORE_BM: _dma_store_bm, Opcode.MOVE: _move,
     Opcode.SYN: _syn, Opcode.LIF: _lif, Opcode.PACK: _pack, Opcode.POOL: _pool, Opcode.ADD: _add,
-    Opcode.BARRIER: _barrier, Opcode.HALT: _nop,
+    Opcode.BARRIER: _barrier, Opcode.EXIT_CHECK: _exit_check, Opcode.HALT: _nop,
 }
 assert set(HANDLERS) == {spec.opcode for spec in isa.INSTRUCTIONS}, "every ISA opcode needs a handler"
 
@@ -1008,16 +1046,42 @@ def _record_sram_ranges(ctx: _Context, spec: isa.InstructionSpec, fields: dict[s
             effect.writes.append((operand.addr, operand.end))
 
 
-def simulate(image: ProgramImage, inputs: dict, *, functional: bool = False, progress: bool | None = None) -> SimResult:
+DRAM_READERS = (Opcode.DMA_LOAD, Opcode.DMA_LOAD_BM, Opcode.EXIT_CHECK)  # ordered after stores to what they read
+STORES = (Opcode.DMA_STORE, Opcode.DMA_STORE_BM)
+
+
+def _read_outputs(ctx: _Context, image: ProgramImage) -> dict[str, np.ndarray]:
+    outputs = {}
+    for d in image.io:
+        if d.is_output:
+            raw = ctx.machine.dram.span(d.dram_addr, io_dram_bytes(d), f"io {d.name!r}").copy()
+            outputs[d.name] = decode_output(d, raw)
+    return outputs
+
+
+def simulate(image: ProgramImage, inputs: dict, *, functional: bool = False, progress: bool | None = None,
+             exit_confidence: float | None = None, run_to_end: bool = True) -> SimResult:
+    """`exit_confidence` sets exit.check's threshold register (exit_rule.threshold_register);
+    the program then halts at the first check that decides to exit, and SimResult.outputs are
+    the outputs as it leaves them. With `run_to_end` the simulation goes on past the halt so
+    that the report's totals and layers describe the full run next to report["exit"]."""
     validate_image(image)
     hw = HwConfig.from_toml(image.hw_toml, source="prog.bin section hw_config")
-    ctx = _Context(image, hw, functional)
+    register = None if exit_confidence is None else threshold_register(exit_confidence)
+    ctx = _Context(image, hw, functional, register)
     quantised = _write_inputs(ctx, image, inputs)
     program = _decode_program(image)
+    if register is not None and not any(spec.opcode == Opcode.EXIT_CHECK for spec, _ in program):
+        raise InputError("an exit confidence needs a program with exit.check instructions "
+                         "(compile it with --exit-checks)")
     owners = attribute_layers(program)
     counters = [LayerCounters() for _ in image.layers]
     unattributed = LayerCounters()  # instructions of a program without tile instructions
     board = timing.Scoreboard()
+    timeline = OutputTimeline(image)
+    exit_log = ExitLog(None if register is None else float(exit_confidence), register)
+    halted_outputs = None
+    stopped = False
     bar = _progress_bar(progress, len(program))
     executed = 0
     const_size = len(image.constants)
@@ -1037,25 +1101,30 @@ def simulate(image: ProgramImage, inputs: dict, *, functional: bool = False, pro
                 if effect.engine != "none":
                     timing.finish_compute(hw, effect)  # global-cache bank time
                     before = board.makespan
-                    dram_load = spec.opcode in (Opcode.DMA_LOAD, Opcode.DMA_LOAD_BM)
-                    board.issue(effect.engine, effect.cycles, effect.reads, effect.writes,
-                                occupancy=effect.cycles - effect.latency,
-                                dram_reads=effect.dram_ranges if dram_load else (),
-                                dram_writes=() if dram_load else effect.dram_ranges)
+                    dram_read = spec.opcode in DRAM_READERS
+                    _, finish = board.issue(effect.engine, effect.cycles, effect.reads, effect.writes,
+                                            occupancy=effect.cycles - effect.latency,
+                                            dram_reads=effect.dram_ranges if dram_read else (),
+                                            dram_writes=() if dram_read else effect.dram_ranges)
                     if effect.engine == "compute":
                         effect.stalls["dependency"] = board.last_wait
                     counter.cycles += board.makespan - before
+                    if spec.opcode in STORES:
+                        timeline.stored(spec.opcode == Opcode.DMA_STORE, effect, finish)
                 counter.add(effect, spec.opcode, const_size, hw)
+            if effect.check is not None and exit_log.record(
+                    effect.check, i, None if functional else board.makespan,
+                    None if functional else total_energy_pj(hw, counters + [unattributed])):
+                halted_outputs = _read_outputs(ctx, image)  # what the halted program leaves in DRAM
+                if not run_to_end:
+                    stopped = True
+                    break
             if bar is not None and i % 8 == 0:
                 bar[0].update(bar[1], completed=i)
     finally:
         if bar is not None:
             bar[0].stop()
-    outputs = {}
-    for d in image.io:
-        if d.is_output:
-            raw = ctx.machine.dram.span(d.dram_addr, io_dram_bytes(d), f"io {d.name!r}").copy()
-            outputs[d.name] = decode_output(d, raw)
+    outputs = _read_outputs(ctx, image) if halted_outputs is None else halted_outputs
     for idx, per_batch in enumerate(ctx.fired):
         for seen, fired in per_batch.values():
             counters[idx].neurons_seen += int(seen.sum()) * fired.shape[1] * fired.shape[2]
@@ -1064,6 +1133,10 @@ def simulate(image: ProgramImage, inputs: dict, *, functional: bool = False, pro
         counters[idx].spike_input = Format(ctx.layers[idx].in_format) in SPIKE_FORMATS
     report = build_report(image, hw, counters, unattributed, executed=executed, functional=functional,
                           makespan=board.makespan, inputs_quantised=quantised)
+    timed = timeline.section(functional)
+    report["total"]["first_output_cycle"] = timed["first_output_cycle"]
+    report["timesteps"] = timed["timesteps"]
+    report.update(exit_log.section(report["total"]["cycles"], report["total"]["energy_pj"], ran_to_end=not stopped))
     return SimResult(outputs=outputs, report=report)
 
 

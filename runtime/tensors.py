@@ -11,7 +11,8 @@ CONTRACT:
     `frac` bits are rounded half-to-even (quantised = True); out-of-range or
     non-finite values raise InputError naming the input.
   * `decode_output(desc, raw) -> np.ndarray` float32 of shape `desc.onnx_shape`
-    (spikes -> 0.0/1.0, ints -> int * 2**-frac).
+    (spikes -> 0.0/1.0, ints -> int * 2**-frac); `decode_output_ints` gives the stored
+    integers themselves (int64), as `exit.check` reads them.
 """
 
 from __future__ import annotations
@@ -65,17 +66,25 @@ def encode_input(desc: IODesc, x) -> tuple[np.ndarray, bool]:
     return ints.astype(dtype).view(np.uint8).reshape(-1), quantised
 
 
-def decode_output(desc: IODesc, raw: np.ndarray) -> np.ndarray:
+def decode_output_ints(desc: IODesc, raw: np.ndarray) -> np.ndarray:
+    """The stored integers (spikes 0/1; multi-bit: value * 2**frac_bits) as int64 of shape
+    `desc.onnx_shape`."""
     t, b, c, h, w, cs = desc.timesteps, desc.batch, desc.channels, desc.height, desc.width, desc.channels_stored
     fmt = Format(desc.format)
     if fmt == Format.SPIKE_PLANES:
-        vals = np.unpackbits(raw, bitorder="little").reshape(t, b, h, w, cs).astype(np.float32)
+        ints = np.unpackbits(raw, bitorder="little").reshape(t, b, h, w, cs)
     elif fmt == Format.SPIKE_WORDS:
         words = raw.view(word_dtype(t)).reshape(1, b, h, w, cs).astype(np.uint64)
         bit = np.arange(t, dtype=np.uint64).reshape(-1, 1, 1, 1, 1)
-        vals = ((words >> bit) & np.uint64(1)).astype(np.float32)
+        ints = (words >> bit) & np.uint64(1)
     else:
         ints = raw.view(ACT_DTYPES[fmt]).reshape(t, b, h, w, cs)
-        vals = np.ldexp(ints.astype(np.float64), -desc.frac_bits).astype(np.float32)
-    out = vals[..., :c].transpose(0, 1, 4, 2, 3)  # -> [T,B,C,H,W]
-    return np.ascontiguousarray(out.reshape(desc.onnx_shape))
+    out = ints[..., :c].transpose(0, 1, 4, 2, 3)  # -> [T,B,C,H,W]
+    return out.astype(np.int64).reshape(desc.onnx_shape)
+
+
+def decode_output(desc: IODesc, raw: np.ndarray) -> np.ndarray:
+    ints = decode_output_ints(desc, raw)
+    if Format(desc.format) in (Format.SPIKE_PLANES, Format.SPIKE_WORDS):
+        return ints.astype(np.float32)
+    return np.ldexp(ints.astype(np.float64), -desc.frac_bits).astype(np.float32)

@@ -55,9 +55,10 @@ def test_header_errors(image):
     data = write_program(image)
     with pytest.raises(BinaryFormatError, match="magic"):
         read_program(b"NOTAPROG" + data[8:])
-    with pytest.raises(BinaryFormatError, match=r"version: format 3\.2 is not supported"):
+    minor = bf.FORMAT_MINOR
+    with pytest.raises(BinaryFormatError, match=rf"version: format 3\.{minor} is not supported"):
         read_program(data[:8] + struct.pack("<H", 3) + data[10:])
-    with pytest.raises(BinaryFormatError, match=r"version: format 1\.2 is not supported \(this reader: 2\.2\)"):
+    with pytest.raises(BinaryFormatError, match=rf"version: format 1\.{minor} is not supported \(this reader: 2\.{minor}\)"):
         read_program(data[:8] + struct.pack("<H", 1) + data[10:])  # before packed sections
     with pytest.raises(BinaryFormatError, match=r"version: format 2\.7"):
         read_program(data[:10] + struct.pack("<H", 7) + data[12:])
@@ -138,7 +139,7 @@ def test_load_program_file_errors(tmp_path, image):
 
 def test_disassembly_lists_everything(image):
     text = disassemble(image)
-    assert "format 2.2" in text and "model     hand" in text and "16 PEs" in text
+    assert f"format 2.{bf.FORMAT_MINOR}" in text and "model     hand" in text and "16 PEs" in text
     for name in bf.SECTION_NAMES.values():
         assert f"  {name} " in text
     assert "0003  syn       layer=0 batch=0 t0=0 nt=4 row0=0 rows=1 ch0=0 chs=8 in_row0=0 in_rows=1 flags=0" in text

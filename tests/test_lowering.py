@@ -1,4 +1,4 @@
-"""convert-snn-to-accel: quantisation decisions, tiling, SRAM use, schedule, errors,
+"""The lowering (quantise ... insert-barriers): quantisation decisions, tiling, SRAM use, schedule, errors,
 and (when the simulator is present) bit-exactness against the snn interpreter."""
 
 from __future__ import annotations

@@ -23,7 +23,8 @@ LOWERED = "quantise,convert-snn-to-loops," + PIPELINE
 
 
 def test_every_builtin_pass_is_registered_at_its_level_with_a_contract():
-    levels = {"quantise": "snn", "convert-snn-to-loops": "snn", "dma-prefetch": "accel", "insert-barriers": "accel"}
+    levels = {"quantise": "snn", "convert-snn-to-loops": "snn", "dma-prefetch": "accel", "insert-barriers": "accel",
+              "exit-checks": "accel"}
     for name, factory in get_builtin_passes().items():
         cls = factory()
         assert cls.name == name and pass_level(cls) == levels.get(name, "loop"), name

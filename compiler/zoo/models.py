@@ -6,6 +6,8 @@ Contract
           weight_profile=None, spike_profile=None, filter_spread=None)
         -> (onnx.ModelProto, {graph input name: [T, B, ...] float32})
     build_network(...same options but form...) -> (Network, inputs)
+    build_dataset(name, *, timesteps=None) -> {graph input: [T, N, ...], "labels": [N] int64}
+        for a model with a labelled data set (ZooModel.dataset: digits).
     Same arguments => same model and inputs (numpy Generator seeded with `seed`).
     None means the model's default (ZOO[name]); silent_ratio None on a model without
     one means "not calibrated". input_scale < 1 shrinks the input (and so every map) of
@@ -43,7 +45,10 @@ Models
     red-lif-gen4                      STEMS RED-LIF, 360x640x6 events, T=12
     spikformer-hff                    LoAS T-HFF layer 4x784x3072x3072
     resnet18-imagenet                 224x224x3, T=4, the scale test
-    The last four are `large` (bench/run.py, or the tests at a reduced input_scale).
+    digits                            trained on scikit-learn's digits (examples/train_digits.py);
+                                      weights and the test split ship in data/digits.npz;
+                                      `build_dataset` gives the labelled test split
+    The four before digits are `large` (bench/run.py, or the tests at a reduced input_scale).
 
 Every number is representable so that quantised hardware can be exact:
     weights     small integers in [-7, 7] times 2^-4, with exactly
@@ -61,6 +66,10 @@ Every number is representable so that quantised hardware can be exact:
     betas       0.5, 0.75, 0.875 (exact in binary);
     inputs      binary spikes (mlp) or analog direct coding, multiples of 2^-8 in
                 [-4, 4) (vgg-small).
+The trained model (digits) keeps its trained weights, rounded to 12 significant bits per
+layer (multiples of 2^-f): its float32 arithmetic is exact, so onnxruntime and the
+accelerator at >= 12 weight bits agree bit for bit; 8-bit weights round further. Its
+options are only `timesteps` (it was trained at T = 16).
 
 Adding a model: write `def _build_x(cfg: ZooConfig) -> Network` using the helpers
 below (`_weights`, `_neuron`), and register it in `ZOO` with its defaults.
@@ -126,6 +135,9 @@ class ZooModel:
     matched_work: Mapping[str, int] | None = None  # per-layer table: weight_profile "layerwise" (the default)
     sparten_spikes: Mapping[str, tuple[int, int]] | None = None  # per-layer table: spike_profile "layerwise"
     filter_spread: float = 0.0  # default with weight_profile "layerwise" (LOAS_FILTER_SPREAD)
+    trained: bool = False  # weights from a training run (a shipped file): no sparsity, profile or seed options
+    # a labelled data set for `snnc eval`: {graph input: [T, N, ...], DATASET_LABELS: [N] int64}
+    dataset: Callable[[ZooConfig], dict[str, np.ndarray]] | None = None
 
 
 # ------------------------------------------------------------------------------------------
@@ -898,6 +910,44 @@ def _build_resnet18_imagenet(cfg: ZooConfig) -> tuple[Network, dict[str, np.ndar
     return net, inputs
 
 
+DIGITS_DATA = Path(__file__).resolve().parent / "data" / "digits.npz"
+DATASET_LABELS = "labels"  # the key of a data set's labels [N] int64 (`snnc eval`)
+
+
+@functools.lru_cache(maxsize=1)
+def digits_data() -> dict[str, np.ndarray]:
+    """The shipped `digits` file (examples/train_digits.py): weights, biases, test split."""
+    with np.load(DIGITS_DATA, allow_pickle=False) as data:
+        return {key: data[key] for key in data.files}
+
+
+def _digits_frames(cfg: ZooConfig, images: np.ndarray) -> np.ndarray:
+    """Direct coding: pixel / 16 (0..16 -> multiples of 2^-4) at every step, [T, N, 64]."""
+    frames = images.astype(np.float32) / np.float32(16)
+    return np.ascontiguousarray(np.broadcast_to(frames, (cfg.timesteps, *frames.shape)), dtype=np.float32)
+
+
+def _build_digits(cfg: ZooConfig) -> tuple[Network, dict[str, np.ndarray]]:
+    """A spiking MLP trained on scikit-learn's digits (examples/train_digits.py): 8x8 images,
+    direct coding, dense 64-128 + IF, dense 128-10 whose per-step output is the graph output
+    `logits`; the prediction is the argmax of the logits summed over time. Inputs: the first
+    test image ([T, 1, 64]); the whole test split is `_digits_dataset`."""
+    data = digits_data()
+    net = Network(cfg.timesteps, name="digits")
+    x = net.input("image", (1, 64))
+    h = net.dense(x, data["fc1_weight"], data["fc1_bias"], name="fc1")
+    spikes, _ = net.if_neuron(h, threshold=1.0, name="lif1")
+    net.output(net.dense(spikes, data["fc2_weight"], data["fc2_bias"], name="fc2"), "logits")
+    return net, {"image": _digits_frames(cfg, data["test_images"][:1])}
+
+
+def _digits_dataset(cfg: ZooConfig) -> dict[str, np.ndarray]:
+    """The test split: every image along the batch axis ([T, N, 64]) and its labels [N]."""
+    data = digits_data()
+    return {"image": _digits_frames(cfg, data["test_images"]),
+            DATASET_LABELS: data["test_labels"].astype(np.int64)}
+
+
 ZOO: dict[str, ZooModel] = {
     "mlp": ZooModel(
         "mlp", "MLP 64-128-128-10 on binary spikes, LIF, a residual add (B=1, T=4)",
@@ -947,6 +997,11 @@ ZOO: dict[str, ZooModel] = {
         "resnet18-imagenet", "Spiking ResNet-18, ImageNet 224x224x3, dense-1000 (T=4): the scale test",
         _build_resnet18_imagenet, 4, 0.9, 0.8, 0.7, large=True, scalable=True,
     ),
+    "digits": ZooModel(
+        "digits", "spiking MLP 64-128-10 (IF) trained on scikit-learn's 8x8 digits, direct coding, logits output; "
+        "--input-out writes the 360-image test split with labels (T=16)",
+        _build_digits, 16, trained=True, dataset=_digits_dataset,
+    ),
 }
 
 
@@ -979,6 +1034,15 @@ def build_network(
     if name not in ZOO:
         raise FrontendError(f"unknown zoo model '{name}' (known: {', '.join(sorted(ZOO))})")
     entry = ZOO[name]
+    if entry.trained:
+        given = [option for option, value in (
+            ("weight_sparsity", weight_sparsity), ("spike_sparsity", spike_sparsity), ("silent_ratio", silent_ratio),
+            ("residual", residual), ("weight_profile", weight_profile), ("spike_profile", spike_profile),
+            ("filter_spread", filter_spread), ("seed", seed or None),
+            ("input_scale", None if input_scale == 1.0 else input_scale),
+        ) if value is not None]
+        if given:
+            raise FrontendError(f"zoo model '{name}' has trained weights: option {given[0]} does not apply")
     cfg = ZooConfig(
         timesteps=entry.timesteps if timesteps is None else int(timesteps),
         weight_sparsity=entry.weight_sparsity if weight_sparsity is None else float(weight_sparsity),
@@ -1057,6 +1121,22 @@ def build(
         spike_profile=spike_profile, filter_spread=filter_spread, on_layer=on_layer,
     )
     return net.to_onnx(form), inputs
+
+
+def build_dataset(name: str, *, timesteps: int | None = None) -> dict[str, np.ndarray]:
+    """The labelled data set of zoo model `name` (ZooModel.dataset): {graph input name:
+    [T, N, ...] float32 with the samples along the batch axis, DATASET_LABELS: [N] int64}."""
+    if name not in ZOO:
+        raise FrontendError(f"unknown zoo model '{name}' (known: {', '.join(sorted(ZOO))})")
+    entry = ZOO[name]
+    if entry.dataset is None:
+        raise FrontendError(f"zoo model '{name}' has no labelled data set (models with one: "
+                            f"{', '.join(n for n, m in ZOO.items() if m.dataset is not None)})")
+    steps = entry.timesteps if timesteps is None else int(timesteps)
+    if steps < 1:
+        raise FrontendError(f"zoo model '{name}': timesteps must be >= 1, got {steps}")
+    return entry.dataset(ZooConfig(timesteps=steps, weight_sparsity=0.0, spike_sparsity=0.0,
+                                   rng=np.random.default_rng(0)))
 
 
 def save_inputs(path: str | Path, inputs: dict[str, np.ndarray]) -> Path:

@@ -1,0 +1,118 @@
+"""When each timestep of each graph output is final in DRAM, and what each exit.check saw.
+
+CONTRACT
+  `OutputTimeline(image)`; `stored(exact_rows, effect, finish)` for every DMA store the timed
+  simulation issues (its DRAM rows and the cycle it finishes); `section(functional)` ->
+      {"timesteps": [{"t", "ready_cycle", "outputs": {output name: cycle}} for t in 0..T-1],
+       "first_output_cycle": int}
+  outputs[name] of timestep t: the finish cycle of the last store (the latest finish) that
+  writes a DRAM byte holding timestep t of that graph output (binformat.io_timestep_mask:
+  the t-th [B][H][W][Cs] block of a per-step format; every byte of a SPIKE_WORDS tensor);
+  0 when no store writes one (the value is in DRAM from the start). After that cycle no
+  instruction changes those bytes, so the values are final. ready_cycle = the latest of the
+  outputs' cycles: every graph output's timestep-t values are final. first_output_cycle =
+  ready_cycle of t = 0: the first timestep of every output is out. All None in a
+  functional run (no timing).
+  `ExitLog(threshold, register)`: `record(check, instruction, cycles, energy_pj)` per executed exit.check
+  (cycles, energy: the run so far, the check included);
+  `halted` tells whether the program halts at it (the first check whose every batch item
+  satisfies the rule of runtime/exit_rule.py, when a threshold register is set);
+  `section(full_cycles, full_energy_pj)` -> {"exit_checks": [...], "exit": {...} or None}.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from snnc.backend.binformat import IODesc, ProgramImage, io_dram_bytes, io_timestep_mask
+from snnc.runtime.exit_rule import threshold_of_register
+
+
+class OutputTimeline:
+    def __init__(self, image: ProgramImage):
+        self.outputs: list[IODesc] = [d for d in image.io if d.is_output]
+        self.timesteps = max((d.timesteps for d in self.outputs), default=0)
+        self.hulls = [(d.dram_addr, d.dram_addr + io_dram_bytes(d)) for d in self.outputs]
+        self.ready = np.zeros((len(self.outputs), self.timesteps), dtype=np.int64)
+
+    def stored(self, exact_rows: bool, effect, finish: int) -> None:
+        """A store finishing at `finish` wrote effect.dram_spans rows (`exact_rows`: dma.store)
+        or effect.dram_ranges (dma.store_bm: its fiber slots)."""
+        if exact_rows:
+            if effect.dram_spans is None:
+                return
+            starts, row_bytes = effect.dram_spans
+            ends = starts + row_bytes
+        else:
+            if not effect.dram_ranges:
+                return
+            starts, ends = np.array(effect.dram_ranges, dtype=np.int64).T
+        lo, hi = int(starts.min()), int(ends.max())
+        for index, (desc, (olo, ohi)) in enumerate(zip(self.outputs, self.hulls)):
+            if lo < ohi and olo < hi:
+                steps = io_timestep_mask(desc, starts, ends)
+                ready = self.ready[index, :desc.timesteps]
+                ready[steps] = np.maximum(ready[steps], finish)
+
+    def section(self, functional: bool) -> dict:
+        names = [d.name for d in self.outputs]
+        timesteps = []
+        for t in range(self.timesteps):
+            cycles = {name: None if functional else int(self.ready[i, t])
+                      for i, name in enumerate(names) if t < self.outputs[i].timesteps}
+            ready = None if functional else max(cycles.values(), default=0)
+            timesteps.append({"t": t, "ready_cycle": ready, "outputs": cycles})
+        first = timesteps[0]["ready_cycle"] if timesteps else None
+        return {"timesteps": timesteps, "first_output_cycle": first}
+
+
+@dataclass
+class CheckResult:
+    """What one exit.check computed (simulator `_exit_check`)."""
+
+    io: int
+    timestep: int
+    sums: np.ndarray  # S_q per batch item (exit_rule.confidence_sums)
+    classes: np.ndarray  # argmax of the accumulated output per batch item (first maximum)
+    exits: bool  # every batch item satisfies S_q <= R (False without a threshold register)
+
+
+class ExitLog:
+    def __init__(self, threshold: float | None, register: int | None):
+        self.threshold = threshold  # the confidence the host asked for; the machine applies 2^32 / register
+        self.register = register
+        self.checks: list[dict] = []
+        self.exit: dict | None = None
+        self.halted = False  # True from the check the program halts at on
+
+    def record(self, check: CheckResult, instruction: int, cycles: int | None, energy_pj: float | None) -> bool:
+        """Log one executed check; True when the program halts at it (the first exiting check)."""
+        self.checks.append({
+            "instruction": instruction, "io": check.io, "t": check.timestep, "cycles": cycles,
+            "energy_pj": energy_pj, "confidence_sums": [int(s) for s in check.sums],
+            "classes": [int(c) for c in check.classes],
+        })
+        if self.halted or not check.exits:
+            return False
+        self.halted = True
+        self.exit = {"timestep": check.timestep, "instruction": instruction, "cycles": cycles,
+                     "energy_pj": energy_pj, "classes": [int(c) for c in check.classes]}
+        return True
+
+    def section(self, full_cycles: int | None, full_energy_pj: float | None, ran_to_end: bool) -> dict:
+        exit_info = None
+        if self.register is not None:
+            exit_info = {"threshold": self.threshold, "applied_threshold": threshold_of_register(self.register),
+                         "threshold_register": self.register}
+            if self.exit is None:
+                exit_info.update(timestep=None)  # never confident: the program ran to its end
+            else:
+                exit_info.update(self.exit)
+            if ran_to_end:
+                exit_info.update(full_cycles=full_cycles, full_energy_pj=full_energy_pj)
+                if self.exit is not None and full_cycles:
+                    exit_info["latency_reduction"] = 1 - self.exit["cycles"] / full_cycles
+                    exit_info["energy_reduction"] = 1 - self.exit["energy_pj"] / full_energy_pj
+        return {"exit_checks": self.checks, "exit": exit_info}
