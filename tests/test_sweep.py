@@ -342,3 +342,33 @@ def test_a_sweep_through_a_dask_scheduler_and_two_dask_workers(tmp_path):
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
+
+
+# ---------------------------------------------------------------------------- bench/sweep.py
+
+
+def test_the_sweep_benchmark_plumbing(tmp_path):
+    from passes_util import bench_module
+
+    bench = bench_module("sweep")
+    assert len(bench.grid_points()) == 24
+    model = tmp_path / "v.onnx"
+    model.write_bytes(b"")
+    (tmp_path / "v.npz").write_bytes(npz_bytes({}))
+    from snnc.compiler.sweep import grid_points, load_sweep
+
+    points = grid_points(load_sweep(bench.write_sweep(model, tmp_path)))
+    assert [p.values for p in points] == [tuple(p.values()) for p in bench.grid_points()]
+    same = {"cycles": 10, "dram_bytes": 5, "energy_pj": 1.5}
+    assert bench.agreement([same, same], [same, {**same, "cycles": 11}]) == 1
+
+    def clock(wall, cpu):
+        c = bench.Clock()
+        c.wall, c.cpu = wall, cpu
+        return c
+
+    text = bench.render("m", 2, 24, clock(60.0, 50.0), clock(30.0, 40.0), 24, {"before": "1.00"})
+    assert "| serial `snnc compile` + `snnc run` processes | 60.0 | 24.0 | 50.0 | 28.8 |" in text
+    assert "2.00x (CPU time: 1.25x), 24/24 points agree | MET |" in text
+    assert "MISSED" in bench.render("m", 2, 24, clock(60.0, 50.0), clock(40.0, 40.0), 24, {})
+    assert "MISSED" in bench.render("m", 2, 24, clock(60.0, 50.0), clock(30.0, 40.0), 23, {})
