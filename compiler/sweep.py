@@ -257,13 +257,15 @@ def prepare_model(entry: ModelEntry, cache: Path, on_layer=None) -> ModelData:
         load_npz(entry.input_path)  # a bad input file is the user's error, named now
         model, inputs = _read(entry.path), _read(entry.input_path)
         return ModelData(model, inputs, _sha256(model, inputs))
-    stem = cache / "models" / f"{entry.zoo}-{snnc_version()}"
-    onnx_path, input_path = stem.with_suffix(".onnx"), stem.with_suffix(".npz")
+    from snnc.runtime.files import ensure_directory
+
+    stem = f"{entry.zoo}-{snnc_version()}"  # the version has dots: no with_suffix
+    onnx_path, input_path = cache / "models" / f"{stem}.onnx", cache / "models" / f"{stem}.npz"
     if not (onnx_path.is_file() and input_path.is_file()):
         from snnc.compiler.zoo import build
 
         onnx_model, arrays = build(entry.zoo, on_layer=on_layer)
-        onnx_path.parent.mkdir(parents=True, exist_ok=True)
+        ensure_directory(onnx_path.parent)
         atomic_write_bytes(input_path, npz_bytes(arrays))
         atomic_write_bytes(onnx_path, onnx_model.SerializeToString())
     model, inputs = _read(onnx_path), _read(input_path)

@@ -240,6 +240,9 @@ def test_a_sweep_on_a_local_cluster(local_sweep):
     assert "8 points: 0 from the cache, 8 run on 2 workers" in proc.stderr
     assert "6 failed" in proc.stderr
     assert (tmp / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the zoo model is built once per snnc version, kept under its full version
+    assert sorted(p.name for p in (tmp / ".snnc-cache" / "models").iterdir()) == [
+        f"mlp-{snnc_version()}.npz", f"mlp-{snnc_version()}.onnx"]
 
 
 def test_a_rerun_takes_every_point_from_the_cache_and_resumes_the_rest(local_sweep):
