@@ -563,7 +563,8 @@ def cmd_sweep(args) -> int:
            if outcome.ran else "none to run")
     rate = f", {60 * outcome.ran / outcome.seconds:.1f} points/min" if outcome.ran and outcome.seconds else ""
     failed = f"; {outcome.failed} failed (see the error column)" if outcome.failed else ""
-    print(f"sweep: {len(outcome.points)} points: {outcome.cached} from the cache, {ran} "
+    points = f"{len(outcome.points)} point{'s' if len(outcome.points) != 1 else ''}"
+    print(f"sweep: {points}: {outcome.cached} from the cache, {ran} "
           f"in {outcome.seconds:.1f} s{rate}{failed}" + (f" -> {out}" if out else ""), file=sys.stderr)
     return 0
 

@@ -323,7 +323,10 @@ def _connect(scheduler: str | None, workers: int, n_pending: int):
 
     # In-process scheduler and client chatter (a closing comm is CRITICAL to them) is not
     # the user's business: what goes wrong reaches the sweep as an exception or a row.
-    logging.getLogger("distributed").setLevel(logging.CRITICAL + 1)
+    # Dask's logging config gives some loggers their own level, so each one is told.
+    for name in ["distributed", *logging.root.manager.loggerDict]:
+        if name.split(".")[0] == "distributed":
+            logging.getLogger(name).setLevel(logging.CRITICAL + 1)
     if scheduler is not None:
         try:
             return Client(scheduler, timeout=CONNECT_TIMEOUT, set_as_default=False), None
@@ -414,9 +417,13 @@ def _evaluate(spec, points, keys, pending, data, cache, outcome, progress, worke
     task = progress.add_task(f"starting {where}", total=len(pending))
     client, cluster = _connect(scheduler, workers, len(pending))
     try:
+        from concurrent.futures import CancelledError
+
         from distributed import as_completed
 
         progress.update(task, description=f"waiting for a worker on {where}")
+        if not client.scheduler_info(n_workers=-1)["workers"]:  # a batch queue may take a while
+            progress.console.print(f"sweep: no worker on {where} yet, waiting for one to join")
         client.wait_for_workers(1)
         outcome.workers = len(client.scheduler_info(n_workers=-1)["workers"])
         progress.update(task, description=f"sweep on {outcome.workers} workers")
@@ -434,7 +441,13 @@ def _evaluate(spec, points, keys, pending, data, cache, outcome, progress, worke
             i = futures[future]
             try:
                 row = future.result()
-            except Exception as exc:  # the task never returned: a worker died or was lost
+            except CancelledError as exc:  # the cluster went away: every point left would say so
+                first = (str(exc).splitlines() or ["cancelled"])[0]
+                reason = first.rsplit("reason: ", 1)[-1].rstrip(".")
+                raise SnncError(f"sweep: lost the Dask cluster ({reason}) with {len(pending) - outcome.ran} "
+                                "points unfinished; the finished ones are kept: run the sweep again to resume"
+                                ) from None
+            except Exception as exc:  # the task never returned: its worker died (KilledWorker), ...
                 row = _worker_lost(exc)
             if row.pop("cacheable"):
                 cache.put(keys[i], row)
