@@ -13,7 +13,10 @@ and input, built once beforehand and not timed:
     cache: cluster start-up, the model's transfer to the workers and every point.
 Each is timed as a whole: wall clock (the target's measure) and the CPU time (user + sys)
 of all its processes, the sweep's workers included, which a busy machine does not
-inflate as much. The script also checks that both produce the same
+inflate as much. "cores used" shows how much of the 2 cores each part got: Linux shares
+the CPU fairly between sessions (sched_autogroup), so while other people's jobs run, the
+sweep's two workers together get no more CPU than the serial loop's one process, and only
+the CPU-time ratio is left to compare. The script also checks that both produce the same
 cycles, DRAM bytes and energy at every point, and prints the load average before and
 after each part: the machine is shared, so a busy neighbour shows in the figures.
 Never part of the tests (tests/test_sweep_bench.py checks the plumbing).
@@ -140,12 +143,12 @@ def render(model: str, workers: int, points: int, serial: Clock, swept: Clock, a
         f"python {platform.python_version()}, {os.cpu_count()} CPUs; load average (1/5/15 min) "
         + "; ".join(f"{when}: {value}" for when, value in loads.items()),
         "",
-        "| run | wall s | points/min | CPU s | points per CPU min |",
-        "|---|---|---|---|---|",
+        "| run | wall s | points/min | CPU s | points per CPU min | cores used (CPU s / wall s) |",
+        "|---|---|---|---|---|---|",
         f"| serial `snnc compile` + `snnc run` processes | {serial.wall:.1f} | {rate(serial.wall):.1f} "
-        f"| {serial.cpu:.1f} | {rate(serial.cpu):.1f} |",
+        f"| {serial.cpu:.1f} | {rate(serial.cpu):.1f} | {serial.cpu / serial.wall:.2f} |",
         f"| `snnc sweep --workers {workers}` (one process, cluster start-up included) | {swept.wall:.1f} "
-        f"| {rate(swept.wall):.1f} | {swept.cpu:.1f} | {rate(swept.cpu):.1f} |",
+        f"| {rate(swept.wall):.1f} | {swept.cpu:.1f} | {rate(swept.cpu):.1f} | {swept.cpu / swept.wall:.2f} |",
         "",
         "| target | measured | verdict |",
         "|---|---|---|",

@@ -107,15 +107,19 @@ def _no_duplicates(values: list, key: str, source: str) -> None:
         seen.append(v)
 
 
-def _model_entries(doc: dict, base: Path, source: str) -> tuple[ModelEntry, ...]:
-    from snnc.compiler.zoo import ZOO
+def _zoo_names() -> frozenset[str]:
+    from snnc.compiler.zoo import ZOO  # imports onnx: only when a model is not an .onnx path
 
+    return frozenset(ZOO)
+
+
+def _model_entries(doc: dict, base: Path, source: str) -> tuple[ModelEntry, ...]:
     inputs = doc.get("inputs", {})
     if not isinstance(inputs, dict) or not all(isinstance(v, str) for v in inputs.values()):
         raise SnncError(f"{source}: inputs: expected a table of ONNX path = \"input.npz\", found {inputs!r}")
     entries = []
     for i, label in enumerate(_string_list(doc, "models", source)):
-        if label in ZOO:
+        if not label.endswith(".onnx") and label in _zoo_names():
             if label in inputs:
                 raise SnncError(f"{source}: inputs.{json.dumps(label)}: a zoo model brings its own input")
             entries.append(ModelEntry(label, label))

@@ -371,7 +371,7 @@ def test_the_sweep_benchmark_plumbing(tmp_path):
         return c
 
     text = bench.render("m", 2, 24, clock(60.0, 50.0), clock(30.0, 40.0), 24, {"before": "1.00"})
-    assert "| serial `snnc compile` + `snnc run` processes | 60.0 | 24.0 | 50.0 | 28.8 |" in text
+    assert "| serial `snnc compile` + `snnc run` processes | 60.0 | 24.0 | 50.0 | 28.8 | 0.83 |" in text
     assert "2.00x (CPU time: 1.25x), 24/24 points agree | MET |" in text
     assert "MISSED" in bench.render("m", 2, 24, clock(60.0, 50.0), clock(40.0, 40.0), 24, {})
     assert "MISSED" in bench.render("m", 2, 24, clock(60.0, 50.0), clock(30.0, 40.0), 23, {})
