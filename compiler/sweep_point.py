@@ -45,7 +45,9 @@ def _explore_not_available(model_path: Path, hw_path: Path) -> str:
 
 # The hook for schedule searches (issue 17 section 1): a sweep pipeline with one of these
 # names asks the function for the point's `--passes` string, then compiles and simulates
-# it. `snnc explore` replaces the placeholder with its search.
+# it. `snnc explore` replaces the placeholder here, in this table: the workers are other
+# processes (other machines) that import this module, so an entry added at run time by
+# the client would never reach them.
 SEARCHED_PIPELINES: dict[str, Callable[[Path, Path], str]] = {"explore": _explore_not_available}
 
 
