@@ -337,10 +337,10 @@ def _connect(scheduler: str | None, workers: int, n_pending: int):
         except (OSError, ValueError, TypeError) as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise SnncError(f"--scheduler {scheduler}: cannot connect ({reason})") from None
-    # The worker processes inherit an ignored SIGINT: Ctrl-C stops the sweep here (which
-    # closes the cluster), instead of every worker dying with a traceback of its own.
     environ = {key: value for key, value in dask.config.get("distributed.nanny.pre-spawn-environ").items()
                if key != "MALLOC_TRIM_THRESHOLD_"}
+    # The worker processes inherit an ignored SIGINT: Ctrl-C stops the sweep here (which
+    # closes the cluster), instead of every worker dying with a traceback of its own.
     with _sigint_ignored(), dask.config.set({
         # Dask's fixed trim threshold also fixes glibc's mmap threshold: every big NumPy
         # array is then mapped and unmapped afresh, which made a point cost 1.7x the CPU
@@ -460,6 +460,8 @@ def _evaluate(spec, points, keys, pending, data, cache, outcome, progress, worke
             p = points[i]
             progress.update(task, advance=1, description=f"{_point_text(spec, p)}: "
                             f"{'failed' if row['error'] else 'done'}")
+        # workers of a batch queue may have joined since the start
+        outcome.workers = max(outcome.workers, len(client.scheduler_info(n_workers=-1)["workers"]))
     finally:
         client.close()
         if cluster is not None:
