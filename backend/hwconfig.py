@@ -7,6 +7,8 @@ CONTRACT:
     key, a value of the wrong type, or a value out of range raises
     `HwConfigError` naming the key and the source. Missing keys take the
     defaults below (so a file only overrides what it names).
+  * `HwConfig.from_mapping(doc, source=...)`: the same on a parsed {section: {key:
+    value}} document (snnc sweep validates its grid points through it).
   * `HwConfig.to_toml()` is canonical: sections and keys sorted, every key
     written, deterministic; `from_toml(cfg.to_toml()) == cfg`. The compiler
     embeds this text in prog.bin (section hw_config).
@@ -143,6 +145,11 @@ class HwConfig:
             doc = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise HwConfigError(f"{source}: not valid TOML: {exc}") from None
+        return cls.from_mapping(doc, source)
+
+    @classmethod
+    def from_mapping(cls, doc: dict, source: str = "<mapping>") -> HwConfig:
+        """`from_toml` on an already parsed document {section: {key: value}}, as strict."""
         sections = {f.name: f for f in dataclasses.fields(cls)}
         built = {}
         for sec_name, table in doc.items():

@@ -10,6 +10,7 @@
     snnc zoo --list | snnc zoo NAME -o m.onnx --input-out in.npz
     snnc passes                           the registered passes and the default pipeline
     snnc demo                             zoo model -> compile -> simulate -> verify -> table
+    snnc sweep sweep.toml --out r.csv     models x hw grid x pipelines on a Dask cluster (docs/sweeps.md)
 
 Results (tables, verdicts, IR text, listings) go to stdout; notes, progress (a
 spinner on a terminal once a wait passes a second) and errors go to stderr.
@@ -31,7 +32,7 @@ from pathlib import Path
 from snnc.backend.errors import SnncError
 from snnc.backend.hwconfig import preset_names
 
-COMMANDS = ("compile", "run", "eval", "verify", "disasm", "zoo", "passes", "demo", "report")
+COMMANDS = ("compile", "run", "eval", "verify", "disasm", "zoo", "passes", "demo", "report", "sweep")
 EMIT_CHOICES = ("snn-ir", "loop-ir", "accel-ir", "asm", "bin")
 
 
@@ -164,6 +165,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="compile a bundled model, simulate, verify, print a table")
     p.add_argument("--model", default="vgg-small", help="zoo model to use (default vgg-small)")
     p.add_argument("--keep", metavar="DIR", help="keep the generated files in DIR")
+
+    p = sub.add_parser("sweep", help="compile and simulate a grid of models x hw configs x pipelines on Dask")
+    p.add_argument("sweep", help="sweep TOML (docs/sweeps.md)")
+    engine = p.add_mutually_exclusive_group()
+    engine.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="worker processes of the local Dask cluster (default: the CPUs available)")
+    engine.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                        help="run on an existing Dask cluster (`dask scheduler` / `dask worker`, dask-jobqueue)")
+    p.add_argument("--out", metavar="results.csv", help="write the results here (default: stdout)")
+    p.add_argument("--cache", metavar="DIR",
+                   help="finished points (default: .snnc-cache/ beside --out, else beside the sweep file)")
+    p.add_argument("--plot", metavar="pareto.png", help="draw cycles against energy, the Pareto front per SRAM "
+                   "size (needs matplotlib)")
     return parser
 
 
@@ -615,9 +629,46 @@ def cmd_demo(args) -> int:
     return 0 if verdict.ok else 1
 
 
+def _check_plot_path(path: Path) -> None:
+    """--plot fails before the work, not after it: matplotlib present, a format it writes."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise SnncError("--plot needs matplotlib: pip install 'snnc[plot]' (or pip install matplotlib)") from None
+    formats = Figure().canvas.get_supported_filetypes()
+    if path.suffix.lstrip(".").lower() not in formats:
+        raise SnncError(f"--plot {path}: unknown image format (use one of .{', .'.join(sorted(formats))})")
+
+
+def cmd_sweep(args) -> int:
+    from snnc.compiler.sweep import load_sweep, run_sweep
+
+    if args.workers is not None and args.workers < 1:
+        raise SnncError(f"--workers {args.workers}: expected at least 1")
+    spec = load_sweep(args.sweep)
+    out = Path(args.out) if args.out else None
+    for path, what in ((out, "--out"), (Path(args.plot) if args.plot else None, "--plot")):
+        if path is not None and not (path.parent if str(path.parent) else Path(".")).is_dir():
+            raise SnncError(f"{what} {path}: directory {path.parent} does not exist")
+    if args.plot:
+        _check_plot_path(Path(args.plot))
+    cache = Path(args.cache) if args.cache else (out or Path(args.sweep)).parent / ".snnc-cache"
+    workers = args.workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+    outcome = run_sweep(spec, cache_dir=cache, out=out, workers=workers or 1, scheduler=args.scheduler,
+                        plot=Path(args.plot) if args.plot else None, console=_console())
+    ran = (f"{outcome.ran} run on {outcome.workers} worker{'s' if outcome.workers != 1 else ''}"
+           if outcome.ran else "none to run")
+    rate = f", {60 * outcome.ran / outcome.seconds:.1f} points/min" if outcome.ran and outcome.seconds else ""
+    failed = f"; {outcome.failed} failed (see the error column)" if outcome.failed else ""
+    points = f"{len(outcome.points)} point{'s' if len(outcome.points) != 1 else ''}"
+    print(f"sweep: {points}: {outcome.cached} from the cache, {ran} "
+          f"in {outcome.seconds:.1f} s{rate}{failed}" + (f" -> {out}" if out else ""), file=sys.stderr)
+    return 0
+
+
 HANDLERS = {
     "compile": cmd_compile, "run": cmd_run, "eval": cmd_eval, "verify": cmd_verify, "disasm": cmd_disasm,
-    "zoo": cmd_zoo, "passes": cmd_passes, "demo": cmd_demo, "report": cmd_report,
+    "zoo": cmd_zoo, "passes": cmd_passes, "demo": cmd_demo, "report": cmd_report, "sweep": cmd_sweep,
 }
 
 

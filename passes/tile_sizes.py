@@ -482,5 +482,5 @@ def _no_fit_message(k: _Kernel) -> str:
     shape = " x ".join(filter(None, [f"{smallest_rows} row" if smallest_rows else "",
                                      f"{smallest_chs} channels" if smallest_chs else ""])) or "its fixed"
     held = f" (another {reserved_bytes(k.kernel)} bytes hold data of other layers)" if reserved_bytes(k.kernel) else ""
-    return (f"'{kernel_layer_name(k.kernel)}': no tiling fits the SRAM: even a {shape} tile needs {need} bytes "
+    return (f"'{kernel_layer_name(k.kernel)}': does not fit the SRAM under any tiling: even a {shape} tile needs {need} bytes "
             f"(buffer '{biggest.role.data}' alone {sizes[biggest]}) against {k.available} available{held}")
