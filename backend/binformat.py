@@ -61,6 +61,7 @@ A string is u32 byte length + UTF-8 bytes.
 from __future__ import annotations
 
 import enum
+import functools
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -519,17 +520,31 @@ def decode_layers(image: ProgramImage) -> list[dict[str, int]]:
     return out
 
 
+@functools.cache
+def _instruction_decoders() -> dict[int, tuple[isa.InstructionSpec, struct.Struct, tuple[str, ...]]]:
+    """Per opcode byte: its spec, struct and field names (isa.decode_instruction's work that
+    does not depend on the instruction, done once)."""
+    return {int(op): (spec, spec.struct, tuple(f.name for f in spec.fields))
+            for op, spec in isa.INSTRUCTION_BY_OPCODE.items()}
+
+
 def decode_instructions(image: ProgramImage) -> list[tuple[isa.InstructionSpec, dict[str, int]]]:
     raw = image.instructions
     if len(raw) % isa.INSTRUCTION_BYTES:
         raise BinaryFormatError(
             f"section instructions: size {len(raw)} is not a multiple of {isa.INSTRUCTION_BYTES}")
+    decoders = _instruction_decoders()
     out = []
-    for i in range(len(raw) // isa.INSTRUCTION_BYTES):
-        try:
-            out.append(isa.decode_instruction(raw[i * isa.INSTRUCTION_BYTES:(i + 1) * isa.INSTRUCTION_BYTES], i))
-        except isa.DecodeError as exc:
-            raise BinaryFormatError(str(exc)) from None
+    for offset in range(0, len(raw), isa.INSTRUCTION_BYTES):
+        found = decoders.get(raw[offset])
+        if found is None:  # isa.decode_instruction names the problem
+            try:
+                isa.decode_instruction(raw[offset:offset + isa.INSTRUCTION_BYTES], offset // isa.INSTRUCTION_BYTES)
+            except isa.DecodeError as exc:
+                raise BinaryFormatError(str(exc)) from None
+            raise AssertionError("an opcode without a decoder decoded")  # pragma: no cover
+        spec, layout, names = found
+        out.append((spec, dict(zip(names, layout.unpack_from(raw, offset)[1:]))))
     return out
 
 
@@ -574,8 +589,10 @@ def _check_sram_operands(where: str, spec: isa.InstructionSpec, fields: dict[str
                                     f"outside the {sram_size}-byte SRAM")
 
 
-def validate_image(image: ProgramImage) -> None:
-    """Cross-section checks; raises BinaryFormatError naming the field."""
+def validate_image(image: ProgramImage,
+                   instructions: list[tuple[isa.InstructionSpec, dict[str, int]]] | None = None) -> None:
+    """Cross-section checks; raises BinaryFormatError naming the field. `instructions`: the
+    image's decode_instructions, when the caller has them (decoding is most of the work)."""
     sram_size = _sram_size(image)
     if len(image.constants) > image.dram_size:
         raise BinaryFormatError(f"constants: {len(image.constants)} bytes exceed dram_size {image.dram_size}")
@@ -611,7 +628,7 @@ def validate_image(image: ProgramImage) -> None:
         _check_io(i, d, image.dram_size)
     outputs = {i: d.timesteps for i, d in enumerate(image.io) if d.is_output}  # exit.check's io
     last_check: dict[int, int] = {}  # per output descriptor: t of its last exit.check so far
-    for i, (spec, f) in enumerate(decode_instructions(image)):
+    for i, (spec, f) in enumerate(decode_instructions(image) if instructions is None else instructions):
         where = f"instruction {i} ({spec.mnemonic})"
         if spec.opcode in (isa.Opcode.DMA_LOAD, isa.Opcode.DMA_STORE) and f["rows"] > 0:
             end = f["dram_addr"] + (f["rows"] - 1) * f["dram_stride"] + f["row_bytes"]

@@ -16,29 +16,38 @@ CONTRACT:
     each lane vectorised over all neurons of the tile.
   * Unless `functional`, every instruction also yields an `Effect` (engine, SRAM
     ranges read/written, cycles, bytes, operations) that the timing Scoreboard
-    and the per-layer counters consume (runtime/timing.py, runtime/report.py).
+    and the per-layer counters consume (runtime/timing.py, runtime/report.py), in
+    program order, in batches of TIMING_BATCH executed instructions: the TPPE
+    streams of a batch's FTP SYN visits are timed in one call (timing.time_ftp_visits),
+    which is exact -- a visit's SYN timing depends only on its own spikes and weights.
     The SRAM ranges are the instruction's operands as the ISA table defines them
     (isa.sram_operands), not computed by the handlers.
   * Malformed programs (SRAM access out of range, wrong layer kind for an
     opcode, input rows missing from a tile) raise BinaryFormatError naming the
     instruction index and field.
   * Work that repeats across visits is cached per simulation without changing any
-    result: window geometry per row-tile shape, decoded SYN weight tiles while the
-    SRAM bytes at w_addr are unchanged (compared on every visit). SYN products are
-    exact in every kernel choice (sparse CSR or dense, see _exact_dtype).
+    result: window geometry per row-tile shape, decoded SYN weight tiles and LIF
+    parameter blocks while their SRAM bytes are unchanged (compared on every visit),
+    the fiber walk of a dma.load_bm for the SYN that reads the same bytes. SYN products
+    are exact in every kernel choice (sparse CSR or dense, see _exact_dtype); dense BLAS
+    only for large dense products (BLAS_MIN_MACS) or tiny ones.
 Imports only numpy, rich, the standard library, snnc.backend and (lazily, for the
 first large sparse weight tile) scipy.sparse.
 """
 
 from __future__ import annotations
 
+import functools
+import struct
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import numpy as np
 
 from snnc.backend import isa
-from snnc.backend.binformat import ProgramImage, decode_layers, io_dram_bytes, io_step_bytes, validate_image
+from snnc.backend.binformat import (
+    ProgramImage, decode_instructions, decode_layers, io_dram_bytes, io_step_bytes, validate_image,
+)
 from snnc.backend.errors import BinaryFormatError, InputError
 from snnc.backend.hwconfig import HwConfig
 from snnc.backend.isa import Format, LayerKind, LeakForm, LifFlags, Opcode, ResetMode, SynFlags
@@ -61,7 +70,7 @@ class SimResult:
     report: dict
 
 
-@dataclass
+@dataclass(slots=True)
 class Effect:
     """What one instruction did, for the timing model and the counters."""
 
@@ -100,7 +109,10 @@ class Effect:
             return 0
         if self.sram_bytes is not None:
             return self.sram_bytes
-        return sum(hi - lo for lo, hi in ranges)
+        total = 0
+        for lo, hi in ranges:
+            total += hi - lo
+        return total
 
 
 class _Context:
@@ -121,6 +133,10 @@ class _Context:
         self.windows: dict[tuple, _Windows] = {}
         self.weight_tiles: dict[tuple, _WeightTile] = {}
         self.channel_blocks: dict[tuple, _ChannelBlock] = {}
+        self.lif_params: dict[tuple, _LifParams] = {}
+        # SRAM address -> (bytes, fiber_elems, elem_bits, _Fibers relative to the address) of the
+        # packed fibers a dma.load_bm copied there: a SYN reading the same bytes skips re-walking them
+        self.sram_fibers: dict[int, tuple[bytes, int, int, _Fibers]] = {}
 
     def layer(self, f, where: str, *kinds: LayerKind):
         lay = self.layers[f.layer]
@@ -195,26 +211,89 @@ def _popcount(words: np.ndarray) -> np.ndarray:
     return np.unpackbits(as_bytes, axis=-1).sum(axis=-1)
 
 
-def _packed_fibers(mem, addr: int, n: int, elems: int, eb: int, slot: int, where: str) -> tuple[np.ndarray, np.ndarray, int]:
-    """Back-to-back fibers (isa.DmaFlags.PACKED in DRAM, or a KEEP_COMPRESSED tile in SRAM)
-    from `addr`: ([n, slot] bytes, each fiber zero-padded to its slot as if stored in slots;
-    each fiber's start; the end of the last one). Walks the pointers in order, checking
-    each against its bitmask: fiber i+1 starts after fiber i's 4 + ceil(elems/8) +
-    ceil(count*elem_bits/8) bytes."""
+_U32 = struct.Struct("<I")
+# per byte value: its set bits, little-endian (bit j = element 8*byte + j), and how many
+_BYTE_BITS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorder="little").astype(bool)
+_BYTE_POPCOUNT = _BYTE_BITS.sum(axis=1).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class _Fibers:
+    """Back-to-back fibers as walked: where each starts, its count (checked against its
+    bitmask), its bitmask bytes (bits past `elems` cleared), and the end of the last one."""
+
+    starts: np.ndarray  # int64 [n]
+    counts: np.ndarray  # int64 [n]
+    masks: np.ndarray  # uint8 [n, ceil(elems / 8)]
+    end: int
+
+    def moved(self, delta: int) -> "_Fibers":
+        """The same fibers `delta` bytes further on."""
+        return _Fibers(self.starts + delta, self.counts, self.masks, self.end + delta)
+
+    def set_bits(self, elems: int) -> np.ndarray:
+        """Row-major flat indices into [n, elems] of the bitmasks' set bits."""
+        mbytes = self.masks.shape[1]
+        at = np.flatnonzero(self.masks)  # the bitmasks are sparse: expand only their non-zero bytes
+        hits = np.flatnonzero(_BYTE_BITS[self.masks.reshape(-1)[at]])  # (non-zero byte, bit) row-major
+        row, col = np.divmod(at[hits >> 3], mbytes)
+        return row * elems + col * 8 + (hits & 7)
+
+
+def _fiber_masks(data: np.ndarray, starts: np.ndarray, elems: int) -> np.ndarray:
+    """The `elems`-bit bitmask bytes after the header of each fiber starting at `starts`."""
+    mbytes = (elems + 7) // 8
+    masks = data[(starts + isa.FIBER_HEADER_BYTES)[:, None] + np.arange(mbytes)]
+    if elems % 8 and masks.size:  # bits past `elems` in the last byte are not elements
+        masks[:, -1] &= np.uint8((1 << (elems % 8)) - 1)
+    return masks
+
+
+def _check_fiber_counts(masks: np.ndarray, counts: np.ndarray, where: str) -> None:
+    """The first fiber whose pointer/count disagrees with its bitmask is an error."""
+    bits = _BYTE_POPCOUNT[masks].sum(axis=1, dtype=np.int64)
+    bad = np.flatnonzero(bits != counts)
+    if bad.size:
+        i = int(bad[0])
+        raise BinaryFormatError(f"{where}: fiber {i} pointer/count {int(counts[i])} disagrees with its bitmask "
+                                f"({int(bits[i])} bits set)")
+
+
+def _walk_fibers(mem, addr: int, n: int, elems: int, eb: int, where: str) -> _Fibers:
+    """The `n` back-to-back fibers from `addr` (isa.DmaFlags.PACKED in DRAM, or a
+    KEEP_COMPRESSED tile in SRAM): fiber i+1 starts after fiber i's 4 + ceil(elems/8) +
+    ceil(count*elem_bits/8) bytes. Every count is checked against its bitmask, and a header
+    outside the memory is an error only once the counts before it are known good (a wrong
+    count derails the walk): the errors of a fiber-by-fiber walk, in its order. The pointer
+    chase is a loop of one 4-byte read per fiber; the bitmasks are checked in one pass."""
     meta = isa.FIBER_HEADER_BYTES + (elems + 7) // 8
-    starts = np.empty(n, dtype=np.int64)
-    sizes = np.empty(n, dtype=np.int64)
+    data, size = mem.data, mem.data.size
+    starts, counts = [0] * n, [0] * n
+    unpack = _U32.unpack_from
     at = addr
     for i in range(n):
-        head = mem.span(at, meta, f"{where} (fiber {i})")
-        count = int(head[:4].view("<u4")[0])
-        bits = int(np.unpackbits(head[4:], bitorder="little")[:elems].sum())
-        if bits != count:  # checked while walking: a wrong pointer would derail the next fibers
-            raise BinaryFormatError(f"{where}: fiber {i} pointer/count {count} disagrees with its bitmask "
-                                    f"({bits} bits set)")
-        starts[i], sizes[i] = at, meta + (count * eb + 7) // 8
-        at += int(sizes[i])
-    span = mem.span(addr, at - addr, where)
+        if at + meta > size:
+            known = np.array(starts[:i], dtype=np.int64)
+            _check_fiber_counts(_fiber_masks(data, known, elems), np.array(counts[:i], dtype=np.int64), where)
+            mem.span(at, meta, f"{where} (fiber {i})")  # raises: the header is outside the memory
+        count = unpack(data, at)[0]
+        starts[i], counts[i] = at, count
+        at += meta + (count * eb + 7) // 8
+    fibers = _Fibers(np.array(starts, dtype=np.int64), np.array(counts, dtype=np.int64),
+                     _fiber_masks(data, np.array(starts, dtype=np.int64), elems), at)
+    _check_fiber_counts(fibers.masks, fibers.counts, where)
+    mem.span(addr, at - addr, where)  # the last fiber's data lies inside the memory
+    return fibers
+
+
+def _packed_fibers(mem, addr: int, n: int, elems: int, eb: int, slot: int, where: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """Back-to-back fibers from `addr` (`_walk_fibers`) as ([n, slot] bytes, each fiber
+    zero-padded to its slot as if stored in slots; each fiber's start; the end of the last one)."""
+    meta = isa.FIBER_HEADER_BYTES + (elems + 7) // 8
+    walked = _walk_fibers(mem, addr, n, elems, eb, where)
+    starts, counts, at = walked.starts, walked.counts, walked.end
+    sizes = meta + (counts * eb + 7) // 8
+    span = mem.data[addr:at]
     raw = np.zeros((n, slot), dtype=np.uint8)
     cols = np.arange(slot)
     inside = cols < sizes[:, None]
@@ -286,52 +365,64 @@ def _dma_bm(ctx: _Context, where: str, f, load: bool) -> Effect:
     # validate_image has checked the flags against the sizes (isa.weight_fiber_field_error)
     packed = bool(f.flags & isa.DmaFlags.PACKED)
     keep_compressed = bool(f.flags & isa.DmaFlags.KEEP_COMPRESSED)
-    if packed:
-        raw, starts, _ = _packed_fibers(m.dram, f.dram_addr, n, elems, eb, slot, where + ".dram_addr")
-    else:
-        raw = m.dram.span(f.dram_addr, n * slot, where + ".dram_addr").reshape(n, slot)
-        starts = f.dram_addr + np.arange(n, dtype=np.int64) * slot
     sram_size = n * elems * wb
     layout = isa.fiber_tile_offsets(n, elems, wb, f.sram_stride, f.run_elems, f.run_stride)
     extent = isa.fiber_tile_extent(n, elems, wb, f.sram_stride, f.run_elems, f.run_stride)  # a channel slice
-    if keep_compressed:  # LoAS's FiberCache: the fibers go to SRAM as they are, back to back
-        counts, keep = _fiber_counts(raw, elems, where)
-        sizes = meta + (counts * eb + 7) // 8
-        fibers = raw[np.arange(slot) < sizes[:, None]]
-        if fibers.size != f.sram_bytes:
-            raise BinaryFormatError(f"{where}.sram_bytes = {f.sram_bytes}, but the {n} fibers take {fibers.size} bytes")
-        m.sram.write(f.sram_addr, fibers, where + ".sram_addr")
+    if packed and keep_compressed and not (load and f.flags & isa.DmaFlags.SPIKES):
+        # back to back in DRAM and in SRAM (LoAS's FiberCache): once walked, a single copy
+        walked = _walk_fibers(m.dram, f.dram_addr, n, elems, eb, where + ".dram_addr")
+        starts, counts, end = walked.starts, walked.counts, walked.end
+        if end - f.dram_addr != f.sram_bytes:
+            raise BinaryFormatError(f"{where}.sram_bytes = {f.sram_bytes}, but the {n} fibers take "
+                                    f"{end - f.dram_addr} bytes")
+        copy = m.dram.data[f.dram_addr:end]
+        m.sram.write(f.sram_addr, copy, where + ".sram_addr")
+        ctx.sram_fibers[f.sram_addr] = (copy.tobytes(), elems, eb, walked.moved(-f.dram_addr))
         sram_size = f.sram_bytes
-    elif load:
-        counts, keep = _fiber_counts(raw, elems, where)
-        dense = _expand_fibers(raw, counts, keep, eb, dt)
-        if layout is None:
-            m.sram.write(f.sram_addr, dense, where + ".sram_addr")
-        else:
-            region = m.sram.span(f.sram_addr, extent, where + ".sram_addr")
-            region[_fiber_byte_offsets(n, elems, wb, layout)] = np.ascontiguousarray(dense).view(np.uint8).reshape(n, -1)
     else:
-        if layout is None:
-            dense = m.sram.read(f.sram_addr, dt, n * elems, where + ".sram_addr").reshape(n, elems)
+        if packed:
+            raw, starts, _ = _packed_fibers(m.dram, f.dram_addr, n, elems, eb, slot, where + ".dram_addr")
         else:
-            region = m.sram.span(f.sram_addr, extent, where + ".sram_addr")
-            dense = np.ascontiguousarray(region[_fiber_byte_offsets(n, elems, wb, layout)]).view(dt).reshape(n, elems)
-        keep = dense != 0
-        if eb < 8 * wb:  # an element is the low elem_bits bits of its SRAM word
-            dense = dense & np.asarray((1 << eb) - 1, dtype=dt)
-        if f.flags & isa.DmaFlags.MASK_SINGLE:
-            keep &= _popcount(dense) > 1
-        counts = keep.sum(axis=1).astype(np.int64)
-        out = np.zeros((n, slot), dtype=np.uint8)
-        out[:, :4] = counts.astype("<u4").view(np.uint8).reshape(n, 4)
-        out[:, 4:meta] = np.packbits(keep, axis=1, bitorder="little")
-        data = np.zeros((n, elems), dtype=dt)
-        ranks = np.cumsum(keep, axis=1) - 1
-        data[np.nonzero(keep)[0], ranks[keep]] = dense[keep]
-        shifts = np.arange(eb, dtype=np.uint64)
-        bits = ((data.astype(np.uint64)[..., None] >> shifts) & np.uint64(1)).astype(np.uint8)
-        out[:, meta:] = np.packbits(bits.reshape(n, elems * eb), axis=1, bitorder="little")
-        raw[...] = out
+            raw = m.dram.span(f.dram_addr, n * slot, where + ".dram_addr").reshape(n, slot)
+            starts = f.dram_addr + np.arange(n, dtype=np.int64) * slot
+        if keep_compressed:  # LoAS's FiberCache: the fibers go to SRAM as they are, back to back
+            counts, keep = _fiber_counts(raw, elems, where)
+            sizes = meta + (counts * eb + 7) // 8
+            fibers = raw[np.arange(slot) < sizes[:, None]]
+            if fibers.size != f.sram_bytes:
+                raise BinaryFormatError(f"{where}.sram_bytes = {f.sram_bytes}, but the {n} fibers take {fibers.size} bytes")
+            m.sram.write(f.sram_addr, fibers, where + ".sram_addr")
+            sram_size = f.sram_bytes
+        elif load:
+            counts, keep = _fiber_counts(raw, elems, where)
+            dense = _expand_fibers(raw, counts, keep, eb, dt)
+            if layout is None:
+                m.sram.write(f.sram_addr, dense, where + ".sram_addr")
+            else:
+                region = m.sram.span(f.sram_addr, extent, where + ".sram_addr")
+                region[_fiber_byte_offsets(n, elems, wb, layout)] = np.ascontiguousarray(dense).view(np.uint8).reshape(n, -1)
+        else:
+            if layout is None:
+                dense = m.sram.read(f.sram_addr, dt, n * elems, where + ".sram_addr").reshape(n, elems)
+            else:
+                region = m.sram.span(f.sram_addr, extent, where + ".sram_addr")
+                dense = np.ascontiguousarray(region[_fiber_byte_offsets(n, elems, wb, layout)]).view(dt).reshape(n, elems)
+            keep = dense != 0
+            if eb < 8 * wb:  # an element is the low elem_bits bits of its SRAM word
+                dense = dense & np.asarray((1 << eb) - 1, dtype=dt)
+            if f.flags & isa.DmaFlags.MASK_SINGLE:
+                keep &= _popcount(dense) > 1
+            counts = keep.sum(axis=1).astype(np.int64)
+            out = np.zeros((n, slot), dtype=np.uint8)
+            out[:, :4] = counts.astype("<u4").view(np.uint8).reshape(n, 4)
+            out[:, 4:meta] = np.packbits(keep, axis=1, bitorder="little")
+            data = np.zeros((n, elems), dtype=dt)
+            ranks = np.cumsum(keep, axis=1) - 1
+            data[np.nonzero(keep)[0], ranks[keep]] = dense[keep]
+            shifts = np.arange(eb, dtype=np.uint64)
+            bits = ((data.astype(np.uint64)[..., None] >> shifts) & np.uint64(1)).astype(np.uint8)
+            out[:, meta:] = np.packbits(bits.reshape(n, elems * eb), axis=1, bitorder="little")
+            raw[...] = out
     moved = n * meta + int(((counts * eb + 7) // 8).sum())
     effect = Effect(
         engine="dma", cycles=0 if ctx.functional else memory.strided_dma_cycles(ctx.hw, 0, 1, moved, 0),
@@ -481,6 +572,13 @@ def _exact_dtype(bound: int, sparse: bool):
 # a multi-threaded BLAS call is several times slower than that on a busy machine.
 SPARSE_MAX_DENSITY = 0.25
 SPARSE_MIN_WEIGHTS = 2048
+# ... and a dense tile too when the visit's product has between BLAS_MAX_SINGLE_THREAD_MACS
+# and BLAS_MIN_MACS dense multiply-adds: there the sparse kernel is at most about twice as slow
+# as BLAS on a quiet machine, while a multi-threaded BLAS call can take a hundred times longer on
+# a busy one (and a simulation in a parallel sweep shares its cores with the others anyway).
+# Below, OpenBLAS runs one thread (m*n*k < 65536 * 4), and small programs skip importing scipy.
+BLAS_MIN_MACS = 1 << 23
+BLAS_MAX_SINGLE_THREAD_MACS = 1 << 18
 
 
 def _csr_array_type():
@@ -517,24 +615,28 @@ class _WeightTile:
     rows are zero.
     """
 
-    def __init__(self, raw: bytes, w: np.ndarray, real: np.ndarray, lay):
-        chs, k = w.shape
+    def __init__(self, raw: bytes, flat: np.ndarray, values: np.ndarray, shape: tuple[int, int], lay):
+        """flat: row-major indices into [chs, K] of the non-zero weights of real channels;
+        values: those weights (signed)."""
+        chs, k = shape
         self.raw = raw
-        self.nonzero = w != 0  # [chs, K] ISA order: fiber-B bitmasks of the visit's output channels
-        if not real.all():
-            self.nonzero[~real] = False  # padding channels accumulate nothing
-        self.nonzero.flags.writeable = False  # shared by every visit of the tile: the timing models only read it
-        flat = np.flatnonzero(self.nonzero)  # row-major: CSR order
-        self.values = w.reshape(-1)[flat]
+        self.flat = flat  # row-major: CSR order
+        self.values = values
         isa_columns = flat % k
         offsets, channel = np.divmod(isa_columns, lay.in_cs)  # ISA column = (ky*kw + kx) * in_cs + c
         self.columns = {ISA_ORDER: isa_columns, PERMUTED_ORDER: channel * (lay.kh * lay.kw) + offsets}
         self.row_starts = np.searchsorted(flat, np.arange(chs + 1) * k)
-        self.shape = (chs, k)
+        self.shape = shape
         self.abs_max = _abs_max(self.values)
-        self.sparse = (w.size >= SPARSE_MIN_WEIGHTS and flat.size <= SPARSE_MAX_DENSITY * w.size
+        self.sparse = (chs * k >= SPARSE_MIN_WEIGHTS and flat.size <= SPARSE_MAX_DENSITY * chs * k
                        and _csr_array_type() is not None)
         self._operators: dict = {}
+
+    @functools.cached_property
+    def fiber_bs(self) -> timing.FiberBs:
+        """The fiber-B bitmasks of the visit's output channels, ISA order (padding channels'
+        rows are empty), for the timing models: shared by every visit of the tile."""
+        return timing.FiberBs(self.shape, self.columns[ISA_ORDER], self.row_starts)
 
     def column_nonzeros(self, order: str) -> np.ndarray:
         """Per column (in `order`): how many of the tile's fiber-Bs are non-zero there."""
@@ -543,32 +645,62 @@ class _WeightTile:
             self._operators[key] = np.bincount(self.columns[order], minlength=self.shape[1])
         return self._operators[key]
 
-    def _operator(self, values: np.ndarray, order: str):
+    def _operator(self, values: np.ndarray, order: str, sparse: bool):
         """The matrix with `values` at the non-zeros, columns in `order`: CSR when sparse, else dense."""
         columns = self.columns[order]
-        if self.sparse:
+        if sparse:
             return _csr_array_type()((values, columns.astype(np.int32), self.row_starts.astype(np.int32)),
                                      shape=self.shape)
         dense = np.zeros(self.shape, dtype=values.dtype)
         dense[np.repeat(np.arange(self.shape[0]), np.diff(self.row_starts)), columns] = values
         return dense
 
-    def matrix(self, dtype, order: str):
+    def matrix(self, dtype, order: str, sparse: bool):
         """The weights as a `dtype` operator for `matrix @ patches_t` with patches in `order`."""
-        key = ("weights", dtype, order)
+        key = ("weights", dtype, order, sparse)
         if key not in self._operators:
-            self._operators[key] = self._operator(self.values.astype(dtype), order)
+            self._operators[key] = self._operator(self.values.astype(dtype), order, sparse)
         return self._operators[key]
 
-    def pattern(self, order: str):
+    def pattern(self, order: str, sparse: bool):
         """The non-zero pattern (float64 1s) as an operator: matched-pair counts."""
-        key = ("pattern", order)
+        key = ("pattern", order, sparse)
         if key not in self._operators:
-            self._operators[key] = self._operator(np.ones(self.values.size, dtype=np.float64), order)
+            self._operators[key] = self._operator(np.ones(self.values.size, dtype=np.float64), order, sparse)
         return self._operators[key]
+
+    def sparse_for(self, dense_macs: int) -> bool:
+        """Whether a product of `dense_macs` dense multiply-adds takes the sparse kernel."""
+        return self.sparse or (BLAS_MAX_SINGLE_THREAD_MACS <= dense_macs < BLAS_MIN_MACS
+                               and _csr_array_type() is not None)
 
 
 WEIGHT_TILE_CACHE = 16  # decoded tiles kept per simulation (a layer visits one to a few at a time)
+
+
+def _compressed_weights(mem, f, k: int, wdtype: np.dtype, where: str, copied: _Fibers | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(row-major flat indices into [chs, K], signed values) of the non-zero weights in the
+    SYN's `chs` packed weight fibers at w_addr: each fiber's words, in order, belong to its
+    bitmask's set bits. A stored zero word is not a non-zero weight. `copied`: these bytes'
+    fibers as the dma.load_bm that put them there walked them (relative to w_addr), if known."""
+    eb = 8 * wdtype.itemsize
+    fibers = None if copied is None else copied.moved(f.w_addr)
+    if fibers is None or fibers.starts.size != f.chs:
+        fibers = _walk_fibers(mem, f.w_addr, f.chs, k, eb, where + ".w_addr")
+    if fibers.end - f.w_addr != f.w_bytes:
+        raise BinaryFormatError(f"{where}.w_bytes = {f.w_bytes}, but its {f.chs} weight fibers take "
+                                f"{fibers.end - f.w_addr} bytes")
+    flat = fibers.set_bits(k)
+    meta = isa.FIBER_HEADER_BYTES + (k + 7) // 8
+    lengths = fibers.counts * wdtype.itemsize
+    total = int(lengths.sum())
+    # the fibers' data bytes back to back: a segmented gather
+    index = np.arange(total, dtype=np.int64) + np.repeat(fibers.starts + meta - (np.cumsum(lengths) - lengths), lengths)
+    values = mem.data[index].view(wdtype)
+    nonzero = values != 0
+    if not nonzero.all():
+        flat, values = flat[nonzero], values[nonzero]
+    return flat, values
 
 
 def _weight_tile(ctx: _Context, lay, f, block: _ChannelBlock, k: int, where: str) -> _WeightTile:
@@ -581,17 +713,18 @@ def _weight_tile(ctx: _Context, lay, f, block: _ChannelBlock, k: int, where: str
     if tile is not None and tile.raw == raw:
         return tile
     if compressed:  # the tile's chs fibers, packed (dma.load_bm with KEEP_COMPRESSED put them there)
-        eb = 8 * wdtype.itemsize
-        fibers, _, end = _packed_fibers(ctx.machine.sram, f.w_addr, f.chs, k, eb, isa.fiber_slot_bytes(k, eb),
-                                        where + ".w_addr")
-        if end - f.w_addr != f.w_bytes:
-            raise BinaryFormatError(f"{where}.w_bytes = {f.w_bytes}, but its {f.chs} weight fibers take "
-                                    f"{end - f.w_addr} bytes")
-        counts, keep = _fiber_counts(fibers, k, where + ".w_addr")
-        w = _expand_fibers(fibers, counts, keep, eb, np.dtype(f"<u{wdtype.itemsize}")).view(wdtype)
+        known = ctx.sram_fibers.get(f.w_addr)
+        copied = known[3] if known is not None and known[1:3] == (k, 8 * wdtype.itemsize) and known[0] == raw else None
+        flat, values = _compressed_weights(ctx.machine.sram, f, k, wdtype, where, copied)
     else:
         w = span.view(wdtype).reshape(f.chs, k)
-    tile = _WeightTile(raw, w, block.real, lay)
+        nonzero = w != 0
+        flat = np.flatnonzero(nonzero)
+        values = w.reshape(-1)[flat]
+    if not block.real.all():  # padding channels accumulate nothing
+        real = block.real[flat // k]
+        flat, values = flat[real], values[real]
+    tile = _WeightTile(raw, flat, values, (f.chs, k), lay)
     ctx.weight_tiles.pop(key, None)
     ctx.weight_tiles[key] = tile
     if len(ctx.weight_tiles) > WEIGHT_TILE_CACHE:
@@ -674,7 +807,8 @@ def _syn(ctx: _Context, where: str, f) -> Effect:
     # patches were gathered in. Every partial sum is an integer within the bound, so the
     # narrow and float types are exact (see _exact_dtype).
     bound = k * (1 if spike_input else _abs_max(x)) * weights.abs_max  # |any partial sum| <= bound
-    dtype = _exact_dtype(bound, weights.sparse)
+    sparse = weights.sparse_for(f.chs * k * f.nt * positions)
+    dtype = _exact_dtype(bound, sparse)
     window_pixels = None
     if lay.out_w >= STRIDED_PATCHES_MIN_WIDTH:
         order = PERMUTED_ORDER
@@ -684,7 +818,7 @@ def _syn(ctx: _Context, where: str, f) -> Effect:
         window_pixels = _window_pixels(x, windows)
         # a 2-D transpose in the stored type, then the cast (values are exact in `dtype`: bound)
         patches_t = np.ascontiguousarray(window_pixels.reshape(f.nt * positions, k).T).astype(dtype, copy=False)
-    product = weights.matrix(dtype, order) @ patches_t
+    product = weights.matrix(dtype, order, sparse) @ patches_t
     acc_shape = (f.nt, f.rows, lay.out_w, f.chs)
     acc_bytes = 4 * f.nt * positions * f.chs
     if f.flags & ACCUMULATE:
@@ -717,15 +851,19 @@ def _syn(ctx: _Context, where: str, f) -> Effect:
         if window_pixels is None:
             window_pixels = _window_pixels(x, windows)
         lanes = window_pixels.reshape(f.nt, positions, k).view(bool)  # 0/1 uint8 spikes
-        syn = timing.syn_timing(ctx.hw, lay.dataflow, lanes, weights.nonzero)
+        # an FTP visit's TPPE streams are timed later, with those of other visits (_time_deferred)
+        syn = timing.syn_timing(ctx.hw, lay.dataflow, lanes, weights.fiber_bs, defer=True)
         effect.sops = int(patches_t.sum(axis=1, dtype=np.int64) @ weights.column_nonzeros(order))  # 0/1 patches
         effect.syn = syn
-        effect.pe_work = syn.pe_work
-        effect.cycles = syn.cycles
+        if isinstance(syn, timing.FtpVisit):
+            effect.pe_work = syn.matched
+        else:
+            effect.pe_work = syn.pe_work
+            effect.cycles = syn.cycles
         return effect
     # multi-bit inputs: a neuron's MACs = its lanes with a value x its non-zero weights, per offset
     lanes_active = np.count_nonzero(patches_t.reshape(k, f.nt, positions), axis=1)  # [K, positions]
-    work = np.rint(weights.pattern(order) @ lanes_active.astype(np.float64)).astype(np.int64).T.reshape(-1)
+    work = np.rint(weights.pattern(order, sparse) @ lanes_active.astype(np.float64)).astype(np.int64).T.reshape(-1)
     effect.macs = int(lanes_active.sum(axis=1) @ weights.column_nonzeros(order))
     effect.pe_work = int(work.sum())
     effect.cycles = timing.syn_cycles(ctx.hw, work)
@@ -750,6 +888,46 @@ def _track_firing(ctx: _Context, lay, f, x: np.ndarray) -> None:
 # LIF
 # --------------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class _LifParams:
+    """A LIF's per-channel parameters for its channel block, and bounds over all channels."""
+
+    raw: bytes  # the parameter block's SRAM bytes they were read from
+    thr: np.ndarray  # int64 [chs]
+    leak: np.ndarray
+    v_reset: np.ndarray
+    thr_max: int
+    leak_max: int
+    reset_max: int
+
+
+def _lif_params(ctx: _Context, lay, f, channels: _ChannelBlock, where: str) -> _LifParams:
+    """The LIF parameters at param_addr, cached while those SRAM bytes stay the same (every
+    tile of a layer reads the same block)."""
+    count = lay.out_c + 3 * lay.param_c
+    raw = ctx.machine.sram.span(f.param_addr, 4 * count, where + ".param_addr").tobytes()
+    key = (f.layer, f.param_addr, f.ch0, f.chs)
+    found = ctx.lif_params.get(key)
+    if found is not None and found.raw == raw:
+        return found
+    block = np.frombuffer(raw, dtype="<i4").astype(np.int64)
+    thr, leak, v_reset = (block[lay.out_c + j * lay.param_c:][channels.param_index] for j in range(3))
+    # bounds over every channel's parameters (one pass), valid for this block's
+    thr_max, leak_max, reset_max = (int(b) for b in np.abs(block[lay.out_c:].reshape(3, -1)).max(axis=1))
+    found = ctx.lif_params[key] = _LifParams(raw, thr, leak, v_reset, thr_max, leak_max, reset_max)
+    return found
+
+
+def _spike_words(spikes: np.ndarray, wdtype: np.dtype) -> np.ndarray:
+    """bool [nt, ...] -> words [...] of `wdtype` with bit `lane` = spikes[lane]."""
+    packed = np.packbits(spikes, axis=0, bitorder="little")  # [ceil(nt/8), ...]: byte j = lanes 8j..8j+7
+    if wdtype.itemsize == 1:
+        return packed[0]
+    words = np.zeros(spikes.shape[1:] + (wdtype.itemsize,), dtype=np.uint8)
+    words[..., :packed.shape[0]] = np.moveaxis(packed, 0, -1)
+    return words.view(wdtype)[..., 0]
+
+
 def _lif(ctx: _Context, where: str, f) -> Effect:
     """Integer P-LIF over lanes t0..t0+nt-1 (docs/isa.md "LIF semantics")."""
     lay = ctx.layer(f, where, LayerKind.CONV)
@@ -757,24 +935,23 @@ def _lif(ctx: _Context, where: str, f) -> Effect:
     neurons = f.rows * lay.out_w * f.chs
     acc = m.sram.span(f.acc_addr, 4 * f.nt * neurons, where + ".acc_addr").view("<i4").reshape(
         f.nt, neurons // f.chs, f.chs)
-    block = m.sram.read(f.param_addr, "<i4", lay.out_c + 3 * lay.param_c, where + ".param_addr").astype(np.int64)
     channels = _channel_block(ctx, lay, f)
-    thr, leak, v_reset = (block[lay.out_c + j * lay.param_c:][channels.param_index] for j in range(3))
+    params = _lif_params(ctx, lay, f, channels, where)
+    thr, leak, v_reset = params.thr, params.leak, params.v_reset
     if f.t0 == 0:  # a neuron starts every sequence at rest: v = 0, no previous spike
         v = np.zeros((neurons // f.chs, f.chs), dtype=np.int64)
-        s_prev = np.zeros_like(v)
+        s_prev = np.zeros(v.shape, dtype=bool)
     else:
         state = m.sram.read(f.state_addr, "<i4", 2 * neurons, where + ".state_addr").reshape(2, -1, f.chs)
         v, s_prev = state[0].astype(np.int64), state[1].astype(np.int64)
-    current = shift(acc.astype(np.int64), lay.acc_shift)
+    # the lanes read the accumulator as it is (all of them before anything is written back)
+    current = acc if lay.acc_shift == 0 else shift(acc.astype(np.int64), lay.acc_shift)
     leak_form, reset = _decoded(lay, "leak", LeakForm), _decoded(lay, "reset", ResetMode)
     delayed = bool(lay.lif_flags & DELAYED_RESET)
     compare_gt, no_fire = bool(lay.lif_flags & COMPARE_GT), bool(lay.lif_flags & NO_FIRE)
     membrane_bits = ctx.hw.compute.membrane_bits
     padding = ~channels.real if channels.padded else None
-    wdtype = word_dtype(f.nt)
-    words = np.zeros(v.shape, dtype=wdtype)  # bit `lane` = spike at t0 + lane
-    one_byte = wdtype.itemsize == 1  # bool spikes shift as their uint8 view, no conversion
+    spikes = np.empty((f.nt,) + v.shape, dtype=bool)  # lane by lane; packed into words at the end
     trace = np.zeros((f.nt,) + v.shape, dtype="<i4") if f.mem_addr != isa.NO_ADDRESS else None
     # Magnitude bounds (exact Python ints) carried through the lanes: while a bound stays inside
     # the membrane range, `saturate` would find nothing to clamp and is skipped (its two
@@ -782,8 +959,7 @@ def _lif(ctx: _Context, where: str, f) -> Effect:
     in_range = (1 << (membrane_bits - 1)) - 1
     acc_max = _abs_max(acc)  # |current| from the int32 accumulator; a floor shift adds at most 1
     i_max = acc_max << lay.acc_shift if lay.acc_shift >= 0 else (acc_max >> -lay.acc_shift) + 1
-    # bounds over every channel's parameters (one pass), valid for this block's
-    thr_max, leak_max, reset_max = (int(b) for b in np.abs(block[lay.out_c:].reshape(3, -1)).max(axis=1))
+    thr_max, leak_max, reset_max = params.thr_max, params.leak_max, params.reset_max
     v_max = 0 if f.t0 == 0 else _abs_max(v)
     s_max = 0 if f.t0 == 0 else _abs_max(s_prev)
     clamped_total = 0
@@ -811,14 +987,19 @@ def _lif(ctx: _Context, where: str, f) -> Effect:
             h, clamped = saturate(h, membrane_bits)
             clamped_total += clamped
             h_max = in_range + 1
+        s = spikes[lane]
         if no_fire:
-            s = np.zeros(h.shape, dtype=bool)
+            s[...] = False
+        elif compare_gt:
+            np.greater(h, thr, out=s)
         else:
-            s = (h > thr) if compare_gt else (h >= thr)
+            np.greater_equal(h, thr, out=s)
+        # h is this lane's own array (fresh, or saturate's copy): the reset may work in place
         if delayed:
             v, v_max = h, h_max
         elif reset == ResetMode.SUBTRACT:
-            v, v_max = h - s * thr, h_max + thr_max
+            np.subtract(h, thr, out=h, where=s)
+            v, v_max = h, h_max + thr_max
         elif reset == ResetMode.ZERO:
             v, v_max = np.where(s, 0, h), h_max
         else:
@@ -831,10 +1012,10 @@ def _lif(ctx: _Context, where: str, f) -> Effect:
             s[:, padding] = False
             v[:, padding] = 0
         s_prev, s_max = s, 1
-        words |= s.view(np.uint8) << np.uint8(lane) if one_byte else s.astype(wdtype) << wdtype.type(lane)
         if trace is not None:
             trace[lane] = v
     ctx.saturations[f.layer] += clamped_total
+    words = _spike_words(spikes, word_dtype(f.nt))  # bit `lane` = spike at t0 + lane
     state = np.empty((2,) + v.shape, dtype="<i4")
     state[0], state[1] = v, s_prev
     m.sram.write(f.state_addr, state, where + ".state_addr")
@@ -1019,20 +1200,17 @@ def _write_inputs(ctx: _Context, image: ProgramImage, inputs: dict) -> bool:
     return quantised
 
 
-# per opcode: its spec, its struct (isa.InstructionSpec.struct builds a new one per call) and field names
-_DECODERS = {op: (spec, spec.struct, tuple(fld.name for fld in spec.fields))
-             for op, spec in isa.INSTRUCTION_BY_OPCODE.items()}
+# Instructions executed before their timing is worked out: the TPPE streams of their SYN
+# visits are timed in one batch (tppe.batched_streams loops over task slots, not visits).
+TIMING_BATCH = 256
 
 
-def _decode_program(image: ProgramImage) -> list[tuple[isa.InstructionSpec, dict[str, int]]]:
-    """binformat.decode_instructions for an image validate_image has accepted (size and
-    opcodes checked), without re-checking or re-building a struct per instruction."""
-    raw = image.instructions
-    out = []
-    for offset in range(0, len(raw), isa.INSTRUCTION_BYTES):
-        spec, layout, names = _DECODERS[raw[offset]]
-        out.append((spec, dict(zip(names, layout.unpack_from(raw, offset)[1:]))))
-    return out
+def _time_deferred(hw: HwConfig, effects: list[Effect]) -> None:
+    """Give the effects whose SYN timing was deferred (timing.FtpVisit) their SynTiming and cycles."""
+    waiting = [e for e in effects if isinstance(e.syn, timing.FtpVisit)]
+    for effect, syn in zip(waiting, timing.time_ftp_visits(hw, [e.syn for e in waiting])):
+        effect.syn = syn
+        effect.cycles = syn.cycles
 
 
 def _record_sram_ranges(ctx: _Context, spec: isa.InstructionSpec, fields: dict[str, int], effect: Effect) -> None:
@@ -1065,12 +1243,16 @@ def simulate(image: ProgramImage, inputs: dict, *, functional: bool = False, pro
     the program then halts at the first check that decides to exit, and SimResult.outputs are
     the outputs as it leaves them. With `run_to_end` the simulation goes on past the halt so
     that the report's totals and layers describe the full run next to report["exit"]."""
-    validate_image(image)
+    try:
+        program = decode_instructions(image)
+    except BinaryFormatError:
+        validate_image(image)  # the image's first problem, in the validator's order
+        raise
+    validate_image(image, program)  # with the instructions decoded once for both
     hw = HwConfig.from_toml(image.hw_toml, source="prog.bin section hw_config")
     register = None if exit_confidence is None else threshold_register(exit_confidence)
     ctx = _Context(image, hw, functional, register)
     quantised = _write_inputs(ctx, image, inputs)
-    program = _decode_program(image)
     if register is not None and not any(spec.opcode == Opcode.EXIT_CHECK for spec, _ in program):
         raise InputError("an exit confidence needs a program with exit.check instructions "
                          "(compile it with --exit-checks)")
@@ -1085,33 +1267,47 @@ def simulate(image: ProgramImage, inputs: dict, *, functional: bool = False, pro
     bar = _progress_bar(progress, len(program))
     executed = 0
     const_size = len(image.constants)
+    pending: list[tuple[int, Opcode, Effect]] = []  # executed, not yet timed: (owner, opcode, effect)
+
+    def time_pending() -> None:
+        """Time the pending instructions in program order (their SYN visits in one batch)."""
+        _time_deferred(hw, [effect for _, _, effect in pending])
+        for owner, opcode, effect in pending:
+            counter = counters[owner] if owner >= 0 else unattributed
+            if effect.engine != "none":
+                timing.finish_compute(hw, effect)  # global-cache bank time
+                before = board.makespan
+                dram_read = opcode in DRAM_READERS
+                _, finish = board.issue(effect.engine, effect.cycles, effect.reads, effect.writes,
+                                        occupancy=effect.cycles - effect.latency,
+                                        dram_reads=effect.dram_ranges if dram_read else (),
+                                        dram_writes=() if dram_read else effect.dram_ranges)
+                if effect.engine == "compute":
+                    effect.stalls["dependency"] = board.last_wait
+                counter.cycles += board.makespan - before
+                if opcode in STORES:
+                    timeline.stored(opcode == Opcode.DMA_STORE, effect, finish)
+            counter.add(effect, opcode, const_size, hw)
+        pending.clear()
+
+    handler_of = {id(spec): HANDLERS[spec.opcode] for spec in isa.INSTRUCTIONS}  # (an enum key hashes slowly)
     try:
         for i, (spec, fields) in enumerate(program):
             if spec.opcode == Opcode.HALT:
                 break
             where = f"instruction {i} ({spec.mnemonic})"
-            effect = HANDLERS[spec.opcode](ctx, where, SimpleNamespace(**fields))
+            effect = handler_of[id(spec)](ctx, where, SimpleNamespace(**fields))
             _record_sram_ranges(ctx, spec, fields, effect)
             executed += 1
             owner = owners[i]
-            counter = counters[owner] if owner >= 0 else unattributed
             if functional:
-                counter.add_functional(effect)
+                (counters[owner] if owner >= 0 else unattributed).add_functional(effect)
             else:
-                if effect.engine != "none":
-                    timing.finish_compute(hw, effect)  # global-cache bank time
-                    before = board.makespan
-                    dram_read = spec.opcode in DRAM_READERS
-                    _, finish = board.issue(effect.engine, effect.cycles, effect.reads, effect.writes,
-                                            occupancy=effect.cycles - effect.latency,
-                                            dram_reads=effect.dram_ranges if dram_read else (),
-                                            dram_writes=() if dram_read else effect.dram_ranges)
-                    if effect.engine == "compute":
-                        effect.stalls["dependency"] = board.last_wait
-                    counter.cycles += board.makespan - before
-                    if spec.opcode in STORES:
-                        timeline.stored(spec.opcode == Opcode.DMA_STORE, effect, finish)
-                counter.add(effect, spec.opcode, const_size, hw)
+                pending.append((owner, spec.opcode, effect))
+                if len(pending) >= TIMING_BATCH:
+                    time_pending()
+                if effect.check is not None or len(pending) >= TIMING_BATCH:
+                    time_pending()  # an exit.check records the cycles and energy so far
             if effect.check is not None and exit_log.record(
                     effect.check, i, None if functional else board.makespan,
                     None if functional else total_energy_pj(hw, counters + [unattributed])):
@@ -1121,6 +1317,7 @@ def simulate(image: ProgramImage, inputs: dict, *, functional: bool = False, pro
                     break
             if bar is not None and i % 8 == 0:
                 bar[0].update(bar[1], completed=i)
+        time_pending()
     finally:
         if bar is not None:
             bar[0].stop()

@@ -34,25 +34,45 @@ def _to_storage_order(desc: IODesc, x: np.ndarray) -> np.ndarray:
     return out
 
 
+def _spike_input_error(desc: IODesc, x: np.ndarray) -> None:
+    """Raise for the first value of float64 `x` that is not a spike (NaN or infinity first)."""
+    if not np.all(np.isfinite(x)):
+        raise InputError(f"input {desc.name!r}: contains NaN or infinity")
+    bad = (x != 0) & (x != 1)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise InputError(f"input {desc.name!r}: spike input must be 0 or 1, found {x[where]!r} at index {list(where)}")
+
+
+def _spike_bytes(desc: IODesc, fmt: Format, bits: np.ndarray) -> np.ndarray:
+    """0/1 uint8 [T,B,H,W,Cs] -> the DRAM bytes of a SPIKE_PLANES or SPIKE_WORDS tensor."""
+    if fmt == Format.SPIKE_PLANES:
+        return np.packbits(bits.reshape(-1), bitorder="little")
+    weights = np.uint64(1) << np.arange(desc.timesteps, dtype=np.uint64).reshape(-1, 1, 1, 1, 1)
+    words = np.bitwise_or.reduce(bits.astype(np.uint64) * weights, axis=0)
+    return words.astype(word_dtype(desc.timesteps)).view(np.uint8).reshape(-1)
+
+
 def encode_input(desc: IODesc, x) -> tuple[np.ndarray, bool]:
     x = np.asarray(x)
     if tuple(x.shape) != tuple(desc.onnx_shape):
         raise InputError(f"input {desc.name!r}: expected shape {list(desc.onnx_shape)}, found {list(x.shape)}")
+    fmt = Format(desc.format)
+    if fmt in (Format.SPIKE_PLANES, Format.SPIKE_WORDS) and x.dtype.kind in "biuf":
+        # a numeric spike input is compared as it is (0 and 1 are exact in every numeric type):
+        # the float64 copy below is only made to report a bad value
+        bad = (x != 0) & (x != 1)
+        if bad.any():
+            _spike_input_error(desc, x.astype(np.float64))
+        bits = _to_storage_order(desc, x.astype(np.uint8))
+        return _spike_bytes(desc, fmt, bits), False
     x = x.astype(np.float64)
     if not np.all(np.isfinite(x)):
         raise InputError(f"input {desc.name!r}: contains NaN or infinity")
-    fmt = Format(desc.format)
     if fmt in (Format.SPIKE_PLANES, Format.SPIKE_WORDS):
-        bad = (x != 0) & (x != 1)
-        if bad.any():
-            where = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise InputError(f"input {desc.name!r}: spike input must be 0 or 1, found {x[where]!r} at index {list(where)}")
+        _spike_input_error(desc, x)
         bits = _to_storage_order(desc, x.astype(np.uint8))
-        if fmt == Format.SPIKE_PLANES:
-            return np.packbits(bits.reshape(-1), bitorder="little"), False
-        weights = np.uint64(1) << np.arange(desc.timesteps, dtype=np.uint64).reshape(-1, 1, 1, 1, 1)
-        words = np.bitwise_or.reduce(bits.astype(np.uint64) * weights, axis=0)
-        return words.astype(word_dtype(desc.timesteps)).view(np.uint8).reshape(-1), False
+        return _spike_bytes(desc, fmt, bits), False
     dtype = ACT_DTYPES[fmt]
     scaled = np.ldexp(x, desc.frac_bits)
     q = np.rint(scaled)  # round half to even

@@ -28,6 +28,10 @@ CONTRACT (docs/isa.md "Timing model"):
                         fill whole rounds: `split_factor`); num_pes streams per round,
                         a round lasts its slowest TPPE
                 IP_SEQ/OP/GUST  runtime/baselines.py (SparTen-/GoSPA-/Gamma-SNN)
+              the models read a weight tile's fiber-Bs as `FiberBs` (compressed rows,
+              kept per decoded tile); `ftp_visit` deals a visit's streams and
+              `time_ftp_visits` times the streams of many visits in one batch
+              (`ftp_syn` = both for one visit: the same SynTiming either way)
               multi-bit (ACT) inputs: `syn_cycles(hw, macs per neuron)`
       LIF     lif_overhead + ceil(neurons / num_pes)   (a P-LIF fires all lanes in one op)
       PACK    vector_overhead + ceil(neurons / num_pes) (compressor, inverted laggy
@@ -39,6 +43,7 @@ CONTRACT (docs/isa.md "Timing model"):
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -101,18 +106,72 @@ def chunk_sums(values: np.ndarray, width: int) -> np.ndarray:
     return values.reshape(m, chunks, width).sum(axis=2)
 
 
-def row_block_sums(nzw: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """bool [N, K] -> int64 [len(starts), K]: sums of the rows starts[i] .. starts[i+1]-1 (the last
-    block to N). As np.add.reduceat(axis=0), ten times faster on wide bool rows (summed as bytes)."""
-    ends = np.append(starts[1:], nzw.shape[0])
-    view = nzw.view(np.uint8)
-    return np.stack([view[a:b].sum(axis=0, dtype=np.int64) for a, b in zip(starts, ends)])
+class FiberBs:
+    """The non-zero pattern of a visit's weight tile (its fiber-B bitmasks) as the timing
+    models read it: in compressed-row form (the non-zeros' columns, row by row), with the
+    dense bool [N, K] matrix, the per-column and per-row counts derived on first use. The
+    simulator keeps one per decoded weight tile, so what only depends on the weights is
+    worked out once for all visits of the tile."""
+
+    def __init__(self, shape: tuple[int, int], columns: np.ndarray, row_starts: np.ndarray,
+                 nonzero: np.ndarray | None = None):
+        self.shape = shape
+        self.columns = columns  # int64 [nnz]: k of each non-zero, row-major
+        self.row_starts = row_starts  # int64 [N + 1]: row n's non-zeros are columns[row_starts[n]:row_starts[n+1]]
+        if nonzero is not None:
+            self.__dict__["nonzero"] = nonzero
+
+    @classmethod
+    def of(cls, nzw: "np.ndarray | FiberBs") -> "FiberBs":
+        """`nzw` as FiberBs (a bool [N, K] matrix is converted)."""
+        if isinstance(nzw, FiberBs):
+            return nzw
+        nzw = np.asarray(nzw, dtype=bool)
+        flat = np.flatnonzero(nzw)
+        n, k = nzw.shape
+        return cls((n, k), flat % k if k else flat, np.searchsorted(flat, np.arange(n + 1) * k), nzw)
+
+    @functools.cached_property
+    def nonzero(self) -> np.ndarray:
+        """bool [N, K] (read-only: shared by every visit of the tile)."""
+        n, k = self.shape
+        dense = np.zeros(n * k, dtype=bool)
+        dense[np.repeat(np.arange(n) * k, np.diff(self.row_starts)) + self.columns] = True
+        dense = dense.reshape(self.shape)
+        dense.flags.writeable = False
+        return dense
+
+    @functools.cached_property
+    def col(self) -> np.ndarray:
+        """int64 [K]: the fiber-Bs with a non-zero at each k."""
+        return np.bincount(self.columns, minlength=self.shape[1]).astype(np.int64)
+
+    @functools.cached_property
+    def row_nnz(self) -> np.ndarray:
+        """int64 [N]: non-zeros of each fiber-B."""
+        return np.diff(self.row_starts)
+
+    @functools.cached_property
+    def rows(self) -> np.ndarray:
+        """int64 [nnz]: the fiber-B of each non-zero."""
+        return np.repeat(np.arange(self.shape[0]), self.row_nnz)
+
+    def block_column_sums(self, starts: np.ndarray) -> np.ndarray:
+        """int64 [len(starts), K]: column sums of the rows starts[i] .. starts[i+1]-1 (the last
+        block to N), counted over the non-zeros only."""
+        block = np.searchsorted(starts, self.rows, side="right") - 1
+        k = self.shape[1]
+        return np.bincount(block * k + self.columns, minlength=len(starts) * k).reshape(len(starts), k)
 
 
 # the balanced scheduler cuts runs of output neurons in visits of up to this many positions
 # per TPPE; larger visits fill rounds (runs of many positions would be long serial streams
 # for the model to step through, for little gain: a big visit's sorted rounds are even)
 BALANCED_CUT_POSITIONS = 2
+# a balanced cut's piece counts come from (position, non-zero weight) pairs when there are at
+# most this many times as many of them as entries of its [blocks + pieces, K] column sums
+# (the other way, same counts)
+PIECES_BY_NONZEROS = 1.0
 
 
 @dataclass
@@ -132,10 +191,11 @@ def rounds_streams(bm_a: np.ndarray, nzw: np.ndarray, col: np.ndarray, pes: int,
     dealt to the TPPEs in rounds ((m, group) order); every round broadcasts all fiber-Bs once.
     col = nzw.sum(axis=0): the fiber-Bs with a non-zero at each k (the caller has it)."""
     m_pos, k = bm_a.shape
-    n_out = nzw.shape[0]
+    fb = FiberBs.of(nzw)
+    n_out = fb.shape[0]
     groups = split_factor(m_pos, n_out, pes)
     bounds = np.linspace(0, n_out, groups + 1).round().astype(np.int64)
-    col_g = row_block_sums(nzw, bounds[:-1]) if groups > 1 else col[None, :]
+    col_g = fb.block_column_sums(bounds[:-1]) if groups > 1 else col[None, :]
     counts = chunk_sums((bm_a[:, None, :] * col_g[None, :, :]).reshape(m_pos * groups, k), width)
     rounds = -(-(m_pos * groups) // pes)
     return FtpStreams(counts, a_fetches=m_pos, b_fibers=rounds * n_out, b_nonzeros=rounds * int(col.sum()))
@@ -158,26 +218,36 @@ def balanced_streams(bm_a: np.ndarray, nzw: np.ndarray, col: np.ndarray, pes: in
     positions minimises the sum over rounds of the slowest estimate); every round
     broadcasts all fiber-Bs once, as `rounds_streams`."""
     m_pos, k = bm_a.shape
-    n_out = nzw.shape[0]
+    fb = FiberBs.of(nzw)
+    n_out = fb.shape[0]
     popcount = bm_a.sum(axis=1)
     if m_pos > BALANCED_CUT_POSITIONS * pes:
         order = np.argsort(-popcount, kind="stable")
         rounds = -(-m_pos // pes)
         return FtpStreams(chunk_sums(bm_a[order] * col[None, :], width),
                           a_fetches=m_pos, b_fibers=rounds * n_out, b_nonzeros=rounds * int(col.sum()))
-    bounds = balanced_runs(popcount, nzw.sum(axis=1), pes)
+    bounds = balanced_runs(popcount, fb.row_nnz, pes)
     runs = bounds.size - 1
     edges = np.union1d(bounds, np.arange(0, m_pos * n_out + 1, n_out))  # runs cut at position ends
     lo, hi = edges[:-1], edges[1:]
     run = np.searchsorted(bounds, lo, side="right") - 1
     m = lo // n_out
     n0, n1 = lo - m * n_out, hi - m * n_out
-    # fiber-B column sums over each piece's channel range, from blocks between the distinct cut channels
     cuts = np.union1d(np.concatenate([n0, n1]), [0, n_out])
-    blocks = row_block_sums(nzw, cuts[:-1])  # [B, K]
-    prefix = np.concatenate([np.zeros((1, k), dtype=np.int64), np.cumsum(blocks, axis=0)])
     i0, i1 = np.searchsorted(cuts, n0), np.searchsorted(cuts, n1)
-    piece_counts = chunk_sums(bm_a[m] * (prefix[i1] - prefix[i0]), width)  # [P, C]
+    chunks = max(1, math.ceil(k / width))
+    nnz = fb.columns.size
+    if m_pos * nnz <= PIECES_BY_NONZEROS * (cuts.size + lo.size) * k:
+        # few non-zeros: each (position, non-zero weight) pair lands in its piece's chunk when
+        # the position's input fires there (the pieces of a position partition its fiber-Bs)
+        piece = np.searchsorted(lo, (np.arange(m_pos)[:, None] * n_out + fb.rows[None, :]).ravel(), side="right") - 1
+        slot = piece * chunks + np.tile(fb.columns // width, m_pos)
+        piece_counts = np.bincount(slot[bm_a[:, fb.columns].ravel()], minlength=lo.size * chunks).reshape(lo.size, chunks)
+    else:
+        # fiber-B column sums over each piece's channel range, from blocks between the distinct cut channels
+        blocks = fb.block_column_sums(cuts[:-1])  # [B, K]
+        prefix = np.concatenate([np.zeros((1, k), dtype=np.int64), np.cumsum(blocks, axis=0)])
+        piece_counts = chunk_sums(bm_a[m] * (prefix[i1] - prefix[i0]), width)  # [P, C]
     rank = np.arange(lo.size) - np.searchsorted(run, run, side="left")  # piece index within its run
     depth = int(rank.max()) + 1 if rank.size else 1
     counts = np.zeros((runs, depth, piece_counts.shape[1]), dtype=np.int64)
@@ -188,10 +258,86 @@ def balanced_streams(bm_a: np.ndarray, nzw: np.ndarray, col: np.ndarray, pes: in
     np.add.at(cover, (run, i1), -1)
     passes = np.cumsum(cover, axis=1)[:, :-1].max(axis=0)
     return FtpStreams(counts.reshape(runs, -1), a_fetches=int(lo.size),
-                      b_fibers=int(passes @ np.diff(cuts)), b_nonzeros=int(passes @ blocks.sum(axis=1)))
+                      b_fibers=int(passes @ np.diff(cuts)), b_nonzeros=int(passes @ np.diff(fb.row_starts[cuts])))
 
 
 FTP_SCHEDULERS = {"balanced": balanced_streams, "rounds": rounds_streams}  # tppe.scheduler
+
+
+@dataclass
+class FtpVisit:
+    """An FTP SYN visit whose streams are dealt but not yet timed: `time_ftp_visits` times
+    many at once (one `tppe.batched_streams` call), `ftp_syn` one."""
+
+    dealt: FtpStreams
+    nt: int
+    k: int
+    matched: int  # matched pairs of all streams (the TPPE work)
+    correction_lanes: int
+    corrected: int
+
+
+def ftp_visit(hw: HwConfig, lanes: np.ndarray, nzw: np.ndarray | FiberBs) -> FtpVisit:
+    """The scheduling half of `ftp_syn`: what the visit's streams are and what they read."""
+    nt, m_pos, k = lanes.shape
+    bm_a = lanes.any(axis=0)
+    fb = FiberBs.of(nzw)
+    col = fb.col  # fiber-Bs with a non-zero at k
+    dealt = FTP_SCHEDULERS[hw.tppe.scheduler](bm_a, fb, col, hw.compute.num_pes, hw.tppe.bitmask_buffer_bits)
+    if m_pos:
+        fired = lanes.sum(axis=0, dtype=np.int64)
+        correction_lanes = int((((nt - fired) * bm_a) @ col).sum())
+        corrected = int(((bm_a & (fired < nt)) @ col).sum())
+    else:
+        correction_lanes = corrected = 0
+    return FtpVisit(dealt, nt, k, int(dealt.counts.sum()), correction_lanes, corrected)
+
+
+def time_ftp_visits(hw: HwConfig, visits: list[FtpVisit]) -> list[SynTiming]:
+    """The SynTiming of each visit (see `ftp_syn`), their streams timed in one batch: a
+    visit's streams are dealt to num_pes TPPEs in rounds, and a round lasts its slowest."""
+    if not visits:
+        return []
+    pes = hw.compute.num_pes
+    width = hw.tppe.bitmask_buffer_bits
+    slots = max(v.dealt.counts.shape[1] for v in visits)
+    counts = [v.dealt.counts for v in visits]
+    st = tppe.batched_streams(np.concatenate([np.pad(c, ((0, 0), (0, slots - c.shape[1]))) for c in counts])
+                              if len(counts) > 1 else counts[0], hw)
+    sizes = np.array([c.shape[0] for c in counts], dtype=np.int64)
+    first = np.cumsum(sizes) - sizes
+    # rounds: pes consecutive streams of a visit (the last one short); a round's time is its slowest
+    rounds = -(-sizes // pes)
+    round_first = np.repeat(first, rounds) + (np.arange(int(rounds.sum())) - np.repeat(np.cumsum(rounds) - rounds, rounds)) * pes
+    has = sizes > 0
+    per_round = np.maximum.reduceat(st.cycles, round_first) if round_first.size else np.zeros(0, dtype=np.int64)
+    round_sum = np.zeros(len(visits), dtype=np.int64)
+    cycle_sum, stall_sum, wait_sum = (np.zeros(len(visits), dtype=np.int64) for _ in range(3))
+    if has.any():
+        round_owner = np.repeat(np.arange(len(visits)), rounds)
+        round_sum = np.bincount(round_owner, weights=per_round, minlength=len(visits)).astype(np.int64)
+        starts = first[has]
+        cycle_sum[has] = np.add.reduceat(st.cycles, starts)
+        stall_sum[has] = np.add.reduceat(st.fifo_stall, starts)
+        wait_sum[has] = np.add.reduceat(st.laggy_wait, starts)
+    out = []
+    for v, slowest, busy, stall, wait in zip(visits, round_sum.tolist(), cycle_sum.tolist(), stall_sum.tolist(),
+                                             wait_sum.tolist()):
+        chunks = max(1, math.ceil(v.k / width))
+        # modelled SRAM streams: bm-A chunks per stream piece, bm-B chunks and fiber-B non-zeros
+        # per broadcast pass, matched fiber-A words fetched at their offsets
+        word = max(1, math.ceil(v.nt / 8))
+        out.append(SynTiming(
+            cycles=hw.compute.syn_overhead_cycles + slowest, pe_work=v.matched,
+            stalls={"fifo_full": int(round(stall / pes)), "laggy_wait": int(round(wait / pes)),
+                    "pe_imbalance": int(round(float(slowest - busy / pes)))},
+            events={"pseudo_acc": v.matched, "correction_acc": v.correction_lanes, "fifo_checks": v.matched,
+                    "corrected_entries": v.corrected},
+            sram_extra={"bitmasks": (v.dealt.a_fetches + v.dealt.b_fibers) * chunks * width // 8,
+                        "weights": v.dealt.b_nonzeros * hw.compute.weight_bits // 8,
+                        "spikes": v.matched * word},
+        ))
+    return out
 
 
 def ftp_syn(hw: HwConfig, lanes: np.ndarray, nzw: np.ndarray) -> SynTiming:
@@ -205,44 +351,20 @@ def ftp_syn(hw: HwConfig, lanes: np.ndarray, nzw: np.ndarray) -> SynTiming:
     The scheduler (`tppe.scheduler`: `balanced_streams` or `rounds_streams`) deals the
     visit's output neurons to streams; the streams are dealt to num_pes TPPEs in rounds
     (a balanced cut: num_pes streams, one round), and a round lasts its slowest TPPE
-    (runtime/tppe.batched_streams).
+    (runtime/tppe.batched_streams). `ftp_visit` + `time_ftp_visits` for one visit.
     """
-    nt, m_pos, k = lanes.shape
-    pes = hw.compute.num_pes
-    width = hw.tppe.bitmask_buffer_bits
-    bm_a = lanes.any(axis=0)
-    fired = lanes.sum(axis=0, dtype=np.int64)
-    col = nzw.sum(axis=0, dtype=np.int64)  # fiber-Bs with a non-zero at k
-    dealt = FTP_SCHEDULERS[hw.tppe.scheduler](bm_a, nzw, col, pes, width)
-    st = tppe.batched_streams(dealt.counts, hw)
-    per_round = rounds_of(st.cycles, pes)
-    matched = int(st.matched.sum())
-    cycles = hw.compute.syn_overhead_cycles + int(per_round.sum())
-    chunks = max(1, math.ceil(k / width))
-    # modelled SRAM streams: bm-A chunks per stream piece, bm-B chunks and fiber-B non-zeros
-    # per broadcast pass, matched fiber-A words fetched at their offsets
-    word = max(1, math.ceil(nt / 8))
-    correction_lanes = int((((nt - fired) * bm_a) @ col).sum()) if m_pos else 0
-    corrected = int(((bm_a & (fired < nt)) @ col).sum()) if m_pos else 0
-    return SynTiming(
-        cycles=cycles, pe_work=matched,
-        stalls={"fifo_full": int(round(st.fifo_stall.sum() / pes)),
-                "laggy_wait": int(round(st.laggy_wait.sum() / pes)),
-                "pe_imbalance": imbalance(st.cycles, pes)},
-        events={"pseudo_acc": matched, "correction_acc": correction_lanes, "fifo_checks": matched,
-                "corrected_entries": corrected},
-        sram_extra={"bitmasks": (dealt.a_fetches + dealt.b_fibers) * chunks * width // 8,
-                    "weights": dealt.b_nonzeros * hw.compute.weight_bits // 8,
-                    "spikes": matched * word},
-    )
+    return time_ftp_visits(hw, [ftp_visit(hw, lanes, nzw)])[0]
 
 
-def syn_timing(hw: HwConfig, dataflow: int, lanes: np.ndarray, nzw: np.ndarray) -> SynTiming:
-    """Dispatch on the layer descriptor's `dataflow` (isa.Dataflow)."""
+def syn_timing(hw: HwConfig, dataflow: int, lanes: np.ndarray, nzw: np.ndarray | FiberBs,
+               defer: bool = False) -> SynTiming | FtpVisit:
+    """Dispatch on the layer descriptor's `dataflow` (isa.Dataflow). With `defer`, an FTP
+    visit comes back untimed (`FtpVisit`), for `time_ftp_visits` to time with others."""
     df = Dataflow(dataflow)
     if df == Dataflow.FTP:
-        return ftp_syn(hw, lanes, nzw)
-    return baselines.MODELS[df](hw, lanes, nzw)
+        visit = ftp_visit(hw, lanes, nzw)
+        return visit if defer else time_ftp_visits(hw, [visit])[0]
+    return baselines.MODELS[df](hw, lanes, nzw.nonzero if isinstance(nzw, FiberBs) else nzw)
 
 
 def _hazard_start(start: int, reads, writes, pending_reads: dict, pending_writes: dict) -> int:

@@ -156,65 +156,96 @@ def reference_stream(tasks: list[Task], timesteps: int, hw: HwConfig, laggy: int
 def batched_streams(counts: np.ndarray, hw: HwConfig, laggy: int | None = None) -> StreamTiming:
     """Exact closed form of `reference_stream`'s timing for many streams at once.
 
-    Per task slot c (vectorised over streams; M = counts[:, c] > 0 only):
-      first push   p0 = max(P, q[-D] + 1)           P: cycle after the previous push
+    Per task (vectorised over streams; M = the task's matches >= 1, tasks without a match
+    cost nothing and are dropped; q_e = the pop time of the stream's e-th entry, E = the
+    entries before the task, NEVER for e < 0):
+      first push   p0 = max(P, q[E-D] + 1)          P: cycle after the previous push
       laggy start  ls = max(p0, ls_prev + L)
-      first pop    Q  = max(q[-1] + 1, p0 + 1, ls + L + 1)
+      first pop    Q  = max(q[E-1] + 1, p0 + 1, ls + L + 1)
       pops         Q .. Q+M-1  (pops never starve inside a task: pushes lead them)
-      pushes       p_j = j + max(P, max_{j'<=j} (q_{j'-D} + 1 - j')); for j' >= D the
+      pushes       p_j = j + max(P, max_{j'<=j} (q[E-D+j'] + 1 - j')); for j' >= D the
                    popped entry is the task's own: q = Q + j' - D, a constant term
-                   Q - D + 1; for j' < D it is one of the D previous pops (history).
-      last push    M - 1 + max(P, H), H over j' < min(M, D) plus [M > D](Q - D + 1)
-    `hist` keeps the last D pop times of each stream (NEVER when fewer).
+                   Q - D + 1. Pops are at least a cycle apart, so q[E-D+j'] - j' never
+                   decreases in j': the maximum over the previous tasks' pops (j' <
+                   min(M, D) = m) is at j' = m - 1.
+      last push    M - 1 + max(P, H), H = max(q[E-D+m-1] + 2 - m, [M > D](Q - D + 1))
+    A pop time q[e] of an earlier task t is Q_t + e - E_t (q[E-1] is the previous task's
+    last pop, kept per stream): the loop over task slots keeps every task's Q in a table
+    and reads the two it needs by precomputed index (which task holds entry e depends on
+    the match counts only). Tasks are numbered slot-major with the streams that have the
+    most tasks first, so the tasks of slot c are one contiguous run of the table.
     """
     counts = np.asarray(counts, dtype=np.int64)
     if counts.ndim != 2:
         raise ValueError("counts must be [streams, tasks]")
-    total = counts.sum(axis=1)
-    # Tasks without a match cost nothing: drop them, keeping each stream's order, and put the
-    # streams with the most tasks first, so that the streams still working at slot c are rows :a_c.
-    busy = counts > 0
-    tasks = busy.sum(axis=1)
-    streams = np.argsort(-tasks, kind="stable")
-    order = np.argsort(~busy[streams], axis=1, kind="stable")
-    packed = np.take_along_axis(counts[streams], order, axis=1)[:, :int(tasks.max(initial=0))]
-    working = np.searchsorted(-tasks[streams], -np.arange(packed.shape[1]), side="left")  # a_c
     S = counts.shape[0]
     L = laggy_cycles(hw) if laggy is None else laggy
     D = hw.tppe.fifo_depth
+    total = counts.sum(axis=1)
+    busy = counts > 0
+    tasks = busy.sum(axis=1)
+    streams = np.argsort(-tasks, kind="stable")
+    tasks_sorted = tasks[streams]
+    C = int(tasks_sorted[0]) if S else 0
+    busy_sorted = busy[streams]
+    row, _ = np.nonzero(busy_sorted)  # stream-major order (sorted streams, tasks in order)
+    M = counts[streams][busy_sorted]  # matches of each task, stream-major
+    row_start = np.cumsum(tasks_sorted) - tasks_sorted
+    slot = np.arange(row.size) - np.repeat(row_start, tasks_sorted)
+    working = np.searchsorted(-tasks_sorted, -np.arange(C), side="left")  # a_c: streams with a task in slot c
+    slot_start = np.cumsum(working) - working
+    position = slot_start[slot] + row  # slot-major index of each task
+    # entries before each task, counted over all streams in stream-major order: a pop time
+    # lookup of entry e >= the stream's first entry is a search in one sorted array
+    ends = np.cumsum(M)
+    starts = ends - M
+    first_entry = np.repeat(starts[row_start[tasks_sorted > 0]], tasks_sorted[tasks_sorted > 0])
+    never = row.size  # index of the NEVER cell of the Q table
+    lookups = []
+    for entry, add in ((starts - D, 1), (starts - D + np.minimum(M, D) - 1, 2 - np.minimum(M, D))):
+        known = entry >= first_entry
+        task = np.searchsorted(starts, entry[known], side="right") - 1
+        index = np.full(row.size, never, dtype=np.int64)
+        index[known] = position[task]
+        offset = np.broadcast_to(add, row.size).copy()
+        offset[known] += entry[known] - starts[task]
+        by_slot_index = np.empty_like(index)
+        by_slot_index[position] = index
+        by_slot_offset = np.empty_like(offset)
+        by_slot_offset[position] = offset
+        lookups += [by_slot_index, by_slot_offset]
+    i_first, o_first, i_h, o_h = lookups
+    M_slot = np.empty_like(M)
+    M_slot[position] = M
+    own = np.where(M_slot > D, 1 - D, NEVER)  # [M > D](Q - D + 1) as Q + own
+    q_table = np.full(row.size + 1, NEVER, dtype=np.int64)
     P = np.ones(S, dtype=np.int64)  # next free push cycle
     ls_prev = np.full(S, NEVER, dtype=np.int64)
-    hist = np.full((S, D), NEVER, dtype=np.int64)  # hist[:, D-1] = most recent pop
-    stall = np.zeros(S, dtype=np.int64)
-    wait = np.zeros(S, dtype=np.int64)
-    jd = np.arange(D, dtype=np.int64)
-    # per (stream, slot, j): what only depends on the task's size M, computed for all slots at once
-    first = jd < np.minimum(packed, D)[:, :, None]  # the first min(M, D) pushes wait on history
-    back = packed[:, :, None] + jd - D  # index into the task's own pops, < 0: from the old history
-    own = back >= 0
-    old_idx = np.minimum(jd + packed[:, :, None], D - 1)
-    big = packed > D
-    for c, a in enumerate(working.tolist()):
-        M = packed[:a, c]  # >= 1: every stream in :a has a task here
-        h, Pa = hist[:a], P[:a]
-        p0 = np.maximum(Pa, h[:, 0] + 1)
+    last = np.full(S, NEVER, dtype=np.int64)  # last pop so far
+    stall = np.zeros(row.size, dtype=np.int64)
+    wait = np.zeros(row.size, dtype=np.int64)
+    after = L + 1
+    for lo, a in zip(slot_start.tolist(), working.tolist()):
+        hi = lo + a
+        Pa = P[:a]
+        p0 = np.maximum(Pa, q_table[i_first[lo:hi]] + o_first[lo:hi])
         ls = np.maximum(p0, ls_prev[:a] + L)
-        # the wait of the correction unit: cycles between "could pop" and Q caused by `ready`
-        could = np.maximum(h[:, D - 1] + 1, p0 + 1)
-        Q = np.maximum(could, ls + L + 1)
-        wait[:a] += Q - could
-        # push-delay constant over the first min(M, D) entries: q_{j'-D} + 1 - j' = hist[:, j'] + 1 - j'
-        H = np.where(first[:a, c], h - jd, NEVER).max(axis=1) + 1
-        H = np.where(big[:a, c], np.maximum(H, Q - D + 1), H)
-        base = np.maximum(Pa, H)
-        stall[:a] += base - Pa
-        P[:a] = M + base  # the cycle after the last push, M - 1 + base
+        could = np.maximum(last[:a], p0) + 1
+        Q = np.maximum(could, ls + after)
+        np.subtract(Q, could, out=wait[lo:hi])
+        base = np.maximum(Pa, np.maximum(q_table[i_h[lo:hi]] + o_h[lo:hi], Q + own[lo:hi]))
+        np.subtract(base, Pa, out=stall[lo:hi])
+        np.add(M_slot[lo:hi], base, out=Pa)
         ls_prev[:a] = ls
-        # new history: last D pops after this task (Q .. Q+M-1)
-        hist[:a] = np.where(own[:a, c], Q[:, None] + back[:a, c],
-                            np.take_along_axis(h, old_idx[:a, c], axis=1))
+        q_table[lo:hi] = Q
+        np.add(Q, M_slot[lo:hi] - 1, out=last[:a])
+    # a stream's latency is its last pop (0 without a match); stalls and waits summed per stream
+    stream_of_slot = np.empty(row.size, dtype=np.int64)
+    stream_of_slot[position] = row
+    cycles_sorted = np.where(tasks_sorted > 0, last, 0)
+    stall_sorted = np.bincount(stream_of_slot, weights=stall, minlength=S).astype(np.int64)
+    wait_sorted = np.bincount(stream_of_slot, weights=wait, minlength=S).astype(np.int64)
     unsort = np.empty_like(streams)
     unsort[streams] = np.arange(S)
-    cycles = np.where(total > 0, hist[unsort, D - 1], 0)
-    stall, wait = stall[unsort], wait[unsort]
-    return StreamTiming(cycles=cycles, matched=total, fifo_stall=stall, laggy_wait=wait)
+    return StreamTiming(cycles=cycles_sorted[unsort], matched=total, fifo_stall=stall_sorted[unsort],
+                        laggy_wait=wait_sorted[unsort])

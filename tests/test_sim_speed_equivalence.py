@@ -19,7 +19,8 @@ import pytest
 from progbuild import Prog, param_block
 from snnc.backend.hwconfig import HwConfig
 from snnc.backend.isa import Format, LayerKind, LeakForm, LifFlags, Opcode, ResetMode
-from snnc.runtime import memory, simulate, simulator
+from snnc.backend.errors import BinaryFormatError
+from snnc.runtime import machine, memory, simulate, simulator
 
 ACT_BYTES = {Format.SPIKE_PLANES: None, Format.ACT_I16: 2, Format.ACT_I32: 4}
 
@@ -116,6 +117,7 @@ CONV_CASES = {
     # name: (in_format, input high, density, weight high, weight_bytes, geometry)
     "sparse-int16": (Format.SPIKE_PLANES, 1, 0.05, 7, 1, dict()),
     "dense-blas": (Format.SPIKE_PLANES, 1, 0.6, 7, 1, dict()),
+    "dense-small-sparse-kernel": (Format.SPIKE_PLANES, 1, 0.6, 7, 1, dict()),
     "sparse-float32-16bit-weights": (Format.SPIKE_PLANES, 1, 0.05, 3000, 2, dict()),
     "sparse-float64-act-input": (Format.ACT_I16, 30000, 0.05, 7, 1, dict()),
     "dense-act-input": (Format.ACT_I16, 300, 0.6, 7, 1, dict()),
@@ -130,6 +132,8 @@ CONV_CASES = {
 @pytest.mark.parametrize("patches", ["take", "strided"])
 def test_conv_visits_match_direct_convolution(case, functional, patches, monkeypatch):
     monkeypatch.setattr(simulator, "STRIDED_PATCHES_MIN_WIDTH", 1 if patches == "strided" else 1 << 16)
+    if case in ("dense-blas", "dense-act-input"):  # dense tiles this small take BLAS only when told to
+        monkeypatch.setattr(simulator, "BLAS_MIN_MACS", 0)
     in_format, x_high, density, w_high, weight_bytes, geometry = CONV_CASES[case]
     rng = np.random.default_rng(sorted(CONV_CASES).index(case))
     t, cin, cout, h, w = 3, 60, 36, 7, 6  # out_cs 40: 4 padding channels
@@ -318,3 +322,60 @@ def test_maxpool_padding_never_wins_and_all_padding_windows_are_zero(in_format):
     expected = windows.max(axis=0)
     expected[np.isneginf(expected)] = 0
     np.testing.assert_array_equal(res.outputs["y"][:, 0], expected.astype(np.float32))
+
+
+def _walk_one_by_one(mem, addr, n, elems, eb, where):
+    """The plain fiber walk: read each header, check its count against its bitmask, step on."""
+    meta = 4 + (elems + 7) // 8
+    starts, counts, at = [], [], addr
+    for i in range(n):
+        head = mem.span(at, meta, f"{where} (fiber {i})")
+        count = int(head[:4].view("<u4")[0])
+        bits = int(np.unpackbits(head[4:], bitorder="little")[:elems].sum())
+        if bits != count:
+            raise BinaryFormatError(f"{where}: fiber {i} pointer/count {count} disagrees with its bitmask "
+                                    f"({bits} bits set)")
+        starts.append(at)
+        counts.append(count)
+        at += meta + (count * eb + 7) // 8
+    mem.span(addr, at - addr, where)
+    return starts, counts, at
+
+
+def _outcome(fn):
+    try:
+        return fn()
+    except BinaryFormatError as exc:
+        return str(exc)
+
+
+def test_fiber_walk_matches_the_fiber_by_fiber_walk():
+    """The fiber walk (one 4-byte read per fiber, the bitmasks checked in one pass) gives the
+    starts, counts, bitmask bits and the first error of a fiber-by-fiber walk, also when a
+    wrong count derails it past the end of the memory."""
+    rng = np.random.default_rng(21)
+    for trial in range(300):
+        elems, eb = int(rng.integers(1, 40)), int(rng.choice([1, 4, 8, 16]))
+        n = int(rng.integers(0, 12))
+        blob = []
+        for _ in range(n):
+            keep = rng.random(elems) < rng.random()
+            data = rng.integers(0, 256, size=(int(keep.sum()) * eb + 7) // 8, dtype=np.uint8)
+            blob += [np.array([int(keep.sum())], "<u4").view(np.uint8), np.packbits(keep, bitorder="little"), data]
+        raw = np.concatenate(blob) if blob else np.zeros(0, dtype=np.uint8)
+        mem = machine.Memory("SRAM", int(raw.size + rng.integers(0, 40)))
+        addr = int(rng.integers(0, mem.data.size - raw.size + 1))
+        mem.data[addr:addr + raw.size] = raw
+        if n and trial % 3:  # corrupt a count, a bitmask byte or a byte past the end of the bitmask
+            at = int(rng.choice(np.flatnonzero(raw != 255) if (raw != 255).any() else [0]))
+            mem.data[addr + at] ^= np.uint8(1 << int(rng.integers(0, 8)))
+        ref = _outcome(lambda: _walk_one_by_one(mem, addr, n, elems, eb, "here"))
+        got = _outcome(lambda: simulator._walk_fibers(mem, addr, n, elems, eb, "here"))
+        if isinstance(ref, str):
+            assert got == ref
+            continue
+        starts, counts, end = ref
+        assert (got.starts.tolist(), got.counts.tolist(), got.end) == (starts, counts, end)
+        dense = np.unpackbits(mem.data[np.asarray(starts, dtype=np.int64)[:, None] + 4 + np.arange((elems + 7) // 8)],
+                              axis=1, count=elems, bitorder="little") if n else np.zeros((0, elems), np.uint8)
+        np.testing.assert_array_equal(got.set_bits(elems), np.flatnonzero(dense))

@@ -258,3 +258,60 @@ def test_every_scheduler_the_config_accepts_has_a_timing_model():
     from snnc.backend.hwconfig import TPPE_SCHEDULERS
 
     assert tuple(timing.FTP_SCHEDULERS) == TPPE_SCHEDULERS
+
+
+def test_visits_timed_in_one_batch_as_one_by_one():
+    """The simulator times many FTP visits' TPPE streams in one tppe.batched_streams call
+    (timing.time_ftp_visits): every visit's SynTiming is the one it gets alone, under both
+    schedulers, with visits of different stream and task counts (and empty ones) mixed."""
+    import dataclasses
+
+    rng = np.random.default_rng(17)
+    for scheduler in ("balanced", "rounds"):
+        hw = dataclasses.replace(HwConfig(), tppe=dataclasses.replace(HwConfig().tppe, scheduler=scheduler))
+        visits, alone = [], []
+        for nt, m_pos, n_out, k in ((4, 1, 5, 300), (4, 8, 64, 576), (2, 40, 3, 129), (4, 0, 8, 64),
+                                    (3, 33, 16, 1000), (4, 2, 1, 1), (1, 12, 10, 130)):
+            lanes = rng.random((nt, m_pos, k)) < rng.random()
+            nzw = rng.random((n_out, k)) < rng.random() * 0.3
+            visits.append(timing.ftp_visit(hw, lanes, nzw))
+            alone.append(timing.ftp_syn(hw, lanes, nzw))
+        assert timing.time_ftp_visits(hw, visits) == alone
+        assert [timing.time_ftp_visits(hw, [v])[0] for v in visits] == alone
+
+
+def test_fiber_b_forms_agree():
+    """The timing models read a weight tile's fiber-Bs in compressed-row form; the dense
+    matrix, column and row counts, and block sums derived from it are the dense ones."""
+    rng = np.random.default_rng(4)
+    for n, k in ((1, 1), (5, 300), (64, 576), (3, 0), (0, 7)):
+        nzw = rng.random((n, k)) < 0.2
+        fb = timing.FiberBs.of(nzw)
+        flat = np.flatnonzero(nzw)
+        sparse = timing.FiberBs((n, k), flat % k if k else flat, np.searchsorted(flat, np.arange(n + 1) * k))
+        np.testing.assert_array_equal(sparse.nonzero, nzw)
+        for form in (fb, sparse):
+            np.testing.assert_array_equal(form.col, nzw.sum(axis=0))
+            np.testing.assert_array_equal(form.row_nnz, nzw.sum(axis=1))
+            if n:
+                starts = np.unique(np.concatenate([[0], rng.integers(0, n, 3)]))
+                ends = np.append(starts[1:], n)
+                expect = np.stack([nzw[a:b].sum(axis=0) for a, b in zip(starts, ends)])
+                np.testing.assert_array_equal(form.block_column_sums(starts), expect)
+
+
+@pytest.mark.parametrize("density", [0.003, 0.05, 0.6])
+def test_balanced_piece_counts_two_ways(density, monkeypatch):
+    """A balanced cut counts each piece's matched pairs from the (position, non-zero) pairs or
+    from fiber-B block column sums, whichever is less work: both give the same streams."""
+    rng = np.random.default_rng(int(density * 1000))
+    for m_pos, n_out, k in ((1, 5, 300), (4, 512, 1152), (8, 64, 576), (32, 16, 200)):
+        bm_a = rng.random((m_pos, k)) < 0.4
+        nzw = rng.random((n_out, k)) < density
+        results = []
+        for factor in (0.0, float("inf")):
+            monkeypatch.setattr(timing, "PIECES_BY_NONZEROS", factor)
+            dealt = timing.balanced_streams(bm_a, nzw, nzw.sum(axis=0), 16, 128)
+            results.append((dealt.counts.tolist(), dealt.a_fetches, dealt.b_fibers, dealt.b_nonzeros))
+        assert results[0] == results[1]
+        assert np.asarray(results[0][0]).sum() == int((bm_a.astype(np.int64) @ nzw.T.astype(np.int64)).sum())

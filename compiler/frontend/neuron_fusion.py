@@ -51,6 +51,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from snnc.backend.errors import FrontendError
+from snnc.compiler.frontend.onnx_loading import tensor_to_array
 
 FUSED_DOMAIN = "snnc.fused"
 FUSED_OP = "Neuron"
@@ -130,7 +131,7 @@ def fold_node(node: onnx.NodeProto, inputs: list, opset: int) -> list[np.ndarray
 def initializer_arrays(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
     """The graph's initializers as numpy arrays, by name (each read once: reading a
     protobuf payload copies it, and weights are tens of MB)."""
-    return {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    return {init.name: tensor_to_array(init) for init in graph.initializer}
 
 
 def _fold_constants(

@@ -52,7 +52,6 @@ from typing import Any, Protocol
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ArrayAttr, DictionaryAttr, ModuleOp, StringAttr, UnitAttr
 from xdsl.ir import Operation, SSAValue
@@ -69,6 +68,7 @@ from snnc.compiler.frontend.neuron_fusion import (
     fuse_neurons,
     initializer_arrays,
 )
+from snnc.compiler.frontend.onnx_loading import tensor_to_array
 from snnc.dialects.snn import (
     ONNX_NAME_ATTR,
     AddOp,
@@ -331,7 +331,7 @@ def match_fused_neuron(node: onnx.NodeProto, model: onnx.ModelProto) -> NeuronSp
     values: dict[str, Any] = {}
     for attr in node.attribute:
         if attr.type == onnx.AttributeProto.TENSOR:
-            array = numpy_helper.to_array(attr.t).astype(np.float32)
+            array = tensor_to_array(attr.t).astype(np.float32)
             values[attr.name] = float(array) if array.ndim == 0 else array
         else:
             values[attr.name] = _ATTR_READERS[attr.type](attr)
@@ -564,7 +564,7 @@ class _Interpreter:
     def op_Constant(self, node, inputs):
         attrs = _attrs(node)
         if "value" in attrs:
-            return [Const(numpy_helper.to_array(attrs["value"].t))]
+            return [Const(tensor_to_array(attrs["value"].t))]
         if "value_float" in attrs:
             return [Const(np.array(attrs["value_float"], np.float32))]
         if "value_int" in attrs:
@@ -1301,7 +1301,7 @@ def _graph_inputs(
     env: dict[str, Tag] = {}
     for init in graph.initializer:
         array = arrays.get(init.name)
-        env[init.name] = Const(numpy_helper.to_array(init) if array is None else array, init.name)
+        env[init.name] = Const(tensor_to_array(init) if array is None else array, init.name)
     inputs = []
     for value in graph.input:
         if value.name in initializer_names:
