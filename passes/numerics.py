@@ -308,7 +308,10 @@ def choose_neuron_numbers(
             notes.append(f"{what} not a multiple of 2^-{MAX_FRAC}")
             f = MAX_FRAC
         fracs.append(f)
-    wanted = max(fracs) + (timesteps - 1) * leak_frac if form != LeakForm.NONE else max(fracs)
+    # BETA: v[t] = beta v[t-1] + I[t] scales T - 1 times; TAU: h = v + (I - (v - v_reset)) / tau
+    # also scales the first step's current, T times in all
+    scalings = {LeakForm.BETA: timesteps - 1, LeakForm.TAU: timesteps, LeakForm.NONE: 0}[form]
+    wanted = max(fracs) + scalings * leak_frac
 
     # Bound |v| over T steps (real units) so the integer part fits int32.
     gain = float(np.max(np.abs(leak_real))) if form == LeakForm.BETA else 1.0
