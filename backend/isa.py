@@ -792,10 +792,12 @@ IO_FIELDS: tuple[Field, ...] = (
 )
 IO_STRUCT = struct.Struct("<" + "".join(f.fmt for f in IO_FIELDS))
 
+MAX_TIMESTEPS = 64  # T fits one SPIKE_WORDS word (u64); descriptors, tiles and the lowering share the bound
+
 
 def spike_word_bytes(timesteps: int) -> int:
     """Bytes of one SPIKE_WORDS element (all T bits of a neuron)."""
     for size in (1, 2, 4, 8):
         if timesteps <= 8 * size:
             return size
-    raise ValueError(f"T = {timesteps} exceeds 64 timesteps")
+    raise ValueError(f"T = {timesteps} exceeds {MAX_TIMESTEPS} timesteps")
