@@ -83,6 +83,17 @@ def _bias_1e30(model):
             node.input.append("big_bias")
 
 
+def _function_with_another_opset(model):
+    """A model-local function importing another ONNX opset than the model (onnx cannot inline it)."""
+    model.functions.append(helper.make_function("my", "Ident", ["a"], ["b"], [helper.make_node("Identity", ["a"], ["b"])],
+                                                [helper.make_opsetid("", 11)]))
+    model.opset_import.append(helper.make_opsetid("my", 1))
+    graph = model.graph
+    node = next(n for n in _nodes(graph) if n.op_type == "Gemm")
+    out, node.output[0] = node.output[0], "gemm_out"
+    graph.node.insert(list(graph.node).index(node) + 1, helper.make_node("Ident", ["gemm_out"], [out], domain="my"))
+
+
 DEFECTS = {
     "raw data size": (_truncate_raw_data, ["initializer 'fc1.weight'", "raw data is 120 bytes", "need 128"]),
     "threshold inf": (lambda m: _set_threshold(m, float("inf")), ["node 'lif1' (snn::LIF)", "threshold", "inf"]),
@@ -95,6 +106,8 @@ DEFECTS = {
     "no graph outputs": (_no_outputs, ["no graph outputs"]),
     "ir_version 99": (_ir_99, ["ir_version 99", f"({onnx.IR_VERSION})", "onnxruntime refuses it"]),
     "duplicate node names": (_duplicate_names, ["two nodes share the name 'same'", "onnxruntime refuses"]),
+    "function opset": (_function_with_another_opset, ["cannot inline the model-local functions (my::Ident)",
+                                                      "incompatible opset versions"]),
 }
 
 
@@ -105,8 +118,9 @@ def _compile(path: Path, out: Path, capsys) -> tuple[int, list[str], list]:
     return code, capsys.readouterr().err.strip().splitlines(), caught
 
 
-# (the node renamed for the newline is at the top level of the unrolled form only)
-CASES = [(d, form) for d in DEFECTS for form in ("unrolled", "scan") if (d, form) != ("newline in a name", "scan")]
+# (the node renamed for the newline, and the node the function wraps, are top-level in the unrolled form only)
+CASES = [(d, form) for d in DEFECTS for form in ("unrolled", "scan")
+         if form == "unrolled" or d not in ("newline in a name", "function opset")]
 
 
 @pytest.mark.parametrize("defect,form", CASES)
