@@ -53,7 +53,7 @@ Sections (each exactly once, in this order when written):
   layer_names   u32 count, then count strings
   instructions  n x isa.INSTRUCTION_BYTES
   io            u32 count, then count I/O descriptors (name string, u8 rank,
-                rank x u32 onnx_shape, then isa.IO_FIELDS)
+                rank x u32 onnx_shape, then isa.IO_FIELDS; before format 2.4 without t0, nt)
   model_name    one string
 A string is u32 byte length + UTF-8 bytes.
 """
@@ -78,12 +78,13 @@ MAGIC = b"SNNCPROG"
 FORMAT_MAJOR = 2  # 2: sections may be stored encoded (SectionEncoding)
 # 1: packed and SRAM-kept weight fibers (DmaFlags.PACKED/KEEP_COMPRESSED, SynFlags.COMPRESSED_WEIGHTS,
 # the optional fields sram_bytes and w_bytes); 2: exit.check; 3: strided fiber tiles (sram_stride,
-# run_elems, run_stride: channel-sliced packed maps)
-FORMAT_MINOR = 3
+# run_elems, run_stride: channel-sliced packed maps); 4: I/O time windows (isa.IO_FIELDS t0, nt)
+FORMAT_MINOR = 4
 
 HEADER_STRUCT = struct.Struct("<8sHHHHQII")
 SECTION_STRUCT = struct.Struct("<HHIQQ")
 IO_STRUCT = isa.IO_STRUCT  # an I/O descriptor after its name string and shape: isa.IO_FIELDS
+IO_STRUCT_2_3 = struct.Struct("<" + "".join(f.fmt for f in isa.IO_FIELDS[:-2]))  # minor <= 3: no t0, nt
 _U32 = struct.Struct("<I")
 
 
@@ -140,6 +141,39 @@ class IODesc:
     channels_stored: int
     height: int
     width: int
+    t0: int = 0  # the user sees timesteps t0 .. t0+nt-1 (see IO_FIELDS)
+    nt: int | None = None  # None: all `timesteps`
+
+    def __post_init__(self) -> None:
+        if self.nt is None:
+            object.__setattr__(self, "nt", self.timesteps)
+
+
+def io_shape_error(d: IODesc) -> str | None:
+    """Why `d.onnx_shape` and its time window disagree with the stored geometry, or None.
+
+    onnx_shape is [nt, *per_step] (rank 3 or 5), or per_step (rank 2 or 4) for one step
+    with the time axis dropped; per_step = [B, C, H, W], or [B, N] stored as H = W = 1."""
+    shape = tuple(d.onnx_shape)
+    if len(shape) in (2, 3):
+        if (d.height, d.width) != (1, 1):
+            return f"rank-{len(shape)} onnx_shape {list(shape)} needs height = width = 1, found {d.height}x{d.width}"
+        per_step = (d.batch, d.channels)
+    elif len(shape) in (4, 5):
+        per_step = (d.batch, d.channels, d.height, d.width)
+    else:
+        return f"onnx_shape has rank {len(shape)}, expected [T, B, N], [T, B, C, H, W] or one step [B, N], [B, C, H, W]"
+    if d.nt < 1 or d.t0 + d.nt > d.timesteps:
+        return f"time window t0 = {d.t0}, nt = {d.nt} is outside the {d.timesteps} stored timesteps"
+    timed = len(shape) in (3, 5)
+    if not d.is_output and (d.t0, d.nt, timed) != (0, d.timesteps, True):
+        return f"an input is a whole train [T, ...]: expected t0 = 0, nt = T = {d.timesteps}, found t0 = {d.t0}, nt = {d.nt}"
+    if not timed and d.nt != 1:
+        return f"onnx_shape {list(shape)} drops the time axis, so nt must be 1, found {d.nt}"
+    expect = ((d.nt,) if timed else ()) + per_step
+    if shape != expect:
+        return f"geometry T,B,C,H,W and t0 = {d.t0}, nt = {d.nt} imply onnx_shape {list(expect)}, found {list(shape)}"
+    return None
 
 
 @dataclass
@@ -204,7 +238,7 @@ def _io_bytes(io: list[IODesc]) -> bytes:
         parts.append(struct.pack(f"<{len(d.onnx_shape)}I", *d.onnx_shape))
         parts.append(IO_STRUCT.pack(
             int(d.is_output), int(d.format), d.frac_bits, 0, d.dram_addr,
-            d.timesteps, d.batch, d.channels, d.channels_stored, d.height, d.width,
+            d.timesteps, d.batch, d.channels, d.channels_stored, d.height, d.width, d.t0, d.nt,
         ))
     return b"".join(parts)
 
@@ -338,7 +372,7 @@ class _Cursor:
                 f"section {self.section}: {len(self.data) - self.pos} unexpected trailing bytes")
 
 
-def _read_io(payload: bytes) -> list[IODesc]:
+def _read_io(payload: bytes, minor: int = FORMAT_MINOR) -> list[IODesc]:
     cur = _Cursor(payload, "io")
     (count,) = cur.unpack(_U32, "descriptor count")
     out = []
@@ -346,16 +380,20 @@ def _read_io(payload: bytes) -> list[IODesc]:
         name = cur.string(f"io[{i}].name")
         (rank,) = cur.unpack(struct.Struct("<B"), f"io[{i}].rank")
         shape = cur.unpack(struct.Struct(f"<{rank}I"), f"io[{i}].onnx_shape")
-        values = cur.unpack(IO_STRUCT, f"io[{i}]")
+        if minor >= 4:
+            values = cur.unpack(IO_STRUCT, f"io[{i}]")
+        else:  # before time windows: the whole train
+            whole = cur.unpack(IO_STRUCT_2_3, f"io[{i}]")
+            values = (*whole, 0, whole[5])  # t0 = 0, nt = timesteps
         for field, value in zip(isa.IO_FIELDS, values):
             wrong = field.value_error(value)
             if wrong:
                 raise BinaryFormatError(f"io[{i}] ({name!r}).{wrong}")
-        (is_out, fmt, frac, _res, addr, t, b, c, cs, h, w) = values
+        (is_out, fmt, frac, _res, addr, t, b, c, cs, h, w, t0, nt) = values
         fmt = Format(fmt)
         if is_out not in (0, 1):
             raise BinaryFormatError(f"io[{i}] ({name!r}).is_output = {is_out}, expected 0 or 1")
-        out.append(IODesc(name, bool(is_out), tuple(shape), addr, fmt, frac, t, b, c, cs, h, w))
+        out.append(IODesc(name, bool(is_out), tuple(shape), addr, fmt, frac, t, b, c, cs, h, w, t0, nt))
     cur.finish()
     return out
 
@@ -483,7 +521,7 @@ def read_program(data: bytes) -> ProgramImage:
     image = ProgramImage(
         hw_toml=hw_toml, dram_size=dram_size, constants=payloads[SectionKind.CONSTANTS],
         layers=layers, layer_names=layer_names, instructions=payloads[SectionKind.INSTRUCTIONS],
-        io=_read_io(payloads[SectionKind.IO]), model_name=model_name,
+        io=_read_io(payloads[SectionKind.IO], minor), model_name=model_name,
     )
     validate_image(image)
     return image
@@ -551,18 +589,11 @@ def decode_instructions(image: ProgramImage) -> list[tuple[isa.InstructionSpec, 
 def _check_io(i: int, d: IODesc, dram_size: int) -> None:
     where = f"io[{i}] ({d.name!r})"
     shape = d.onnx_shape
-    if len(shape) == 5:
-        expect = (d.timesteps, d.batch, d.channels, d.height, d.width)
-    elif len(shape) == 3:
-        if (d.height, d.width) != (1, 1):
-            raise BinaryFormatError(f"{where}: rank-3 onnx_shape {list(shape)} needs height = width = 1, found {d.height}x{d.width}")
-        expect = (d.timesteps, d.batch, d.channels)
-    else:
-        raise BinaryFormatError(f"{where}.onnx_shape: rank {len(shape)}, expected 3 [T,B,N] or 5 [T,B,C,H,W]")
-    if tuple(shape) != expect:
-        raise BinaryFormatError(f"{where}: geometry T,B,C,H,W implies onnx_shape {list(expect)}, found {list(shape)}")
     if min(d.timesteps, d.batch, d.channels, d.height, d.width) < 1:
         raise BinaryFormatError(f"{where}: every dimension must be >= 1, found {list(shape)}")
+    wrong = io_shape_error(d)
+    if wrong:
+        raise BinaryFormatError(f"{where}: {wrong}")
     if d.timesteps > 64:
         raise BinaryFormatError(f"{where}.timesteps = {d.timesteps} exceeds 64")
     if d.channels_stored < d.channels or d.channels_stored % 8:

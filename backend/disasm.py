@@ -87,7 +87,8 @@ def disassemble(image: ProgramImage) -> str:
         out.append(
             f"  {'output' if d.is_output else 'input ':<6s} {d.name!r} shape={list(d.onnx_shape)} "
             f"dram=0x{d.dram_addr:x} format={isa.Format(d.format).name} frac={d.frac_bits} "
-            f"T={d.timesteps} B={d.batch} C={d.channels}/{d.channels_stored} H={d.height} W={d.width}")
+            f"T={d.timesteps} B={d.batch} C={d.channels}/{d.channels_stored} H={d.height} W={d.width}"
+            + ("" if (d.t0, d.nt) == (0, d.timesteps) else f" steps={d.t0}..{d.t0 + d.nt - 1}"))
     out.append("")
     out.append("layers:")
     for i, raw in enumerate(image.layers):

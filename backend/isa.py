@@ -786,8 +786,13 @@ IO_FIELDS: tuple[Field, ...] = (
     Field("channels_stored", "I", "Cs: channels as stored (padded to a multiple of 8)"),
     Field("height", "I", "H"),
     Field("width", "I", "W"),
+    Field("t0", "H", "since format 2.4: the first timestep the user sees (0 for an input)"),
+    Field("nt", "H", "since format 2.4: timesteps the user sees, t0 + nt <= T (T for an input); onnx_shape is "
+                     "[nt, B, ...], or [B, ...] for one step with the time axis dropped (a final membrane)"),
 )
 IO_STRUCT = struct.Struct("<" + "".join(f.fmt for f in IO_FIELDS))
+
+MAX_TIMESTEPS = 64  # T fits one SPIKE_WORDS word (u64); descriptors, tiles and the lowering share the bound
 
 
 def spike_word_bytes(timesteps: int) -> int:
@@ -795,4 +800,4 @@ def spike_word_bytes(timesteps: int) -> int:
     for size in (1, 2, 4, 8):
         if timesteps <= 8 * size:
             return size
-    raise ValueError(f"T = {timesteps} exceeds 64 timesteps")
+    raise ValueError(f"T = {timesteps} exceeds {MAX_TIMESTEPS} timesteps")

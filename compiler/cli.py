@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="OUT.png", help="draw accuracy against latency reduction (needs matplotlib)")
 
     p = sub.add_parser(
-        "verify", help="compile, simulate and compare with onnxruntime",
+        "verify", help="compile, simulate and compare with onnxruntime (NIR: the snn-dialect reference)",
         description="Compile, simulate and compare every output with onnxruntime. A model the compiler "
                     "represents exactly is compared bit for bit. A quantised one (some layer rounds, or the "
                     "input does) passes when its spikes agree on at least 98%% of each output's elements and "
@@ -450,7 +450,7 @@ def _verify(model: Path, inputs: dict, options, console, atol: float | None = No
     from snnc.passes.encode import find_program
     from snnc.compiler.pipeline import compile_model
     from snnc.compiler.reference import (
-        compare_outputs, judge, percent, plan_verification, run_onnxruntime,
+        compare_outputs, judge, percent, plan_verification, reference_outputs,
     )
     from snnc.runtime import simulate
 
@@ -460,8 +460,9 @@ def _verify(model: Path, inputs: dict, options, console, atol: float | None = No
     sim = simulate(result.image, inputs, progress=sys.stderr.isatty())
     with _lazy_status(f"verifying {model.name}") as status:
         if status:
-            status.update("running onnxruntime")
-        reference = run_onnxruntime(model, inputs)
+            status.update("running the reference")
+        reference, reference_name = reference_outputs(model, inputs, options)
+    console.print(f"reference: {reference_name}", highlight=False)
     program = find_program(result.accel_module)
     inexact = program.inexact_layers()
     value_outputs = {io.io_name.data: (io.error_bound.data if io.error_bound is not None else None)
@@ -488,7 +489,7 @@ def _verify(model: Path, inputs: dict, options, console, atol: float | None = No
                       f"{row.max_abs_diff:.3g}")
     console.print(table)
     console.print(plan.basis, highlight=False)
-    verdict = judge(rows, plan)
+    verdict = judge(rows, plan, "onnxruntime" if reference_name == "onnxruntime" else "the snn-dialect reference")
     console.print(("[green]PASS[/]" if verdict.ok else "[red]FAIL[/]") + verdict.text[4:], highlight=False)
     return rows, result, sim, verdict
 
@@ -681,8 +682,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return HANDLERS[args.command](args)
-    except SnncError as exc:
-        print(f"snnc: error: {exc}", file=sys.stderr)
+    except SnncError as exc:  # one line, even when a name from the input holds a newline
+        print(f"snnc: error: {exc}".replace("\n", "\\n"), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("snnc: interrupted", file=sys.stderr)

@@ -1,7 +1,14 @@
-"""onnxruntime as the reference: run a model, compare outputs with snnc's, judge.
+"""The reference `snnc verify` compares with: run a model, compare outputs with snnc's, judge.
+
+`reference_outputs` runs onnxruntime on an ONNX model. A model onnxruntime cannot run
+(NIR graphs; ONNX with body-less snn::LIF / snn::IF nodes, which have no function
+body) runs in the `snn` dialect's reference interpreter on the frontend's IR instead;
+that checks compilation and simulation, not the frontend's reading of the model, and
+the returned description says which reference was used and why.
 
 CONTRACT
   run_onnxruntime(model, inputs) -> {output name: array}
+  reference_outputs(model, inputs, options) -> ({output name: array}, which reference and why)
   compare_outputs(ours, reference, tolerances) -> [OutputComparison]: per output, the
       fraction of elements that agree (spikes: equal; values: |diff| <= the output's
       tolerance), the fraction that are bit-equal, and the largest |diff|.
@@ -50,6 +57,48 @@ def run_onnxruntime(model: str | Path | bytes, inputs: dict[str, np.ndarray]) ->
     return dict(zip(names, session.run(names, feeds)))
 
 
+def _bodyless_neuron(model_path: Path) -> str | None:
+    """The name of a body-less snn::LIF / snn::IF node of an ONNX file, if it has one."""
+    import onnx
+
+    from snnc.compiler.frontend.onnx_import import bodyless_neurons
+
+    try:
+        model = onnx.load(str(model_path), load_external_data=False)
+    except Exception:  # not loadable: onnxruntime reports it
+        return None
+    nodes = bodyless_neurons(model)
+    return (nodes[0].name or nodes[0].output[0]) if nodes else None
+
+
+def reference_outputs(model: str | Path, inputs: dict[str, np.ndarray], options) -> tuple[dict[str, np.ndarray], str]:
+    """(outputs, which reference computed them and why) for `snnc verify`; `options` are
+    the CompileOptions (NIR's dt and T)."""
+    path = Path(model)
+    why = None
+    if path.suffix == ".nir":
+        why = "NIR graphs have no onnxruntime form"
+    else:
+        node = _bodyless_neuron(path)
+        if node is not None:
+            why = f"onnxruntime cannot run node {node!r}: a snn::LIF with no function body"
+    if why is None:
+        return run_onnxruntime(path, inputs), "onnxruntime"
+    from snnc.dialects.snn_interpreter import run_snn
+
+    if path.suffix == ".nir":
+        from snnc.compiler.frontend.nir_import import import_nir
+
+        # (its notes were printed when the model was compiled)
+        module = import_nir(path, dt=options.dt, timesteps=options.timesteps, warn=lambda _note: None)
+    else:
+        from snnc.compiler.frontend.onnx_import import import_onnx
+
+        module = import_onnx(path, warn=lambda _note: None)
+    outputs = run_snn(module, inputs)
+    return outputs, f"the snn-dialect reference interpreter ({why}; it checks the compiled program, not the import)"
+
+
 @dataclass(frozen=True)
 class OutputComparison:
     name: str
@@ -77,7 +126,7 @@ def compare_outputs(
             raise SnncError(f"output '{name}' is missing from the simulator's outputs")
         got = ours[name]
         if got.shape != ref.shape:
-            raise SnncError(f"output '{name}': simulator shape {got.shape} != onnxruntime {ref.shape}")
+            raise SnncError(f"output '{name}': simulator shape {got.shape} != the reference's {ref.shape}")
         binary = bool(np.isin(ref, (0.0, 1.0)).all())
         tolerance = 0.0 if binary else (
             tolerances.get(name, 0.0) if isinstance(tolerances, dict) else float(tolerances))
@@ -185,18 +234,19 @@ class Verdict:
     text: str  # one line, starting PASS or FAIL
 
 
-def judge(rows: list[OutputComparison], plan: VerifyPlan) -> Verdict:
+def judge(rows: list[OutputComparison], plan: VerifyPlan, reference: str = "onnxruntime") -> Verdict:
     """PASS when every output agrees on at least plan.min_agreement of its elements.
-    The words say "bit-exact" only when every element of every output is equal."""
+    The words say "bit-exact" only when every element of every output is equal; `reference`
+    names what was compared with."""
     ok = all(row.agreement >= plan.min_agreement for row in rows)
     equal = all(row.exact for row in rows)
     worst = min(rows, key=lambda r: r.agreement) if rows else None
     lowest = f"lowest agreement {percent(worst.agreement)} ('{worst.name}')" if worst else "no outputs"
     required = f"required {percent(plan.min_agreement)}"
     if equal and plan.representable:  # equal elements agree under any rule: ok
-        text = "PASS bit-exact: every output equals onnxruntime's"
+        text = f"PASS bit-exact: every output equals {reference}'s"
     elif equal:
-        text = ("PASS every output equals onnxruntime's on this input (the model is quantised: "
+        text = (f"PASS every output equals {reference}'s on this input (the model is quantised: "
                 "not bit-exact on every input)")
     elif ok:
         text = f"PASS {lowest}, {required}; not bit-exact"

@@ -71,6 +71,7 @@ from xdsl.utils.exceptions import VerifyException
 from snnc.backend import isa
 from snnc.backend.isa import WORD_FORMATS, Format, LayerKind, Opcode, SramOperand, tensor_bytes
 from snnc.backend.isa import element_bits  # noqa: F401 -- the lowering's accel.element_bits
+from snnc.backend.binformat import IODesc, io_shape_error
 
 # --------------------------------------------------------------------------------------
 # Field syntax shared by every op: `name=value` pairs in a fixed order
@@ -427,11 +428,14 @@ class IoOp(IRDLOperation):
     channels_stored = prop_def(IntAttr)
     height = prop_def(IntAttr)
     width = prop_def(IntAttr)
+    t0 = prop_def(IntAttr)  # the user's time window: steps t0..t0+nt-1 (binformat.IODesc)
+    nt = prop_def(IntAttr)
     error_bound = opt_prop_def(FloatData)
 
     @classmethod
     def create_with(cls, io_name: str, is_output: bool, onnx_shape: Sequence[int],
                     error_bound: float | None = None, **fields: int) -> IoOp:
+        """`t0`/`nt` default to all `timesteps` (a whole train)."""
         from snnc.dialects.snn import int_array
 
         props: dict[str, Attribute] = {
@@ -440,6 +444,8 @@ class IoOp(IRDLOperation):
         }
         if error_bound is not None:
             props["error_bound"] = FloatData(float(error_bound))
+        fields.setdefault("t0", 0)
+        fields.setdefault("nt", fields.get("timesteps", 0))
         for name in IO_INT_FIELDS:
             props[name] = IntAttr(int(fields.pop(name)))
         if fields:
@@ -467,9 +473,12 @@ class IoOp(IRDLOperation):
         fmt = Format(v["format"])
         if v["channels_stored"] % 8 or v["channels_stored"] < v["channels"]:
             raise VerifyException(f"{where}: channels_stored must be a multiple of 8 and >= channels")
-        per_step = v["batch"] * v["channels"] * v["height"] * v["width"]
-        if self.shape[0] != v["timesteps"] or int(np.prod(self.shape[1:])) != per_step:
-            raise VerifyException(f"{where}: onnx_shape {list(self.shape)} does not match the geometry")
+        desc = IODesc(self.io_name.data, bool(self.is_output.data), self.shape, v["dram_addr"], fmt,
+                      v["frac_bits"], v["timesteps"], v["batch"], v["channels"], v["channels_stored"],
+                      v["height"], v["width"], v["t0"], v["nt"])
+        wrong = io_shape_error(desc)
+        if wrong:
+            raise VerifyException(f"{where}: {wrong}")
         if fmt in (Format.SPIKE_PLANES, Format.SPIKE_WORDS) and v["frac_bits"] != 0:
             raise VerifyException(f"{where}: spike formats have frac_bits 0")
 

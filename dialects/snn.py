@@ -19,6 +19,9 @@ Ops (one per network layer, never per neuron or per timestep)
     snn.spike_logic  spikes x spikes -> spikes per step: op = "or" (a | b) or "and" (a & b)
                    (SEW-OR / SEW-AND residuals)
     snn.lif        the neuron: (current train) -> (spikes, membrane after reset)
+    snn.time_slice steps [start, start + count) of a train as a plain f32 tensor, for a
+                   graph output that is not the whole train (a final membrane, the last
+                   step's spikes, a window of steps); only func.return uses it
 
 Neuron semantics (`snn.lif`), per step t, with v[-1] = 0 and s[-1] = 0:
     charge     leak = "beta":  h = beta * v[t-1] + I[t]
@@ -56,6 +59,7 @@ from xdsl.dialects.builtin import (
     DenseIntOrFPElementsAttr,
     Float32Type,
     IntAttr,
+    IntegerAttr,
     ModuleOp,
     StringAttr,
     TensorType,
@@ -221,7 +225,10 @@ def is_spikes(t: Attribute) -> bool:
 
 
 def train_type_of(value: SSAValue) -> SpikeTrainType | TrainType:
-    t = value.type
+    return train_type_of_type(value.type)
+
+
+def train_type_of_type(t: Attribute) -> SpikeTrainType | TrainType:
     if not isinstance(t, SpikeTrainType | TrainType):
         raise VerifyException(f"expected a !snn.spikes or !snn.train value, got {t}")
     return t
@@ -524,9 +531,80 @@ class LIFOp(_LayerOp):
         return None if attr is None else tensor_value(attr)
 
 
+@irdl_op_definition
+class TimeSliceOp(IRDLOperation):
+    """Timesteps [start, start + count) of a train as a plain f32 tensor (spikes as 0.0/1.0).
+
+    A graph output that is not stacked over all T steps: the final membrane of a Scan or
+    Loop, the value of one step (ONNX `Gather(x, t)`), or a window of steps. The result
+    is `tensor<count x per_step x f32>`, or `tensor<per_step x f32>` when count = 1 and
+    the time axis is dropped (rank = the per-step rank). No snn op takes a tensor, so
+    only func.return uses it.
+        %v = snn.time_slice %m {start = 3 : i64, count = 1 : i64} : !snn.train<T=4, 2x5xf32> -> tensor<2x5xf32>
+    """
+
+    name = "snn.time_slice"
+    irdl_options = (ParsePropInAttrDict(),)
+    input = operand_def(AnyTrainType)
+    output = result_def(TensorType)
+    start = prop_def(IntegerAttr)
+    count = prop_def(IntegerAttr)
+    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
+
+    @staticmethod
+    def result_type(train: Attribute, count: int, keep_time_axis: bool) -> TensorType:
+        """The tensor type of `count` steps of a value of type `train`."""
+        shape = train_type_of_type(train).get_shape()
+        return TensorType(f32, ((count,) if keep_time_axis else ()) + shape)
+
+    @classmethod
+    def create_slice(cls, value: SSAValue, start: int, count: int, keep_time_axis: bool = True) -> "TimeSliceOp":
+        return cls.build(
+            operands=[value], result_types=[cls.result_type(value.type, count, keep_time_axis)],
+            properties={"start": IntegerAttr(start, i64), "count": IntegerAttr(count, i64)},
+        )
+
+    @property
+    def window(self) -> tuple[int, int]:
+        """(start, count): the timesteps this slice takes."""
+        return self.start.value.data, self.count.value.data
+
+    @property
+    def keeps_time_axis(self) -> bool:
+        return len(self.output.type.get_shape()) == len(train_type_of(self.input).get_shape()) + 1
+
+    def verify_(self) -> None:
+        train = train_type_of(self.input)
+        start, count = self.window
+        if start < 0 or count < 1 or start + count > train.num_timesteps:
+            raise VerifyException(
+                f"{self.name}: steps {start}..{start + count - 1} are outside 0..{train.num_timesteps - 1}")
+        out = self.output.type
+        if not isinstance(out.element_type, Float32Type):
+            raise VerifyException(f"{self.name}: the result element type must be f32, got {out.element_type}")
+        shape, per_step = tuple(out.get_shape()), train.get_shape()
+        if shape == (count, *per_step):
+            return
+        if shape == per_step and count == 1:
+            return
+        expected = f"[{count}, {', '.join(map(str, per_step))}]" + (
+            f" or {list(per_step)} (one step, time axis dropped)" if count == 1 else "")
+        raise VerifyException(f"{self.name}: result shape {list(shape)}, expected {expected}")
+
+
+def io_window(value: SSAValue) -> tuple[int, int, tuple[int, ...]]:
+    """(t0, nt, user-facing shape) of a graph input or output value: a train is all of its T
+    steps ([T, *per_step]); a snn.time_slice result is its window (its tensor shape)."""
+    if isinstance(value.type, TensorType) and isinstance(value.owner, TimeSliceOp):
+        start, count = value.owner.window
+        return start, count, tuple(value.type.get_shape())
+    t = train_type_of(value)
+    return 0, t.num_timesteps, (t.num_timesteps, *t.get_shape())
+
+
 SNN = Dialect(
     "snn",
-    [DenseOp, Conv2dOp, MaxPool2dOp, AvgPool2dOp, ReshapeOp, AddOp, SpikeLogicOp, LIFOp],
+    [DenseOp, Conv2dOp, MaxPool2dOp, AvgPool2dOp, ReshapeOp, AddOp, SpikeLogicOp, LIFOp, TimeSliceOp],
     [SpikeTrainType, TrainType],
 )
 

@@ -5,7 +5,8 @@ Contract
         `module` holds one `func.func @main` in the `snn` dialect (see dialects/snn.py).
         `inputs` maps each argument's `snn.onnx_name` to a float32 array
         `[T, *per_step_shape]`; the result maps each result's `snn.onnx_name` to a
-        float32 array `[T, *per_step_shape]`, in ONNX output order.
+        float32 array `[T, *per_step_shape]` (a train) or of the result's tensor shape
+        (a `snn.time_slice`: its steps), in ONNX output order.
 
 Every op is evaluated on the whole train at once (vectorised over T and the tensor);
 only the neuron loops over t, because its state depends on the previous step.
@@ -39,6 +40,7 @@ from snnc.dialects.snn import (
     MaxPool2dOp,
     ReshapeOp,
     SpikeLogicOp,
+    TimeSliceOp,
     int_array_value,
     main_function,
     onnx_io_names,
@@ -245,6 +247,10 @@ def _run_op(op: Operation, values: dict[SSAValue, np.ndarray]) -> None:
         )
         values[op.spikes] = spikes
         values[op.membrane] = membranes
+    elif isinstance(op, TimeSliceOp):
+        start, count = op.window
+        values[op.output] = np.ascontiguousarray(
+            values[op.input][start:start + count].reshape(op.output.type.get_shape()), dtype=np.float32)
     else:
         raise ValueError(f"the snn interpreter has no meaning for op {op.name}")
 

@@ -38,7 +38,7 @@ from snnc.backend.isa import Format, SynFlags
 from snnc.dialects import accel, tile
 from snnc.dialects.snn import ONNX_NAME_ATTR
 from snnc.passes.compress_weights import fiber_layout
-from snnc.passes.convert_snn_to_loops import SHAPE_ATTR
+from snnc.passes.convert_snn_to_loops import SHAPE_ATTR, WINDOW_ATTR
 from snnc.passes.dram_alloc import ADDR_ATTR, DRAM_SIZE_ATTR
 from snnc.passes.synapse_split import PART_ATTR, PARTS_ATTR
 from snnc.passes.footprints import buffer_of, fiber_offsets, global_of
@@ -97,22 +97,23 @@ class _Emitter:
     # -- I/O -----------------------------------------------------------------------------
     def _io_ops(self) -> list[accel.IoOp]:
         main = main_of(self.module)
-        entries = [(m.io.data, False, m, m.attributes[SHAPE_ATTR]) for m in main.body.walk()
+        entries = [(m.io.data, False, m, m.attributes[SHAPE_ATTR], None) for m in main.body.walk()
                    if isinstance(m, tile.MapOp) and m.io is not None]
         ret = main.body.block.last_op
         assert isinstance(ret, func.ReturnOp)
         results = main.res_attrs.data if main.res_attrs else ()
-        entries += [(attrs.data[ONNX_NAME_ATTR].data, True, value.owner, attrs.data[SHAPE_ATTR])
-                    for attrs, value in zip(results, ret.arguments)]
+        entries += [(attrs.data[ONNX_NAME_ATTR].data, True, value.owner, attrs.data[SHAPE_ATTR],
+                     attrs.data.get(WINDOW_ATTR)) for attrs, value in zip(results, ret.arguments)]
         ops = []
-        for name, is_output, m, shape_attr in entries:
+        for name, is_output, m, shape_attr, window_attr in entries:
             t, b, h, w, cs = m.result.type.get_shape()
             shape = tuple(int(v) for v in shape_attr.get_values())
+            t0, nt = (int(v) for v in window_attr.get_values()) if window_attr is not None else (0, t)
             multibit = m.fmt in (Format.ACT_I16, Format.ACT_I32)
             ops.append(accel.IoOp.create_with(
                 name, is_output, shape, error_bound=m.error.value.data if is_output and multibit else None,
                 dram_addr=m.addr.data, format=m.format.data, frac_bits=m.frac.data,
-                timesteps=t, batch=b, channels=m.channels.data, channels_stored=cs, height=h, width=w))
+                timesteps=t, batch=b, channels=m.channels.data, channels_stored=cs, height=h, width=w, t0=t0, nt=nt))
         return ops
 
     # -- instructions --------------------------------------------------------------------

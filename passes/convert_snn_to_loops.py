@@ -20,6 +20,9 @@ CONTRACT
     tile-sizes chooses the tiles. Per-visit buffers rotate over every loop, the
     neuron state over the output tiles (n, b, m), weights over n.
     Values are unchanged. Unsupported constructs are CompileErrors naming the node.
+    @main returns the output maps; its results carry the ONNX name, the user's shape
+    (`tile.shape`) and the timesteps the user sees (`tile.window` [t0, nt]: all T, or a
+    snn.time_slice's window).
   Options:
     hw              hardware preset name or .toml path
     model_name      recorded in the program
@@ -62,8 +65,8 @@ from snnc.dialects.snn import (
     AvgPool2dOp,
     SpikeLogicOp,
     int_array_value,
+    io_window,
     main_function,
-    train_type_of,
 )
 from snnc.passes.footprints import infer_buffer_types
 from snnc.passes.loop_module import HW_ATTR, MODEL_ATTR, TIMESTEPS_ATTR, unique_symbol
@@ -155,7 +158,8 @@ class _Lowering:
         outputs = [self._output_map(name, value) for name, value in self.net.outputs]
         body.append(func.ReturnOp(*outputs))
         main = func.FuncOp("main", ([], [v.type for v in outputs]), res_attrs=ArrayAttr([
-            DictionaryAttr({ONNX_NAME_ATTR: StringAttr(n), SHAPE_ATTR: _shape_attr(v)}) for n, v in self.net.outputs]))
+            DictionaryAttr({ONNX_NAME_ATTR: StringAttr(n), SHAPE_ATTR: _shape_attr(v), WINDOW_ATTR: _window_attr(v)})
+            for n, v in self.net.outputs]))
         main.body.block.add_ops(body)
         return main
 
@@ -277,11 +281,15 @@ class _Lowering:
 
 
 SHAPE_ATTR = "tile.shape"  # on an I/O map and @main's results: the ONNX tensor shape [T, B, ...]
+WINDOW_ATTR = "tile.window"  # on @main's results: the timesteps [t0, nt] the user sees (snn.time_slice)
 
 
 def _shape_attr(value: SSAValue) -> DenseArrayBase:
-    t = train_type_of(value)
-    return DenseArrayBase.from_list(i64, [t.num_timesteps, *t.get_shape()])
+    return DenseArrayBase.from_list(i64, list(io_window(value)[2]))
+
+
+def _window_attr(value: SSAValue) -> DenseArrayBase:
+    return DenseArrayBase.from_list(i64, list(io_window(value)[:2]))
 
 
 def _restore_numbers(step) -> None:

@@ -65,10 +65,30 @@ def max_frac(values: np.ndarray, limit: int, lo: int = MIN_FRAC, hi: int = MAX_F
 
 
 def quantise(values: np.ndarray, frac: int) -> np.ndarray:
-    """round(values * 2**frac) as int64 (round half to even, numpy's rule)."""
+    """round(values * 2**frac) as int64 (round half to even, numpy's rule); magnitudes beyond
+    2**62 saturate there (no int64 wrap-around: range checks then see them as too large)."""
     scaled = np.array(values, dtype=np.float64)  # a private copy, scaled in place
     scaled *= 2.0**frac  # == np.ldexp(values, frac): a power of two, exact barring overflow
+    np.clip(scaled, -_SATURATE, _SATURATE, out=scaled)
     return np.rint(scaled, out=scaled).astype(np.int64)
+
+
+_SATURATE = float(1 << 62)
+
+
+def quantise_checked(values: np.ndarray, frac: int, bits: int, what: str, shown: np.ndarray | None = None) -> np.ndarray:
+    """`quantise(values, frac)`, a CompileError naming `what` and the real value (`shown`:
+    the model's value, when `values` are scaled from it) when one does not fit a signed
+    `bits`-bit integer."""
+    ints = quantise(values, frac)
+    hi = (1 << (bits - 1)) - 1
+    outside = (ints < -hi - 1) | (ints > hi)
+    if np.any(outside):
+        model_values = np.broadcast_to(np.asarray(values if shown is None else shown, np.float64), outside.shape)
+        real = float(model_values.reshape(-1)[np.flatnonzero(outside.reshape(-1))[0]])
+        raise CompileError(f"{what} {real:g} does not fit int{bits} with {frac} fractional bits "
+                           f"(|value| <= {hi * 2.0 ** -frac:g})")
+    return ints
 
 
 @dataclass(frozen=True)
@@ -113,11 +133,8 @@ def quantise_weights(weights: NonzeroWeights, frac: int, rows: int, nbytes: int,
     """`quantise(weights, frac)` as the stored little-endian int of `nbytes` bytes, zero
     rows appended up to `rows`; a value that does not fit is a CompileError. With
     `channel_shift`, output channel c is quantised with frac + channel_shift[c]."""
-    ints = quantise(_shifted(weights.values, _rows(weights), channel_shift), frac)
-    lo, hi = -(1 << (8 * nbytes - 1)), (1 << (8 * nbytes - 1)) - 1
-    if ints.size and (ints.min() < lo or ints.max() > hi):
-        bad = int(ints.min()) if ints.min() < lo else int(ints.max())
-        raise CompileError(f"{what}: value {bad} does not fit int{8 * nbytes}")
+    ints = quantise_checked(_shifted(weights.values, _rows(weights), channel_shift), frac, 8 * nbytes, what,
+                            shown=weights.values)
     out = np.zeros((rows, *weights.shape[1:]), dtype=f"<i{nbytes}")
     out.reshape(-1)[weights.index] = ints  # row-major: within the first shape[0] rows
     return out
@@ -170,7 +187,7 @@ def quantise_group(
     out_c = np.asarray(bias_real).size
     weights = [quantise_weights(w, frac, rows, nbytes, f"{what}: weight", channel_shift) for w, frac, _ in synapses]
     shifted_bias = _shifted(bias_real, np.arange(out_c), channel_shift)
-    bias = quantise(shifted_bias, acc_frac)
+    bias = quantise_checked(shifted_bias, acc_frac, 32, f"{what}: bias", shown=bias_real)
     bias_exact = bool(np.array_equal(np.ldexp(bias.astype(np.float64), -acc_frac), shifted_bias))
     acc_bound = np.abs(bias).astype(np.float64)
     for q, (_, _, x_int_max) in zip(weights, synapses):
@@ -308,7 +325,10 @@ def choose_neuron_numbers(
             notes.append(f"{what} not a multiple of 2^-{MAX_FRAC}")
             f = MAX_FRAC
         fracs.append(f)
-    wanted = max(fracs) + (timesteps - 1) * leak_frac if form != LeakForm.NONE else max(fracs)
+    # BETA: v[t] = beta v[t-1] + I[t] scales T - 1 times; TAU: h = v + (I - (v - v_reset)) / tau
+    # also scales the first step's current, T times in all
+    scalings = {LeakForm.BETA: timesteps - 1, LeakForm.TAU: timesteps, LeakForm.NONE: 0}[form]
+    wanted = max(fracs) + scalings * leak_frac
 
     # Bound |v| over T steps (real units) so the integer part fits int32.
     gain = float(np.max(np.abs(leak_real))) if form == LeakForm.BETA else 1.0
@@ -339,11 +359,12 @@ def choose_neuron_numbers(
             acc_fits = np.floor(np.log2(INT32_MAX / np.maximum(np.asarray(channel_acc_bound, np.float64), 1.0)))
         channel_shift = np.clip(np.minimum(np.minimum(headroom, fits), acc_fits), 0, MAX_CHANNEL_SHIFT).astype(np.int64)
     scale = np.ldexp(1.0, channel_shift) if channel_shift is not None else 1.0
-    thr_int = quantise(thr * scale, membrane_frac)
+    where = f"snn.lif '{lif.source_name}':"
+    thr_int = quantise_checked(thr * scale, membrane_frac, 32, f"{where} threshold", shown=thr)
     if np.any(thr_int < 1):
         notes.append("threshold rounds to 0")
     leak_int = quantise(leak_real, leak_frac) if form != LeakForm.NONE else np.ones(param_c, np.int64)
-    v_reset_int = quantise(v_reset * scale, membrane_frac)
+    v_reset_int = quantise_checked(v_reset * scale, membrane_frac, 32, f"{where} v_reset", shown=v_reset)
     error = 0.0
     if current_error or notes:
         error = membrane_error_bound(

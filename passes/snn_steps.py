@@ -37,6 +37,7 @@ from snnc.dialects.snn import (
     ReshapeOp,
     SpikeLogicOp,
     SpikeTrainType,
+    TimeSliceOp,
     int_array_value,
     onnx_io_names,
     tensor_value,
@@ -269,6 +270,9 @@ class NetworkSteps:
             return
         if isinstance(op, AddOp | SpikeLogicOp):
             self._add(op)
+            return
+        if isinstance(op, TimeSliceOp):  # some steps of a stored map: only the output descriptor differs
+            self.values[op.output] = self._stored(op.input, op)
             return
         raise CompileError(f"{op.name} '{source_name(op)}': no accelerator lowering for this op")
 

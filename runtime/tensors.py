@@ -11,8 +11,10 @@ CONTRACT:
     `frac` bits are rounded half-to-even (quantised = True); out-of-range or
     non-finite values raise InputError naming the input.
   * `decode_output(desc, raw) -> np.ndarray` float32 of shape `desc.onnx_shape`
-    (spikes -> 0.0/1.0, ints -> int * 2**-frac); `decode_output_ints` gives the stored
-    integers themselves (int64), as `exit.check` reads them.
+    (spikes -> 0.0/1.0, ints -> int * 2**-frac): the stored T steps, of which the
+    user sees steps t0 .. t0+nt-1 (`onnx_shape` [nt, ...], or [B, ...] for one step).
+    `decode_output_ints` gives the stored integers themselves (int64) of all T steps,
+    [T, *per_step], as `exit.check` reads them.
 """
 
 from __future__ import annotations
@@ -87,8 +89,8 @@ def encode_input(desc: IODesc, x) -> tuple[np.ndarray, bool]:
 
 
 def decode_output_ints(desc: IODesc, raw: np.ndarray) -> np.ndarray:
-    """The stored integers (spikes 0/1; multi-bit: value * 2**frac_bits) as int64 of shape
-    `desc.onnx_shape`."""
+    """The stored integers (spikes 0/1; multi-bit: value * 2**frac_bits) as int64, every
+    stored step: [T, *per_step] (the user's window is decode_output's)."""
     t, b, c, h, w, cs = desc.timesteps, desc.batch, desc.channels, desc.height, desc.width, desc.channels_stored
     fmt = Format(desc.format)
     if fmt == Format.SPIKE_PLANES:
@@ -100,11 +102,17 @@ def decode_output_ints(desc: IODesc, raw: np.ndarray) -> np.ndarray:
     else:
         ints = raw.view(ACT_DTYPES[fmt]).reshape(t, b, h, w, cs)
     out = ints[..., :c].transpose(0, 1, 4, 2, 3)  # -> [T,B,C,H,W]
-    return out.astype(np.int64).reshape(desc.onnx_shape)
+    return out.astype(np.int64).reshape((t, *_per_step_shape(desc)))
+
+
+def _per_step_shape(desc: IODesc) -> tuple[int, ...]:
+    """One step of `desc.onnx_shape`: without its time axis ([nt, ...] for rank 3 and 5)."""
+    shape = tuple(desc.onnx_shape)
+    return shape[1:] if len(shape) in (3, 5) else shape
 
 
 def decode_output(desc: IODesc, raw: np.ndarray) -> np.ndarray:
-    ints = decode_output_ints(desc, raw)
+    ints = decode_output_ints(desc, raw)[desc.t0:desc.t0 + desc.nt].reshape(desc.onnx_shape)
     if Format(desc.format) in (Format.SPIKE_PLANES, Format.SPIKE_WORDS):
         return ints.astype(np.float32)
     return np.ldexp(ints.astype(np.float64), -desc.frac_bits).astype(np.float32)

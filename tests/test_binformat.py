@@ -106,13 +106,47 @@ def test_addresses_beyond_dram(image):
 def test_io_geometry_must_match_shape(image):
     d = image.io[0]
     for bad, pattern in (
-        (dataclasses.replace(d, onnx_shape=(4, 1, 5)), r"implies onnx_shape \[4, 1, 3\], found \[4, 1, 5\]"),
+        (dataclasses.replace(d, onnx_shape=(4, 1, 5)), r"imply onnx_shape \[4, 1, 3\], found \[4, 1, 5\]"),
         (dataclasses.replace(d, channels_stored=4), r"channels_stored = 4"),
         (dataclasses.replace(d, height=2), r"height = width = 1"),
-        (dataclasses.replace(d, onnx_shape=(4, 3)), r"rank 2"),
+        (dataclasses.replace(d, onnx_shape=(1, 4, 1, 3, 1, 1)), r"rank 6"),
+        (dataclasses.replace(d, onnx_shape=(1, 3)), r"an input is a whole train"),  # one step: outputs only
     ):
         with pytest.raises(BinaryFormatError, match=pattern):
             write_program(dataclasses.replace(image, io=[bad] + image.io[1:]))
+
+
+def test_output_time_windows_round_trip_and_are_checked(image):
+    """Format 2.2: an output descriptor shows steps t0..t0+nt-1 ([nt, ...], or [B, ...] for one step)."""
+    out = image.io[1]
+    T, B, N = out.onnx_shape
+    last = dataclasses.replace(out, onnx_shape=(B, N), t0=T - 1, nt=1)
+    window = dataclasses.replace(out, name="win", onnx_shape=(2, B, N), t0=1, nt=2)
+    windowed = dataclasses.replace(image, io=[image.io[0], last, window])
+    assert read_program(write_program(windowed)) == windowed
+    assert "steps=3..3" in disassemble(windowed)
+    for bad, pattern in (
+        (dataclasses.replace(last, t0=T), r"time window t0 = 4, nt = 1 is outside the 4 stored"),
+        (dataclasses.replace(window, onnx_shape=(B, N)), r"drops the time axis, so nt must be 1"),
+        (dataclasses.replace(window, onnx_shape=(3, B, N)), rf"imply onnx_shape \[2, {B}, {N}\], found \[3, {B}, {N}\]"),
+    ):
+        with pytest.raises(BinaryFormatError, match=pattern):
+            write_program(dataclasses.replace(image, io=[image.io[0], bad]))
+
+
+def test_reads_format_2_3_io_descriptors_without_time_windows(image):
+    """A file written before I/O time windows (minor 3) still reads: every descriptor is the whole train."""
+    def io_2_3(io):
+        parts = [struct.pack("<I", len(io))]
+        for d in io:
+            name = d.name.encode()
+            parts += [struct.pack("<I", len(name)), name, struct.pack("<B", len(d.onnx_shape)),
+                      struct.pack(f"<{len(d.onnx_shape)}I", *d.onnx_shape),
+                      bf.IO_STRUCT_2_3.pack(int(d.is_output), int(d.format), d.frac_bits, 0, d.dram_addr, d.timesteps,
+                                            d.batch, d.channels, d.channels_stored, d.height, d.width)]
+        return b"".join(parts)
+
+    assert bf._read_io(io_2_3(image.io), minor=3) == image.io
 
 
 def test_tile_instruction_outside_its_layer(image):

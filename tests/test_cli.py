@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from snnc.compiler.cli import main
+from snnc.compiler.frontend.canonical import neuron_function
 
 
 def run_cli(*args: str) -> int:
@@ -366,7 +367,12 @@ def test_not_onnx(tmp_path, capsys):
 
 def test_unsupported_op_names_node(tmp_path, capsys):
     sin = helper.make_node("Sin", ["y"], ["z"], name="weird_sin")
-    path = _save(_gemm_model([4, 1, 3], [3, 2], [sin]), tmp_path / "m.onnx")
+    lif = helper.make_node("LIF", ["z", "v0"], ["s", "v"], name="lif", domain="snn")  # a spiking model
+    model = _gemm_model([4, 1, 3], [3, 2], [sin, lif])
+    model.graph.initializer.append(numpy_helper.from_array(np.zeros((1, 2), np.float32), "v0"))
+    model.opset_import.append(helper.make_opsetid("snn", 1))
+    model.functions.append(neuron_function("LIF"))
+    path = _save(model, tmp_path / "m.onnx")
     assert run_cli(path, "-o", tmp_path / "p.bin") == 1
     line = one_error_line(capsys)
     assert "weird_sin" in line and "Sin" in line

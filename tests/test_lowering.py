@@ -235,9 +235,14 @@ def test_membrane_fraction_for_beta_leak():
 def test_membrane_fraction_without_leak_and_with_tau():
     nn = choose_neuron_numbers(_lif_op(leak="none", threshold=0.5), 4, 3.0, 4, 1)
     assert (nn.leak_frac, nn.membrane_frac, nn.acc_shift) == (0, 4, 0)
-    # tau 4 -> leak 1/4 (leak_frac 2); v_reset 0.125 (3 bits): F = max(0, 0, 3) + 3 * 2 = 9
+    # tau 4 -> leak 1/4 (leak_frac 2); v_reset 0.125 (3 bits): h = v + (I - (v - v_reset)) / 4 divides
+    # at every step, the first included: F = max(0, 0, 3) + 4 * 2 = 11
     nn = choose_neuron_numbers(_lif_op(leak="tau", tau=4.0, v_reset=0.125, threshold=1.0), 0, 1.0, 4, 1)
-    assert (nn.leak_frac, nn.membrane_frac) == (2, 9) and nn.leak.tolist() == [1] and nn.v_reset.tolist() == [64]
+    assert (nn.leak_frac, nn.membrane_frac) == (2, 11) and nn.leak.tolist() == [1] and nn.v_reset.tolist() == [256]
+    v = 0.0  # the recurrence on an integer current (frac 0) with no spike: the last step needs all 11 bits
+    for _ in range(4):
+        v = v + (1.0 - (v - 0.125)) / 4
+    assert v * 2**11 == int(v * 2**11) and v * 2**10 != int(v * 2**10)
 
 
 def test_membrane_fraction_is_capped_by_the_range_and_flagged():

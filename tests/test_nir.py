@@ -76,6 +76,28 @@ def test_snnc_compiles_nir_file_and_simulator_agrees(tmp_path):
     assert np.array_equal(sim.outputs["output"], _torch_spikes(net, x))
 
 
+def test_snnc_verify_nir_uses_the_snn_reference_and_says_so(tmp_path, capsys):
+    """onnxruntime cannot run NIR: verify compares with the snn-dialect reference interpreter."""
+    from snnc.compiler.cli import main
+
+    _, path = _snntorch_nir(tmp_path)
+    np.savez(tmp_path / "in.npz", input=inputs_for((T, 1, 12)))
+    assert main(["verify", str(path), "--input", str(tmp_path / "in.npz"), "--timesteps", str(T)]) == 0
+    captured = capsys.readouterr()
+    assert "reference: the snn-dialect reference interpreter (NIR graphs have no onnxruntime form" in \
+        captured.out + captured.err
+    assert "INVALID_PROTOBUF" not in captured.out + captured.err
+
+
+def test_nir_is_a_runtime_dependency():
+    import tomllib
+
+    from passes_util import REPO
+
+    dependencies = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert any(d.split(">")[0].split("=")[0].strip() == "nir" for d in dependencies)
+
+
 def test_spikingjelly_nir_compiles_and_agrees(tmp_path):
     torch, nir = need("torch"), need("nir")
     need("spikingjelly")

@@ -43,6 +43,7 @@ API
     s, v = net.lif(h, beta=0.5, threshold=1.0, name="lif1")
     z = net.spike_or(s1, s2)                          # SEW-OR residual: ONNX Max
     net.output(s, "spikes"); net.output(v, "membrane")
+    net.final_output(v, "v_final")                    # the membrane after the last step, [B, ...]
     model = net.to_onnx(form="unrolled")              # or form="scan"
     traces = net.evaluate({"x": x_array})            # numpy reference, keyed by Value
 """
@@ -122,6 +123,7 @@ class Network:
         self.inputs: list[Value] = []
         self.layers: list[Layer] = []
         self.outputs: list[tuple[Value, str]] = []
+        self.final_outputs: list[tuple[Value, str]] = []  # membranes after the last step
         self._names: set[str] = set()
         self._evaluated: dict[Value, np.ndarray] = {}
         self._evaluated_inputs: dict[str, np.ndarray] | None = None
@@ -307,6 +309,17 @@ class Network:
         self._names.add(name)
         self.outputs.append((value, name))
 
+    def final_output(self, membrane: Value, name: str) -> None:
+        """Expose a neuron layer's membrane after the last step as graph output `name`
+        ([B, ...], no time axis): in the unrolled form the last step's v_next, in the
+        Scan form the Scan's final state."""
+        if not any(layer.kind in ("lif", "if") and layer.outputs[1] is membrane for layer in self.layers):
+            raise ValueError(f"final_output: {membrane.name} is not the membrane of a neuron layer")
+        if name in self._names:
+            raise ValueError(f"name {name!r} is already used in this network")
+        self._names.add(name)
+        self.final_outputs.append((membrane, name))
+
     # ------------------------------------------------------------- numpy reference
 
     def evaluate(self, inputs: Mapping[str, np.ndarray]) -> dict[Value, np.ndarray]:
@@ -336,7 +349,7 @@ class Network:
         """The canonical ONNX model, time unrolled or wrapped in a Scan."""
         if form not in FORMS:
             raise ValueError(f"form must be one of {FORMS}, got {form!r}")
-        if not self.outputs:
+        if not self.outputs and not self.final_outputs:
             raise ValueError("the network has no outputs")
         initializers: list[TensorProto] = []
         for layer in self.layers:
@@ -354,7 +367,7 @@ class Network:
         graph_outputs = [
             helper.make_tensor_value_info(name, TensorProto.FLOAT, (T, *value.shape))
             for value, name in self.outputs
-        ]
+        ] + [helper.make_tensor_value_info(name, TensorProto.FLOAT, value.shape) for value, name in self.final_outputs]
         if form == "unrolled":
             nodes = self._unrolled_nodes(initializers)
         else:
@@ -404,6 +417,8 @@ class Network:
             nodes.append(helper.make_node(
                 "Concat", pieces, [out_name], name=f"{out_name}.stack", axis=0,
             ))
+        for value, out_name in self.final_outputs:
+            nodes.append(helper.make_node("Identity", [step_names[T - 1][value]], [out_name], name=out_name))
         return nodes
 
     def _scan_nodes(self, neurons: list[Layer]) -> list[onnx.NodeProto]:
@@ -430,10 +445,15 @@ class Network:
         scan = helper.make_node(
             "Scan",
             [f"{n.name}.v0" for n in neurons] + [v.name for v in self.inputs],
-            [f"{n.name}.v_final" for n in neurons] + [name for _, name in self.outputs],
+            [self._final_name(n) for n in neurons] + [name for _, name in self.outputs],
             name="time_scan", body=body, num_scan_inputs=len(self.inputs),
         )
         return [scan]
+
+    def _final_name(self, neuron: Layer) -> str:
+        """The Scan output of `neuron`'s final state: a graph output's name, if it is one."""
+        return next((name for value, name in self.final_outputs if value is neuron.outputs[1]),
+                    f"{neuron.name}.v_final")
 
 
 # ------------------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ Contract
         e.g. snnTorch's `snntorch._neurons.leaky::Leaky`, `Leaky.1`, ...) is replaced by
         the function's body, recursively. Functions listed in `keep` (the canonical
         `snn::LIF` / `snn::IF`, which the importer reads by their attributes) stay calls.
-        Returns the same object when there is nothing to inline.
+        Returns the same object when there is nothing to inline; functions onnx cannot
+        inline (e.g. incompatible opset versions) are a FrontendError.
 
 Why not plain `onnx.inliner.inline_local_functions`: it drops the defaults declared in
 a function's `attribute_proto`, so a body `Constant(value_float <- ref_attr_name)` whose
@@ -18,6 +19,8 @@ from __future__ import annotations
 
 import onnx
 from onnx import inliner
+
+from snnc.backend.errors import FrontendError
 
 KEEP = {("snn", "LIF"), ("snn", "IF")}
 
@@ -44,4 +47,9 @@ def inline_local_functions(model: onnx.ModelProto, keep: set[tuple[str, str]] = 
     apply_defaults(out.graph.node)
     for function in out.functions:
         apply_defaults(function.node)
-    return inliner.inline_selected_functions(out, list(targets), exclude=False)
+    try:
+        return inliner.inline_selected_functions(out, list(targets), exclude=False)
+    except Exception as exc:  # onnx's C++ inliner raises RuntimeError/TypeError on malformed functions
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        names = ", ".join(f"{domain}::{name}" for domain, name in list(targets)[:3])
+        raise FrontendError(f"cannot inline the model-local functions ({names}): {first}") from None

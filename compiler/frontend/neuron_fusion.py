@@ -22,9 +22,13 @@ with Mul/Sub/Add or Where. Instead:
 2. The remaining elementwise nodes (ELEMENTWISE) form connected clusters. A cluster
    holding a comparison is a neuron candidate.
 3. The cluster's external inputs are its currents I_0..I_{T-1}; they are ordered in
-   time by what they reach (I_0 reaches every output, I_{T-1} only the last step's).
-   An external output is at step t when the latest current it depends on is I_t.
-   Anything else (two currents per step, a current reaching nothing) is an error.
+   time by the cluster nodes they reach (I_0 reaches every step's nodes through the
+   membrane, I_{T-1} only the last step's; only some steps' values may leave the
+   cluster, e.g. just the final membrane). An external output is at step t when the
+   latest current it depends on is I_t. Anything else (two currents per step, a
+   current reaching no output) is an error. Their shapes come from onnx's shape
+   inference or, where it cannot infer one (a Reshape to a shape computed with Mod),
+   from one onnxruntime run of the model on zero inputs.
 4. The cluster runs in onnxruntime on probe currents (grid values so that ties with
    the threshold happen). Each candidate `snn.lif` form, with parameters drawn from
    the cluster's own constants (scalar or per channel), runs in the reference
@@ -44,6 +48,7 @@ Assumes opset >= 13 for the cluster's ops (what every current exporter writes).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,6 +57,7 @@ from onnx import helper, numpy_helper
 
 from snnc.backend.errors import FrontendError
 from snnc.compiler.frontend.onnx_loading import tensor_to_array
+from snnc.compiler.frontend.messages import quote
 
 FUSED_DOMAIN = "snnc.fused"
 FUSED_OP = "Neuron"
@@ -62,10 +68,14 @@ ELEMENTWISE = {
     "Relu", "Sign", "Abs", "Reciprocal", "Sigmoid", "Heaviside", "Floor", "Ceil", "Round",
 }
 COMPARISONS = {"Greater", "GreaterOrEqual", "Less", "LessOrEqual"}
-FOLDABLE = ELEMENTWISE | {
-    "Constant", "Reshape", "Unsqueeze", "Squeeze", "Expand", "ConstantOfShape", "Transpose",
-    "Concat", "Gather", "Slice", "Exp", "Log", "Sqrt", "Pow", "Tanh", "Flatten",
-}
+# Ops whose value is not a function of their inputs (every other op of the default
+# domain with constant inputs folds: exporters compute shapes with Shape, Mod, Split, ...).
+NOT_FOLDABLE = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
+
+
+def foldable(node: onnx.NodeProto) -> bool:
+    return node.domain in ("", "ai.onnx") and node.op_type not in NOT_FOLDABLE and not any(
+        a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)
 MAX_FOLD_ELEMENTS = 1 << 20
 PROBES = 6  # probe traces per cluster
 
@@ -93,7 +103,7 @@ class FusedNeuron:
 
 
 def _label(node: onnx.NodeProto) -> str:
-    return f"'{node.name or node.output[0]}' ({node.op_type})"
+    return f"{quote(node.name or node.output[0])} ({node.op_type})"
 
 
 def _labels(nodes: list[onnx.NodeProto], limit: int = 8) -> str:
@@ -115,11 +125,9 @@ def fold_node(node: onnx.NodeProto, inputs: list, opset: int) -> list[np.ndarray
     None when it cannot be folded (unknown op, large tensors, subgraphs)."""
     from onnx.reference import ReferenceEvaluator
 
-    if node.op_type not in FOLDABLE or any(
-        a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute
-    ):
+    if not foldable(node):
         return None
-    if any(x is not None and np.asarray(x).size > MAX_FOLD_ELEMENTS for x in inputs):
+    if any(x is not None and np.asarray(x).size > MAX_FOLD_ELEMENTS for x in inputs) or _folds_too_big(node, inputs):
         return None
     feeds = {name: np.asarray(x) for name, x in zip(node.input, inputs) if name}
     try:
@@ -128,10 +136,56 @@ def fold_node(node: onnx.NodeProto, inputs: list, opset: int) -> list[np.ndarray
         return None
 
 
+def _folds_too_big(node: onnx.NodeProto, inputs: list) -> bool:
+    """Whether an op that makes a tensor from a shape would make more than MAX_FOLD_ELEMENTS."""
+    try:
+        if node.op_type == "ConstantOfShape":
+            size = float(np.prod(np.asarray(inputs[0], np.float64)))
+        elif node.op_type == "Expand":
+            size = float(np.prod(np.maximum(np.asarray(inputs[1], np.float64), 1))) * max(np.asarray(inputs[0]).size, 1)
+        elif node.op_type == "Tile":
+            size = float(np.asarray(inputs[0]).size) * float(np.prod(np.asarray(inputs[1], np.float64)))
+        elif node.op_type == "Range":
+            start, limit, delta = (float(np.asarray(x)) for x in inputs[:3])
+            size = abs((limit - start) / delta) if delta else float("inf")
+        else:
+            return False
+    except (TypeError, ValueError, IndexError):
+        return True
+    return not size <= MAX_FOLD_ELEMENTS
+
+
 def initializer_arrays(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
     """The graph's initializers as numpy arrays, by name (each read once: reading a
     protobuf payload copies it, and weights are tens of MB)."""
-    return {init.name: tensor_to_array(init) for init in graph.initializer}
+    return {init.name: tensor_array(init) for init in graph.initializer}
+
+
+def tensor_array(tensor: onnx.TensorProto, what: str = "initializer") -> np.ndarray:
+    """numpy_helper.to_array; a malformed tensor (data that disagrees with its dims, an
+    unknown type) is a FrontendError naming it and saying what is wrong."""
+    try:
+        return tensor_to_array(tensor)
+    except Exception as exc:  # numpy and onnx raise several types for a malformed payload
+        raise FrontendError(f"{what} {quote(tensor.name)}: {_tensor_problem(tensor, exc)}") from None
+
+
+def _tensor_problem(tensor: onnx.TensorProto, exc: Exception) -> str:
+    elements = math.prod(tensor.dims)
+    try:
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type))
+    except Exception:  # an unknown data_type
+        return f"data_type {tensor.data_type} is not an ONNX tensor type"
+    type_name = onnx.TensorProto.DataType.Name(tensor.data_type)
+    if tensor.HasField("raw_data") and dtype.itemsize and tensor.data_type != onnx.TensorProto.STRING:
+        return (f"its raw data is {len(tensor.raw_data)} bytes, but dims {list(tensor.dims)} of {type_name} "
+                f"need {elements * dtype.itemsize}")
+    field = helper.tensor_dtype_to_field(tensor.data_type) if tensor.data_type != onnx.TensorProto.UNDEFINED else None
+    if field is not None:
+        count = len(getattr(tensor, field))
+        if count != elements:
+            return f"it holds {count} values, but dims {list(tensor.dims)} need {elements}"
+    return f"cannot be read ({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''})"
 
 
 def _fold_constants(
@@ -143,9 +197,7 @@ def _fold_constants(
     consts: dict[str, np.ndarray] = dict(outer or {})
     consts.update(initializer_arrays(graph) if arrays is None else arrays)
     for node in graph.node:
-        if node.domain not in ("", "ai.onnx") or node.op_type not in FOLDABLE:
-            continue
-        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
+        if not foldable(node):
             continue
         if not all(n in consts for n in node.input if n):
             continue
@@ -274,14 +326,54 @@ def _reach(cluster: _Cluster) -> dict[str, set[str]]:
 # ------------------------------------------------------------------------------------------
 
 
-def _value_shapes(model: onnx.ModelProto) -> dict[str, tuple[list, int]]:
+def _value_shapes(model: onnx.ModelProto, wanted=(), runnable: onnx.ModelProto | None = None) -> dict[str, tuple[list, int]]:
+    """(dims, elem_type) of the graph's values by shape inference; a dim it cannot infer is
+    None (an unknown rank: [None]). Values in `wanted` it leaves unknown (e.g. a Reshape to a
+    shape computed with Mod, as SpikingJelly 2.0 writes) are measured by running `runnable`
+    (the model as onnxruntime can run it) once on zero inputs."""
     inferred = onnx.shape_inference.infer_shapes(model)
     out = {}
     for vi in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
         t = vi.type.tensor_type
-        dims = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim] if t.HasField("shape") else [None]
         out[vi.name] = (dims, t.elem_type)
+    unknown = [n for n in wanted if n not in out or None in out[n][0]]
+    if unknown and runnable is not None:
+        out.update(_measured_shapes(runnable, unknown))
     return out
+
+
+def _measured_shapes(model: onnx.ModelProto, names: list[str]) -> dict[str, tuple[list, int]]:
+    """The shapes of top-level values `names` when `model` runs on zeros (nothing when it
+    cannot run: the caller then reports the shape as unknown)."""
+    import onnxruntime as ort
+
+    from snnc.compiler.frontend.inline import inline_local_functions
+
+    probe = inline_local_functions(model)
+    if probe is model:
+        probe = onnx.ModelProto()
+        probe.CopyFrom(model)
+    initializers = {i.name for i in probe.graph.initializer}
+    feeds = {}
+    for value in probe.graph.input:
+        if value.name in initializers:
+            continue
+        t = value.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else 0 for d in t.shape.dim]
+        if t.elem_type != onnx.TensorProto.FLOAT or 0 in dims:
+            return {}
+        feeds[value.name] = np.zeros(dims, np.float32)
+    del probe.graph.output[:]
+    probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names)
+    try:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        results = session.run(names, feeds)
+    except Exception:  # onnxruntime raises its own types; an unknown shape is reported by the caller
+        return {}
+    return {n: (list(r.shape), onnx.helper.np_dtype_to_tensor_dtype(r.dtype)) for n, r in zip(names, results)}
 
 
 def _run_cluster(model, cluster, consts, shapes, feeds_list):
@@ -297,8 +389,13 @@ def _run_cluster(model, cluster, consts, shapes, feeds_list):
     sub.ir_version = min(model.ir_version or 8, 10)
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(sub.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return [dict(zip(cluster.outputs, session.run(cluster.outputs, feeds))) for feeds in feeds_list]
+    try:
+        session = ort.InferenceSession(sub.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        return [dict(zip(cluster.outputs, session.run(cluster.outputs, feeds))) for feeds in feeds_list]
+    except Exception as exc:  # onnxruntime raises its own types (a malformed node, a type it lacks)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise FrontendError(f"nodes {_labels(cluster.nodes)}: onnxruntime cannot run this neuron-like "
+                            f"subgraph: {first.replace(chr(10), ' ')}") from None
 
 
 def _param_candidates(cluster, consts, step_shape) -> list[np.ndarray]:
@@ -342,6 +439,8 @@ def _candidates(params: list[np.ndarray], compares: list[str], leaks: list[str])
     """Every `snn.lif` form with parameters from `params`, in order of preference."""
     positive = [p for p in params if np.all(p > 0)]
     betas = [p for p in params if np.all((p >= 0) & (p <= 1)) and not np.all(p == 1)]  # beta 1 is IF
+    # v - v/tau + I (SpikingJelly's decay_input=False with v_reset 0) is beta = 1 - 1/tau
+    betas += [np.float32(1) - np.float32(1) / p for p in positive if np.all(p > 1)]
     taus = list(positive) + [np.float32(1.0) / p for p in positive if np.all(p < 1)]
     for compare in compares:
         for leak in leaks:
@@ -418,7 +517,7 @@ def _probe_shapes(names, shapes, cluster=None, consts=None) -> dict:
     rank = max(len(shapes[n][0]) for n in names)
     for node in (cluster.nodes if cluster else ()):
         for x in node.input:
-            if x in consts and np.ndim(consts[x]) == rank and np.shape(consts[x])[0] != 1:
+            if x in consts and rank > 0 and np.ndim(consts[x]) == rank and np.shape(consts[x])[0] != 1:
                 return out
     for name in names:
         dims, elem = shapes[name]
@@ -458,12 +557,16 @@ def analyse_cluster(model, cluster, consts, shapes):
     where = f"nodes {_labels(cluster.nodes)}"
     for name in cluster.inputs:
         if name not in shapes or None in shapes[name][0] or shapes[name][1] != onnx.TensorProto.FLOAT:
-            raise FrontendError(f"{where}: input '{name}' of this neuron-like subgraph has no static float32 shape")
+            raise FrontendError(f"{where}: input {quote(name)} of this neuron-like subgraph has no static float32 shape")
     reach, deps = _reach(cluster)
-    ordered = sorted(cluster.inputs, key=lambda n: -len(reach[n]))
-    sizes = [len(reach[n]) for n in ordered]
-    nested = all(reach[ordered[i + 1]] < reach[ordered[i]] for i in range(len(ordered) - 1))
-    if not ordered or sizes[-1] == 0 or not nested:
+    # Time order: I_t reaches the nodes of step t and of every later step (through the
+    # membrane), so the node sets are nested. Only some steps' values may leave the cluster
+    # (e.g. the final membrane), so the order comes from the nodes, not the outputs.
+    node_reach = {name: frozenset(i for i, n in enumerate(cluster.nodes) if any(name in deps[o] for o in n.output))
+                  for name in cluster.inputs}
+    ordered = sorted(cluster.inputs, key=lambda n: -len(node_reach[n]))
+    nested = all(node_reach[ordered[i + 1]] < node_reach[ordered[i]] for i in range(len(ordered) - 1))
+    if not ordered or not reach[ordered[-1]] or not nested:
         raise FrontendError(
             f"{where}: looks like a spiking neuron but its inputs {cluster.inputs[:4]} are not one current per "
             f"timestep (each step's current must reach that step's outputs and all later ones); {_expected()}")
@@ -474,7 +577,7 @@ def analyse_cluster(model, cluster, consts, shapes):
     for out in cluster.outputs:
         latest = [i for i, n in enumerate(ordered) if n in deps[out]]
         if not latest:
-            raise FrontendError(f"{where}: output '{out}' depends on no current; {_expected()}")
+            raise FrontendError(f"{where}: output {quote(out)} depends on no current; {_expected()}")
         out_step[out] = max(latest)
     params = _param_candidates(cluster, consts, step_shape)
     ops = {n.op_type for n in cluster.nodes}
@@ -563,6 +666,12 @@ def _lif_step(spec: FusedNeuron, current: np.ndarray, v: np.ndarray):
     return s, v_next.astype(np.float32)
 
 
+def _is_loop(node: onnx.NodeProto) -> bool:
+    """An ONNX Scan or Loop with its body (anything else named so is left to the importer's errors)."""
+    return node.domain in ("", "ai.onnx") and node.op_type in ("Scan", "Loop") and any(
+        a.name == "body" and a.type == onnx.AttributeProto.GRAPH for a in node.attribute)
+
+
 def _fuse_scan_body(model, scan: onnx.NodeProto, consts: dict, opset: int, tag: str) -> None:
     """Replace the elementwise neurons of a Scan body (state = membrane) by Neuron nodes, in place."""
     body = next(a.g for a in scan.attribute if a.name == "body")
@@ -580,7 +689,7 @@ def _fuse_scan_body(model, scan: onnx.NodeProto, consts: dict, opset: int, tag: 
     index = {id(n): i for i, n in enumerate(body.node)}
     replaced, removed = {}, set()
     for k, cluster in enumerate(clusters):
-        where = f"Scan '{scan.name}' body nodes {_labels(cluster.nodes)}"
+        where = f"Scan {quote(scan.name)} body nodes {_labels(cluster.nodes)}"
         states = [n for n in cluster.inputs if n in state_names]
         currents = [n for n in cluster.inputs if n not in state_names]
         if len(states) != 1 or len(currents) != 1:
@@ -589,7 +698,7 @@ def _fuse_scan_body(model, scan: onnx.NodeProto, consts: dict, opset: int, tag: 
         state_type = next(v for v in body.input if v.name == states[0]).type.tensor_type
         dims = [d.dim_value if d.HasField("dim_value") else None for d in state_type.shape.dim]
         if None in dims:
-            raise FrontendError(f"{where}: the membrane state '{states[0]}' has no static shape")
+            raise FrontendError(f"{where}: the membrane state {quote(states[0])} has no static shape")
         shapes = {currents[0]: (dims, onnx.TensorProto.FLOAT), states[0]: (dims, onnx.TensorProto.FLOAT)}
         params = _param_candidates(cluster, body_consts, dims)
         ops = {n.op_type for n in cluster.nodes}
@@ -653,10 +762,11 @@ def fuse_neurons(model: onnx.ModelProto, arrays: dict[str, np.ndarray] | None = 
     graph = model.graph
     opset = _opset(model)
     consts = _fold_constants(graph, opset, arrays=arrays)
-    if any(n.op_type in ("Scan", "Loop") for n in graph.node):
+    original = model
+    if any(_is_loop(n) for n in graph.node):
         model_copy = onnx.ModelProto()
         model_copy.CopyFrom(model)
-        for k, scan in enumerate(n for n in model_copy.graph.node if n.op_type in ("Scan", "Loop")):
+        for k, scan in enumerate(n for n in model_copy.graph.node if _is_loop(n)):
             _fuse_scan_body(model_copy, scan, consts, opset, f"scan{k}")
         if not any(o.domain == FUSED_DOMAIN for o in model_copy.opset_import):
             model_copy.opset_import.append(helper.make_opsetid(FUSED_DOMAIN, 1))
@@ -664,7 +774,7 @@ def fuse_neurons(model: onnx.ModelProto, arrays: dict[str, np.ndarray] | None = 
     clusters = _clusters(graph, consts)
     if not clusters:
         return model
-    shapes = _value_shapes(model)
+    shapes = _value_shapes(model, [n for c in clusters for n in c.inputs], runnable=original)
     replaced: dict[int, list[onnx.NodeProto]] = {}  # index of a cluster's first node -> new nodes
     removed: set[int] = set()
     index = {id(n): i for i, n in enumerate(graph.node)}

@@ -39,7 +39,6 @@ Parameters must be uniform, or uniform per channel (dim 0 of NIR's per-sample sh
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,17 +49,13 @@ from xdsl.dialects.builtin import ArrayAttr, DictionaryAttr, ModuleOp, StringAtt
 from xdsl.ir import Block
 
 from snnc.backend.errors import FrontendError
+from snnc.compiler.frontend.messages import stderr_note
 from snnc.dialects.snn import (
     ONNX_NAME_ATTR, AvgPool2dOp, Conv2dOp, DenseOp, LIFOp, ReshapeOp, SpikeTrainType, TrainType,
     conv_output_hw, int_array, tensor_attr,
 )
 
 DEFAULT_DT = 1e-4  # snnTorch's export_to_nir: tau = dt / (1 - beta) with dt = 1e-4
-
-
-def _stderr_warning(message: str) -> None:
-    prefix = "" if message.startswith("note: ") else "warning: "
-    print(f"snnc: {prefix}{message}", file=sys.stderr)
 
 
 def _snap(values) -> np.ndarray:
@@ -377,7 +372,7 @@ def _emit_lif(b: _Builder, x: _Value, full: str, kind: str, beta, v_threshold, v
 
 
 def import_nir(model, *, dt: float = DEFAULT_DT, timesteps: int = 4, batch: int = 1,
-               warn: Callable[[str], None] = _stderr_warning) -> ModuleOp:
+               warn: Callable[[str], None] = stderr_note) -> ModuleOp:
     """The `snn` dialect module of a NIR graph (see the module docstring)."""
     try:
         import nir

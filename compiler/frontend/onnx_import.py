@@ -1,14 +1,21 @@
 """ONNX -> `snn` dialect: re-roll time and recognise neurons.
 
 Contract
-    import_onnx(model: onnx.ModelProto | str | Path) -> ModuleOp
+    import_onnx(model: onnx.ModelProto | str | Path, warn=stderr_note) -> ModuleOp
         One `func.func @main` in the `snn` dialect. Arguments are the ONNX graph
-        inputs ([T, B, ...] float32, typed `!snn.train<T, B x ...>`), results the ONNX
-        graph outputs (stacked [T, ...] values), both in ONNX order and tagged with
-        `snn.onnx_name`. Every layer op carries `source` = the name of the ONNX node it
-        came from (in an unrolled graph, the node of step 0). The module verifies.
+        inputs ([T, B, ...] float32, typed `!snn.train<T, B x ...>`, T <= 64), results the
+        ONNX graph outputs: stacked [T, ...] trains, or `snn.time_slice` results for outputs
+        that hold part of the time axis (one step [B, ...] -- e.g. a Scan/Loop final state or
+        the last step's v_next --, one Unsqueeze'd step, a window of steps); both in ONNX
+        order and tagged with `snn.onnx_name`. Every layer op carries `source` = the name
+        of the ONNX node it came from (in an unrolled graph, the node of step 0). The
+        module verifies. `warn` receives notes (a body-less neuron onnxruntime cannot run).
     Every user error raises `FrontendError` with one line naming the file or the ONNX
-    node (name and op type), what was expected and what was found.
+    node (name, quoted, and op type), what was expected and what was found. Before
+    reading, the model is checked as onnxruntime checks it: ir_version and opset known,
+    unique node names, graph outputs present, tensors whose data match their dims,
+    external data only from the model's folder, every node of its ONNX operator schema
+    (arity, attribute types). Weights and neuron parameters must be finite.
 
 Supported today: the canonical form of compiler/frontend/canonical.py, i.e.
     time      unrolled (Gather(x, t, axis=0) per step, Unsqueeze+Concat stacking, T
@@ -25,6 +32,13 @@ Slice+Squeeze per step, Shape of static tensors, Loop over time (legacy SpikingJ
 a Shape-derived trip count, resolved from the static input shape, and spikes written into a
 loop-carried [T, ...] zeros buffer with ScatterND(buf, [[i]], s[None]), read as the stacked
 train), BatchNormalization (folded into the Conv/Gemm before it), Dropout (identity), constant folding of any foldable node.
+Also (issue 15): Split and Slice along time (windows of steps; SpikingJelly 2.0's TorchScript
+export splits [T, B, ...] into T pieces, or a one-step sequence into one), Concat of consecutive
+steps, TorchScript's `buf[t] = s` in a Loop body (buf[t] read for its Shape only, s expanded and
+reshaped to [1, ...]; legacy SpikingJelly activation_based 'm'), the dynamo exporter's unrolled
+`buf[t] = s` (ScatterElements / ScatterND per step into a zeros buffer), a stateless layer that
+only some steps use (a readout of the last step: computed at every step), and the body-less
+neuron's string `reset`. A model with no spiking neuron is refused naming what it holds.
 
 How time is re-rolled: abstract interpretation. Every ONNX value is tagged as
 `Whole(train)` (all T steps, [T, ...]), `Step(train, t)` (step t of a train, [B, ...]),
@@ -41,6 +55,7 @@ other time encodings (Slice+Squeeze, Loop) as handlers producing `Step`/`Whole` 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import re
@@ -58,17 +73,19 @@ from xdsl.ir import Operation, SSAValue
 from xdsl.utils.exceptions import VerifyException
 
 from snnc.backend.errors import FrontendError
+from snnc.backend.isa import MAX_TIMESTEPS
 from snnc.compiler.frontend.inline import inline_local_functions
+from snnc.compiler.frontend.messages import quote, stderr_note
 from snnc.compiler.frontend.neuron_fusion import (
-    FOLDABLE,
     FUSED_DOMAIN,
     FUSED_OP,
     _opset,
     fold_node,
+    foldable,
     fuse_neurons,
     initializer_arrays,
+    tensor_array,
 )
-from snnc.compiler.frontend.onnx_loading import tensor_to_array
 from snnc.dialects.snn import (
     ONNX_NAME_ATTR,
     AddOp,
@@ -80,6 +97,7 @@ from snnc.dialects.snn import (
     MaxPool2dOp,
     ReshapeOp,
     SpikeTrainType,
+    TimeSliceOp,
     TrainType,
     conv_output_hw,
     int_array,
@@ -101,7 +119,7 @@ class Train:
 
     def describe(self) -> str:
         kind = "spikes" if self.binary else "values"
-        return f"{kind} {list(self.shape)} from '{self.origin}'"
+        return f"{kind} {list(self.shape)} from {quote(self.origin)}"
 
 
 @dataclass(frozen=True, eq=False)
@@ -158,18 +176,47 @@ class BufferWrite:
 
 
 @dataclass(frozen=True)
+class Scattered:
+    """A [T, ...] zeros buffer with some steps of `train` written into it (ScatterElements or
+    ScatterND per step); all T steps written is the stacked train."""
+
+    train: Train
+    steps: frozenset
+
+
+@dataclass(frozen=True)
 class ScanState:
     index: int
+    shape: tuple[int, ...] = ()  # of its initial value
+
+
+@dataclass(frozen=True)
+class ShapeOnly:
+    """A value whose shape is known but not its content (one step of a Loop's [T, ...] state
+    buffer, read only for its Shape by TorchScript's `buf[t] = s`)."""
+
+    shape: tuple[int, ...]
+    what: str
 
 
 @dataclass(frozen=True)
 class FinalState:
-    """The final membrane of a Scan (not supported as a graph output)."""
+    """The final value of a Scan/Loop state: step T-1 of the neuron membrane `train`."""
 
     node: str
+    train: Train
 
 
-Tag = Const | Whole | Step | Stacked | Merged | IterIndex | BufferWrite | ScanState | FinalState
+@dataclass(frozen=True)
+class Window:
+    """Steps t0 .. t0+nt-1 of a train, stacked [nt, ...] (part of the time axis)."""
+
+    train: Train
+    t0: int
+    nt: int
+
+
+Tag = Const | Whole | Step | Stacked | Merged | IterIndex | BufferWrite | ScanState | FinalState | Window | ShapeOnly | Scattered
 
 
 def _float32(array: np.ndarray) -> np.ndarray:
@@ -195,7 +242,13 @@ def _describe(tag: Tag) -> str:
         return "the Loop iteration number" + (f" unsqueezed to rank {tag.ndim}" if tag.ndim else "")
     if isinstance(tag, BufferWrite):
         return f"Loop state #{tag.state} with step t of {tag.train.describe()} written"
-    return f"the final state of Scan '{tag.node}'"
+    if isinstance(tag, Window):
+        return f"steps {tag.t0}..{tag.t0 + tag.nt - 1} of {tag.train.describe()}"
+    if isinstance(tag, ShapeOnly):
+        return tag.what
+    if isinstance(tag, Scattered):
+        return f"a [T, ...] buffer with steps {sorted(tag.steps)} of {tag.train.describe()} written"
+    return f"the final state of {quote(tag.node)} (step T-1 of {tag.train.describe()})"
 
 
 @dataclass(eq=False)
@@ -248,7 +301,7 @@ class NeuronMatcher(Protocol):
 def _node_label(node: onnx.NodeProto) -> str:
     name = node.name or (node.output[0] if node.output else "?")
     op = f"{node.domain}::{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type
-    return f"node '{name}' ({op})"
+    return f"node {quote(name)} ({op})"
 
 
 def _node_error(node: onnx.NodeProto, message: str) -> FrontendError:
@@ -277,10 +330,41 @@ def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
     return out
 
 
+@functools.lru_cache(maxsize=None)
+def _schema(op_type: str, opset: int):
+    try:
+        return onnx.defs.get_schema(op_type, opset, "")
+    except (onnx.defs.SchemaError, TypeError):  # (TypeError: an opset beyond int32)
+        return None
+
+
+def _schema_error(node: onnx.NodeProto, opset: int) -> str | None:
+    """What makes `node` break its ONNX operator schema (arity, attribute types, a missing
+    required attribute), as onnxruntime checks when it loads a model; None if nothing.
+    (onnx's shape inference does not check every node of a Scan/Loop body.)"""
+    schema = _schema(node.op_type, opset)
+    if schema is None:
+        return None  # not an ONNX op at this opset: the handler lookup reports it
+    for what, count, low, high in (("inputs", len(node.input), schema.min_input, schema.max_input),
+                                   ("outputs", len(node.output), schema.min_output, schema.max_output)):
+        if not low <= count <= high:
+            expected = f"{low}" if low == high else f"{low}..{high}" if high < 1 << 30 else f"at least {low}"
+            return f"has {count} {what}, {node.op_type}-{schema.since_version} takes {expected}"
+    present = set()
+    for attr in node.attribute:
+        present.add(attr.name)
+        spec = schema.attributes.get(attr.name)
+        if spec is not None and int(attr.type) != int(spec.type):
+            return (f"attribute {quote(attr.name)} must be {spec.type.name}, found "
+                    f"{onnx.AttributeProto.AttributeType.Name(attr.type) if attr.type in onnx.AttributeProto.AttributeType.values() else attr.type}")
+    missing = [name for name, spec in schema.attributes.items() if spec.required and name not in present]
+    return f"the required attribute {quote(missing[0])} is missing" if missing else None
+
+
 def _check_allowed_attrs(node: onnx.NodeProto, attrs: dict, allowed: Sequence[str]) -> None:
     for name in attrs:
         if name not in allowed:
-            raise _node_error(node, f"attribute '{name}' is not supported (supported: {', '.join(allowed)})")
+            raise _node_error(node, f"attribute {quote(name)} is not supported (supported: {', '.join(allowed)})")
 
 
 # ------------------------------------------------------------------------------------------
@@ -288,6 +372,16 @@ def _check_allowed_attrs(node: onnx.NodeProto, attrs: dict, allowed: Sequence[st
 # ------------------------------------------------------------------------------------------
 
 CANONICAL_DEFAULTS = {"beta": 1.0, "threshold": 1.0, "reset_zero": 0}
+# The string `reset` of a body-less snn::LIF / snn::IF node (torch.onnx.ops.symbolic_multi_out),
+# as its reset_zero value.
+BODYLESS_RESETS = {"subtract": 0, "zero": 1}
+_CANONICAL_ATTR_TYPES = {"beta": ((float, int), "a float"), "threshold": ((float, int), "a float"),
+                         "reset_zero": (int, "an int"), "reset": (str, "a string")}
+
+
+def _attr_type_name(node: onnx.NodeProto, name: str) -> str:
+    attr = next(a for a in node.attribute if a.name == name)
+    return onnx.AttributeProto.AttributeType.Name(attr.type)
 
 
 def match_canonical_neuron(node: onnx.NodeProto, model: onnx.ModelProto) -> NeuronSpec | None:
@@ -309,13 +403,27 @@ def match_canonical_neuron(node: onnx.NodeProto, model: onnx.ModelProto) -> Neur
         values.update({a.name: _ATTR_READERS[a.type](a) for a in function.attribute_proto
                        if a.type in _ATTR_READERS})
     allowed = ("beta", "threshold", "reset_zero") if node.op_type == "LIF" else ("threshold", "reset_zero")
+    if function is None:  # a body-less node states its reset as a string (nothing reads an int there)
+        allowed += ("reset",)
     call_attrs = _attrs(node)
     _check_allowed_attrs(node, call_attrs, allowed)
+    for name, (kinds, what) in _CANONICAL_ATTR_TYPES.items():
+        if name in call_attrs and not isinstance(call_attrs[name], kinds):
+            raise _node_error(node, f"attribute {quote(name)} must be {what}, found {_attr_type_name(node, name)}")
     values.update(call_attrs)
+    if "reset" in call_attrs:
+        reset_zero = BODYLESS_RESETS.get(call_attrs["reset"])
+        if reset_zero is None:
+            raise _node_error(node, f"reset = {call_attrs['reset']!r}, expected one of {sorted(BODYLESS_RESETS)}")
+        if "reset_zero" in call_attrs and call_attrs["reset_zero"] != reset_zero:
+            raise _node_error(node, f"reset = {call_attrs['reset']!r} contradicts reset_zero = {call_attrs['reset_zero']}")
+        values["reset_zero"] = reset_zero
     if values["reset_zero"] not in (0, 1):
         raise _node_error(node, f"reset_zero must be 0 or 1, found {values['reset_zero']}")
-    if not values["threshold"] > 0:
-        raise _node_error(node, f"threshold must be > 0, found {values['threshold']}")
+    if not values["threshold"] > 0 or not math.isfinite(values["threshold"]):
+        raise _node_error(node, f"threshold must be a finite number > 0, found {values['threshold']}")
+    if node.op_type == "LIF" and not (math.isfinite(values["beta"]) and 0 <= values["beta"] <= 1):
+        raise _node_error(node, f"beta must be in [0, 1], found {values['beta']}")
     return NeuronSpec(
         leak="beta" if node.op_type == "LIF" else "none",
         threshold=float(np.float32(values["threshold"])),
@@ -331,7 +439,7 @@ def match_fused_neuron(node: onnx.NodeProto, model: onnx.ModelProto) -> NeuronSp
     values: dict[str, Any] = {}
     for attr in node.attribute:
         if attr.type == onnx.AttributeProto.TENSOR:
-            array = tensor_to_array(attr.t).astype(np.float32)
+            array = tensor_array(attr.t, f"attribute {quote(attr.name)} tensor").astype(np.float32)
             values[attr.name] = float(array) if array.ndim == 0 else array
         else:
             values[attr.name] = _ATTR_READERS[attr.type](attr)
@@ -357,12 +465,113 @@ def _load(model: onnx.ModelProto | str | Path) -> onnx.ModelProto:
     if not path.is_file():
         raise FrontendError(f"{path}: no such ONNX file")
     try:
-        loaded = onnx.load(str(path))
+        loaded = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf decode errors have many types
         raise FrontendError(f"{path}: not an ONNX model ({type(exc).__name__})") from None
     if not loaded.HasField("graph") or not loaded.graph.node:
         raise FrontendError(f"{path}: not an ONNX model (no graph nodes)")
+    _load_external_data(loaded, path)
     return loaded
+
+
+def all_graphs(graph: onnx.GraphProto):
+    """`graph` and every subgraph (Scan / Loop / If bodies), depth first."""
+    yield graph
+    for node in graph.node:
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else
+                        attr.graphs if attr.type == onnx.AttributeProto.GRAPHS else []):
+                yield from all_graphs(sub)
+
+
+def _all_tensors(model: onnx.ModelProto):
+    """Every tensor payload of the model: initializers and Constant values, in every graph."""
+    for graph in all_graphs(model.graph):
+        yield from graph.initializer
+        for node in graph.node:
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.TENSOR:
+                    yield attr.t
+
+
+def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
+    """Read the tensors stored in files next to the model; a file outside the model's folder
+    is refused (as onnxruntime does), naming the initializer and the file."""
+    base = path.resolve().parent
+    for tensor in _all_tensors(model):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        info = {entry.key: entry.value for entry in tensor.external_data}
+        where = f"{path}: initializer {quote(tensor.name)}"
+        location = info.get("location", "")
+        if not location:
+            raise FrontendError(f"{where}: its data is external but no file is named (no 'location')")
+        target = (base / location).resolve()
+        if Path(location).is_absolute() or not target.is_relative_to(base):
+            raise FrontendError(f"{where}: its external data file {quote(location)} is outside the model's folder "
+                                f"{str(base)!r}; refused (a model may only read files next to it, as in onnxruntime)")
+        if not target.is_file():
+            raise FrontendError(f"{where}: its external data file {quote(location)} does not exist")
+        try:
+            offset, length = int(info.get("offset", 0)), int(info.get("length", -1))
+        except ValueError:
+            raise FrontendError(f"{where}: external data offset/length {info.get('offset')!r}/{info.get('length')!r} "
+                                "are not integers") from None
+        size = target.stat().st_size
+        if offset < 0 or offset > size or offset + max(length, 0) > size:
+            raise FrontendError(f"{where}: external data at offset {offset}, length {length} lies beyond the "
+                                f"{size} bytes of {quote(location)}")
+    try:
+        onnx.external_data_helper.load_external_data_for_model(model, str(base))
+    except Exception as exc:  # I/O and onnx errors
+        raise FrontendError(f"{path}: cannot read its external data ({type(exc).__name__})") from None
+
+
+def _check_utf8(message, where: str = "the model") -> None:
+    """Names are text: protobuf hands back a string field that is not valid UTF-8 as bytes.
+    (A tensor's payload is not read: only its name and external-data entries are text.)"""
+    if isinstance(message, onnx.TensorProto):
+        fields = [("name", message.name)] + [("external_data", e.value) for e in message.external_data]
+        for name, value in fields:
+            if not isinstance(value, str):
+                raise FrontendError(f"{where}: a {name} is not valid UTF-8: {value!r}")
+        return
+    for field, value in message.ListFields():
+        repeated = field.is_repeated if hasattr(field, "is_repeated") else field.label == field.LABEL_REPEATED
+        values = value if repeated else [value]
+        if field.type == field.TYPE_STRING:
+            for text in values:
+                if not isinstance(text, str):
+                    raise FrontendError(f"{where}: field {field.name} is not valid UTF-8: {text!r}")
+        elif field.type == field.TYPE_MESSAGE:
+            for item in values:
+                _check_utf8(item, f"{where}.{field.name}")
+
+
+def _check_model(model: onnx.ModelProto) -> None:
+    """What onnxruntime refuses (and snnc would otherwise compile or crash on)."""
+    if model.ir_version > onnx.IR_VERSION:
+        raise FrontendError(f"ir_version {model.ir_version} is newer than the newest this ONNX reader knows "
+                            f"({onnx.IR_VERSION}); onnxruntime refuses it too")
+    newest = onnx.defs.onnx_opset_version()
+    for opset in model.opset_import:
+        if opset.domain in ("", "ai.onnx") and not 1 <= opset.version <= newest:
+            raise FrontendError(f"opset_import: ONNX opset {opset.version} is not one this reader knows "
+                                f"(1..{newest}); onnxruntime refuses it too")
+    if not model.graph.output:
+        raise FrontendError("the model has no graph outputs: there is nothing to compute")
+    initializers = {init.name for init in model.graph.initializer}
+    for value in model.graph.input:
+        if value.name not in initializers:
+            _input_dims(value)
+    _check_utf8(model)
+    for graph in all_graphs(model.graph):
+        seen: set[str] = set()
+        for node in graph.node:
+            if node.name and node.name in seen:
+                raise FrontendError(f"{_node_label(node)}: two nodes share the name {quote(node.name)}; node names "
+                                    "must be unique (onnxruntime refuses the model too)")
+            seen.add(node.name)
 
 
 _INFERENCE_NODE = re.compile(r"\(op_type:([^,]*), node name: ([^)]*)\)")
@@ -418,12 +627,17 @@ def _run_shape_inference(model: onnx.ModelProto) -> None:
     try:
         onnx.shape_inference.infer_shapes(_without_big_payloads(model), check_type=True, strict_mode=True)
     except Exception as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        nodes = _INFERENCE_NODE.findall(first_line)
-        detail = first_line.rsplit("] ", 1)[-1].strip()
+        text = str(exc).strip() or type(exc).__name__
+        # The first error is the first line, but a node name may hold a newline: the line ends at
+        # the first newline outside the names; its innermost (last) node is the one to name.
+        matches = list(_INFERENCE_NODE.finditer(text))
+        end = next((i for i, c in enumerate(text) if c == "\n" and not any(m.start() <= i < m.end() for m in matches)),
+                   len(text))
+        nodes = [m for m in matches if m.end() <= end]
+        detail = text[nodes[-1].end() if nodes else 0:end].rsplit("] ", 1)[-1].strip(" :") or text[:end]
         if nodes:
-            op_type, name = nodes[-1]
-            raise FrontendError(f"node '{name}' ({op_type}): shape inference failed: {detail}") from None
+            op_type, name = nodes[-1].groups()
+            raise FrontendError(f"node {quote(name)} ({op_type}): shape inference failed: {detail}") from None
         raise FrontendError(f"ONNX shape inference failed: {detail}") from None
 
 
@@ -440,6 +654,7 @@ class _Interpreter:
         self.timesteps: int | None = None
         self.time_source = ""  # what fixed T, for messages
         self.outer_env: dict[str, Tag] = {}  # top-level values, for Scan body captures
+        self.body_start = 0  # index in `layers` of the first layer of the Scan/Loop body being read
 
     # ---------------------------------------------------------------------- plumbing
 
@@ -460,7 +675,7 @@ class _Interpreter:
                 elif name in env:
                     inputs.append(env[name])
                 else:
-                    raise _node_error(node, f"input '{name}' is not defined")
+                    raise _node_error(node, f"input {quote(name)} is not defined")
             outputs = self.run_node(node, inputs, scan)
             for name, tag in zip(node.output, outputs):
                 if name:
@@ -473,22 +688,30 @@ class _Interpreter:
                 return self.neuron(node, spec, inputs, scan)
         if node.domain not in ("", "ai.onnx"):
             raise _node_error(node, f"unsupported op {node.domain}::{node.op_type}")
-        if inputs and all(isinstance(i, Const) for i in inputs if i is not None) and node.op_type in FOLDABLE:
+        wrong = _schema_error(node, _opset(self.model))
+        if wrong:
+            raise _node_error(node, wrong)
+        constant = bool(inputs) and all(isinstance(i, Const) for i in inputs if i is not None)
+        if constant and foldable(node):
             folded = fold_node(node, [None if i is None else i.array for i in inputs], _opset(self.model))
             if folded is not None:
                 return [Const(v) for v in folded]
         handler: Callable | None = getattr(self, f"op_{node.op_type}", None)
         if handler is None:
             raise _node_error(node, f"unsupported op {node.op_type}")
+        if constant and node.op_type not in ("Scan", "Loop"):
+            # onnx's evaluator could not fold it: the constants do not fit the op
+            try:
+                return handler(node, inputs)
+            except (ValueError, IndexError, TypeError, np.exceptions.AxisError) as exc:
+                raise _node_error(node, f"cannot compute it from its constant inputs ({type(exc).__name__}: "
+                                        f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
         if any(isinstance(i, Merged) for i in inputs) and node.op_type not in ("Reshape", "Identity"):
             return self.merged(node, handler, inputs, scan)
         if node.op_type in ("MatMul", "Add") and any(isinstance(i, Whole) for i in inputs) and not scan:
-            # nn.Linear on [T, B, K] (SpikingJelly 'm'): the same layer at every step
-            # (not on a graph input: a MatMul applied to the raw [T, B, K] input means the model has
-            # no time axis handling, which is reported as such by the per-step handler)
-            graph_inputs = {v.name for v in self.model.graph.input}
-            if all(isinstance(i, Const) or (isinstance(i, Whole) and i.train.origin not in graph_inputs)
-                   for i in inputs):
+            # nn.Linear on [T, B, K] (SpikingJelly 'm', a Linear before a Loop over time): the
+            # same layer at every step
+            if all(isinstance(i, (Const, Whole)) for i in inputs):
                 wholes = [Merged(i.train) if isinstance(i, Whole) else i for i in inputs]
                 return [Whole(o.train) if isinstance(o, Merged) else o
                         for o in self.merged(node, handler, wholes, scan)]
@@ -564,7 +787,7 @@ class _Interpreter:
     def op_Constant(self, node, inputs):
         attrs = _attrs(node)
         if "value" in attrs:
-            return [Const(tensor_to_array(attrs["value"].t))]
+            return [Const(tensor_array(attrs["value"].t, f"{_node_label(node)}: the value tensor"))]
         if "value_float" in attrs:
             return [Const(np.array(attrs["value_float"], np.float32))]
         if "value_int" in attrs:
@@ -588,6 +811,10 @@ class _Interpreter:
             full = (1, *tag.train.shape)
         elif isinstance(tag, Const):
             full = tag.array.shape
+        elif isinstance(tag, (ScanState, ShapeOnly)):
+            full = tag.shape
+        elif isinstance(tag, IterIndex):
+            full = (1,) * tag.ndim
         else:
             raise _node_error(node, f"expected a tensor, found {_describe(tag) if tag is not None else 'nothing'}")
         attrs = _attrs(node)
@@ -596,6 +823,21 @@ class _Interpreter:
 
     def op_Identity(self, node, inputs):
         return [inputs[0]]
+
+    def op_Expand(self, node, inputs):
+        """Expand to the value's own shape (TorchScript's `buf[i] = s` writes s expanded to buf[i])."""
+        x = inputs[0]
+        target = tuple(int(d) for d in self.const(node, inputs[1], "the shape").reshape(-1))
+        if isinstance(x, Step):
+            try:
+                expanded = np.broadcast_shapes(x.train.shape, target)
+            except ValueError:
+                expanded = None
+            if expanded == x.train.shape:
+                return [x]
+        found = "nothing" if x is None else _describe(x)
+        raise _node_error(node, f"expected an Expand of a per-step value to its own shape, found {found} "
+                                f"expanded to {list(target)}")
 
     def op_Dropout(self, node, inputs):
         """Inference: Dropout is the identity (its mask output is not supported)."""
@@ -633,6 +875,10 @@ class _Interpreter:
             return [Step(data.train, data.t)]  # x.unsqueeze(0)[0]
         if isinstance(data, Whole) and isinstance(indices, IterIndex) and indices.ndim == 0 and axis == 0:
             return [Step(data.train, None)]  # x[i] in a Loop over time
+        if isinstance(data, ScanState) and isinstance(indices, IterIndex) and indices.ndim == 0 and axis == 0 \
+                and data.shape:
+            # buf[i] of a loop-carried [T, ...] buffer: TorchScript reads it for its shape (`buf[i] = s`)
+            return [ShapeOnly(data.shape[1:], f"step i of Loop state #{data.index} (only its shape is known)")]
         if not isinstance(data, Whole):
             raise _node_error(node, f"expected Gather(x, t, axis=0) over a [T, B, ...] input, found data = {_describe(data)}")
         T = self.timesteps
@@ -671,17 +917,21 @@ class _Interpreter:
         axis = _attrs(node).get("axis")
         if all(isinstance(i, Const) for i in inputs):
             return [Const(np.concatenate([i.array for i in inputs], axis=axis))]
-        if axis != 0 or not all(isinstance(i, Stacked) for i in inputs):
-            found = ", ".join(_describe(i) for i in inputs[:3])
+        pieces = [(i.train, i.t, 1) if isinstance(i, Stacked) else (i.train, i.t0, i.nt) if isinstance(i, Window)
+                  else None for i in inputs]
+        if axis not in (0, None) and pieces[0] is not None:
+            axis = axis + len(pieces[0][0].shape) + 1 if axis < 0 else axis
+        if axis != 0 or None in pieces or any(t is None for _, t, _ in pieces):
+            found = ", ".join("nothing" if i is None else _describe(i) for i in inputs[:3])
             raise _node_error(node, f"expected Concat(axis=0) of Unsqueeze'd timesteps 0..T-1, found axis {axis} and {found}")
-        train = inputs[0].train
-        times = [i.t for i in inputs]
-        if any(i.train is not train for i in inputs) or times != list(range(self.timesteps)):
+        train, t0 = pieces[0][0], pieces[0][1]
+        times = [t for _, start, n in pieces for t in range(start, start + n)]
+        if any(p[0] is not train for p in pieces) or times != list(range(t0, t0 + len(times))):
             raise _node_error(
                 node, f"expected timesteps 0..{self.timesteps - 1} of one value in order, found steps {times}"
-                + ("" if all(i.train is train for i in inputs) else " of different values"),
+                + ("" if all(p[0] is train for p in pieces) else " of different values"),
             )
-        return [Whole(train)]
+        return [self.window(train, t0, len(times))]
 
     def op_ScatterND(self, node, inputs):
         """ScatterND(buf, [[i]], s[None]) in a Loop body: step i of a time train into a loop-carried buffer."""
@@ -690,6 +940,15 @@ class _Interpreter:
         if attrs.get("reduction", b"none") not in (b"none", "none"):
             raise _node_error(node, f"expected reduction 'none', found {attrs['reduction']!r}")
         data, indices, updates = inputs
+        if isinstance(data, (Const, Scattered)) and isinstance(indices, Const):  # unrolled: buf[t] = s
+            index = np.asarray(indices.array)
+            if index.dtype.kind not in "iu" or index.shape not in ((1,), (1, 1)):
+                raise _node_error(node, f"expected indices [t] or [[t]] writing one timestep, found shape {list(index.shape)}")
+            wanted = Step if index.ndim == 1 else Stacked
+            if not isinstance(updates, wanted):
+                raise _node_error(node, f"expected updates {'s' if index.ndim == 1 else 'Unsqueeze(s, 0)'} of one "
+                                  f"timestep, found {'nothing' if updates is None else _describe(updates)}")
+            return [self.scatter_step(node, data, int(index.reshape(-1)[0]), updates)]
         if not isinstance(data, ScanState):
             raise _node_error(node, "expected ScatterND into a loop-carried [T, ...] buffer (a Loop state), found "
                               f"{'nothing' if data is None else _describe(data)}")
@@ -702,6 +961,42 @@ class _Interpreter:
             raise _node_error(node, f"expected updates {form} of the current step, found "
                               f"{'nothing' if updates is None else _describe(updates)}")
         return [BufferWrite(data.index, updates.train)]
+
+    def op_ScatterElements(self, node, inputs):
+        """ScatterElements(buf, t (every index), s[None], axis=0): step t written into a [T, ...] buffer
+        (the dynamo exporter's `buf[t] = s`)."""
+        attrs = _attrs(node)
+        _check_allowed_attrs(node, attrs, ("axis", "reduction"))
+        if attrs.get("reduction", b"none") not in (b"none", "none") or attrs.get("axis", 0) != 0:
+            raise _node_error(node, f"expected axis 0 and reduction 'none', found axis {attrs.get('axis', 0)}")
+        data, indices, updates = inputs
+        index = self.const(node, indices, "the indices")
+        if not isinstance(data, (Const, Scattered)) or not isinstance(updates, Stacked) or index.dtype.kind not in "iu" \
+                or index.shape != (1, *updates.train.shape) or np.any(index != index.flat[0]):
+            found = ", ".join("nothing" if i is None else _describe(i) for i in inputs)
+            raise _node_error(node, f"expected ScatterElements(buf, t, Unsqueeze(s, 0), axis=0) writing timestep t "
+                                    f"of a [T, ...] buffer, found {found}")
+        return [self.scatter_step(node, data, int(index.flat[0]), updates)]
+
+    def scatter_step(self, node, data, t: int, updates: Step | Stacked) -> Tag:
+        """`data` (a [T, ...] zeros buffer or one being written) with step t of a train written."""
+        T = self.timesteps
+        t = t + T if t < 0 else t
+        train = updates.train
+        if isinstance(data, Const):
+            if data.array.shape != (T, *train.shape) or np.any(data.array != 0):
+                raise _node_error(node, f"expected a [T, ...] = {[T, *train.shape]} buffer of zeros, found a constant "
+                                        f"of shape {list(data.array.shape)}")
+            written = frozenset()
+        elif data.train is not train:
+            raise _node_error(node, f"the buffer holds steps of {data.train.describe()}, not of {train.describe()}")
+        else:
+            written = data.steps
+        if updates.t != t or t in written:
+            raise _node_error(node, f"expected step {t} of {train.describe()} written at index {t} once, "
+                                    f"found step {updates.t}" + (" written again" if t in written else ""))
+        written = written | {t}
+        return Whole(train) if written == frozenset(range(T)) else Scattered(train, written)
 
     def op_Loop(self, node, inputs, scan: bool):
         """A Loop over time: trip count T, state = membranes (zeros), x[i] read from the outer scope."""
@@ -724,9 +1019,9 @@ class _Interpreter:
             array = self.const(node, tag, f"initial state #{i}")
             if np.any(array != 0):
                 raise _node_error(node, f"initial state #{i} must be zeros, found nonzero values")
-            env[body.input[2 + i].name] = ScanState(i)
+            env[body.input[2 + i].name] = ScanState(i, array.shape)
         scope = _Scope(env, self.outer_env, captures=(Const, Whole))
-        before = len(self.layers)
+        before = self.body_start = len(self.layers)
         self.run_graph(body, scope, scan=True)
         cond_out = scope.get(body.output[0].name)
         if not (isinstance(cond_out, Const) and np.all(cond_out.array)):
@@ -746,11 +1041,11 @@ class _Interpreter:
             if record is None or not (isinstance(out, Step) and out.train is record.outputs[1]):
                 raise _node_error(node, f"loop-carried state #{i} must be a neuron's membrane (v_prev in, v_next out) "
                                   "or a [T, ...] buffer written with ScatterND(buf, [[i]], s[None])")
-            results.append(FinalState(node.name))
+            results.append(FinalState(node.name, record.outputs[1]))
         for out in body.output[1 + num_state:]:
             tag = scope.get(out.name)
             if not isinstance(tag, Step):
-                raise _node_error(node, f"scan output '{out.name}' must be a per-step value, found "
+                raise _node_error(node, f"scan output {quote(out.name)} must be a per-step value, found "
                                   f"{'nothing' if tag is None else _describe(tag)}")
             results.append(Whole(tag.train))
         return results
@@ -778,16 +1073,17 @@ class _Interpreter:
             array = self.const(node, tag, f"initial state #{i}")
             if np.any(array != 0):
                 raise _node_error(node, f"initial state #{i} must be zeros, found nonzero values")
-            env[body.input[i].name] = ScanState(i)
+            env[body.input[i].name] = ScanState(i, array.shape)
         for j, tag in enumerate(inputs[num_state:]):
             if not isinstance(tag, Whole):
                 raise _node_error(node, f"scan input #{j} must be a [T, B, ...] graph input, found {_describe(tag)}")
             env[body.input[num_state + j].name] = Step(tag.train, None)
         # Names the body does not define are captures from the outer scope (constants).
         scope = _Scope(env, self.outer_env)
-        before = len(self.layers)
+        before = self.body_start = len(self.layers)
         self.run_graph(body, scope, scan=True)
         neurons = {r.state_index: r for r in self.layers[before:] if r.kind == "lif"}
+        results: list[Tag] = []
         for i in range(num_state):
             record = neurons.get(i)
             out = scope.get(body.output[i].name)
@@ -795,14 +1091,14 @@ class _Interpreter:
                 raise _node_error(node, f"state #{i} is not the v_prev of a neuron call in the body")
             if not (isinstance(out, Step) and out.train is record.outputs[1]):
                 raise _node_error(
-                    node, f"state output #{i} must be the v_next of neuron '{record.node.name}', "
+                    node, f"state output #{i} must be the v_next of neuron {quote(record.node.name)}, "
                     f"found {'nothing' if out is None else _describe(out)}",
                 )
-        results: list[Tag] = [FinalState(node.name) for _ in range(num_state)]
+            results.append(FinalState(node.name, record.outputs[1]))
         for k, out in enumerate(body.output[num_state:]):
             tag = scope.get(out.name)
             if not isinstance(tag, Step):
-                raise _node_error(node, f"scan output '{out.name}' must be a per-step value, found {'nothing' if tag is None else _describe(tag)}")
+                raise _node_error(node, f"scan output {quote(out.name)} must be a per-step value, found {'nothing' if tag is None else _describe(tag)}")
             results.append(Whole(tag.train))
         return results
 
@@ -968,6 +1264,10 @@ class _Interpreter:
             target[target.index(-1)] = size // known if known else 0
         if int(np.prod(target)) != size or min(target, default=1) < 1:
             raise _node_error(node, f"shape mismatch: cannot reshape the per-step tensor {list(shape)} to {target}")
+        if tuple(target) == shape:
+            return [x]
+        if tuple(target) == (1, *shape):  # s[None] as a reshape: a step ready for stacking
+            return [Stacked(x.train, x.t)]
         return self.layer(node, "reshape", [x], {}, [(tuple(target), x.train.binary)])
 
     def _time_reshape(self, node, tag, target) -> Tag:
@@ -1014,16 +1314,55 @@ class _Interpreter:
             if starts.tolist() == [0] and int(ends[0]) >= 1 and axes.tolist() == [0]:
                 return [data]
         if not isinstance(data, Whole):
-            raise _node_error(node, f"expected Slice(x, t, t+1, axes=[0]) of a [T, B, ...] value, found {_describe(data) if data is not None else 'nothing'}")
+            raise _node_error(node, f"expected Slice(x, t0, t1, axes=[0]) of a [T, B, ...] value, found {_describe(data) if data is not None else 'nothing'}")
         starts, ends = (self.const(node, inputs[i], what).reshape(-1) for i, what in ((1, "starts"), (2, "ends")))
         axes = self.const(node, inputs[3], "axes").reshape(-1) if len(inputs) > 3 and inputs[3] is not None else np.zeros(1, np.int64)
         steps = self.const(node, inputs[4], "steps").reshape(-1) if len(inputs) > 4 and inputs[4] is not None else np.ones(1, np.int64)
-        T = self.timesteps
-        t = int(starts[0]) + (T if int(starts[0]) < 0 else 0) if len(starts) == 1 else -1
-        if len(starts) != 1 or int(axes[0]) != 0 or int(steps[0]) != 1 or not 0 <= t < T or int(ends[0]) != t + 1:
-            raise _node_error(node, f"expected Slice(x, t, t+1, axes=[0]) picking one timestep, found starts {starts.tolist()}, "
-                              f"ends {ends.tolist()}, axes {axes.tolist()}")
-        return [Stacked(data.train, t)]
+        T, rank = self.timesteps, len(data.train.shape) + 1
+        if not (len(starts) == len(ends) == len(axes) == len(steps) == 1) or int(axes[0]) not in (0, -rank) \
+                or int(steps[0]) != 1:
+            raise _node_error(node, f"expected Slice(x, t0, t1, axes=[0]) picking timesteps, found starts {starts.tolist()}, "
+                              f"ends {ends.tolist()}, axes {axes.tolist()}, steps {steps.tolist()}")
+        # ONNX: negative indices count from the end, then both clamp to [0, T]
+        t0, t1 = (min(max(int(i) + (T if int(i) < 0 else 0), 0), T) for i in (starts[0], ends[0]))
+        if t1 <= t0:
+            raise _node_error(node, f"Slice picks no timestep: steps {t0}..{t1 - 1} of T = {T}")
+        return [self.window(data.train, t0, t1 - t0)]
+
+    def window(self, train: Train, t0: int, nt: int) -> Tag:
+        """Steps t0..t0+nt-1 of `train` stacked [nt, ...]: the whole train, one Unsqueeze'd step, or a window."""
+        if (t0, nt) == (0, self.timesteps):
+            return Whole(train)
+        if nt == 1:
+            return Stacked(train, t0)
+        return Window(train, t0, nt)
+
+    def op_Split(self, node, inputs):
+        """Split along the time axis (axis 0) of a [T, ...] value: each piece is a window of steps
+        (SpikingJelly 2.0 splits [T, B, ...] into T pieces, or a one-step sequence into one)."""
+        attrs = _attrs(node)
+        x = inputs[0]
+        pieces = {Whole: lambda: (x.train, 0, self.timesteps), Stacked: lambda: (x.train, x.t, 1),
+                  Window: lambda: (x.train, x.t0, x.nt)}.get(type(x))
+        axis = attrs.get("axis", 0)
+        train, t0, nt = pieces() if pieces is not None else (None, 0, 0)
+        if train is not None and axis < 0:
+            axis += len(train.shape) + 1
+        if train is None or axis != 0 or t0 is None:
+            raise _node_error(node, f"expected a Split along the time axis (axis 0) of a [T, ...] value, found axis "
+                                    f"{attrs.get('axis', 0)} of {'nothing' if x is None else _describe(x)}")
+        if len(inputs) > 1 and inputs[1] is not None:
+            sizes = [int(v) for v in self.const(node, inputs[1], "split").reshape(-1)]
+        elif "split" in attrs:
+            sizes = list(attrs["split"])
+        else:  # equal pieces, the last one smaller (opset 18 num_outputs)
+            count = attrs.get("num_outputs", len(node.output))
+            size = -(-nt // count) if count > 0 else 0
+            sizes = [min(size, nt - k * size) for k in range(count)]
+        if len(sizes) != len(node.output) or sum(sizes) != nt or min(sizes, default=0) < 1:
+            raise _node_error(node, f"split sizes {sizes} do not cut the {nt} timesteps into {len(node.output)} pieces")
+        starts = np.cumsum([t0] + sizes[:-1])
+        return [self.window(train, int(start), size) for start, size in zip(starts, sizes)]
 
     def op_Squeeze(self, node, inputs):
         value = inputs[0]
@@ -1150,11 +1489,11 @@ class _Interpreter:
         if scan:
             if record.state_index is not None and record.state_index != v_prev.index:
                 raise _node_error(node, "the same neuron layer is called with two different Scan states")
-            if any(r.state_index == v_prev.index and r is not record for r in self.layers):
+            if any(r.state_index == v_prev.index and r is not record for r in self.layers[self.body_start:]):
                 raise _node_error(node, f"Scan state #{v_prev.index} is used by two neuron layers")
             record.state_index = v_prev.index
         if t in record.steps:
-            raise _node_error(node, f"the neuron layer of '{record.node.name}' is called twice at step {t}")
+            raise _node_error(node, f"the neuron layer of {quote(record.node.name)} is called twice at step {t}")
         record.steps.add(t)
         return [Step(record.outputs[0], t), Step(record.outputs[1], t)]
 
@@ -1247,7 +1586,25 @@ def _drop_dead_sew_parts(records: list[LayerRecord], output_trains: set[int]) ->
         records = [r for r in records if r not in dead]
 
 
+def _check_finite(record: LayerRecord) -> None:
+    """Weights and neuron parameters must be numbers: NaN or infinity has no fixed-point form."""
+    params = dict(record.params)
+    spec = params.pop("spec", None)
+    if spec is not None:
+        params.update({name: getattr(spec, name) for name in ("threshold", "beta", "tau", "v_reset")})
+    for name, value in params.items():
+        if value is None or isinstance(value, (str, bool, tuple)):
+            continue
+        array = np.asarray(value)
+        if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+            index = tuple(int(i) for i in np.argwhere(~np.isfinite(array))[0])
+            at = f" at {list(index)}" if index else ""
+            raise _node_error(record.node, f"the {name} holds {array[index]}{at}; weights and neuron parameters "
+                                           "must be finite")
+
+
 def _emit(record: LayerRecord, operands: list[SSAValue], T: int) -> Operation:
+    _check_finite(record)
     p = record.params
     source = StringAttr(record.node.name or record.node.output[0])
     results = [_train_type(t, T) for t in record.outputs]
@@ -1293,6 +1650,80 @@ def _emit(record: LayerRecord, operands: list[SSAValue], T: int) -> Operation:
     raise AssertionError(f"unhandled layer kind {record.kind}")
 
 
+# Activations of non-spiking networks, named when a model has no neuron.
+_ANN_ACTIVATIONS = {"Relu", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "Gelu", "Elu",
+                    "Selu", "HardSigmoid", "HardSwish", "Softplus", "Clip", "Mish"}
+
+
+def _require_neurons(model: onnx.ModelProto) -> None:
+    """A model with no spiking neuron (after fusion) is not an SNN: say what it holds instead."""
+    nodes = [node for graph in all_graphs(model.graph) for node in graph.node]
+    if any(n.domain == FUSED_DOMAIN or (n.domain == "snn" and n.op_type in ("LIF", "IF")) for n in nodes):
+        return
+    counts: dict[str, int] = {}
+    for n in nodes:
+        if n.op_type not in ("Constant", "Identity"):
+            op = n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}::{n.op_type}"
+            counts[op] = counts.get(op, 0) + 1
+    found = ", ".join(f"{op} x{k}" for op, k in counts.items()) or "no operators"
+    activations = [op for op in counts if op in _ANN_ACTIVATIONS]
+    kind = f" (a non-spiking network: {', '.join(activations)} activations)" if activations else ""
+    raise FrontendError(
+        f"no spiking neuron found: the model holds {found}{kind}. snnc compiles spiking networks, whose "
+        "neurons compare a membrane carried over the timesteps with a threshold (snnTorch Leaky, "
+        "SpikingJelly LIF/IF nodes, snn::LIF)")
+
+
+def _check_every_step(records: list[LayerRecord], T: int) -> None:
+    """Neurons must run at every step (their state chains from step 0). A stateless layer
+    seen at some steps only (e.g. a readout of the last step's spikes) is computed at
+    every step: the steps nobody reads are dropped at the graph output."""
+    for record in records:
+        if None in record.steps or record.steps == set(range(T)):
+            continue
+        if record.kind == "lif":
+            raise _node_error(
+                record.node, f"the neuron layer appears at steps {sorted(record.steps)}, expected every step 0..{T - 1}",
+            )
+        record.steps = set(range(T))
+
+
+@dataclass(frozen=True)
+class _Output:
+    """A graph output: `train`, whole (window None) or steps (start, count, keep_time_axis)."""
+
+    name: str
+    train: Train
+    window: tuple[int, int, bool] | None = None
+
+    def result_type(self, T: int):
+        train_type = _train_type(self.train, T)
+        if self.window is None:
+            return train_type
+        _, count, keep_time_axis = self.window
+        return TimeSliceOp.result_type(train_type, count, keep_time_axis)
+
+
+def _graph_output(name: str, tag: Tag | None, T: int) -> _Output:
+    """What a graph output holds: a whole train, or some of its steps (the final membrane
+    of a Scan/Loop, one step, a window of steps), which becomes a snn.time_slice."""
+    if isinstance(tag, Whole):
+        return _Output(name, tag.train)
+    if isinstance(tag, Step) and tag.t is not None:
+        return _Output(name, tag.train, (tag.t, 1, False))
+    if isinstance(tag, Stacked) and tag.t is not None:
+        return _Output(name, tag.train, (tag.t, 1, True))
+    if isinstance(tag, Window):
+        return _Output(name, tag.train, (tag.t0, tag.nt, True))
+    if isinstance(tag, FinalState):
+        return _Output(name, tag.train, (T - 1, 1, False))
+    found = "nothing" if tag is None else _describe(tag)
+    raise FrontendError(
+        f"graph output {quote(name)}: expected a value computed from the input over time (stacked [T, ...], "
+        f"one timestep, or the final state of a Scan/Loop), found {found}"
+    )
+
+
 def _graph_inputs(
     graph: onnx.GraphProto, interp: _Interpreter, arrays: dict[str, np.ndarray],
 ) -> tuple[list[tuple[str, Train]], dict[str, Tag]]:
@@ -1301,20 +1732,13 @@ def _graph_inputs(
     env: dict[str, Tag] = {}
     for init in graph.initializer:
         array = arrays.get(init.name)
-        env[init.name] = Const(tensor_to_array(init) if array is None else array, init.name)
+        env[init.name] = Const(tensor_array(init) if array is None else array, init.name)
     inputs = []
     for value in graph.input:
         if value.name in initializer_names:
             continue
-        tensor = value.type.tensor_type
-        dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
-        if tensor.elem_type != onnx.TensorProto.FLOAT or len(dims) < 2 or None in dims or min(dims) < 1:
-            found = f"{onnx.TensorProto.DataType.Name(tensor.elem_type)} {['?' if d is None else d for d in dims]}"
-            raise FrontendError(
-                f"graph input '{value.name}': expected a float32 tensor [T, B, ...] with static dims "
-                f"(time axis first), found {found}"
-            )
-        interp.set_timesteps(dims[0], f"graph input '{value.name}'")
+        dims = _input_dims(value)
+        interp.set_timesteps(dims[0], f"graph input {quote(value.name)}")
         train = Train(tuple(dims[1:]), False, value.name)
         env[value.name] = Whole(train)
         inputs.append((value.name, train))
@@ -1323,9 +1747,51 @@ def _graph_inputs(
     return inputs, env
 
 
-def import_onnx(model: onnx.ModelProto | str | Path) -> ModuleOp:
-    """The `snn` dialect module of a canonical-form ONNX SNN (see the module docstring)."""
+# Bound on the elements of one timestep of a graph input: the frontend probes neuron subgraphs
+# on tensors of a step's size (256 Mi float32 values = 1 GiB).
+MAX_STEP_ELEMENTS = 1 << 28
+
+
+def _input_dims(value: onnx.ValueInfoProto) -> list[int]:
+    """The static [T, B, ...] dims of a graph input; a FrontendError when they are not that."""
+    tensor = value.type.tensor_type
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
+    if tensor.elem_type != onnx.TensorProto.FLOAT or len(dims) < 2 or None in dims or min(dims) < 1:
+        kind = onnx.TensorProto.DataType.Name(tensor.elem_type) if tensor.elem_type in \
+            onnx.TensorProto.DataType.values() else f"data type {tensor.elem_type}"
+        found = f"{kind} {['?' if d is None else d for d in dims]}"
+        raise FrontendError(
+            f"graph input {quote(value.name)}: expected a float32 tensor [T, B, ...] with static dims "
+            f"(time axis first), found {found}"
+        )
+    if dims[0] > MAX_TIMESTEPS:
+        raise FrontendError(f"graph input {quote(value.name)}: T = {dims[0]} timesteps (dim 0); the accelerator "
+                            f"runs at most {MAX_TIMESTEPS}")
+    if math.prod(dims[1:]) > MAX_STEP_ELEMENTS:
+        raise FrontendError(f"graph input {quote(value.name)}: one timestep {dims[1:]} has {math.prod(dims[1:]):,} "
+                            f"elements, more than the {MAX_STEP_ELEMENTS:,} snnc handles")
+    return dims
+
+
+def bodyless_neurons(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """The snn::LIF / snn::IF nodes with no model-local function (no body): onnxruntime
+    cannot run them; snnc reads them as its canonical neuron."""
+    functions = {(f.domain, f.name) for f in model.functions}
+    return [node for graph in all_graphs(model.graph) for node in graph.node
+            if node.domain == "snn" and node.op_type in ("LIF", "IF") and ("snn", node.op_type) not in functions]
+
+
+def import_onnx(model: onnx.ModelProto | str | Path, warn: Callable[[str], None] = stderr_note) -> ModuleOp:
+    """The `snn` dialect module of a canonical-form ONNX SNN (see the module docstring);
+    `warn` receives notes (a body-less neuron that onnxruntime could not run)."""
     model = _load(model)
+    _check_model(model)
+    bodyless = bodyless_neurons(model)
+    if bodyless:
+        more = f" and {len(bodyless) - 1} more have" if len(bodyless) > 1 else " has"
+        warn(f"note: {_node_label(bodyless[0])}{more} no function body: read as snnc's canonical neuron from its "
+             "attributes (onnxruntime cannot "
+             "run such a model, so `snnc verify` compares with the snn-dialect reference)")
     _run_shape_inference(model)
     model = inline_local_functions(model)
     arrays = initializer_arrays(model.graph)
@@ -1333,33 +1799,22 @@ def import_onnx(model: onnx.ModelProto | str | Path) -> ModuleOp:
     graph = model.graph
     interp = _Interpreter(model)
     inputs, env = _graph_inputs(graph, interp, arrays)
+    _require_neurons(model)
     interp.outer_env = env
     interp.run_graph(graph, env, scan=False)
 
     T = interp.timesteps
-    for record in interp.layers:
-        if None not in record.steps and record.steps != set(range(T)):
-            raise _node_error(
-                record.node, f"the layer appears at steps {sorted(record.steps)}, expected every step 0..{T - 1}",
-            )
-    outputs: list[tuple[str, Train]] = []
-    for value in graph.output:
-        tag = env.get(value.name)
-        if not isinstance(tag, Whole):
-            found = "nothing" if tag is None else _describe(tag)
-            raise FrontendError(
-                f"graph output '{value.name}': expected a value stacked over time [T, ...] "
-                f"(Unsqueeze+Concat or a Scan output), found {found}"
-            )
-        outputs.append((value.name, tag.train))
-    records = _fuse_bias_adds(interp.layers, {id(train) for _, train in outputs})
-    records = _drop_dead_sew_parts(records, {id(train) for _, train in outputs})
+    _check_every_step(interp.layers, T)
+    outputs = [_graph_output(value.name, env.get(value.name), T) for value in graph.output]
+    records = _fuse_bias_adds(interp.layers, {id(out.train) for out in outputs})
+    records = _drop_dead_sew_parts(records, {id(out.train) for out in outputs})
 
     arg_types = [_train_type(train, T) for _, train in inputs]
+    result_types = [out.result_type(T) for out in outputs]
     main = func.FuncOp(
-        "main", (arg_types, [_train_type(train, T) for _, train in outputs]),
+        "main", (arg_types, result_types),
         arg_attrs=ArrayAttr([DictionaryAttr({ONNX_NAME_ATTR: StringAttr(n)}) for n, _ in inputs]),
-        res_attrs=ArrayAttr([DictionaryAttr({ONNX_NAME_ATTR: StringAttr(n)}) for n, _ in outputs]),
+        res_attrs=ArrayAttr([DictionaryAttr({ONNX_NAME_ATTR: StringAttr(out.name)}) for out in outputs]),
     )
     block = main.body.block
     values: dict[int, SSAValue] = {id(train): arg for (_, train), arg in zip(inputs, block.args)}
@@ -1368,7 +1823,16 @@ def import_onnx(model: onnx.ModelProto | str | Path) -> ModuleOp:
         block.add_op(op)
         for train, result in zip(record.outputs, op.results):
             values[id(train)] = result
-    block.add_op(func.ReturnOp(*[values[id(train)] for _, train in outputs]))
+    returned = []
+    for out in outputs:
+        value = values[id(out.train)]
+        if out.window is not None:
+            start, count, keep_time_axis = out.window
+            op = TimeSliceOp.create_slice(value, start, count, keep_time_axis)
+            block.add_op(op)
+            value = op.output
+        returned.append(value)
+    block.add_op(func.ReturnOp(*returned))
     module = ModuleOp([main])
     try:
         module.verify()
