@@ -58,6 +58,7 @@ BASES = (
     ("sew-resnet18-dvs", {"input_scale": 0.0625, "timesteps": 2, "residual": "or"}, "spike-pack,layer-fuse"),
 )
 INPUT_EVERY, CONFIG_EVERY = 25, 200
+MAX_STARTUP_DEATHS = 5
 CATEGORIES = ("bytes", "bytes+crc", "field", "input", "config")
 
 
@@ -79,11 +80,12 @@ class Context:
 
     def __init__(self, bases, seed: int, scratch: Path):
         from snnc.backend.binformat import read_program
+        from snnc.backend.hwconfig import PRESET_DIR
 
         self.bases = [(label, data, inputs, read_program(data)) for label, data, inputs in bases]
         self.seed = seed
         self.scratch = scratch
-        self.hw_text = (Path(__file__).resolve().parents[1] / "backend" / "presets" / "loas.toml").read_text()
+        self.hw_text = (PRESET_DIR / "loas.toml").read_text()
         self.config_model = None
 
 
@@ -210,6 +212,7 @@ class Pool:
         self.args = (bases, seed, memory_gib)
         self.timeout = timeout
         self.results = self.ctx.Queue()
+        self.deaths = 0
         self.slots = [self._start() for _ in range(workers)]
 
     def _start(self) -> dict:
@@ -250,6 +253,9 @@ class Pool:
                 continue
             slot["process"].kill()
             slot["process"].join()
+            self.deaths = self.deaths + 1 if dead and k < 0 else 0
+            if self.deaths > MAX_STARTUP_DEATHS:  # a worker that cannot even start: stop, do not loop
+                raise RuntimeError(f"{self.deaths} workers died before running a case (see stderr)")
             k = int(k)
             on_result(k, category_label(k), "hang" if not dead else "defect",
                       f"over {self.timeout:g} s" if not dead else "the worker died", time.monotonic() - started, 0)

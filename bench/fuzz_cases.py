@@ -391,3 +391,112 @@ def mutate_toml(text: str, rng) -> str:
                 raw[int(rng.integers(0, len(raw)))] = int(rng.integers(32, 127))
             lines[i] = raw.decode("ascii", "replace")
     return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------
+# random canonical models (the differential test of every pipeline)
+# ---------------------------------------------------------------------------------------
+
+PIPELINES = (None, "spike-pack", "loop-reorder{dataflow=ip-seq}", "loop-reorder{dataflow=op}",
+             "loop-reorder{dataflow=gust}", "time-batch{timesteps=1}", "layer-fuse",
+             "time-batch{timesteps=1},layer-fuse")
+RESIDUALS = ("add", "or", "and")
+
+
+def _grid(rng, shape, scale: int = 8, span: int = 4) -> np.ndarray:
+    """Integers in [-span, span] / scale: exact at 8-bit weights."""
+    return rng.integers(-span, span + 1, size=shape) / scale
+
+
+def random_model(rng, max_timesteps: int = 8):
+    """(onnx model, {"x": input}, description) of a random canonical SNN whose values are exact in
+    the accelerator's fixed point (weights k/8, inputs k/4, thresholds k/4, beta in {1/4, 1/2, 3/4, 1}),
+    so that every pipeline must reproduce onnxruntime bit for bit."""
+    from snnc.compiler.frontend.canonical import Network
+
+    timesteps = int(rng.integers(1, max_timesteps + 1))
+    net = Network(timesteps=timesteps, name="random")
+    parts = [f"T={timesteps}"]
+    spikes_in = bool(rng.random() < 0.5)
+    conv = bool(rng.random() < 0.6)
+    if conv:
+        channels, size = int(rng.integers(1, 4)), int(rng.integers(3, 8))
+        shape = (1, channels, size, size)
+    else:
+        shape = (1, int(rng.integers(4, 20)))
+    x = net.input("x", shape)
+    parts.append(f"x{list(shape)}{' spikes' if spikes_in else ''}")
+    and_nodes: list[str] = []
+    counter = [0]
+
+    def neuron(current, tag):
+        counter[0] += 1
+        threshold = float(rng.integers(1, 7)) / 4
+        reset = "zero" if rng.random() < 0.3 else "subtract"
+        if rng.random() < 0.5:
+            beta = float(_pick([0.25, 0.5, 0.75, 1.0], rng))
+            parts.append(f"LIF(b={beta},th={threshold},{reset})")
+            return net.lif(current, beta=beta, threshold=threshold, reset=reset, name=f"{tag}{counter[0]}")
+        parts.append(f"IF(th={threshold},{reset})")
+        return net.if_neuron(current, threshold=threshold, reset=reset, name=f"{tag}{counter[0]}")
+
+    def synapse(value, out_features=None):
+        counter[0] += 1
+        if len(value.shape) == 4:
+            c_in = value.shape[1]
+            c_out = out_features or int(rng.integers(2, 9))
+            k = int(_pick([1, 3], rng)) if value.shape[2] >= 3 else 1
+            stride = int(_pick([1, 1, 2], rng)) if out_features is None else 1
+            pads = k // 2 if (out_features is not None or rng.random() < 0.7) else 0
+            parts.append(f"conv{k}x{k}/s{stride}p{pads}->{c_out}")
+            bias = _grid(rng, (c_out,)) if rng.random() < 0.5 else None
+            return net.conv2d(value, _grid(rng, (c_out, c_in, k, k)), bias, strides=stride, pads=pads,
+                              name=f"conv{counter[0]}")
+        n_out = out_features or int(rng.integers(4, 20))
+        parts.append(f"dense->{n_out}")
+        bias = _grid(rng, (n_out,)) if rng.random() < 0.5 else None
+        return net.dense(value, _grid(rng, (value.shape[1], n_out)), bias, name=f"fc{counter[0]}")
+
+    h = x
+    spikes, membrane = neuron(synapse(h), "n")
+    for _ in range(int(rng.integers(0, 3))):
+        what = rng.random()
+        if what < 0.4:  # a SEW residual block: spikes + f(spikes), f = synapse of the same shape -> neuron
+            kind = _pick(RESIDUALS, rng)
+            branch, _ = neuron(synapse(spikes, spikes.shape[1]), "r")
+            parts.append(f"SEW-{kind.upper()}")
+            if kind == "add":
+                combined = net.add(spikes, branch, name=f"sew{counter[0]}")
+                spikes, membrane = neuron(synapse(combined), "n")  # a multi-bit sum feeds a synapse
+                continue
+            combined = net.spike_or(spikes, branch, name=f"sew{counter[0]}")
+            if kind == "and":
+                and_nodes.append(f"sew{counter[0]}")
+            spikes = combined
+        elif what < 0.6 and len(spikes.shape) == 4 and spikes.shape[2] >= 2:
+            if rng.random() < 0.5:
+                parts.append("maxpool2")
+                spikes = net.max_pool2d(spikes, 2, name=f"pool{counter[0]}")
+            else:
+                parts.append("avgpool2")
+                pooled = net.avg_pool2d(spikes, 2, name=f"pool{counter[0]}")
+                spikes, membrane = neuron(synapse(pooled), "n")
+        else:
+            spikes, membrane = neuron(synapse(spikes), "n")
+    if len(spikes.shape) == 4 and rng.random() < 0.7:
+        parts.append("flatten")
+        spikes = net.flatten(spikes, name="flatten")
+        spikes, membrane = neuron(synapse(spikes), "n")
+    net.output(spikes, "spikes")
+    if rng.random() < 0.5 and membrane.shape == spikes.shape:
+        net.output(membrane, "membrane")
+    model = net.to_onnx(form="unrolled")
+    for node in model.graph.node:  # SEW-AND: Min of two spike trains (an importer spelling of AND)
+        if node.op_type == "Max" and any(node.name == n or node.name.startswith(n + ".") for n in and_nodes):
+            node.op_type = "Min"
+    shape_t = (timesteps, *shape)
+    if spikes_in:
+        value = (rng.random(shape_t) < 0.4).astype(np.float32)
+    else:
+        value = (rng.integers(0, 9, size=shape_t) / 4).astype(np.float32)
+    return model, {"x": value}, " ".join(parts)
