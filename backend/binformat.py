@@ -608,8 +608,8 @@ LIMITS: tuple[Limit, ...] = (
           "stream is never inflated beyond its section's bound"),
     Limit("layer geometry", "CONV, MAXPOOL, AVGPOOL: out_h = floor((in_h + pad_top + pad_bottom - dil_h*(kh-1) - 1) "
           "/ stride_h) + 1, the same along W. ADD: out_c, out_h, out_w = in_c, in_h, in_w"),
-    Limit("feature maps", "a layer's input and output map (one batch, all T timesteps, in its format) fit in "
-          "`dram.size_bytes`"),
+    Limit("feature maps", "a layer's input and output map (one batch, all T timesteps, in its format, and at "
+          "least one byte per neuron) fit in `dram.size_bytes`"),
     Limit("shifts", f"acc_shift, in_frac, in2_frac, out_frac in [-{SHIFT_LIMIT}, {SHIFT_LIMIT}]; leak_frac, "
           f"membrane_frac, avg_shift <= {SHIFT_LIMIT}"),
     Limit("I/O descriptors", "format SPIKE_PLANES, SPIKE_WORDS, ACT_I16 or ACT_I32 (a SPIKE_BITMASK map is never "
@@ -723,7 +723,8 @@ def _check_layer(i: int, lay: dict[str, int], hw: HwConfig) -> None:
             raise BinaryFormatError(
                 f"{where}: field param_c = {lay['param_c']}, expected 1 or out_c = {lay['out_c']}")
     for side, fmt in (("in", lay["in_format"]), ("out", lay["out_format"])):
-        size = _map_bytes(fmt, lay["timesteps"], lay[f"{side}_h"], lay[f"{side}_w"], lay[f"{side}_cs"])
+        neurons = lay[f"{side}_h"] * lay[f"{side}_w"] * lay[f"{side}_cs"]  # the simulator keeps a byte per neuron
+        size = max(neurons, _map_bytes(fmt, lay["timesteps"], lay[f"{side}_h"], lay[f"{side}_w"], lay[f"{side}_cs"]))
         if size > hw.dram.size_bytes:
             raise BinaryFormatError(f"{where}: its {side}put map takes {size} bytes, more than the DRAM "
                                     f"(dram.size_bytes = {hw.dram.size_bytes})")

@@ -461,6 +461,7 @@ def random_model(rng, max_timesteps: int = 8):
     spikes, membrane = neuron(synapse(h), "n")
     for _ in range(int(rng.integers(0, 3))):
         what = rng.random()
+        counter[0] += 1  # a fresh number for this block's pool / SEW node names
         if what < 0.4:  # a SEW residual block: spikes + f(spikes), f = synapse of the same shape -> neuron
             kind = _pick(RESIDUALS, rng)
             branch, _ = neuron(synapse(spikes, spikes.shape[1]), "r")
