@@ -752,8 +752,10 @@ def _check_span(where: str, field_name: str, addr: int, nbytes: int, size: int, 
                 what: str = "operand") -> None:
     """`memory`: "dram_size" or "SRAM" (sram.size_bytes)."""
     if addr + nbytes > size:
-        bound = f"dram_size {size}" if memory == "dram_size" else f"the {size}-byte SRAM"
-        raise BinaryFormatError(f"{where}.{field_name}: {what} ends at {addr + nbytes}, beyond {bound}")
+        if memory == "SRAM":
+            raise BinaryFormatError(f"{where}.{field_name}: SRAM bytes [{addr}, {addr + nbytes}) outside the "
+                                    f"{size}-byte SRAM")
+        raise BinaryFormatError(f"{where}.{field_name}: {what} ends at {addr + nbytes}, beyond dram_size {size}")
 
 
 def _check_rows(where: str, f: dict[str, int], sram: int, sides: tuple[tuple[str, str, int, str], ...]) -> None:

@@ -83,7 +83,7 @@ BINARY_DEFECTS = {
                             r"layer descriptor 0: its input map takes \d+ bytes, more than the DRAM"),
     "kernel 255x255, stride 255": (lambda im: with_layer(im, kh=255, kw=255, in_h=255, in_w=255, stride_h=255,
                                                          stride_w=255),
-                                   r"instruction 3 \(syn\)\.w_addr: operand ends at 4161664, beyond the 262144-byte SRAM"),
+                                   r"instruction 3 \(syn\)\.w_addr: SRAM bytes \[\d+, 4161664\) outside the 262144-byte SRAM"),
     # dma.load of 2**32-1 rows with both strides 0 passed the DRAM bound and ran for ~45 s
     "dma.load rows 2**32-1, strides 0": (
         lambda im: with_instruction(im, 0, Opcode.DMA_LOAD, dram_addr=0, sram_addr=0, row_bytes=8,
