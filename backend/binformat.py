@@ -8,7 +8,10 @@ CONTRACT:
     section, checksum, truncation, descriptor field, address; every SRAM operand of
     every instruction, isa.sram_operands, inside the hw_config section's SRAM).
   * `load_program_file(path)` reads and validates a file.
-Imports only the standard library, numpy and snnc.backend.{isa,errors,hwconfig}.
+  * Every size the reader accepts is bounded by the file and by the hardware config
+    it carries (LIMITS below, docs/isa.md "Limits"): nothing a program declares can
+    make the simulator allocate or loop beyond those bounds.
+Imports only the standard library, numpy and snnc.backend.{isa,hwconfig,errors}.
 
 Layout (all integers little-endian; docs/isa.md "Binary container"):
 
@@ -20,7 +23,7 @@ Layout (all integers little-endian; docs/isa.md "Binary container"):
     reserved     u16  0
     dram_size    u64  bytes of DRAM the program addresses
     table_crc    u32  CRC32 of the header bytes before this field + the section table
-    reserved     u32  0
+    reserved     u32  0 (checked, like the u16 above: a flipped bit is an error)
   section table: n_sections x SECTION_STRUCT (24 bytes)
     kind u16, encoding u16, crc32 u32 (of the stored payload), offset u64, size u64 (stored)
   section payloads as stored, contiguous, in table order, no padding; the file ends
@@ -72,7 +75,7 @@ import numpy as np
 from snnc.backend import isa
 from snnc.backend.errors import BinaryFormatError, HwConfigError
 from snnc.backend.hwconfig import HwConfig
-from snnc.backend.isa import Format
+from snnc.backend.isa import Format, LayerKind, Opcode
 
 MAGIC = b"SNNCPROG"
 FORMAT_MAJOR = 2  # 2: sections may be stored encoded (SectionEncoding)
@@ -116,6 +119,20 @@ def encoding_name(encoding: SectionEncoding) -> str:
 
 ZLIB_LEVEL = 9
 ZLIB_MAX_INPUT = 256 * 1024  # bytes; see the module docstring
+
+# Sizes a program may declare (docs/isa.md "Limits"; LIMITS below states each rule). The
+# sections are bounded before they are decoded, so a small file cannot inflate to more.
+MAX_LAYERS = 1 << 16  # the `layer` field of a tile instruction is a u16
+MAX_INSTRUCTIONS = 1 << 22
+MAX_STRING_BYTES = 64 * 1024  # one layer, model or I/O name
+SECTION_MAX_BYTES = {
+    SectionKind.HW_CONFIG: 64 * 1024,
+    SectionKind.LAYERS: MAX_LAYERS * isa.LAYER_BYTES,
+    SectionKind.LAYER_NAMES: 16 << 20,
+    SectionKind.INSTRUCTIONS: MAX_INSTRUCTIONS * isa.INSTRUCTION_BYTES,
+    SectionKind.IO: 16 << 20,
+    SectionKind.MODEL_NAME: _U32.size + MAX_STRING_BYTES,
+}  # the constants: at most dram_size (the header), itself at most dram.size_bytes
 _NONZERO_HEADER = struct.Struct("<QQ")  # decoded size N, count K of non-zero bytes
 
 
@@ -361,6 +378,8 @@ class _Cursor:
 
     def string(self, what: str) -> str:
         (n,) = self.unpack(_U32, what)
+        if n > MAX_STRING_BYTES:
+            raise BinaryFormatError(f"section {self.section}: {what} is {n} bytes long, more than {MAX_STRING_BYTES}")
         try:
             return self.take(n, what).decode("utf-8")
         except UnicodeDecodeError:
@@ -398,13 +417,19 @@ def _read_io(payload: bytes, minor: int = FORMAT_MINOR) -> list[IODesc]:
     return out
 
 
-def unpack_nonzero(payload: bytes, section: str = "constants") -> bytes:
-    """The bytes a `nonzero`-encoded payload stands for; every inconsistency is a
-    BinaryFormatError naming the section."""
+def _too_big(section: str, size: int, limit: int) -> BinaryFormatError:
+    return BinaryFormatError(f"section {section}: decodes to {size} bytes, more than the {limit} it may hold")
+
+
+def unpack_nonzero(payload: bytes, section: str = "constants", limit: int | None = None) -> bytes:
+    """The bytes a `nonzero`-encoded payload stands for (at most `limit`); every
+    inconsistency is a BinaryFormatError naming the section."""
     where = f"section {section}"
     if len(payload) < _NONZERO_HEADER.size:
         raise BinaryFormatError(f"{where}: truncated while reading the packed size and count")
     size, count = _NONZERO_HEADER.unpack_from(payload)
+    if limit is not None and size > limit:
+        raise _too_big(section, size, limit)
     mask_bytes = (size + 7) // 8
     expected = _NONZERO_HEADER.size + mask_bytes + count
     if len(payload) != expected:
@@ -428,12 +453,16 @@ def unpack_nonzero(payload: bytes, section: str = "constants") -> bytes:
     return out.tobytes()
 
 
-def _inflate(payload: bytes, section: str) -> bytes:
+def _inflate(payload: bytes, section: str, limit: int | None = None) -> bytes:
+    """The zlib stream's bytes; more than `limit` of them is an error (no zlib bomb is inflated)."""
     stream = zlib.decompressobj()
     try:
-        out = stream.decompress(payload)
+        out = stream.decompress(payload, 0 if limit is None else limit + 1)
     except zlib.error as exc:
         raise BinaryFormatError(f"section {section}: corrupt zlib stream ({exc})") from None
+    if limit is not None and len(out) > limit:
+        raise BinaryFormatError(f"section {section}: the zlib stream inflates to more than the {limit} bytes "
+                                "the section may hold")
     if not stream.eof:
         raise BinaryFormatError(f"section {section}: truncated zlib stream")
     if stream.unused_data:
@@ -441,14 +470,20 @@ def _inflate(payload: bytes, section: str) -> bytes:
     return out
 
 
-def decode_section(name: str, encoding: SectionEncoding, payload: bytes) -> bytes:
-    """The section bytes a stored payload stands for (the encodings undone in reverse order)."""
+def decode_section(name: str, encoding: SectionEncoding, payload: bytes, limit: int | None = None) -> bytes:
+    """The section bytes a stored payload stands for (the encodings undone in reverse order),
+    at most `limit` of them: every intermediate form is bounded too (a NONZERO form is at
+    least 1/8 + 16 bytes of what it stands for)."""
     if SectionEncoding.ZLIB in encoding:
-        payload = _inflate(payload, name)
+        inner = None if limit is None else (limit + 7) // 8 + limit + _NONZERO_HEADER.size \
+            if SectionEncoding.NONZERO in encoding else limit
+        payload = _inflate(payload, name, inner)
     if SectionEncoding.DELTA in encoding:
         payload = undelta_records(payload, name)
     if SectionEncoding.NONZERO in encoding:
-        payload = unpack_nonzero(payload, name)
+        payload = unpack_nonzero(payload, name, limit)
+    if limit is not None and len(payload) > limit:
+        raise _too_big(name, len(payload), limit)
     return payload
 
 
@@ -459,10 +494,13 @@ def read_program(data: bytes) -> ProgramImage:
         raise BinaryFormatError(f"magic: expected {MAGIC!r}, found {data[:8]!r} (not a snnc program)")
     if len(data) < HEADER_STRUCT.size:
         raise BinaryFormatError(f"header: truncated file ({len(data)} bytes, header needs {HEADER_STRUCT.size})")
-    _m, major, minor, n_sections, _r, dram_size, table_crc, _r2 = HEADER_STRUCT.unpack_from(data)
+    _m, major, minor, n_sections, reserved, dram_size, table_crc, reserved2 = HEADER_STRUCT.unpack_from(data)
     if major != FORMAT_MAJOR or minor > FORMAT_MINOR:
         raise BinaryFormatError(
             f"version: format {major}.{minor} is not supported (this reader: {FORMAT_MAJOR}.{FORMAT_MINOR})")
+    if reserved or reserved2:  # bytes 28-31 are outside every CRC: checking them is their only guard
+        raise BinaryFormatError(f"header: reserved field (bytes {14 if reserved else 28}..."
+                                f"{15 if reserved else 31}) = {reserved or reserved2}, expected 0")
     table_end = HEADER_STRUCT.size + n_sections * SECTION_STRUCT.size
     if len(data) < table_end:
         raise BinaryFormatError(f"section table: truncated file ({len(data)} bytes, table ends at {table_end})")
@@ -499,20 +537,25 @@ def read_program(data: bytes) -> ProgramImage:
     for kind in SectionKind:
         if kind not in stored:
             raise BinaryFormatError(f"section {SECTION_NAMES[kind]}: missing")
-    # decoded only once the whole file has been checked (every CRC, no missing section)
-    payloads = {kind: decode_section(SECTION_NAMES[kind], encoding, payload)
-                for kind, (encoding, payload) in stored.items()}
-
+    # decoded only once the whole file has been checked (every CRC, no missing section); the
+    # hardware config first: it bounds the DRAM, and so the constants
+    raw_hw = decode_section("hw_config", *stored[SectionKind.HW_CONFIG], SECTION_MAX_BYTES[SectionKind.HW_CONFIG])
     try:
-        hw_toml = payloads[SectionKind.HW_CONFIG].decode("utf-8")
+        hw_toml = raw_hw.decode("utf-8")
     except UnicodeDecodeError:
         raise BinaryFormatError("section hw_config: not valid UTF-8") from None
+    _check_dram_size(dram_size, program_hw(hw_toml))
+    payloads = {kind: decode_section(SECTION_NAMES[kind], encoding, payload,
+                                     SECTION_MAX_BYTES.get(kind, dram_size))
+                for kind, (encoding, payload) in stored.items() if kind != SectionKind.HW_CONFIG}
     layer_raw = payloads[SectionKind.LAYERS]
     if len(layer_raw) % isa.LAYER_BYTES:
         raise BinaryFormatError(f"section layers: size {len(layer_raw)} is not a multiple of {isa.LAYER_BYTES}")
     layers = [layer_raw[i:i + isa.LAYER_BYTES] for i in range(0, len(layer_raw), isa.LAYER_BYTES)]
     cur = _Cursor(payloads[SectionKind.LAYER_NAMES], "layer_names")
     (count,) = cur.unpack(_U32, "name count")
+    if count > MAX_LAYERS:
+        raise BinaryFormatError(f"section layer_names: {count} names, at most {MAX_LAYERS} (one per layer)")
     layer_names = [cur.string(f"layer_names[{i}]") for i in range(count)]
     cur.finish()
     cur = _Cursor(payloads[SectionKind.MODEL_NAME], "model_name")
@@ -545,7 +588,7 @@ def load_program_file(path: str | Path) -> ProgramImage:
 # Semantic validation (shared by reader and writer)
 # --------------------------------------------------------------------------------------
 
-_TILE_OPCODES = {spec.opcode for spec in isa.INSTRUCTIONS if spec.has_layer}  # SYN, LIF, PACK, POOL, ADD
+_TILE_OPCODES = {isa.Opcode.SYN, isa.Opcode.LIF, isa.Opcode.PACK, isa.Opcode.POOL, isa.Opcode.ADD}
 
 
 def decode_layers(image: ProgramImage) -> list[dict[str, int]]:
@@ -586,8 +629,84 @@ def decode_instructions(image: ProgramImage) -> list[tuple[isa.InstructionSpec, 
     return out
 
 
+# Limits (docs/isa.md "Limits" is generated from LIMITS). What the simulator allocates or
+# loops over for an instruction is bounded by the SRAM (its operands) times these factors.
+DEFAULT_DRAM_LIMIT_DOC = "`dram.size_bytes` of the hardware config"
+VISIT_VOLUME_PER_SRAM_BYTE = 64  # elements of a visit's window gather per SRAM byte
+SHIFT_LIMIT = 63  # |a shift or fraction| of a layer: shifts of int64 values stay defined
+IO_FORMATS = (Format.SPIKE_PLANES, Format.SPIKE_WORDS, Format.ACT_I16, Format.ACT_I32)
+_FORMAT_BITS = {Format.ACT_I16: 16, Format.ACT_I32: 32}
+FLOAT32_MAX_EXP, FLOAT32_MIN_EXP = 127, -126  # finite normal float32: 2**-126 <= |x| < 2**128
+
+
+def io_frac_range(fmt: Format) -> tuple[int, int]:
+    """frac_bits of an ACT I/O tensor such that every stored integer k, as k * 2**-frac, is 0 or
+    a finite normal float32 (no inf, no lost bits below the normal range)."""
+    return _FORMAT_BITS[fmt] - 1 - FLOAT32_MAX_EXP, -FLOAT32_MIN_EXP
+
+
+@dataclass(frozen=True)
+class Limit:
+    what: str
+    rule: str
+
+
+LIMITS: tuple[Limit, ...] = (
+    Limit("header", "the reserved fields (bytes 14-15 and 28-31) are 0"),
+    Limit("dram_size", f"at most {DEFAULT_DRAM_LIMIT_DOC} (the DRAM capacity of the machine model)"),
+    Limit("sections", "decoded: hw_config <= 64 KiB; constants <= dram_size; layers <= "
+          f"{MAX_LAYERS} descriptors (the `layer` field is a u16); layer_names and io <= 16 MiB; "
+          f"instructions <= {MAX_INSTRUCTIONS} records; each name <= {MAX_STRING_BYTES} bytes. A zlib "
+          "stream is never inflated beyond its section's bound"),
+    Limit("layer geometry", "CONV, MAXPOOL, AVGPOOL: out_h = floor((in_h + pad_top + pad_bottom - dil_h*(kh-1) - 1) "
+          "/ stride_h) + 1, the same along W. ADD: out_c, out_h, out_w = in_c, in_h, in_w"),
+    Limit("feature maps", "a layer's input and output map (one batch, all T timesteps, in its format, and at "
+          "least one byte per neuron) fit in `dram.size_bytes`"),
+    Limit("shifts", f"acc_shift, in_frac, in2_frac, out_frac in [-{SHIFT_LIMIT}, {SHIFT_LIMIT}]; leak_frac, "
+          f"membrane_frac, avg_shift <= {SHIFT_LIMIT}"),
+    Limit("I/O descriptors", "format SPIKE_PLANES, SPIKE_WORDS, ACT_I16 or ACT_I32 (a SPIKE_BITMASK map is never "
+          "an I/O tensor); ACT frac_bits make every stored integer a finite normal float32 (ACT_I16: "
+          f"{io_frac_range(Format.ACT_I16)[0]}..{io_frac_range(Format.ACT_I16)[1]}, ACT_I32: "
+          f"{io_frac_range(Format.ACT_I32)[0]}..{io_frac_range(Format.ACT_I32)[1]}); the tensor inside dram_size; "
+          "the float32 arrays of all I/O tensors together fit in `dram.size_bytes`"),
+    Limit("dma.load, dma.store, move", "at most `sram.size_bytes` rows and bytes (rows * row_bytes); every row "
+          "inside its memory"),
+    Limit("dma.load_bm, dma.store_bm", "fibers >= 1 needs fiber_elems >= 1; the dense SRAM tile "
+          "(fibers * fiber_elems * word_bytes) or, with KEEP_COMPRESSED, sram_bytes (at least fibers * "
+          "(4 + ceil(fiber_elems/8))) inside the SRAM; the fiber slots inside dram_size"),
+    Limit("tile instructions", "the layer has the opcode's kind (syn, lif, pack: CONV; pool: MAXPOOL/AVGPOOL; "
+          "add: ADD); every SRAM operand (\"Tile layouts per instruction\") inside the SRAM"),
+    Limit("visit volume", "syn: nt*rows*out_w*kh*kw*in_cs (the window gather) and nt*in_cs*(in_rows+pad_top+"
+          "pad_bottom)*(in_w+pad_left+pad_right) (the zero-padded input tile); pool: nt*rows*out_w*kh*kw*chs: each "
+          f"at most {VISIT_VOLUME_PER_SRAM_BYTE} * `sram.size_bytes` elements"),
+)
+
+
+@functools.lru_cache(maxsize=8)  # read_program, validate_image and simulate parse the same text
+def program_hw(hw_toml: str) -> HwConfig:
+    """The hardware config a program was compiled for; a bad one is a BinaryFormatError."""
+    try:
+        return HwConfig.from_toml(hw_toml, source="prog.bin section hw_config")
+    except HwConfigError as exc:
+        raise BinaryFormatError(str(exc)) from None
+
+
+def _check_dram_size(dram_size: int, hw: HwConfig) -> None:
+    if dram_size > hw.dram.size_bytes:
+        raise BinaryFormatError(f"header: dram_size = {dram_size} exceeds the DRAM of the hardware config "
+                                f"(dram.size_bytes = {hw.dram.size_bytes})")
+
+
 def _check_io(i: int, d: IODesc, dram_size: int) -> None:
     where = f"io[{i}] ({d.name!r})"
+    if d.format not in IO_FORMATS:
+        raise BinaryFormatError(f"{where}.format = {d.format.name}: not an I/O tensor format "
+                                f"(expected {', '.join(f.name for f in IO_FORMATS)})")
+    if d.format in _FORMAT_BITS:
+        lo, hi = io_frac_range(d.format)
+        if not lo <= d.frac_bits <= hi:
+            raise BinaryFormatError(f"{where}.frac_bits = {d.frac_bits}: {d.format.name} values need {lo}..{hi} "
+                                    "(finite normal float32)")
     shape = d.onnx_shape
     if min(d.timesteps, d.batch, d.channels, d.height, d.width) < 1:
         raise BinaryFormatError(f"{where}: every dimension must be >= 1, found {list(shape)}")
@@ -604,91 +723,207 @@ def _check_io(i: int, d: IODesc, dram_size: int) -> None:
         raise BinaryFormatError(f"{where}.dram_addr: tensor ends at {end}, beyond dram_size {dram_size}")
 
 
-def _sram_size(image: ProgramImage) -> int:
-    try:
-        return HwConfig.from_toml(image.hw_toml, source="section hw_config").sram.size_bytes
-    except HwConfigError as exc:
-        raise BinaryFormatError(str(exc)) from None
+def _conv_out(size: int, pad_before: int, pad_after: int, k: int, stride: int, dil: int) -> int:
+    return (size + pad_before + pad_after - dil * (k - 1) - 1) // stride + 1
 
 
-def _check_sram_operands(where: str, spec: isa.InstructionSpec, fields: dict[str, int],
-                         layer: dict[str, int] | None, sram_size: int) -> None:
-    """Every SRAM range the instruction touches (isa.sram_operands) lies inside the SRAM."""
-    for operand in spec.sram_operands(fields, layer):
-        if operand.addr < 0 or operand.end > sram_size:
-            raise BinaryFormatError(f"{where}.{operand.field}: SRAM bytes [{operand.addr}, {operand.end}) "
-                                    f"outside the {sram_size}-byte SRAM")
+def _map_bytes(fmt: int, timesteps: int, height: int, width: int, cs: int) -> int:
+    return isa.tile_bytes(Format(fmt), timesteps, height * width * cs, timesteps)
+
+
+def _check_layer(i: int, lay: dict[str, int], hw: HwConfig) -> None:
+    where = f"layer descriptor {i}"
+    if not 1 <= lay["timesteps"] <= 64:
+        raise BinaryFormatError(f"{where}: field timesteps = {lay['timesteps']}, expected 1..64")
+    for name in ("in_c", "in_h", "in_w", "out_c", "out_h", "out_w"):
+        if lay[name] < 1:
+            raise BinaryFormatError(f"{where}: field {name} = {lay[name]}, expected >= 1")
+    for c, cs in (("in_c", "in_cs"), ("out_c", "out_cs")):
+        if lay[cs] < lay[c] or lay[cs] % 8:
+            raise BinaryFormatError(f"{where}: field {cs} = {lay[cs]}, expected a multiple of 8 >= {c} = {lay[c]}")
+    for name in ("acc_shift", "in_frac", "in2_frac", "out_frac", "leak_frac", "membrane_frac", "avg_shift"):
+        if abs(lay[name]) > SHIFT_LIMIT:
+            raise BinaryFormatError(f"{where}: field {name} = {lay[name]}, expected at most {SHIFT_LIMIT} in magnitude")
+    kind = lay["kind"]
+    if kind in (LayerKind.CONV, LayerKind.MAXPOOL, LayerKind.AVGPOOL):
+        for name in ("kh", "kw", "stride_h", "stride_w", "dil_h", "dil_w"):
+            if lay[name] < 1:
+                raise BinaryFormatError(f"{where}: field {name} = {lay[name]}, expected >= 1")
+        for axis, (k, dil, pads, size, out, stride) in {
+            "h": ("kh", "dil_h", ("pad_top", "pad_bottom"), "in_h", "out_h", "stride_h"),
+            "w": ("kw", "dil_w", ("pad_left", "pad_right"), "in_w", "out_w", "stride_w"),
+        }.items():
+            expected = _conv_out(lay[size], lay[pads[0]], lay[pads[1]], lay[k], lay[stride], lay[dil])
+            if lay[out] != expected:
+                raise BinaryFormatError(f"{where}: field {out} = {lay[out]}, but {size} = {lay[size]} with this "
+                                        f"kernel, stride, dilation and padding gives {expected}")
+    elif kind == LayerKind.ADD:
+        for a, b in (("in_c", "out_c"), ("in_h", "out_h"), ("in_w", "out_w")):
+            if lay[a] != lay[b]:
+                raise BinaryFormatError(f"{where}: field {b} = {lay[b]}, an ADD layer keeps its shape ({a} = {lay[a]})")
+    if kind == LayerKind.CONV:
+        if lay["weight_bytes"] not in (1, 2):
+            raise BinaryFormatError(f"{where}: field weight_bytes = {lay['weight_bytes']}, expected 1 or 2")
+        if lay["param_c"] not in (1, lay["out_c"]):
+            raise BinaryFormatError(
+                f"{where}: field param_c = {lay['param_c']}, expected 1 or out_c = {lay['out_c']}")
+    for side, fmt in (("in", lay["in_format"]), ("out", lay["out_format"])):
+        neurons = lay[f"{side}_h"] * lay[f"{side}_w"] * lay[f"{side}_cs"]  # the simulator keeps a byte per neuron
+        size = max(neurons, _map_bytes(fmt, lay["timesteps"], lay[f"{side}_h"], lay[f"{side}_w"], lay[f"{side}_cs"]))
+        if size > hw.dram.size_bytes:
+            raise BinaryFormatError(f"{where}: its {side}put map takes {size} bytes, more than the DRAM "
+                                    f"(dram.size_bytes = {hw.dram.size_bytes})")
+
+
+KEEP_COMPRESSED = int(isa.DmaFlags.KEEP_COMPRESSED)  # a plain int: `int & IntFlag` builds a flag object per test
+
+_TILE_OPCODES = {spec.opcode for spec in isa.INSTRUCTIONS if spec.has_layer}  # SYN, LIF, PACK, POOL, ADD
+_WEIGHT_FIBER_OPCODES = {Opcode.DMA_LOAD_BM, Opcode.DMA_STORE_BM, Opcode.SYN}  # isa.weight_fiber_field_error
+
+
+def visit_volumes(opcode: Opcode, f: dict[str, int], lay: dict[str, int]) -> dict[str, int]:
+    """The element counts a visit's window gather and padded input tile span (LIMITS "visit volume")."""
+    windows = f["nt"] * f["rows"] * lay["out_w"] * lay["kh"] * lay["kw"]
+    if opcode == Opcode.POOL:
+        return {"window gather": windows * f["chs"]}
+    if opcode != Opcode.SYN:
+        return {}
+    padded = f["nt"] * lay["in_cs"] * (f["in_rows"] + lay["pad_top"] + lay["pad_bottom"]) \
+        * (lay["in_w"] + lay["pad_left"] + lay["pad_right"])
+    return {"window gather": windows * lay["in_cs"], "padded input tile": padded}
+
+
+def _check_span(where: str, field_name: str, addr: int, nbytes: int, size: int, memory: str,
+                what: str = "operand") -> None:
+    """`memory`: "dram_size" or "SRAM" (sram.size_bytes)."""
+    if addr + nbytes > size:
+        if memory == "SRAM":
+            raise BinaryFormatError(f"{where}.{field_name}: SRAM bytes [{addr}, {addr + nbytes}) outside the "
+                                    f"{size}-byte SRAM")
+        raise BinaryFormatError(f"{where}.{field_name}: {what} ends at {addr + nbytes}, beyond dram_size {size}")
+
+
+def _check_rows(where: str, f: dict[str, int], sram: int, sides: tuple[tuple[str, str, int, str], ...]) -> None:
+    """A strided copy of rows x row_bytes: bounded by the SRAM, every row inside its memory."""
+    rows, row_bytes = f["rows"], f["row_bytes"]
+    if rows > sram or rows * row_bytes > sram:
+        raise BinaryFormatError(f"{where}.rows: {rows} rows of {row_bytes} bytes, more than the "
+                                f"{sram}-byte SRAM holds")
+    if rows == 0 or row_bytes == 0:
+        return
+    for addr_field, stride_field, size, memory in sides:
+        _check_span(where, addr_field, f[addr_field], (rows - 1) * f[stride_field] + row_bytes, size, memory,
+                    "transfer")
+
+
+def _check_fiber_dma(where: str, f: dict[str, int], dram_size: int, sram: int) -> None:
+    if f["word_bytes"] not in (1, 2, 4, 8):
+        raise BinaryFormatError(f"{where}.word_bytes = {f['word_bytes']}: expected 1, 2, 4 or 8")
+    if not 1 <= f["elem_bits"] <= 8 * f["word_bytes"]:
+        raise BinaryFormatError(f"{where}.elem_bits = {f['elem_bits']}: expected 1..{8 * f['word_bytes']}")
+    if f["fibers"] and not f["fiber_elems"]:
+        raise BinaryFormatError(f"{where}.fiber_elems = 0: {f['fibers']} fibers need elements")
+    if f["flags"] & KEEP_COMPRESSED:
+        meta = f["fibers"] * (isa.FIBER_HEADER_BYTES + (f["fiber_elems"] + 7) // 8)
+        if f["sram_bytes"] < meta:
+            raise BinaryFormatError(f"{where}.sram_bytes = {f['sram_bytes']}: its {f['fibers']} fibers take at "
+                                    f"least {meta} bytes")
+        _check_span(where, "sram_addr", f["sram_addr"], f["sram_bytes"], sram, "SRAM", "fiber tile")
+    else:
+        _check_span(where, "sram_addr", f["sram_addr"], f["fibers"] * f["fiber_elems"] * f["word_bytes"], sram, "SRAM",
+                    "fiber tile")
+    end = isa.fiber_dma_end(f["dram_addr"], f["fibers"], f["fiber_elems"], f["elem_bits"], f["flags"])
+    if end > dram_size:
+        raise BinaryFormatError(f"{where}.dram_addr: fibers end at {end}, beyond dram_size {dram_size}")
+
+
+def _tile_footprint(where: str, spec: isa.InstructionSpec, f: dict[str, int], layers: list[dict[str, int]],
+                    sram: int) -> list[tuple[str, int]]:
+    """The checks of a tile instruction that do not depend on its addresses; its SRAM operands."""
+    if f["layer"] >= len(layers):
+        raise BinaryFormatError(f"{where}.layer = {f['layer']}, only {len(layers)} layer descriptors")
+    lay = layers[f["layer"]]
+    kinds = spec.layer_kinds
+    if lay["kind"] not in kinds:
+        raise BinaryFormatError(f"{where}.layer = {f['layer']}: layer kind {LayerKind(lay['kind']).name}, "
+                                f"expected {'/'.join(k.name for k in kinds)}")
+    if f["nt"] < 1 or f["t0"] + f["nt"] > lay["timesteps"]:
+        raise BinaryFormatError(
+            f"{where}.nt: timesteps {f['t0']}..{f['t0'] + f['nt'] - 1} outside 0..{lay['timesteps'] - 1}")
+    if f["rows"] < 1 or f["row0"] + f["rows"] > lay["out_h"]:
+        raise BinaryFormatError(f"{where}.rows: rows {f['row0']}+{f['rows']} outside out_h = {lay['out_h']}")
+    if f["chs"] < 1 or f["ch0"] + f["chs"] > lay["out_cs"]:
+        raise BinaryFormatError(f"{where}.chs: channels {f['ch0']}+{f['chs']} outside out_cs = {lay['out_cs']}")
+    limit = VISIT_VOLUME_PER_SRAM_BYTE * sram
+    for what, volume in visit_volumes(spec.opcode, f, lay).items():
+        if volume > limit:
+            raise BinaryFormatError(f"{where}: its {what} spans {volume} elements, more than "
+                                    f"{VISIT_VOLUME_PER_SRAM_BYTE} per SRAM byte ({limit})")
+    return [(operand.field, operand.size) for operand in spec.sram_operands(f, lay)]  # sizes: not the addresses
 
 
 def validate_image(image: ProgramImage,
                    instructions: list[tuple[isa.InstructionSpec, dict[str, int]]] | None = None) -> None:
-    """Cross-section checks; raises BinaryFormatError naming the field. `instructions`: the
-    image's decode_instructions, when the caller has them (decoding is most of the work)."""
-    sram_size = _sram_size(image)
-    if len(image.constants) > image.dram_size:
-        raise BinaryFormatError(f"constants: {len(image.constants)} bytes exceed dram_size {image.dram_size}")
+    """Cross-section checks and the LIMITS; raises BinaryFormatError naming the field.
+    `instructions`: the image's decode_instructions, when the caller has them (decoding is
+    most of the work)."""
+    hw = program_hw(image.hw_toml)
+    _check_dram_size(image.dram_size, hw)
+    dram_size, sram = image.dram_size, hw.sram.size_bytes
+    if len(image.constants) > dram_size:
+        raise BinaryFormatError(f"constants: {len(image.constants)} bytes exceed dram_size {dram_size}")
+    if len(image.layers) > MAX_LAYERS:
+        raise BinaryFormatError(f"section layers: {len(image.layers)} descriptors, at most {MAX_LAYERS}")
     layers = decode_layers(image)
     if len(image.layer_names) != len(layers):
         raise BinaryFormatError(
             f"layer_names: {len(image.layer_names)} names for {len(layers)} layer descriptors")
     for i, lay in enumerate(layers):
-        if not 1 <= lay["timesteps"] <= 64:
-            raise BinaryFormatError(f"layer descriptor {i}: field timesteps = {lay['timesteps']}, expected 1..64")
-        for name in ("in_c", "in_h", "in_w", "out_c", "out_h", "out_w"):
-            if lay[name] < 1:
-                raise BinaryFormatError(f"layer descriptor {i}: field {name} = {lay[name]}, expected >= 1")
-        for c, cs in (("in_c", "in_cs"), ("out_c", "out_cs")):
-            if lay[cs] < lay[c] or lay[cs] % 8:
-                raise BinaryFormatError(
-                    f"layer descriptor {i}: field {cs} = {lay[cs]}, expected a multiple of 8 >= {c} = {lay[c]}")
-        if lay["kind"] in (isa.LayerKind.CONV, isa.LayerKind.MAXPOOL, isa.LayerKind.AVGPOOL):
-            for name in ("kh", "kw", "stride_h", "stride_w", "dil_h", "dil_w"):
-                if lay[name] < 1:
-                    raise BinaryFormatError(f"layer descriptor {i}: field {name} = {lay[name]}, expected >= 1")
-        if lay["kind"] == isa.LayerKind.CONV:
-            if lay["weight_bytes"] not in (1, 2):
-                raise BinaryFormatError(f"layer descriptor {i}: field weight_bytes = {lay['weight_bytes']}, expected 1 or 2")
-            if lay["param_c"] not in (1, lay["out_c"]):
-                raise BinaryFormatError(
-                    f"layer descriptor {i}: field param_c = {lay['param_c']}, expected 1 or out_c = {lay['out_c']}")
+        _check_layer(i, lay, hw)
     names: set[tuple[bool, str]] = set()
+    host_bytes = 0
     for i, d in enumerate(image.io):
         if (d.is_output, d.name) in names:
             raise BinaryFormatError(f"io[{i}].name: duplicate {'output' if d.is_output else 'input'} {d.name!r}")
         names.add((d.is_output, d.name))
-        _check_io(i, d, image.dram_size)
+        _check_io(i, d, dram_size)
+        host_bytes += 4 * d.timesteps * d.batch * d.channels * d.height * d.width
+        if host_bytes > hw.dram.size_bytes:
+            raise BinaryFormatError(f"io[{i}] ({d.name!r}): the I/O tensors' float32 arrays take {host_bytes} bytes, "
+                                    f"more than dram.size_bytes = {hw.dram.size_bytes}")
+    if len(image.instructions) > MAX_INSTRUCTIONS * isa.INSTRUCTION_BYTES:
+        raise BinaryFormatError(f"section instructions: more than {MAX_INSTRUCTIONS} instructions")
+    dram_side = ("dram_addr", "dram_stride", dram_size, "dram_size")
+    sram_side = ("sram_addr", "sram_stride", sram, "SRAM")
+    move_sides = (("src_addr", "src_stride", sram, "SRAM"), ("dst_addr", "dst_stride", sram, "SRAM"))
+    footprints: dict[tuple, list[tuple[str, int]]] = {}  # programs repeat tile shapes at other addresses
     outputs = {i: d.timesteps for i, d in enumerate(image.io) if d.is_output}  # exit.check's io
     last_check: dict[int, int] = {}  # per output descriptor: t of its last exit.check so far
     for i, (spec, f) in enumerate(decode_instructions(image) if instructions is None else instructions):
         where = f"instruction {i} ({spec.mnemonic})"
-        if spec.opcode in (isa.Opcode.DMA_LOAD, isa.Opcode.DMA_STORE) and f["rows"] > 0:
-            end = f["dram_addr"] + (f["rows"] - 1) * f["dram_stride"] + f["row_bytes"]
-            if end > image.dram_size:
-                raise BinaryFormatError(f"{where}.dram_addr: transfer ends at {end}, beyond dram_size {image.dram_size}")
-        wrong = isa.weight_fiber_field_error(spec.opcode, f)
-        if wrong:
-            raise BinaryFormatError(f"{where}.{wrong}")
-        if spec.opcode in (isa.Opcode.DMA_LOAD_BM, isa.Opcode.DMA_STORE_BM):
-            if f["word_bytes"] not in (1, 2, 4, 8):
-                raise BinaryFormatError(f"{where}.word_bytes = {f['word_bytes']}: expected 1, 2, 4 or 8")
-            if not 1 <= f["elem_bits"] <= 8 * f["word_bytes"]:
-                raise BinaryFormatError(f"{where}.elem_bits = {f['elem_bits']}: expected 1..{8 * f['word_bytes']}")
-            end = isa.fiber_dma_end(f["dram_addr"], f["fibers"], f["fiber_elems"], f["elem_bits"], f["flags"])
-            if end > image.dram_size:
-                raise BinaryFormatError(f"{where}.dram_addr: fibers end at {end}, beyond dram_size {image.dram_size}")
-        if spec.opcode == isa.Opcode.EXIT_CHECK:
-            wrong = isa.exit_check_field_error(f, outputs, last_check)
+        opcode = spec.opcode
+        if opcode in (Opcode.DMA_LOAD, Opcode.DMA_STORE):
+            _check_rows(where, f, sram, (dram_side, sram_side))
+        elif opcode == Opcode.MOVE:
+            _check_rows(where, f, sram, move_sides)
+        elif opcode in (Opcode.DMA_LOAD_BM, Opcode.DMA_STORE_BM):
+            _check_fiber_dma(where, f, dram_size, sram)
+        elif opcode in _TILE_OPCODES:
+            key = (opcode, f.get("mem_addr") == isa.NO_ADDRESS,
+                   *(value for name, value in f.items() if not name.endswith("_addr")))
+            operands = footprints.get(key)
+            if operands is None:
+                operands = footprints[key] = _tile_footprint(where, spec, f, layers, sram)
+            for field_name, nbytes in operands:
+                _check_span(where, field_name, f[field_name], nbytes, sram, "SRAM")
+        else:  # nop, barrier, halt, exit.check
+            if opcode == Opcode.EXIT_CHECK:
+                wrong = isa.exit_check_field_error(f, outputs, last_check)
+                if wrong:
+                    raise BinaryFormatError(f"{where}.{wrong}")
+            for operand in spec.sram_operands(f, None):
+                _check_span(where, operand.field, operand.addr, operand.size, sram, "SRAM")
+        if opcode in _WEIGHT_FIBER_OPCODES:
+            wrong = isa.weight_fiber_field_error(opcode, f)
             if wrong:
                 raise BinaryFormatError(f"{where}.{wrong}")
-        if spec.opcode in _TILE_OPCODES:
-            if f["layer"] >= len(layers):
-                raise BinaryFormatError(f"{where}.layer = {f['layer']}, only {len(layers)} layer descriptors")
-            lay = layers[f["layer"]]
-            if f["nt"] < 1 or f["t0"] + f["nt"] > lay["timesteps"]:
-                raise BinaryFormatError(
-                    f"{where}.nt: timesteps {f['t0']}..{f['t0'] + f['nt'] - 1} outside 0..{lay['timesteps'] - 1}")
-            if f["rows"] < 1 or f["row0"] + f["rows"] > lay["out_h"]:
-                raise BinaryFormatError(f"{where}.rows: rows {f['row0']}+{f['rows']} outside out_h = {lay['out_h']}")
-            if f["chs"] < 1 or f["ch0"] + f["chs"] > lay["out_cs"]:
-                raise BinaryFormatError(f"{where}.chs: channels {f['ch0']}+{f['chs']} outside out_cs = {lay['out_cs']}")
-        _check_sram_operands(where, spec, f, layers[f["layer"]] if spec.has_layer else None, sram_size)

@@ -76,7 +76,7 @@ class TppeConfig:
 
 @dataclass(frozen=True)
 class SramConfig:
-    size_bytes: int = _param(256 * 1024, "LoAS Table III: global cache 256 KB", 1024, 1 << 32)
+    size_bytes: int = _param(256 * 1024, "LoAS Table III: global cache 256 KB", 1024, 1 << 24)
     banks: int = _param(16, "LoAS Table III: 16 banks", 1, 4096)
     ways: int = _param(16, "LoAS Table III: 16-way associative", 1, 4096)
     read_fj_per_bit: float = _param(130.0, "STEMS Table 1: SRAM (128 kB/bank) read ~130 fJ/bit", 0.0, 1e6)
@@ -89,6 +89,7 @@ class SramConfig:
 @dataclass(frozen=True)
 class DramConfig:
     bandwidth_gb_s: float = _param(128.0, "LoAS Table III: 128 GB/s main memory (HBM)", 0.001, 1e6)
+    size_bytes: int = _param(1 << 30, "assumption: 1 GiB of DRAM (LoAS gives the bandwidth only); the largest dram_size a program may declare, which bounds every tensor and feature map (docs/isa.md \"Limits\")", 1 << 16, 1 << 32)
     channels: int = _param(16, "LoAS Table III: 16 HBM channels", 1, 4096)
     channel_bits: int = _param(64, "LoAS Table III: 64-bit HBM channels", 8, 4096)
     interleave_bytes: int = _param(32, "assumption: one HBM burst (4 beats x 64-bit channel = 32 B); consecutive bursts go to consecutive channels", 1, 1 << 20)

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from snnc.backend import isa
+from snnc.backend.binformat import LIMITS
 from snnc.backend.hwconfig import describe_keys
 
 BEGIN_MARK = "<!-- BEGIN GENERATED ISA TABLES (python -m snnc.backend.isa_doc) -->"
@@ -94,6 +95,14 @@ def render_isa_tables() -> str:
         values = ", ".join(f"`{m.name}` = {int(m.value)}" for m in enum_type)
         kind = "flags" if issubclass(enum_type, isa.enum.IntFlag) else "enum"
         out.append(f"* `{enum_type.__name__}` ({kind}; {', '.join(users)}): {values}")
+    out.append("")
+    out.append("### Limits\n\nWhat a program may declare (`backend/binformat.py` LIMITS; the reader and the "
+               "simulator refuse anything else with a one-line error naming the field). Every allocation and loop "
+               "of the simulator is bounded by these and the hardware config.\n")
+    out.append("| what | rule |")
+    out.append("|---|---|")
+    for limit in LIMITS:
+        out.append(f"| {limit.what} | {_escape(limit.rule)} |")
     out.append("")
     out.append("### Hardware configuration keys (defaults = preset `loas`)\n")
     out.append("| key | default | source |")

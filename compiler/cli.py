@@ -319,7 +319,7 @@ _FILE_WIDTH = 400  # a piped table is as wide as its columns need, up to this
 
 
 def cmd_run(args) -> int:
-    from snnc.compiler.fileio import atomic_write_text, load_npz, save_npz
+    from snnc.compiler.fileio import atomic_write_files, check_destination, load_npz, npz_bytes
     from snnc.runtime import load_program, simulate
     from snnc.runtime.exit_rule import threshold_register
     from snnc.runtime.files import ensure_directory
@@ -330,15 +330,20 @@ def cmd_run(args) -> int:
         raise SnncError("run: --csv needs the timing model (drop --functional)")
     if args.exit_confidence is not None:
         threshold_register(args.exit_confidence)  # a bad threshold fails before any work
+    for destination in (args.output, args.report):
+        if destination:
+            check_destination(destination)
     image = load_program(args.program)
     inputs = load_npz(args.input)
     csv_dir = ensure_directory(args.csv) if args.csv else None
     result = simulate(image, inputs, functional=args.functional, progress=sys.stderr.isatty(),
                       exit_confidence=args.exit_confidence)
+    files = {}
     if args.output:
-        save_npz(args.output, result.outputs)
+        files[args.output] = npz_bytes(result.outputs)
     if args.report:
-        atomic_write_text(args.report, report_to_json(result.report))
+        files[args.report] = report_to_json(result.report).encode("utf-8")
+    atomic_write_files(files)  # both or neither
     if csv_dir is not None:
         write_csv_reports(result.report, csv_dir)
     if not args.quiet and not args.functional:

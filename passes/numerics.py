@@ -279,10 +279,15 @@ class NeuronNumbers:
     channel_shift: np.ndarray | None = None  # per output channel: extra fractional bits (see choose_neuron_numbers)
 
 
+def membrane_bits_needed(bound: float) -> int:
+    """Bits of a signed integer membrane holding every |v| <= `bound` at 0 fractional bits."""
+    return max(2, math.ceil(math.log2(math.floor(bound) + 1)) + 1)
+
+
 def choose_neuron_numbers(
     lif: LIFOp, acc_frac: int, current_bound: float, timesteps: int, param_c: int, current_error: float = 0.0,
     *, headroom: np.ndarray | None = None, channel_acc_bound: np.ndarray | None = None,
-    channel_shift: np.ndarray | None = None,
+    channel_shift: np.ndarray | None = None, membrane_bits: int = 32, where: str = "",
 ) -> NeuronNumbers:
     """Membrane fraction F, leak/threshold integers (docs/numerics.md, "Neurons"), and
     the membrane's error bound given `current_error` (see `membrane_error_bound`).
@@ -293,7 +298,11 @@ def choose_neuron_numbers(
     bits its weights allow, `channel_headroom`) and `channel_acc_bound` (|acc| bound per
     channel in integers at s = 0), s_c is the headroom capped so that neither the
     accumulator nor the membrane can leave int32; the result is `channel_shift`. Given
-    `channel_shift` instead, those shifts are used. param_c must be the channel count."""
+    `channel_shift` instead, those shifts are used. param_c must be the channel count.
+
+    F is capped so that the |v| bound fits a signed `membrane_bits` integer (the P-LIF
+    registers, hw key compute.membrane_bits); a bound that does not fit even at F = 0 is a
+    CompileError naming `where` and the bits the layer needs."""
     notes: list[str] = []
 
     def per_channel(name: str, default: float) -> np.ndarray:
@@ -340,10 +349,18 @@ def choose_neuron_numbers(
     for _ in range(timesteps):
         v = max(1.0, gain) * v + drive + float(np.max(thr)) + float(np.max(np.abs(v_reset)))
     bound = v
-    cap = math.floor(math.log2(INT32_MAX / bound)) if bound > 0 else 30
+    membrane_max = (1 << (membrane_bits - 1)) - 1
+    for what, values in (("threshold", thr), ("v_reset", v_reset)):  # the parameter itself first: it names the value
+        quantise_checked(values, 0, membrane_bits, f"{where} {what}")
+    if bound > membrane_max:
+        raise CompileError(
+            f"{where}: the membrane bound |v| <= {bound:.6g} needs {membrane_bits_needed(bound)}-bit membranes, "
+            f"the hardware has compute.membrane_bits = {membrane_bits}")
+    cap = math.floor(math.log2(membrane_max / bound)) if bound > 0 else membrane_bits - 2
     membrane_frac = max(0, min(wanted, cap))
     if membrane_frac < wanted:
-        notes.append(f"membrane needs {wanted} fractional bits, |v| bound {bound:.3g} allows {membrane_frac}")
+        notes.append(f"membrane needs {wanted} fractional bits, |v| bound {bound:.3g} allows {membrane_frac} "
+                     f"in {membrane_bits}-bit membranes")
     if headroom is not None and channel_acc_bound is not None:
         # |v| of channel c in integers is at most its real bound (the same recursion on its
         # own current, threshold and reset value) times 2**(F + s_c); its |acc| is
@@ -355,7 +372,7 @@ def choose_neuron_numbers(
         for _ in range(timesteps):
             channel_bound = max(1.0, gain) * channel_bound + channel_drive + thr + np.abs(v_reset)
         with np.errstate(divide="ignore"):
-            fits = np.floor(np.log2(INT32_MAX / np.ldexp(channel_bound, membrane_frac)))
+            fits = np.floor(np.log2(membrane_max / np.ldexp(channel_bound, membrane_frac)))
             acc_fits = np.floor(np.log2(INT32_MAX / np.maximum(np.asarray(channel_acc_bound, np.float64), 1.0)))
         channel_shift = np.clip(np.minimum(np.minimum(headroom, fits), acc_fits), 0, MAX_CHANNEL_SHIFT).astype(np.int64)
     scale = np.ldexp(1.0, channel_shift) if channel_shift is not None else 1.0

@@ -124,7 +124,8 @@ class Quantise(ModulePass):
     weight_scales: str = "channel"
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        bits = self.weight_bits or load_hw(self.hw).compute.weight_bits
+        hw = load_hw(self.hw)
+        bits = self.weight_bits or hw.compute.weight_bits
         if not 2 <= bits <= 16:
             raise CompileError(f"weight_bits = {bits}: expected 2..16")
         if self.weight_scales not in ("channel", "layer"):
@@ -136,14 +137,14 @@ class Quantise(ModulePass):
         net = NetworkSteps(main, self.input_frac_bits, self.input_abs_max)
         for step in net.steps:
             if isinstance(step, GroupStep):
-                _quantise_group(step, bits, net.timesteps, self.weight_scales)
+                _quantise_group(step, bits, net.timesteps, self.weight_scales, hw.compute.membrane_bits)
             elif isinstance(step, PoolStep):
                 _quantise_pool(step)
             else:
                 _quantise_add(step)
 
 
-def _quantise_group(step: GroupStep, bits: int, timesteps: int, weight_scales: str) -> None:
+def _quantise_group(step: GroupStep, bits: int, timesteps: int, weight_scales: str, membrane_bits: int = 32) -> None:
     """The group's accumulator scale (per output channel where its weights round and only its
     spikes are stored), and its LIF's integers (docs/numerics.md)."""
     syns = step.synapses
@@ -167,7 +168,7 @@ def _quantise_group(step: GroupStep, bits: int, timesteps: int, weight_scales: s
         per_channel_scales = weight_scales == "channel" and not scales.exact and step.membrane_out is None \
             and step.current_out is None  # a stored value keeps one scale per map
         shift = _quantise_lif(step, step.lif, scales.acc_frac, current_bound, current_error, timesteps, where,
-                              ints, bits, scales.weight_fracs if per_channel_scales else None)
+                              ints, bits, scales.weight_fracs if per_channel_scales else None, membrane_bits)
         if shift is not None:
             ints = quantise_group(group, bias_real, scales.acc_frac, out_cs, weight_bytes, where, shift)
     if not ints.bias_exact:
@@ -187,26 +188,27 @@ def _quantise_group(step: GroupStep, bits: int, timesteps: int, weight_scales: s
 
 
 def _quantise_lif(step: GroupStep, lif: LIFOp, acc_frac: int, current_bound: float, current_error: float,
-                  timesteps: int, where: str, ints, bits: int, weight_fracs) -> np.ndarray | None:
+                  timesteps: int, where: str, ints, bits: int, weight_fracs, membrane_bits: int = 32) -> np.ndarray | None:
     """The LIF's integers; returns the per-channel weight shift when per-channel scales are
     chosen (`weight_fracs` given: the group may use them), else None."""
     per_channel = any(
         lif.parameter(n) is not None and np.ndim(lif.parameter(n)) == 1 for n in ("beta", "tau", "threshold", "v_reset"))
     param_c = step.out_c if per_channel else 1
     nn, shift = None, None
+    membrane = dict(membrane_bits=membrane_bits, where=f"{lif.name} '{source_name(lif)}'")  # the P-LIF registers (numerics.choose_neuron_numbers)
     if weight_fracs is not None:  # numerics.py, "Per-channel weight scales"
         headroom = channel_headroom([s.weights for s in step.synapses], weight_fracs, bits, step.out_c)
         trial = choose_neuron_numbers(lif, acc_frac, current_bound, timesteps, step.out_c, current_error,
-                                      headroom=headroom, channel_acc_bound=ints.acc_bound)
+                                      headroom=headroom, channel_acc_bound=ints.acc_bound, **membrane)
         if trial.channel_shift.any():
             per_channel, param_c, shift = True, step.out_c, trial.channel_shift
             errors = [(s.weights, fw, s.src.fmap.abs_max, s.src.fmap.error)
                       for s, fw in zip(step.synapses, weight_fracs)]
             current_error = current_error_bound(errors, sum(s.bias_real for s in step.synapses), acc_frac, shift)
             nn = choose_neuron_numbers(lif, acc_frac, current_bound, timesteps, param_c, current_error,
-                                       channel_shift=shift)
+                                       channel_shift=shift, **membrane)
     if nn is None:
-        nn = choose_neuron_numbers(lif, acc_frac, current_bound, timesteps, param_c, current_error)
+        nn = choose_neuron_numbers(lif, acc_frac, current_bound, timesteps, param_c, current_error, **membrane)
     if not -128 <= nn.acc_shift <= 127:
         raise CompileError(f"{where}: acc_shift {nn.acc_shift} out of range")
     if step.membrane_out is not None:

@@ -7,8 +7,9 @@ CONTRACT:
       SPIKE_PLANES  bits, [T][B][H][W][Cs], little-endian in a byte
       SPIKE_WORDS   [B][H][W][Cs] words of spike_word_bytes(T), bit t = step t
       ACT_I16/I32   round(x * 2**frac) as signed ints [T][B][H][W][Cs]
-    Spike inputs must be exactly 0/1; multi-bit values that are not exact in
-    `frac` bits are rounded half-to-even (quantised = True); out-of-range or
+    x must hold real numbers (bool, integer or float; `dtype_error` says why
+    not). Spike inputs must be exactly 0/1; multi-bit values that are not exact
+    in `frac` bits are rounded half-to-even (quantised = True); out-of-range or
     non-finite values raise InputError naming the input.
   * `decode_output(desc, raw) -> np.ndarray` float32 of shape `desc.onnx_shape`
     (spikes -> 0.0/1.0, ints -> int * 2**-frac): the stored T steps, of which the
@@ -55,8 +56,22 @@ def _spike_bytes(desc: IODesc, fmt: Format, bits: np.ndarray) -> np.ndarray:
     return words.astype(word_dtype(desc.timesteps)).view(np.uint8).reshape(-1)
 
 
+REAL_KINDS = "biuf"  # numpy dtype kinds of real numbers: bool, signed and unsigned integers, floats
+
+
+def dtype_error(dtype: np.dtype) -> str | None:
+    """Why an array of `dtype` is not an input value (complex, string, datetime, object,
+    structured...), or None for bool, integer and float arrays."""
+    if dtype.kind in REAL_KINDS and dtype.fields is None and dtype.subdtype is None:
+        return None
+    return f"dtype {dtype} is not a real number type (expected bool, integer or float values)"
+
+
 def encode_input(desc: IODesc, x) -> tuple[np.ndarray, bool]:
     x = np.asarray(x)
+    problem = dtype_error(x.dtype)
+    if problem:
+        raise InputError(f"input {desc.name!r}: {problem}")
     if tuple(x.shape) != tuple(desc.onnx_shape):
         raise InputError(f"input {desc.name!r}: expected shape {list(desc.onnx_shape)}, found {list(x.shape)}")
     fmt = Format(desc.format)

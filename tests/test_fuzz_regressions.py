@@ -1,0 +1,280 @@
+"""One regression test per defect that fuzzing found (issue 15 §3): each is now a clean one-line
+error (exit 1, no output file) or a correct result."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from contextlib import redirect_stderr
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from passes_util import bench_module
+from progbuild import Prog
+from snnc.backend import isa
+from snnc.backend.binformat import IODesc, read_program, write_program
+from snnc.backend.errors import BinaryFormatError, CompileError, InputError
+from snnc.backend.hwconfig import HwConfig
+from snnc.backend.isa import Format, LayerKind, Opcode
+from snnc.compiler.cli import main
+from snnc.compiler.fileio import load_npz
+from snnc.compiler.frontend.canonical import Network
+from snnc.compiler.pipeline import CompileOptions, compile_model
+from snnc.runtime import simulate
+from test_runtime import SPIKES_IN, W_DENSE, dense_program
+
+fc = bench_module("fuzz_cases")
+K = fc.bf.SectionKind
+
+
+@pytest.fixture
+def image():
+    return dense_program(W_DENSE, [1, 2], [4, 4], [0, 0], [0, 0])
+
+
+def with_io(image, index: int, **changes) -> bytes:
+    io_descs = list(image.io)
+    io_descs[index] = dataclasses.replace(io_descs[index], **changes)
+    payloads = fc.image_payloads(image)
+    payloads[K.IO] = fc.bf._io_bytes(io_descs)
+    return fc.store_raw(payloads, image.dram_size)
+
+
+def with_layer(image, index: int = 0, **changes) -> bytes:
+    layer = isa.decode_layer(image.layers[index])
+    layer.update(changes)
+    payloads = fc.image_payloads(image)
+    payloads[K.LAYERS] = b"".join(isa.encode_layer(**layer) if i == index else raw
+                                  for i, raw in enumerate(image.layers))
+    return fc.store_raw(payloads, image.dram_size)
+
+
+def with_instruction(image, index: int, opcode: Opcode, **fields) -> bytes:
+    payloads = fc.image_payloads(image)
+    raw = bytearray(payloads[K.INSTRUCTIONS])
+    raw[index * isa.INSTRUCTION_BYTES:(index + 1) * isa.INSTRUCTION_BYTES] = isa.encode_instruction(opcode, **fields)
+    payloads[K.INSTRUCTIONS] = bytes(raw)
+    return fc.store_raw(payloads, image.dram_size)
+
+
+BINARY_DEFECTS = {
+    # dram_size >= 2**63 was a ValueError in numpy, 1 TiB a MemoryError (runtime/machine.py)
+    "dram_size 2**63": (lambda im: fc.store_raw(fc.image_payloads(im), 1 << 63),
+                        r"header: dram_size = 9223372036854775808 exceeds the DRAM of the hardware config"),
+    "dram_size 1 TiB": (lambda im: fc.store_raw(fc.image_payloads(im), 1 << 40), r"header: dram_size = 1099511627776"),
+    # SPIKE_BITMASK I/O was a KeyError in tensors.decode_output / encode_input
+    "SPIKE_BITMASK output": (lambda im: with_io(im, 1, format=Format.SPIKE_BITMASK),
+                             r"io\[1\] \('spk'\)\.format = SPIKE_BITMASK: not an I/O tensor format"),
+    "SPIKE_BITMASK input": (lambda im: with_io(im, 0, format=Format.SPIKE_BITMASK), r"io\[0\] \('x'\)\.format"),
+    # frac_bits -128 made outputs inf with numpy overflow warnings
+    "io frac_bits -128": (lambda im: with_io(im, 2, frac_bits=-128),
+                          r"io\[2\] \('mem'\)\.frac_bits = -128: ACT_I32 values need -96\.\.126"),
+    # header bytes 28-31 were covered by no CRC and never checked
+    "header bytes 28-31": (lambda im: fc.store_raw(fc.image_payloads(im), im.dram_size, (0, 0x01000000)),
+                           r"header: reserved field \(bytes 28\.\.\.31\) = 16777216, expected 0"),
+    # huge layer geometry: MemoryError of 15-32 GiB in _window_indices / _strided_patches_t
+    "out_w inconsistent with in_w": (lambda im: with_layer(im, out_w=65535, out_h=65535),
+                                     r"layer descriptor 0: field out_h = 65535, but in_h = 1 with this kernel"),
+    "huge consistent map": (lambda im: with_layer(im, in_h=65535, in_w=65535, out_h=65535, out_w=65535,
+                                                  in_c=65528, in_cs=65528),
+                            r"layer descriptor 0: its input map takes \d+ bytes, more than the DRAM"),
+    "kernel 255x255, stride 255": (lambda im: with_layer(im, kh=255, kw=255, in_h=255, in_w=255, stride_h=255,
+                                                         stride_w=255),
+                                   r"instruction 3 \(syn\)\.w_addr: SRAM bytes \[\d+, 4161664\) outside the 262144-byte SRAM"),
+    # dma.load of 2**32-1 rows with both strides 0 passed the DRAM bound and ran for ~45 s
+    "dma.load rows 2**32-1, strides 0": (
+        lambda im: with_instruction(im, 0, Opcode.DMA_LOAD, dram_addr=0, sram_addr=0, row_bytes=8,
+                                    rows=(1 << 32) - 1, dram_stride=0, sram_stride=0),
+        r"instruction 0 \(dma.load\)\.rows: 4294967295 rows of 8 bytes, more than the 262144-byte SRAM holds"),
+    "dma.load rows 2**32-1, 0 bytes": (
+        lambda im: with_instruction(im, 0, Opcode.DMA_LOAD, dram_addr=0, sram_addr=0, row_bytes=0,
+                                    rows=(1 << 32) - 1, dram_stride=0, sram_stride=0),
+        r"instruction 0 \(dma.load\)\.rows"),
+    "move rows 2**32-1": (
+        lambda im: with_instruction(im, 0, Opcode.MOVE, src_addr=0, dst_addr=8, row_bytes=1, rows=(1 << 32) - 1,
+                                    src_stride=0, dst_stride=0),
+        r"instruction 0 \(move\)\.rows"),
+    "dma.load_bm of empty fibers": (
+        lambda im: with_instruction(im, 0, Opcode.DMA_LOAD_BM, dram_addr=0, sram_addr=0, fibers=(1 << 32) - 1,
+                                    fiber_elems=0, word_bytes=1, elem_bits=1, flags=0),
+        r"instruction 0 \(dma.load_bm\)\.fiber_elems = 0"),
+}
+
+
+@pytest.mark.parametrize("defect", list(BINARY_DEFECTS))
+def test_binary_defect_is_a_one_line_error(image, defect, tmp_path, capsys):
+    build, message = BINARY_DEFECTS[defect]
+    data = build(image)
+    with pytest.raises(BinaryFormatError, match=message):
+        read_program(data)
+    program, inputs, out = tmp_path / "bad.bin", tmp_path / "in.npz", tmp_path / "out.npz"
+    program.write_bytes(data)
+    np.savez(inputs, x=SPIKES_IN)
+    assert main(["run", str(program), "--input", str(inputs), "--output", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("snnc: error: ") and "\n" not in err and "internal error" not in err
+    assert not out.exists()
+
+
+def test_window_gather_beyond_the_visit_volume_limit():
+    """Every operand fits the SRAM, but the visit gathers 181x181 windows: 4.3 G elements that the
+    simulator would materialise (the im2col it multiplies) are refused instead."""
+    p = Prog()
+    lay = p.layer("big", kind=LayerKind.CONV, timesteps=4, in_format=Format.SPIKE_PLANES, out_format=Format.SPIKE_PLANES,
+                  in_c=8, in_cs=8, in_h=308, in_w=308, out_c=1, out_cs=8, out_h=128, out_w=128, kh=181, kw=181,
+                  param_c=1)
+    p.op(Opcode.SYN, layer=lay, batch=0, t0=0, nt=4, row0=0, rows=32, ch0=0, chs=1, in_row0=0, in_rows=212, flags=0,
+         in_addr=0, w_addr=0, param_addr=0, acc_addr=0)
+    with pytest.raises(BinaryFormatError, match=r"instruction 0 \(syn\): its window gather spans 4294049792 "
+                                                r"elements, more than 64 per SRAM byte \(16777216\)"):
+        read_program(fc.store_raw(fc.image_payloads(p.image()), p.dram_size))
+
+
+def test_every_limit_holds_for_the_image_the_simulator_gets(image):
+    """simulate() validates too: an image built in memory meets the same bounds as a file."""
+    bad = dataclasses.replace(image, dram_size=1 << 40)
+    with pytest.raises(BinaryFormatError, match="dram_size"):
+        simulate(bad, {"x": SPIKES_IN})
+    with pytest.raises(BinaryFormatError, match="dram_size"):
+        write_program(bad)  # and the compiler cannot write one
+
+
+def test_a_zlib_bomb_is_not_inflated(image):
+    payloads = fc.image_payloads(image)
+    bomb = fc.zlib.compress(b"\0" * (fc.bf.SECTION_MAX_BYTES[K.IO] + 1), 9)
+    data = fc.store_raw(payloads, image.dram_size)
+    # re-store the io section zlib-encoded with a body inflating past its bound
+    table = fc._table(data)
+    at, kind, _enc, _crc, offset, size = next(entry for entry in table if entry[1] == K.IO)
+    rebuilt = {K(entry[1]): data[entry[4]:entry[4] + entry[5]] for entry in table}
+    rebuilt[K.IO] = bomb
+    stored = fc.store_raw(rebuilt, image.dram_size)
+    raw = bytearray(stored)
+    at = next(entry[0] for entry in fc._table(stored) if entry[1] == K.IO)
+    raw[at + 2:at + 4] = int(fc.bf.SectionEncoding.ZLIB).to_bytes(2, "little")
+    with pytest.raises(BinaryFormatError, match=r"section io: the zlib stream inflates to more than"):
+        read_program(fc.recompute_crcs(bytes(raw)))
+
+
+# ---------------------------------------------------------------------------------------
+# input files and output files
+# ---------------------------------------------------------------------------------------
+
+def _save(path: Path, **arrays) -> Path:
+    np.savez(path, **arrays)
+    return path
+
+
+BAD_INPUTS = {
+    "npy": (lambda p: (np.save(p.with_suffix(".npy"), SPIKES_IN), p.with_suffix(".npy"))[1], r"a \.npy file"),
+    "npy named npz": (lambda p: (np.save(p.with_suffix(".npy"), SPIKES_IN),
+                                 p.with_suffix(".npy").rename(p), p)[2], r"a \.npy file"),
+    "structured": (lambda p: _save(p, x=np.zeros(3, dtype=[("a", "<i4"), ("b", "<f4")])), r"dtype \[\('a'"),
+    "complex": (lambda p: _save(p, x=SPIKES_IN.astype(np.complex64)), "dtype complex64 is not a real number type"),
+    "string": (lambda p: _save(p, x=np.array(["1", "0"])), "dtype <U1 is not a real number type"),
+    "datetime": (lambda p: _save(p, x=np.zeros(3, dtype="datetime64[s]")), r"dtype datetime64\[s\]"),
+    "object": (lambda p: _save(p, x=np.array([1, None], dtype=object)), "dtype object is not a real number type"),
+    "header beyond the data": (lambda p: (p.write_bytes(fc.bad_input_file({"x": SPIKES_IN}, None, "huge-header")[1]),
+                                          p)[1], r"array 'x': its header declares \[1048576, 1048576\]"),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_INPUTS))
+def test_bad_input_file_is_a_one_line_error(image, kind, tmp_path, capsys):
+    make, message = BAD_INPUTS[kind]
+    path = make(tmp_path / "in.npz")
+    with pytest.raises(InputError, match=message):
+        load_npz(path)
+    program, out = tmp_path / "p.bin", tmp_path / "out.npz"
+    program.write_bytes(write_program(image))
+    assert main(["run", str(program), "--input", str(path), "--output", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("snnc: error: ") and "\n" not in err and not out.exists()
+
+
+def test_simulate_refuses_non_real_arrays(image):
+    for bad in (SPIKES_IN.astype(np.complex64), SPIKES_IN.astype(str), np.zeros(SPIKES_IN.shape, "datetime64[s]")):
+        with pytest.raises(InputError, match="is not a real number type"):
+            simulate(image, {"x": bad})
+
+
+def test_report_pointing_at_a_directory_leaves_no_output(image, tmp_path, capsys):
+    program, inputs, out = tmp_path / "p.bin", tmp_path / "in.npz", tmp_path / "out.npz"
+    program.write_bytes(write_program(image))
+    np.savez(inputs, x=SPIKES_IN)
+    (tmp_path / "report").mkdir()
+    assert main(["run", str(program), "--input", str(inputs), "--output", str(out),
+                 "--report", str(tmp_path / "report")]) == 1
+    assert "report: is a directory" in capsys.readouterr().err
+    assert not out.exists() and not list(tmp_path.glob(".*.tmp"))
+    assert main(["run", str(program), "--input", str(inputs), "--output", str(tmp_path / "report")]) == 1
+    assert main(["run", str(program), "--input", str(inputs), "--output", str(out),
+                 "--report", str(tmp_path / "r.json")]) == 0
+    assert out.exists() and (tmp_path / "r.json").exists()
+
+
+# ---------------------------------------------------------------------------------------
+# compiler: membrane_bits, spike-pack on SEW-OR with T > lanes
+# ---------------------------------------------------------------------------------------
+
+def _hw_file(tmp_path: Path, membrane_bits: int) -> str:
+    text = HwConfig().to_toml().replace("membrane_bits = 32", f"membrane_bits = {membrane_bits}")
+    path = tmp_path / f"m{membrane_bits}.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def _small_net(timesteps: int = 4):
+    rng = np.random.default_rng(2)
+    net = Network(timesteps=timesteps)
+    x = net.input("x", (1, 8))
+    s, v = net.lif(net.dense(x, rng.integers(-8, 9, size=(8, 16)) / 8.0, None, name="fc1"), beta=0.5,
+                   threshold=1.0, name="lif1")
+    net.output(s, "spikes")
+    net.output(v, "membrane")
+    xs = (rng.integers(0, 9, size=(timesteps, 1, 8)) / 4.0).astype(np.float32)
+    return net.to_onnx(), xs
+
+
+def test_membrane_bits_fit_the_membrane_or_refuse_naming_the_layer(tmp_path):
+    model, xs = _small_net()
+    expected = ort.InferenceSession(model.SerializeToString()).run(None, {"x": xs})
+    wide = compile_model(model, CompileOptions())
+    narrow = compile_model(model, CompileOptions(hw=_hw_file(tmp_path, 16)))
+    frac = lambda result: isa.decode_layer(result.image.layers[0])["membrane_frac"]  # noqa: E731
+    assert frac(narrow) < frac(wide)
+    bound = 2 ** 15 - 1  # every membrane of the layer fits the 16-bit register at its fraction
+    got = simulate(narrow.image, {"x": xs}, functional=True)
+    membrane = got.outputs["membrane"] * 2.0 ** frac(narrow)
+    assert np.abs(membrane).max() <= bound
+    assert np.mean(got.outputs["spikes"] == expected[0]) > 0.5  # was 0 % before the fit
+    with pytest.raises(CompileError, match=r"'lif1': the membrane bound \|v\| <= [\d.]+ needs \d+-bit membranes, "
+                                           r"the hardware has compute.membrane_bits = 8"):
+        compile_model(model, CompileOptions(hw=_hw_file(tmp_path, 8)))
+
+
+@pytest.mark.parametrize("timesteps", [5, 6, 9])
+def test_spike_pack_sew_or_with_more_timesteps_than_lanes(timesteps):
+    """T = 6, dense->IF->dense->IF->Max(s2, s1)->dense->IF: spike-pack was 97.9 % (the SEW-OR's
+    packed output was stored per lane group, each store_bm rewriting the whole fiber)."""
+    rng = np.random.default_rng(0)
+    net = Network(timesteps=timesteps)
+    x = net.input("x", (1, 8))
+    s1, _ = net.if_neuron(net.dense(x, rng.integers(-8, 9, size=(8, 16)) / 8.0, None, name="fc1"), threshold=1.0,
+                          name="if1")
+    s2, _ = net.if_neuron(net.dense(s1, rng.integers(-8, 9, size=(16, 16)) / 8.0, None, name="fc2"),
+                          threshold=1.0, name="if2")
+    z = net.spike_or(s2, s1, name="sew")
+    s3, _ = net.if_neuron(net.dense(z, rng.integers(-8, 9, size=(16, 8)) / 8.0, None, name="fc3"), threshold=1.0,
+                          name="if3")
+    net.output(s3, "y")
+    model = net.to_onnx()
+    xs = (rng.integers(0, 9, size=(timesteps, 1, 8)) / 4.0).astype(np.float32)
+    expected = ort.InferenceSession(model.SerializeToString()).run(None, {"x": xs})[0]
+    assert 0 < expected.mean() < 1
+    result = compile_model(model, CompileOptions(passes="spike-pack"))
+    got = simulate(read_program(result.binary), {"x": xs}, functional=True).outputs["y"]
+    assert np.array_equal(got, expected)
