@@ -46,6 +46,7 @@ from xdsl.printer import Printer
 from xdsl.utils.exceptions import ArgSpecParseError, DiagnosticException, VerifyException
 
 from snnc.backend.errors import CompileError, SnncError
+from snnc.compiler.verify import IncrementalVerifier
 from snnc.dialects import make_context
 from snnc.passes import get_all_passes, pass_level
 
@@ -156,9 +157,11 @@ def _one_line(exc: Exception) -> str:
     return next((ln for ln in lines if ln), type(exc).__name__)
 
 
-def verify_module(module: ModuleOp, after: str) -> None:
+def verify_module(module: ModuleOp, after: str, verifier: Callable[[ModuleOp], None] | None = None) -> None:
+    """Verify `module` (with `verifier`, an IncrementalVerifier, when the caller verifies the
+    same module after each of many passes)."""
     try:
-        module.verify()
+        (verifier or ModuleOp.verify)(module)
     except (VerifyException, DiagnosticException) as exc:
         raise CompileError(f"IR does not verify after {after}: {_one_line(exc)}") from None
 
@@ -273,9 +276,10 @@ def compile_model(
     ctx = make_context()
     ir_stream = ir_stream or sys.stderr
     steps: list[str] = []
+    verifier = IncrementalVerifier()
 
     def checkpoint(step: str, module: ModuleOp) -> None:
-        verify_module(module, step)
+        verify_module(module, step, verifier)
         steps.append(step)
         if options.print_ir_after_all:
             ir_stream.write(f"// -----// IR after {step} //----- //\n")

@@ -115,7 +115,8 @@ def tensor_value(attr: DenseIntOrFPElementsAttr) -> np.ndarray:
 
 
 def int_array(values: Sequence[int]) -> DenseArrayBase:
-    return DenseArrayBase.from_list(i64, list(values))
+    """An i64 dense array built from bytes (from_list normalises every element: slow on long arrays)."""
+    return DenseArrayBase(i64, BytesAttr(np.asarray(values, dtype="<i8").reshape(-1).tobytes()))
 
 
 def int_array_value(attr: DenseArrayBase) -> tuple[int, ...]:

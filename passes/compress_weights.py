@@ -29,11 +29,12 @@ from typing import ClassVar
 import numpy as np
 from xdsl.context import Context
 from xdsl.dialects import memref
-from xdsl.dialects.builtin import BytesAttr, DenseArrayBase, DenseIntOrFPElementsAttr, IntegerType, MemRefType, \
-    ModuleOp, TensorType, i64
+from xdsl.dialects.builtin import BytesAttr, DenseIntOrFPElementsAttr, IntegerType, MemRefType, \
+    ModuleOp, TensorType
 from xdsl.passes import ModulePass
 from xdsl.rewriter import Rewriter
 
+from snnc.dialects.snn import int_array
 from snnc.backend import isa
 from snnc.dialects import tile
 from snnc.passes.footprints import FIBER_OFFSETS_ATTR, buffer_of, global_of, infer_buffer_types
@@ -72,8 +73,9 @@ def is_compressed(glob: memref.GlobalOp) -> bool:
     return FIBER_OFFSETS_ATTR in glob.attributes
 
 
-def compress_global(glob: memref.GlobalOp, module: ModuleOp) -> None:
-    """Replace a dense weights global by its fibers (and retype every memref.get_global of it)."""
+def compress_global(glob: memref.GlobalOp, module: ModuleOp, readers: list | None = None) -> None:
+    """Replace a dense weights global by its fibers (and retype every memref.get_global of it;
+    `readers`: those ops, when the caller has them)."""
     shape = tuple(glob.type.get_shape())
     bits = glob.type.element_type.width.data
     ints = np.frombuffer(glob.initial_value.data.data, dtype=f"<i{bits // 8}").reshape(shape)
@@ -81,11 +83,13 @@ def compress_global(glob: memref.GlobalOp, module: ModuleOp) -> None:
     new_type = MemRefType(IntegerType(8), [len(data)], memory_space=tile.DRAM)
     glob.type = new_type
     glob.initial_value = DenseIntOrFPElementsAttr(TensorType(IntegerType(8), [len(data)]), BytesAttr(data))
-    glob.attributes[FIBER_OFFSETS_ATTR] = DenseArrayBase.from_list(i64, [int(o) for o in offsets])
-    glob.attributes[FIBER_SHAPE_ATTR] = DenseArrayBase.from_list(i64, list(shape))
-    glob.attributes[FIBER_BITS_ATTR] = DenseArrayBase.from_list(i64, [bits])
-    for op in module.walk():
-        if isinstance(op, memref.GetGlobalOp) and op.name_.root_reference.data == glob.sym_name.data:
+    glob.attributes[FIBER_OFFSETS_ATTR] = int_array(offsets)
+    glob.attributes[FIBER_SHAPE_ATTR] = int_array(shape)
+    glob.attributes[FIBER_BITS_ATTR] = int_array([bits])
+    if readers is None:
+        readers = [op for op in module.walk() if isinstance(op, memref.GetGlobalOp)]
+    for op in readers:
+        if op.name_.root_reference.data == glob.sym_name.data:
             hint = op.memref.name_hint
             Rewriter.replace_value_with_new_type(op.memref, new_type)
             op.memref.name_hint = hint
@@ -140,8 +144,9 @@ class CompressWeights(ModulePass):
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         layers, timesteps = layer_table(op), module_timesteps(op)
+        readers = [o for o in op.walk() if isinstance(o, memref.GetGlobalOp)]
         for kernel in kernels(op):
             for glob in weight_globals(kernel):
                 if not is_compressed(glob):
-                    compress_global(glob, op)
+                    compress_global(glob, op, readers)
             infer_buffer_types(kernel.body.block, layers, timesteps)

@@ -76,7 +76,9 @@ class _Emitter:
         self.T = module_timesteps(module)
         self.layers = layer_table(module)
         self.ops: list[accel.InstructionOp] = []
-        self.rotation: dict[tile.AllocOp, tuple] = {}
+        self.rotation: dict[tuple, tuple] = {}  # (buffer, op) -> how its copy is chosen
+        self.coords: dict[Operation, tuple] = {}  # op -> its tile coordinate operands
+        self.fibers: dict[Operation, tuple | None] = {}  # syn -> the fiber starts of its weights
 
     def program(self) -> accel.ProgramOp:
         consts = [accel.ConstOp.create_with(name, _addr(g), g.initial_value.data.data)
@@ -122,31 +124,35 @@ class _Emitter:
             self.ops.append(accel.BarrierOp.create_with())
 
     def _address(self, value: SSAValue, op: Operation, env: dict) -> int:
-        """The SRAM offset of the copy of buffer `value` that this instance of `op` uses."""
+        """The SRAM offset of the copy of buffer `value` that this instance of `op` uses: copy
+        (rotation index mod copies), the rotation index being the row-major position of the
+        current iteration among the buffer's rotate loops around `op` (and its part, for the
+        parts of a split synapse)."""
+        key = (value, op)
+        plan = self.rotation.get(key)
+        if plan is None:
+            plan = self.rotation[key] = self._rotation_plan(value, op)
+        offsets, loops, parts, part = plan
+        if len(offsets) == 1:
+            return offsets[0]
+        index = 0
+        for iv, lower, step, trips in loops:
+            index = index * trips + (env[iv] - env[lower]) // step
+        return offsets[(index * parts + part) % len(offsets)]
+
+    @staticmethod
+    def _rotation_plan(value: SSAValue, op: Operation) -> tuple:
         buf = buffer_of(value)
         if buf is None:
             raise CompileError(f"{op.name}: operand is not a tile.alloc buffer")
         offsets = buf.offset_list()
         if not offsets:
             raise CompileError(f"tile.alloc '{buf.role.data}' has no SRAM offsets: run sram-alloc first")
-        if len(offsets) == 1:
-            return offsets[0]
-        return offsets[self._rotation_index(buf, op, env) % len(offsets)]
-
-    def _rotation_index(self, buf: tile.AllocOp, op: Operation, env: dict) -> int:
-        """Row-major position of the current iteration among the buffer's rotate loops around `op`."""
-        key = (buf, op)
-        loops = self.rotation.get(key)
-        if loops is None:
-            dims = buf.rotate_dims
-            loops = tuple((lp.iv, lp.op.lb, lp.step, lp.trips) for lp in enclosing_loops(op) if lp.dim in dims)
-            self.rotation[key] = loops
-        index = 0
-        for iv, lower, step, trips in loops:
-            index = index * trips + (env[iv] - env[lower]) // step
-        if "part" in buf.rotate_dims:  # statically split parts (row bands) take turns too
-            index = index * buf.attributes[PARTS_ATTR].value.data + op.attributes[PART_ATTR].value.data
-        return index
+        dims = buf.rotate_dims
+        loops = tuple((lp.iv, lp.op.lb, lp.step, lp.trips) for lp in enclosing_loops(op) if lp.dim in dims)
+        if "part" in dims:  # statically split parts (row bands) take turns too
+            return offsets, loops, buf.attributes[PARTS_ATTR].value.data, op.attributes[PART_ATTR].value.data
+        return offsets, loops, 1, 0
 
     def _visit(self, op: Operation, env: dict) -> None:
         handler = _HANDLERS.get(type(op))
@@ -158,8 +164,11 @@ class _Emitter:
             raise CompileError(f"convert-loops-to-accel: {op.name} has no accelerator lowering")
 
     def _tile(self, op, env) -> dict[str, int]:
-        return dict(batch=env[op.b], t0=env[op.t0], nt=env[op.nt], row0=env[op.row0], rows=env[op.rows],
-                    ch0=env[op.ch0], chs=env[op.chs])
+        coords = self.coords.get(op)
+        if coords is None:
+            coords = self.coords[op] = (op.b, op.t0, op.nt, op.row0, op.rows, op.ch0, op.chs)
+        b, t0, nt, row0, rows, ch0, chs = coords
+        return dict(batch=env[b], t0=env[t0], nt=env[nt], row0=env[row0], rows=env[rows], ch0=env[ch0], chs=env[chs])
 
     def _emit(self, op: accel.InstructionOp) -> None:
         self.ops.append(op)
@@ -282,10 +291,12 @@ class _Emitter:
 
     def _weight_bytes(self, op: tile.SynOp, env: dict) -> int:
         """Bytes of the channel tile's fibers when the weights stay compressed in SRAM, else 0."""
-        buf = buffer_of(op.weights)
-        source = next((use.operation for use in buf.result.uses if isinstance(use.operation, tile.LoadConstOp)), None)
-        glob = global_of(source.src) if source is not None else None
-        offsets = fiber_offsets(glob) if glob is not None else None
+        if op not in self.fibers:
+            buf = buffer_of(op.weights)
+            source = next((u.operation for u in buf.result.uses if isinstance(u.operation, tile.LoadConstOp)), None)
+            glob = global_of(source.src) if source is not None else None
+            self.fibers[op] = fiber_offsets(glob) if glob is not None else None
+        offsets = self.fibers[op]
         if offsets is None:
             return 0
         ch0, chs = env[op.ch0], env[op.chs]

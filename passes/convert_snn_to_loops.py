@@ -56,6 +56,7 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 
+from snnc.dialects.snn import int_array
 from snnc.backend.errors import CompileError
 from snnc.backend.hwconfig import load_hw
 from snnc.backend.isa import Format, LayerFlags, LayerKind, LeakForm, LifFlags, ResetMode
@@ -285,11 +286,11 @@ WINDOW_ATTR = "tile.window"  # on @main's results: the timesteps [t0, nt] the us
 
 
 def _shape_attr(value: SSAValue) -> DenseArrayBase:
-    return DenseArrayBase.from_list(i64, list(io_window(value)[2]))
+    return int_array(list(io_window(value)[2]))
 
 
 def _window_attr(value: SSAValue) -> DenseArrayBase:
-    return DenseArrayBase.from_list(i64, list(io_window(value)[:2]))
+    return int_array(list(io_window(value)[:2]))
 
 
 def _restore_numbers(step) -> None:

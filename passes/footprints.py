@@ -19,11 +19,13 @@ These are the isa.py tile layouts of the instructions the tile ops become.
 
 from __future__ import annotations
 
+import functools
 import math
+import weakref
 
 from xdsl.dialects import memref
 from xdsl.dialects.builtin import IntegerType, MemRefType
-from xdsl.ir import Attribute, Block, Operation, SSAValue
+from xdsl.ir import Block, Operation, SSAValue
 from xdsl.rewriter import Rewriter
 from xdsl.traits import SymbolTable
 
@@ -34,11 +36,27 @@ from snnc.passes.loopnest import Steps, loop_of, upper
 
 WORD_FORMATS = (Format.SPIKE_WORDS, Format.SPIKE_BITMASK)
 FIBER_OFFSETS_ATTR = "tile.fiber_offsets"  # on a memref.global of compressed weights: N+1 fiber starts
-Shape = tuple[tuple[int, ...], Attribute]  # (shape, element type)
+Shape = tuple[tuple[int, ...], int]  # (shape, bits per element)
+_GLOBALS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # memref.get_global -> its memref.global
 
 
-def word_type(timesteps: int) -> IntegerType:
-    return IntegerType(8 * isa.spike_word_bytes(timesteps))
+def word_bits(timesteps: int) -> int:
+    return 8 * isa.spike_word_bytes(timesteps)
+
+
+def shape_bytes(shape: Shape) -> int:
+    dims, bits = shape
+    return (math.prod(dims) * bits + 7) // 8
+
+
+@functools.lru_cache(maxsize=4096)
+def _sram_type(dims: tuple[int, ...], bits: int) -> MemRefType:
+    return MemRefType(IntegerType(bits), dims, memory_space=tile.SRAM)
+
+
+def sram_type(shape: Shape) -> MemRefType:
+    """The memref type of an SRAM tile (types are immutable: shared between buffers)."""
+    return _sram_type(tuple(shape[0]), shape[1])
 
 
 def type_bytes(t: MemRefType) -> int:
@@ -48,23 +66,36 @@ def type_bytes(t: MemRefType) -> int:
 
 def format_tile(fmt: Format, nt: int, rows: int, width: int, chs: int, timesteps: int) -> Shape:
     if fmt in WORD_FORMATS:
-        return (rows, width, chs), word_type(timesteps)
-    bits = {Format.SPIKE_PLANES: 1, Format.ACT_I16: 16, Format.ACT_I32: 32}[fmt]
-    return (nt, rows, width, chs), IntegerType(bits)
+        return (rows, width, chs), word_bits(timesteps)
+    return (nt, rows, width, chs), {Format.SPIKE_PLANES: 1, Format.ACT_I16: 16, Format.ACT_I32: 32}[fmt]
 
 
 def global_of(value: SSAValue) -> memref.GlobalOp | None:
     """The memref.global a `memref.get_global` value names."""
     owner = value.owner
-    if isinstance(owner, memref.GetGlobalOp):
+    if not isinstance(owner, memref.GetGlobalOp):
+        return None
+    found = _GLOBALS.get(owner)
+    if found is None or found.sym_name.data != owner.name_.root_reference.data or found.parent is None:
         found = SymbolTable.lookup_symbol(owner, owner.name_)
-        return found if isinstance(found, memref.GlobalOp) else None
-    return None
+        if not isinstance(found, memref.GlobalOp):
+            return None
+        _GLOBALS[owner] = found
+    return found
+
+
+_FIBERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # global -> (its offsets attr, the ints)
 
 
 def fiber_offsets(glob: memref.GlobalOp) -> tuple[int, ...] | None:
+    """The N+1 fiber starts of a compressed weights global (None for dense weights)."""
     attr = glob.attributes.get(FIBER_OFFSETS_ATTR)
-    return None if attr is None else tuple(int(v) for v in attr.get_values())
+    if attr is None:
+        return None
+    cached = _FIBERS.get(glob)
+    if cached is None or cached[0] is not attr:
+        cached = _FIBERS[glob] = (attr, tuple(int(v) for v in attr.get_values()))
+    return cached[1]
 
 
 def _channel_tiles(ch0: SSAValue, chs: SSAValue, steps: Steps | None) -> list[tuple[int, int]]:
@@ -72,7 +103,8 @@ def _channel_tiles(ch0: SSAValue, chs: SSAValue, steps: Steps | None) -> list[tu
     loop = loop_of(ch0)
     if loop is None:
         return [(upper(ch0, steps), upper(chs, steps))]
-    step = steps.get(loop.op, loop.step) if steps else loop.step
+    overrides = steps[0] if isinstance(steps, tuple) else steps
+    step = overrides.get(loop.op, loop.step) if overrides else loop.step
     return [(c, min(step, loop.upper - c)) for c in range(loop.lower, loop.upper, step)]
 
 
@@ -82,11 +114,11 @@ def const_footprint(op: tile.LoadConstOp, steps: Steps | None = None) -> Shape:
     offsets = fiber_offsets(glob) if glob is not None else None
     if offsets is not None:  # compressed weights kept compressed: the largest channel tile's fibers
         largest = max(offsets[c + n] - offsets[c] for c, n in _channel_tiles(op.ch0, op.chs, steps))
-        return (largest,), IntegerType(8)
-    shape = src_type.get_shape()
+        return (largest,), 8
+    shape, bits = src_type.get_shape(), src_type.element_type.width.data
     if len(shape) == 1:  # a parameter block: whole
-        return shape, src_type.element_type
-    return (upper(op.chs, steps), *shape[1:]), src_type.element_type
+        return shape, bits
+    return (upper(op.chs, steps), *shape[1:]), bits
 
 
 def map_format(map_value: SSAValue) -> Format:
@@ -117,7 +149,7 @@ def operand_footprints(op: Operation, layers: dict[str, accel.LayerOp], timestep
     layer = layers[op.layer_symbol]
     g = layer.get
     nt, rows, chs = upper(op.nt, steps), upper(op.rows, steps), upper(op.chs, steps)
-    i32 = IntegerType(32)
+    i32 = 32
     acc = ((nt, rows, g("out_w"), chs), i32)
     if isinstance(op, tile.SynOp | tile.PoolOp):
         in_tile = format_tile(Format(g("in_format")), nt, upper(op.in_rows, steps), g("in_w"), g("in_cs"), timesteps)
@@ -126,12 +158,12 @@ def operand_footprints(op: Operation, layers: dict[str, accel.LayerOp], timestep
                     "out": format_tile(Format(g("out_format")), nt, rows, g("out_w"), chs, timesteps)}
         return {"inp": in_tile, "acc": acc}
     if isinstance(op, tile.LifOp):
-        out = {"acc": acc, "state": ((2, rows, g("out_w"), chs), i32), "spk": ((rows, g("out_w"), chs), word_type(nt))}
+        out = {"acc": acc, "state": ((2, rows, g("out_w"), chs), i32), "spk": ((rows, g("out_w"), chs), word_bits(nt))}
         if op.mem is not None:
             out["mem"] = acc
         return out
     if isinstance(op, tile.PackOp):
-        return {"spk": ((rows, g("out_w"), chs), word_type(nt)),
+        return {"spk": ((rows, g("out_w"), chs), word_bits(nt)),
                 "out": format_tile(Format(g("out_format")), nt, rows, g("out_w"), chs, timesteps)}
     if isinstance(op, tile.AddOp):
         width = g("in_w")
@@ -147,28 +179,35 @@ def buffer_of(value: SSAValue) -> tile.AllocOp | None:
     return owner if isinstance(owner, tile.AllocOp) else None
 
 
+_TILE_OPS = (*tile.COMPUTE_OPS, *tile.MOVE_OPS)
+
+
 def largest_tiles(block: Block, layers: dict[str, accel.LayerOp], timesteps: int,
-                  steps: Steps | None = None) -> dict[tile.AllocOp, MemRefType]:
-    """Per tile.alloc of `block`: the type of the largest tile its users hold."""
-    largest: dict[tile.AllocOp, MemRefType] = {}
-    for op in block.walk():
-        if not isinstance(op, (*tile.COMPUTE_OPS, *tile.MOVE_OPS)):
-            continue
-        for name, (shape, element) in operand_footprints(op, layers, timesteps, steps).items():
+                  steps: Steps | None = None, ops: list[Operation] | None = None) -> dict[tile.AllocOp, Shape]:
+    """Per tile.alloc of `block`: the largest tile its users hold (`ops`: the block's tile ops,
+    when the caller has them)."""
+    largest: dict[tile.AllocOp, Shape] = {}
+    memo: dict = {}
+    for op in ops if ops is not None else tile_ops(block):
+        for name, shape in operand_footprints(op, layers, timesteps, (steps, memo)).items():
             buf = buffer_of(getattr(op, name))
             if buf is None:
                 continue
-            new = MemRefType(element, shape, memory_space=tile.SRAM)
-            if buf not in largest or type_bytes(new) > type_bytes(largest[buf]):
-                largest[buf] = new
+            if buf not in largest or shape_bytes(shape) > shape_bytes(largest[buf]):
+                largest[buf] = shape
     return largest
+
+
+def tile_ops(block: Block) -> list[Operation]:
+    return [op for op in block.walk() if isinstance(op, _TILE_OPS)]
 
 
 def infer_buffer_types(block: Block, layers: dict[str, accel.LayerOp], timesteps: int) -> None:
     """Give every tile.alloc in `block` the type of the largest tile its users hold."""
-    for buf, new_type in largest_tiles(block, layers, timesteps).items():
-        if buf.result.type != new_type:
-            set_buffer_type(buf, new_type)
+    for buf, shape in largest_tiles(block, layers, timesteps).items():
+        t = buf.result.type
+        if tuple(t.get_shape()) != tuple(shape[0]) or t.element_type.width.data != shape[1]:
+            set_buffer_type(buf, sram_type(shape))
 
 
 def set_buffer_type(buf: tile.AllocOp, new_type: MemRefType) -> None:

@@ -47,7 +47,7 @@ from snnc.backend.errors import CompileError
 from snnc.backend.isa import Format
 from snnc.dialects import tile
 from snnc.passes.footprints import buffer_of
-from snnc.passes.footprints import largest_tiles, type_bytes
+from snnc.passes.footprints import largest_tiles, shape_bytes, type_bytes
 from snnc.passes.loop_module import kernels, layer_table, main_of, module_hw, module_timesteps
 from snnc.passes.loopnest import Loop, const, loops_in, nest_chain, new_loop
 
@@ -173,8 +173,8 @@ class _Estimate:
 
     def _member_tiles(self, kernel: tile.KernelOp) -> int:
         steps = {lp.op: 1 for lp in loops_in(kernel.body.block) if lp.dim == "m"}
-        types = largest_tiles(kernel.body.block, self.layers, self.timesteps, steps)
-        return sum(_align(type_bytes(t)) for b, t in types.items() if b not in _held_buffers(kernel))
+        shapes = largest_tiles(kernel.body.block, self.layers, self.timesteps, steps)
+        return sum(_align(shape_bytes(t)) for b, t in shapes.items() if b not in _held_buffers(kernel))
 
     def _rings(self, group: list[tile.KernelOp]) -> int:
         writes = [_writes(k) for k in group]

@@ -181,9 +181,21 @@ def span(upper_bound: SSAValue, lower_bound: SSAValue) -> int:
 Steps = dict[scf.ForOp, int]  # loop steps that replace the IR's (a tiling being considered)
 
 
-def index_bounds(value: SSAValue, steps: Steps | None = None) -> tuple[int, int]:
+def index_bounds(value: SSAValue, steps=None) -> tuple[int, int]:
     """(lowest, highest) value an index can take (conservative, from the loop bounds),
-    with the loops in `steps` taking those steps instead of their own."""
+    with the loops in `steps` taking those steps instead of their own. `steps` may be a
+    (steps, memo) pair: the memo dict keeps bounds already computed under those steps."""
+    if isinstance(steps, tuple):
+        memo = steps[1]
+        found = memo.get(value)
+        if found is None:
+            found = memo[value] = _index_bounds(value, steps)
+        return found
+    return _index_bounds(value, steps)
+
+
+def _index_bounds(value: SSAValue, context) -> tuple[int, int]:
+    steps = context[0] if isinstance(context, tuple) else context
     c = const_value(value)
     if c is not None:
         for use in value.uses:  # a loop's step constant
@@ -193,13 +205,13 @@ def index_bounds(value: SSAValue, steps: Steps | None = None) -> tuple[int, int]
     loop = loop_of(value)
     if loop is not None:
         step = steps.get(loop.op, loop.step) if steps else loop.step
-        lower, upper_bound = index_bounds(loop.op.lb, steps)[0], index_bounds(loop.op.ub, steps)[1]
+        lower, upper_bound = index_bounds(loop.op.lb, context)[0], index_bounds(loop.op.ub, context)[1]
         trips = max(0, -(-(upper_bound - lower) // step))
         last = lower + (trips - 1) * step if trips else lower
         return lower, last
     op = value.owner
     if isinstance(op, arith.MinSIOp | arith.MaxSIOp | arith.AddiOp | arith.SubiOp | arith.MuliOp):
-        (a_lo, a_hi), (b_lo, b_hi) = index_bounds(op.lhs, steps), index_bounds(op.rhs, steps)
+        (a_lo, a_hi), (b_lo, b_hi) = index_bounds(op.lhs, context), index_bounds(op.rhs, context)
         if isinstance(op, arith.MinSIOp):
             return min(a_lo, b_lo), min(a_hi, b_hi)
         if isinstance(op, arith.MaxSIOp):
@@ -211,12 +223,12 @@ def index_bounds(value: SSAValue, steps: Steps | None = None) -> tuple[int, int]
         products = [a_lo * b_lo, a_lo * b_hi, a_hi * b_lo, a_hi * b_hi]
         return min(products), max(products)
     if isinstance(op, arith.SelectOp):
-        (a_lo, a_hi), (b_lo, b_hi) = index_bounds(op.lhs, steps), index_bounds(op.rhs, steps)
+        (a_lo, a_hi), (b_lo, b_hi) = index_bounds(op.lhs, context), index_bounds(op.rhs, context)
         return min(a_lo, b_lo), max(a_hi, b_hi)
     if isinstance(op, arith.CmpiOp):
         return 0, 1
     if isinstance(op, tile.InputRowsOp):
-        _, rows_hi = index_bounds(op.rows, steps)
+        _, rows_hi = index_bounds(op.rows, context)
         height = op.height.data
         if value is op.in_rows:  # a tile of the most rows reads at most this many input rows
             return 0, min(height, (rows_hi - 1) * op.stride.data + (op.k.data - 1) * op.dilation.data + 1)
@@ -224,7 +236,7 @@ def index_bounds(value: SSAValue, steps: Steps | None = None) -> tuple[int, int]
     raise ValueError(f"no bounds for an index computed by {getattr(op, 'name', op)}")
 
 
-def upper(value: SSAValue, steps: Steps | None = None) -> int:
+def upper(value: SSAValue, steps=None) -> int:
     return index_bounds(value, steps)[1]
 
 

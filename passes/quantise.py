@@ -38,7 +38,6 @@ from typing import ClassVar
 import numpy as np
 from xdsl.context import Context
 from xdsl.dialects.builtin import (
-    DenseArrayBase,
     DictionaryAttr,
     FloatAttr,
     IntegerAttr,
@@ -50,6 +49,7 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Attribute, Operation
 from xdsl.passes import ModulePass
 
+from snnc.dialects.snn import int_array
 from snnc.backend.errors import CompileError
 from snnc.backend.hwconfig import load_hw
 from snnc.backend.isa import LeakForm
@@ -80,7 +80,7 @@ def to_attr(values: dict[str, object]) -> DictionaryAttr:
         elif isinstance(value, float | np.floating):
             out[key] = FloatAttr(float(value), f64)
         else:
-            out[key] = DenseArrayBase.from_list(i64, [int(v) for v in value])
+            out[key] = int_array([int(v) for v in value])
     return DictionaryAttr(out)
 
 

@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from xdsl.context import Context
-from xdsl.dialects.builtin import DenseArrayBase, ModuleOp, i64
+from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
 
+from snnc.dialects.snn import int_array
 from snnc.backend.errors import CompileError
 from snnc.dialects import tile
 from snnc.passes.footprints import buffer_bytes, own_buffers
@@ -98,7 +99,7 @@ def allocate_kernel(kernel: tile.KernelOp, limit: int, descending: bool, base: i
     for buf in own:
         offsets[buf] = [plan.take(buffer_bytes(buf), buf.role.data) for _ in range(buf.copies.data)]
     for buf, placed in offsets.items():
-        buf.offsets = DenseArrayBase.from_list(i64, placed)
+        buf.offsets = int_array(placed)
     lo, hi = plan.free()
     for index, member in enumerate(direct_members(kernel)):
         allocate_kernel(member, hi, index % 2 == 1, lo)

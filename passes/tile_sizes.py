@@ -42,6 +42,8 @@ from snnc.passes.footprints import (
     infer_buffer_types,
     kernel_buffers,
     largest_tiles,
+    shape_bytes,
+    tile_ops,
     members,
     own_buffers,
     role,
@@ -100,6 +102,8 @@ class _Kernel:
         self.m: Loop | None = self.by_dim.get("m", [None])[0]
         self.t: Loop | None = self.by_dim.get("t", [None])[0]
         self.buffers = kernel_buffers(self.kernel)
+        self.ops = tile_ops(self.kernel.body.block)
+        self.cache: dict = {}
 
     def set_steps(self, dim: str, step: int) -> None:
         for loop in self.by_dim.get(dim, []):
@@ -111,8 +115,11 @@ class _Kernel:
             steps.update({loop.op: chs for loop in self.by_dim.get("n", [])})
         if rows is not None:
             steps.update({loop.op: rows for loop in self.by_dim.get("m", [])})
-        types = largest_tiles(self.kernel.body.block, self.layers, self.timesteps, steps)
-        return {buf: type_bytes(types[buf]) if buf in types else 1 for buf in self.buffers}
+        key = (chs, rows)
+        if key not in self.cache:
+            shapes = largest_tiles(self.kernel.body.block, self.layers, self.timesteps, steps, self.ops)
+            self.cache[key] = {buf: shape_bytes(shapes[buf]) if buf in shapes else 1 for buf in self.buffers}
+        return self.cache[key]
 
     def total(self, chs: int | None, rows: int | None, copies: int, weight_copies: int) -> int:
         return sum(buffer_copies(buf, copies, weight_copies) * align(max(size, 1))
