@@ -35,7 +35,7 @@ from snnc.dialects import tile
 from snnc.passes.footprints import buffer_bytes, own_buffers
 from snnc.passes.loop_module import kernels, module_hw
 from snnc.passes.loopnest import loops_in
-from snnc.passes.tile_sizes import SRAM_ALIGN, align, reserved_bytes
+from snnc.passes.tile_plan import SRAM_ALIGN, align, reserved_bytes
 
 
 class SramPlan:

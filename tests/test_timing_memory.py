@@ -106,13 +106,13 @@ def test_visit_rounds_in_whole_operand_rounds():
 
 def test_round_aware_rows():
     """FTP visits of an 8-wide map: rows in tiles of 3 (24 positions) leave half of every
-    second TPPE round idle; tiles of 2 or 4 fill them (`_row_rounds`). The lowering takes the
+    second TPPE round idle; tiles of 2 or 4 fill them (`row_rounds`). The lowering takes the
     most rows among those with the fewest rounds: AlexNet conv2 (8x8) in visits of 2 rows."""
-    from snnc.passes.tile_sizes import _row_rounds
+    from snnc.passes.tile_plan import row_rounds
 
-    assert _row_rounds(8, 3, 8, 192, 16) == 5.0  # tiles 3, 3, 2: 2 + 2 + 1 rounds
-    assert _row_rounds(8, 2, 8, 192, 16) == 4.0 == _row_rounds(8, 4, 8, 192, 16) == _row_rounds(8, 1, 8, 192, 16)
-    assert _row_rounds(32, 3, 32, 64, 16) == _row_rounds(32, 2, 32, 64, 16) == 64.0  # 32-wide rows always fill
+    assert row_rounds(8, 3, 8, 192, 16) == 5.0  # tiles 3, 3, 2: 2 + 2 + 1 rounds
+    assert row_rounds(8, 2, 8, 192, 16) == 4.0 == row_rounds(8, 4, 8, 192, 16) == row_rounds(8, 1, 8, 192, 16)
+    assert row_rounds(32, 3, 32, 64, 16) == row_rounds(32, 2, 32, 64, 16) == 64.0  # 32-wide rows always fill
 
     from snnc.backend.binformat import decode_instructions
     from snnc.backend.isa import Opcode

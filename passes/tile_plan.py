@@ -1,0 +1,205 @@
+"""The vocabulary of tile-size choice, shared by tile-sizes (passes/tile_sizes.py) and its
+row-band planning (passes/band_tiling.py): a kernel's buffers and their sizes at a given
+channel and row step (`TiledKernel`), the heuristic that picks the steps and copies
+(`choose`), keeping time-batched state on chip (`settle_state`), and the one-line error of a
+kernel that fits under no tiling. Not a pass."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from xdsl.dialects import scf
+from xdsl.dialects.builtin import IntAttr, IntegerAttr
+
+from snnc.dialects import tile
+from snnc.passes.footprints import buffer_bytes, kernel_buffers, largest_tiles, role, shape_bytes, tile_ops
+from snnc.passes.loopnest import Loop, loops_in, set_step
+from snnc.runtime.pe_array import visit_rounds
+
+SRAM_ALIGN = 16  # bytes; every SRAM buffer starts on a bank word
+FIXED_ATTR = "tile.fixed"  # on a loop: its step is the user's, not the heuristic's
+RESERVED_ATTR = "tile.reserved"  # on a kernel: SRAM bytes held by data that outlives it
+
+
+def align(value: int, to: int = SRAM_ALIGN) -> int:
+    return (value + to - 1) // to * to
+
+
+def buffer_copies(buf: tile.AllocOp, copies: int, weight_copies: int) -> int:
+    """Copies of a buffer under a plan: none if it never rotates, `weight_copies` if it rotates
+    over output-channel tiles only (weights), else `copies` (per-visit and per-tile buffers)."""
+    dims = buf.rotate_dims
+    if not dims:
+        return 1
+    return weight_copies if dims == ("n",) else copies
+
+
+def reserved_bytes(kernel: tile.KernelOp) -> int:
+    attr = kernel.attributes.get(RESERVED_ATTR)
+    return attr.value.data if isinstance(attr, IntegerAttr) else 0
+
+
+def kernel_layer_name(kernel: tile.KernelOp) -> str:
+    return kernel.sym_name.data
+
+
+@dataclass
+class TiledKernel:
+    """A kernel under consideration: its tiled loops and a way to size a plan."""
+
+    kernel: tile.KernelOp
+    layers: dict
+    timesteps: int
+    available: int
+
+    def __post_init__(self):
+        self.by_dim: dict[str, list[Loop]] = {}
+        for loop in loops_in(self.kernel.body.block):  # a kernel may run several nests (op: one per k-chunk)
+            self.by_dim.setdefault(loop.dim, []).append(loop)
+        self.n: Loop | None = self.by_dim.get("n", [None])[0]
+        self.m: Loop | None = self.by_dim.get("m", [None])[0]
+        self.t: Loop | None = self.by_dim.get("t", [None])[0]
+        self.buffers = kernel_buffers(self.kernel)
+        self.ops = tile_ops(self.kernel.body.block)
+        self.cache: dict = {}
+
+    def set_steps(self, dim: str, step: int) -> None:
+        for loop in self.by_dim.get(dim, []):
+            set_step(loop, step)
+
+    def sizes(self, chs: int | None, rows: int | None) -> dict[tile.AllocOp, int]:
+        steps = {}
+        if chs is not None:
+            steps.update({loop.op: chs for loop in self.by_dim.get("n", [])})
+        if rows is not None:
+            steps.update({loop.op: rows for loop in self.by_dim.get("m", [])})
+        key = (chs, rows)
+        if key not in self.cache:
+            shapes = largest_tiles(self.kernel.body.block, self.layers, self.timesteps, steps, self.ops)
+            self.cache[key] = {buf: shape_bytes(shapes[buf]) if buf in shapes else 1 for buf in self.buffers}
+        return self.cache[key]
+
+    def total(self, chs: int | None, rows: int | None, copies: int, weight_copies: int) -> int:
+        return sum(buffer_copies(buf, copies, weight_copies) * align(max(size, 1))
+                   for buf, size in self.sizes(chs, rows).items())
+
+    def fits(self, chs, rows, copies, weight_copies) -> bool:
+        return self.total(chs, rows, copies, weight_copies) <= self.available
+
+
+def is_fixed(loop: Loop | None) -> bool:
+    return loop is None or FIXED_ATTR in loop.op.attributes
+
+
+def most_rows(k: TiledKernel, chs: int | None, copies: int, weight_copies: int, most: int = 0) -> int | None:
+    """The most output rows (up to `most`, if given) that fit with `chs` channels (sizes grow
+    with rows), or None."""
+    if is_fixed(k.m):
+        return (k.m.step if k.m else None) if k.fits(chs, None, copies, weight_copies) else None
+    lo, hi = 1, most or k.m.upper - k.m.lower
+    if not k.fits(chs, lo, copies, weight_copies):
+        return None
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if k.fits(chs, mid, copies, weight_copies) else (lo, mid - 1)
+    return lo
+
+
+def channel_options(k: TiledKernel) -> list[int | None]:
+    """Channel tile sizes, largest first: multiples of 8, and of the fiber slice of a packed output."""
+    if is_fixed(k.n):
+        return [None]
+    out_cs = k.n.upper - k.n.lower
+    grain = 8
+    for op in k.kernel.body.walk():
+        if isinstance(op, tile.StoreOp) and isinstance(op.dst.owner, tile.MapOp) and op.dst.owner.slice is not None:
+            grain = max(grain, op.dst.owner.slice.data)
+    return sorted({(-(-out_cs // parts) + grain - 1) // grain * grain for parts in range(1, out_cs // grain + 1)},
+                  reverse=True)
+
+
+def row_rounds(height: int, rows: int, width: int, chs: int, pes: int) -> float:
+    """TPPE rounds of one channel tile's row tiles (FTP: a stream per output position)."""
+    return sum(visit_rounds(min(rows, height - r) * width, chs, pes) for r in range(0, height, rows))
+
+
+def choose(k: TiledKernel, pes: int, out_width: int) -> tuple[int | None, int | None, int, int]:
+    """(channels, rows, copies, weight copies) of the first plan that fits (see CONTRACT)."""
+    several_tiles = not is_fixed(k.n)
+    for copies, double_weights in ((2, True), (2, False), (1, False)):
+        for chs in channel_options(k):
+            out_cs = None if k.n is None else k.n.upper - k.n.lower
+            weight_copies = 2 if double_weights and several_tiles and chs is not None and chs < out_cs else 1
+            rows = most_rows(k, chs, copies, weight_copies)
+            if rows is None:
+                continue
+            if k.t is not None and k.t.parallel and k.n is not None and not is_fixed(k.m):
+                height = k.m.upper - k.m.lower
+                width_chs = chs if chs is not None else k.n.step
+                rows = min(range(rows, 0, -1), key=lambda r: row_rounds(height, r, out_width, width_chs, pes))
+            return chs, rows, copies, weight_copies
+    return None
+
+
+def state_transfers(kernel: tile.KernelOp) -> list[scf.IfOp]:
+    """The guarded loads and stores of neuron state between time batches (time-batch)."""
+    found = []
+    for op in kernel.body.walk():
+        if isinstance(op, scf.IfOp) and any(
+                isinstance(inner, tile.LoadOp | tile.StoreOp) and role(inner.dst if isinstance(inner, tile.LoadOp)
+                                                                      else inner.src) == "state"
+                for inner in op.walk()):
+            found.append(op)
+    return found
+
+
+def settle_state(k: TiledKernel, copies: int, free: int) -> None:
+    """Keep the neuron state on chip between time batches when it can be: each output tile's
+    state in its own copy when there are no more tiles than copies, or in one SRAM copy per
+    tile when those fit in the SRAM left free; else it goes through DRAM (as time-batch wrote)."""
+    transfers = state_transfers(k.kernel)
+    if not transfers:
+        return
+    tiles = math.prod(loop.trips for dim in ("n", "b", "m") for loop in k.by_dim.get(dim, [])[:1])
+    state = next(buf for buf in k.buffers if buf.role.data == "state")
+    if tiles > copies:
+        if tiles * align(max(buffer_bytes(state), 1)) > free:
+            return
+        state.copies = IntAttr(tiles)
+    _drop_transfers(transfers)
+
+
+def _drop_transfers(transfers: list) -> None:
+    """Remove the guarded state loads and stores (and their DRAM maps, now unused)."""
+    spill_maps = set()
+    for op in transfers:
+        for inner in op.walk():
+            if isinstance(inner, tile.LoadOp):
+                spill_maps.add(inner.src.owner)
+        op.detach()
+        op.erase()
+    for map_op in spill_maps:
+        if not map_op.result.uses:
+            map_op.detach()
+            map_op.erase()
+
+
+def synapse_out_width(kernel: tile.KernelOp, layers) -> int:
+    for op in kernel.body.walk():
+        if isinstance(op, tile.SynOp):
+            return layers[op.layer_symbol].get("out_w")
+    return 1
+
+
+def no_fit_message(k: TiledKernel) -> str:
+    smallest_chs = 8 if not is_fixed(k.n) else None
+    smallest_rows = 1 if not is_fixed(k.m) else None
+    sizes = k.sizes(smallest_chs, smallest_rows)
+    need = sum(buffer_copies(buf, 1, 1) * align(max(size, 1)) for buf, size in sizes.items())
+    biggest = max(sizes, key=sizes.get)
+    shape = " x ".join(filter(None, [f"{smallest_rows} row" if smallest_rows else "",
+                                     f"{smallest_chs} channels" if smallest_chs else ""])) or "its fixed"
+    held = f" (another {reserved_bytes(k.kernel)} bytes hold data of other layers)" if reserved_bytes(k.kernel) else ""
+    return (f"'{kernel_layer_name(k.kernel)}': does not fit the SRAM under any tiling: even a {shape} tile needs {need} bytes "
+            f"(buffer '{biggest.role.data}' alone {sizes[biggest]}) against {k.available} available{held}")
