@@ -7,9 +7,10 @@ the same operands, result types, properties and attributes (xDSL attributes are
 immutable, so a changed property is a new object), in the same block. An op verifies the
 same then, so `IncrementalVerifier` re-verifies (without its nested ops) only the ops
 whose fingerprint of those identities (and of their operands' types, their blocks'
-argument types and terminators) changed, and, when anything changed, the ops whose
-verifiers look at all they contain (the module, functions, the accel program, symbol users). The
-objects behind a fingerprint are kept alive, so their ids cannot be reused by new ones.
+argument types and terminators) changed; the ops whose verifiers read the ops they hold
+(the module's symbol table, a function's body, the accel program's instructions) when one
+of those changed or came or went; and symbol users (memref.get_global checks its global)
+when a module-level op changed. The objects behind a fingerprint are kept alive, so their ids cannot be reused by new ones.
 The first call verifies everything, as `module.verify()` does.
 """
 
@@ -22,17 +23,16 @@ from xdsl.traits import SymbolUserOpInterface
 
 from snnc.dialects import accel
 
-WHOLE_BODY = (ModuleOp, func.FuncOp, accel.ProgramOp)  # their verifiers read everything inside them
-_READS_OTHERS: dict[type, bool] = {}  # per op class: does its verifier read ops it does not hold?
+CONTAINERS = (ModuleOp, func.FuncOp, accel.ProgramOp)  # their verifiers read the ops they hold directly
+_SYMBOL_USER: dict[type, bool] = {}
 
 
-def _reads_others(op: Operation) -> bool:
-    """Containers that check all they hold, and symbol users (memref.get_global checks the
-    global's type): re-verified whenever anything in the module changed."""
+def _symbol_user(op: Operation) -> bool:
+    """memref.get_global and the like check the symbol they name: a module-level op."""
     cls = type(op)
-    known = _READS_OTHERS.get(cls)
+    known = _SYMBOL_USER.get(cls)
     if known is None:
-        known = _READS_OTHERS[cls] = isinstance(op, WHOLE_BODY) or op.get_trait(SymbolUserOpInterface) is not None
+        known = _SYMBOL_USER[cls] = op.get_trait(SymbolUserOpInterface) is not None
     return known
 
 
@@ -55,23 +55,37 @@ def _fingerprint(op: Operation) -> tuple[tuple, tuple]:
 class IncrementalVerifier:
     def __init__(self) -> None:
         self.seen: dict[int, tuple] = {}
+        self.children: dict[int, tuple] = {}  # container -> ids of the ops it holds directly
         self.keep: list = []
 
     def __call__(self, module: ModuleOp) -> None:
         seen: dict[int, tuple] = {}
         keep: list = []
-        changed = not self.seen
+        changed_parents: set[int] = set()  # ids of the ops holding a changed op directly
         containers: list[Operation] = []
+        symbol_users: list[Operation] = []
         for op in module.walk():
             ids, kept = _fingerprint(op)
-            if _reads_others(op):
+            if isinstance(op, CONTAINERS):
                 containers.append(op)
+            elif _symbol_user(op):
+                symbol_users.append(op)
             elif self.seen.get(id(op)) != ids:
                 op.verify(verify_nested_ops=False)
-                changed = True
+                changed_parents.add(id(op.parent_op()))
             seen[id(op)] = ids
             keep.append(kept)
-        if changed or seen.keys() != self.seen.keys():
-            for op in containers:
+        children = {}
+        for op in containers:
+            held = children[id(op)] = tuple(id(o) for r in op.regions for b in r.blocks for o in b.ops)
+            if self.seen.get(id(op)) != seen[id(op)]:  # its own signature: its terminators check it
+                for child in (o for r in op.regions for b in r.blocks for o in b.ops):
+                    child.verify(verify_nested_ops=False)
                 op.verify(verify_nested_ops=False)
-        self.seen, self.keep = seen, keep
+            elif id(op) in changed_parents or self.children.get(id(op)) != held:
+                op.verify(verify_nested_ops=False)
+        symbols_changed = id(module) in changed_parents or self.children.get(id(module)) != children[id(module)]
+        for op in symbol_users:
+            if symbols_changed or self.seen.get(id(op)) != seen[id(op)]:
+                op.verify(verify_nested_ops=False)
+        self.seen, self.children, self.keep = seen, children, keep

@@ -1,0 +1,65 @@
+"""The incremental verifier (compiler/verify.py) catches what module.verify() catches after a
+pass: changes to an op, to the type of a value it uses, to a symbol it names, and to the
+ops a container checks."""
+
+from __future__ import annotations
+
+import pytest
+from xdsl.dialects import func
+from xdsl.dialects.builtin import FunctionType, IntegerType, MemRefType, StringAttr
+from xdsl.utils.exceptions import VerifyException
+
+from snnc.compiler.pipeline import CompileOptions, compile_model
+from snnc.compiler.verify import IncrementalVerifier
+from snnc.compiler import zoo
+from snnc.dialects import accel, tile
+from snnc.passes.footprints import set_buffer_type
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    return compile_model(zoo.build("vgg-small")[0], CompileOptions())
+
+
+def _verified(module):
+    verifier = IncrementalVerifier()
+    verifier(module)
+    return verifier
+
+
+def test_first_call_verifies_everything_and_unchanged_module_passes(compiled):
+    verifier = _verified(compiled.loop_module)
+    verifier(compiled.loop_module)  # nothing changed: nothing to report
+
+
+def test_retyped_buffer_is_caught(compiled):
+    module = compiled.loop_module.clone()
+    verifier = _verified(module)
+    buf = next(op for op in module.walk() if isinstance(op, tile.AllocOp))
+    # a buffer moved to DRAM: the alloc's own verifier refuses it
+    set_buffer_type(buf, MemRefType(IntegerType(8), [4], memory_space=tile.DRAM))
+    with pytest.raises(VerifyException):
+        verifier(module)
+    with pytest.raises(VerifyException):
+        module.verify()
+
+
+def test_changed_function_type_is_caught_at_its_return(compiled):
+    module = compiled.loop_module.clone()
+    verifier = _verified(module)
+    main = next(op for op in module.walk() if isinstance(op, func.FuncOp))
+    # drop the results from the signature only: func.return (unchanged itself) no longer matches it
+    main.function_type = FunctionType.from_lists(main.function_type.inputs.data, [])
+    with pytest.raises(VerifyException):
+        module.verify()
+    with pytest.raises(VerifyException):
+        verifier(module)
+
+
+def test_program_rechecks_instructions_when_one_changes(compiled):
+    module = compiled.accel_module.clone()
+    verifier = _verified(module)
+    inst = next(op for op in module.walk() if isinstance(op, accel.InstructionOp) and "layer" in op.properties)
+    inst.properties["layer"] = type(inst.properties["layer"])(StringAttr("no_such_layer"))
+    with pytest.raises(VerifyException, match="no_such_layer"):
+        verifier(module)
