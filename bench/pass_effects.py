@@ -12,7 +12,15 @@ compile, except with mask-single-spike where the agreement is printed):
   3. layer-fuse: intermediate-feature DRAM bytes with and without fusion under the
      128 KB `small-sram` preset;
   4. time-batch: neuron-state DRAM bytes (the state spills between time batches) as
-     the batch grows from 1 to T (STEMS Fig. 7), `small-sram` and `loas`.
+     the batch grows from 1 to T (STEMS Fig. 7), `small-sram` and `loas`;
+  5. row-band fusion: per ring buffer of the fused groups (vgg-small, `small-sram`), the
+     rows it keeps against the whole map, and the program's peak live SRAM fused and
+     unfused (`--loas` adds sew-resnet18-dvs, whose maps do not fit 128 KB whole);
+  6. with `--loas`: the LoAS configurations on the paper models (alexnet-cifar10,
+     vgg16-cifar10, resnet19-cifar10; `--imagenet` adds resnet18-imagenet): LoAS
+     (compress-weights + ftp + spike-pack) and SparTen-SNN (ip-seq + spike-pack), DRAM
+     bytes and cycles beside the same programs unpacked, and whether the outputs are
+     bit-exact with onnxruntime's.
 Also importable: `run(model, inputs, passes, hw)`, `state_dram_bytes(image)`,
 `spike_input_dram_bytes(image)`, `intermediate_dram_bytes(image)` (used by the tests).
 """
@@ -98,6 +106,8 @@ def layer_rows(report) -> dict[str, dict]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="mlp only where possible (seconds)")
+    ap.add_argument("--loas", action="store_true", help="also the LoAS configurations on the paper models (minutes)")
+    ap.add_argument("--imagenet", action="store_true", help="with --loas: resnet18-imagenet too (long)")
     args = ap.parse_args(argv)
     name = "mlp" if args.quick else "vgg-small"
 
@@ -171,7 +181,81 @@ def main(argv: list[str] | None = None) -> int:
         state = sum(state_dram_bytes(result.image).values())
         print(f"| {label} | `{passes}` | {state} | {intermediate_dram_bytes(result.image) - state} "
               f"| {t['dram_bytes']} | {t['cycles']} | {same_outputs(base, sim)} |")
+
+    # 5. row-band fusion: SRAM ------------------------------------------------------------
+    ring_table("vgg-small", "small-sram")
+    if args.loas:
+        ring_table("sew-resnet18-dvs", "small-sram")
+    # 6. the LoAS configurations on the paper models ----------------------------------------
+    if args.loas:
+        models = ["alexnet-cifar10", "vgg16-cifar10", "resnet19-cifar10"] + (["resnet18-imagenet"] if args.imagenet else [])
+        loas_configs(models)
     return 0
+
+
+LOAS_CONFIGS = (  # (label, packed pipeline, the same unpacked)
+    ("LoAS", "compress-weights,loop-reorder{dataflow=ftp},spike-pack,dma-prefetch",
+     "compress-weights,loop-reorder{dataflow=ftp},dma-prefetch"),
+    ("SparTen-SNN", "loop-reorder{dataflow=ip-seq},spike-pack", "loop-reorder{dataflow=ip-seq}"),
+)
+
+
+def loas_configs(models: list[str]) -> None:
+    """DRAM bytes and cycles of the LoAS configurations, packed and unpacked, per model."""
+    from snnc.compiler.reference import run_onnxruntime
+
+    print("\n## LoAS configurations on the paper models (preset loas)\n")
+    print("| model | configuration | DRAM bytes unpacked | packed | cycles unpacked | packed "
+          "| bit-exact with onnxruntime (unpacked, packed) |")
+    print("|---|---|---|---|---|---|---|")
+    for name in models:
+        model, inputs = zoo.build(name)
+        reference = run_onnxruntime(model.SerializeToString(), inputs)
+        for label, packed_passes, plain_passes in LOAS_CONFIGS:
+            sims = [run(model, inputs, passes)[1] for passes in (plain_passes, packed_passes)]
+            exact = [all(np.array_equal(sim.outputs[k], reference[k]) for k in reference) for sim in sims]
+            (a, b) = (sim.report["total"] for sim in sims)
+            print(f"| {name} | {label} | {a['dram_bytes']:,} | {b['dram_bytes']:,} | {a['cycles']:,} | {b['cycles']:,} "
+                  f"| {exact[0]}, {exact[1]} |", flush=True)
+
+
+def ring_table(name: str, hw: str) -> None:
+    """Per SRAM ring of the fused program: the rows it keeps against the whole map's rows,
+    and the peak live SRAM of the fused and the unfused programs."""
+    from snnc.compiler.sweep_point import peak_sram_bytes
+    from snnc.dialects import tile
+    from snnc.passes.footprints import type_bytes
+
+    model, inputs = zoo.build(name)
+    plain, plain_sim = run(model, inputs, hw=hw)
+    fused, fused_sim = run(model, inputs, "layer-fuse", hw=hw)
+    print(f"\n## row-band fusion: SRAM ({name}, preset {hw})\n")
+    print("| ring (map) | rows kept | map rows | ring bytes | whole-map bytes |")
+    print("|---|---|---|---|---|")
+    ring_bytes = whole_bytes = 0
+    for op in fused.loop_module.walk():
+        if isinstance(op, tile.AllocOp) and op.role.data.startswith("ring:"):
+            planes, batch, rows, width, cs = op.result.type.get_shape()
+            height = _map_height(plain.loop_module, op.role.data.removeprefix("ring:"))
+            size = type_bytes(op.result.type) * op.copies.data
+            whole = size * height // rows
+            ring_bytes += size
+            whole_bytes += whole
+            print(f"| {op.role.data} | {rows} | {height} | {size:,} | {whole:,} |")
+    program = lambda result: next(o for o in result.accel_module.walk() if o.name == "accel.program")  # noqa: E731
+    print(f"\nrings {ring_bytes:,} bytes against {whole_bytes:,} for the same maps whole; peak live SRAM: fused "
+          f"{peak_sram_bytes(program(fused)):,}, unfused {peak_sram_bytes(program(plain)):,} bytes; DRAM bytes "
+          f"{plain_sim.report['total']['dram_bytes']:,} -> {fused_sim.report['total']['dram_bytes']:,}; "
+          f"outputs identical: {same_outputs(plain_sim, fused_sim)}")
+
+
+def _map_height(module, label: str) -> int:
+    from snnc.dialects import tile
+
+    for op in module.walk():
+        if isinstance(op, tile.MapOp) and op.label.data == label:
+            return op.result.type.get_shape()[-3]
+    raise KeyError(label)
 
 
 def _agreement(a, b) -> str:

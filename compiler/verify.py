@@ -56,12 +56,14 @@ class IncrementalVerifier:
     def __init__(self) -> None:
         self.seen: dict[int, tuple] = {}
         self.children: dict[int, tuple] = {}  # container -> ids of the ops it holds directly
+        self.signatures: dict[int, tuple] = {}  # container -> what its held ops' verifiers read of it
         self.keep: list = []
 
     def __call__(self, module: ModuleOp) -> None:
         seen: dict[int, tuple] = {}
         keep: list = []
         changed_parents: set[int] = set()  # ids of the ops holding a changed op directly
+        verified: set[int] = set()
         containers: list[Operation] = []
         symbol_users: list[Operation] = []
         for op in module.walk():
@@ -72,15 +74,19 @@ class IncrementalVerifier:
                 symbol_users.append(op)
             elif self.seen.get(id(op)) != ids:
                 op.verify(verify_nested_ops=False)
+                verified.add(id(op))
                 changed_parents.add(id(op.parent_op()))
             seen[id(op)] = ids
             keep.append(kept)
-        children = {}
+        children, signatures = {}, {}
         for op in containers:
             held = children[id(op)] = tuple(id(o) for r in op.regions for b in r.blocks for o in b.ops)
-            if self.seen.get(id(op)) != seen[id(op)]:  # its own signature: its terminators check it
+            signature = signatures[id(op)] = (*map(id, op.properties.values()), *map(id, op.attributes.values()),
+                                              *(id(a.type) for r in op.regions for b in r.blocks for a in b.args))
+            if self.signatures.get(id(op)) != signature:  # e.g. a function's type: its return checks it
                 for child in (o for r in op.regions for b in r.blocks for o in b.ops):
-                    child.verify(verify_nested_ops=False)
+                    if id(child) not in verified:
+                        child.verify(verify_nested_ops=False)
                 op.verify(verify_nested_ops=False)
             elif id(op) in changed_parents or self.children.get(id(op)) != held:
                 op.verify(verify_nested_ops=False)
@@ -88,4 +94,4 @@ class IncrementalVerifier:
         for op in symbol_users:
             if symbols_changed or self.seen.get(id(op)) != seen[id(op)]:
                 op.verify(verify_nested_ops=False)
-        self.seen, self.children, self.keep = seen, children, keep
+        self.seen, self.children, self.signatures, self.keep = seen, children, signatures, keep
