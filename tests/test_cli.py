@@ -563,3 +563,20 @@ def test_zoo_build_reports_each_neuron_layer():
     seen = []
     net, _ = zoo.build_network("vgg-small", on_layer=seen.append)
     assert seen == [layer.name for layer in net.layers if layer.kind in ("lif", "if")] and len(seen) >= 3
+
+
+def test_layer_that_fits_no_tiling_is_one_line_naming_node_buffer_and_bytes(vgg_small, tmp_path, capsys):
+    """A 4 KB SRAM holds no tile of vgg-small's conv2 (3x3x16 weights per channel, input rows):
+    the error names the ONNX node, the largest buffer and the bytes needed against the bytes there."""
+    from snnc.backend.hwconfig import PRESET_DIR
+
+    text = (PRESET_DIR / "small-sram.toml").read_text().replace("size_bytes = 131072", "size_bytes = 4096", 1)
+    hw = tmp_path / "tiny.toml"
+    hw.write_text(text)
+    out = tmp_path / "p.bin"
+    assert run_cli(vgg_small[0], "-o", out, "--hw", hw) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "does not fit the SRAM under any tiling" in err and "available" in err
+    assert "'conv" in err and "buffer '" in err and "4096" in err.replace(",", "")
+    assert not out.exists()
