@@ -30,7 +30,8 @@ CONTRACT
     weights            bool, default true: also compress the weights
     channels           channels per fiber slice (a multiple of 8 dividing the map's
                        stored channels); 0 (default) = all of them up to 128, else the
-                       largest of 128, 64, 32, 16, 8 that divides them
+                       largest of 128, 64, 32, 16, 8 that divides them, made smaller while
+                       the producer fits the SRAM in no tile of a whole slice
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from xdsl.context import Context
+from xdsl.dialects import func
 from xdsl.dialects.builtin import ArrayAttr, IntAttr, ModuleOp, StringAttr, UnitAttr
 from xdsl.ir import Operation
 from xdsl.passes import ModulePass
@@ -50,8 +52,9 @@ from snnc.dialects import accel, tile
 from snnc.passes.compress_weights import CompressWeights
 from snnc.passes.convert_snn_to_loops import TILE_DIMS
 from snnc.passes.footprints import buffer_of, infer_buffer_types
-from snnc.passes.loop_module import kernels, layer_table, main_of, maps, module_timesteps
+from snnc.passes.loop_module import kernels, layer_table, main_of, maps, module_hw, module_timesteps
 from snnc.passes.loopnest import Loop, const, const_value, enclosing_loops, set_step
+from snnc.passes.tile_plan import TiledKernel, is_fixed, most_rows, reserved_bytes
 
 DEFAULT_SLICES = (128, 64, 32, 16, 8)  # a map of up to 128 channels is one slice
 
@@ -131,17 +134,24 @@ class SpikePack(ModulePass):
         table = layer_table(op)
         timesteps = module_timesteps(op)
         outputs = set(main_of(op).body.block.last_op.operands)
+        packed = {}
         for map_op in maps(op):
             if packable(map_op, outputs, table):
-                self._pack(map_op, table, timesteps)
+                windows = self._pack(map_op, table, timesteps)
+                if windows is not None:
+                    packed[map_op] = windows
         for kernel in kernels(op):
             infer_buffer_types(kernel.body.block, table, timesteps)
+        if not self.channels:
+            for map_op, windows in packed.items():
+                _fit_slice(map_op, windows, table, timesteps, module_hw(op).sram.size_bytes)
 
-    def _pack(self, map_op: tile.MapOp, table, timesteps: int) -> None:
+    def _pack(self, map_op: tile.MapOp, table, timesteps: int) -> set[int] | None:
+        """Pack `map_op`; returns its readers' fixed channel windows (None: left unpacked)."""
         t, b, h, w, cs = map_op.result.type.get_shape()
         store, producer = _writer(map_op)
         if any(loop.dim == "tb" for loop in enclosing_loops(store)):
-            return  # a batch writes only its timesteps' bits of a word: the map stays spike planes
+            return None  # a batch writes only its timesteps' bits of a word: the map stays spike planes
         windows = set()
         for load, _, _ in _readers(map_op):
             ch0, chs = const_value(load.ch0), const_value(load.chs)
@@ -161,6 +171,29 @@ class SpikePack(ModulePass):
             for loop in enclosing_loops(store):
                 if loop.dim == "t":
                     set_step(loop, timesteps)
+        return windows
+
+
+def _fit_slice(map_op: tile.MapOp, windows: set[int], table, timesteps: int, sram_bytes: int) -> None:
+    """The default slice, made smaller while the producer fits the SRAM in no tile of a whole
+    slice of channels (e.g. a 64-channel conv on a 224-wide image, whose one-row tile of all 64
+    channels exceeds 256 KB): the largest candidate slice that still divides the channels and
+    the readers' windows and leaves the producer a tile that fits, one row, single buffers.
+    (With `channels` given, the user's slice stands.)"""
+    store, _ = _writer(map_op)
+    kernel = store.parent_op()
+    while kernel is not None and not isinstance(kernel, tile.KernelOp):
+        kernel = kernel.parent_op()
+    if kernel is None or not isinstance(kernel.parent_op(), func.FuncOp):
+        return  # a fused member: its group's band planning decides
+    k = TiledKernel(kernel, table, timesteps, sram_bytes - reserved_bytes(kernel))
+    cs = map_op.result.type.get_shape()[3]
+    current = map_op.slice.data
+    smaller = [g for g in DEFAULT_SLICES if g < current and cs % g == 0 and not any(w % g for w in windows)]
+    for candidate in [current, *smaller]:
+        if is_fixed(k.n) or most_rows(k, candidate, 1, 1) is not None:
+            break
+    map_op.slice = IntAttr(candidate)  # if none fits, the smallest: tile-sizes' error names its tile
 
 
 def _set_format(table, op: Operation, field: str) -> None:

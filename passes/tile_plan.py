@@ -193,7 +193,7 @@ def synapse_out_width(kernel: tile.KernelOp, layers) -> int:
 
 
 def no_fit_message(k: TiledKernel) -> str:
-    smallest_chs = 8 if not is_fixed(k.n) else None
+    smallest_chs = channel_options(k)[-1]  # 8, or a packed output's fiber slice; None when fixed
     smallest_rows = 1 if not is_fixed(k.m) else None
     sizes = k.sizes(smallest_chs, smallest_rows)
     need = sum(buffer_copies(buf, 1, 1) * align(max(size, 1)) for buf, size in sizes.items())

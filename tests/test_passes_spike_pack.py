@@ -127,3 +127,27 @@ def test_packed_layers_tile_their_channels_on_the_paper_models():
     layers_ = decode_layers(result.image)
     wide = {i for i, lay in enumerate(layers_) if lay["out_cs"] == 512 and lay["out_format"] == Format.SPIKE_BITMASK}
     assert wide and any(f["chs"] < 512 for f in packs if f["layer"] in wide)
+
+
+def test_slice_shrinks_until_the_producer_fits_the_sram(tmp_path):
+    """On a 16 KB SRAM, vgg-small's conv1 fits no tile of all 16 channels: spike-pack's default
+    slice becomes 8 channels, the program compiles and computes what the unpacked one does;
+    the user's 16-channel slice stands, and tile-sizes refuses it in one line."""
+    from snnc.backend.hwconfig import PRESET_DIR
+    from snnc.backend.errors import CompileError
+    from snnc.compiler.pipeline import CompileOptions, compile_model
+    from snnc.dialects import tile
+    from snnc.runtime import simulate
+
+    from passes_util import assert_same_outputs, model
+
+    hw = tmp_path / "sram16k.toml"
+    hw.write_text((PRESET_DIR / "small-sram.toml").read_text().replace("size_bytes = 131072", "size_bytes = 16384", 1))
+    onnx_model, inputs = model("vgg-small")
+    packed = compile_model(onnx_model, CompileOptions(passes="spike-pack", hw=str(hw)))
+    slices = {o.label.data: o.slice.data for o in packed.loop_module.walk() if isinstance(o, tile.MapOp) and o.slice}
+    assert slices["lif1.spikes"] == 8
+    plain = compile_model(onnx_model, CompileOptions(hw=str(hw)))
+    assert_same_outputs(simulate(plain.image, inputs), simulate(packed.image, inputs))
+    with pytest.raises(CompileError, match=r"'conv1': does not fit the SRAM under any tiling: even a 1 row x 16 channels"):
+        compile_model(onnx_model, CompileOptions(passes="spike-pack{channels=16}", hw=str(hw)))
