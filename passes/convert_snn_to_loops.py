@@ -73,7 +73,8 @@ from snnc.passes.loop_module import HW_ATTR, MODEL_ATTR, TIMESTEPS_ATTR, unique_
 from snnc.passes.loopnest import const
 from snnc.passes.numerics import quantise_group
 from snnc.passes.quantise import INPUT_FIXED_ATTR, NEURON_ATTR, from_attr, read_fixed
-from snnc.passes.snn_steps import AddStep, FeatureMap, GroupStep, NetworkSteps, PoolStep, pad8, source_name
+from snnc.passes.snn_steps import NetworkSteps
+from snnc.passes.step_records import AddStep, FeatureMap, GroupStep, PoolStep, pad8, source_name
 
 WEIGHTS_CONST_PREFIX = "w_"  # memref.global symbols: a layer's weights,
 PARAMS_CONST_PREFIX = "p_"  # and a synaptic group's parameter block

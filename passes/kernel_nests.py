@@ -23,7 +23,7 @@ from xdsl.ir import Operation, SSAValue
 
 from snnc.dialects import accel, tile
 from snnc.passes.loopnest import const, loop_extent, new_loop
-from snnc.passes.snn_steps import GroupStep, pad8, source_name
+from snnc.passes.step_records import GroupStep, pad8, source_name
 
 PLACEHOLDER = MemRefType(IntegerType(8), [1], memory_space=tile.SRAM)  # until infer_buffer_types
 WEIGHTS_CONST_PREFIX = "w_"  # memref.global symbols: a layer's weights,

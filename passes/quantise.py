@@ -62,7 +62,8 @@ from snnc.passes.numerics import (
     quantise_group,
 )
 from snnc.passes.neuron_numbers import choose_neuron_numbers
-from snnc.passes.snn_steps import AddStep, GroupStep, NetworkSteps, PoolStep, pad8, pool_output_frac, source_name
+from snnc.passes.snn_steps import NetworkSteps
+from snnc.passes.step_records import AddStep, GroupStep, PoolStep, pad8, pool_output_frac, source_name
 
 FIXED_ATTR = "snn.fixed"
 NEURON_ATTR = "snn.neuron"
