@@ -173,3 +173,30 @@ def test_without_the_kind_the_export_is_an_approximate_beta(decay_kind):
     module = import_onnx(_unrolled_decay_neuron(tau=4.0, threshold=0.75))
     (lif,) = [op for op in main_function(module).walk() if isinstance(op, LIFOp)]
     assert (lif.leak.data, float(lif.parameter("beta"))) == ("beta", 0.75)
+
+
+def test_plugin_kinds_load_from_the_entry_point_group(monkeypatch):
+    """`snnc.neuron_kinds` entry points are imported after the built-ins (importing registers
+    the kind); one that cannot be imported is a one-line error naming it."""
+    import importlib.metadata
+
+    import snnc.dialects.neurons as registry
+    from snnc.backend.errors import SnncError
+
+    def group(value):
+        return lambda group: [importlib.metadata.EntryPoint("decay", value, group)] \
+            if group == registry.PLUGIN_GROUP else []
+
+    import sys
+
+    monkeypatch.setattr(registry, "_builtin", [])  # as in a fresh process
+    monkeypatch.delitem(sys.modules, "neuron_kind_decay", raising=False)
+    monkeypatch.setattr(registry, "entry_points", group("neuron_kind_decay"))
+    try:
+        assert list(registry.kinds()) == ["beta", "tau", "none", "decay"]
+    finally:
+        unregister("decay")
+    monkeypatch.setattr(registry, "_builtin", [])
+    monkeypatch.setattr(registry, "entry_points", group("no_such_module_xyz"))
+    with pytest.raises(SnncError, match=r"^neuron kind plugin 'decay' \(no_such_module_xyz\): cannot import: "):
+        registry.kinds()
