@@ -511,7 +511,8 @@ class LIFOp(_LayerOp):
                                       + " or ".join(f'"{name}"' for name in users))
         needs_v_reset = self.reset.data == "to_value" or kind.needs_v_reset
         if needs_v_reset and self.v_reset is None:
-            raise VerifyException(f"{self.name}: v_reset is required for reset = to_value or leak = tau")
+            why = "reset = to_value" if self.reset.data == "to_value" else f"leak = {kind.name}"
+            raise VerifyException(f"{self.name}: v_reset is required for {why}")
         if self.no_fire is not None and (self.reset_timing.data != "same" or self.reset.data != "zero"):
             raise VerifyException(f"{self.name}: a no_fire neuron (leaky integrator) takes reset = \"zero\" "
                                   "and reset_timing = \"same\" (it never resets)")
