@@ -24,7 +24,8 @@ Ops (one per network layer, never per neuron or per timestep)
                    step's spikes, a window of steps); only func.return uses it
 
 Neuron semantics (`snn.lif`), per step t, with v[-1] = 0 and s[-1] = 0:
-    charge     leak = "beta":  h = beta * v[t-1] + I[t]
+    charge     the neuron kind `leak` names (dialects/neurons/, one module each):
+               leak = "beta":  h = beta * v[t-1] + I[t]
                leak = "tau":   h = v[t-1] + (I[t] - (v[t-1] - v_reset)) / tau
                leak = "none":  h = v[t-1] + I[t]                       (IF)
     delayed    reset_timing = "delayed" (snnTorch default) applies the previous step's
@@ -81,6 +82,9 @@ from xdsl.irdl import (
 from xdsl.parser import AttrParser
 from xdsl.printer import Printer
 from xdsl.utils.exceptions import VerifyException
+
+from snnc.dialects.neurons import LEAK_PARAMS
+from snnc.dialects.neurons import kinds as neuron_kinds
 
 # --------------------------------------------------------------------------------------
 # Attribute helpers shared by every snnc dialect
@@ -458,7 +462,6 @@ class SpikeLogicOp(_ElementwiseBinaryOp):
         super().verify_()
 
 
-LEAK_FORMS = ("beta", "tau", "none")
 RESET_MODES = ("subtract", "zero", "to_value")
 RESET_TIMINGS = ("same", "delayed")
 COMPARISONS = ("ge", "gt")
@@ -491,21 +494,25 @@ class LIFOp(_LayerOp):
         if len(shapes) != 1:
             raise VerifyException(f"{self.name}: input, spikes and membrane shapes differ")
         shape = shapes.pop()
+        kind = neuron_kinds().get(self.leak.data)
+        if kind is None:
+            raise VerifyException(f"{self.name}: leak = {self.leak.data!r}, expected one of {tuple(neuron_kinds())}")
         for attr_name, allowed in (
-            ("leak", LEAK_FORMS), ("reset", RESET_MODES),
+            ("reset", RESET_MODES),
             ("reset_timing", RESET_TIMINGS), ("compare", COMPARISONS),
         ):
             value = getattr(self, attr_name).data
             if value not in allowed:
                 raise VerifyException(f"{self.name}: {attr_name} = {value!r}, expected one of {allowed}")
-        leak = self.leak.data
-        if (leak == "beta") != (self.beta is not None):
-            raise VerifyException(f"{self.name}: beta is required exactly when leak = \"beta\"")
-        if (leak == "tau") != (self.tau is not None):
-            raise VerifyException(f"{self.name}: tau is required exactly when leak = \"tau\"")
-        needs_v_reset = self.reset.data == "to_value" or leak == "tau"
+        for attr_name in LEAK_PARAMS:  # the kind's own parameters, and only those
+            if (attr_name in kind.leak_params) != (getattr(self, attr_name) is not None):
+                users = [k.name for k in neuron_kinds().values() if attr_name in k.leak_params]
+                raise VerifyException(f"{self.name}: {attr_name} is required exactly when leak = "
+                                      + " or ".join(f'"{name}"' for name in users))
+        needs_v_reset = self.reset.data == "to_value" or kind.needs_v_reset
         if needs_v_reset and self.v_reset is None:
-            raise VerifyException(f"{self.name}: v_reset is required for reset = to_value or leak = tau")
+            why = "reset = to_value" if self.reset.data == "to_value" else f"leak = {kind.name}"
+            raise VerifyException(f"{self.name}: v_reset is required for {why}")
         if self.no_fire is not None and (self.reset_timing.data != "same" or self.reset.data != "zero"):
             raise VerifyException(f"{self.name}: a no_fire neuron (leaky integrator) takes reset = \"zero\" "
                                   "and reset_timing = \"same\" (it never resets)")
@@ -523,8 +530,9 @@ class LIFOp(_LayerOp):
                 )
         if np.any(tensor_value(self.threshold) <= 0):
             raise VerifyException(f"{self.name}: threshold must be > 0")
-        if self.tau is not None and np.any(tensor_value(self.tau) <= 0):
-            raise VerifyException(f"{self.name}: tau must be > 0")
+        problem = kind.verify({n: tensor_value(getattr(self, n)) for n in kind.leak_params})
+        if problem:
+            raise VerifyException(f"{self.name}: {problem}")
 
     def parameter(self, attr_name: str) -> np.ndarray | None:
         """A neuron parameter as a numpy array (scalar or per-channel), or None."""

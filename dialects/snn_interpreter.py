@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from snnc.backend.errors import InputError
+from snnc.dialects.neurons import kind_named
 from snnc.dialects.snn import (
     AddOp,
     AvgPool2dOp,
@@ -156,14 +157,16 @@ def lif_forward(
     """Run a layer of neurons over a current train [T, B, ...] -> (spikes, membranes).
 
     Follows the `snn.lif` semantics of dialects/snn.py, operation by operation in
-    float32 (v[-1] = 0, s[-1] = 0).
+    float32 (v[-1] = 0, s[-1] = 0); the charge step is the kind's (`leak`, a
+    registered dialects/neurons kind).
     """
+    kind = kind_named(leak)  # ValueError for an unknown kind
     current = np.asarray(current, dtype=np.float32)
     ndim = current.ndim - 1  # per-step rank
     thr = _per_channel(threshold, ndim)
-    beta_ = _per_channel(beta, ndim)
-    tau_ = _per_channel(tau, ndim)
     v_reset_ = _per_channel(v_reset, ndim)
+    params = {"beta": _per_channel(beta, ndim), "tau": _per_channel(tau, ndim), "threshold": thr,
+              "v_reset": v_reset_}
     one = np.float32(1.0)
     membrane = np.zeros(current.shape[1:], dtype=np.float32)
     spike = np.zeros(current.shape[1:], dtype=np.float32)
@@ -172,14 +175,7 @@ def lif_forward(
     for t in range(current.shape[0]):
         if reset_timing == "delayed" and reset == "zero":
             membrane = (one - spike) * membrane
-        if leak == "beta":
-            h = beta_ * membrane + current[t]
-        elif leak == "tau":
-            h = membrane + (current[t] - (membrane - v_reset_)) / tau_
-        elif leak == "none":
-            h = membrane + current[t]
-        else:
-            raise ValueError(f"unknown leak form {leak!r}")
+        h = kind.charge(membrane, current[t], params)
         if reset_timing == "delayed" and reset == "subtract":
             h = h - spike * thr
         fired = (h >= thr) if compare == "ge" else (h > thr)

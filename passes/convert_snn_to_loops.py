@@ -37,20 +37,15 @@ from typing import ClassVar
 
 import numpy as np
 from xdsl.context import Context
-from xdsl.dialects import arith, func, memref
+from xdsl.dialects import func, memref
 from xdsl.dialects.builtin import (
     ArrayAttr,
-    BytesAttr,
     DenseArrayBase,
-    DenseIntOrFPElementsAttr,
     DictionaryAttr,
     IntegerAttr,
     IntegerType,
-    MemRefType,
     ModuleOp,
     StringAttr,
-    TensorType,
-    UnitAttr,
     i64,
 )
 from xdsl.ir import Operation, SSAValue
@@ -59,8 +54,9 @@ from xdsl.passes import ModulePass
 from snnc.dialects.snn import int_array
 from snnc.backend.errors import CompileError
 from snnc.backend.hwconfig import load_hw
-from snnc.backend.isa import Format, LayerFlags, LayerKind, LeakForm, LifFlags, ResetMode
+from snnc.backend.isa import Format, LayerFlags, LayerKind
 from snnc.dialects import accel, tile
+from snnc.dialects.neurons import isa_fields
 from snnc.dialects.snn import (
     ONNX_NAME_ATTR,
     AvgPool2dOp,
@@ -70,31 +66,18 @@ from snnc.dialects.snn import (
     main_function,
 )
 from snnc.passes.footprints import infer_buffer_types
+from snnc.passes.kernel_nests import PLACEHOLDER, VISIT_DIMS, GroupNest, Nest, const_global
+from snnc.passes.kernel_nests import TILE_DIMS as TILE_DIMS  # re-exported: spike_pack
+from snnc.passes.kernel_nests import get_global as get_global  # re-exported: synapse_split
 from snnc.passes.loop_module import HW_ATTR, MODEL_ATTR, TIMESTEPS_ATTR, unique_symbol
-from snnc.passes.loopnest import const, loop_extent, new_loop
+from snnc.passes.loopnest import const
 from snnc.passes.numerics import quantise_group
 from snnc.passes.quantise import INPUT_FIXED_ATTR, NEURON_ATTR, from_attr, read_fixed
-from snnc.passes.snn_steps import AddStep, FeatureMap, GroupStep, NetworkSteps, PoolStep, pad8, source_name
+from snnc.passes.snn_steps import NetworkSteps
+from snnc.passes.step_records import AddStep, FeatureMap, GroupStep, PoolStep, pad8, source_name
 
-PLACEHOLDER = MemRefType(IntegerType(8), [1], memory_space=tile.SRAM)  # until infer_buffer_types
 WEIGHTS_CONST_PREFIX = "w_"  # memref.global symbols: a layer's weights,
 PARAMS_CONST_PREFIX = "p_"  # and a synaptic group's parameter block
-VISIT_DIMS = ("tb", "k", "n", "b", "m", "t", "band")  # a per-visit buffer rotates over every loop
-TILE_DIMS = ("n", "b", "m")  # the neuron state belongs to an output tile
-
-
-def const_global(sym: str, data: np.ndarray, element: IntegerType) -> memref.GlobalOp:
-    """An integer array as a constant memref.global in DRAM (little-endian bytes)."""
-    shape = list(data.shape)
-    body = DenseIntOrFPElementsAttr(TensorType(element, shape), BytesAttr(np.ascontiguousarray(data).tobytes()))
-    return memref.GlobalOp.get(StringAttr(sym), MemRefType(element, shape, memory_space=tile.DRAM), body,
-                               constant=UnitAttr())
-
-
-def get_global(glob: memref.GlobalOp) -> memref.GetGlobalOp:
-    op = memref.GetGlobalOp(glob.sym_name.data, glob.type)
-    op.memref.name_hint = glob.sym_name.data
-    return op
 
 
 @dataclass(frozen=True)
@@ -220,7 +203,7 @@ class _Lowering:
                               sum(s.bias_real for s in syns), int(fix["acc_frac"]), out_cs, weight_bytes, where, shift)
         weights = [self._global(f"{WEIGHTS_CONST_PREFIX}{sym}", q, element) for sym, q in zip(syms, ints.weights)]
         params = self._global(f"{PARAMS_CONST_PREFIX}{syms[0]}", _param_block(step, ints.bias), IntegerType(32))
-        return _GroupNest(self, step, syms, weights, params).kernel()
+        return GroupNest(self, step, syms, weights, params).kernel()
 
     def _pool_kernel(self, step: PoolStep) -> tile.KernelOp:
         op, src, out = step.op, step.src, step.out
@@ -242,7 +225,7 @@ class _Lowering:
             dil_h=1, dil_w=1, param_c=0, **fields)
         inp = tile.AllocOp("in", PLACEHOLDER, rotate=VISIT_DIMS)
         res = tile.AllocOp("out", PLACEHOLDER, rotate=VISIT_DIMS)
-        nest = _Nest([inp, res], src.batch, out.height, self.T, self.lanes)
+        nest = Nest([inp, res], src.batch, out.height, self.T, self.lanes)
         c0, cs, cs_in = const(0), const(out.cs), const(src.cs)
         rows = tile.InputRowsOp(nest.row0, nest.rows, kh, sh, pads[0], 1, src.height)
         coords = nest.coords(c0, cs)
@@ -267,7 +250,7 @@ class _Lowering:
             kh=1, kw=1, stride_h=1, stride_w=1, dil_h=1, dil_w=1, param_c=0,
             flags=int(LayerFlags.ADD_AND) if logic == "and" else 0)
         bufs = [tile.AllocOp(role, PLACEHOLDER, rotate=VISIT_DIMS) for role in ("a", "b", "out")]
-        nest = _Nest(bufs, out.batch, out.height, self.T, self.lanes)
+        nest = Nest(bufs, out.batch, out.height, self.T, self.lanes)
         c0, cs = const(0), const(out.cs)
         coords = nest.coords(c0, cs)
         window = nest.map_window(nest.row0, nest.rows, c0, cs)
@@ -314,15 +297,10 @@ def _neuron_fields(step: GroupStep, fix: dict) -> dict[str, int]:
     if lif is None:
         return dict(out_format=Format.ACT_I32, out_frac=int(fix["acc_frac"]), param_c=1)
     neu = read_fixed(lif, NEURON_ATTR)
-    flags = (LifFlags.COMPARE_GT if lif.compare.data == "gt" else 0) \
-        | (LifFlags.DELAYED_RESET if lif.reset_timing.data == "delayed" else 0) \
-        | (LifFlags.PER_CHANNEL if neu["per_channel"] else 0) \
-        | (LifFlags.NO_FIRE if lif.no_fire is not None else 0)
-    leak = {"beta": LeakForm.BETA, "tau": LeakForm.TAU, "none": LeakForm.NONE}[lif.leak.data]
-    reset = {"subtract": ResetMode.SUBTRACT, "zero": ResetMode.ZERO, "to_value": ResetMode.TO_VALUE}[lif.reset.data]
-    return dict(out_format=Format.SPIKE_PLANES, leak=leak, reset=reset, lif_flags=int(flags),
-                acc_shift=int(neu["acc_shift"]), leak_frac=int(neu["leak_frac"]),
-                membrane_frac=int(neu["membrane_frac"]), param_c=int(neu["param_c"]))
+    return dict(out_format=Format.SPIKE_PLANES, acc_shift=int(neu["acc_shift"]), leak_frac=int(neu["leak_frac"]),
+                membrane_frac=int(neu["membrane_frac"]), param_c=int(neu["param_c"]),
+                **isa_fields(lif.leak.data, lif.reset.data, lif.reset_timing.data, lif.compare.data,
+                             bool(neu["per_channel"]), lif.no_fire is not None))
 
 
 def _param_block(step: GroupStep, bias: np.ndarray) -> np.ndarray:
@@ -337,129 +315,3 @@ def _param_block(step: GroupStep, bias: np.ndarray) -> np.ndarray:
         bad = int(block.min()) if block.min() < -(1 << 31) else int(block.max())
         raise CompileError(f"{step.head.op.name} '{source_name(step.head.op)}': parameter: value {bad} does not fit int32")
     return block.astype("<i4")
-
-
-class _Nest:
-    """Builds the plain nest n? > b > m > t of one kernel around a body."""
-
-    def __init__(self, buffers: list[tile.AllocOp], batch: int, height: int, timesteps: int, lanes: int,
-                 channels: int | None = None):
-        self.buffers = buffers
-        self.outer: list[Operation] = []
-        self.loops = []
-        if channels is not None:
-            ops, n = new_loop("n", 0, channels, channels)
-            self.outer.extend(ops)
-            self.loops.append(n)
-        for dim, upper_bound, step, parallel in (("b", batch, 1, False), ("m", height, height, False),
-                                                 ("t", timesteps, lanes, True)):
-            ops, loop = new_loop(dim, 0, upper_bound, step, parallel)
-            (self.loops[-1].body.insert_ops_before(ops, self.loops[-1].body.last_op) if self.loops
-             else self.outer.extend(ops))
-            self.loops.append(loop)
-        self.extents = {}
-        for loop in self.loops:
-            if loop.dim == "b":
-                continue
-            ops, size = loop_extent(loop)
-            loop.body.insert_ops_before(ops, loop.body.first_op)
-            self.extents[loop.dim] = size
-        by_dim = {loop.dim: loop for loop in self.loops}
-        self.by_dim = by_dim
-        self.row0, self.rows = by_dim["m"].iv, self.extents["m"]
-
-    def coords(self, ch0, chs) -> dict[str, SSAValue]:
-        t = self.by_dim["t"]
-        return dict(b=self.by_dim["b"].iv, t0=t.iv, nt=self.extents["t"], row0=self.row0, rows=self.rows,
-                    ch0=SSAValue.get(ch0), chs=SSAValue.get(chs))
-
-    def map_window(self, row0, rows, ch0, chs) -> dict[str, SSAValue]:
-        out = self.coords(ch0, chs)
-        out.update(row0=SSAValue.get(row0), rows=SSAValue.get(rows))
-        return out
-
-    def body(self, ops: list[Operation]) -> None:
-        innermost = self.loops[-1].body
-        innermost.insert_ops_before(ops, innermost.last_op)
-
-    def kernel(self, name: str, layers: dict[str, accel.LayerOp], timesteps: int, prologue=()) -> tile.KernelOp:
-        return tile.KernelOp(name, [*self.buffers, *prologue, *self.outer])
-
-
-class _GroupNest:
-    """The nest of a synaptic group (see the module docstring)."""
-
-    def __init__(self, lowering: _Lowering, step: GroupStep, syms: list[str], weights: list[memref.GlobalOp],
-                 params: memref.GlobalOp):
-        self.lw, self.step, self.syms, self.weights, self.params = lowering, step, syms, weights, params
-
-    def kernel(self) -> tile.KernelOp:
-        step, lw = self.step, self.lw
-        param_ref = get_global(self.params)
-        params = tile.AllocOp("params", PLACEHOLDER)
-        weight_refs = [get_global(g) for g in self.weights]
-        bufs: list[tile.AllocOp] = [params]
-        w_bufs, in_bufs = [], []
-        for i in range(len(step.synapses)):  # w0, in0, w1, in1: the allocation order
-            w_bufs.append(tile.AllocOp(f"w{i}", PLACEHOLDER, rotate=("n",)))
-            in_bufs.append(tile.AllocOp(f"in{i}", PLACEHOLDER, rotate=VISIT_DIMS))
-            bufs += [w_bufs[-1], in_bufs[-1]]
-        acc = tile.AllocOp("acc", PLACEHOLDER, rotate=VISIT_DIMS)
-        bufs.append(acc)
-        named = {"acc": acc}
-        if step.lif is not None:
-            for role, rotate, used in (("state", TILE_DIMS, True), ("spk", VISIT_DIMS, True),
-                                       ("mem", VISIT_DIMS, step.membrane_out is not None),
-                                       ("out", VISIT_DIMS, step.spikes_out is not None)):
-                if used:
-                    named[role] = tile.AllocOp(role, PLACEHOLDER, rotate=rotate)
-                    bufs.append(named[role])
-        nest = _Nest(bufs, step.batch, step.out_h, lw.T, lw.lanes, channels=pad8(step.out_c))
-        n = nest.by_dim["n"]
-        c0 = const(0)
-        p_size = const(self.params.type.get_shape()[0])
-        prologue = [param_ref, *weight_refs, c0, p_size,
-                    tile.LoadConstOp.build_with(src=param_ref.memref, dst=params.result, ch0=c0.result,
-                                                chs=p_size.result)]
-        n.body.insert_ops_after([tile.LoadConstOp.build_with(src=ref.memref, dst=w.result, ch0=n.iv,
-                                                             chs=nest.extents["n"])
-                                 for ref, w in zip(weight_refs, w_bufs)], nest.extents["n"].owner)
-        nest.body(self._visit(nest, params, w_bufs, in_bufs, named))
-        return nest.kernel(source_name(step.head.op), lw.layer_by_sym, lw.T, prologue)
-
-    def _visit(self, nest: _Nest, params, w_bufs, in_bufs, named) -> list[Operation]:
-        step, maps = self.step, self.lw.maps
-        coords = nest.coords(nest.by_dim["n"].iv, nest.extents["n"])
-        ops: list[Operation] = []
-        for i, s in enumerate(step.synapses):
-            rows = tile.InputRowsOp(nest.row0, nest.rows, s.kh, s.stride[0], s.pads[0], s.dil[0], s.in_h)
-            ch0, chs = const(s.ch_offset), const(s.in_cs)
-            ops += [rows, ch0, chs]
-            load_row0 = rows.in_row0
-            if s.row_offset:
-                offset = const(s.row_offset)
-                shifted = arith.AddiOp(rows.in_row0, offset.result)
-                ops += [offset, shifted]
-                load_row0 = shifted.result
-            ops.append(tile.LoadOp.build_with(src=maps[id(s.src.fmap)], dst=in_bufs[i].result,
-                                              **nest.map_window(load_row0, rows.in_rows, ch0, chs)))
-            ops.append(tile.SynOp.build_with(
-                self.syms[i], ["accumulate"] if i else [], inp=in_bufs[i].result, weights=w_bufs[i].result,
-                params=params.result, acc=named["acc"].result, in_row0=rows.in_row0, in_rows=rows.in_rows, **coords))
-        if step.current_out is not None:
-            ops.append(tile.StoreOp.build_with(src=named["acc"].result, dst=maps[id(step.current_out)], **coords))
-        if step.lif is None:
-            return ops
-        mem = named.get("mem")
-        ops.append(tile.LifOp.build_with(self.syms[0], acc=named["acc"].result, params=params.result,
-                                         state=named["state"].result, spk=named["spk"].result,
-                                         mem=mem.result if mem is not None else None, **coords))
-        if step.membrane_out is not None:
-            ops.append(tile.StoreOp.build_with(src=mem.result, dst=maps[id(step.membrane_out)], **coords))
-        if step.spikes_out is not None:
-            ops.append(tile.PackOp.build_with(self.syms[0], spk=named["spk"].result, out=named["out"].result,
-                                              **coords))
-            ops.append(tile.StoreOp.build_with(src=named["out"].result, dst=maps[id(step.spikes_out)], **coords))
-        return ops
-
-

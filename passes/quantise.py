@@ -49,20 +49,21 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Attribute, Operation
 from xdsl.passes import ModulePass
 
+from snnc.dialects.neurons import PARAMS as NEURON_PARAMS
 from snnc.dialects.snn import int_array
 from snnc.backend.errors import CompileError
 from snnc.backend.hwconfig import load_hw
-from snnc.backend.isa import LeakForm
 from snnc.dialects.snn import AvgPool2dOp, LIFOp, SpikeLogicOp, int_array_value, main_function
 from snnc.passes.numerics import (
     INT32_MAX,
     channel_headroom,
-    choose_neuron_numbers,
     choose_weight_scales,
     current_error_bound,
     quantise_group,
 )
-from snnc.passes.snn_steps import AddStep, GroupStep, NetworkSteps, PoolStep, pad8, pool_output_frac, source_name
+from snnc.passes.neuron_numbers import choose_neuron_numbers
+from snnc.passes.snn_steps import NetworkSteps
+from snnc.passes.step_records import AddStep, GroupStep, PoolStep, pad8, pool_output_frac, source_name
 
 FIXED_ATTR = "snn.fixed"
 NEURON_ATTR = "snn.neuron"
@@ -192,10 +193,10 @@ def _quantise_lif(step: GroupStep, lif: LIFOp, acc_frac: int, current_bound: flo
     """The LIF's integers; returns the per-channel weight shift when per-channel scales are
     chosen (`weight_fracs` given: the group may use them), else None."""
     per_channel = any(
-        lif.parameter(n) is not None and np.ndim(lif.parameter(n)) == 1 for n in ("beta", "tau", "threshold", "v_reset"))
+        lif.parameter(n) is not None and np.ndim(lif.parameter(n)) == 1 for n in NEURON_PARAMS)
     param_c = step.out_c if per_channel else 1
     nn, shift = None, None
-    membrane = dict(membrane_bits=membrane_bits, where=f"{lif.name} '{source_name(lif)}'")  # the P-LIF registers (numerics.choose_neuron_numbers)
+    membrane = dict(membrane_bits=membrane_bits, where=f"{lif.name} '{source_name(lif)}'")  # the P-LIF registers (neuron_numbers.choose_neuron_numbers)
     if weight_fracs is not None:  # numerics.py, "Per-channel weight scales"
         headroom = channel_headroom([s.weights for s in step.synapses], weight_fracs, bits, step.out_c)
         trial = choose_neuron_numbers(lif, acc_frac, current_bound, timesteps, step.out_c, current_error,
@@ -214,12 +215,11 @@ def _quantise_lif(step: GroupStep, lif: LIFOp, acc_frac: int, current_bound: flo
     if step.membrane_out is not None:
         step.membrane_out.frac, step.membrane_out.abs_max = nn.membrane_frac, nn.membrane_bound
         step.membrane_out.error = nn.membrane_error
-    leak = nn.leak if nn.leak_form != LeakForm.NONE else np.ones(param_c, np.int64)
     lif.attributes[NEURON_ATTR] = to_attr({
         "leak_frac": nn.leak_frac, "membrane_frac": nn.membrane_frac, "acc_shift": nn.acc_shift,
         "param_c": param_c, "per_channel": per_channel,
         "threshold": np.broadcast_to(np.asarray(nn.threshold, np.int64), (param_c,)),
-        "leak": np.broadcast_to(np.asarray(leak, np.int64), (param_c,)),
+        "leak": np.broadcast_to(np.asarray(nn.leak, np.int64), (param_c,)),  # ones for a kind without leak
         "v_reset": np.broadcast_to(np.asarray(nn.v_reset, np.int64), (param_c,)),
         "membrane_bound": nn.membrane_bound, "membrane_error": nn.membrane_error, "notes": "; ".join(nn.notes),
     })

@@ -33,8 +33,8 @@ from snnc.dialects.snn import (
     tensor_attr,
 )
 from snnc.compiler.pipeline import CompileOptions, lower_module
+from snnc.passes.neuron_numbers import choose_neuron_numbers
 from snnc.passes.numerics import (
-    choose_neuron_numbers,
     choose_weight_scales,
     exact_frac,
     leak_fraction,

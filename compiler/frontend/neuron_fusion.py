@@ -56,6 +56,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from snnc.backend.errors import FrontendError
+from snnc.dialects.neurons import PARAMS, kind_named, kinds
 from snnc.compiler.frontend.onnx_loading import tensor_to_array
 from snnc.compiler.frontend.messages import quote
 
@@ -98,8 +99,7 @@ class FusedNeuron:
                 if getattr(self, k) is not None}
 
     def describe(self) -> str:
-        leak = {"beta": "beta", "tau": "tau", "none": "IF"}[self.leak]
-        return f"{leak}/{self.compare}/{self.reset}/{self.reset_timing}"
+        return f"{kind_named(self.leak).title}/{self.compare}/{self.reset}/{self.reset_timing}"
 
 
 def _label(node: onnx.NodeProto) -> str:
@@ -436,33 +436,21 @@ def _as_param(value: np.ndarray, step_shape) -> np.ndarray | None:
 
 
 def _candidates(params: list[np.ndarray], compares: list[str], leaks: list[str]):
-    """Every `snn.lif` form with parameters from `params`, in order of preference."""
+    """Every `snn.lif` form with parameters from `params`, in order of preference: per
+    comparison and kind (`leaks`), every positive threshold with the kind's candidates."""
     positive = [p for p in params if np.all(p > 0)]
-    betas = [p for p in params if np.all((p >= 0) & (p <= 1)) and not np.all(p == 1)]  # beta 1 is IF
-    # v - v/tau + I (SpikingJelly's decay_input=False with v_reset 0) is beta = 1 - 1/tau
-    betas += [np.float32(1) - np.float32(1) / p for p in positive if np.all(p > 1)]
-    taus = list(positive) + [np.float32(1.0) / p for p in positive if np.all(p < 1)]
     for compare in compares:
         for leak in leaks:
+            kind = kind_named(leak)
             for thr in positive:
-                if leak == "beta":
-                    for beta in betas:
-                        for reset, timing in (("subtract", "same"), ("zero", "same"), ("subtract", "delayed"),
-                                              ("zero", "delayed")):
-                            yield FusedNeuron("beta", compare, reset, timing, thr, beta=beta)
-                        for v_reset in params:
-                            yield FusedNeuron("beta", compare, "to_value", "same", thr, beta=beta, v_reset=v_reset)
-                elif leak == "none":
-                    for reset, timing in (("subtract", "same"), ("zero", "same"), ("subtract", "delayed"),
-                                          ("zero", "delayed")):
-                        yield FusedNeuron("none", compare, reset, timing, thr)
-                    for v_reset in params:
-                        yield FusedNeuron("none", compare, "to_value", "same", thr, v_reset=v_reset)
-                else:
-                    for tau in taus:
-                        for v_reset in params:
-                            for reset in ("to_value", "subtract", "zero"):
-                                yield FusedNeuron("tau", compare, reset, "same", thr, tau=tau, v_reset=v_reset)
+                for reset, timing, kind_params in kind.fusion_candidates(params):
+                    yield FusedNeuron(leak, compare, reset, timing, thr, **kind_params)
+
+
+def _kind_order(ops: set[str]) -> list[str]:
+    """The neuron kinds to try, most likely first: a Div in the subgraph suggests a tau form."""
+    has_div = int("Div" in ops)
+    return sorted(kinds(), key=lambda name: kinds()[name].fusion_rank[has_div])
 
 
 def _agrees(ours: np.ndarray, theirs: np.ndarray, binary: bool) -> bool:
@@ -547,9 +535,10 @@ def _probes(ordered_inputs, shapes, scale: float, seed: int = 0) -> list[dict[st
 
 
 def _expected() -> str:
-    return ("expected a neuron with one current per timestep, h = beta*v + I | v + (I - (v - v_reset))/tau "
-            "| v + I, spike h > thr or h >= thr, reset subtract / zero / to v_reset (same step or snnTorch's "
-            "delayed subtraction), scalar or per-channel parameters")
+    forms = " | ".join(kind.formula for kind in kinds().values())
+    return (f"expected a neuron with one current per timestep, h = {forms}, spike h > thr or h >= thr, "
+            "reset subtract / zero / to v_reset (same step or snnTorch's delayed subtraction), scalar or "
+            "per-channel parameters")
 
 
 def analyse_cluster(model, cluster, consts, shapes):
@@ -582,7 +571,7 @@ def analyse_cluster(model, cluster, consts, shapes):
     params = _param_candidates(cluster, consts, step_shape)
     ops = {n.op_type for n in cluster.nodes}
     compares = ["ge", "gt"] if ops & {"GreaterOrEqual", "LessOrEqual"} else ["gt", "ge"]
-    leaks = ["tau", "beta", "none"] if "Div" in ops else ["beta", "none", "tau"]
+    leaks = _kind_order(ops)
     scale = max([1.0] + [float(np.max(np.abs(p))) for p in params])
     probe_shapes = _probe_shapes(ordered, shapes, cluster, consts)
     probes = _probes(ordered, probe_shapes, scale)
@@ -650,12 +639,8 @@ def _lif_step(spec: FusedNeuron, current: np.ndarray, v: np.ndarray):
         return x if x.ndim == 0 else x.reshape((1, -1) + (1,) * (len(shape) - 2))
 
     thr, one = p(spec.threshold), np.float32(1)
-    if spec.leak == "beta":
-        h = p(spec.beta) * v + current
-    elif spec.leak == "tau":
-        h = v + (current - (v - p(spec.v_reset))) / p(spec.tau)
-    else:
-        h = v + current
+    h = kind_named(spec.leak).charge(v, current, {name: None if getattr(spec, name) is None else p(getattr(spec, name))
+                                                  for name in PARAMS})
     s = ((h >= thr) if spec.compare == "ge" else (h > thr)).astype(np.float32)
     if spec.reset == "subtract":
         v_next = h - s * thr
@@ -703,7 +688,7 @@ def _fuse_scan_body(model, scan: onnx.NodeProto, consts: dict, opset: int, tag: 
         params = _param_candidates(cluster, body_consts, dims)
         ops = {n.op_type for n in cluster.nodes}
         compares = ["ge", "gt"] if ops & {"GreaterOrEqual", "LessOrEqual"} else ["gt", "ge"]
-        leaks = ["tau", "beta", "none"] if "Div" in ops else ["beta", "none", "tau"]
+        leaks = _kind_order(ops)
         scale = max([1.0] + [float(np.max(np.abs(p))) for p in params])
         shapes = _probe_shapes([currents[0], states[0]], shapes, cluster, body_consts)
         probes = _probes([currents[0], states[0]], shapes, scale)
