@@ -29,13 +29,14 @@ def test_tables_and_verdicts(bench):
     assert "| broken | error |" in table
     verdicts = bench.targets([ROW], processes=True)
     lines = {line.split("|")[1].strip(): line for line in verdicts.splitlines() if line.startswith("| ")}
-    # issue 17's targets: compile as a whole process, simulation in-process, each against ORT
+    # issue 14's in-process compile (1.2x 5e2ce31's 1.79x) and issue 17's targets, each against ORT
+    assert "= 2.50x | MISSED" in lines["compile, in-process vgg16-cifar10 <= 2.15x ORT (issue 14: 1.2x 5e2ce31's 1.79x)"]
     assert "= 2.00x | MET" in lines["compile, whole process vgg16-cifar10 <= 2x ORT"]  # 2.0 s / 1.0 s
     assert "= 1.50x | MET" in lines["cycle-level simulation, in-process vgg16-cifar10 <= 5x ORT (this round; 2x long-term)"]
     assert "MET" in lines["functional simulation, in-process vgg16-cifar10 <= 2x ORT"]  # 0.9x
-    slow = bench.targets([{**ROW, "sim_functional_s": 0.25, "proc_compile_s": 2.1}], processes=True)
-    assert slow.count("MISSED") == 2 and "= 2.50x | MISSED" in slow and "= 2.10x | MISSED" in slow
-    assert bench.targets([{"model": "vgg16-cifar10"}], processes=False).count("not measured") == 3 + 1  # + memory
+    slow = bench.targets([{**ROW, "compile_s": 0.8, "sim_functional_s": 0.25, "proc_compile_s": 2.1}], processes=True)
+    assert slow.count("MISSED") == 2 and "= 2.00x | MET" in slow and "= 2.50x | MISSED" in slow and "= 2.10x | MISSED" in slow
+    assert bench.targets([{"model": "vgg16-cifar10"}], processes=False).count("not measured") == 4 + 1  # + memory
     assert "MET" in lines["binary <= 1.1x packed payload (all models)"]  # 1050 / (900 + 100)
     assert "| vgg16-cifar10 | 1,050 | 900 | 100 | 1,000 | 1.05x | 5,000 |" in table
     assert "n/a" in lines["resnet18-imagenet compile + simulate < 4096 MiB"]
