@@ -672,7 +672,8 @@ LIMITS: tuple[Limit, ...] = (
     Limit("dma.load, dma.store, move", "at most `sram.size_bytes` rows and bytes (rows * row_bytes); every row "
           "inside its memory"),
     Limit("dma.load_bm, dma.store_bm", "fibers >= 1 needs fiber_elems >= 1; the dense SRAM tile "
-          "(fibers * fiber_elems * word_bytes) or, with KEEP_COMPRESSED, sram_bytes (at least fibers * "
+          "(fibers * fiber_elems * word_bytes at most `sram.size_bytes`, its strided extent inside the SRAM) or, "
+          "with KEEP_COMPRESSED, sram_bytes (at least fibers * "
           "(4 + ceil(fiber_elems/8))) inside the SRAM; the fiber slots inside dram_size"),
     Limit("tile instructions", "the layer has the opcode's kind (syn, lif, pack: CONV; pool: MAXPOOL/AVGPOOL; "
           "add: ADD); every SRAM operand (\"Tile layouts per instruction\") inside the SRAM"),
@@ -830,7 +831,16 @@ def _check_fiber_dma(where: str, f: dict[str, int], dram_size: int, sram: int) -
                                     f"least {meta} bytes")
         _check_span(where, "sram_addr", f["sram_addr"], f["sram_bytes"], sram, "SRAM", "fiber tile")
     else:
-        _check_span(where, "sram_addr", f["sram_addr"], f["fibers"] * f["fiber_elems"] * f["word_bytes"], sram, "SRAM",
+        dense = f["fibers"] * f["fiber_elems"] * f["word_bytes"]
+        if dense > sram:  # strides may fold the tile onto fewer bytes, but the expansion is this big
+            raise BinaryFormatError(f"{where}.fibers: {f['fibers']} fibers of {f['fiber_elems']} {f['word_bytes']}-byte "
+                                    f"words, more than the {sram}-byte SRAM holds")
+        strides = (f.get("sram_stride", 0), f.get("run_elems", 0), f.get("run_stride", 0))
+        wrong = isa.fiber_layout_error(f["fibers"], f["fiber_elems"], f["word_bytes"], *strides)
+        if wrong:
+            raise BinaryFormatError(f"{where}.{wrong}")
+        _check_span(where, "sram_addr", f["sram_addr"],
+                    isa.fiber_tile_extent(f["fibers"], f["fiber_elems"], f["word_bytes"], *strides), sram, "SRAM",
                     "fiber tile")
     end = isa.fiber_dma_end(f["dram_addr"], f["fibers"], f["fiber_elems"], f["elem_bits"], f["flags"])
     if end > dram_size:

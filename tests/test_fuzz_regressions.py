@@ -101,6 +101,21 @@ BINARY_DEFECTS = {
         lambda im: with_instruction(im, 0, Opcode.DMA_LOAD_BM, dram_addr=0, sram_addr=0, fibers=(1 << 32) - 1,
                                     fiber_elems=0, word_bytes=1, elem_bits=1, flags=0),
         r"instruction 0 \(dma.load_bm\)\.fiber_elems = 0"),
+    # a strided fiber tile whose runs overlap (run_stride < run bytes): its extent was taken at the
+    # last element, the expansion wrote past it (IndexError in simulator._dma_bm)
+    "dma.load_bm runs overlapping": (
+        lambda im: with_instruction(im, 0, Opcode.DMA_LOAD_BM, dram_addr=0, sram_addr=0, fibers=1, fiber_elems=128,
+                                    word_bytes=1, elem_bits=4, flags=0, run_elems=9, run_stride=0),
+        r"instruction 0 \(dma.load_bm\)\.run_stride = 0: runs of 9 1-byte words overlap"),
+    "dma.load_bm fibers overlapping": (
+        lambda im: with_instruction(im, 0, Opcode.DMA_LOAD_BM, dram_addr=0, sram_addr=0, fibers=2, fiber_elems=16,
+                                    word_bytes=1, elem_bits=4, flags=0, sram_stride=8),
+        r"instruction 0 \(dma.load_bm\)\.sram_stride = 8: fibers of 16 bytes overlap"),
+    "dma.load_bm strided fibers folded": (
+        lambda im: with_instruction(im, 0, Opcode.DMA_LOAD_BM, dram_addr=0, sram_addr=0, fibers=1,
+                                    fiber_elems=(1 << 32) - 1, word_bytes=8, elem_bits=1, flags=0, run_elems=1,
+                                    run_stride=0),
+        r"instruction 0 \(dma.load_bm\)\.fibers: 1 fibers of 4294967295 8-byte words, more than"),
 }
 
 
