@@ -672,7 +672,9 @@ LIMITS: tuple[Limit, ...] = (
     Limit("dma.load, dma.store, move", "at most `sram.size_bytes` rows and bytes (rows * row_bytes); every row "
           "inside its memory"),
     Limit("dma.load_bm, dma.store_bm", "fibers >= 1 needs fiber_elems >= 1; the dense SRAM tile "
-          "(fibers * fiber_elems * word_bytes at most `sram.size_bytes`, its strided extent inside the SRAM) or, "
+          "(fibers * fiber_elems * word_bytes at most `sram.size_bytes`; strided by sram_stride / run_elems / "
+          "run_stride, runs at least a run apart, fibers at least a fiber's extent apart, its extent inside the "
+          "SRAM) or, "
           "with KEEP_COMPRESSED, sram_bytes (at least fibers * "
           "(4 + ceil(fiber_elems/8))) inside the SRAM; the fiber slots inside dram_size"),
     Limit("tile instructions", "the layer has the opcode's kind (syn, lif, pack: CONV; pool: MAXPOOL/AVGPOOL; "

@@ -225,9 +225,10 @@ def fiber_tile_offsets(fibers: int, elems: int, word_bytes: int, sram_stride: in
 
 def fiber_layout_error(fibers: int, elems: int, word_bytes: int, sram_stride: int, run_elems: int,
                        run_stride: int) -> str | None:
-    """A message starting with the field's name when a strided fiber tile lays two elements on
-    the same SRAM bytes (runs closer than a run, fibers closer than a fiber), else None: an
-    expanding load would write them in no defined order."""
+    """A message starting with the field's name when a strided fiber tile's runs lie closer than
+    a run or its fibers closer than a fiber's extent (interleaving them), else None. Overlapping
+    elements would be written in no defined order by an expanding load; the lowering's channel
+    slices never interleave."""
     layout = fiber_tile_offsets(fibers, elems, word_bytes, sram_stride, run_elems, run_stride)
     if layout is None:
         return None
@@ -236,7 +237,7 @@ def fiber_layout_error(fibers: int, elems: int, word_bytes: int, sram_stride: in
         return f"run_stride = {run_stride}: runs of {run} {word_bytes}-byte words overlap (expected >= {run * word_bytes})"
     span = fiber_tile_extent(1, elems, word_bytes, sram_stride, run_elems, run_stride)
     if fibers > 1 and stride < span:
-        return f"sram_stride = {sram_stride}: fibers of {span} bytes overlap (expected 0 or >= {span})"
+        return f"sram_stride = {sram_stride}: fibers {stride} bytes apart, each spans {span} bytes (expected >= {span})"
     return None
 
 
