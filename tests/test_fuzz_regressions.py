@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import tracemalloc
 import io
 from contextlib import redirect_stderr
 from pathlib import Path
@@ -24,7 +25,7 @@ from snnc.compiler.cli import main
 from snnc.compiler.fileio import load_npz
 from snnc.compiler.frontend.canonical import Network
 from snnc.compiler.pipeline import CompileOptions, compile_model
-from snnc.runtime import simulate
+from snnc.runtime import memory, simulate
 from test_runtime import SPIKES_IN, W_DENSE, dense_program
 
 fc = bench_module("fuzz_cases")
@@ -312,3 +313,48 @@ def test_fiber_tile_extent_is_the_end_of_its_furthest_element():
         assert wrong is not None or not overlap
         if wrong is not None and not overlap:  # interleaved fibers: refused too, by the simpler rule
             assert wrong.startswith("sram_stride") and stride < ends[0].max()
+
+
+# ---------------------------------------------------------------------------------------
+# the timing model: memory bounded by the ranges, not ranges x DRAM channels
+# ---------------------------------------------------------------------------------------
+
+def _bytes_per_way(starts, lengths, block: int, ways: int) -> np.ndarray:
+    out = np.zeros(ways, dtype=np.int64)
+    for start, length in zip(starts, lengths):
+        for address in range(start, start + length):
+            out[(address // block) % ways] += 1
+    return out
+
+
+@pytest.mark.parametrize("direct_elements", [memory.DIRECT_ELEMENTS, 0])
+def test_interleaved_bytes_counts_every_byte_on_its_way(direct_elements, monkeypatch):
+    monkeypatch.setattr(memory, "DIRECT_ELEMENTS", direct_elements)  # both forms: the table and the runs
+    rng = np.random.default_rng(0)
+    for _ in range(400):
+        block, ways, n = int(rng.integers(1, 9)), int(rng.integers(1, 9)), int(rng.integers(0, 6))
+        starts, lengths = rng.integers(0, 200, n), rng.integers(0, 150, n)
+        assert np.array_equal(memory.interleaved_bytes(starts, lengths, block, ways),
+                              _bytes_per_way(starts, lengths, block, ways))
+    for _ in range(400):  # strided rows: whole periods of the rotation counted once
+        block, ways = int(rng.integers(1, 9)), int(rng.integers(1, 9))
+        phase, stride = int(rng.integers(0, block * ways)), int(rng.integers(0, block * ways))
+        rows, row_bytes = int(rng.integers(1, 60)), int(rng.integers(1, 30))
+        expected = _bytes_per_way(phase + np.arange(rows) * stride, [row_bytes] * rows, block, ways).max()
+        assert memory._busiest_way_strided.__wrapped__(block, ways, phase, stride, rows, row_bytes) == expected
+
+
+def test_a_dma_of_many_rows_on_many_channels_is_timed_in_little_memory(image):
+    """dram.channels = 4096 and a dma.load of 16384 rows: the channel split was a [rows, channels + 1]
+    int64 table per temporary (8 GiB at 262144 rows: a MemoryError in memory.interleaved_bytes)."""
+    image = dataclasses.replace(image, hw_toml=image.hw_toml.replace("channels = 16", "channels = 4096"))
+    assert "channels = 4096" in image.hw_toml
+    data = with_instruction(image, 0, Opcode.DMA_LOAD, dram_addr=0, sram_addr=0, row_bytes=1, rows=16384,
+                            dram_stride=0, sram_stride=1)
+    tracemalloc.start()
+    try:
+        simulate(read_program(data), {"x": SPIKES_IN}, functional=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20
