@@ -99,8 +99,10 @@ def vector_cycles(hw: HwConfig, elements: int, window: int = 1) -> int:
 def chunk_sums(values: np.ndarray, width: int) -> np.ndarray:
     """[M, K] -> [M, ceil(K/width)]: sums over consecutive chunks of `width` positions of K."""
     m, k = values.shape
-    chunks = max(1, math.ceil(k / width))
-    pad = chunks * width - k
+    if k <= width:  # one chunk: no padding up to a buffer that may be far wider than K
+        return values.sum(axis=1, keepdims=True)
+    chunks = math.ceil(k / width)
+    pad = chunks * width - k  # < k
     if pad:
         values = np.concatenate([values, np.zeros((m, pad), dtype=values.dtype)], axis=1)
     return values.reshape(m, chunks, width).sum(axis=2)
