@@ -645,6 +645,9 @@ def io_frac_range(fmt: Format) -> tuple[int, int]:
     return _FORMAT_BITS[fmt] - 1 - FLOAT32_MAX_EXP, -FLOAT32_MIN_EXP
 
 
+IO_HOST_BYTES_PER_ELEMENT = 16  # LIMITS "I/O descriptors": host memory per I/O element, with margin
+
+
 @dataclass(frozen=True)
 class Limit:
     what: str
@@ -668,7 +671,9 @@ LIMITS: tuple[Limit, ...] = (
           "an I/O tensor); ACT frac_bits make every stored integer a finite normal float32 (ACT_I16: "
           f"{io_frac_range(Format.ACT_I16)[0]}..{io_frac_range(Format.ACT_I16)[1]}, ACT_I32: "
           f"{io_frac_range(Format.ACT_I32)[0]}..{io_frac_range(Format.ACT_I32)[1]}); the tensor inside dram_size; "
-          "the float32 arrays of all I/O tensors together fit in `dram.size_bytes`"),
+          f"all I/O tensors together at most `dram.size_bytes` / {IO_HOST_BYTES_PER_ELEMENT} elements (what the "
+          "host holds per element: the float32 array, its stored integers and its DRAM bytes, converted a chunk "
+          "at a time)"),
     Limit("dma.load, dma.store, move", "at most `sram.size_bytes` rows and bytes (rows * row_bytes); every row "
           "inside its memory"),
     Limit("dma.load_bm, dma.store_bm", "fibers >= 1 needs fiber_elems >= 1; the dense SRAM tile "
@@ -899,10 +904,11 @@ def validate_image(image: ProgramImage,
             raise BinaryFormatError(f"io[{i}].name: duplicate {'output' if d.is_output else 'input'} {d.name!r}")
         names.add((d.is_output, d.name))
         _check_io(i, d, dram_size)
-        host_bytes += 4 * d.timesteps * d.batch * d.channels * d.height * d.width
+        host_bytes += IO_HOST_BYTES_PER_ELEMENT * d.timesteps * d.batch * d.channels * d.height * d.width
         if host_bytes > hw.dram.size_bytes:
-            raise BinaryFormatError(f"io[{i}] ({d.name!r}): the I/O tensors' float32 arrays take {host_bytes} bytes, "
-                                    f"more than dram.size_bytes = {hw.dram.size_bytes}")
+            raise BinaryFormatError(
+                f"io[{i}] ({d.name!r}): the I/O tensors take {host_bytes} bytes on the host "
+                f"({IO_HOST_BYTES_PER_ELEMENT} per element), more than dram.size_bytes = {hw.dram.size_bytes}")
     if len(image.instructions) > MAX_INSTRUCTIONS * isa.INSTRUCTION_BYTES:
         raise BinaryFormatError(f"section instructions: more than {MAX_INSTRUCTIONS} instructions")
     dram_side = ("dram_addr", "dram_stride", dram_size, "dram_size")

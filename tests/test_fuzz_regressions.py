@@ -17,7 +17,8 @@ import pytest
 from passes_util import bench_module
 from progbuild import Prog
 from snnc.backend import isa
-from snnc.backend.binformat import IODesc, read_program, write_program
+from snnc.backend import binformat as bf
+from snnc.backend.binformat import IO_HOST_BYTES_PER_ELEMENT, IODesc, read_program, write_program
 from snnc.backend.errors import BinaryFormatError, CompileError, InputError
 from snnc.backend.hwconfig import HwConfig
 from snnc.backend.isa import Format, LayerKind, Opcode
@@ -25,7 +26,7 @@ from snnc.compiler.cli import main
 from snnc.compiler.fileio import load_npz
 from snnc.compiler.frontend.canonical import Network
 from snnc.compiler.pipeline import CompileOptions, compile_model
-from snnc.runtime import memory, simulate, timing
+from snnc.runtime import memory, simulate, tensors, timing
 from test_runtime import SPIKES_IN, W_DENSE, dense_program
 
 fc = bench_module("fuzz_cases")
@@ -376,3 +377,57 @@ def test_chunk_sums_do_not_pad_to_a_wide_bitmask_buffer():
     for width in (1, 7, 64, 70, 71):  # several chunks: each the sum of its `width` positions
         expected = np.stack([values[:, c:c + width].sum(axis=1) for c in range(0, 70, width)], axis=1)
         assert np.array_equal(timing.chunk_sums(values, width), expected)
+
+
+# ---------------------------------------------------------------------------------------
+# I/O tensors: host memory bounded per element
+# ---------------------------------------------------------------------------------------
+
+def test_io_elements_are_bounded_by_the_host_bytes_they_take(image):
+    """An ACT_I32 input of 2**27 elements in a 1 GiB dram_size passed (its float32 array fit
+    dram.size_bytes) and took 5.7 GB resident in encode_input / decode_output."""
+    big = dataclasses.replace(image.io[0], format=Format.ACT_I32, timesteps=1, t0=0, nt=1, channels=1 << 27,
+                              channels_stored=1 << 27, onnx_shape=(1, 1, 1 << 27), dram_addr=4096)
+    bad = dataclasses.replace(image, io=[big, *image.io[1:]], dram_size=1 << 30)
+    with pytest.raises(BinaryFormatError, match=r"io\[0\] \('x'\): the I/O tensors take 2147483648 bytes on the "
+                                                r"host \(16 per element\), more than dram.size_bytes = 1073741824"):
+        read_program(fc.store_raw(fc.image_payloads(bad), bad.dram_size))
+
+
+def _peak(run) -> tuple[object, int]:
+    tracemalloc.start()
+    try:
+        result = run()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("fmt", [Format.ACT_I32, Format.ACT_I16, Format.SPIKE_PLANES, Format.SPIKE_WORDS])
+def test_io_conversion_stays_within_its_per_element_bytes(fmt):
+    """encode_input / decode_output convert a chunk (or a timestep) at a time: at most the
+    LIMITS' bytes per element, where the float64 and int64 copies of the whole tensor took 44."""
+    n = 1 << 23
+    desc = IODesc("x", False, (1, 1, n), 0, fmt, 2 if fmt in (Format.ACT_I32, Format.ACT_I16) else 0, 1, 1, n, n,
+                  1, 1)
+    rng = np.random.default_rng(0)
+    x = (rng.integers(-64, 64, n) / 4.0 if fmt in (Format.ACT_I32, Format.ACT_I16) else rng.integers(0, 2, n)
+         ).astype(np.float32).reshape(1, 1, n)
+    (raw, _), peak = _peak(lambda: tensors.encode_input(desc, x))
+    assert peak < IO_HOST_BYTES_PER_ELEMENT * n
+    decoded, peak = _peak(lambda: tensors.decode_output(desc, raw))
+    assert peak < IO_HOST_BYTES_PER_ELEMENT * n
+    assert np.array_equal(decoded, x)
+
+
+def test_decoded_act_values_round_once_to_float32():
+    """k * 2**-frac through float32(k) equals the correctly rounded float64 product at every frac
+    the validator accepts (the decode no longer goes through float64)."""
+    rng = np.random.default_rng(1)
+    ints = np.concatenate([rng.integers(-(1 << 31), 1 << 31, 10_000), [0, 1, -1, (1 << 31) - 1, -(1 << 31),
+                                                                    (1 << 24) + 1, -(1 << 24) - 3]]).astype("<i4")
+    lo, hi = bf.io_frac_range(Format.ACT_I32)
+    for frac in (lo, -10, 0, 17, hi):
+        desc = IODesc("y", True, (1, 1, ints.size), 0, Format.ACT_I32, frac, 1, 1, ints.size, ints.size, 1, 1)
+        got = tensors.decode_output(desc, ints.view(np.uint8)).reshape(-1)
+        assert np.array_equal(got, np.ldexp(ints.astype(np.float64), -frac).astype(np.float32))
