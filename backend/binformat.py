@@ -645,6 +645,9 @@ def io_frac_range(fmt: Format) -> tuple[int, int]:
     return _FORMAT_BITS[fmt] - 1 - FLOAT32_MAX_EXP, -FLOAT32_MIN_EXP
 
 
+IO_HOST_BYTES_PER_ELEMENT = 16  # LIMITS "I/O descriptors": host memory per I/O element, with margin
+
+
 @dataclass(frozen=True)
 class Limit:
     what: str
@@ -668,11 +671,16 @@ LIMITS: tuple[Limit, ...] = (
           "an I/O tensor); ACT frac_bits make every stored integer a finite normal float32 (ACT_I16: "
           f"{io_frac_range(Format.ACT_I16)[0]}..{io_frac_range(Format.ACT_I16)[1]}, ACT_I32: "
           f"{io_frac_range(Format.ACT_I32)[0]}..{io_frac_range(Format.ACT_I32)[1]}); the tensor inside dram_size; "
-          "the float32 arrays of all I/O tensors together fit in `dram.size_bytes`"),
+          f"all I/O tensors together at most `dram.size_bytes` / {IO_HOST_BYTES_PER_ELEMENT} elements (what the "
+          "host holds per element: the float32 array, its stored integers and its DRAM bytes, converted a chunk "
+          "at a time)"),
     Limit("dma.load, dma.store, move", "at most `sram.size_bytes` rows and bytes (rows * row_bytes); every row "
           "inside its memory"),
     Limit("dma.load_bm, dma.store_bm", "fibers >= 1 needs fiber_elems >= 1; the dense SRAM tile "
-          "(fibers * fiber_elems * word_bytes) or, with KEEP_COMPRESSED, sram_bytes (at least fibers * "
+          "(fibers * fiber_elems * word_bytes at most `sram.size_bytes`; strided by sram_stride / run_elems / "
+          "run_stride, runs at least a run apart, fibers at least a fiber's extent apart, its extent inside the "
+          "SRAM) or, "
+          "with KEEP_COMPRESSED, sram_bytes (at least fibers * "
           "(4 + ceil(fiber_elems/8))) inside the SRAM; the fiber slots inside dram_size"),
     Limit("tile instructions", "the layer has the opcode's kind (syn, lif, pack: CONV; pool: MAXPOOL/AVGPOOL; "
           "add: ADD); every SRAM operand (\"Tile layouts per instruction\") inside the SRAM"),
@@ -830,7 +838,16 @@ def _check_fiber_dma(where: str, f: dict[str, int], dram_size: int, sram: int) -
                                     f"least {meta} bytes")
         _check_span(where, "sram_addr", f["sram_addr"], f["sram_bytes"], sram, "SRAM", "fiber tile")
     else:
-        _check_span(where, "sram_addr", f["sram_addr"], f["fibers"] * f["fiber_elems"] * f["word_bytes"], sram, "SRAM",
+        dense = f["fibers"] * f["fiber_elems"] * f["word_bytes"]
+        if dense > sram:  # strides may fold the tile onto fewer bytes, but the expansion is this big
+            raise BinaryFormatError(f"{where}.fibers: {f['fibers']} fibers of {f['fiber_elems']} {f['word_bytes']}-byte "
+                                    f"words, more than the {sram}-byte SRAM holds")
+        strides = (f.get("sram_stride", 0), f.get("run_elems", 0), f.get("run_stride", 0))
+        wrong = isa.fiber_layout_error(f["fibers"], f["fiber_elems"], f["word_bytes"], *strides)
+        if wrong:
+            raise BinaryFormatError(f"{where}.{wrong}")
+        _check_span(where, "sram_addr", f["sram_addr"],
+                    isa.fiber_tile_extent(f["fibers"], f["fiber_elems"], f["word_bytes"], *strides), sram, "SRAM",
                     "fiber tile")
     end = isa.fiber_dma_end(f["dram_addr"], f["fibers"], f["fiber_elems"], f["elem_bits"], f["flags"])
     if end > dram_size:
@@ -887,10 +904,11 @@ def validate_image(image: ProgramImage,
             raise BinaryFormatError(f"io[{i}].name: duplicate {'output' if d.is_output else 'input'} {d.name!r}")
         names.add((d.is_output, d.name))
         _check_io(i, d, dram_size)
-        host_bytes += 4 * d.timesteps * d.batch * d.channels * d.height * d.width
+        host_bytes += IO_HOST_BYTES_PER_ELEMENT * d.timesteps * d.batch * d.channels * d.height * d.width
         if host_bytes > hw.dram.size_bytes:
-            raise BinaryFormatError(f"io[{i}] ({d.name!r}): the I/O tensors' float32 arrays take {host_bytes} bytes, "
-                                    f"more than dram.size_bytes = {hw.dram.size_bytes}")
+            raise BinaryFormatError(
+                f"io[{i}] ({d.name!r}): the I/O tensors take {host_bytes} bytes on the host "
+                f"({IO_HOST_BYTES_PER_ELEMENT} per element), more than dram.size_bytes = {hw.dram.size_bytes}")
     if len(image.instructions) > MAX_INSTRUCTIONS * isa.INSTRUCTION_BYTES:
         raise BinaryFormatError(f"section instructions: more than {MAX_INSTRUCTIONS} instructions")
     dram_side = ("dram_addr", "dram_stride", dram_size, "dram_size")

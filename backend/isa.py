@@ -223,6 +223,24 @@ def fiber_tile_offsets(fibers: int, elems: int, word_bytes: int, sram_stride: in
     return stride, run, step
 
 
+def fiber_layout_error(fibers: int, elems: int, word_bytes: int, sram_stride: int, run_elems: int,
+                       run_stride: int) -> str | None:
+    """A message starting with the field's name when a strided fiber tile's runs lie closer than
+    a run or its fibers closer than a fiber's extent (interleaving them), else None. Overlapping
+    elements would be written in no defined order by an expanding load; the lowering's channel
+    slices never interleave."""
+    layout = fiber_tile_offsets(fibers, elems, word_bytes, sram_stride, run_elems, run_stride)
+    if layout is None:
+        return None
+    stride, run, step = layout
+    if elems > run and step < run * word_bytes:
+        return f"run_stride = {run_stride}: runs of {run} {word_bytes}-byte words overlap (expected >= {run * word_bytes})"
+    span = fiber_tile_extent(1, elems, word_bytes, sram_stride, run_elems, run_stride)
+    if fibers > 1 and stride < span:
+        return f"sram_stride = {sram_stride}: fibers {stride} bytes apart, each spans {span} bytes (expected >= {span})"
+    return None
+
+
 def fiber_tile_extent(fibers: int, elems: int, word_bytes: int, sram_stride: int = 0, run_elems: int = 0,
                       run_stride: int = 0) -> int:
     """SRAM bytes from the tile's address to the end of its last expanded element."""
@@ -233,7 +251,10 @@ def fiber_tile_extent(fibers: int, elems: int, word_bytes: int, sram_stride: int
         return fibers * elems * word_bytes
     stride, run, step = layout
     last = elems - 1
-    return (fibers - 1) * stride + (last // run) * step + (last % run) * word_bytes + word_bytes
+    end = (last // run) * step + (last % run) * word_bytes  # the last element's offset in its fiber
+    if last >= run:  # a run stride below the run's bytes overlaps runs: the last full run may end later
+        end = max(end, (last // run - 1) * step + (run - 1) * word_bytes)
+    return (fibers - 1) * stride + end + word_bytes
 
 
 HAZARD_ROWS = 16  # a strided DMA of more rows is ordered by its hull (conservative)

@@ -730,6 +730,10 @@ def _verify_instruction(op: InstructionOp, layers: dict[str, LayerOp], dram_size
             raise VerifyException(f"{where}: word_bytes = {v['word_bytes']}, expected 1, 2, 4 or 8")
         if not 1 <= v["elem_bits"] <= 8 * v["word_bytes"]:
             raise VerifyException(f"{where}: elem_bits = {v['elem_bits']}, expected 1..{8 * v['word_bytes']}")
+        wrong = isa.fiber_layout_error(v["fibers"], v["fiber_elems"], v["word_bytes"], v.get("sram_stride", 0),
+                                       v.get("run_elems", 0), v.get("run_stride", 0))
+        if wrong:
+            raise VerifyException(f"{where}: {wrong}")
         end = isa.fiber_dma_end(v["dram_addr"], v["fibers"], v["fiber_elems"], v["elem_bits"], v["flags"])
         if end > dram_size:
             raise VerifyException(f"{where}: fibers end at {end:#x}, beyond dram_size {dram_size:#x}")

@@ -37,11 +37,16 @@ import numpy as np
 from snnc.backend.hwconfig import HwConfig
 
 
+DIRECT_ELEMENTS = 1 << 14  # ranges x (ways + 1) up to which the per-block table is the faster form
+
+
 def interleaved_bytes(starts, lengths, block: int, ways: int) -> np.ndarray:
     """Bytes of ranges [start, start+length) per way when `block`-byte blocks rotate over `ways`.
 
-    Vectorised: whole rotations contribute block bytes to every way; the remainder
-    (< block * ways bytes) touches at most ways + 1 blocks per range.
+    Whole rotations contribute block bytes to every way; the remainder (< block * ways bytes)
+    of a range touches at most ways + 1 blocks. Few ranges over few ways: a table of those
+    blocks (`_interleaved_table`); otherwise O(ranges + ways) memory and time whatever `ways`
+    is (`_interleaved_runs`): a DMA of many rows on a config of many channels stays small.
     """
     starts = np.asarray(starts, dtype=np.int64).reshape(-1)
     lengths = np.broadcast_to(np.asarray(lengths, dtype=np.int64), starts.shape)
@@ -53,12 +58,38 @@ def interleaved_bytes(starts, lengths, block: int, ways: int) -> np.ndarray:
     out += int(full.sum()) * block
     s = starts + full * ring
     e = starts + lengths
+    fill = _interleaved_table if starts.size * (ways + 1) <= DIRECT_ELEMENTS else _interleaved_runs
+    return out + fill(s, e, block, ways)
+
+
+def _interleaved_table(s: np.ndarray, e: np.ndarray, block: int, ways: int) -> np.ndarray:
+    """Per way, the bytes of ranges [s, e) shorter than a rotation: [ranges, ways + 1] blocks."""
     blk = (s // block)[:, None] + np.arange(ways + 1, dtype=np.int64)[None, :]
     lo = np.maximum(blk * block, s[:, None])
     hi = np.minimum((blk + 1) * block, e[:, None])
     overlap = np.clip(hi - lo, 0, None)
-    out += np.bincount((blk % ways).ravel(), weights=overlap.ravel(), minlength=ways).astype(np.int64)
-    return out
+    return np.bincount((blk % ways).ravel(), weights=overlap.ravel(), minlength=ways).astype(np.int64)
+
+
+def _interleaved_runs(s: np.ndarray, e: np.ndarray, block: int, ways: int) -> np.ndarray:
+    """`_interleaved_table` in O(ranges + ways): the first and the last block of each range go
+    to their ways; the whole blocks between them (a cyclic run of fewer than `ways` ways) are
+    added through a difference array over the ways."""
+    keep = e > s
+    s, e = s[keep], e[keep]
+    b0, b1 = s // block, (e - 1) // block
+    one = b0 == b1
+    ends = np.bincount(np.concatenate([b0[one] % ways, b0[~one] % ways, b1[~one] % ways]),
+                       weights=np.concatenate([e[one] - s[one], (b0[~one] + 1) * block - s[~one],
+                                               e[~one] - b1[~one] * block]).astype(np.float64), minlength=ways)
+    first, count = (b0[~one] + 1) % ways, b1[~one] - b0[~one] - 1
+    first, count = first[count > 0], count[count > 0]
+    stop = first + count  # exclusive; past `ways` the run wraps on to 0 .. stop - ways
+    wrapped = stop[stop > ways] - ways
+    at = np.concatenate([first, np.minimum(stop, ways), np.zeros(wrapped.size, np.int64), wrapped])
+    signs = np.concatenate([np.ones(first.size), -np.ones(first.size), np.ones(wrapped.size), -np.ones(wrapped.size)])
+    runs = np.cumsum(np.bincount(at, weights=signs, minlength=ways + 1)[:ways])
+    return ends.round().astype(np.int64) + runs.round().astype(np.int64) * block
 
 
 def channel_bytes_per_cycle(hw: HwConfig) -> float:
@@ -91,8 +122,13 @@ def strided_dma_cycles(hw: HwConfig, addr: int, rows: int, row_bytes: int, strid
 
 @functools.lru_cache(maxsize=1 << 14)
 def _busiest_way_strided(block: int, ways: int, phase: int, stride: int, rows: int, row_bytes: int) -> int:
-    starts = phase + np.arange(rows, dtype=np.int64) * stride
-    return int(interleaved_bytes(starts, row_bytes, block, ways).max())
+    """Row starts repeat modulo the rotation every `period` rows: whole periods are counted once."""
+    period = block * ways // math.gcd(stride, block * ways)
+    whole, rest = divmod(rows, period) if rows > period else (0, rows)
+    per = interleaved_bytes(phase + np.arange(rest, dtype=np.int64) * stride, row_bytes, block, ways)
+    if whole:
+        per += whole * interleaved_bytes(phase + np.arange(period, dtype=np.int64) * stride, row_bytes, block, ways)
+    return int(per.max())
 
 
 def bank_cycles(hw: HwConfig, ranges: list[tuple[int, int]], extra_bytes: int = 0) -> tuple[int, int]:

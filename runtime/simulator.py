@@ -58,7 +58,7 @@ from snnc.runtime.machine import (
 from snnc.runtime.exit_rule import confidence_sums, exits, threshold_register
 from snnc.runtime.output_timing import CheckResult, ExitLog, OutputTimeline
 from snnc.runtime.report import LayerCounters, build_report, total_energy_pj
-from snnc.runtime.tensors import decode_output, decode_output_ints, encode_input
+from snnc.runtime.tensors import decode_output, decode_step_ints, encode_input
 
 SPIKE_FORMATS = (Format.SPIKE_PLANES, Format.SPIKE_WORDS, Format.SPIKE_BITMASK)
 ACC_BITS = 32  # the accumulator tile is int32 (isa.py: acc_addr "int32")
@@ -1121,8 +1121,8 @@ def _exit_check(ctx: _Context, where: str, f) -> Effect:
     desc = ctx.io[f.io]  # an output (validate_image)
     step = io_step_bytes(desc)
     offset, nbytes = (0, io_dram_bytes(desc)) if step is None else (f.t * step, step)
-    raw = ctx.machine.dram.span(desc.dram_addr, io_dram_bytes(desc), where + ".io").copy()
-    values = decode_output_ints(desc, raw)[f.t].reshape(desc.batch, -1)
+    raw = ctx.machine.dram.span(desc.dram_addr, io_dram_bytes(desc), where + ".io")
+    values = decode_step_ints(desc, raw, f.t)
     running = values if f.t == 0 else ctx.exit_sums[f.io] + values
     ctx.exit_sums[f.io] = running
     sums = confidence_sums(running, 0 if desc.format in SPIKE_FORMATS else desc.frac_bits)

@@ -14,8 +14,8 @@ CONTRACT:
   * `decode_output(desc, raw) -> np.ndarray` float32 of shape `desc.onnx_shape`
     (spikes -> 0.0/1.0, ints -> int * 2**-frac): the stored T steps, of which the
     user sees steps t0 .. t0+nt-1 (`onnx_shape` [nt, ...], or [B, ...] for one step).
-    `decode_output_ints` gives the stored integers themselves (int64) of all T steps,
-    [T, *per_step], as `exit.check` reads them.
+    `decode_step_ints` gives the stored integers themselves (int64) of one stored step,
+    [B, *per_step flattened], as `exit.check` reads them.
 """
 
 from __future__ import annotations
@@ -51,11 +51,14 @@ def _spike_bytes(desc: IODesc, fmt: Format, bits: np.ndarray) -> np.ndarray:
     """0/1 uint8 [T,B,H,W,Cs] -> the DRAM bytes of a SPIKE_PLANES or SPIKE_WORDS tensor."""
     if fmt == Format.SPIKE_PLANES:
         return np.packbits(bits.reshape(-1), bitorder="little")
-    weights = np.uint64(1) << np.arange(desc.timesteps, dtype=np.uint64).reshape(-1, 1, 1, 1, 1)
-    words = np.bitwise_or.reduce(bits.astype(np.uint64) * weights, axis=0)
-    return words.astype(word_dtype(desc.timesteps)).view(np.uint8).reshape(-1)
+    dtype = word_dtype(desc.timesteps)
+    words = np.zeros(bits.shape[1:], dtype=dtype)
+    for t in range(desc.timesteps):  # one step at a time: no [T, ...] uint64 temporary
+        words |= bits[t].astype(dtype) << dtype.type(t)
+    return words.view(np.uint8).reshape(-1)
 
 
+CHUNK = 1 << 20  # elements converted at a time (encode_input, decode_output)
 REAL_KINDS = "biuf"  # numpy dtype kinds of real numbers: bool, signed and unsigned integers, floats
 
 
@@ -83,51 +86,66 @@ def encode_input(desc: IODesc, x) -> tuple[np.ndarray, bool]:
             _spike_input_error(desc, x.astype(np.float64))
         bits = _to_storage_order(desc, x.astype(np.uint8))
         return _spike_bytes(desc, fmt, bits), False
-    x = x.astype(np.float64)
-    if not np.all(np.isfinite(x)):
-        raise InputError(f"input {desc.name!r}: contains NaN or infinity")
     if fmt in (Format.SPIKE_PLANES, Format.SPIKE_WORDS):
+        x = x.astype(np.float64)
         _spike_input_error(desc, x)
         bits = _to_storage_order(desc, x.astype(np.uint8))
         return _spike_bytes(desc, fmt, bits), False
+    # multi-bit: converted CHUNK elements at a time into the stored type, so that the float64
+    # working copies stay small whatever the tensor's size (errors in the order of whole-array
+    # checks: any NaN or infinity first, then the range)
+    flat = x.reshape(-1)
+    for lo in range(0, flat.size, CHUNK):
+        if not np.all(np.isfinite(flat[lo:lo + CHUNK])):
+            raise InputError(f"input {desc.name!r}: contains NaN or infinity")
     dtype = ACT_DTYPES[fmt]
-    scaled = np.ldexp(x, desc.frac_bits)
-    q = np.rint(scaled)  # round half to even
-    quantised = bool(np.any(q != scaled))
     info = np.iinfo(dtype)
-    if q.min(initial=0) < info.min or q.max(initial=0) > info.max:
-        raise InputError(
-            f"input {desc.name!r}: values outside the {fmt.name} range "
-            f"[{info.min * 2.0 ** -desc.frac_bits}, {info.max * 2.0 ** -desc.frac_bits}] with {desc.frac_bits} fractional bits")
-    ints = _to_storage_order(desc, q.astype(np.int64))
-    return ints.astype(dtype).view(np.uint8).reshape(-1), quantised
+    ints = np.empty(flat.size, dtype=dtype)
+    quantised = False
+    for lo in range(0, flat.size, CHUNK):
+        scaled = np.ldexp(flat[lo:lo + CHUNK].astype(np.float64), desc.frac_bits)
+        q = np.rint(scaled)  # round half to even
+        quantised = quantised or bool(np.any(q != scaled))
+        if q.min(initial=0) < info.min or q.max(initial=0) > info.max:
+            raise InputError(
+                f"input {desc.name!r}: values outside the {fmt.name} range "
+                f"[{info.min * 2.0 ** -desc.frac_bits}, {info.max * 2.0 ** -desc.frac_bits}] with {desc.frac_bits} "
+                "fractional bits")
+        ints[lo:lo + CHUNK] = q
+    return _to_storage_order(desc, ints).view(np.uint8).reshape(-1), quantised
 
 
-def decode_output_ints(desc: IODesc, raw: np.ndarray) -> np.ndarray:
-    """The stored integers (spikes 0/1; multi-bit: value * 2**frac_bits) as int64, every
-    stored step: [T, *per_step] (the user's window is decode_output's)."""
+def _step_values(desc: IODesc, raw: np.ndarray, step: int) -> np.ndarray:
+    """Stored timestep `step` of the tensor as integers [B, C, H, W] (spikes 0/1, multi-bit as
+    stored): the bytes of that step only, never a copy of all T."""
     t, b, c, h, w, cs = desc.timesteps, desc.batch, desc.channels, desc.height, desc.width, desc.channels_stored
     fmt = Format(desc.format)
     if fmt == Format.SPIKE_PLANES:
-        ints = np.unpackbits(raw, bitorder="little").reshape(t, b, h, w, cs)
+        per_step = raw.size // t
+        values = np.unpackbits(raw[step * per_step:(step + 1) * per_step], bitorder="little").reshape(b, h, w, cs)
     elif fmt == Format.SPIKE_WORDS:
-        words = raw.view(word_dtype(t)).reshape(1, b, h, w, cs).astype(np.uint64)
-        bit = np.arange(t, dtype=np.uint64).reshape(-1, 1, 1, 1, 1)
-        ints = (words >> bit) & np.uint64(1)
+        words = raw.view(word_dtype(t)).reshape(b, h, w, cs)
+        values = (words >> words.dtype.type(step)) & words.dtype.type(1)
     else:
-        ints = raw.view(ACT_DTYPES[fmt]).reshape(t, b, h, w, cs)
-    out = ints[..., :c].transpose(0, 1, 4, 2, 3)  # -> [T,B,C,H,W]
-    return out.astype(np.int64).reshape((t, *_per_step_shape(desc)))
+        values = raw.view(ACT_DTYPES[fmt]).reshape(t, b, h, w, cs)[step]
+    return values[..., :c].transpose(0, 3, 1, 2)
 
 
-def _per_step_shape(desc: IODesc) -> tuple[int, ...]:
-    """One step of `desc.onnx_shape`: without its time axis ([nt, ...] for rank 3 and 5)."""
-    shape = tuple(desc.onnx_shape)
-    return shape[1:] if len(shape) in (3, 5) else shape
+def decode_step_ints(desc: IODesc, raw: np.ndarray, step: int) -> np.ndarray:
+    """The stored integers (spikes 0/1; multi-bit: value * 2**frac_bits) of stored timestep
+    `step` as int64 [B, *per_step] (the user's window is decode_output's), as `exit.check`
+    reads them."""
+    return _step_values(desc, raw, step).astype(np.int64).reshape((desc.batch, -1))
 
 
 def decode_output(desc: IODesc, raw: np.ndarray) -> np.ndarray:
-    ints = decode_output_ints(desc, raw)[desc.t0:desc.t0 + desc.nt].reshape(desc.onnx_shape)
-    if Format(desc.format) in (Format.SPIKE_PLANES, Format.SPIKE_WORDS):
-        return ints.astype(np.float32)
-    return np.ldexp(ints.astype(np.float64), -desc.frac_bits).astype(np.float32)
+    """The user's window (steps t0 .. t0+nt-1) as float32 [onnx_shape], one stored step at a
+    time (no int64 copy of all T). ACT values: k * 2**-frac rounded once to float32, as
+    round(k) * 2**-frac: the validator keeps every stored k * 2**-frac a normal float32, where
+    scaling by a power of two is exact."""
+    out = np.empty((desc.nt, desc.batch, desc.channels, desc.height, desc.width), dtype=np.float32)
+    spikes = Format(desc.format) in (Format.SPIKE_PLANES, Format.SPIKE_WORDS)
+    for i, step in enumerate(range(desc.t0, desc.t0 + desc.nt)):
+        values = _step_values(desc, raw, step)
+        out[i] = values if spikes else np.ldexp(values.astype(np.float32), -desc.frac_bits)
+    return out.reshape(desc.onnx_shape)

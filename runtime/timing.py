@@ -96,11 +96,31 @@ def vector_cycles(hw: HwConfig, elements: int, window: int = 1) -> int:
     return hw.compute.vector_overhead_cycles + math.ceil(elements / hw.compute.num_pes) * window
 
 
+WEIGHTED_BLOCK_ELEMENTS = 1 << 22  # [rows, K] entries weighted at a time by weighted_chunk_sums
+
+
+def weighted_chunk_sums(bits: np.ndarray, weights: np.ndarray, width: int) -> np.ndarray:
+    """chunk_sums(bits * weights, width) for bool [M, K] and int64 weights [G, K] (G = 1: [K])
+    -> [M * G, C], a block of rows at a time: the int64 products of a large visit never exist
+    whole."""
+    weights = weights.reshape(-1, bits.shape[1])
+    m, k = bits.shape
+    g = weights.shape[0]
+    out = np.empty((m * g, max(1, math.ceil(k / width))), dtype=np.int64)
+    step = max(1, WEIGHTED_BLOCK_ELEMENTS // max(1, g * k))
+    for lo in range(0, m, step):
+        block = bits[lo:lo + step]
+        out[lo * g:(lo + block.shape[0]) * g] = chunk_sums((block[:, None, :] * weights[None]).reshape(-1, k), width)
+    return out
+
+
 def chunk_sums(values: np.ndarray, width: int) -> np.ndarray:
     """[M, K] -> [M, ceil(K/width)]: sums over consecutive chunks of `width` positions of K."""
     m, k = values.shape
-    chunks = max(1, math.ceil(k / width))
-    pad = chunks * width - k
+    if k <= width:  # one chunk: no padding up to a buffer that may be far wider than K
+        return values.sum(axis=1, keepdims=True)
+    chunks = math.ceil(k / width)
+    pad = chunks * width - k  # < k
     if pad:
         values = np.concatenate([values, np.zeros((m, pad), dtype=values.dtype)], axis=1)
     return values.reshape(m, chunks, width).sum(axis=2)
@@ -196,7 +216,7 @@ def rounds_streams(bm_a: np.ndarray, nzw: np.ndarray, col: np.ndarray, pes: int,
     groups = split_factor(m_pos, n_out, pes)
     bounds = np.linspace(0, n_out, groups + 1).round().astype(np.int64)
     col_g = fb.block_column_sums(bounds[:-1]) if groups > 1 else col[None, :]
-    counts = chunk_sums((bm_a[:, None, :] * col_g[None, :, :]).reshape(m_pos * groups, k), width)
+    counts = weighted_chunk_sums(bm_a, col_g, width)  # [(m, group), C]
     rounds = -(-(m_pos * groups) // pes)
     return FtpStreams(counts, a_fetches=m_pos, b_fibers=rounds * n_out, b_nonzeros=rounds * int(col.sum()))
 
@@ -224,7 +244,7 @@ def balanced_streams(bm_a: np.ndarray, nzw: np.ndarray, col: np.ndarray, pes: in
     if m_pos > BALANCED_CUT_POSITIONS * pes:
         order = np.argsort(-popcount, kind="stable")
         rounds = -(-m_pos // pes)
-        return FtpStreams(chunk_sums(bm_a[order] * col[None, :], width),
+        return FtpStreams(weighted_chunk_sums(bm_a[order], col, width),
                           a_fetches=m_pos, b_fibers=rounds * n_out, b_nonzeros=rounds * int(col.sum()))
     bounds = balanced_runs(popcount, fb.row_nnz, pes)
     runs = bounds.size - 1
@@ -285,9 +305,12 @@ def ftp_visit(hw: HwConfig, lanes: np.ndarray, nzw: np.ndarray | FiberBs) -> Ftp
     col = fb.col  # fiber-Bs with a non-zero at k
     dealt = FTP_SCHEDULERS[hw.tppe.scheduler](bm_a, fb, col, hw.compute.num_pes, hw.tppe.bitmask_buffer_bits)
     if m_pos:
-        fired = lanes.sum(axis=0, dtype=np.int64)
-        correction_lanes = int((((nt - fired) * bm_a) @ col).sum())
-        corrected = int(((bm_a & (fired < nt)) @ col).sum())
+        # summed over positions first (fired > 0 exactly where bm-A is set): per k,
+        # sum_m (nt - fired) * bm-A = nt * popcount - spikes, and the entries not all fired;
+        # no [M, K] int64 array, whatever the visit's size
+        spikes = lanes.sum(axis=(0, 1), dtype=np.int64)
+        correction_lanes = int((nt * bm_a.sum(axis=0, dtype=np.int64) - spikes) @ col)
+        corrected = int((bm_a & ~lanes.all(axis=0)).sum(axis=0, dtype=np.int64) @ col)
     else:
         correction_lanes = corrected = 0
     return FtpVisit(dealt, nt, k, int(dealt.counts.sum()), correction_lanes, corrected)

@@ -4,6 +4,8 @@ error (exit 1, no output file) or a correct result."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import tracemalloc
 import io
 from contextlib import redirect_stderr
 from pathlib import Path
@@ -15,7 +17,8 @@ import pytest
 from passes_util import bench_module
 from progbuild import Prog
 from snnc.backend import isa
-from snnc.backend.binformat import IODesc, read_program, write_program
+from snnc.backend import binformat as bf
+from snnc.backend.binformat import IO_HOST_BYTES_PER_ELEMENT, IODesc, read_program, write_program
 from snnc.backend.errors import BinaryFormatError, CompileError, InputError
 from snnc.backend.hwconfig import HwConfig
 from snnc.backend.isa import Format, LayerKind, Opcode
@@ -23,7 +26,7 @@ from snnc.compiler.cli import main
 from snnc.compiler.fileio import load_npz
 from snnc.compiler.frontend.canonical import Network
 from snnc.compiler.pipeline import CompileOptions, compile_model
-from snnc.runtime import simulate
+from snnc.runtime import memory, simulate, tensors, timing
 from test_runtime import SPIKES_IN, W_DENSE, dense_program
 
 fc = bench_module("fuzz_cases")
@@ -101,6 +104,21 @@ BINARY_DEFECTS = {
         lambda im: with_instruction(im, 0, Opcode.DMA_LOAD_BM, dram_addr=0, sram_addr=0, fibers=(1 << 32) - 1,
                                     fiber_elems=0, word_bytes=1, elem_bits=1, flags=0),
         r"instruction 0 \(dma.load_bm\)\.fiber_elems = 0"),
+    # a strided fiber tile whose runs overlap (run_stride < run bytes): its extent was taken at the
+    # last element, the expansion wrote past it (IndexError in simulator._dma_bm)
+    "dma.load_bm runs overlapping": (
+        lambda im: with_instruction(im, 0, Opcode.DMA_LOAD_BM, dram_addr=0, sram_addr=0, fibers=1, fiber_elems=128,
+                                    word_bytes=1, elem_bits=4, flags=0, run_elems=9, run_stride=0),
+        r"instruction 0 \(dma.load_bm\)\.run_stride = 0: runs of 9 1-byte words overlap"),
+    "dma.load_bm fibers overlapping": (
+        lambda im: with_instruction(im, 0, Opcode.DMA_LOAD_BM, dram_addr=0, sram_addr=0, fibers=2, fiber_elems=16,
+                                    word_bytes=1, elem_bits=4, flags=0, sram_stride=8),
+        r"instruction 0 \(dma.load_bm\)\.sram_stride = 8: fibers 8 bytes apart, each spans 16 bytes"),
+    "dma.load_bm strided fibers folded": (
+        lambda im: with_instruction(im, 0, Opcode.DMA_LOAD_BM, dram_addr=0, sram_addr=0, fibers=1,
+                                    fiber_elems=(1 << 32) - 1, word_bytes=8, elem_bits=1, flags=0, run_elems=1,
+                                    run_stride=0),
+        r"instruction 0 \(dma.load_bm\)\.fibers: 1 fibers of 4294967295 8-byte words, more than"),
 }
 
 
@@ -278,3 +296,157 @@ def test_spike_pack_sew_or_with_more_timesteps_than_lanes(timesteps):
     result = compile_model(model, CompileOptions(passes="spike-pack"))
     got = simulate(read_program(result.binary), {"x": xs}, functional=True).outputs["y"]
     assert np.array_equal(got, expected)
+
+
+def test_fiber_tile_extent_is_the_end_of_its_furthest_element():
+    """isa.fiber_tile_extent against the offsets themselves, for every small strided layout
+    (it was taken at the last element, short of an earlier run when runs overlap)."""
+    for fibers, elems, wb, sram_stride, run_elems, run_stride in itertools.product(
+            (1, 2, 3), (1, 5, 9), (1, 2), (0, 3, 40), (0, 1, 2, 4), (0, 1, 3, 8)):
+        layout = isa.fiber_tile_offsets(fibers, elems, wb, sram_stride, run_elems, run_stride)
+        stride, run, step = layout or (elems * wb, elems, elems * wb)
+        j = np.arange(elems)
+        ends = np.arange(fibers)[:, None] * stride + (j // run) * step + (j % run) * wb + wb
+        assert isa.fiber_tile_extent(fibers, elems, wb, sram_stride, run_elems, run_stride) == ends.max()
+        starts = (ends - wb)[..., None] + np.arange(wb)
+        overlap = np.unique(starts).size < starts.size
+        wrong = isa.fiber_layout_error(fibers, elems, wb, sram_stride, run_elems, run_stride)
+        assert wrong is not None or not overlap
+        if wrong is not None and not overlap:  # interleaved fibers: refused too, by the simpler rule
+            assert wrong.startswith("sram_stride") and stride < ends[0].max()
+
+
+# ---------------------------------------------------------------------------------------
+# the timing model: memory bounded by the ranges, not ranges x DRAM channels
+# ---------------------------------------------------------------------------------------
+
+def _bytes_per_way(starts, lengths, block: int, ways: int) -> np.ndarray:
+    out = np.zeros(ways, dtype=np.int64)
+    for start, length in zip(starts, lengths):
+        for address in range(start, start + length):
+            out[(address // block) % ways] += 1
+    return out
+
+
+@pytest.mark.parametrize("direct_elements", [memory.DIRECT_ELEMENTS, 0])
+def test_interleaved_bytes_counts_every_byte_on_its_way(direct_elements, monkeypatch):
+    monkeypatch.setattr(memory, "DIRECT_ELEMENTS", direct_elements)  # both forms: the table and the runs
+    rng = np.random.default_rng(0)
+    for _ in range(400):
+        block, ways, n = int(rng.integers(1, 9)), int(rng.integers(1, 9)), int(rng.integers(0, 6))
+        starts, lengths = rng.integers(0, 200, n), rng.integers(0, 150, n)
+        assert np.array_equal(memory.interleaved_bytes(starts, lengths, block, ways),
+                              _bytes_per_way(starts, lengths, block, ways))
+    for _ in range(400):  # strided rows: whole periods of the rotation counted once
+        block, ways = int(rng.integers(1, 9)), int(rng.integers(1, 9))
+        phase, stride = int(rng.integers(0, block * ways)), int(rng.integers(0, block * ways))
+        rows, row_bytes = int(rng.integers(1, 60)), int(rng.integers(1, 30))
+        expected = _bytes_per_way(phase + np.arange(rows) * stride, [row_bytes] * rows, block, ways).max()
+        assert memory._busiest_way_strided.__wrapped__(block, ways, phase, stride, rows, row_bytes) == expected
+
+
+def test_a_dma_of_many_rows_on_many_channels_is_timed_in_little_memory(image):
+    """dram.channels = 4096 and a dma.load of 16384 rows: the channel split was a [rows, channels + 1]
+    int64 table per temporary (8 GiB at 262144 rows: a MemoryError in memory.interleaved_bytes)."""
+    image = dataclasses.replace(image, hw_toml=image.hw_toml.replace("channels = 16", "channels = 4096"))
+    assert "channels = 4096" in image.hw_toml
+    data = with_instruction(image, 0, Opcode.DMA_LOAD, dram_addr=0, sram_addr=0, row_bytes=1, rows=16384,
+                            dram_stride=0, sram_stride=1)
+    tracemalloc.start()
+    try:
+        simulate(read_program(data), {"x": SPIKES_IN}, functional=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20
+
+
+def test_chunk_sums_do_not_pad_to_a_wide_bitmask_buffer():
+    """tppe.bitmask_buffer_bits = 2**20 (in range): each visit's [M, K] spikes were padded to
+    [M, 2**20] (vgg-small: 38 s and 1.9 GB of resident memory, a hang for the fuzzer)."""
+    rng = np.random.default_rng(0)
+    values = rng.random((256, 70)) < 0.3
+    tracemalloc.start()
+    try:
+        wide = timing.chunk_sums(values, 1 << 20)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+    assert np.array_equal(wide, values.sum(axis=1, keepdims=True))
+    for width in (1, 7, 64, 70, 71):  # several chunks: each the sum of its `width` positions
+        expected = np.stack([values[:, c:c + width].sum(axis=1) for c in range(0, 70, width)], axis=1)
+        assert np.array_equal(timing.chunk_sums(values, width), expected)
+
+
+# ---------------------------------------------------------------------------------------
+# I/O tensors: host memory bounded per element
+# ---------------------------------------------------------------------------------------
+
+def test_io_elements_are_bounded_by_the_host_bytes_they_take(image):
+    """An ACT_I32 input of 2**27 elements in a 1 GiB dram_size passed (its float32 array fit
+    dram.size_bytes) and took 5.7 GB resident in encode_input / decode_output."""
+    big = dataclasses.replace(image.io[0], format=Format.ACT_I32, timesteps=1, t0=0, nt=1, channels=1 << 27,
+                              channels_stored=1 << 27, onnx_shape=(1, 1, 1 << 27), dram_addr=4096)
+    bad = dataclasses.replace(image, io=[big, *image.io[1:]], dram_size=1 << 30)
+    with pytest.raises(BinaryFormatError, match=r"io\[0\] \('x'\): the I/O tensors take 2147483648 bytes on the "
+                                                r"host \(16 per element\), more than dram.size_bytes = 1073741824"):
+        read_program(fc.store_raw(fc.image_payloads(bad), bad.dram_size))
+
+
+def _peak(run) -> tuple[object, int]:
+    tracemalloc.start()
+    try:
+        result = run()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("fmt", [Format.ACT_I32, Format.ACT_I16, Format.SPIKE_PLANES, Format.SPIKE_WORDS])
+def test_io_conversion_stays_within_its_per_element_bytes(fmt):
+    """encode_input / decode_output convert a chunk (or a timestep) at a time: at most the
+    LIMITS' bytes per element, where the float64 and int64 copies of the whole tensor took 44."""
+    n = 1 << 23
+    desc = IODesc("x", False, (1, 1, n), 0, fmt, 2 if fmt in (Format.ACT_I32, Format.ACT_I16) else 0, 1, 1, n, n,
+                  1, 1)
+    rng = np.random.default_rng(0)
+    x = (rng.integers(-64, 64, n) / 4.0 if fmt in (Format.ACT_I32, Format.ACT_I16) else rng.integers(0, 2, n)
+         ).astype(np.float32).reshape(1, 1, n)
+    (raw, _), peak = _peak(lambda: tensors.encode_input(desc, x))
+    assert peak < IO_HOST_BYTES_PER_ELEMENT * n
+    decoded, peak = _peak(lambda: tensors.decode_output(desc, raw))
+    assert peak < IO_HOST_BYTES_PER_ELEMENT * n
+    assert np.array_equal(decoded, x)
+
+
+def test_decoded_act_values_round_once_to_float32():
+    """k * 2**-frac through float32(k) equals the correctly rounded float64 product at every frac
+    the validator accepts (the decode no longer goes through float64)."""
+    rng = np.random.default_rng(1)
+    ints = np.concatenate([rng.integers(-(1 << 31), 1 << 31, 10_000), [0, 1, -1, (1 << 31) - 1, -(1 << 31),
+                                                                    (1 << 24) + 1, -(1 << 24) - 3]]).astype("<i4")
+    lo, hi = bf.io_frac_range(Format.ACT_I32)
+    for frac in (lo, -10, 0, 17, hi):
+        desc = IODesc("y", True, (1, 1, ints.size), 0, Format.ACT_I32, frac, 1, 1, ints.size, ints.size, 1, 1)
+        got = tensors.decode_output(desc, ints.view(np.uint8)).reshape(-1)
+        assert np.array_equal(got, np.ldexp(ints.astype(np.float64), -frac).astype(np.float32))
+
+
+def test_ftp_visit_counts_without_int64_copies_of_the_visit():
+    """The FTP timing of a large SYN visit held [M, K] int64 arrays (fired lanes, their
+    corrections, the weighted bm-A): 2.9 GB and 19 s for a visit of 2**27 window elements."""
+    rng = np.random.default_rng(3)
+    for _ in range(20):  # the sums over positions first are the per-(m, k) counts summed
+        nt, m_pos, k, n = int(rng.integers(1, 5)), int(rng.integers(0, 9)), int(rng.integers(1, 40)), 6
+        lanes = rng.random((nt, m_pos, k)) < 0.4
+        nzw = rng.random((n, k)) < 0.5
+        visit = timing.ftp_visit(HwConfig(), lanes, nzw)
+        fired, bm_a, col = lanes.sum(axis=0), lanes.any(axis=0), nzw.sum(axis=0)
+        assert visit.correction_lanes == int((((nt - fired) * bm_a) @ col).sum())
+        assert visit.corrected == int(((bm_a & (fired < nt)) @ col).sum())
+    lanes = rng.random((4, 1 << 14, 1 << 10)) < 0.3  # 2**24 window elements per lane
+    nzw = rng.random((8, 1 << 10)) < 0.5
+    visit, peak = _peak(lambda: timing.ftp_visit(HwConfig(), lanes, nzw))
+    assert peak < 10 * lanes[0].size  # the int64 form took > 24 bytes per (m, k)
+    assert visit.dealt.counts.sum() == visit.matched > 0
