@@ -5,12 +5,13 @@ dataflows whose nest has a k loop (gust.py, op.py; a plugin's too). Not a pass.
 input channels (passes/synapse_split.py), accumulating in the visit's accumulator: k
 innermost (gust). With k outermost (op) the kernel then runs one copy of its nest per
 chunk, in turn, the partial sums of each output tile kept between chunks in a DRAM
-ACT_I32 map (`<layer>.psum`); the LIF, pack and stores stay in the last copy.
+ACT_I32 map (`<layer>.psum`, marked `tile.psum`); the LIF, pack and stores stay in the
+last copy. tile-sizes then holds on chip the partial sums that fit (passes/psum_hold.py).
 """
 
 from __future__ import annotations
 
-from xdsl.dialects.builtin import ModuleOp
+from xdsl.dialects.builtin import ModuleOp, UnitAttr
 from xdsl.ir import Operation
 
 from snnc.backend.errors import CompileError
@@ -22,6 +23,7 @@ from snnc.passes.loopnest import loops_in, nest_chain
 from snnc.passes.synapse_split import Part, split_synapse
 
 K_CHUNK_CHANNELS = 8  # op/gust walk K one byte of a spike-plane position at a time (LoAS §V)
+PSUM_ATTR = "tile.psum"  # on the DRAM map of a kernel's partial sums between k-chunk nests
 
 
 def chunk_reduction(module: ModuleOp, kernel: tile.KernelOp, loops: tuple[str, ...]) -> None:
@@ -66,6 +68,21 @@ def _outer_k(module: ModuleOp, kernel: tile.KernelOp, where: str) -> None:
     copies.append(copies.pop(0))  # the original last: it keeps the LIF, stores and the last chunk
     for index, nest in enumerate(copies):
         _keep_chunk(nest, index, len(copies), acc, psum)
+    _share_chunk_buffers([next(o for o in nest.walk() if isinstance(o, tile.SynOp)) for nest in copies])
+
+
+def _share_chunk_buffers(syns: list[tile.SynOp]) -> None:
+    """The chunk nests run one after another: one weight and one input buffer serve them all
+    (each chunk loads its own slice into it), so the SRAM holds one chunk's operands, not all."""
+    for operand in ("weights", "inp"):
+        first = buffer_of(getattr(syns[0], operand))
+        for syn in syns[1:]:
+            buf = buffer_of(getattr(syn, operand))
+            if buf is first:
+                continue
+            buf.result.replace_all_uses_with(first.result)
+            buf.detach()
+            buf.erase()
 
 
 def _psum_map(module: ModuleOp, kernel: tile.KernelOp, syn: tile.SynOp) -> tile.MapOp:
@@ -76,6 +93,7 @@ def _psum_map(module: ModuleOp, kernel: tile.KernelOp, syn: tile.SynOp) -> tile.
     psum = tile.MapOp.create_with(f"{layer.source.data}.psum", Format.ACT_I32, 0, 0.0, timesteps, batch,
                                   g("out_cs"), g("out_h"), g("out_w"), g("out_cs"))
     psum.result.name_hint = "psum"
+    psum.attributes[PSUM_ATTR] = UnitAttr()  # tile-sizes holds what fits of it on chip (passes/psum_hold.py)
     last_map = maps(module)[-1]
     last_map.parent_block().insert_op_after(psum, last_map)
     return psum
