@@ -143,8 +143,12 @@ def held_bytes(kernel: tile.KernelOp) -> int:
 
 def _hold_in(nest: Operation, acc: tile.AllocOp, psum: tile.AllocOp) -> None:
     for op in [o for o in nest.walk() if _is_psum_transfer(o)]:
+        dram = op.src.owner if isinstance(op, tile.LoadOp) else op.dst.owner
         op.detach()
         op.erase()
+        if not dram.result.uses:  # every tile held: the DRAM map goes too
+            dram.detach()
+            dram.erase()
     acc.result.replace_uses_with_if(psum.result, lambda use: _inside(use.operation, nest))
 
 
