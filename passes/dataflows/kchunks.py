@@ -2,7 +2,7 @@
 dataflows whose nest has a k loop (gust.py, op.py; a plugin's too). Not a pass.
 
 `chunk_reduction` splits every synapse of a kernel into k-chunks of `K_CHUNK_CHANNELS`
-input channels (passes/synapse_split.py), accumulating in the visit's accumulator: k
+input channels, or of a design's K tile (passes/synapse_split.py), accumulating in the visit's accumulator: k
 innermost (gust). With k outermost (op) the kernel then runs one copy of its nest per
 chunk, in turn, the partial sums of each output tile kept between chunks in a DRAM
 ACT_I32 map (`<layer>.psum`, marked `tile.psum`); the LIF, pack and stores stay in the
@@ -26,28 +26,32 @@ K_CHUNK_CHANNELS = 8  # op/gust walk K one byte of a spike-plane position at a t
 PSUM_ATTR = "tile.psum"  # on the DRAM map of a kernel's partial sums between k-chunk nests
 
 
-def chunk_reduction(module: ModuleOp, kernel: tile.KernelOp, loops: tuple[str, ...]) -> None:
-    """Split each synapse of `kernel` into k-chunks; with k outermost, one nest per chunk."""
+def chunk_reduction(module: ModuleOp, kernel: tile.KernelOp, loops: tuple[str, ...], k_elements: int = 0) -> None:
+    """Split each synapse of `kernel` into k-chunks; with k outermost, one nest per chunk.
+    A chunk is K_CHUNK_CHANNELS input channels, or with `k_elements` the most multiple of
+    them whose kh*kw*channels reduction elements fit in k_elements (a design's K tile)."""
     where = kernel.sym_name.data
     for syn in [o for o in kernel.body.walk() if isinstance(o, tile.SynOp)]:
-        _chunk(module, kernel, syn, where)
+        _chunk(module, kernel, syn, where, k_elements)
     if loops[0] == "k":
         _outer_k(module, kernel, where)
 
 
-def _chunk(module: ModuleOp, kernel: tile.KernelOp, syn: tile.SynOp, where: str) -> None:
+def _chunk(module: ModuleOp, kernel: tile.KernelOp, syn: tile.SynOp, where: str, k_elements: int) -> None:
     layer = layer_table(module)[syn.layer_symbol]
+    window = layer.get("kh") * layer.get("kw")
+    channels = max(K_CHUNK_CHANNELS, k_elements // window // K_CHUNK_CHANNELS * K_CHUNK_CHANNELS)
     source = [u.operation for u in buffer_of(syn.inp).result.uses if isinstance(u.operation, tile.LoadOp)]
     packed = [load.src.owner for load in source if isinstance(load.src.owner, tile.MapOp)
-              and load.src.owner.slice is not None and K_CHUNK_CHANNELS % load.src.owner.slice.data]
+              and load.src.owner.slice is not None and channels % load.src.owner.slice.data]
     if packed and Format(layer.get("in_format")) == Format.SPIKE_BITMASK:
         raise CompileError(f"loop-reorder: '{where}': its input is spike-packed in slices of "
-                           f"{packed[0].slice.data} channels, and k-chunks of {K_CHUNK_CHANNELS} input channels "
+                           f"{packed[0].slice.data} channels, and k-chunks of {channels} input channels "
                            f"would split its fibers; run loop-reorder before spike-pack, or use ftp / ip-seq")
     in_cs = layer.get("in_cs")
-    if in_cs <= K_CHUNK_CHANNELS:
+    if in_cs <= channels:
         return
-    parts = [Part(c0, min(K_CHUNK_CHANNELS, in_cs - c0)) for c0 in range(0, in_cs, K_CHUNK_CHANNELS)]
+    parts = [Part(c0, min(channels, in_cs - c0)) for c0 in range(0, in_cs, channels)]
     split_synapse(module, syn, parts, "channels")
 
 
