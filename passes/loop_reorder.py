@@ -4,7 +4,7 @@ LoAS §III (Algorithm 1) and the baselines of §V. A synapse layer computes
 C[t] = A[t] @ B (A: [M, K] input spikes, B: [K, N] weights) and LIF fires C[t] in
 timestep order. At the loop level its nest runs over output-channel tiles (n),
 batch and output-row tiles (b, m: LoAS's M), timesteps (t) and, when the reduction
-is walked in chunks, k-chunks of 8 input channels (k).
+is walked in chunks, k-chunks of input channels (k).
 
 CONTRACT
   Requires: loop-level IR (after convert-snn-to-loops), before tile-sizes.
@@ -16,8 +16,9 @@ CONTRACT
       ip-seq  n > b > m > t    one timestep per visit (SparTen-SNN)
       gust    n > b > m > t > k  one timestep per visit; each synapse split into
               k-chunks of 8 input channels accumulated on chip (Gamma-SNN)
-      op      k > n > b > m > t  one nest per k-chunk, run in turn: partial sums kept
-              between chunks, LIF after the last (GoSPA-SNN)
+      op      k > n > b > m > t  one nest per k-chunk (GoSPA's K tile of 256 reduction
+              elements), run in turn: partial sums kept between chunks (on chip for
+              the tiles that fit, passes/psum_hold.py), LIF after the last (GoSPA-SNN)
     `order` reorders n and m (b stays with m): e.g. "m,n,t*" runs every channel tile
     of an output-row tile before the next row tile (weights reload per row tile).
     Legality is the neuron-state dependence: a neuron's timesteps fire in order, each
