@@ -86,7 +86,7 @@ class LoopReorder(ModulePass):
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         recipe = lookup(self.dataflow)
-        loops = parse_order(self.order, recipe, self.dataflow) if self.order else recipe.order
+        loops = parse_order(self.order or ",".join(recipe.order), recipe, self.dataflow)  # a plugin's default too
         wanted = {n.strip() for n in self.layers.split(",") if n.strip()}
         table = layer_table(op)
         lanes = min(module_hw(op).compute.timestep_lanes, module_timesteps(op))

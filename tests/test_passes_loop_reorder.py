@@ -175,3 +175,14 @@ def test_op_holds_the_partial_sums_that_fit_on_chip(tmp_path):
     assert 'tile.alloc "psum"' in some.loop_ir and ".psum" in some.loop_ir
     psum_dma = held_sim.report["total"]["dram_bytes"]
     assert psum_dma < some_sim.report["total"]["dram_bytes"]
+
+
+def test_a_plugin_dataflow_order_is_checked_like_a_users():
+    from snnc.passes.dataflows import DataflowRecipe, register, unregister
+
+    register(DataflowRecipe("t-outside", Dataflow.IP_SEQ, ("t", "n", "m")))
+    try:
+        with pytest.raises(CompileError, match="loop t outside loop n"):
+            run("mlp", "loop-reorder{dataflow=t-outside}")
+    finally:
+        unregister("t-outside")

@@ -61,6 +61,11 @@ def register(recipe: DataflowRecipe) -> DataflowRecipe:
     return recipe
 
 
+def unregister(name: str) -> None:
+    """Drop dataflow `name` (a test's or a session's own), if registered."""
+    _REGISTRY.pop(name, None)
+
+
 def _load() -> None:
     global _loaded
     if _loaded:
@@ -71,8 +76,8 @@ def _load() -> None:
     for ep in entry_points(group=PLUGIN_GROUP):
         try:
             importlib.import_module(ep.value.partition(":")[0])
-        except ImportError as exc:
-            raise CompileError(f"dataflow plugin {ep.name!r}: cannot import {ep.value}: {exc}") from None
+        except Exception as exc:  # a broken plugin is the user's error: one line, naming it
+            raise CompileError(f"dataflow plugin {ep.name!r} ({ep.value}): {type(exc).__name__}: {exc}") from None
 
 
 def registered() -> dict[str, DataflowRecipe]:
