@@ -16,8 +16,8 @@ only the partial-sum matrices that do not fit go off chip and back (LoAS §V-B):
   `hold_psums`  splits that loop of each chunk nest at the held iterations: their
                 synapses (and the LIF after the last chunk) accumulate in a `psum`
                 buffer with one copy per output tile (n, b, m, t), the same copy in every
-                chunk nest, and their DRAM transfers go; the nests of the other channel
-                tiles keep the accumulator and the DRAM map.
+                chunk nest, and their DRAM transfers go; the nests of the other tiles
+                keep the accumulator and the DRAM map.
 
 Values are unchanged: the same sums, accumulated in SRAM instead of through DRAM.
 """
