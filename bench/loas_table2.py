@@ -105,10 +105,10 @@ def conv_layers(image) -> list[int]:
 
 def compile_design(model, df_name: str, mode: str, ftp_image, hw: str | None = None):
     """(image, how) for one design."""
-    from snnc.backend.isa import Dataflow
     from snnc.compiler.pipeline import CompileOptions, compile_model
+    from snnc.passes.dataflows import lookup
 
-    enum = {"ftp": Dataflow.FTP, "ip-seq": Dataflow.IP_SEQ, "op": Dataflow.OP, "gust": Dataflow.GUST}[df_name]
+    code = lookup(df_name).code  # the registered dataflow's descriptor code (passes/dataflows/)
     if mode in ("passes", "auto"):
         try:
             res = compile_model(model, CompileOptions(passes=design_pipeline(df_name), hw=hw))
@@ -118,7 +118,7 @@ def compile_design(model, df_name: str, mode: str, ftp_image, hw: str | None = N
                 raise
             print(f"  loop-reorder{{dataflow={df_name}}} failed ({type(exc).__name__}: {exc}); "
                   "using descriptor override", file=sys.stderr)
-    return override_dataflow(ftp_image, int(enum)), "override"
+    return override_dataflow(ftp_image, int(code)), "override"
 
 
 def network_layers(image, report) -> list[dict]:

@@ -292,8 +292,7 @@ class _Emitter:
     def _weight_bytes(self, op: tile.SynOp, env: dict) -> int:
         """Bytes of the channel tile's fibers when the weights stay compressed in SRAM, else 0."""
         if op not in self.fibers:
-            buf = buffer_of(op.weights)
-            source = next((u.operation for u in buf.result.uses if isinstance(u.operation, tile.LoadConstOp)), None)
+            source = _weights_source(op)
             glob = global_of(source.src) if source is not None else None
             self.fibers[op] = fiber_offsets(glob) if glob is not None else None
         offsets = self.fibers[op]
@@ -330,3 +329,17 @@ _HANDLERS = {
     tile.SynOp: _Emitter._syn, tile.LifOp: _Emitter._lif, tile.PackOp: _Emitter._pack,
     tile.PoolOp: _Emitter._pool, tile.AddOp: _Emitter._add,
 }
+
+
+def _weights_source(syn: tile.SynOp) -> tile.LoadConstOp | None:
+    """The load that filled the SYN's weight buffer: the last one before it (a buffer shared
+    by the k-chunk nests of the op dataflow takes each chunk's weights in turn)."""
+    loads = [u.operation for u in buffer_of(syn.weights).result.uses if isinstance(u.operation, tile.LoadConstOp)]
+    if len(loads) <= 1:
+        return loads[0] if loads else None
+    block = syn.parent_op()
+    while not isinstance(block, tile.KernelOp):
+        block = block.parent_op()
+    order = {op: i for i, op in enumerate(block.body.walk())}
+    before = [load for load in loads if order[load] < order[syn]]
+    return max(before, key=order.__getitem__) if before else loads[0]

@@ -9,6 +9,9 @@ CONTRACT
     A time-batched layer keeps its neuron state on chip when it can (no more output
     tiles than copies of the state, or one copy per tile in the SRAM left free), and
     the state's DRAM transfers go; otherwise they stay.
+    Partial sums kept between the k-chunk nests of the op dataflow stay on chip for as
+    many output tiles as fit in GoSPA's psum share of the SRAM (hw `sram.psum_share`,
+    passes/psum_hold.py); the other tiles' go through their DRAM map.
     Loops marked `tile.fixed` keep the step they have (a user's choice). Values are
     unchanged. A kernel that fits under no tiling is a CompileError naming the ONNX
     node, the largest buffer and the bytes needed against the bytes available.
@@ -35,6 +38,7 @@ from snnc.backend.errors import CompileError
 from snnc.passes.footprints import infer_buffer_types, members
 from snnc.passes.band_tiling import plan_fused, stream_in_bands
 from snnc.passes.loop_module import kernels, layer_table, module_hw, module_timesteps
+from snnc.passes.psum_hold import held_bytes, hold_psums, plan_psums, spills_psums
 from snnc.passes.tile_plan import (
     TiledKernel, buffer_copies, choose, is_fixed, no_fit_message, reserved_bytes, settle_state, synapse_out_width,
 )
@@ -58,7 +62,8 @@ class TileSizes(ModulePass):
             available = hw.sram.size_bytes - reserved_bytes(kernel)
             k = TiledKernel(kernel, layers, timesteps, available)
             out_width = synapse_out_width(kernel, layers)
-            plan = choose(k, hw.compute.num_pes, out_width)
+            psums = plan_psums(k, hw, out_width) if spills_psums(kernel) else None
+            plan = psums.plan if psums is not None else choose(k, hw.compute.num_pes, out_width)
             if plan is None and stream_in_bands(op, k, layers, timesteps):
                 layers = layer_table(op)  # the bands' descriptors
                 k = TiledKernel(kernel, layers, timesteps, available)
@@ -72,5 +77,7 @@ class TileSizes(ModulePass):
                 k.set_steps("m", rows)
             for buf in k.buffers:
                 buf.copies = IntAttr(buffer_copies(buf, copies, weight_copies))
+            if psums is not None:
+                hold_psums(kernel, psums.dim, psums.held)
             infer_buffer_types(kernel.body.block, layers, timesteps)
-            settle_state(k, copies, available - k.total(None, None, copies, weight_copies))
+            settle_state(k, copies, available - k.total(None, None, copies, weight_copies) - held_bytes(kernel))

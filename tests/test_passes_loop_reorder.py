@@ -112,8 +112,39 @@ def test_k_between_loops_is_refused():
 
 
 def test_unknown_dataflow_is_refused():
-    with pytest.raises(CompileError, match="dataflow='rowwise'"):
+    with pytest.raises(CompileError, match="dataflow='rowwise'") as info:
         run("mlp", "loop-reorder{dataflow=rowwise}")
+    message = str(info.value)
+    assert "\n" not in message and all(name in message for name in ("ftp", "ip-seq", "gust", "op"))
+
+
+def test_builtin_dataflows_are_one_module_each():
+    from snnc.passes.dataflows import BUILTIN_MODULES, registered
+
+    known = registered()
+    assert list(known)[:4] == ["ftp", "ip-seq", "gust", "op"] and len(BUILTIN_MODULES) == 4
+    assert {name: recipe.code for name, recipe in known.items() if name in DATAFLOWS} == DATAFLOWS
+    assert {getattr(recipe.rewrite, "func", recipe.rewrite).__module__ for recipe in known.values()
+            if recipe.rewrite} == {"snnc.passes.dataflows.kchunks"}
+
+
+def test_a_plugin_dataflow_is_one_file(tmp_path):
+    """tests/dataflow_ftp_rows.py registers ftp-rows (m > n > t*) on import: loop-reorder
+    finds it, lists it among the known ones, and it runs vgg-small with the same outputs
+    as ftp and the row tiles outside the channel tiles (with a 16 KB SRAM, several of each)."""
+    import dataflow_ftp_rows  # noqa: F401  (registers on import)
+
+    with pytest.raises(CompileError, match="ftp-rows"):
+        run("mlp", "loop-reorder{dataflow=nope}")
+    hw = load_hw("loas")
+    tiny = tmp_path / "tiny.toml"
+    tiny.write_text(dataclasses.replace(hw, sram=dataclasses.replace(hw.sram, size_bytes=16384)).to_toml())
+    _, base = run("vgg-small", "loop-reorder", hw=str(tiny))
+    plugin, sim = run("vgg-small", "loop-reorder{dataflow=ftp-rows}", hw=str(tiny))
+    explicit, _ = run("vgg-small", 'loop-reorder{order="m,n,t*"}', hw=str(tiny))
+    assert_same_outputs(base, sim)
+    assert plugin.binary == explicit.binary
+    assert plugin.loop_ir.index('tile.dim = "n"') < plugin.loop_ir.index('tile.dim = "m"')
 
 
 def test_chosen_layers_only():
@@ -125,3 +156,33 @@ def test_chosen_layers_only():
     assert_same_outputs(base, sim)
     with pytest.raises(CompileError, match=r"\['nope'\] are not synaptic layers"):
         run("vgg-small", "loop-reorder{layers=nope}")
+
+
+def test_op_holds_the_partial_sums_that_fit_on_chip(tmp_path):
+    """GoSPA's merge: the op dataflow's partial sums stay in a `psum` SRAM buffer across the
+    k-chunk nests for the output tiles that fit in sram.psum_share, and only the others go
+    through the DRAM map. With a 4 MB SRAM every tile fits: no psum map, less DRAM traffic
+    than with 256 KB, where some still spill. Outputs are identical either way."""
+    hw = load_hw("loas")
+    big = tmp_path / "big.toml"
+    big.write_text(dataclasses.replace(hw, sram=dataclasses.replace(hw.sram, size_bytes=4 << 20)).to_toml())
+    _, base = run("vgg-small")
+    held, held_sim = run("vgg-small", "loop-reorder{dataflow=op}", hw=str(big))
+    some, some_sim = run("vgg-small", "loop-reorder{dataflow=op}")
+    assert_same_outputs(base, held_sim)
+    assert_same_outputs(base, some_sim)
+    assert 'tile.alloc "psum"' in held.loop_ir and ".psum" not in held.loop_ir
+    assert 'tile.alloc "psum"' in some.loop_ir and ".psum" in some.loop_ir
+    psum_dma = held_sim.report["total"]["dram_bytes"]
+    assert psum_dma < some_sim.report["total"]["dram_bytes"]
+
+
+def test_a_plugin_dataflow_order_is_checked_like_a_users():
+    from snnc.passes.dataflows import DataflowRecipe, register, unregister
+
+    register(DataflowRecipe("t-outside", Dataflow.IP_SEQ, ("t", "n", "m")))
+    try:
+        with pytest.raises(CompileError, match="loop t outside loop n"):
+            run("mlp", "loop-reorder{dataflow=t-outside}")
+    finally:
+        unregister("t-outside")

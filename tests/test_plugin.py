@@ -118,6 +118,25 @@ def test_installed_loop_level_plugin_reshapes_the_nest(installed, model_files, t
         _run([BIN / "snnc", onnx_path, "--passes", "fixed-tiles{layers=nope}", "-o", tiled], env)
 
 
+def test_installed_dataflow_plugin_joins_loop_reorder(installed, model_files, tmp_path):
+    """rows-first (entry point `snnc.dataflows`, one file) is a dataflow loop-reorder knows once
+    installed: it compiles, lists among the known ones, and gives ftp's outputs; without the
+    install the name is a one-line error listing the built-in ones."""
+    onnx_path, inputs, _ = model_files
+    plain, rows = tmp_path / "plain.bin", tmp_path / "rows.bin"
+    _run([BIN / "snnc", onnx_path, "-o", plain], _env(installed))
+    _run([BIN / "snnc", onnx_path, "--passes", "loop-reorder{dataflow=rows-first}", "-o", rows], _env(installed))
+    a, b = simulate(load_program_file(plain), inputs), simulate(load_program_file(rows), inputs)
+    assert all(np.array_equal(a.outputs[k], b.outputs[k]) for k in a.outputs)
+    listed = _run([BIN / "snnc", onnx_path, "--passes", "loop-reorder{dataflow=nope}", "-o", rows], _env(installed),
+                  check=False)
+    assert listed.returncode == 1 and "rows-first" in listed.stderr and "Traceback" not in listed.stderr
+    absent = _run([BIN / "snnc", onnx_path, "--passes", "loop-reorder{dataflow=rows-first}", "-o", rows], _env(),
+                  check=False)
+    assert absent.returncode == 1 and len(absent.stderr.strip().splitlines()) == 1
+    assert "expected one of ftp, ip-seq, gust, op" in absent.stderr
+
+
 def test_plugin_is_absent_without_install():
     assert "prune-weights" not in get_all_passes()
     with pytest.raises(SnncError, match="prune-weights"):
