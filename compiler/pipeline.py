@@ -58,6 +58,16 @@ from snnc.passes import get_all_passes, pass_level
 # cannot tile layers whose weights do not fit the SRAM whole (a packed map is written by
 # whole rows of all channels).
 DEFAULT_PIPELINE = "compress-weights,loop-reorder{dataflow=ftp},dma-prefetch"
+# Named schedules (`--schedule NAME`): each is a plain --passes string, so `snnc explore` and
+# sweeps can use it as one. ftp: the default, a layer's timesteps computed together (LoAS).
+# elastic: timestep-major and depth-first (ELSA, issue 16): every layer time-batched to one
+# timestep, then time-interleave runs the whole kernel sequence once per timestep, so timestep
+# t's output leaves the chip before t + 1 starts anywhere (early exit decides sooner), at the
+# price of reloading weights and spilling neuron state to DRAM every timestep.
+SCHEDULES = {
+    "ftp": DEFAULT_PIPELINE,
+    "elastic": "compress-weights,time-batch{timesteps=1},time-interleave,dma-prefetch",
+}
 # The stages every compile runs, by level (numbers as in the module docstring).
 SNN_LOWERING = ("quantise", "convert-snn-to-loops")
 LOOP_LOWERING = ("tile-sizes", "hoist-loads", "sram-alloc", "dram-alloc", "convert-loops-to-accel")
@@ -82,6 +92,19 @@ class CompileOptions:
     timesteps: int = 4  # NIR only: T (NIR graphs carry no time axis)
     # exit-checks after the accel-level passes: None = none; "" = on the only graph output; else its name
     exit_checks: str | None = None
+
+
+def schedule_passes(schedule: str | None, passes: str | None = None) -> str | None:
+    """The --passes of a named schedule (`passes` itself when no schedule is named); naming
+    both, or an unknown schedule, is a one-line SnncError."""
+    if schedule is None:
+        return passes
+    if passes is not None:
+        raise SnncError(f"--schedule {schedule} and --passes: give one of them (a schedule is a named "
+                        "--passes; `snnc passes` shows what each expands to)")
+    if schedule not in SCHEDULES:
+        raise SnncError(f"--schedule {schedule!r}: unknown schedule (known: {', '.join(SCHEDULES)})")
+    return SCHEDULES[schedule]
 
 
 def import_model(model: str | Path | object, options: CompileOptions = CompileOptions()) -> ModuleOp:
@@ -343,5 +366,5 @@ def import_to_snn(model: str | Path | object, options: CompileOptions = CompileO
 
 __all__ = [
     "CompileOptions", "CompileResult", "compile_model", "import_to_snn", "print_ir",
-    "DEFAULT_PIPELINE", "LOWERING_PASSES", "build_pipeline", "lower_module",
+    "DEFAULT_PIPELINE", "SCHEDULES", "schedule_passes", "LOWERING_PASSES", "build_pipeline", "lower_module",
 ]

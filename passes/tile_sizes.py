@@ -8,7 +8,8 @@ CONTRACT
     SRAM left free by data held across kernels (`tile.reserved` on the kernel, bytes).
     A time-batched layer keeps its neuron state on chip when it can (no more output
     tiles than copies of the state, or one copy per tile in the SRAM left free), and
-    the state's DRAM transfers go; otherwise they stay.
+    the state's DRAM transfers go; otherwise they stay (always for a kernel that
+    time-interleave runs in a loop with other kernels).
     Loops marked `tile.fixed` keep the step they have (a user's choice). Values are
     unchanged. A kernel that fits under no tiling is a CompileError naming the ONNX
     node, the largest buffer and the bytes needed against the bytes available.
@@ -34,7 +35,7 @@ from xdsl.passes import ModulePass
 from snnc.backend.errors import CompileError
 from snnc.passes.footprints import infer_buffer_types, members
 from snnc.passes.band_tiling import plan_fused, stream_in_bands
-from snnc.passes.loop_module import kernels, layer_table, module_hw, module_timesteps
+from snnc.passes.loop_module import interleaved, kernels, layer_table, module_hw, module_timesteps
 from snnc.passes.tile_plan import (
     TiledKernel, buffer_copies, choose, is_fixed, no_fit_message, reserved_bytes, settle_state, synapse_out_width,
 )
@@ -73,4 +74,5 @@ class TileSizes(ModulePass):
             for buf in k.buffers:
                 buf.copies = IntAttr(buffer_copies(buf, copies, weight_copies))
             infer_buffer_types(kernel.body.block, layers, timesteps)
-            settle_state(k, copies, available - k.total(None, None, copies, weight_copies))
+            if not interleaved(kernel):  # else other kernels reuse its SRAM between batches: state via DRAM
+                settle_state(k, copies, available - k.total(None, None, copies, weight_copies))
