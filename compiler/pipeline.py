@@ -6,7 +6,7 @@
       3. quantise            fixed-point numbers of every layer  -> snn
       4. convert-snn-to-loops  a plain nest per layer            -> loop level     (scf/arith/memref + tile)
       5. loop-level passes   the user's, in their order: compress-weights, loop-reorder,
-                             time-batch, layer-fuse, spike-pack, your own
+                             time-batch, layer-fuse, time-interleave, spike-pack, your own
       6. tile-sizes          tile shapes and buffer copies that fit the SRAM
       7. hoist-loads         constant tiles loaded once where the loops do not change them
       8. sram-alloc          SRAM offsets, per kernel (liveness)
@@ -16,7 +16,8 @@
      12. accel-level passes  the user's (dma-prefetch)           -> accel
      13. backend             encode + write_program              -> prog.bin bytes
 
-Passes given with `--passes` use xdsl-opt's pipeline syntax. Each pass class says which
+Passes given with `--passes` use xdsl-opt's pipeline syntax; `--schedule NAME` names one of
+SCHEDULES instead (ftp = the default, elastic = the streaming schedule). Each pass class says which
 IR level it runs on (`ir_level`: "snn", "loop" or "accel"); the pipeline places it at
 its level, keeping the user's order within a level. A lowering stage (3-4, 6-11) that
 the user names in `--passes` runs where they put it instead of where it would be added
