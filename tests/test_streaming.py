@@ -145,3 +145,19 @@ def test_early_exit_halts_sooner_than_ftp():
             compared += 1
             assert elastic["cycles"] < ftp["cycles"]
     assert compared
+
+
+@pytest.mark.parametrize("passes", [
+    "time-batch{timesteps=2},time-interleave",  # two timesteps per batch
+    "compress-weights,time-batch{timesteps=1},layer-fuse,time-interleave,dma-prefetch",  # fused groups interleaved
+    "loop-reorder{dataflow=ip-seq},time-batch{timesteps=1},time-interleave",
+])
+def test_variants_keep_the_values(passes):
+    """Other batches, fused groups and dataflows interleave too, on an SRAM small enough that
+    layers take several channel and row tiles: the outputs stay the default program's."""
+    model, inputs = build("vgg-small")
+    reference = simulate(compile_model(model, CompileOptions(hw="small-sram")).image, inputs, functional=True)
+    streamed = simulate(compile_model(model, CompileOptions(hw="small-sram", passes=passes)).image, inputs,
+                        functional=True)
+    for name, values in reference.outputs.items():
+        np.testing.assert_array_equal(streamed.outputs[name], values)
