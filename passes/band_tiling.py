@@ -156,7 +156,8 @@ def plan_fused(kernel: tile.KernelOp, layers, timesteps: int, available: int) ->
         return (ring_types, plans), held, None
 
     limit = max(1, min(cap, band.upper))
-    for size in sorted(_whole_state_bytes(member, layers) for member in members(kernel) if not interleaved(kernel)):
+    stateful = [] if interleaved(kernel) else members(kernel)  # interleaved: other kernels reuse the SRAM
+    for size in sorted(_whole_state_bytes(member, layers) for member in stateful):
         reserved[0] += size  # smallest first: every held byte saves the same traffic
         if size == 0 or attempt(1)[0] is None:
             reserved[0] -= size
