@@ -22,8 +22,7 @@ class says which IR level it runs on (`ir_level`: "snn", "loop" or "accel"); the
 pipeline places it at its level, keeping the user's order within a level. A lowering
 stage (3-4, 6-11) that the user names in `--passes` runs where they put it instead of
 where it would be added (`tile-sizes` after your own tiling pass, for instance); the
-rest are added. With
-`print_ir_after_all` the IR after every step goes to `ir_stream`.
+rest are added. With `print_ir_after_all` the IR after every step goes to `ir_stream`.
 
 IR text: `print_ir(module, elide=True)` (the CLI's default, also for
 --print-ir-after-all) prints constants of more than ELIDE_LARGER_THAN elements as
