@@ -8,8 +8,9 @@ CONTRACT
     SRAM left free by data held across kernels (`tile.reserved` on the kernel, bytes).
     A time-batched layer keeps its neuron state on chip when it can (no more output
     tiles than copies of the state, or one copy per tile in the SRAM left free), and
-    the state's DRAM transfers go; otherwise they stay (always for a kernel that
-    time-interleave runs in a loop with other kernels).
+    the state's DRAM transfers go; otherwise they stay. The kernels time-interleave
+    runs in a loop keep state on chip only in the SRAM none of them uses, reserved
+    across the loop (passes/time_interleave.py `hold_state`).
     Loops marked `tile.fixed` keep the step they have (a user's choice). Values are
     unchanged. A kernel that fits under no tiling is a CompileError naming the ONNX
     node, the largest buffer and the bytes needed against the bytes available.
@@ -36,6 +37,7 @@ from snnc.backend.errors import CompileError
 from snnc.passes.footprints import infer_buffer_types, members
 from snnc.passes.band_tiling import plan_fused, stream_in_bands
 from snnc.passes.loop_module import interleaved, kernels, layer_table, module_hw, module_timesteps
+from snnc.passes.time_interleave import hold_state
 from snnc.passes.tile_plan import (
     TiledKernel, buffer_copies, choose, is_fixed, no_fit_message, reserved_bytes, settle_state, synapse_out_width,
 )
@@ -74,5 +76,6 @@ class TileSizes(ModulePass):
             for buf in k.buffers:
                 buf.copies = IntAttr(buffer_copies(buf, copies, weight_copies))
             infer_buffer_types(kernel.body.block, layers, timesteps)
-            if not interleaved(kernel):  # else other kernels reuse its SRAM between batches: state via DRAM
+            if not interleaved(kernel):  # else other kernels reuse its SRAM between batches: hold_state
                 settle_state(k, copies, available - k.total(None, None, copies, weight_copies))
+        hold_state(op, hw.sram.size_bytes)

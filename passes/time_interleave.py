@@ -29,9 +29,13 @@ CONTRACT
     * A kernel runs once per batch, so everything it loads per kernel run -- weights,
       parameters -- is loaded again for every batch (hoist-loads keeps a load inside its
       kernel): the price of the early outputs, measured by bench/elastic.py.
-    * Neuron state survives between a kernel's visits through the DRAM spill maps that
-      time-batch wrote: tile-sizes does not keep an interleaved kernel's state in its own
-      SRAM (the kernels run between its visits reuse that SRAM).
+    * Neuron state survives between a kernel's visits: tile-sizes does not keep an
+      interleaved kernel's state in the kernel's own SRAM (the kernels run between its
+      visits reuse it), but holds the state of the layers that fit in the SRAM no
+      interleaved kernel uses, smallest first, in buffers across the loop
+      (`hold_state`: `tile.alloc "state:<layer>"` in @main, `tile.reserved` on every
+      kernel, placed at the top of the SRAM by sram-alloc); the rest goes through the
+      DRAM spill maps that time-batch wrote.
     * Values are unchanged (tests/test_streaming.py: identical to the FTP program).
   Options: none.
 """
@@ -42,14 +46,18 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from xdsl.context import Context
-from xdsl.dialects.builtin import ModuleOp
+from xdsl.dialects.builtin import IntegerAttr, MemRefType, ModuleOp, i64
 from xdsl.passes import ModulePass
 
 from snnc.backend.errors import CompileError
 from snnc.dialects import tile
+from snnc.passes.footprints import buffer_bytes, own_buffers, type_bytes
 from snnc.passes.fuse_nest import _batch_end, _unbatch, kernel_time_batch
-from snnc.passes.loop_module import kernels, main_of, module_timesteps
+from snnc.passes.loop_module import interleaved, kernels, main_of, module_timesteps
 from snnc.passes.loopnest import new_loop
+from snnc.passes.sram_alloc import direct_members
+from snnc.passes.tile_plan import RESERVED_ATTR, align, reserved_bytes, state_transfers
+from snnc.passes.time_batch import STATE_MAP_SUFFIX
 
 
 @dataclass(frozen=True)
@@ -92,3 +100,41 @@ def _common_batch(group: list[tile.KernelOp]) -> int | None:
                            "every kernel must run the same timesteps per batch")
     return next(iter(batches.values()))
 
+
+
+def kernel_bytes(kernel: tile.KernelOp) -> int:
+    """The SRAM a sized kernel's buffers take as sram-alloc places them (its members share
+    what its own buffers leave)."""
+    own = sum(buf.copies.data * align(max(buffer_bytes(buf), 1)) for buf in own_buffers(kernel))
+    return own + max((kernel_bytes(member) for member in direct_members(kernel)), default=0)
+
+
+def hold_state(module: ModuleOp, sram_bytes: int) -> None:
+    """tile-sizes' last step for interleaved kernels: the neuron state of the layers whose
+    spill maps fit (smallest first) in the SRAM that no interleaved kernel uses stays on chip
+    for the whole run. Each such map becomes a buffer in @main, before the loop around the
+    kernels (`tile.alloc "state:<layer>"`, addressed like a ring of all its rows: the state
+    loads and stores become MOVEs), and every interleaved kernel's `tile.reserved` grows by
+    its bytes, so sram-alloc places it at the top of the SRAM, where no kernel's buffers go."""
+    group = [k for k in kernels(module) if interleaved(k)]
+    if not group:
+        return
+    free = sram_bytes - max(kernel_bytes(k) + reserved_bytes(k) for k in group)
+    spills = {inner.src.owner for k in group for guard in state_transfers(k) for inner in guard.walk()
+              if isinstance(inner, tile.LoadOp) and isinstance(inner.src.owner, tile.MapOp)}
+    loop = group[0].parent_op()
+    held = 0
+    for spill in sorted(spills, key=lambda m: (type_bytes(m.result.type), m.label.data)):
+        need = align(type_bytes(spill.result.type))
+        if held + need > free:
+            break
+        kept = MemRefType(spill.result.type.element_type, spill.result.type.get_shape(), memory_space=tile.SRAM)
+        buf = tile.AllocOp(f"state:{spill.label.data.removesuffix(STATE_MAP_SUFFIX)}", kept)
+        loop.parent_block().insert_op_before(buf, loop)
+        spill.result.replace_all_uses_with(buf.result)
+        spill.detach()
+        spill.erase()
+        held += need
+    if held:
+        for kernel in group:
+            kernel.attributes[RESERVED_ATTR] = IntegerAttr(reserved_bytes(kernel) + held, i64)

@@ -5,13 +5,15 @@ first output comes early, and early exit halts it sooner."""
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 import pytest
 
 from snnc.backend.errors import CompileError, SnncError
 from snnc.compiler.cli import main
-from snnc.compiler.pipeline import DEFAULT_PIPELINE, SCHEDULES, CompileOptions, compile_model, schedule_passes
+from snnc.compiler.pipeline import DEFAULT_PIPELINE, SCHEDULES, CompileOptions, compile_model, print_ir, \
+    schedule_passes
 from snnc.compiler.zoo import build, build_dataset
 from snnc.runtime import simulate
 
@@ -161,3 +163,23 @@ def test_variants_keep_the_values(passes):
                         functional=True)
     for name, values in reference.outputs.items():
         np.testing.assert_array_equal(streamed.outputs[name], values)
+
+
+def test_state_held_across_the_loop_where_it_fits():
+    """digits' hidden layer state (128 neurons) fits in the SRAM no kernel uses: it is held in a
+    buffer before the loop around the kernels, at the top of the SRAM, every kernel reserving it,
+    and no state map goes to DRAM. On small-sram, vgg-small's conv layers' state does not fit
+    (DRAM maps), its classifier's does."""
+    model, _ = build("digits")
+    text = print_ir(compile_model(model, CompileOptions(passes=ELASTIC)).loop_module)
+    main_ir = text[text.index("func.func @main"):]
+    held = re.search(r'%\S+ = tile.alloc "state:fc1" copies=1 offsets=\[(0x[0-9a-f]+)\] : '
+                     r'memref<2x1x1x1x128xi32, "sram">', main_ir)
+    assert held and main_ir.index(held.group(0)) < main_ir.index("scf.for %tb")
+    assert int(held.group(1), 16) == 262144 - 1024  # loas: 256 KiB of SRAM, 2 x 128 x int32 at its top
+    assert main_ir.count("tile.reserved = 1024") == 2  # fc1 and fc2
+    assert '.state"' not in main_ir
+    vgg, _ = build("vgg-small")
+    small = print_ir(compile_model(vgg, CompileOptions(passes=ELASTIC, hw="small-sram")).loop_module)
+    assert re.findall(r'"state:(\w+)"', small) == ["fc"]
+    assert len(re.findall(r'tile.map "\w+.state" act_i32', small)) == 3
