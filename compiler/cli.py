@@ -57,6 +57,9 @@ def _add_compile_options(p: argparse.ArgumentParser) -> None:
                    help="fractional bits of multi-bit graph inputs (default 8)")
     p.add_argument("--passes", default=None, metavar="PIPELINE",
                    help="pass pipeline in xdsl-opt syntax, e.g. 'a,b{opt=1}' (default: `snnc passes`)")
+    p.add_argument("--schedule", default=None, metavar="NAME",
+                   help="a named pipeline instead of --passes: ftp (the default) or elastic (timestep-major, "
+                        "depth-first: early outputs for early exit); `snnc passes` lists them")
     p.add_argument("--load-pass", action="append", default=[], metavar="MODULE:CLASS",
                    help="make a ModulePass from your own module available to --passes")
     p.add_argument("--print-ir-after-all", action="store_true",
@@ -194,12 +197,12 @@ def _normalise_argv(argv: list[str]) -> list[str]:
 
 
 def _compile_options(args):
-    from snnc.compiler.pipeline import CompileOptions
+    from snnc.compiler.pipeline import CompileOptions, schedule_passes
 
     return CompileOptions(
         hw=args.hw, weight_bits=args.weight_bits, weight_scales=args.weight_scales,
         input_frac_bits=args.input_frac_bits,
-        passes=args.passes, load_passes=tuple(args.load_pass),
+        passes=schedule_passes(args.schedule, args.passes), load_passes=tuple(args.load_pass),
         print_ir_after_all=args.print_ir_after_all, dt=args.dt, timesteps=args.timesteps,
         elide_constants=not args.no_elide,
         exit_checks=args.exit_checks,
@@ -583,6 +586,7 @@ def cmd_passes(args) -> int:
         DEFAULT_PIPELINE,
         EXIT_CHECKS_PASS,
         LOWERING_PASSES,
+        SCHEDULES,
         CompileOptions,
         build_pipeline,
     )
@@ -590,6 +594,9 @@ def cmd_passes(args) -> int:
 
     print(f"default pipeline: {DEFAULT_PIPELINE or '(none)'}")
     print("every compile runs: " + ",".join(p.name for p in build_pipeline(CompileOptions()).all()))
+    print("named schedules (--schedule NAME, instead of --passes):")
+    for name, spec in SCHEDULES.items():
+        print(f"  {name:<24} {spec}")
     print(f"--exit-checks [OUTPUT]: {EXIT_CHECKS_PASS}{{output=OUTPUT}} after every other accel-level pass")
     for name, factory in get_all_passes().items():
         cls = factory()

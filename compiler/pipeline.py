@@ -6,7 +6,7 @@
       3. quantise            fixed-point numbers of every layer  -> snn
       4. convert-snn-to-loops  a plain nest per layer            -> loop level     (scf/arith/memref + tile)
       5. loop-level passes   the user's, in their order: compress-weights, loop-reorder,
-                             time-batch, layer-fuse, spike-pack, your own
+                             time-batch, layer-fuse, time-interleave, spike-pack, your own
       6. tile-sizes          tile shapes and buffer copies that fit the SRAM
       7. hoist-loads         constant tiles loaded once where the loops do not change them
       8. sram-alloc          SRAM offsets, per kernel (liveness)
@@ -16,12 +16,13 @@
      12. accel-level passes  the user's (dma-prefetch)           -> accel
      13. backend             encode + write_program              -> prog.bin bytes
 
-Passes given with `--passes` use xdsl-opt's pipeline syntax. Each pass class says which
-IR level it runs on (`ir_level`: "snn", "loop" or "accel"); the pipeline places it at
-its level, keeping the user's order within a level. A lowering stage (3-4, 6-11) that
-the user names in `--passes` runs where they put it instead of where it would be added
-(`tile-sizes` after your own tiling pass, for instance); the rest are added. With
-`print_ir_after_all` the IR after every step goes to `ir_stream`.
+Passes given with `--passes` use xdsl-opt's pipeline syntax; `--schedule NAME` names one
+of SCHEDULES instead (ftp = the default, elastic = the streaming schedule). Each pass
+class says which IR level it runs on (`ir_level`: "snn", "loop" or "accel"); the
+pipeline places it at its level, keeping the user's order within a level. A lowering
+stage (3-4, 6-11) that the user names in `--passes` runs where they put it instead of
+where it would be added (`tile-sizes` after your own tiling pass, for instance); the
+rest are added. With `print_ir_after_all` the IR after every step goes to `ir_stream`.
 
 IR text: `print_ir(module, elide=True)` (the CLI's default, also for
 --print-ir-after-all) prints constants of more than ELIDE_LARGER_THAN elements as
@@ -58,6 +59,16 @@ from snnc.passes import get_all_passes, pass_level
 # cannot tile layers whose weights do not fit the SRAM whole (a packed map is written by
 # whole rows of all channels).
 DEFAULT_PIPELINE = "compress-weights,loop-reorder{dataflow=ftp},dma-prefetch"
+# Named schedules (`--schedule NAME`): each is a plain --passes string, so `snnc explore` and
+# sweeps can use it as one. ftp: the default, a layer's timesteps computed together (LoAS).
+# elastic: timestep-major and depth-first (ELSA, issue 16): every layer time-batched to one
+# timestep, then time-interleave runs the whole kernel sequence once per timestep, so timestep
+# t's output leaves the chip before t + 1 starts anywhere (early exit decides sooner), at the
+# price of reloading weights and spilling neuron state to DRAM every timestep.
+SCHEDULES = {
+    "ftp": DEFAULT_PIPELINE,
+    "elastic": "compress-weights,time-batch{timesteps=1},time-interleave,dma-prefetch",
+}
 # The stages every compile runs, by level (numbers as in the module docstring).
 SNN_LOWERING = ("quantise", "convert-snn-to-loops")
 LOOP_LOWERING = ("tile-sizes", "hoist-loads", "sram-alloc", "dram-alloc", "convert-loops-to-accel")
@@ -82,6 +93,19 @@ class CompileOptions:
     timesteps: int = 4  # NIR only: T (NIR graphs carry no time axis)
     # exit-checks after the accel-level passes: None = none; "" = on the only graph output; else its name
     exit_checks: str | None = None
+
+
+def schedule_passes(schedule: str | None, passes: str | None = None) -> str | None:
+    """The --passes of a named schedule (`passes` itself when no schedule is named); naming
+    both, or an unknown schedule, is a one-line SnncError."""
+    if schedule is None:
+        return passes
+    if passes is not None:
+        raise SnncError(f"--schedule {schedule} and --passes: give one of them (a schedule is a named "
+                        "--passes; `snnc passes` shows what each expands to)")
+    if schedule not in SCHEDULES:
+        raise SnncError(f"--schedule {schedule!r}: unknown schedule (known: {', '.join(SCHEDULES)})")
+    return SCHEDULES[schedule]
 
 
 def import_model(model: str | Path | object, options: CompileOptions = CompileOptions()) -> ModuleOp:
@@ -343,5 +367,5 @@ def import_to_snn(model: str | Path | object, options: CompileOptions = CompileO
 
 __all__ = [
     "CompileOptions", "CompileResult", "compile_model", "import_to_snn", "print_ir",
-    "DEFAULT_PIPELINE", "LOWERING_PASSES", "build_pipeline", "lower_module",
+    "DEFAULT_PIPELINE", "SCHEDULES", "schedule_passes", "LOWERING_PASSES", "build_pipeline", "lower_module",
 ]

@@ -40,6 +40,7 @@ BUILTIN_PASSES = {
     "loop-reorder": ("loop_reorder", "LoopReorder"),
     "time-batch": ("time_batch", "TimeBatch"),
     "layer-fuse": ("layer_fuse", "LayerFuse"),
+    "time-interleave": ("time_interleave", "TimeInterleave"),
     "spike-pack": ("spike_pack", "SpikePack"),
     "tile-sizes": ("tile_sizes", "TileSizes"),
     "hoist-loads": ("hoist_loads", "HoistLoads"),

@@ -5,7 +5,7 @@ SRAM streamed in row bands (`stream_in_bands`), and the band height of a fused k
 
 from __future__ import annotations
 
-from xdsl.dialects import scf
+from xdsl.dialects import func, scf
 from xdsl.dialects.builtin import IntAttr, MemRefType, ModuleOp
 
 from snnc.backend import isa
@@ -16,7 +16,7 @@ from snnc.passes.footprints import (
     buffer_bytes, buffer_of, infer_buffer_types, members, own_buffers, set_buffer_type, type_bytes,
 )
 from snnc.passes.fuse_nest import BAND_CAP_ATTR
-from snnc.passes.loop_module import layer_table
+from snnc.passes.loop_module import interleaved, layer_table
 from snnc.passes.loopnest import Loop, evaluate, loops_in, set_step, upper
 from snnc.passes.synapse_split import Part, split_synapse
 from snnc.passes.tile_plan import TiledKernel, align, buffer_copies, channel_options, most_rows, state_transfers
@@ -61,6 +61,30 @@ def stream_in_bands(module: ModuleOp, k: TiledKernel, layers, timesteps: int) ->
 # --------------------------------------------------------------------------------------
 
 
+class _Reached(Exception):
+    pass
+
+
+def outer_env(kernel: tile.KernelOp) -> dict:
+    """The index values the kernel reads from around it (time-interleave's tb loop and batch
+    end), at the first iteration of the loops it is in: @main run up to the kernel, every
+    other kernel passed over."""
+    env: dict = {}
+    block = kernel.parent_block()
+    while not isinstance(block.parent_op(), func.FuncOp):
+        block = block.parent_op().parent_block()
+
+    def visit(op, _env):
+        if op is kernel:
+            raise _Reached
+
+    try:
+        evaluate(block, env, visit)
+    except _Reached:
+        pass
+    return env
+
+
 def band_schedule(kernel: tile.KernelOp, band: Loop, rows: int) -> tuple[dict, dict]:
     """Run the fused kernel with bands of `rows` (each member one row tile per band): the rows
     each ring must hold (the most from the oldest row a band still reads to the newest
@@ -99,7 +123,7 @@ def band_schedule(kernel: tile.KernelOp, band: Loop, rows: int) -> tuple[dict, d
                 member = member.parent_op()
             spans[member] = max(spans.get(member, 0), env[op.rows])
 
-    evaluate(kernel.body.block, {}, visit, fixed)
+    evaluate(kernel.body.block, outer_env(kernel), visit, fixed)
     return live, spans
 
 
@@ -132,7 +156,8 @@ def plan_fused(kernel: tile.KernelOp, layers, timesteps: int, available: int) ->
         return (ring_types, plans), held, None
 
     limit = max(1, min(cap, band.upper))
-    for size in sorted(_whole_state_bytes(member, layers) for member in members(kernel)):
+    stateful = [] if interleaved(kernel) else members(kernel)  # interleaved: other kernels reuse the SRAM
+    for size in sorted(_whole_state_bytes(member, layers) for member in stateful):
         reserved[0] += size  # smallest first: every held byte saves the same traffic
         if size == 0 or attempt(1)[0] is None:
             reserved[0] -= size
@@ -162,6 +187,8 @@ def plan_fused(kernel: tile.KernelOp, layers, timesteps: int, available: int) ->
         infer_buffer_types(member.body.block, layers, timesteps)
         tiles_bytes = max(tiles_bytes, k.total(None, None, copies, 1))
     free = available - held - tiles_bytes
+    if interleaved(kernel):  # the kernels run between its batches reuse its SRAM: state via DRAM
+        return
     for member in sorted(plans, key=lambda m: _whole_state_bytes(m, layers)):
         free -= _hold_member_state(kernel, member, free)
 
@@ -195,7 +222,7 @@ def dram_traffic(kernel: tile.KernelOp, band: Loop, rows: int, member_rows: dict
                 nt = 1 if target.owner.fmt == Format.SPIKE_BITMASK else env[op.nt]  # packed: all-T words
                 total[0] += nt * env[op.rows] * width * env[op.chs] * bits // 8
 
-    evaluate(kernel.body.block, {}, visit, fixed)
+    evaluate(kernel.body.block, outer_env(kernel), visit, fixed)
     return total[0]
 
 

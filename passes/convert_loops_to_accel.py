@@ -6,7 +6,8 @@ CONTRACT
   Guarantees: the module holds exactly one `accel.program` that verifies: the
     constants (accel.const), the graph's I/O tensors (accel.io: inputs, then the
     returned outputs in order), the layer descriptors, and the instructions the
-    kernels' nests produce when run in program order, with a BARRIER between
+    kernels' nests produce when run in program order (a loop around kernels in @main,
+    time-interleave's, runs them once per iteration), with a BARRIER between
     kernels (each kernel sees the previous one's results; dma-prefetch may relax
     this). Mechanical, no choice is made here: loop bounds and index arithmetic are
     evaluated, a rotated buffer's copy is (its rotation index mod copies), and
@@ -42,7 +43,7 @@ from snnc.passes.convert_snn_to_loops import SHAPE_ATTR, WINDOW_ATTR
 from snnc.passes.dram_alloc import ADDR_ATTR, DRAM_SIZE_ATTR
 from snnc.passes.synapse_split import PART_ATTR, PARTS_ATTR
 from snnc.passes.footprints import buffer_of, fiber_offsets, global_of
-from snnc.passes.loop_module import HW_ATTR, MODEL_ATTR, globals_of, kernels, layer_table, main_of, module_hw, \
+from snnc.passes.loop_module import HW_ATTR, MODEL_ATTR, globals_of, layer_table, main_of, module_hw, \
     module_timesteps
 from snnc.passes.loopnest import enclosing_loops, evaluate
 
@@ -83,9 +84,7 @@ class _Emitter:
     def program(self) -> accel.ProgramOp:
         consts = [accel.ConstOp.create_with(name, _addr(g), g.initial_value.data.data)
                   for name, g in globals_of(self.module).items()]
-        for kernel in kernels(self.module):
-            self._barrier()
-            evaluate(kernel.body.block, {}, self._visit)
+        evaluate(main_of(self.module).body.block, {}, self._visit_main)
         layers = [layer.clone() for layer in self.layers.values()]
         attr = self.module.attributes.get(DRAM_SIZE_ATTR)
         if not isinstance(attr, IntegerAttr):
@@ -153,6 +152,14 @@ class _Emitter:
         if "part" in dims:  # statically split parts (row bands) take turns too
             return offsets, loops, buf.attributes[PARTS_ATTR].value.data, op.attributes[PART_ATTR].value.data
         return offsets, loops, 1, 0
+
+    def _visit_main(self, op: Operation, env: dict) -> None:
+        """@main: each kernel's nest in program order (in the loops around kernels, if any)."""
+        if isinstance(op, tile.KernelOp):
+            self._barrier()
+            evaluate(op.body.block, env, self._visit)
+        elif not isinstance(op, tile.MapOp | tile.AllocOp | func.ReturnOp):  # an alloc: placed by sram-alloc
+            raise CompileError(f"convert-loops-to-accel: {op.name} in @main has no accelerator lowering")
 
     def _visit(self, op: Operation, env: dict) -> None:
         handler = _HANDLERS.get(type(op))

@@ -8,7 +8,8 @@ CONTRACT
     load's operands become constants). It moves only when it is the only writer of
     a single-copy buffer, so the tile stays on chip for every iteration it leaves.
     This is what keeps a time-batched layer's weights in SRAM from one batch to the
-    next when they are one channel tile. Values are unchanged.
+    next when they are one channel tile. A load never leaves its kernel (time-interleave's
+    loop around kernels reloads them per batch). Values are unchanged.
   Options: none.
 """
 
@@ -50,11 +51,13 @@ def _single_writer(load: tile.LoadConstOp) -> bool:
     return writers == [load]
 
 
-def hoist(load: tile.LoadConstOp) -> bool:
-    """Move `load` out of the loops that do not change it; True if it moved."""
+def hoist(load: tile.LoadConstOp, kernel: tile.KernelOp | None = None) -> bool:
+    """Move `load` out of the loops (inside `kernel`, if given) that do not change it; True if it moved."""
     if not _single_writer(load):
         return False
     loops = enclosing_loops(load)  # outermost first
+    if kernel is not None:  # not out of the kernel: a loop around kernels runs others in between
+        loops = [lp for lp in loops if kernel.is_ancestor(lp.op)]
     fixed: dict[SSAValue, int] = {}
     target: Loop | None = None
     for loop in reversed(loops):
@@ -124,4 +127,4 @@ class HoistLoads(ModulePass):
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         for kernel in kernels(op):
             for load in [o for o in kernel.body.walk() if isinstance(o, tile.LoadConstOp)]:
-                hoist(load)
+                hoist(load, kernel)

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Iterator
 
-from xdsl.dialects import func, memref
+from xdsl.dialects import func, memref, scf
 from xdsl.dialects.builtin import IntegerAttr, ModuleOp, StringAttr
 
 from snnc.backend.errors import CompileError
@@ -64,7 +65,23 @@ def globals_of(module: ModuleOp) -> dict[str, memref.GlobalOp]:
 
 
 def kernels(module: ModuleOp) -> list[tile.KernelOp]:
-    return [op for op in main_of(module).body.block.ops if isinstance(op, tile.KernelOp)]
+    """@main's kernels in program order, those in a loop around kernels (time-interleave)
+    included; not the members of a fused kernel."""
+    return list(_kernels_in(main_of(module).body.block))
+
+
+def _kernels_in(block) -> Iterator[tile.KernelOp]:
+    for op in block.ops:
+        if isinstance(op, tile.KernelOp):
+            yield op
+        elif isinstance(op, scf.ForOp):
+            yield from _kernels_in(op.body.block)
+
+
+def interleaved(kernel: tile.KernelOp) -> bool:
+    """A kernel run inside a loop around kernels (time-interleave): the kernels run between
+    its visits reuse its SRAM, so nothing of it stays on chip from one visit to the next."""
+    return isinstance(kernel.parent_op(), scf.ForOp)
 
 
 def maps(module: ModuleOp) -> list[tile.MapOp]:

@@ -5,7 +5,8 @@ CONTRACT
   Guarantees: every tile.alloc's `offsets` holds one 16-byte-aligned SRAM offset per
     copy. A kernel's buffers live while the kernel runs (its liveness), so kernels
     reuse the SRAM; the bytes a kernel's `tile.reserved` holds for data that outlives
-    it (fused maps, at the top of the SRAM) are left alone. Within a kernel the
+    it (buffers in @main outside every kernel, e.g. neuron state held across
+    time-interleave's loop) are at the top of the SRAM, placed first, and left alone. Within a kernel the
     buffers never overlap. Values are unchanged. A kernel whose buffers exceed its
     SRAM is a CompileError naming the kernel, the buffer and the bytes.
   Policy: consecutive kernels allocate from opposite ends of their SRAM (upwards from
@@ -33,7 +34,7 @@ from snnc.dialects.snn import int_array
 from snnc.backend.errors import CompileError
 from snnc.dialects import tile
 from snnc.passes.footprints import buffer_bytes, own_buffers
-from snnc.passes.loop_module import kernels, module_hw
+from snnc.passes.loop_module import kernels, main_of, module_hw
 from snnc.passes.loopnest import loops_in
 from snnc.passes.tile_plan import SRAM_ALIGN, align, reserved_bytes
 
@@ -117,6 +118,13 @@ def direct_members(kernel: tile.KernelOp) -> list[tile.KernelOp]:
     return out
 
 
+def _outside_kernels(op) -> bool:
+    parent = op.parent_op()
+    while parent is not None and not isinstance(parent, tile.KernelOp):
+        parent = parent.parent_op()
+    return parent is None
+
+
 @dataclass(frozen=True)
 class SramAlloc(ModulePass):
     """Place every tile buffer in SRAM (per kernel; consecutive kernels from opposite ends)."""
@@ -126,5 +134,8 @@ class SramAlloc(ModulePass):
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         size = module_hw(op).sram.size_bytes
+        held = SramPlan(size, True, "@main")  # buffers held across kernels (time-interleave's state): at the top
+        for buf in [o for o in main_of(op).body.walk() if isinstance(o, tile.AllocOp) and _outside_kernels(o)]:
+            buf.offsets = int_array([held.take(buffer_bytes(buf), buf.role.data)])
         for index, kernel in enumerate(kernels(op)):
             allocate_kernel(kernel, size - reserved_bytes(kernel), descending=index % 2 == 1)

@@ -8,7 +8,9 @@ CONTRACT
     SRAM left free by data held across kernels (`tile.reserved` on the kernel, bytes).
     A time-batched layer keeps its neuron state on chip when it can (no more output
     tiles than copies of the state, or one copy per tile in the SRAM left free), and
-    the state's DRAM transfers go; otherwise they stay.
+    the state's DRAM transfers go; otherwise they stay. The kernels time-interleave
+    runs in a loop keep state on chip only in the SRAM none of them uses, reserved
+    across the loop (passes/time_interleave.py `hold_state`).
     Partial sums kept between the k-chunk nests of the op dataflow stay on chip for as
     many output tiles as fit in GoSPA's psum share of the SRAM (hw `sram.psum_share`,
     passes/psum_hold.py); the other tiles' go through their DRAM map.
@@ -37,8 +39,9 @@ from xdsl.passes import ModulePass
 from snnc.backend.errors import CompileError
 from snnc.passes.footprints import infer_buffer_types, members
 from snnc.passes.band_tiling import plan_fused, stream_in_bands
-from snnc.passes.loop_module import kernels, layer_table, module_hw, module_timesteps
+from snnc.passes.loop_module import interleaved, kernels, layer_table, module_hw, module_timesteps
 from snnc.passes.psum_hold import held_bytes, hold_psums, plan_psums, spills_psums
+from snnc.passes.time_interleave import hold_state
 from snnc.passes.tile_plan import (
     TiledKernel, buffer_copies, choose, is_fixed, no_fit_message, reserved_bytes, settle_state, synapse_out_width,
 )
@@ -80,4 +83,6 @@ class TileSizes(ModulePass):
             if psums is not None:
                 hold_psums(kernel, psums.dim, psums.held)
             infer_buffer_types(kernel.body.block, layers, timesteps)
-            settle_state(k, copies, available - k.total(None, None, copies, weight_copies) - held_bytes(kernel))
+            if not interleaved(kernel):  # else other kernels reuse its SRAM between batches: hold_state
+                settle_state(k, copies, available - k.total(None, None, copies, weight_copies) - held_bytes(kernel))
+        hold_state(op, hw.sram.size_bytes)
