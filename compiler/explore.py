@@ -34,6 +34,7 @@ from snnc.compiler.explore_cost import Calibration, Cost, Figures, Group, LoopBa
 OBJECTIVES = ("dram", "energy", "cycles", "edp")
 MAX_GROUP = 4  # kernels per fused group: a residual block (two convs, the add, the pool)
 TOP = 10  # candidates kept per DP state and shown
+EDP_FRONT = 256  # edp: most Pareto-optimal partial schedules kept per DP state
 
 
 @dataclass(frozen=True)
@@ -105,13 +106,14 @@ def segment_table(base: LoopBase, batches: list[int], max_group: int,
     return table, runs
 
 
-def _key(objective: str):
-    return lambda entry: entry[0].objective(objective)
+def rank_key(figures: Figures, objective: str) -> tuple:
+    """Best first: the objective, then energy, then cycles (ties broken the same everywhere)."""
+    return figures.objective(objective), figures.energy_pj, figures.cycles, figures.dram_bytes
 
 
 def _prune(entries: list, objective: str, top: int) -> list:
     """The `top` best partial schedules; for edp the Pareto front of (energy, cycles), best first."""
-    entries.sort(key=lambda e: (e[0].objective(objective), e[0].energy_pj, e[0].cycles))
+    entries.sort(key=lambda e: rank_key(e[0], objective))
     if objective != "edp":
         return entries[:top]
     front, best_cycles = [], float("inf")
@@ -119,8 +121,8 @@ def _prune(entries: list, objective: str, top: int) -> list:
         if entry[0].cycles < best_cycles:
             front.append(entry)
             best_cycles = entry[0].cycles
-    front.sort(key=lambda e: e[0].objective(objective))
-    return front[:max(top, 4 * top)]
+    front.sort(key=lambda e: rank_key(e[0], objective))
+    return front[:EDP_FRONT]  # a Pareto prefix is all an optimum of (E + e)(C + c) can start with
 
 
 def dynamic_programme(n: int, table: dict, calibration: Calibration, objective: str,
@@ -162,7 +164,7 @@ def exhaustive(base: LoopBase, batches: list[int], max_group: int, calibration: 
         tick()
         if all(isinstance(c, Cost) for c in costs):
             found.append(Candidate(groups, calibration.predict(costs)))
-    found.sort(key=lambda c: c.figures.objective(objective))
+    found.sort(key=lambda c: rank_key(c.figures, objective))
     return found[:top], runs
 
 
@@ -251,6 +253,18 @@ def _uncovered(n: int, table: dict) -> int | None:
     if n in reached:
         return None
     return max(reached)
+
+
+def search_pipeline(model: Path, hw: str, objective: str = "energy") -> str:
+    """The `--passes` string of the best schedule (not confirmed by a simulation); the
+    input is the .npz beside the model (same stem). The sweep's `explore` pipeline."""
+    from snnc.compiler.fileio import load_npz
+
+    input_path = Path(model).with_suffix(".npz")
+    if not input_path.is_file():
+        raise SnncError(f"explore: {input_path}: no input beside the model to calibrate the cost model on")
+    result = explore(model, hw, load_npz(input_path), objective, confirm=False)
+    return result.pipeline(result.best)
 
 
 def _model_label(model) -> str:

@@ -263,14 +263,20 @@ def _const_bytes(op: tile.LoadConstOp, env, memo: dict) -> int:
 
 @dataclass(frozen=True)
 class Figures:
+    """A schedule's figures: simulated (integers), or predicted (cycles and SRAM bytes fractional)."""
+
     dram_bytes: int
-    sram_bytes: int
-    cycles: int
+    sram_bytes: float
+    cycles: float
     energy_pj: float
+
+    def rounded(self) -> dict:
+        return {"dram_bytes": int(self.dram_bytes), "energy_pj": round(float(self.energy_pj), 3),
+                "cycles": int(round(self.cycles))}
 
     def __add__(self, other: Figures) -> Figures:
         return Figures(self.dram_bytes + other.dram_bytes, self.sram_bytes + other.sram_bytes,
-                       self.cycles + other.cycles, round(self.energy_pj + other.energy_pj, 3))
+                       self.cycles + other.cycles, self.energy_pj + other.energy_pj)
 
     def objective(self, name: str) -> float:
         return {"dram": self.dram_bytes, "energy": self.energy_pj, "cycles": self.cycles,
@@ -332,8 +338,9 @@ class Calibration:
         sram_pj = sram * 8 * (hw.sram.read_fj_per_bit + hw.sram.write_fj_per_bit) / 2 / 1e3
         dram_pj = (total.dram_read * hw.dram.read_fj_per_bit + total.dram_write * hw.dram.write_fj_per_bit) * 8 / 1e3
         static_pj = hw.energy.static_power_mw * 1e-3 * cycles / (hw.compute.clock_mhz * 1e6) * 1e12
-        return Figures(dram_bytes=total.dram_bytes, sram_bytes=int(sram), cycles=int(cycles),
-                       energy_pj=round(dram_pj + sram_pj + self._per_work(total, "pj") + static_pj, 3))
+        # unrounded: the figures of groups add up to the figures of their schedule
+        return Figures(dram_bytes=total.dram_bytes, sram_bytes=sram, cycles=cycles,
+                       energy_pj=dram_pj + sram_pj + self._per_work(total, "pj") + static_pj)
 
 
 def _nonneg_fit(matrix: np.ndarray, target: np.ndarray) -> tuple[float, float]:

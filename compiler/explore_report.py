@@ -18,7 +18,7 @@ FIGURES = ("dram_bytes", "energy_pj", "cycles")
 
 
 def _figures(fig: Figures | None) -> dict | None:
-    return None if fig is None else {k: getattr(fig, k) for k in FIGURES}
+    return None if fig is None else fig.rounded()
 
 
 def _entry(sim: Simulated | None) -> dict | None:

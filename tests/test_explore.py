@@ -1,0 +1,162 @@
+"""snnc explore: the dynamic programme finds the exhaustive optimum, the analytic DRAM bytes
+are the simulator's, the chosen pipeline reproduces the figures in schedule.json, infeasible
+groups are never chosen, bad input is one line and exit 1."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from snnc.backend.errors import CompileError
+from snnc.compiler.cli import main
+from snnc.compiler.explore import (
+    OBJECTIVES, _calibrate, count_schedules, dynamic_programme, exhaustive, segment_table, uniform,
+)
+from snnc.compiler.explore_cost import SPLIT, Cost, Group, LoopBase, pipeline_string
+from snnc.compiler.fileio import save_npz
+from snnc.compiler.zoo import build
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """name -> (onnx path, inputs), written once."""
+    root = tmp_path_factory.mktemp("explore")
+    out = {}
+    for name in ("mlp", "vgg-small"):
+        model, inputs = build(name)
+        path = root / f"{name}.onnx"
+        path.write_bytes(model.SerializeToString())
+        save_npz(root / f"{name}.npz", inputs)
+        out[name] = (path, inputs)
+    return out
+
+
+def _small_sram(tmp_path: Path, size: int) -> str:
+    path = tmp_path / "hw.toml"
+    path.write_text(f"[sram]\nsize_bytes = {size}\n")
+    return str(path)
+
+
+# (model, hw, time batches, most kernels per group): spaces small enough to enumerate
+SPACES = [("mlp", "loas", [1, 2], 4), ("vgg-small", "small-sram", [4], 4), ("vgg-small", "small-sram", [1, 4], 1)]
+
+
+@pytest.mark.parametrize("name, hw, batches, max_group", SPACES)
+def test_dynamic_programming_finds_the_exhaustive_optimum(models, name, hw, batches, max_group):
+    path, inputs = models[name]
+    base = LoopBase.build(path, hw)
+    n = len(base.names)
+    table, runs = segment_table(base, batches, max_group)
+    assert runs <= max_group * (max_group + 1) // 2 * len(batches) < count_schedules(n, len(batches), max_group)
+    _, calibration = _calibrate(path, hw, inputs, base, _Quiet())
+    for objective in OBJECTIVES:
+        ranked, evaluated = exhaustive(base, batches, max_group, calibration, objective)
+        assert evaluated == count_schedules(n, len(batches), max_group)
+        best = dynamic_programme(n, table, calibration, objective, max_group)
+        assert best[0].figures.objective(objective) == pytest.approx(ranked[0].figures.objective(objective), rel=1e-9)
+        assert _same(best[0].figures, ranked[0].figures), objective  # ties are broken alike
+
+
+def _same(a, b) -> bool:
+    return all(getattr(a, k) == pytest.approx(getattr(b, k), rel=1e-9)
+               for k in ("dram_bytes", "sram_bytes", "cycles", "energy_pj"))
+
+
+class _Quiet:
+    def phase(self, text, total=None): ...
+
+    def advance(self): ...
+
+
+def test_analytic_dram_bytes_are_the_simulators(models):
+    from snnc.compiler.explore import simulate_schedule
+
+    path, inputs = models["vgg-small"]
+    base = LoopBase.build(path, "small-sram")
+    n, T = len(base.names), base.timesteps
+    _, calibration = _calibrate(path, "small-sram", inputs, base, _Quiet())
+    schedules = [uniform(n, 1, T), uniform(n, 1, 1), uniform(n, 3, 2), uniform(n, 2, T, offset=1)]
+    for groups in schedules:
+        costs = base.evaluate(groups)
+        assert all(isinstance(c, Cost) for c in costs)
+        predicted = calibration.predict(costs)
+        measured, *_ = simulate_schedule(path, "small-sram", inputs, pipeline_string(base.names, groups, T))
+        assert predicted.dram_bytes == measured.dram_bytes
+        assert abs(predicted.cycles / measured.cycles - 1) < 0.2
+        assert abs(predicted.energy_pj / measured.energy_pj - 1) < 0.1
+
+
+def test_the_pipeline_string_names_the_groups():
+    names = ["a", "b", "c", "d"]
+    groups = [Group(0, 2, 1), Group(2, 1, 4), Group(3, 1, 2)]
+    assert pipeline_string(names, groups, 4) == (
+        'compress-weights,loop-reorder{dataflow=ftp},time-batch{timesteps=1 layers="a,b"},'
+        'time-batch{timesteps=2 layers="d"},layer-fuse{boundaries="a,c,d"},dma-prefetch')
+    assert pipeline_string(names, uniform(4, 1, 4), 4) == "compress-weights,loop-reorder{dataflow=ftp},dma-prefetch"
+
+
+def test_groups_that_do_not_fit_are_infeasible_not_chosen(models, tmp_path):
+    path, inputs = models["vgg-small"]
+    hw = _small_sram(tmp_path, 24576)
+    base = LoopBase.build(path, hw)
+    table, _ = segment_table(base, [1, 4], 4)
+    assert None in table.values() and any(isinstance(c, Cost) for c in table.values())
+    assert SPLIT in table.values()  # the dense layer does not fuse: that group is a finer schedule
+    _, calibration = _calibrate(path, hw, inputs, base, _Quiet())
+    for cand in dynamic_programme(len(base.names), table, calibration, "dram", 4):
+        assert all(isinstance(table[(g.start, g.length, g.batch)], Cost) for g in cand.groups)
+
+
+def test_explore_writes_a_schedule_that_reproduces_its_figures(models, tmp_path, capsys):
+    from snnc.compiler.explore import simulate_schedule
+
+    path, inputs = models["vgg-small"]
+    out = tmp_path / "schedule.json"
+    assert main(["explore", str(path), "--hw", "small-sram", "--objective", "dram", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "best schedules by dram" in captured.out and "cost model against the simulator" in captured.out
+    doc = json.loads(out.read_text())
+    for key in ("dram_bytes", "energy_pj", "cycles"):
+        assert doc[key] > 0 and doc["st_lbl"][key] > 0 and doc["default"][key] > 0
+    assert doc["dram_bytes"] <= doc["default"]["dram_bytes"] and doc["dram_bytes"] < doc["st_lbl"]["dram_bytes"]
+    figures, *_ = simulate_schedule(path, "small-sram", inputs, doc["pipeline"])
+    assert (figures.dram_bytes, figures.cycles, figures.energy_pj) == (doc["dram_bytes"], doc["cycles"],
+                                                                      doc["energy_pj"])
+    assert doc["predicted"]["dram_bytes"] == doc["dram_bytes"]
+
+
+def test_the_sweep_hook_searches(models):
+    from snnc.compiler.sweep_point import SEARCHED_PIPELINES
+
+    path, _ = models["mlp"]
+    pipeline = SEARCHED_PIPELINES["explore"](path, "loas")
+    assert pipeline.startswith("compress-weights,loop-reorder{dataflow=ftp}") and pipeline.endswith("dma-prefetch")
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("snnc: error: "), err
+    return err
+
+
+def test_bad_input_is_one_line_and_exit_1(models, tmp_path, capsys):
+    path, _ = models["mlp"]
+    out = tmp_path / "s.json"
+    cases = [
+        (["--hw", "loas", "--objective", "speed"], "--objective 'speed'"),
+        (["--hw", "no-such-preset"], "no-such-preset"),
+        (["--hw", _small_sram(tmp_path, 1024)], "under no schedule"),
+        (["--hw", "loas", "--input", str(tmp_path / "none.npz")], "none.npz"),
+        (["--hw", "loas", "--max-group", "0"], "--max-group 0"),
+    ]
+    for extra, message in cases:
+        assert main(["explore", str(path), "--out", str(out), *extra]) == 1
+        assert message in _one_line_error(capsys)
+        assert not out.exists()
+    with pytest.raises(CompileError, match="under no schedule"):
+        from snnc.compiler.explore import explore
+
+        explore(path, _small_sram(tmp_path, 1024), {"x": np.zeros(1)})
