@@ -1,35 +1,47 @@
 """`snnc explore`: search a schedule per block of a model under the SRAM of a hw config (STEMS §4.3).
 
 CONTRACT:
-  * The search space: the model's kernels (convert-snn-to-loops: one per layer, a residual
-    block's add with its conv) in order, cut into groups of at most `max_group` consecutive
-    kernels; each group fused (layer-fuse, several kernels) or alone, and time-batched by a
-    divisor B of T (time-batch; B = T: no batching). Per group this holds STEMS's ST-LBL,
-    TB-LBL, ST-LF and TB-LF and the batch sizes between. Tile shapes are tile-sizes' choice
-    for each schedule (it picks the largest tiles that fit), not searched.
+  * The search space: the model's kernels (convert-snn-to-loops: one per layer; a residual
+    add or a pool is its own) in order, cut into groups; a group is one kernel
+    (layer-by-layer) or a fusable span (layer-fuse), and each group is time-batched by a
+    divisor B of T (time-batch; B = T: no batching). The fusable spans are the model's
+    blocks (`named_blocks`: ONNX names sharing their first component, sew1.conv_a ..
+    sew1.pool), whole, as in STEMS §4.3; in a model whose names show no blocks, every run of
+    2..max_group kernels, so where fusion groups begin is searched too. This holds STEMS's
+    ST-LBL, TB-LBL, ST-LF and TB-LF per block, and every batch size between, per layer.
+    Tile shapes are tile-sizes' choice for each schedule (the largest tiles that fit, the
+    band height with the least traffic), not searched.
   * Costs: explore_cost.LoopBase.evaluate (analytic counts from the loop-level IR) turned
     into figures by a Calibration fitted to two simulated schedules, the default pipeline and
     ST-LBL. A group that does not fit the SRAM is infeasible (never chosen).
-  * Segment costs come from "runs": one evaluation of a schedule that cuts the model into
-    groups of one length L at one offset and one batch B gives the cost of every group it
-    holds; max_group(max_group+1)/2 x |B| runs give every (start, length, B) segment. The
-    costs of groups add up (kernels are planned and timed on their own), so dynamic
-    programming over the kernels finds the best schedule exactly ("dp"); it keeps the
-    `top` best per prefix (for edp: the energy/cycles Pareto front), for the table.
-    `exhaustive` evaluates every schedule as a whole instead (small models: tests compare).
+  * Segment costs come from "runs": one evaluation of a schedule gives the cost of every group
+    in it; per batch, one run costs every kernel alone and a few more the spans (those that do
+    not overlap share a run). The costs of groups add up (kernels are planned and timed on
+    their own), so dynamic programming over the kernels finds the best schedule of the space
+    exactly ("dp"); it keeps the `top` best per prefix (for edp: the energy/cycles Pareto
+    front), for the table. `exhaustive` evaluates every schedule as a whole instead (small
+    models: the tests compare the two).
   * `explore(...)` returns an Exploration; nothing here prints except through `progress`.
 """
 
 from __future__ import annotations
 
 import itertools
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from snnc.backend.errors import CompileError, SnncError
-from snnc.compiler.explore_cost import Calibration, Cost, Figures, Group, LoopBase, pipeline_string
+from snnc.compiler.explore_cost import (
+    Calibration,
+    Cost,
+    Figures,
+    Group,
+    LoopBase,
+    pipeline_string,
+)
 
 OBJECTIVES = ("dram", "energy", "cycles", "edp")
 MAX_GROUP = 4  # kernels per fused group: a residual block (two convs, the add, the pool)
@@ -86,24 +98,67 @@ def uniform(n: int, length: int, batch: int, offset: int = 0) -> list[Group]:
     return groups + [Group(s, min(length, n - s), batch) for s in range(offset, n, length)]
 
 
-def segment_table(base: LoopBase, batches: list[int], max_group: int,
+def named_blocks(names: list[str]) -> list[tuple[int, int]]:
+    """(start, length) of the runs of kernels whose ONNX names share their first component
+    (`sew1.conv_a`, `sew1.add`: block `sew1`), or [] when no two consecutive kernels do."""
+    keys = [re.split(r"[./]", name.lstrip("/"))[0] for name in names]
+    blocks, start = [], 0
+    for i in range(1, len(names) + 1):
+        if i == len(names) or keys[i] != keys[start]:
+            blocks.append((start, i - start))
+            start = i
+    return blocks if any(length > 1 for _, length in blocks) else []
+
+
+def fusable_spans(names: list[str], max_group: int) -> list[tuple[int, int]]:
+    """The groups of more than one kernel the search may fuse: the model's named blocks whole
+    (STEMS §4.3: a block is fused or layer-by-layer), or, in a model whose names show no
+    blocks, every run of 2..max_group kernels (where fusion groups begin is searched)."""
+    blocks = named_blocks(names)
+    if blocks:
+        return [(s, length) for s, length in blocks if 1 < length]
+    n = len(names)
+    return [(s, length) for length in range(2, max_group + 1) for s in range(n - length + 1)]
+
+
+def segment_table(base: LoopBase, batches: list[int], spans: list[tuple[int, int]],
                   tick: Callable[[], None] = lambda: None) -> tuple[dict, int]:
-    """(start, length, batch) -> Cost or None (infeasible), from max_group(max_group+1)/2 x |batches| runs."""
+    """(start, length, batch) -> Cost, None (infeasible) or SPLIT, for every kernel alone and
+    every span in `spans`, at every batch. Spans that do not overlap share a run."""
     n = len(base.names)
     table: dict[tuple[int, int, int], Cost | str | None] = {}
     runs = 0
     for batch in batches:
-        for length in range(1, max_group + 1):
-            for offset in range(length if length > 1 else 1):
-                groups = uniform(n, length, batch, offset)
-                wanted = {i for i, g in enumerate(groups) if (g.start, g.length, batch) not in table}
-                if wanted:
-                    for i, outcome in enumerate(base.evaluate(groups, wanted)):
-                        if i in wanted:
-                            table[(groups[i].start, groups[i].length, batch)] = outcome
-                    runs += 1
-                tick()
+        for packed in [[(i, 1) for i in range(n)], *_pack(spans)]:
+            chosen = {s: length for s, length in packed}
+            groups, i = [], 0
+            while i < n:
+                groups.append(Group(i, chosen.get(i, 1), batch))
+                i += chosen.get(i, 1)
+            wanted = {gi for gi, g in enumerate(groups) if g.start in chosen and g.length == chosen[g.start]}
+            for gi, outcome in enumerate(base.evaluate(groups, wanted)):
+                if gi in wanted:
+                    table[(groups[gi].start, groups[gi].length, batch)] = outcome
+            runs += 1
+            tick()
     return table, runs
+
+
+def runs_needed(n: int, batches: list[int], spans: list[tuple[int, int]]) -> int:
+    return len(batches) * (1 + len(_pack(spans)))
+
+
+def _pack(spans: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
+    """Spans in as few lists of non-overlapping spans as first-fit finds."""
+    packs: list[list[tuple[int, int]]] = []
+    for start, length in sorted(spans):
+        for pack in packs:
+            if pack[-1][0] + pack[-1][1] <= start:
+                pack.append((start, length))
+                break
+        else:
+            packs.append([(start, length)])
+    return packs
 
 
 def rank_key(figures: Figures, objective: str) -> tuple:
@@ -126,39 +181,45 @@ def _prune(entries: list, objective: str, top: int) -> list:
 
 
 def dynamic_programme(n: int, table: dict, calibration: Calibration, objective: str,
-                      max_group: int, top: int = TOP) -> list[Candidate]:
+                      top: int = TOP) -> list[Candidate]:
     """The best schedules, from the segment costs: best[j] = the best ways to schedule kernels 0..j-1."""
-    figures = {key: calibration.predict([cost]) for key, cost in table.items() if isinstance(cost, Cost)}
+    ending: dict[int, list] = {}
+    for (start, length, batch), cost in table.items():
+        if isinstance(cost, Cost):
+            ending.setdefault(start + length, []).append((Group(start, length, batch), calibration.predict([cost])))
     best: list[list] = [[(Figures(0, 0, 0, 0.0), ())]] + [[] for _ in range(n)]
     for end in range(1, n + 1):
-        entries = []
-        for length in range(1, min(max_group, end) + 1):
-            start = end - length
-            for (s, ln, batch), fig in figures.items():
-                if s != start or ln != length:
-                    continue
-                for prefix, groups in best[start]:
-                    entries.append((prefix + fig, (*groups, Group(start, length, batch))))
+        entries = [(prefix + fig, (*groups, group))
+                   for group, fig in ending.get(end, ()) for prefix, groups in best[group.start]]
         best[end] = _prune(entries, objective, top)
     return [Candidate(groups, fig) for fig, groups in best[n][:top]]
 
 
-def all_schedules(n: int, batches: list[int], max_group: int):
-    """Every schedule of the space (for the exhaustive search)."""
-    for cuts in itertools.product((False, True), repeat=n - 1):
-        starts = [0] + [i + 1 for i, cut in enumerate(cuts) if cut]
-        spans = [(s, e - s) for s, e in zip(starts, starts[1:] + [n])]
-        if any(length > max_group for _, length in spans):
-            continue
-        for chosen in itertools.product(batches, repeat=len(spans)):
-            yield tuple(Group(s, length, b) for (s, length), b in zip(spans, chosen))
+def all_schedules(n: int, batches: list[int], spans: list[tuple[int, int]]):
+    """Every schedule of the space (for the exhaustive search): kernels alone or in a span, each group
+    at any batch."""
+    lengths: dict[int, list[int]] = {i: [1] for i in range(n)}
+    for start, length in spans:
+        lengths[start].append(length)
+
+    def tilings(start: int):
+        if start == n:
+            yield ()
+            return
+        for length in lengths[start]:
+            for rest in tilings(start + length):
+                yield ((start, length), *rest)
+
+    for tiling in tilings(0):
+        for chosen in itertools.product(batches, repeat=len(tiling)):
+            yield tuple(Group(s, length, b) for (s, length), b in zip(tiling, chosen))
 
 
-def exhaustive(base: LoopBase, batches: list[int], max_group: int, calibration: Calibration, objective: str,
-               top: int = TOP, tick: Callable[[], None] = lambda: None) -> tuple[list[Candidate], int]:
+def exhaustive(base: LoopBase, batches: list[int], spans: list[tuple[int, int]], calibration: Calibration,
+               objective: str, top: int = TOP, tick: Callable[[], None] = lambda: None) -> tuple[list[Candidate], int]:
     """Every schedule evaluated as a whole (one run each)."""
     found, runs = [], 0
-    for groups in all_schedules(len(base.names), batches, max_group):
+    for groups in all_schedules(len(base.names), batches, spans):
         costs = base.evaluate(list(groups))
         runs += 1
         tick()
@@ -168,11 +229,12 @@ def exhaustive(base: LoopBase, batches: list[int], max_group: int, calibration: 
     return found[:top], runs
 
 
-def count_schedules(n: int, batches: int, max_group: int) -> int:
-    ways = [1] + [0] * n
-    for end in range(1, n + 1):
-        ways[end] = sum(ways[end - length] * batches for length in range(1, min(max_group, end) + 1))
-    return ways[n]
+def count_schedules(n: int, batches: int, spans: list[tuple[int, int]]) -> int:
+    ways = [0] * n + [1]
+    for start in range(n - 1, -1, -1):
+        lengths = [1] + [length for s, length in spans if s == start]
+        ways[start] = sum(batches * ways[start + length] for length in lengths)
+    return ways[0]
 
 
 # --------------------------------------------------------------------------------------
@@ -203,17 +265,18 @@ def simulate_schedule(model, hw: str, inputs: dict, pipeline: str) -> tuple[Figu
 
 def explore(model: str | Path, hw: str, inputs: dict, objective: str = "energy", *, max_group: int = MAX_GROUP,
             batches: list[int] | None = None, method: str = "dp", confirm: bool = True,
-            progress: Progress = Progress()) -> Exploration:
+            progress: Progress | None = None) -> Exploration:
     if objective not in OBJECTIVES:
         raise SnncError(f"--objective {objective!r}: expected one of {', '.join(OBJECTIVES)}")
+    progress = progress or Progress()
     progress.phase("lowering to the loop level")
     start = time.perf_counter()
     base = LoopBase.build(model, hw)
     n, timesteps = len(base.names), base.timesteps
     batches = sorted(batches or batch_sizes(timesteps))
-    max_group = max(1, min(max_group, n))
-    progress.phase("costing schedule segments", (max_group * (max_group + 1) // 2) * len(batches))
-    table, runs = segment_table(base, batches, max_group, progress.advance)
+    spans = fusable_spans(base.names, max(1, min(max_group, n)))
+    progress.phase("costing schedule segments", runs_needed(n, batches, spans))
+    table, runs = segment_table(base, batches, spans, progress.advance)
     stuck = _uncovered(n, table)
     if stuck is not None:
         raise CompileError(f"explore: {_model_label(model)} fits the SRAM ({base.hw.sram.size_bytes} bytes) under no "
@@ -222,12 +285,12 @@ def explore(model: str | Path, hw: str, inputs: dict, objective: str = "energy",
     simulated, calibration = _calibrate(model, hw, inputs, base, progress)
     start = time.perf_counter()
     if method == "exhaustive":
-        progress.phase("evaluating every schedule", count_schedules(n, len(batches), max_group))
-        ranked, more = exhaustive(base, batches, max_group, calibration, objective, tick=progress.advance)
+        progress.phase("evaluating every schedule", count_schedules(n, len(batches), spans))
+        ranked, more = exhaustive(base, batches, spans, calibration, objective, tick=progress.advance)
         runs += more
     else:
         progress.phase("searching (dynamic programming over the kernels)")
-        ranked = dynamic_programme(n, table, calibration, objective, max_group)
+        ranked = dynamic_programme(n, table, calibration, objective)
     if not ranked:
         raise CompileError(f"explore: {_model_label(model)} fits the SRAM ({base.hw.sram.size_bytes} bytes) under no "
                            "schedule of the space")

@@ -24,20 +24,16 @@ CONTRACT:
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
+from snnc.backend.errors import CompileError
+from snnc.dialects import make_context, tile
+from snnc.passes.footprints import members
+from snnc.passes.loop_module import kernels, layer_table, module_hw, module_timesteps
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import PassPipeline
-
-from snnc.backend.errors import CompileError
-from snnc.backend.isa import Format
-from snnc.dialects import make_context, tile
-from snnc.passes.footprints import fiber_offsets, global_of, members
-from snnc.passes.loop_module import kernels, layer_table, module_hw, module_timesteps
-from snnc.passes.loopnest import evaluate
 
 # The default pipeline's loop passes that every schedule shares, and its accel pass.
 SCHEDULE_PREFIX = "compress-weights,loop-reorder{dataflow=ftp}"
@@ -66,7 +62,6 @@ class Cost:
     dram_write: int = 0
     dma_ops: int = 0
     ring_bytes: int = 0  # SRAM-to-SRAM moves of fused maps (read and written)
-    instructions: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # per layer symbol
     # per layer symbol: compute work as (output positions, positions x timesteps)
     work: dict[str, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
 
@@ -75,8 +70,6 @@ class Cost:
         self.dram_write += other.dram_write
         self.dma_ops += other.dma_ops
         self.ring_bytes += other.ring_bytes
-        for name, value in other.instructions.items():
-            self.instructions[name] += value
         for name, (positions, lanes) in other.work.items():
             self.work[name][0] += positions
             self.work[name][1] += lanes
@@ -121,7 +114,12 @@ class LoopBase:
 
     @classmethod
     def build(cls, model, hw: str) -> LoopBase:
-        from snnc.compiler.pipeline import CompileOptions, _model_name, build_pipeline, import_model
+        from snnc.compiler.pipeline import (
+            CompileOptions,
+            _model_name,
+            build_pipeline,
+            import_model,
+        )
 
         options = CompileOptions(hw=hw, passes=SCHEDULE_PREFIX)
         pipeline = build_pipeline(options, _model_name(model))
@@ -202,63 +200,11 @@ def _onnx_name(kernel: tile.KernelOp, layers) -> str:
 def kernel_cost(kernel: tile.KernelOp, report_names: dict[str, str]) -> Cost:
     """Walk the kernel's loops once, counting what its DMAs and compute ops do (per layer,
     under the name the simulator's report gives it)."""
+    from snnc.compiler.explore_walk import count
+
     cost = Cost()
-    const_bytes: dict = {}
-
-    def visit(op, env):
-        kind = type(op)
-        if kind is tile.KernelOp:
-            evaluate(op.body.block, env, visit)
-        elif kind is tile.LoadOp or kind is tile.StoreOp:
-            _window(cost, op, env)
-        elif kind is tile.LoadConstOp:
-            cost.dma_ops += 1
-            cost.dram_read += _const_bytes(op, env, const_bytes)
-        elif isinstance(op, tile.COMPUTE_OPS):
-            symbol = report_names.get(op.layer_symbol, op.layer_symbol)
-            cost.instructions[symbol] += 1
-            positions = env[op.rows] * env[op.chs]
-            work = cost.work[symbol]
-            work[0] += positions
-            work[1] += positions * env[op.nt]
-
-    evaluate(kernel.body.block, {}, visit)
+    count(kernel, report_names, cost)
     return cost
-
-
-def _window(cost: Cost, op, env) -> None:
-    load = type(op) is tile.LoadOp
-    target = op.src if load else op.dst
-    rows, nt, chs = env[op.rows], env[op.nt], env[op.chs]
-    if rows == 0:
-        return
-    shape = target.type.get_shape()
-    width, cs, bits = shape[-2], shape[-1], target.type.element_type.width.data
-    if isinstance(target.owner, tile.AllocOp):  # a ring buffer in SRAM: MOVEs
-        cost.ring_bytes += nt * rows * width * chs * bits // 8
-        return
-    packed = target.owner.fmt == Format.SPIKE_BITMASK
-    moved = (1 if packed else nt) * rows * width * chs * bits // 8
-    if load:
-        cost.dram_read += moved
-    else:
-        cost.dram_write += moved
-    cost.dma_ops += 1 if packed or chs == cs else nt
-
-
-def _const_bytes(op: tile.LoadConstOp, env, memo: dict) -> int:
-    ch0, chs = env[op.ch0], env[op.chs]
-    if op not in memo:
-        glob = global_of(op.src)
-        offsets = fiber_offsets(glob) if glob is not None else None
-        shape = op.src.type.get_shape()
-        memo[op] = (offsets, math.prod(shape[1:]) * op.src.type.element_type.width.data // 8, shape)
-    offsets, per_channel, shape = memo[op]
-    if offsets is not None:
-        return offsets[ch0 + chs] - offsets[ch0]
-    if len(shape) == 1:  # a parameter block, whole
-        return shape[0] * op.src.type.element_type.width.data // 8
-    return chs * per_channel
 
 
 @dataclass(frozen=True)
@@ -271,7 +217,7 @@ class Figures:
     energy_pj: float
 
     def rounded(self) -> dict:
-        return {"dram_bytes": int(self.dram_bytes), "energy_pj": round(float(self.energy_pj), 3),
+        return {"dram_bytes": self.dram_bytes, "energy_pj": round(float(self.energy_pj), 3),
                 "cycles": int(round(self.cycles))}
 
     def __add__(self, other: Figures) -> Figures:
@@ -359,5 +305,15 @@ def _nonneg_fit(matrix: np.ndarray, target: np.ndarray) -> tuple[float, float]:
     return min(options)[2]
 
 
-__all__ = ["Group", "Cost", "Figures", "LoopBase", "Calibration", "pipeline_string", "kernel_cost", "total_cost",
-           "SCHEDULE_PREFIX", "SCHEDULE_SUFFIX"]
+__all__ = [
+    "SCHEDULE_PREFIX",
+    "SCHEDULE_SUFFIX",
+    "Calibration",
+    "Cost",
+    "Figures",
+    "Group",
+    "LoopBase",
+    "kernel_cost",
+    "pipeline_string",
+    "total_cost",
+]

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from snnc.backend.errors import CompileError
 from snnc.compiler.cli import main
 from snnc.compiler.explore import (
-    OBJECTIVES, _calibrate, count_schedules, dynamic_programme, exhaustive, segment_table, uniform,
+    OBJECTIVES, _calibrate, count_schedules, dynamic_programme, exhaustive, fusable_spans, named_blocks,
+    runs_needed, segment_table, uniform,
 )
 from snnc.compiler.explore_cost import SPLIT, Cost, Group, LoopBase, pipeline_string
 from snnc.compiler.fileio import save_npz
@@ -49,13 +49,14 @@ def test_dynamic_programming_finds_the_exhaustive_optimum(models, name, hw, batc
     path, inputs = models[name]
     base = LoopBase.build(path, hw)
     n = len(base.names)
-    table, runs = segment_table(base, batches, max_group)
-    assert runs <= max_group * (max_group + 1) // 2 * len(batches) < count_schedules(n, len(batches), max_group)
+    spans = fusable_spans(base.names, max_group)
+    table, runs = segment_table(base, batches, spans)
+    assert runs == runs_needed(n, batches, spans) < count_schedules(n, len(batches), spans)
     _, calibration = _calibrate(path, hw, inputs, base, _Quiet())
     for objective in OBJECTIVES:
-        ranked, evaluated = exhaustive(base, batches, max_group, calibration, objective)
-        assert evaluated == count_schedules(n, len(batches), max_group)
-        best = dynamic_programme(n, table, calibration, objective, max_group)
+        ranked, evaluated = exhaustive(base, batches, spans, calibration, objective)
+        assert evaluated == count_schedules(n, len(batches), spans)
+        best = dynamic_programme(n, table, calibration, objective)
         assert best[0].figures.objective(objective) == pytest.approx(ranked[0].figures.objective(objective), rel=1e-9)
         assert _same(best[0].figures, ranked[0].figures), objective  # ties are broken alike
 
@@ -89,6 +90,15 @@ def test_analytic_dram_bytes_are_the_simulators(models):
         assert abs(predicted.energy_pj / measured.energy_pj - 1) < 0.1
 
 
+def test_blocks_are_runs_of_a_shared_name_else_every_short_run_fuses():
+    names = ["stem", "sew1.conv_a", "sew1.conv_b", "sew1.add", "sew2.conv_a", "sew2.pool", "fc"]
+    assert named_blocks(names) == [(0, 1), (1, 3), (4, 2), (6, 1)]
+    assert fusable_spans(names, 2) == [(1, 3), (4, 2)]  # whole blocks, however long
+    assert named_blocks(["conv1", "conv2", "fc"]) == []
+    assert fusable_spans(["conv1", "conv2", "fc"], 3) == [(0, 2), (1, 2), (0, 3)]
+    assert count_schedules(3, 2, [(0, 2), (1, 2), (0, 3)]) == 2 ** 3 + 2 * 2 * 2 + 2
+
+
 def test_the_pipeline_string_names_the_groups():
     names = ["a", "b", "c", "d"]
     groups = [Group(0, 2, 1), Group(2, 1, 4), Group(3, 1, 2)]
@@ -102,11 +112,11 @@ def test_groups_that_do_not_fit_are_infeasible_not_chosen(models, tmp_path):
     path, inputs = models["vgg-small"]
     hw = _small_sram(tmp_path, 24576)
     base = LoopBase.build(path, hw)
-    table, _ = segment_table(base, [1, 4], 4)
+    table, _ = segment_table(base, [1, 4], fusable_spans(base.names, 4))
     assert None in table.values() and any(isinstance(c, Cost) for c in table.values())
     assert SPLIT in table.values()  # the dense layer does not fuse: that group is a finer schedule
     _, calibration = _calibrate(path, hw, inputs, base, _Quiet())
-    for cand in dynamic_programme(len(base.names), table, calibration, "dram", 4):
+    for cand in dynamic_programme(len(base.names), table, calibration, "dram"):
         assert all(isinstance(table[(g.start, g.length, g.batch)], Cost) for g in cand.groups)
 
 
