@@ -26,7 +26,6 @@ CONTRACT:
 
 from __future__ import annotations
 
-import itertools
 import re
 import time
 from collections.abc import Callable
@@ -35,6 +34,7 @@ from pathlib import Path
 
 from snnc.backend.errors import CompileError, SnncError
 from snnc.compiler.explore_cost import (
+    ORDERS,
     Calibration,
     Cost,
     Figures,
@@ -83,7 +83,8 @@ class Exploration:
         parts = []
         for g in groups:
             span = self.names[g.start] if g.length == 1 else f"{self.names[g.start]}..{self.names[g.stop - 1]}"
-            parts.append(f"{span} {'LF' if g.length > 1 else 'LBL'} B{g.batch}")
+            order = " rows-outer" if g.order else ""
+            parts.append(f"{span} {'LF' if g.length > 1 else 'LBL'} B{g.batch}{order}")
         return " | ".join(parts)
 
 
@@ -122,30 +123,38 @@ def fusable_spans(names: list[str], max_group: int) -> list[tuple[int, int]]:
 
 
 def segment_table(base: LoopBase, batches: list[int], spans: list[tuple[int, int]],
-                  tick: Callable[[], None] = lambda: None) -> tuple[dict, int]:
-    """(start, length, batch) -> Cost, None (infeasible) or SPLIT, for every kernel alone and
-    every span in `spans`, at every batch. Spans that do not overlap share a run."""
+                  tick: Callable[[], None] = lambda: None, orders: tuple[str, ...] = ORDERS) -> tuple[dict, int]:
+    """Group -> Cost, None (infeasible) or SPLIT, for every kernel alone (every synaptic one in
+    every loop order) and every span in `spans`, at every batch. Spans that do not overlap
+    share a run."""
     n = len(base.names)
-    table: dict[tuple[int, int, int], Cost | str | None] = {}
+    table: dict[Group, Cost | str | None] = {}
     runs = 0
     for batch in batches:
-        for packed in [[(i, 1) for i in range(n)], *_pack(spans)]:
+        for packed, order in _run_plan(n, spans, orders):
             chosen = {s: length for s, length in packed}
             groups, i = [], 0
             while i < n:
-                groups.append(Group(i, chosen.get(i, 1), batch))
-                i += chosen.get(i, 1)
-            wanted = {gi for gi, g in enumerate(groups) if g.start in chosen and g.length == chosen[g.start]}
+                length = chosen.get(i, 1)
+                groups.append(Group(i, length, batch, order if length == 1 and base.synaptic[i] else ""))
+                i += length
+            wanted = {gi for gi, g in enumerate(groups) if g.start in chosen and g.length == chosen[g.start]
+                      and (not order or g.order)}
             for gi, outcome in enumerate(base.evaluate(groups, wanted)):
                 if gi in wanted:
-                    table[(groups[gi].start, groups[gi].length, batch)] = outcome
+                    table[groups[gi]] = outcome
             runs += 1
             tick()
     return table, runs
 
 
-def runs_needed(n: int, batches: list[int], spans: list[tuple[int, int]]) -> int:
-    return len(batches) * (1 + len(_pack(spans)))
+def _run_plan(n: int, spans: list[tuple[int, int]], orders: tuple[str, ...]) -> list[tuple[list, str]]:
+    """The runs of one batch: every kernel alone in each order, then the spans packed."""
+    return [([(i, 1) for i in range(n)], order) for order in orders] + [(pack, "") for pack in _pack(spans)]
+
+
+def runs_needed(n: int, batches: list[int], spans: list[tuple[int, int]], orders: tuple[str, ...] = ORDERS) -> int:
+    return len(batches) * len(_run_plan(n, spans, orders))
 
 
 def _pack(spans: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
@@ -184,9 +193,9 @@ def dynamic_programme(n: int, table: dict, calibration: Calibration, objective: 
                       top: int = TOP) -> list[Candidate]:
     """The best schedules, from the segment costs: best[j] = the best ways to schedule kernels 0..j-1."""
     ending: dict[int, list] = {}
-    for (start, length, batch), cost in table.items():
+    for group, cost in table.items():
         if isinstance(cost, Cost):
-            ending.setdefault(start + length, []).append((Group(start, length, batch), calibration.predict([cost])))
+            ending.setdefault(group.stop, []).append((group, calibration.predict([cost])))
     best: list[list] = [[(Figures(0, 0, 0, 0.0), ())]] + [[] for _ in range(n)]
     for end in range(1, n + 1):
         entries = [(prefix + fig, (*groups, group))
@@ -195,31 +204,36 @@ def dynamic_programme(n: int, table: dict, calibration: Calibration, objective: 
     return [Candidate(groups, fig) for fig, groups in best[n][:top]]
 
 
-def all_schedules(n: int, batches: list[int], spans: list[tuple[int, int]]):
-    """Every schedule of the space (for the exhaustive search): kernels alone or in a span, each group
-    at any batch."""
+def all_schedules(n: int, batches: list[int], spans: list[tuple[int, int]], synaptic: list[bool],
+                  orders: tuple[str, ...] = ORDERS):
+    """Every schedule of the space (for the exhaustive search): kernels alone (a synaptic one in
+    any order) or in a span, each group at any batch."""
     lengths: dict[int, list[int]] = {i: [1] for i in range(n)}
     for start, length in spans:
         lengths[start].append(length)
 
-    def tilings(start: int):
+    def choices(start: int, length: int) -> list[Group]:
+        kinds = orders if length == 1 and synaptic[start] else ("",)
+        return [Group(start, length, b, o) for b in batches for o in kinds]
+
+    def schedules(start: int):
         if start == n:
             yield ()
             return
         for length in lengths[start]:
-            for rest in tilings(start + length):
-                yield ((start, length), *rest)
+            for group in choices(start, length):
+                for rest in schedules(start + length):
+                    yield (group, *rest)
 
-    for tiling in tilings(0):
-        for chosen in itertools.product(batches, repeat=len(tiling)):
-            yield tuple(Group(s, length, b) for (s, length), b in zip(tiling, chosen))
+    yield from schedules(0)
 
 
 def exhaustive(base: LoopBase, batches: list[int], spans: list[tuple[int, int]], calibration: Calibration,
-               objective: str, top: int = TOP, tick: Callable[[], None] = lambda: None) -> tuple[list[Candidate], int]:
+               objective: str, top: int = TOP, tick: Callable[[], None] = lambda: None,
+               orders: tuple[str, ...] = ORDERS) -> tuple[list[Candidate], int]:
     """Every schedule evaluated as a whole (one run each)."""
     found, runs = [], 0
-    for groups in all_schedules(len(base.names), batches, spans):
+    for groups in all_schedules(len(base.names), batches, spans, base.synaptic, orders):
         costs = base.evaluate(list(groups))
         runs += 1
         tick()
@@ -229,11 +243,12 @@ def exhaustive(base: LoopBase, batches: list[int], spans: list[tuple[int, int]],
     return found[:top], runs
 
 
-def count_schedules(n: int, batches: int, spans: list[tuple[int, int]]) -> int:
+def count_schedules(n: int, batches: int, spans: list[tuple[int, int]], synaptic: list[bool] | None = None,
+                    orders: int = 1) -> int:
     ways = [0] * n + [1]
     for start in range(n - 1, -1, -1):
-        lengths = [1] + [length for s, length in spans if s == start]
-        ways[start] = sum(batches * ways[start + length] for length in lengths)
+        alone = batches * (orders if synaptic and synaptic[start] else 1) * ways[start + 1]
+        ways[start] = alone + sum(batches * ways[start + length] for s, length in spans if s == start)
     return ways[0]
 
 
@@ -285,7 +300,8 @@ def explore(model: str | Path, hw: str, inputs: dict, objective: str = "energy",
     simulated, calibration = _calibrate(model, hw, inputs, base, progress)
     start = time.perf_counter()
     if method == "exhaustive":
-        progress.phase("evaluating every schedule", count_schedules(n, len(batches), spans))
+        progress.phase("evaluating every schedule", count_schedules(n, len(batches), spans, base.synaptic,
+                                                                   len(ORDERS)))
         ranked, more = exhaustive(base, batches, spans, calibration, objective, tick=progress.advance)
         runs += more
     else:
@@ -312,7 +328,7 @@ def _uncovered(n: int, table: dict) -> int | None:
     reached = {0}
     for start in range(n):
         if start in reached:
-            reached |= {s + length for (s, length, _), c in table.items() if s == start and isinstance(c, Cost)}
+            reached |= {g.stop for g, c in table.items() if g.start == start and isinstance(c, Cost)}
     if n in reached:
         return None
     return max(reached)

@@ -43,11 +43,13 @@ SPLIT = "split"  # a group that layer-fuse made into several kernels: the same a
 
 @dataclass(frozen=True)
 class Group:
-    """Kernels [start, start + length) of the base, fused if more than one, time batch `batch`."""
+    """Kernels [start, start + length) of the base, fused if more than one, time batch `batch`;
+    a synaptic kernel alone may take a loop order (loop-reorder `order`; "" = the default n > m)."""
 
     start: int
     length: int
     batch: int
+    order: str = ""
 
     @property
     def stop(self) -> int:
@@ -84,12 +86,22 @@ def pipeline_string(names: list[str], groups: list[Group], timesteps: int) -> st
     return ",".join([SCHEDULE_PREFIX, *schedule_passes(names, groups, timesteps), SCHEDULE_SUFFIX])
 
 
+# Loop orders searched per synaptic layer besides the default (n > m: a channel tile's weights
+# stay while the rows stream): rows outermost, so an input row tile is loaded once for all
+# channel tiles (a layer with a large input and small weights re-reads its input otherwise).
+ORDERS = ("", "m,n,t*")
+
+
 def schedule_passes(names: list[str], groups: list[Group], timesteps: int) -> list[str]:
     by_batch: dict[int, list[str]] = defaultdict(list)
+    by_order: dict[str, list[str]] = defaultdict(list)
     for g in groups:
         if g.batch < timesteps:
             by_batch[g.batch] += names[g.start:g.stop]
-    passes = [f'time-batch{{timesteps={b} layers="{",".join(by_batch[b])}"}}' for b in sorted(by_batch)]
+        if g.order:
+            by_order[g.order] += names[g.start:g.stop]
+    passes = [f'loop-reorder{{dataflow=ftp order="{o}" layers="{",".join(by_order[o])}"}}' for o in sorted(by_order)]
+    passes += [f'time-batch{{timesteps={b} layers="{",".join(by_batch[b])}"}}' for b in sorted(by_batch)]
     if any(g.length > 1 for g in groups):
         passes.append(f'layer-fuse{{boundaries="{",".join(names[g.start] for g in groups)}"}}')
     return passes
@@ -106,6 +118,7 @@ class LoopBase:
         base_kernels = kernels(module)
         self.symbols = [k.sym_name.data for k in base_kernels]
         self.names = [_onnx_name(k, self.layers) for k in base_kernels]
+        self.synaptic = [any(isinstance(o, tile.SynOp) for o in k.body.walk()) for k in base_kernels]
         for name in self.names:
             if "," in name or '"' in name:
                 raise CompileError(f"explore: layer name {name!r} has a comma or a quote: it cannot be named in "

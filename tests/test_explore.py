@@ -15,7 +15,7 @@ from snnc.compiler.explore import (
     OBJECTIVES, _calibrate, count_schedules, dynamic_programme, exhaustive, fusable_spans, named_blocks,
     runs_needed, segment_table, uniform,
 )
-from snnc.compiler.explore_cost import SPLIT, Cost, Group, LoopBase, pipeline_string
+from snnc.compiler.explore_cost import ORDERS, SPLIT, Cost, Group, LoopBase, pipeline_string
 from snnc.compiler.fileio import save_npz
 from snnc.compiler.zoo import build
 
@@ -40,22 +40,24 @@ def _small_sram(tmp_path: Path, size: int) -> str:
     return str(path)
 
 
-# (model, hw, time batches, most kernels per group): spaces small enough to enumerate
-SPACES = [("mlp", "loas", [1, 2], 4), ("vgg-small", "small-sram", [4], 4), ("vgg-small", "small-sram", [1, 4], 1)]
+# (model, hw, time batches, most kernels per group, loop orders): spaces small enough to enumerate
+SPACES = [("mlp", "loas", [1, 2], 4, ("",)), ("vgg-small", "small-sram", [4], 4, ("",)),
+          ("vgg-small", "small-sram", [1, 4], 1, ORDERS)]
 
 
-@pytest.mark.parametrize("name, hw, batches, max_group", SPACES)
-def test_dynamic_programming_finds_the_exhaustive_optimum(models, name, hw, batches, max_group):
+@pytest.mark.parametrize("name, hw, batches, max_group, orders", SPACES)
+def test_dynamic_programming_finds_the_exhaustive_optimum(models, name, hw, batches, max_group, orders):
     path, inputs = models[name]
     base = LoopBase.build(path, hw)
     n = len(base.names)
     spans = fusable_spans(base.names, max_group)
-    table, runs = segment_table(base, batches, spans)
-    assert runs == runs_needed(n, batches, spans) < count_schedules(n, len(batches), spans)
+    table, runs = segment_table(base, batches, spans, orders=orders)
+    count = count_schedules(n, len(batches), spans, base.synaptic, len(orders))
+    assert runs == runs_needed(n, batches, spans, orders) < count
     _, calibration = _calibrate(path, hw, inputs, base, _Quiet())
     for objective in OBJECTIVES:
-        ranked, evaluated = exhaustive(base, batches, spans, calibration, objective)
-        assert evaluated == count_schedules(n, len(batches), spans)
+        ranked, evaluated = exhaustive(base, batches, spans, calibration, objective, orders=orders)
+        assert evaluated == count
         best = dynamic_programme(n, table, calibration, objective)
         assert best[0].figures.objective(objective) == pytest.approx(ranked[0].figures.objective(objective), rel=1e-9)
         assert _same(best[0].figures, ranked[0].figures), objective  # ties are broken alike
@@ -79,7 +81,8 @@ def test_analytic_dram_bytes_are_the_simulators(models):
     base = LoopBase.build(path, "small-sram")
     n, T = len(base.names), base.timesteps
     _, calibration = _calibrate(path, "small-sram", inputs, base, _Quiet())
-    schedules = [uniform(n, 1, T), uniform(n, 1, 1), uniform(n, 3, 2), uniform(n, 2, T, offset=1)]
+    schedules = [uniform(n, 1, T), uniform(n, 1, 1), [Group(0, 3, 2), Group(3, 2, 2), Group(5, 1, 2)],
+                 [Group(0, 1, T, "m,n,t*"), Group(1, 2, T), Group(3, 2, T), Group(5, 1, 1, "m,n,t*")]]
     for groups in schedules:
         costs = base.evaluate(groups)
         assert all(isinstance(c, Cost) for c in costs)
@@ -101,10 +104,11 @@ def test_blocks_are_runs_of_a_shared_name_else_every_short_run_fuses():
 
 def test_the_pipeline_string_names_the_groups():
     names = ["a", "b", "c", "d"]
-    groups = [Group(0, 2, 1), Group(2, 1, 4), Group(3, 1, 2)]
+    groups = [Group(0, 2, 1), Group(2, 1, 4, "m,n,t*"), Group(3, 1, 2)]
     assert pipeline_string(names, groups, 4) == (
-        'compress-weights,loop-reorder{dataflow=ftp},time-batch{timesteps=1 layers="a,b"},'
-        'time-batch{timesteps=2 layers="d"},layer-fuse{boundaries="a,c,d"},dma-prefetch')
+        'compress-weights,loop-reorder{dataflow=ftp},loop-reorder{dataflow=ftp order="m,n,t*" layers="c"},'
+        'time-batch{timesteps=1 layers="a,b"},time-batch{timesteps=2 layers="d"},layer-fuse{boundaries="a,c,d"},'
+        'dma-prefetch')
     assert pipeline_string(names, uniform(4, 1, 4), 4) == "compress-weights,loop-reorder{dataflow=ftp},dma-prefetch"
 
 
