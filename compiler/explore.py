@@ -8,7 +8,8 @@ CONTRACT:
     blocks (`named_blocks`: ONNX names sharing their first component, sew1.conv_a ..
     sew1.pool), whole, as in STEMS §4.3; in a model whose names show no blocks, every run of
     2..max_group kernels, so where fusion groups begin is searched too. This holds STEMS's
-    ST-LBL, TB-LBL, ST-LF and TB-LF per block, and every batch size between, per layer.
+    ST-LBL, TB-LBL, ST-LF and TB-LF per block, and every batch size between, per layer;
+    shorter runs inside a block fuse at batches of at least the TPPE's timestep lanes.
     Tile shapes are tile-sizes' choice for each schedule (the largest tiles that fit, the
     band height with the least traffic), not searched.
   * Costs: explore_cost.LoopBase.evaluate (analytic counts from the loop-level IR) turned
@@ -111,18 +112,29 @@ def named_blocks(names: list[str]) -> list[tuple[int, int]]:
     return blocks if any(length > 1 for _, length in blocks) else []
 
 
-def fusable_spans(names: list[str], max_group: int) -> list[tuple[int, int]]:
-    """The groups of more than one kernel the search may fuse: the model's named blocks whole
-    (STEMS §4.3: a block is fused or layer-by-layer), or, in a model whose names show no
-    blocks, every run of 2..max_group kernels (where fusion groups begin is searched)."""
+def fusable_spans(names: list[str], max_group: int, lanes: int = 1) -> list[tuple[int, int, int]]:
+    """(start, length, least batch) of the groups of more than one kernel the search may fuse.
+    In a model with named blocks: each block whole at any batch (STEMS §4.3: a block is fused
+    or layer-by-layer, ST or TB), and every shorter run of 2+ of its kernels (where fusion
+    groups begin) at batches of at least `lanes` (the TPPE's timestep lanes: a smaller batch
+    leaves lanes idle and spills neuron state, and planning its bands is the costliest part
+    of the search). In a model whose names show no blocks: every run of 2..max_group kernels."""
     blocks = named_blocks(names)
-    if blocks:
-        return [(s, length) for s, length in blocks if 1 < length]
-    n = len(names)
-    return [(s, length) for length in range(2, max_group + 1) for s in range(n - length + 1)]
+    if not blocks:
+        n = len(names)
+        return [(s, length, 1) for length in range(2, max_group + 1) for s in range(n - length + 1)]
+    spans = []
+    for start, size in blocks:
+        spans += [(s, length, 1 if length == size else lanes)
+                  for length in range(2, size + 1) for s in range(start, start + size - length + 1)]
+    return spans
 
 
-def segment_table(base: LoopBase, batches: list[int], spans: list[tuple[int, int]],
+def _spans_at(spans: list[tuple[int, int, int]], batch: int) -> list[tuple[int, int]]:
+    return [(s, length) for s, length, least in spans if batch >= least]
+
+
+def segment_table(base: LoopBase, batches: list[int], spans: list[tuple[int, int, int]],
                   tick: Callable[[], None] = lambda: None, orders: tuple[str, ...] = ORDERS) -> tuple[dict, int]:
     """Group -> Cost, None (infeasible) or SPLIT, for every kernel alone (every synaptic one in
     every loop order) and every span in `spans`, at every batch. Spans that do not overlap
@@ -131,7 +143,7 @@ def segment_table(base: LoopBase, batches: list[int], spans: list[tuple[int, int
     table: dict[Group, Cost | str | None] = {}
     runs = 0
     for batch in batches:
-        for packed, order in _run_plan(n, spans, orders):
+        for packed, order in _run_plan(n, _spans_at(spans, batch), orders):
             chosen = {s: length for s, length in packed}
             groups, i = [], 0
             while i < n:
@@ -153,8 +165,9 @@ def _run_plan(n: int, spans: list[tuple[int, int]], orders: tuple[str, ...]) -> 
     return [([(i, 1) for i in range(n)], order) for order in orders] + [(pack, "") for pack in _pack(spans)]
 
 
-def runs_needed(n: int, batches: list[int], spans: list[tuple[int, int]], orders: tuple[str, ...] = ORDERS) -> int:
-    return len(batches) * len(_run_plan(n, spans, orders))
+def runs_needed(n: int, batches: list[int], spans: list[tuple[int, int, int]],
+                orders: tuple[str, ...] = ORDERS) -> int:
+    return sum(len(_run_plan(n, _spans_at(spans, batch), orders)) for batch in batches)
 
 
 def _pack(spans: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
@@ -204,31 +217,31 @@ def dynamic_programme(n: int, table: dict, calibration: Calibration, objective: 
     return [Candidate(groups, fig) for fig, groups in best[n][:top]]
 
 
-def all_schedules(n: int, batches: list[int], spans: list[tuple[int, int]], synaptic: list[bool],
+def all_schedules(n: int, batches: list[int], spans: list[tuple[int, int, int]], synaptic: list[bool],
                   orders: tuple[str, ...] = ORDERS):
     """Every schedule of the space (for the exhaustive search): kernels alone (a synaptic one in
     any order) or in a span, each group at any batch."""
-    lengths: dict[int, list[int]] = {i: [1] for i in range(n)}
-    for start, length in spans:
-        lengths[start].append(length)
+    lengths: dict[int, list[tuple[int, int]]] = {i: [(1, 1)] for i in range(n)}
+    for start, length, least in spans:
+        lengths[start].append((length, least))
 
-    def choices(start: int, length: int) -> list[Group]:
+    def choices(start: int, length: int, least: int) -> list[Group]:
         kinds = orders if length == 1 and synaptic[start] else ("",)
-        return [Group(start, length, b, o) for b in batches for o in kinds]
+        return [Group(start, length, b, o) for b in batches if b >= least for o in kinds]
 
     def schedules(start: int):
         if start == n:
             yield ()
             return
-        for length in lengths[start]:
-            for group in choices(start, length):
+        for length, least in lengths[start]:
+            for group in choices(start, length, least):
                 for rest in schedules(start + length):
                     yield (group, *rest)
 
     yield from schedules(0)
 
 
-def exhaustive(base: LoopBase, batches: list[int], spans: list[tuple[int, int]], calibration: Calibration,
+def exhaustive(base: LoopBase, batches: list[int], spans: list[tuple[int, int, int]], calibration: Calibration,
                objective: str, top: int = TOP, tick: Callable[[], None] = lambda: None,
                orders: tuple[str, ...] = ORDERS) -> tuple[list[Candidate], int]:
     """Every schedule evaluated as a whole (one run each)."""
@@ -243,12 +256,13 @@ def exhaustive(base: LoopBase, batches: list[int], spans: list[tuple[int, int]],
     return found[:top], runs
 
 
-def count_schedules(n: int, batches: int, spans: list[tuple[int, int]], synaptic: list[bool] | None = None,
-                    orders: int = 1) -> int:
+def count_schedules(n: int, batches: list[int], spans: list[tuple[int, int, int]],
+                    synaptic: list[bool] | None = None, orders: int = 1) -> int:
     ways = [0] * n + [1]
     for start in range(n - 1, -1, -1):
-        alone = batches * (orders if synaptic and synaptic[start] else 1) * ways[start + 1]
-        ways[start] = alone + sum(batches * ways[start + length] for s, length in spans if s == start)
+        alone = len(batches) * (orders if synaptic and synaptic[start] else 1) * ways[start + 1]
+        ways[start] = alone + sum(sum(b >= least for b in batches) * ways[start + length]
+                                  for s, length, least in spans if s == start)
     return ways[0]
 
 
@@ -289,7 +303,7 @@ def explore(model: str | Path, hw: str, inputs: dict, objective: str = "energy",
     base = LoopBase.build(model, hw)
     n, timesteps = len(base.names), base.timesteps
     batches = sorted(batches or batch_sizes(timesteps))
-    spans = fusable_spans(base.names, max(1, min(max_group, n)))
+    spans = fusable_spans(base.names, max(1, min(max_group, n)), base.hw.compute.timestep_lanes)
     progress.phase("costing schedule segments", runs_needed(n, batches, spans))
     table, runs = segment_table(base, batches, spans, progress.advance)
     stuck = _uncovered(n, table)
@@ -300,7 +314,7 @@ def explore(model: str | Path, hw: str, inputs: dict, objective: str = "energy",
     simulated, calibration = _calibrate(model, hw, inputs, base, progress)
     start = time.perf_counter()
     if method == "exhaustive":
-        progress.phase("evaluating every schedule", count_schedules(n, len(batches), spans, base.synaptic,
+        progress.phase("evaluating every schedule", count_schedules(n, batches, spans, base.synaptic,
                                                                    len(ORDERS)))
         ranked, more = exhaustive(base, batches, spans, calibration, objective, tick=progress.advance)
         runs += more
