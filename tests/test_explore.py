@@ -117,11 +117,11 @@ def test_the_pipeline_string_names_the_groups():
 
 def test_groups_that_do_not_fit_are_infeasible_not_chosen(models, tmp_path):
     path, inputs = models["vgg-small"]
-    hw = _small_sram(tmp_path, 24576)
+    hw = _small_sram(tmp_path, 8192)  # some kernels fit only time-batched (or not at all), no group fuses
     base = LoopBase.build(path, hw)
-    table, _ = segment_table(base, [1, 4], fusable_spans(base.names, 4))
+    table, _ = segment_table(base, [1, 4], fusable_spans(base.names, 4), orders=("",))
     assert None in table.values() and any(isinstance(c, Cost) for c in table.values())
-    assert SPLIT in table.values()  # the dense layer does not fuse: that group is a finer schedule
+    assert SPLIT in table.values()  # a group layer-fuse cannot fuse: the same as a finer schedule
     _, calibration = _calibrate(path, hw, inputs, base, _Quiet())
     for cand in dynamic_programme(len(base.names), table, calibration, "dram"):
         assert all(isinstance(table[g], Cost) for g in cand.groups)
