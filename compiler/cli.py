@@ -191,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the chosen schedule (default schedule.json)")
     p.add_argument("--input", metavar="in.npz",
                    help="input to simulate on (default: the .npz beside the model, same stem)")
-    p.add_argument("--max-group", type=int, default=4, metavar="N", help="most kernels in a fused group (default 4)")
+    p.add_argument("--max-group", type=int, default=4, metavar="N",
+                   help="most kernels in a fused group, in a model whose names show no blocks (default 4)")
     p.add_argument("--exhaustive", action="store_true",
                    help="evaluate every schedule as a whole instead of dynamic programming (small models)")
     return parser
