@@ -6,20 +6,24 @@ CONTRACT:
     schedule is evaluated on a clone of it.
   * A schedule is a list of `Group`s: consecutive kernels of the base, fused when the group
     has more than one (layer-fuse), all time-batched by `batch` (time-batch; batch = T is no
-    batching). `pipeline_string` is its `--passes` string, and the same passes run here.
-  * `LoopBase.evaluate(groups)` runs the schedule's time-batch and layer-fuse passes, then
-    tile-sizes kernel by kernel and hoist-loads, and walks every loop nest (loopnest.evaluate)
-    counting, per group, the DRAM bytes its DMAs move (maps, weights, neuron-state spills),
-    its DMA instructions, the SRAM bytes of ring-buffer moves, and per layer the instructions
-    and the work of its compute ops (rows x channels x TPPE lane rounds). A group with a
-    kernel that fits the SRAM under no tiling (tile-sizes' CompileError) is None:
-    infeasible, not penalised. A CompileError of the schedule's passes makes every group None.
-  * `Calibration.fit(costs, report)` takes the per-layer compute cycles, SRAM bytes and compute
-    energy of one simulated schedule (the simulator's report) per unit of the analytic counts;
-    `Calibration.predict(costs)` gives dram_bytes, sram_bytes, cycles and energy_pj of any
-    schedule: per kernel the larger of its compute cycles and its DMA cycles (dma-prefetch
-    overlaps them), energy from the hw config's per-bit DRAM/SRAM energy, the calibrated
-    compute energy and the static power over the predicted cycles.
+    batching); a synaptic kernel alone may take a loop order (loop-reorder `order`).
+    `pipeline_string` is its `--passes` string, and the same passes run here.
+  * `LoopBase.evaluate(groups, wanted)` runs the schedule's loop-reorder, time-batch and
+    layer-fuse passes, then tile-sizes kernel by kernel (`size_kernel`) and hoist-loads, and
+    walks the loop nests (explore_walk.count, loopnest.evaluate's semantics) counting, per
+    group, the DRAM bytes its DMAs move (maps, weights, neuron-state spills), its DMA
+    instructions, the SRAM bytes of ring-buffer moves, and per layer the work of its compute
+    ops (output positions, and positions x timesteps). A group with a kernel that fits the
+    SRAM under no tiling (tile-sizes' CompileError) is None: infeasible, not penalised; a
+    group layer-fuse does not make one kernel is SPLIT (a finer schedule is the same). A
+    CompileError of the schedule's passes makes every group None.
+  * `Calibration.fit(hw, [(costs, report), ...])` fits, per layer, compute cycles, SRAM bytes
+    and compute energy as a x positions + b x (positions x timesteps) (least squares, a, b >=
+    0) to simulated schedules (the simulator's per-layer report); `Calibration.predict(costs)`
+    gives dram_bytes (the count itself), sram_bytes, cycles and energy_pj of any schedule: per
+    group the larger of its compute cycles and its DMA cycles (dma-prefetch overlaps them),
+    energy from the hw config's per-bit DRAM/SRAM energy, the calibrated compute energy and the
+    static power over the predicted cycles. Figures of groups add up to their schedule's.
 """
 
 from __future__ import annotations
