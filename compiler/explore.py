@@ -112,21 +112,27 @@ def named_blocks(names: list[str]) -> list[tuple[int, int]]:
     return blocks if any(length > 1 for _, length in blocks) else []
 
 
-def fusable_spans(names: list[str], max_group: int, lanes: int = 1) -> list[tuple[int, int, int]]:
+def fusable_spans(names: list[str], max_group: int, lanes: int = 1,
+                  stateful: list[bool] | None = None) -> list[tuple[int, int, int]]:
     """(start, length, least batch) of the groups of more than one kernel the search may fuse.
     In a model with named blocks: each block whole at any batch (STEMS §4.3: a block is fused
     or layer-by-layer, ST or TB), and every shorter run of 2+ of its kernels (where fusion
-    groups begin) at batches of at least `lanes` (the TPPE's timestep lanes: a smaller batch
-    leaves lanes idle and spills neuron state, and planning its bands is the costliest part
-    of the search). In a model whose names show no blocks: every run of 2..max_group kernels."""
+    groups begin): at any batch if none of its kernels holds neuron state (`stateful`: an
+    add, a pool), else at batches of at least `lanes` (the TPPE's timestep lanes: a smaller
+    batch leaves lanes idle and spills the state, and planning its bands is the costliest
+    part of the search). In a model whose names show no blocks: every run of 2..max_group
+    kernels, at any batch."""
     blocks = named_blocks(names)
     if not blocks:
         n = len(names)
         return [(s, length, 1) for length in range(2, max_group + 1) for s in range(n - length + 1)]
+    stateful = stateful or [True] * len(names)
     spans = []
     for start, size in blocks:
-        spans += [(s, length, 1 if length == size else lanes)
-                  for length in range(2, size + 1) for s in range(start, start + size - length + 1)]
+        for length in range(2, size + 1):
+            for s in range(start, start + size - length + 1):
+                cheap = length == size or not any(stateful[s:s + length])
+                spans.append((s, length, 1 if cheap else lanes))
     return spans
 
 
@@ -303,7 +309,7 @@ def explore(model: str | Path, hw: str, inputs: dict, objective: str = "energy",
     base = LoopBase.build(model, hw)
     n, timesteps = len(base.names), base.timesteps
     batches = sorted(batches or batch_sizes(timesteps))
-    spans = fusable_spans(base.names, max(1, min(max_group, n)), base.hw.compute.timestep_lanes)
+    spans = fusable_spans(base.names, max(1, min(max_group, n)), base.hw.compute.timestep_lanes, base.synaptic)
     progress.phase("costing schedule segments", runs_needed(n, batches, spans))
     table, runs = segment_table(base, batches, spans, progress.advance)
     stuck = _uncovered(n, table)

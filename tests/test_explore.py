@@ -97,7 +97,12 @@ def test_blocks_are_runs_of_a_shared_name_else_every_short_run_fuses():
     names = ["stem", "sew1.conv_a", "sew1.conv_b", "sew1.add", "sew2.conv_a", "sew2.pool", "fc"]
     assert named_blocks(names) == [(0, 1), (1, 3), (4, 2), (6, 1)]
     # whole blocks at any batch, however long; shorter runs in a block at batches >= the lanes
-    assert fusable_spans(names, 2, lanes=4) == [(1, 2, 4), (2, 2, 4), (1, 3, 1), (4, 2, 1)]
+    # if they hold neuron state (a conv and its LIF), at any batch if not (the add)
+    stateful = [True, True, True, False, True, False, True]
+    assert fusable_spans(names, 2, lanes=4, stateful=stateful) == [(1, 2, 4), (2, 2, 4), (1, 3, 1), (4, 2, 1)]
+    names = ["stem", "sew1.conv_a", "sew1.conv_b", "sew1.add", "sew1.pool", "fc"]
+    assert fusable_spans(names, 2, 4, [True, True, True, False, False, True]) == [
+        (1, 2, 4), (2, 2, 4), (3, 2, 1), (1, 3, 4), (2, 3, 4), (1, 4, 1)]
     assert named_blocks(["conv1", "conv2", "fc"]) == []
     spans = fusable_spans(["conv1", "conv2", "fc"], 3, lanes=4)
     assert spans == [(0, 2, 1), (1, 2, 1), (0, 3, 1)]
