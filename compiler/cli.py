@@ -11,6 +11,7 @@
     snnc passes                           the registered passes and the default pipeline
     snnc demo                             zoo model -> compile -> simulate -> verify -> table
     snnc sweep sweep.toml --out r.csv     models x hw grid x pipelines on a Dask cluster (docs/sweeps.md)
+    snnc explore MODEL.onnx --hw PRESET|FILE --objective energy --out schedule.json   STEMS schedule search
 
 Results (tables, verdicts, IR text, listings) go to stdout; notes, progress (a
 spinner on a terminal once a wait passes a second) and errors go to stderr.
@@ -32,7 +33,7 @@ from pathlib import Path
 from snnc.backend.errors import SnncError
 from snnc.backend.hwconfig import preset_names
 
-COMMANDS = ("compile", "run", "eval", "verify", "disasm", "zoo", "passes", "demo", "report", "sweep")
+COMMANDS = ("compile", "run", "eval", "verify", "disasm", "zoo", "passes", "demo", "report", "sweep", "explore")
 EMIT_CHOICES = ("snn-ir", "loop-ir", "accel-ir", "asm", "bin")
 
 
@@ -181,6 +182,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="finished points (default: .snnc-cache/ beside --out, else beside the sweep file)")
     p.add_argument("--plot", metavar="pareto.png", help="draw cycles against energy, the Pareto front per SRAM "
                    "size (needs matplotlib)")
+
+    p = sub.add_parser("explore", help="search a schedule per block (time batch, layer fusion) under the SRAM "
+                       "(STEMS); writes schedule.json")
+    p.add_argument("model", help="ONNX model")
+    p.add_argument("--hw", required=True, metavar="PRESET|FILE.toml",
+                   help=f"hardware config: a preset ({', '.join(preset_names())}) or a TOML file")
+    p.add_argument("--objective", default="energy", metavar="dram|energy|cycles|edp",
+                   help="what to minimise (default energy)")
+    p.add_argument("--out", default="schedule.json", metavar="schedule.json",
+                   help="the chosen schedule (default schedule.json)")
+    p.add_argument("--input", metavar="in.npz",
+                   help="input to simulate on (default: the .npz beside the model, same stem)")
+    p.add_argument("--max-group", type=int, default=4, metavar="N",
+                   help="most kernels in a fused group, in a model whose names show no blocks (default 4)")
+    p.add_argument("--exhaustive", action="store_true",
+                   help="evaluate every schedule as a whole instead of dynamic programming (small models)")
     return parser
 
 
@@ -679,9 +696,40 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def cmd_explore(args) -> int:
+    from snnc.backend.hwconfig import load_hw
+    from snnc.compiler.explore import OBJECTIVES, explore
+    from snnc.compiler.explore_report import RichProgress, print_tables, schedule_json
+    from snnc.compiler.fileio import atomic_write_text, check_destination, load_npz
+    import json
+
+    if args.objective not in OBJECTIVES:
+        raise SnncError(f"--objective {args.objective!r}: expected one of {', '.join(OBJECTIVES)}")
+    if args.max_group < 1:
+        raise SnncError(f"--max-group {args.max_group}: expected at least 1")
+    load_hw(args.hw)
+    model = Path(args.model)
+    if not model.is_file():
+        raise SnncError(f"{model}: no such file")
+    input_path = Path(args.input) if args.input else model.with_suffix(".npz")
+    if not input_path.is_file():
+        hint = "" if args.input else " (name one with --input)"
+        raise SnncError(f"{input_path}: no such input file{hint}")
+    out = check_destination(args.out)
+    inputs = load_npz(input_path)
+    with RichProgress(_console()) as progress:
+        result = explore(model, args.hw, inputs, args.objective, max_group=args.max_group,
+                         method="exhaustive" if args.exhaustive else "dp", progress=progress)
+    print_tables(result, _console(stdout=True))
+    atomic_write_text(out, json.dumps(schedule_json(result, str(model), args.hw), indent=2) + "\n")
+    print(f"explore: wrote {out}; search {result.search_s:.1f} s ({result.runs} runs)", file=sys.stderr)
+    return 0
+
+
 HANDLERS = {
     "compile": cmd_compile, "run": cmd_run, "eval": cmd_eval, "verify": cmd_verify, "disasm": cmd_disasm,
     "zoo": cmd_zoo, "passes": cmd_passes, "demo": cmd_demo, "report": cmd_report, "sweep": cmd_sweep,
+    "explore": cmd_explore,
 }
 
 

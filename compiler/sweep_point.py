@@ -39,16 +39,19 @@ SNNC_PACKAGES = ("snnc.compiler", "snnc.dialects", "snnc.passes", "snnc.backend"
 DEFAULT_PIPELINE_NAME = "default"
 
 
-def _explore_not_available(model_path: Path, hw_path: Path) -> str:
-    raise SnncError("explore is not available")
+def _explore(model_path: Path, hw_path: Path) -> str:
+    """`snnc explore`'s search (objective energy) on the point's model and hw config; it
+    simulates on the input beside the model (`_measure` writes it there)."""
+    from snnc.compiler.explore import search_pipeline
+
+    return search_pipeline(model_path, str(hw_path))
 
 
 # The hook for schedule searches (issue 17 section 1): a sweep pipeline with one of these
 # names asks the function for the point's `--passes` string, then compiles and simulates
-# it. `snnc explore` replaces the placeholder here, in this table: the workers are other
-# processes (other machines) that import this module, so an entry added at run time by
-# the client would never reach them.
-SEARCHED_PIPELINES: dict[str, Callable[[Path, Path], str]] = {"explore": _explore_not_available}
+# it. Entries live here, in this table: the workers are other processes (other machines)
+# that import this module, so an entry added at run time by the client would never reach them.
+SEARCHED_PIPELINES: dict[str, Callable[[Path, Path], str]] = {"explore": _explore}
 
 
 @functools.cache
@@ -134,7 +137,8 @@ def _measure(model: bytes, inputs: bytes, hw_toml: str, pipeline: str) -> dict:
     from snnc.runtime.simulator import simulate
 
     with tempfile.TemporaryDirectory(prefix="snnc-sweep-") as tmp:
-        model_path, hw_path, input_path = Path(tmp, "model.onnx"), Path(tmp, "hw.toml"), Path(tmp, "input.npz")
+        # the input beside the model, same stem: where a search (`explore`) looks for it
+        model_path, hw_path, input_path = Path(tmp, "model.onnx"), Path(tmp, "hw.toml"), Path(tmp, "model.npz")
         model_path.write_bytes(model)
         hw_path.write_text(hw_toml, encoding="utf-8")
         input_path.write_bytes(inputs)

@@ -59,30 +59,38 @@ class TileSizes(ModulePass):
         layers = layer_table(op)
         timesteps = module_timesteps(op)
         for kernel in kernels(op):
-            if members(kernel):
-                plan_fused(kernel, layers, timesteps, hw.sram.size_bytes - reserved_bytes(kernel))
-                continue
-            available = hw.sram.size_bytes - reserved_bytes(kernel)
-            k = TiledKernel(kernel, layers, timesteps, available)
-            out_width = synapse_out_width(kernel, layers)
-            psums = plan_psums(k, hw, out_width) if spills_psums(kernel) else None
-            plan = psums.plan if psums is not None else choose(k, hw.compute.num_pes, out_width)
-            if plan is None and stream_in_bands(op, k, layers, timesteps):
-                layers = layer_table(op)  # the bands' descriptors
-                k = TiledKernel(kernel, layers, timesteps, available)
-                plan = choose(k, hw.compute.num_pes, out_width)
-            if plan is None:
-                raise CompileError(no_fit_message(k))
-            chs, rows, copies, weight_copies = plan
-            if chs is not None and not is_fixed(k.n):
-                k.set_steps("n", chs)
-            if rows is not None and not is_fixed(k.m):
-                k.set_steps("m", rows)
-            for buf in k.buffers:
-                buf.copies = IntAttr(buffer_copies(buf, copies, weight_copies))
-            if psums is not None:
-                hold_psums(kernel, psums.dim, psums.held)
-            infer_buffer_types(kernel.body.block, layers, timesteps)
-            if not interleaved(kernel):  # else other kernels reuse its SRAM between batches: hold_state
-                settle_state(k, copies, available - k.total(None, None, copies, weight_copies) - held_bytes(kernel))
+            layers = size_kernel(op, kernel, hw, layers, timesteps)
         hold_state(op, hw.sram.size_bytes)
+
+
+def size_kernel(op: ModuleOp, kernel, hw, layers: dict, timesteps: int) -> dict:
+    """tile-sizes on one kernel (a CompileError if it fits under no tiling); returns the
+    layer table, which band streaming may have replaced. One kernel at a time, so that a
+    schedule search (compiler/explore_cost.py) can tell which kernels do not fit."""
+    if members(kernel):
+        plan_fused(kernel, layers, timesteps, hw.sram.size_bytes - reserved_bytes(kernel))
+        return layers
+    available = hw.sram.size_bytes - reserved_bytes(kernel)
+    k = TiledKernel(kernel, layers, timesteps, available)
+    out_width = synapse_out_width(kernel, layers)
+    psums = plan_psums(k, hw, out_width) if spills_psums(kernel) else None
+    plan = psums.plan if psums is not None else choose(k, hw.compute.num_pes, out_width)
+    if plan is None and stream_in_bands(op, k, layers, timesteps):
+        layers = layer_table(op)  # the bands' descriptors
+        k = TiledKernel(kernel, layers, timesteps, available)
+        plan = choose(k, hw.compute.num_pes, out_width)
+    if plan is None:
+        raise CompileError(no_fit_message(k))
+    chs, rows, copies, weight_copies = plan
+    if chs is not None and not is_fixed(k.n):
+        k.set_steps("n", chs)
+    if rows is not None and not is_fixed(k.m):
+        k.set_steps("m", rows)
+    for buf in k.buffers:
+        buf.copies = IntAttr(buffer_copies(buf, copies, weight_copies))
+    if psums is not None:
+        hold_psums(kernel, psums.dim, psums.held)
+    infer_buffer_types(kernel.body.block, layers, timesteps)
+    if not interleaved(kernel):  # else other kernels reuse its SRAM between batches: hold_state
+        settle_state(k, copies, available - k.total(None, None, copies, weight_copies) - held_bytes(kernel))
+    return layers
