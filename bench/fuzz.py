@@ -2,7 +2,7 @@
 
     python bench/fuzz.py                      # 100,000 cases on 2 workers, summary table on stdout
     python bench/fuzz.py --cases 5000 --seed 3
-    python bench/fuzz.py --replay 12345       # run one case in this process, with its traceback
+    python bench/fuzz.py --replay 12345       # run one case in this process: its category, outcome and detail
 
 A binary case runs the reader, the validator and the simulator in-process (`read_program` +
 `simulate`, what `snnc run` does, without the files); every CLI_EVERY-th binary case, and every
@@ -345,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-gib", type=float, default=8.0, help="address-space limit per worker")
     parser.add_argument("--rss-gib", type=float, default=3.0, help="resident memory that counts as a blow-up")
     parser.add_argument("--batch", type=int, default=50)
-    parser.add_argument("--replay", type=int, default=None, metavar="K", help="run case K here, with its traceback")
+    parser.add_argument("--replay", type=int, default=None, metavar="K", help="run case K here and print its category, outcome and detail")
     args = parser.parse_args(argv)
 
     from rich.progress import Progress

@@ -536,16 +536,16 @@ def _check_utf8(message, where: str = "the model") -> None:
             if not isinstance(value, str):
                 raise FrontendError(f"{where}: a {name} is not valid UTF-8: {value!r}")
         return
-    for field, value in message.ListFields():
-        repeated = field.is_repeated if hasattr(field, "is_repeated") else field.label == field.LABEL_REPEATED
+    for descriptor, value in message.ListFields():
+        repeated = descriptor.is_repeated if hasattr(descriptor, "is_repeated") else descriptor.label == descriptor.LABEL_REPEATED
         values = value if repeated else [value]
-        if field.type == field.TYPE_STRING:
+        if descriptor.type == descriptor.TYPE_STRING:
             for text in values:
                 if not isinstance(text, str):
-                    raise FrontendError(f"{where}: field {field.name} is not valid UTF-8: {text!r}")
-        elif field.type == field.TYPE_MESSAGE:
+                    raise FrontendError(f"{where}: field {descriptor.name} is not valid UTF-8: {text!r}")
+        elif descriptor.type == descriptor.TYPE_MESSAGE:
             for item in values:
-                _check_utf8(item, f"{where}.{field.name}")
+                _check_utf8(item, f"{where}.{descriptor.name}")
 
 
 def _check_model(model: onnx.ModelProto) -> None:
