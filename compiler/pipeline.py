@@ -33,7 +33,9 @@ weight is printed, and the text parses back to the same module.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import io
 import sys
 from collections.abc import Callable
@@ -282,6 +284,20 @@ def _model_name(model: str | Path | object) -> str:
     return getattr(graph, "name", "") or ""
 
 
+@contextlib.contextmanager
+def _fewer_collections(gen0: int = 50_000):
+    """Python's cyclic collector runs every 700 net allocations by default; a compile
+    allocates millions of small IR objects that all stay alive, so most of those
+    collections find nothing and walk ever more objects (about 14 % of a vgg16 compile).
+    Collect less often while compiling; garbage is still collected."""
+    old = gc.get_threshold()
+    gc.set_threshold(max(gen0, old[0]), *old[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
+
+
 def compile_model(
     model: str | Path | object,
     options: CompileOptions = CompileOptions(),
@@ -290,6 +306,11 @@ def compile_model(
 ) -> CompileResult:
     """Compile an ONNX model (path or ModelProto) to a prog.bin image. `on_step` is called
     with each step's name as it starts (the CLI's progress display)."""
+    with _fewer_collections():
+        return _compile(model, options, ir_stream, on_step)
+
+
+def _compile(model, options: CompileOptions, ir_stream: TextIO | None, on_step) -> CompileResult:
     from snnc.backend.binformat import write_program
     from snnc.passes.encode import encode
     from snnc.backend.hwconfig import load_hw
