@@ -244,7 +244,7 @@ def _member(fused: tile.KernelOp, kernel: tile.KernelOp, b_loop: Loop, start: SS
         chain["n"].op.attributes[FIXED_ATTR] = UnitAttr()
     m = chain["m"]
     old_end = m.op.ub
-    old_end.replace_uses_with_if(end, lambda use: _within(use.operation, m.op))
+    old_end.replace_uses_with_if(end, lambda use: m.op.is_ancestor(use.operation))
     m.op.operands[0], m.op.operands[1] = start, end
     b = chain["b"]
     b.iv.replace_all_uses_with(b_loop.iv)
@@ -262,14 +262,6 @@ def _member(fused: tile.KernelOp, kernel: tile.KernelOp, b_loop: Loop, start: SS
         if isinstance(op, tile.AllocOp) and "m" in op.rotate_dims and "band" not in op.rotate_dims:
             op.rotate = ArrayAttr([StringAttr("band"), *op.rotate.data])
     return member
-
-
-def _within(op: Operation, ancestor: Operation) -> bool:
-    while op is not None:
-        if op is ancestor:
-            return True
-        op = op.parent_op()
-    return False
 
 
 def _is_prologue(op: Operation) -> bool:

@@ -118,18 +118,10 @@ def set_step(loop: Loop, step: int) -> None:
     new = const(step, f"{loop.dim}_step")
     loop.op.parent_block().insert_op_before(new, loop.op)
     old = loop.op.step
-    old.replace_uses_with_if(new.result, lambda use: _inside_or_is(use.operation, loop.op))
+    old.replace_uses_with_if(new.result, lambda use: loop.op.is_ancestor(use.operation))
     if isinstance(old.owner, Operation) and not old.uses:
         old.owner.detach()
         old.owner.erase()
-
-
-def _inside_or_is(op: Operation, loop: Operation) -> bool:
-    while op is not None:
-        if op is loop:
-            return True
-        op = op.parent_op()
-    return False
 
 
 def loops_in(block: Block) -> Iterator[Loop]:

@@ -149,7 +149,7 @@ def _hold_in(nest: Operation, acc: tile.AllocOp, psum: tile.AllocOp) -> None:
         if not dram.result.uses:  # every tile held: the DRAM map goes too
             dram.detach()
             dram.erase()
-    acc.result.replace_uses_with_if(psum.result, lambda use: _inside(use.operation, nest))
+    acc.result.replace_uses_with_if(psum.result, lambda use: nest.is_ancestor(use.operation))
 
 
 def _nests(kernel: tile.KernelOp) -> list[scf.ForOp]:
@@ -171,11 +171,3 @@ def _set_bound(loop: Loop, index: int, value: int) -> None:
     bound = const(value, f"{loop.dim}_split")
     loop.op.parent_block().insert_op_before(bound, loop.op)
     loop.op.operands[index] = bound.result
-
-
-def _inside(op: Operation, ancestor: Operation) -> bool:
-    while op is not None:
-        if op is ancestor:
-            return True
-        op = op.parent_op()
-    return False

@@ -109,19 +109,11 @@ def _strip_mine(kernel: tile.KernelOp, batch: int, timesteps: int) -> Loop:
         if loop.dim != "t":
             continue
         old_ub = loop.op.ub
-        old_ub.replace_uses_with_if(batch_end.result, lambda use, lp=loop.op: _within(use.operation, lp))
+        old_ub.replace_uses_with_if(batch_end.result, lambda use, lp=loop.op: lp.is_ancestor(use.operation))
         loop.op.operands[0] = tb.iv
         if loop.step > batch:
             set_step(loop, batch)
     return tb
-
-
-def _within(op: Operation, loop: Operation) -> bool:
-    while op is not None:
-        if op is loop:
-            return True
-        op = op.parent_op()
-    return False
 
 
 def _keep_state(module: ModuleOp, kernel: tile.KernelOp, tb: Loop, batch: int, timesteps: int, table) -> None:

@@ -143,15 +143,7 @@ def _load_into(value, nest: Operation) -> Operation | None:
     buf = buffer_of(value)
     for use in buf.result.uses:
         user = use.operation
-        if isinstance(user, tile.LoadOp | tile.LoadConstOp) and use.index == 1 and _inside(user, nest):
+        if isinstance(user, tile.LoadOp | tile.LoadConstOp) and use.index == 1 and nest.is_ancestor(user):
             return user
     return None
-
-
-def _inside(op: Operation, ancestor: Operation) -> bool:
-    while op is not None:
-        if op is ancestor:
-            return True
-        op = op.parent_op()
-    return False
 
