@@ -16,6 +16,8 @@ The first call verifies everything, as `module.verify()` does.
 
 from __future__ import annotations
 
+from operator import attrgetter
+
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Operation
@@ -36,20 +38,23 @@ def _symbol_user(op: Operation) -> bool:
     return known
 
 
-def _fingerprint(op: Operation) -> tuple[tuple, tuple]:
-    props = tuple(op.properties.values())
-    attrs = tuple(op.attributes.values())
-    names = (*op.properties, *op.attributes)  # tuples of interned strings: compared by value
-    operands = tuple(op.operands)
-    # An operand's type changes when a pass retypes the value's definition (a buffer, say)
-    types = (*(v.type for v in operands), *(r.type for r in op.results))
-    blocks = op.regions and tuple(b for r in op.regions for b in r.blocks)
-    ends = blocks and tuple(b.last_op for b in blocks)
-    arg_types = blocks and tuple(a.type for b in blocks for a in b.args)
-    keep = (op, op.parent, props, attrs, operands, types, ends, arg_types)
-    ids = (id(op.parent), names, *map(id, props), *map(id, attrs), len(operands), *map(id, operands),
-           len(types), *map(id, types), len(ends), *map(id, ends), *map(id, arg_types))
-    return ids, keep
+_TYPE = attrgetter("type")
+
+
+def _fingerprint(op: Operation) -> tuple:
+    """What op.verify(verify_nested_ops=False) reads, as the objects themselves: compared
+    with `==`, a tuple checks each item by identity first, and xDSL attributes compare by
+    value, so an equal attribute rebuilt by a pass counts as unchanged (it verifies the
+    same). Holding the objects keeps them alive, so no id is reused while compared."""
+    operands = op._operands  # an immutable tuple, replaced when an operand changes
+    regions = op.regions
+    if regions:
+        blocks = tuple(b for r in regions for b in r.blocks)
+        return (op, op.parent, tuple(op.properties.items()), tuple(op.attributes.items()), operands,
+                tuple(map(_TYPE, operands)), tuple(map(_TYPE, op.results)), blocks,
+                tuple(b.last_op for b in blocks), tuple(a.type for b in blocks for a in b.args))
+    return (op, op.parent, tuple(op.properties.items()), tuple(op.attributes.items()), operands,
+            tuple(map(_TYPE, operands)), tuple(map(_TYPE, op.results)))
 
 
 class IncrementalVerifier:
@@ -57,27 +62,24 @@ class IncrementalVerifier:
         self.seen: dict[int, tuple] = {}
         self.children: dict[int, tuple] = {}  # container -> ids of the ops it holds directly
         self.signatures: dict[int, tuple] = {}  # container -> what its held ops' verifiers read of it
-        self.keep: list = []
 
     def __call__(self, module: ModuleOp) -> None:
         seen: dict[int, tuple] = {}
-        keep: list = []
         changed_parents: set[int] = set()  # ids of the ops holding a changed op directly
         verified: set[int] = set()
         containers: list[Operation] = []
         symbol_users: list[Operation] = []
         for op in module.walk():
-            ids, kept = _fingerprint(op)
+            fingerprint = _fingerprint(op)
             if isinstance(op, CONTAINERS):
                 containers.append(op)
             elif _symbol_user(op):
                 symbol_users.append(op)
-            elif self.seen.get(id(op)) != ids:
+            elif self.seen.get(id(op)) != fingerprint:
                 op.verify(verify_nested_ops=False)
                 verified.add(id(op))
                 changed_parents.add(id(op.parent_op()))
-            seen[id(op)] = ids
-            keep.append(kept)
+            seen[id(op)] = fingerprint
         children, signatures = {}, {}
         for op in containers:
             held = children[id(op)] = tuple(id(o) for r in op.regions for b in r.blocks for o in b.ops)
@@ -94,4 +96,4 @@ class IncrementalVerifier:
         for op in symbol_users:
             if symbols_changed or self.seen.get(id(op)) != seen[id(op)]:
                 op.verify(verify_nested_ops=False)
-        self.seen, self.children, self.signatures, self.keep = seen, children, signatures, keep
+        self.seen, self.children, self.signatures = seen, children, signatures

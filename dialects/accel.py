@@ -40,6 +40,7 @@ from __future__ import annotations
 import enum
 import functools
 import struct
+import weakref
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -597,11 +598,15 @@ class ProgramOp(IRDLOperation):
         io_ops: list[IoOp] = []
         last_check: dict[int, int] = {}
         const_ranges: list[tuple[int, int, str]] = []
+        layer_inputs: dict[str, tuple] = {}  # symbol -> what an instruction's check reads of its layer
         for op in self.body.block.ops:
             if isinstance(op, InstructionOp):  # the bulk of the body
-                _verify_instruction(op, layers, dram_size, sram_size)
                 if isinstance(op, ExitCheckOp):
                     _verify_exit_check(op, io_ops, last_check)
+                inputs = (tuple(op.properties.items()), layer_inputs.get(op.layer_symbol), dram_size, sram_size)
+                if _VERIFIED_INSTRUCTIONS.get(op) != inputs:
+                    _verify_instruction(op, layers, dram_size, sram_size)
+                    _VERIFIED_INSTRUCTIONS[op] = inputs
                 continue
             if isinstance(op, ConstOp | LayerOp):
                 sym = op.sym_name.data
@@ -610,6 +615,7 @@ class ProgramOp(IRDLOperation):
                 symbols.add(sym)
             if isinstance(op, LayerOp):
                 layers[op.symbol] = op
+                layer_inputs[op.symbol] = (op, tuple(op.properties.items()))
                 _verify_layer(op, timesteps)
             elif isinstance(op, ConstOp):
                 start, size = op.dram_addr.data, len(op.payload)
@@ -681,6 +687,13 @@ def _verify_exit_check(op: InstructionOp, io_ops: list[IoOp], last_check: dict[i
     wrong = isa.exit_check_field_error(op.field_values(), outputs, last_check)
     if wrong:
         raise VerifyException(f"{op.name}: {wrong}")
+
+
+# The program's verifier runs after every accel-level pass, over thousands of instructions
+# that mostly did not change. An instruction's check reads only its own fields, its layer's
+# fields and the two memory sizes (`inputs` above); when all are the same objects or equal
+# values as when it last passed, it passes again. Dead ops drop out of the weak mapping.
+_VERIFIED_INSTRUCTIONS: weakref.WeakKeyDictionary[InstructionOp, tuple] = weakref.WeakKeyDictionary()
 
 
 def _verify_instruction(op: InstructionOp, layers: dict[str, LayerOp], dram_size: int, sram_size: int) -> None:
