@@ -222,7 +222,7 @@ def _compile_options(args):
         passes=schedule_passes(args.schedule, args.passes), load_passes=tuple(args.load_pass),
         print_ir_after_all=args.print_ir_after_all, dt=args.dt, timesteps=args.timesteps,
         elide_constants=not args.no_elide,
-        exit_checks=args.exit_checks,
+        exit_checks=args.exit_checks, keep_loop_module=getattr(args, "emit", None) == "loop-ir",
     )
 
 

@@ -95,6 +95,7 @@ class CompileOptions:
     timesteps: int = 4  # NIR only: T (NIR graphs carry no time axis)
     # exit-checks after the accel-level passes: None = none; "" = on the only graph output; else its name
     exit_checks: str | None = None
+    keep_loop_module: bool = False  # copy the loop-level IR into CompileResult (else rebuilt when asked for)
 
 
 def schedule_passes(schedule: str | None, passes: str | None = None) -> str | None:
@@ -124,11 +125,24 @@ def import_model(model: str | Path | object, options: CompileOptions = CompileOp
 @dataclass
 class CompileResult:
     snn_module: ModuleOp  # a copy of the snn-level IR after the snn-level passes
-    loop_module: ModuleOp  # a copy of the loop-level IR as the final lowering received it
     accel_module: ModuleOp
     image: object  # snnc.backend.binformat.ProgramImage
     binary: bytes
     steps: list[str] = field(default_factory=list)  # names of the steps that ran
+    kept_loop_module: ModuleOp | None = field(default=None, repr=False)
+    rebuild_loop_module: Callable[[], ModuleOp] | None = field(default=None, repr=False)
+
+    @property
+    def loop_module(self) -> ModuleOp:
+        """The loop-level IR as the final lowering received it. compile_model keeps a copy
+        when `CompileOptions.keep_loop_module` is set (`--emit loop-ir` sets it); otherwise
+        it is rebuilt on first use by running the pipeline again up to that point (the
+        pipeline is deterministic), so a compile that never looks pays for no copy."""
+        if self.kept_loop_module is None:
+            if self.rebuild_loop_module is None:
+                raise ValueError("this CompileResult holds no loop-level IR")
+            self.kept_loop_module = self.rebuild_loop_module()
+        return self.kept_loop_module
 
     @property
     def snn_ir(self) -> str:
@@ -307,10 +321,22 @@ def compile_model(
     """Compile an ONNX model (path or ModelProto) to a prog.bin image. `on_step` is called
     with each step's name as it starts (the CLI's progress display)."""
     with _fewer_collections():
-        return _compile(model, options, ir_stream, on_step)
+        result = _compile(model, options, ir_stream, on_step)
+    if result.kept_loop_module is None:
+        quiet = dataclasses.replace(options, print_ir_after_all=False)
+
+        def rebuild() -> ModuleOp:
+            with _fewer_collections():
+                return _compile(model, quiet, None, None, loop_level_only=True)
+
+        result.rebuild_loop_module = rebuild
+    return result
 
 
-def _compile(model, options: CompileOptions, ir_stream: TextIO | None, on_step) -> CompileResult:
+def _compile(model, options: CompileOptions, ir_stream: TextIO | None, on_step,
+             loop_level_only: bool = False) -> CompileResult | ModuleOp:
+    """The pipeline; with `loop_level_only`, stopped where the final lowering would start,
+    returning the loop-level module."""
     from snnc.backend.binformat import write_program
     from snnc.passes.encode import encode
     from snnc.backend.hwconfig import load_hw
@@ -357,11 +383,16 @@ def _compile(model, options: CompileOptions, ir_stream: TextIO | None, on_step) 
             snn_module = module.clone()  # cheap: attributes (weights) are shared, not copied
         run(p, module)
     # 5-10. loop-level passes, tile-sizes, hoist-loads, sram-alloc, dram-alloc, convert-loops-to-accel
-    loop_module = module
+    loop_module = None
     for p in pipeline.loop:
         if p.name == "convert-loops-to-accel":
-            loop_module = module.clone()
+            if loop_level_only:
+                return module
+            if options.keep_loop_module:
+                loop_module = module.clone()
         run(p, module)
+    if loop_level_only:  # no final lowering in this pipeline
+        return module
     # 11-12. insert-barriers, accel-level passes
     for p in pipeline.accel:
         run(p, module)
@@ -370,7 +401,7 @@ def _compile(model, options: CompileOptions, ir_stream: TextIO | None, on_step) 
     image = encode(module, verify=False)  # verified by the checkpoint of the last step
     binary = write_program(image)
     steps.append("encode")
-    return CompileResult(snn_module=snn_module or module, loop_module=loop_module, accel_module=module,
+    return CompileResult(snn_module=snn_module or module, kept_loop_module=loop_module, accel_module=module,
                          image=image, binary=binary, steps=steps)
 
 
