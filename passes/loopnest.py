@@ -186,34 +186,34 @@ def index_bounds(value: SSAValue, steps=None) -> tuple[int, int]:
     return _index_bounds(value, steps)
 
 
+_STEP_VALUES = object()  # memo key: the step constants of the loops in `steps`
+
+
 def _index_bounds(value: SSAValue, context) -> tuple[int, int]:
     steps = context[0] if isinstance(context, tuple) else context
-    c = const_value(value)
-    if c is not None:
-        for use in value.uses:  # a loop's step constant
-            if steps and isinstance(use.operation, scf.ForOp) and use.index == 2 and use.operation in steps:
-                return steps[use.operation], steps[use.operation]
+    owner = value.owner
+    if type(owner) is arith.ConstantOp and isinstance(owner.value, IntegerAttr):
+        c = owner.value.value.data
+        if steps:  # a loop's step constant takes the step being considered
+            step = _step_values(steps, context).get(value)
+            if step is not None:
+                return step, step
         return c, c
-    loop = loop_of(value)
-    if loop is not None:
-        step = steps.get(loop.op, loop.step) if steps else loop.step
-        lower, upper_bound = index_bounds(loop.op.lb, context)[0], index_bounds(loop.op.ub, context)[1]
-        trips = max(0, -(-(upper_bound - lower) // step))
-        last = lower + (trips - 1) * step if trips else lower
-        return lower, last
-    op = value.owner
-    if isinstance(op, arith.MinSIOp | arith.MaxSIOp | arith.AddiOp | arith.SubiOp | arith.MuliOp):
-        (a_lo, a_hi), (b_lo, b_hi) = index_bounds(op.lhs, context), index_bounds(op.rhs, context)
-        if isinstance(op, arith.MinSIOp):
-            return min(a_lo, b_lo), min(a_hi, b_hi)
-        if isinstance(op, arith.MaxSIOp):
-            return max(a_lo, b_lo), max(a_hi, b_hi)
-        if isinstance(op, arith.AddiOp):
-            return a_lo + b_lo, a_hi + b_hi
-        if isinstance(op, arith.SubiOp):
-            return a_lo - b_hi, a_hi - b_lo
-        products = [a_lo * b_lo, a_lo * b_hi, a_hi * b_lo, a_hi * b_hi]
-        return min(products), max(products)
+    if isinstance(owner, Block):
+        loop = owner.parent_op()
+        if isinstance(loop, scf.ForOp):  # an induction variable
+            lb, ub, st = loop.operands
+            step = steps.get(loop) if steps else None
+            if step is None:
+                step = _required_const(st, "step")
+            lower, upper_bound = index_bounds(lb, context)[0], index_bounds(ub, context)[1]
+            trips = max(0, -(-(upper_bound - lower) // step))
+            return lower, lower + (trips - 1) * step if trips else lower
+    op = owner
+    combine = _BOUNDS.get(type(op))
+    if combine is not None:
+        lhs, rhs = op.operands
+        return combine(index_bounds(lhs, context), index_bounds(rhs, context))
     if isinstance(op, arith.SelectOp):
         (a_lo, a_hi), (b_lo, b_hi) = index_bounds(op.lhs, context), index_bounds(op.rhs, context)
         return min(a_lo, b_lo), max(a_hi, b_hi)
@@ -226,6 +226,31 @@ def _index_bounds(value: SSAValue, context) -> tuple[int, int]:
             return 0, min(height, (rows_hi - 1) * op.stride.data + (op.k.data - 1) * op.dilation.data + 1)
         return 0, height - 1
     raise ValueError(f"no bounds for an index computed by {getattr(op, 'name', op)}")
+
+
+def _step_values(steps: dict, context) -> dict[SSAValue, int]:
+    """The step constant of each loop in `steps` -> its step there (kept in the memo, if any)."""
+    memo = context[1] if isinstance(context, tuple) else None
+    found = memo.get(_STEP_VALUES) if memo is not None else None
+    if found is None:
+        found = {loop.operands[2]: step for loop, step in steps.items()}
+        if memo is not None:
+            memo[_STEP_VALUES] = found
+    return found
+
+
+def _products(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
+    products = [a[0] * b[0], a[0] * b[1], a[1] * b[0], a[1] * b[1]]
+    return min(products), max(products)
+
+
+_BOUNDS = {  # (lowest, highest) of a binary index op from its operands'
+    arith.MinSIOp: lambda a, b: (min(a[0], b[0]), min(a[1], b[1])),
+    arith.MaxSIOp: lambda a, b: (max(a[0], b[0]), max(a[1], b[1])),
+    arith.AddiOp: lambda a, b: (a[0] + b[0], a[1] + b[1]),
+    arith.SubiOp: lambda a, b: (a[0] - b[1], a[1] - b[0]),
+    arith.MuliOp: _products,
+}
 
 
 def upper(value: SSAValue, steps=None) -> int:

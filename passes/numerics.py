@@ -9,7 +9,7 @@ tools that explain its choices (verify's membrane bound, bench/quantisation.py) 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -103,6 +103,8 @@ class NonzeroWeights:
     shape: tuple[int, ...]
     index: np.ndarray
     values: np.ndarray
+    # quantise_weights' results, read-only: the quantise pass and the lowering both need them
+    quantised: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def relayout(cls, weights: np.ndarray, axes: tuple[int, ...], shape: tuple[int, ...]) -> NonzeroWeights:
@@ -132,10 +134,16 @@ def quantise_weights(weights: NonzeroWeights, frac: int, rows: int, nbytes: int,
     """`quantise(weights, frac)` as the stored little-endian int of `nbytes` bytes, zero
     rows appended up to `rows`; a value that does not fit is a CompileError. With
     `channel_shift`, output channel c is quantised with frac + channel_shift[c]."""
+    key = (frac, rows, nbytes, None if channel_shift is None else np.asarray(channel_shift, np.int64).tobytes())
+    found = weights.quantised.get(key)
+    if found is not None:
+        return found
     ints = quantise_checked(_shifted(weights.values, _rows(weights), channel_shift), frac, 8 * nbytes, what,
                             shown=weights.values)
     out = np.zeros((rows, *weights.shape[1:]), dtype=f"<i{nbytes}")
     out.reshape(-1)[weights.index] = ints  # row-major: within the first shape[0] rows
+    out.flags.writeable = False
+    weights.quantised[key] = out
     return out
 
 

@@ -22,6 +22,8 @@ records (maps and steps) are in passes/step_records.py.
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 from snnc.backend.errors import CompileError
 from snnc.backend.isa import Format
@@ -66,6 +68,30 @@ def _geometry(shape: tuple[int, ...], what: str) -> tuple[int, int, int, int]:
 
 def _uses(value: SSAValue) -> list[Operation]:
     return [use.operation for use in value.uses]
+
+
+# Per weights attribute (immutable; weakly held, by identity: hashing one hashes its bytes):
+# its non-zeros in each stored layout. The quantise pass and the lowering both analyse the
+# network, and on a pruned model finding the non-zeros of every layer is a good part of that.
+_RELAYOUTS: dict[int, tuple[weakref.ref, dict]] = {}
+
+
+def _layouts_of(weight_attr) -> dict:
+    entry = _RELAYOUTS.get(id(weight_attr))
+    if entry is None or entry[0]() is not weight_attr:
+        key = id(weight_attr)
+        entry = _RELAYOUTS[key] = (weakref.ref(weight_attr, lambda _, key=key: _RELAYOUTS.pop(key, None)), {})
+    return entry[1]
+
+
+def _relayout(weight_attr, view: tuple[int, ...], axes: tuple[int, ...], shape: tuple[int, ...]) -> NonzeroWeights:
+    """NonzeroWeights.relayout of the attribute's tensor viewed as `view`."""
+    layouts = _layouts_of(weight_attr)
+    key = (tuple(view), axes, tuple(shape))
+    found = layouts.get(key)
+    if found is None:
+        found = layouts[key] = NonzeroWeights.relayout(tensor_value(weight_attr).reshape(view), axes, shape)
+    return found
 
 
 class NetworkSteps:
@@ -195,19 +221,19 @@ class NetworkSteps:
                 # without the 16-bit channel-count limit.
                 if max(fm.height, fm.width) > 255:
                     raise CompileError(f"snn.dense '{source_name(syn)}': flattened map {fm.height}x{fm.width} exceeds a 255 kernel")
-                weight = NonzeroWeights.relayout(w.reshape(fm.channels, fm.height, fm.width, n), (3, 1, 2, 0),
-                                                 (n, fm.height, fm.width, fm.cs))
+                weight = _relayout(syn.weight, (fm.channels, fm.height, fm.width, n), (3, 1, 2, 0),
+                                   (n, fm.height, fm.width, fm.cs))
                 return SynapseInput(syn, src, fm.channels, fm.cs, fm.height, fm.width, fm.height, fm.width,
                                     (1, 1), (0, 0, 0, 0), (1, 1), weight, bias)
             else:
                 if fm.height != 1 or fm.width != 1 or fm.channels != k:
                     raise CompileError(f"snn.dense '{source_name(syn)}': input map is {fm.channels}x{fm.height}x{fm.width}, expected [B, {k}]")
-                weight = NonzeroWeights.relayout(w.reshape(k, n, 1, 1), (1, 2, 3, 0), (n, 1, 1, fm.cs))
+                weight = _relayout(syn.weight, (k, n, 1, 1), (1, 2, 3, 0), (n, 1, 1, fm.cs))
                 return SynapseInput(syn, src, k, fm.cs, 1, 1, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), weight, bias)
         if src.flattened:
             raise CompileError(f"snn.conv2d '{source_name(syn)}': input is a flattened map")
         cout, cin, kh, kw = w.shape
-        weight = NonzeroWeights.relayout(w, (0, 2, 3, 1), (cout, kh, kw, fm.cs))
+        weight = _relayout(syn.weight, w.shape, (0, 2, 3, 1), (cout, kh, kw, fm.cs))
         strides = int_array_value(syn.strides)
         pads = int_array_value(syn.pads)
         dil = int_array_value(syn.dilations)
