@@ -4,13 +4,17 @@ xDSL verifies an op against its own definition (operand and result types, proper
 attributes, traits, terminators) and then, recursively, everything nested in it. After a
 pass most ops are exactly as the previous verification saw them: the same objects, with
 the same operands, result types, properties and attributes (xDSL attributes are
-immutable, so a changed property is a new object), in the same block. An op verifies the
+immutable, so a changed property is a new or unequal object), in the same block. An op verifies the
 same then, so `IncrementalVerifier` re-verifies (without its nested ops) only the ops
-whose fingerprint of those identities (and of their operands' types, their blocks'
-argument types and terminators) changed; the ops whose verifiers read the ops they hold
+whose fingerprint of those (and of their operands' types, their blocks' argument types
+and terminators) changed; the ops whose verifiers read the ops they hold
 (the module's symbol table, a function's body, the accel program's instructions) when one
 of those changed or came or went; and symbol users (memref.get_global checks its global)
-when a module-level op changed. The objects behind a fingerprint are kept alive, so their ids cannot be reused by new ones.
+when a module-level op changed; and, when a function's type or attributes change, the ops
+it holds (its return checks the type). Ops compare by identity and attributes by value (an
+equal attribute verifies the same); a fingerprint holds its objects, so no id is reused while
+it is kept. Only op-local and the listed container checks are redone: a check that reads
+ops elsewhere (beyond those above) would need listing here.
 The first call verifies everything, as `module.verify()` does.
 """
 
@@ -26,6 +30,7 @@ from xdsl.traits import SymbolUserOpInterface
 from snnc.dialects import accel
 
 CONTAINERS = (ModuleOp, func.FuncOp, accel.ProgramOp)  # their verifiers read the ops they hold directly
+READ_BY_HELD_OPS = (func.FuncOp,)  # containers whose held ops' verifiers read them: func.return checks the type
 _SYMBOL_USER: dict[type, bool] = {}
 
 
@@ -85,10 +90,11 @@ class IncrementalVerifier:
             held = children[id(op)] = tuple(id(o) for r in op.regions for b in r.blocks for o in b.ops)
             signature = signatures[id(op)] = (*map(id, op.properties.values()), *map(id, op.attributes.values()),
                                               *(id(a.type) for r in op.regions for b in r.blocks for a in b.args))
-            if self.signatures.get(id(op)) != signature:  # e.g. a function's type: its return checks it
-                for child in (o for r in op.regions for b in r.blocks for o in b.ops):
-                    if id(child) not in verified:
-                        child.verify(verify_nested_ops=False)
+            if self.signatures.get(id(op)) != signature:
+                if isinstance(op, READ_BY_HELD_OPS):
+                    for child in (o for r in op.regions for b in r.blocks for o in b.ops):
+                        if id(child) not in verified:
+                            child.verify(verify_nested_ops=False)
                 op.verify(verify_nested_ops=False)
             elif id(op) in changed_parents or self.children.get(id(op)) != held:
                 op.verify(verify_nested_ops=False)

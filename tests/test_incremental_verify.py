@@ -63,3 +63,29 @@ def test_program_rechecks_instructions_when_one_changes(compiled):
     inst.properties["layer"] = type(inst.properties["layer"])(StringAttr("no_such_layer"))
     with pytest.raises(VerifyException, match="no_such_layer"):
         verifier(module)
+
+
+def test_program_rechecks_an_instruction_whose_layer_changed(compiled):
+    """accel.program remembers which instructions passed; a change to their layer's fields
+    (the instruction itself untouched) still fails them."""
+    from xdsl.dialects.builtin import IntAttr
+
+    module = compiled.accel_module.clone()
+    verifier = _verified(module)
+    verifier(module)  # every instruction is now remembered as passed
+    inst = next(op for op in module.walk() if isinstance(op, accel.SynOp))
+    layer = next(op for op in module.walk() if isinstance(op, accel.LayerOp) and op.symbol == inst.layer_symbol)
+    layer.properties["out_h"] = IntAttr(0)  # no row of any tile is inside a 0-row output now
+    with pytest.raises(VerifyException, match="outside the output height 0"):
+        verifier(module)
+
+
+def test_program_rechecks_an_instruction_whose_field_changed(compiled):
+    from xdsl.dialects.builtin import IntAttr
+
+    module = compiled.accel_module.clone()
+    verifier = _verified(module)
+    inst = next(op for op in module.walk() if isinstance(op, accel.SynOp))
+    inst.properties["rows"] = IntAttr(0)
+    with pytest.raises(VerifyException, match="rows"):
+        verifier(module)
