@@ -24,8 +24,16 @@ from snnc.dialects import tile
 INDEX = IndexType()
 
 
+_INDEX_ATTRS: dict[int, IntegerAttr] = {}  # attributes are immutable: one per value serves every constant
+
+
 def const(value: int, hint: str | None = None) -> arith.ConstantOp:
-    op = arith.ConstantOp(IntegerAttr.from_index_int_value(value))
+    attr = _INDEX_ATTRS.get(value)
+    if attr is None:
+        attr = IntegerAttr.from_index_int_value(value)
+        if len(_INDEX_ATTRS) < 4096:
+            _INDEX_ATTRS[value] = attr
+    op = arith.ConstantOp.create(properties={"value": attr}, result_types=[INDEX])  # no builder argument checks
     if hint:
         op.result.name_hint = hint
     return op
@@ -107,8 +115,8 @@ def new_loop(dim: str, lower: int, upper: int, step: int, parallel: bool = False
 
 def loop_extent(loop: Loop) -> tuple[list[Operation], SSAValue]:
     """Ops computing the size of the current tile, min(step, upper - iv), to put first in its body."""
-    remaining = arith.SubiOp(loop.op.ub, loop.iv)
-    size = arith.MinSIOp(loop.op.step, remaining.result)
+    remaining = arith.SubiOp.create(operands=[loop.op.ub, loop.iv], result_types=[INDEX])
+    size = arith.MinSIOp.create(operands=[loop.op.step, remaining.result], result_types=[INDEX])
     size.result.name_hint = f"{loop.dim}_size"
     return [remaining, size], size.result
 
