@@ -31,16 +31,32 @@ from snnc.dialects import accel
 
 CONTAINERS = (ModuleOp, func.FuncOp, accel.ProgramOp)  # their verifiers read the ops they hold directly
 READ_BY_HELD_OPS = (func.FuncOp,)  # containers whose held ops' verifiers read them: func.return checks the type
-_SYMBOL_USER: dict[type, bool] = {}
+_PLAIN, _CONTAINER, _SYMBOL_USER = range(3)
+_KINDS: dict[type, int] = {}
 
 
-def _symbol_user(op: Operation) -> bool:
-    """memref.get_global and the like check the symbol they name: a module-level op."""
+def _kind(op: Operation) -> int:
+    """A container; a symbol user (memref.get_global and the like check the symbol they
+    name: a module-level op); or neither. Per op class, looked up once."""
     cls = type(op)
-    known = _SYMBOL_USER.get(cls)
-    if known is None:
-        known = _SYMBOL_USER[cls] = op.get_trait(SymbolUserOpInterface) is not None
-    return known
+    kind = _KINDS.get(cls)
+    if kind is None:
+        kind = _KINDS[cls] = (_CONTAINER if isinstance(op, CONTAINERS) else
+                              _SYMBOL_USER if op.get_trait(SymbolUserOpInterface) is not None else _PLAIN)
+    return kind
+
+
+def _walk(root: Operation) -> list[Operation]:
+    """root and every op nested in it, in pre-order (as Operation.walk, without its nested generators)."""
+    out: list[Operation] = []
+    stack = [root]
+    while stack:
+        op = stack.pop()
+        out.append(op)
+        for region in reversed(op.regions):
+            for block in reversed(region.blocks):
+                stack.extend(reversed(tuple(block.ops)))
+    return out
 
 
 _TYPE = attrgetter("type")
@@ -48,17 +64,17 @@ _TYPE = attrgetter("type")
 
 def _fingerprint(op: Operation) -> tuple:
     """What op.verify(verify_nested_ops=False) reads, as the objects themselves: compared
-    with `==`, a tuple checks each item by identity first, and xDSL attributes compare by
-    value, so an equal attribute rebuilt by a pass counts as unchanged (it verifies the
-    same). Holding the objects keeps them alive, so no id is reused while compared."""
+    with `==`, a tuple (or dict) checks each item by identity first, and xDSL attributes
+    compare by value, so an equal attribute rebuilt by a pass counts as unchanged (it
+    verifies the same). Holding the objects keeps them alive, so no id is reused while compared."""
     operands = op._operands  # an immutable tuple, replaced when an operand changes
     regions = op.regions
     if regions:
         blocks = tuple(b for r in regions for b in r.blocks)
-        return (op, op.parent, tuple(op.properties.items()), tuple(op.attributes.items()), operands,
+        return (op, op.parent, op.properties.copy(), op.attributes.copy(), operands,
                 tuple(map(_TYPE, operands)), tuple(map(_TYPE, op.results)), blocks,
                 tuple(b.last_op for b in blocks), tuple(a.type for b in blocks for a in b.args))
-    return (op, op.parent, tuple(op.properties.items()), tuple(op.attributes.items()), operands,
+    return (op, op.parent, op.properties.copy(), op.attributes.copy(), operands,
             tuple(map(_TYPE, operands)), tuple(map(_TYPE, op.results)))
 
 
@@ -74,13 +90,15 @@ class IncrementalVerifier:
         verified: set[int] = set()
         containers: list[Operation] = []
         symbol_users: list[Operation] = []
-        for op in module.walk():
+        previous = self.seen
+        for op in _walk(module):
             fingerprint = _fingerprint(op)
-            if isinstance(op, CONTAINERS):
+            kind = _kind(op)
+            if kind == _CONTAINER:
                 containers.append(op)
-            elif _symbol_user(op):
+            elif kind == _SYMBOL_USER:
                 symbol_users.append(op)
-            elif self.seen.get(id(op)) != fingerprint:
+            elif previous.get(id(op)) != fingerprint:
                 op.verify(verify_nested_ops=False)
                 verified.add(id(op))
                 changed_parents.add(id(op.parent_op()))
