@@ -6,14 +6,15 @@ CONTRACT:
     second to register its dtypes with numpy -- more than a whole compile of a small model.
     onnx only needs it for tensors of its exotic element types (bfloat16, float8, int4, ...).
     So ml_dtypes and onnx._mapping (the only onnx module that reads ml_dtypes at import) are
-    installed as deferred modules: each runs on the first access to one of its attributes
-    (but not when an import statement looks it up), exactly as an eager import would have. Nothing changes for a process that already
-    imported onnx (or ml_dtypes), or that uses them: it only loads them later.
+    installed as deferred modules (compiler/deferred.py): each runs on the first access to
+    one of its attributes (but not when an import statement looks it up), exactly as an
+    eager import would have. Nothing changes for a process that already imported onnx (or
+    ml_dtypes), or that uses them: it only loads them later.
   * `tensor_to_array(tensor)` = onnx.numpy_helper.to_array(tensor) (the same values, shape
     and dtype), read directly for the plain numpy element types (raw_data or the typed
     field); every other tensor (external data, segments, exotic or string types, a
     big-endian host) goes to numpy_helper, which then loads ml_dtypes.
-Imports only the standard library and numpy (onnx: lazily, for the fallback).
+Imports only the standard library, numpy and compiler/deferred.py (onnx: lazily, for the fallback).
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
-import types
 
 import numpy as np
+
+from snnc.compiler.deferred import install_deferred
 
 # TensorProto.DataType -> (numpy dtype, typed field holding the values without raw_data,
 # that field's storage dtype, or None where numpy_helper converts the field specially)
@@ -43,34 +45,6 @@ _PLAIN_TYPES = {
 }
 
 
-# what the import system reads of a module found in sys.modules: reading it must not run the
-# module (importlib.util.LazyLoader's modules run on any access, `import x` included)
-_IMPORT_METADATA = frozenset({"__spec__", "__name__", "__loader__", "__package__", "__class__", "__dict__"})
-
-
-class _DeferredModule(types.ModuleType):
-    """A module whose code runs on the first access to anything but its import metadata;
-    from then on it is a plain module."""
-
-    def __getattribute__(self, name: str):
-        if name in _IMPORT_METADATA:
-            return super().__getattribute__(name)
-        spec = super().__getattribute__("__spec__")
-        self.__class__ = types.ModuleType
-        try:
-            spec.loader.exec_module(self)
-        except BaseException:
-            sys.modules.pop(spec.name, None)  # as a failed import: the next import tries again
-            raise
-        return getattr(self, name)
-
-
-def _install_deferred(spec) -> None:
-    module = importlib.util.module_from_spec(spec)
-    module.__class__ = _DeferredModule
-    sys.modules[spec.name] = module
-
-
 def defer_ml_dtypes() -> None:
     """Make `import onnx` leave ml_dtypes unloaded until something uses it (CONTRACT)."""
     if "onnx" in sys.modules or "ml_dtypes" in sys.modules or "onnx._mapping" in sys.modules:
@@ -87,8 +61,8 @@ def defer_ml_dtypes() -> None:
         mapping = None
     if mapping is None:
         return
-    _install_deferred(ml_spec)
-    _install_deferred(mapping)
+    install_deferred(ml_spec)
+    install_deferred(mapping)
 
 
 def tensor_to_array(tensor) -> np.ndarray:
