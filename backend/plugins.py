@@ -2,10 +2,10 @@
 `snnc.neuron_kinds` and `snnc.dataflows`.
 
 `importlib.metadata.entry_points(group=...)` reads the metadata of every installed
-distribution on each call (~10 ms with a few hundred installed), and importing
-importlib.metadata costs ~15 ms more (email, csv, zipfile); a compile looks up all three
-groups. `entry_points(group)` imports it on the first lookup and reads the metadata once,
-again only when sys.path or one of its directories changed (a plugin installed meanwhile).
+distribution on each call (~10 ms with a few hundred installed); a compile looks up all
+three groups. `entry_points(group)` reads the metadata once for every group, again only
+when sys.path or one of its directories changed (a plugin installed meanwhile), and
+imports importlib.metadata (~15 ms: email, csv, zipfile) on the first lookup, not before.
 Imports only the standard library.
 """
 

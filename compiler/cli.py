@@ -759,6 +759,9 @@ def main(argv: list[str] | None = None) -> int:
         return 70
 
 
+_IR_COMMANDS = ("compile", "verify", "demo", "explore", "passes")  # the commands that import xDSL's dialects
+
+
 def console_main() -> None:
     """`main` as a whole process: exits without garbage-collecting what it built.
 
@@ -770,12 +773,18 @@ def console_main() -> None:
     modules, then the IR) stays alive until it ends: it runs without the cyclic
     collector, whose ~100 collections found next to nothing (30-60 ms of the process),
     and it ends without tearing the interpreter down (once its output is flushed and
-    the atexit handlers have run).
+    the atexit handlers have run). A command that builds IR parses the assembly formats
+    of xDSL's ops when it first prints or parses one, not as it imports them
+    (compiler/deferred.py).
     """
     argv = _normalise_argv(sys.argv[1:])
     compiling = bool(argv) and argv[0] == "compile"
     if compiling:
         gc.disable()
+    if argv and argv[0] in _IR_COMMANDS:
+        from snnc.compiler.deferred import defer_assembly_formats
+
+        defer_assembly_formats()
     code = main(argv)
     gc.freeze()
     if compiling:

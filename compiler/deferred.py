@@ -1,4 +1,4 @@
-"""Third-party modules that snnc's processes import but seldom use, run on their first use.
+"""Work of third-party imports that snnc's processes seldom use, done on its first use.
 
 CONTRACT:
   * `install_deferred(spec, ready)`: puts the module of `spec` in sys.modules unrun; its code
@@ -13,7 +13,10 @@ CONTRACT:
     `coroutines` submodule loaded and ready. Any other use of asyncio (an attribute of it,
     `from asyncio import x`, a submodule import) runs the package first, as usual; nothing
     changes for a process that imported asyncio already.
-Imports only the standard library.
+  * `defer_assembly_formats()` (called by cli.console_main for the commands that build IR,
+    before they import a dialect): each op's declarative assembly format is parsed when an
+    op of its class is first parsed or printed, not as xDSL defines the class.
+Imports only the standard library (and xDSL, in defer_assembly_formats).
 """
 
 from __future__ import annotations
@@ -78,3 +81,43 @@ def defer_asyncio() -> None:
         sys.modules.pop(spec.name, None)
         raise
     install_deferred(package, {"coroutines": coroutines})
+
+
+class _DeferredFormat:
+    """An op's declarative assembly format, parsed (by `parse_format`) when an op of its
+    class is first parsed or printed."""
+
+    __slots__ = ("_text", "_op_def", "_parse_format", "_program")
+
+    def __init__(self, text: str, op_def, parse_format) -> None:
+        self._text, self._op_def, self._parse_format, self._program = text, op_def, parse_format, None
+
+    def _parsed(self):
+        if self._program is None:
+            self._program = self._parse_format(self._text, self._op_def)
+        return self._program
+
+    def parse(self, parser, op_type):
+        return self._parsed().parse(parser, op_type)
+
+    def print(self, printer, op):
+        return self._parsed().print(printer, op)
+
+
+def defer_assembly_formats() -> None:
+    """xDSL parses the declarative assembly format of each op as it defines the op's class
+    (~1 ms each; ~70 ops on a compile's path: builtin, func, arith, memref, scf, snn), and a
+    compile that prints no IR never uses them. After this call, a format is parsed when an
+    op of its class is first parsed or printed: a malformed one (a bug in its dialect) is
+    then reported there instead of at import. For whole `snnc` processes (cli.console_main),
+    before they import any dialect; not a library default, so xDSL still checks every
+    format at import in tests and other callers."""
+    from xdsl.irdl import declarative_assembly_format
+
+    program = declarative_assembly_format.FormatProgram
+    eager = program.__dict__.get("from_str")
+    if not isinstance(eager, staticmethod) or getattr(program, "_formats_deferred", False):
+        return  # an xDSL whose formats this does not know how to defer, or deferred already
+    parse_format = eager.__func__
+    program.from_str = staticmethod(lambda text, op_def: _DeferredFormat(text, op_def, parse_format))
+    program._formats_deferred = True
