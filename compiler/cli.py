@@ -772,7 +772,7 @@ def console_main() -> None:
     A `snnc compile` process goes further, as everything it builds (~400 imported
     modules, then the IR) stays alive until it ends: it runs without the cyclic
     collector, whose ~100 collections found next to nothing (30-60 ms of the process),
-    and it ends without tearing the interpreter down (once its output is flushed and
+    with a single OpenBLAS thread, and it ends without tearing the interpreter down (once its output is flushed and
     the atexit handlers have run). A command that builds IR parses the assembly formats
     of xDSL's ops when it first prints or parses one, not as it imports them
     (compiler/deferred.py).
@@ -781,6 +781,9 @@ def console_main() -> None:
     compiling = bool(argv) and argv[0] == "compile"
     if compiling:
         gc.disable()
+        # no numpy call of a compile uses BLAS: spare OpenBLAS starting a thread per core
+        # as numpy is imported (~40 ms); a user's own setting stands
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     if argv and argv[0] in _IR_COMMANDS:
         from snnc.compiler.deferred import defer_assembly_formats
 
