@@ -772,10 +772,10 @@ def console_main() -> None:
     A `snnc compile` process goes further, as everything it builds (~400 imported
     modules, then the IR) stays alive until it ends: it runs without the cyclic
     collector, whose ~100 collections found next to nothing (30-60 ms of the process),
-    with a single OpenBLAS thread, and it ends without tearing the interpreter down (once its output is flushed and
-    the atexit handlers have run). A command that builds IR parses the assembly formats
-    of xDSL's ops when it first prints or parses one, not as it imports them
-    (compiler/deferred.py).
+    with a single OpenBLAS thread, and it ends without tearing the interpreter down
+    (once its output is flushed and the atexit handlers have run). A command that builds
+    IR parses the assembly formats of xDSL's ops when it first prints or parses one, not
+    as it imports them (compiler/deferred.py).
     """
     argv = _normalise_argv(sys.argv[1:])
     compiling = bool(argv) and argv[0] == "compile"

@@ -46,9 +46,9 @@ def test_a_deferred_assembly_format_prints_as_an_eager_one():
         "a = arith.ConstantOp(builtin.IntegerAttr(3, builtin.i32))\n"
         "add = arith.AddiOp(a, a)\n"
         "text = str(builtin.ModuleOp([a, add]))\n"
-        "print(json.dumps([type(arith.AddiOp.parse).__name__, text, getattr(FormatProgram, '_formats_deferred', False)]))\n"
+        "print(json.dumps([text, getattr(FormatProgram, '_formats_deferred', False)]))\n"
     )
     eager = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     deferred = subprocess.run([sys.executable, "-c", code, "defer"], check=True, capture_output=True, text=True).stdout
     eager, deferred = json.loads(eager), json.loads(deferred)
-    assert "arith.addi %" in eager[1] and deferred[:2] == eager[:2] and (eager[2], deferred[2]) == (False, True)
+    assert "arith.addi %" in eager[0] and deferred[0] == eager[0] and (eager[1], deferred[1]) == (False, True)
