@@ -101,7 +101,8 @@ def read_model(path) -> tuple[object, dict[str, np.ndarray]]:
     from the file's bytes without those payloads, so each keeps its name, dims and type
     and has no raw_data. The mapping is closed before returning. A 60 MB model's weights
     are copied once this way instead of three times (reading the file, parsing it,
-    copying each raw_data out): ~100 ms less. A file this does not fully understand (not
+    copying each raw_data out): vgg16-cifar10 reads in ~80-100 ms instead of ~140-250 ms
+    (a fresh process on a loaded 2-core machine). A file this does not fully understand (not
     one graph field, initializers sharing a name, a group or truncated field, a text
     format, ...) goes to onnx.load whole, with no arrays, so every error is onnx's own.
     """
@@ -176,8 +177,10 @@ def _fields(data, start: int, end: int):
 
 
 _MODEL_GRAPH, _GRAPH_INITIALIZER = 7, 5  # ModelProto.graph, GraphProto.initializer
-_DIMS, _DATA_TYPE, _NAME, _RAW_DATA = 1, 2, 8, 9  # TensorProto fields; also allowed: doc_string (12),
-_OTHER_TENSOR_FIELDS = {12, 16}  # metadata_props (16); any other (typed data, segment, external data) stays
+_DIMS, _DATA_TYPE, _NAME, _RAW_DATA = 1, 2, 8, 9  # TensorProto fields
+# The other TensorProto fields a tensor read in place may have: doc_string, metadata_props. Any
+# other (typed data, segment, external data, data_location) leaves the tensor to onnx.
+_OTHER_TENSOR_FIELDS = {12, 16}
 
 
 def _without_payloads(data) -> tuple[bytes, dict[str, np.ndarray]]:
