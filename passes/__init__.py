@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from importlib.metadata import entry_points
 
 from xdsl.passes import ModulePass
 
 from snnc.backend.errors import SnncError
+from snnc.backend.plugins import entry_points
 
 PLUGIN_GROUP = "snnc.passes"
 

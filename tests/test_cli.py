@@ -322,6 +322,23 @@ def test_console_script_exit_code_and_no_traceback(tmp_path):
     assert not (tmp_path / "p.bin").exists()
 
 
+def test_a_compile_process_writes_and_prints_what_main_does(vgg_small, vgg_program, tmp_path, capsys):
+    """A whole `snnc compile` process (no cyclic GC, no interpreter teardown, assembly
+    formats parsed on first use: cli.console_main) writes the same prog.bin and prints the
+    same IR text, notes and exit status as `main` in-process."""
+    def process(*args):
+        return subprocess.run([sys.executable, "-m", "snnc.compiler.cli", *map(str, args)],
+                              capture_output=True, text=True)
+
+    proc = process(vgg_small[0], "-o", tmp_path / "p.bin")
+    assert proc.returncode == 0 and proc.stdout == ""
+    assert proc.stderr.startswith("wrote ") and (tmp_path / "p.bin").read_bytes() == vgg_program.read_bytes()
+    for level in ("snn-ir", "loop-ir", "accel-ir"):
+        proc = process(vgg_small[0], "--emit", level)
+        assert run_cli(vgg_small[0], "--emit", level) == 0
+        assert (proc.returncode, proc.stdout, proc.stderr) == (0, capsys.readouterr().out, "")
+
+
 # --------------------------------------------------------------------------------------
 # bad input
 # --------------------------------------------------------------------------------------

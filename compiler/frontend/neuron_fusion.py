@@ -1,7 +1,7 @@
 """Recognise exporter-written spiking neurons and fuse them into `snnc.fused::Neuron` calls.
 
 Contract
-    fuse_neurons(model: onnx.ModelProto, arrays=None) -> onnx.ModelProto
+    fuse_neurons(model: onnx.ModelProto, arrays=None, payloads=None) -> onnx.ModelProto
         A copy of `model` in which every unrolled elementwise neuron subgraph is
         replaced by one `snnc.fused::Neuron(I_t, v_{t-1}) -> (s_t, v_t)` node per
         timestep. The node's attributes carry the full `snn.lif` semantics (leak,
@@ -155,10 +155,12 @@ def _folds_too_big(node: onnx.NodeProto, inputs: list) -> bool:
     return not size <= MAX_FOLD_ELEMENTS
 
 
-def initializer_arrays(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+def initializer_arrays(graph: onnx.GraphProto, read: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """The graph's initializers as numpy arrays, by name (each read once: reading a
-    protobuf payload copies it, and weights are tens of MB)."""
-    return {init.name: tensor_array(init) for init in graph.initializer}
+    protobuf payload copies it, and weights are tens of MB); those in `read` (read in
+    place by onnx_loading.read_model: they have no raw_data) from there."""
+    read = read or {}
+    return {init.name: read[init.name] if init.name in read else tensor_array(init) for init in graph.initializer}
 
 
 def tensor_array(tensor: onnx.TensorProto, what: str = "initializer") -> np.ndarray:
@@ -326,11 +328,13 @@ def _reach(cluster: _Cluster) -> dict[str, set[str]]:
 # ------------------------------------------------------------------------------------------
 
 
-def _value_shapes(model: onnx.ModelProto, wanted=(), runnable: onnx.ModelProto | None = None) -> dict[str, tuple[list, int]]:
+def _value_shapes(model: onnx.ModelProto, wanted=(), runnable: onnx.ModelProto | None = None,
+                  payloads: dict[str, np.ndarray] | None = None) -> dict[str, tuple[list, int]]:
     """(dims, elem_type) of the graph's values by shape inference; a dim it cannot infer is
     None (an unknown rank: [None]). Values in `wanted` it leaves unknown (e.g. a Reshape to a
     shape computed with Mod, as SpikingJelly 2.0 writes) are measured by running `runnable`
-    (the model as onnxruntime can run it) once on zero inputs."""
+    (the model as onnxruntime can run it, once `payloads` fill its initializers read in
+    place) once on zero inputs."""
     inferred = onnx.shape_inference.infer_shapes(model)
     out = {}
     for vi in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
@@ -339,13 +343,15 @@ def _value_shapes(model: onnx.ModelProto, wanted=(), runnable: onnx.ModelProto |
         out[vi.name] = (dims, t.elem_type)
     unknown = [n for n in wanted if n not in out or None in out[n][0]]
     if unknown and runnable is not None:
-        out.update(_measured_shapes(runnable, unknown))
+        out.update(_measured_shapes(runnable, unknown, payloads))
     return out
 
 
-def _measured_shapes(model: onnx.ModelProto, names: list[str]) -> dict[str, tuple[list, int]]:
+def _measured_shapes(model: onnx.ModelProto, names: list[str],
+                     payloads: dict[str, np.ndarray] | None = None) -> dict[str, tuple[list, int]]:
     """The shapes of top-level values `names` when `model` runs on zeros (nothing when it
-    cannot run: the caller then reports the shape as unknown)."""
+    cannot run: the caller then reports the shape as unknown). `payloads`: the values of
+    its initializers that were read in place (without raw_data in `model`)."""
     import onnxruntime as ort
 
     from snnc.compiler.frontend.inline import inline_local_functions
@@ -354,6 +360,9 @@ def _measured_shapes(model: onnx.ModelProto, names: list[str]) -> dict[str, tupl
     if probe is model:
         probe = onnx.ModelProto()
         probe.CopyFrom(model)
+    for init in probe.graph.initializer:
+        if payloads and init.name in payloads and not init.HasField("raw_data"):
+            init.raw_data = np.ascontiguousarray(payloads[init.name]).tobytes()
     initializers = {i.name for i in probe.graph.initializer}
     feeds = {}
     for value in probe.graph.input:
@@ -741,9 +750,10 @@ def _fuse_scan_body(model, scan: onnx.NodeProto, consts: dict, opset: int, tag: 
     body.node.extend(ordered)
 
 
-def fuse_neurons(model: onnx.ModelProto, arrays: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:
+def fuse_neurons(model: onnx.ModelProto, arrays: dict[str, np.ndarray] | None = None,
+                 payloads: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:
     """See the module docstring; `arrays`: `initializer_arrays(model.graph)` when the
-    caller has it."""
+    caller has it; `payloads`: the initializers read in place (no raw_data in `model`)."""
     graph = model.graph
     opset = _opset(model)
     consts = _fold_constants(graph, opset, arrays=arrays)
@@ -759,7 +769,7 @@ def fuse_neurons(model: onnx.ModelProto, arrays: dict[str, np.ndarray] | None = 
     clusters = _clusters(graph, consts)
     if not clusters:
         return model
-    shapes = _value_shapes(model, [n for c in clusters for n in c.inputs], runnable=original)
+    shapes = _value_shapes(model, [n for c in clusters for n in c.inputs], runnable=original, payloads=payloads)
     replaced: dict[int, list[onnx.NodeProto]] = {}  # index of a cluster's first node -> new nodes
     removed: set[int] = set()
     index = {id(n): i for i, n in enumerate(graph.node)}

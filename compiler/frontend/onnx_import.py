@@ -56,7 +56,6 @@ other time encodings (Slice+Squeeze, Loop) as handlers producing `Step`/`Whole` 
 from __future__ import annotations
 
 import functools
-import hashlib
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -86,6 +85,7 @@ from snnc.compiler.frontend.neuron_fusion import (
     initializer_arrays,
     tensor_array,
 )
+from snnc.compiler.frontend.onnx_loading import read_model
 from snnc.dialects.snn import (
     ONNX_NAME_ATTR,
     AddOp,
@@ -132,6 +132,8 @@ class Const:
         """Identity for merging per-step copies: the shared initializer, else the content."""
         if self.initializer is not None:
             return ("initializer", self.initializer)
+        import hashlib  # (loads OpenSSL: ~5 ms that most compiles never need)
+
         data = np.ascontiguousarray(self.array)
         return (data.dtype.str, data.shape, hashlib.sha1(data.tobytes()).hexdigest())
 
@@ -458,20 +460,22 @@ NEURON_MATCHERS: list[NeuronMatcher] = [match_canonical_neuron, match_fused_neur
 # ------------------------------------------------------------------------------------------
 
 
-def _load(model: onnx.ModelProto | str | Path) -> onnx.ModelProto:
+def _load(model: onnx.ModelProto | str | Path) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """The model, and the big initializers that were read in place (onnx_loading.read_model:
+    in the model they have no raw_data)."""
     if isinstance(model, onnx.ModelProto):
-        return model
+        return model, {}
     path = Path(model)
     if not path.is_file():
         raise FrontendError(f"{path}: no such ONNX file")
     try:
-        loaded = onnx.load(str(path), load_external_data=False)
+        loaded, payloads = read_model(str(path))
     except Exception as exc:  # protobuf decode errors have many types
         raise FrontendError(f"{path}: not an ONNX model ({type(exc).__name__})") from None
     if not loaded.HasField("graph") or not loaded.graph.node:
         raise FrontendError(f"{path}: not an ONNX model (no graph nodes)")
     _load_external_data(loaded, path)
-    return loaded
+    return loaded, payloads
 
 
 def all_graphs(graph: onnx.GraphProto):
@@ -1784,7 +1788,7 @@ def bodyless_neurons(model: onnx.ModelProto) -> list[onnx.NodeProto]:
 def import_onnx(model: onnx.ModelProto | str | Path, warn: Callable[[str], None] = stderr_note) -> ModuleOp:
     """The `snn` dialect module of a canonical-form ONNX SNN (see the module docstring);
     `warn` receives notes (a body-less neuron that onnxruntime could not run)."""
-    model = _load(model)
+    model, payloads = _load(model)
     _check_model(model)
     bodyless = bodyless_neurons(model)
     if bodyless:
@@ -1794,8 +1798,8 @@ def import_onnx(model: onnx.ModelProto | str | Path, warn: Callable[[str], None]
              "run such a model, so `snnc verify` compares with the snn-dialect reference)")
     _run_shape_inference(model)
     model = inline_local_functions(model)
-    arrays = initializer_arrays(model.graph)
-    model = fuse_neurons(model, arrays)  # keeps these initializers (and may add small ones)
+    arrays = initializer_arrays(model.graph, payloads)
+    model = fuse_neurons(model, arrays, payloads)  # keeps these initializers (and may add small ones)
     graph = model.graph
     interp = _Interpreter(model)
     inputs, env = _graph_inputs(graph, interp, arrays)

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from importlib.metadata import entry_points
 
 from snnc.backend.errors import SnncError
+from snnc.backend.plugins import entry_points
 
 from snnc.dialects.neurons.kind import (
     LEAK_PARAMS,

@@ -19,12 +19,12 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 
 from xdsl.dialects.builtin import ModuleOp
 
 from snnc.backend.errors import CompileError
 from snnc.backend.isa import Dataflow
+from snnc.backend.plugins import entry_points
 from snnc.dialects import tile
 
 PLUGIN_GROUP = "snnc.dataflows"
