@@ -2,7 +2,9 @@
 
     python bench/run.py [--quick] [--models a,b] [--repeats 5] [--out bench/results.md]
 
-For every zoo model it measures, as the median of N runs after one warm-up:
+For every zoo model it measures, as the median of N runs after one warm-up, the two sides of
+each ratio in alternating rounds (snnc, onnxruntime, snnc, ...) so that the machine's load
+weighs on both alike:
   * compile time (ONNX -> prog.bin bytes: `compile_model`, which ends with
     `write_program`) vs onnxruntime InferenceSession creation on the same ONNX file;
   * simulation time, cycle-level and functional-only (`simulate(..., functional=True)`),
@@ -55,46 +57,66 @@ BINARY_LIMIT = 1.1
 
 
 def median_time(fn, repeats: int, warmup: bool = True) -> float:
-    if warmup:
-        fn()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+    return interleaved_medians({"t": fn}, repeats, warmup, [])["t"]
+
+
+def interleaved_medians(fns: dict, repeats: int, warmup: bool, errors: list[str], label: str = "") -> dict:
+    """Median wall time of each of `fns`, run in alternating rounds (a, b, c, a, b, c, ...)
+    so that a change in the machine's load during the measurement weighs on all of them
+    alike and their ratios hold; a function that raises is dropped (its error recorded)."""
+    samples: dict = {name: [] for name in fns}
+    live = dict(fns)
+    for i in range(repeats + (1 if warmup else 0)):
+        for name, fn in list(live.items()):
+            start = time.perf_counter()
+            try:
+                fn()
+            except Exception as exc:  # keep measuring the others
+                errors.append(f"{label}{name}: {type(exc).__name__}: {str(exc)[:300]}")
+                if os.environ.get("SNNC_DEBUG"):
+                    traceback.print_exc()
+                del live[name]
+                samples.pop(name)
+                continue
+            if i or not warmup:
+                samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 TIME = "/usr/bin/time"
 
 
-def process_stats(argv: list[str], repeats: int, warmup: bool = True) -> tuple[float, float]:
-    """Median wall time (s) and max peak RSS (MiB) of a command, each run a fresh process
-(after a warm-up run that is not timed, unless `warmup` is False).
+def process_stats(commands: dict[str, list[str]], repeats: int, warmup: bool, errors: list[str],
+                  label: str = "") -> dict[str, tuple[float, float]]:
+    """Per command: median wall time (s) and max peak RSS (MiB), each run a fresh process,
+    the commands run in alternating rounds as in `interleaved_medians` (after a warm-up
+    round that is not timed, unless `warmup` is False).
 
     The peak RSS comes from GNU time's %M: on Linux a child's ru_maxrss starts at its
     parent's RSS at fork (kept across exec), so measuring our own children would report
     this (large) benchmark process instead; the small `time` process in between avoids it.
     """
-    walls, peaks = [], []
+    peaks: dict[str, list[float]] = {name: [] for name in commands}
     # the warm-up run leaves .pyc files behind, as an installed package has them
     # (PYTHONDONTWRITEBYTECODE would make every run compile snnc's sources again)
     env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
     with tempfile.TemporaryDirectory() as tmp:
         err_path, rss_path = Path(tmp) / "stderr", Path(tmp) / "rss"
-        for i in range(repeats + (1 if warmup else 0)):
-            with open(err_path, "wb") as err:
-                start = time.perf_counter()
-                code = subprocess.call([TIME, "-f", "%M", "-o", str(rss_path), *argv],
-                                       stdout=subprocess.DEVNULL, stderr=err, env=env)
-                wall = time.perf_counter() - start
-            if code != 0:
-                detail = err_path.read_text(errors="replace")[-300:].strip()
-                raise RuntimeError(f"{' '.join(argv[2:])} failed: {detail}")
-            if i or not warmup:  # the first run is the warm-up (page cache, pyc files)
-                walls.append(wall)
-                peaks.append(int(rss_path.read_text().split()[-1]) / 1024)  # KiB -> MiB
-    return statistics.median(walls), max(peaks)
+
+        def runner(name: str, argv: list[str]):
+            def run() -> None:
+                with open(err_path, "wb") as err:
+                    code = subprocess.call([TIME, "-f", "%M", "-o", str(rss_path), *argv],
+                                           stdout=subprocess.DEVNULL, stderr=err, env=env)
+                if code != 0:
+                    detail = err_path.read_text(errors="replace")[-300:].strip()
+                    raise RuntimeError(f"{' '.join(argv[2:])} failed: {detail}")
+                peaks[name].append(int(rss_path.read_text().split()[-1]) / 1024)  # KiB -> MiB
+            return run
+
+        walls = interleaved_medians({name: runner(name, argv) for name, argv in commands.items()},
+                                    repeats, warmup, errors, label)
+    return {name: (wall, max(peaks[name])) for name, wall in walls.items()}
 
 
 ORT_PROCESS = """
@@ -116,21 +138,6 @@ def packed_weight_bytes(model) -> int:
             w = numpy_helper.to_array(init)
             total += (w.size + 7) // 8 + int(np.count_nonzero(w))
     return total
-
-
-def _measure(row: dict, errors: list[str], key, fn) -> None:
-    """row[key] = fn() (key may be a tuple of keys); a failure leaves them missing."""
-    try:
-        value = fn()
-    except Exception as exc:  # keep benchmarking the rest
-        errors.append(f"{row['model']}: {key}: {type(exc).__name__}: {str(exc)[:300]}")
-        if os.environ.get("SNNC_DEBUG"):
-            traceback.print_exc()
-        return
-    if isinstance(key, tuple):
-        row.update(zip(key, value))
-    else:
-        row[key] = value
 
 
 def bench_model(name: str, repeats: int, workdir: Path, errors: list[str], processes: bool,
@@ -159,17 +166,12 @@ def bench_model(name: str, repeats: int, workdir: Path, errors: list[str], proce
     del model
 
     providers = ["CPUExecutionProvider"]
-    _measure(row, errors, "ort_session_s", lambda: median_time(
-        lambda: ort.InferenceSession(str(model_path), providers=providers), reps, warm))
-    try:
-        session = ort.InferenceSession(str(model_path), providers=providers)
-        _measure(row, errors, "ort_infer_s", lambda: median_time(lambda: session.run(None, inputs), reps, warm))
-        del session
-    except Exception as exc:
-        errors.append(f"{name}: onnxruntime: {type(exc).__name__}: {str(exc)[:300]}")
-
     options = CompileOptions(hw=hw)
-    _measure(row, errors, "compile_s", lambda: median_time(lambda: compile_model(model_path, options), reps, warm))
+    label = f"{name}: "
+    row.update(interleaved_medians({  # each ratio's two sides in alternating rounds
+        "ort_session_s": lambda: ort.InferenceSession(str(model_path), providers=providers),
+        "compile_s": lambda: compile_model(model_path, options),
+    }, reps, warm, errors, label))
     try:
         result = compile_model(model_path, options)
     except Exception as exc:
@@ -183,21 +185,30 @@ def bench_model(name: str, repeats: int, workdir: Path, errors: list[str], proce
     row["payload_bytes"] = row["packed_bytes"] + row["param_bytes"]
     row["constants_bytes"] = len(image.constants)
     del result
-    _measure(row, errors, "sim_functional_s", lambda: median_time(
-        lambda: simulate(image, inputs, functional=True), reps, warm))
-    _measure(row, errors, "sim_cycle_s", lambda: median_time(lambda: simulate(image, inputs), reps, warm))
-    del image
+    inferences = {
+        "sim_functional_s": lambda: simulate(image, inputs, functional=True),
+        "sim_cycle_s": lambda: simulate(image, inputs),
+    }
+    try:
+        session = ort.InferenceSession(str(model_path), providers=providers)
+        inferences["ort_infer_s"] = lambda: session.run(None, inputs)
+    except Exception as exc:
+        errors.append(f"{name}: onnxruntime: {type(exc).__name__}: {str(exc)[:300]}")
+    row.update(interleaved_medians(inferences, reps, warm, errors, label))
+    del image, inferences
 
     if processes:
         snnc = [sys.executable, "-m", "snnc.compiler.cli"]
-        _measure(row, errors, ("proc_compile_s", "compile_rss_mib"), lambda: process_stats(
-            snnc + ["compile", str(model_path), "-o", str(prog_path)] + (["--hw", hw] if hw else []), reps, warm))
-        _measure(row, errors, ("proc_run_s", "run_rss_mib"), lambda: process_stats(
-            snnc + ["run", str(prog_path), "--input", str(input_path), "--quiet"], reps, warm))
-        _measure(row, errors, ("proc_run_functional_s", "run_functional_rss_mib"), lambda: process_stats(
-            snnc + ["run", str(prog_path), "--input", str(input_path), "--functional"], reps, warm))
-        _measure(row, errors, ("proc_ort_s", "ort_rss_mib"), lambda: process_stats(
-            [sys.executable, "-c", ORT_PROCESS, str(model_path), str(input_path)], reps, warm))
+        stats = process_stats({  # the compile first in each round: the runs read the prog.bin it writes
+            "proc_compile": snnc + ["compile", str(model_path), "-o", str(prog_path)] + (["--hw", hw] if hw else []),
+            "proc_ort": [sys.executable, "-c", ORT_PROCESS, str(model_path), str(input_path)],
+            "proc_run": snnc + ["run", str(prog_path), "--input", str(input_path), "--quiet"],
+            "proc_run_functional": snnc + ["run", str(prog_path), "--input", str(input_path), "--functional"],
+        }, reps, warm, errors, label)
+        for key, rss_key in (("proc_compile", "compile_rss_mib"), ("proc_run", "run_rss_mib"),
+                             ("proc_run_functional", "run_functional_rss_mib"), ("proc_ort", "ort_rss_mib")):
+            if key in stats:
+                row[f"{key}_s"], row[rss_key] = stats[key]
     return row
 
 
