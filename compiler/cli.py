@@ -741,7 +741,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return HANDLERS[args.command](args)
+        code = HANDLERS[args.command](args)
+        sys.stdout.flush()  # a full disk or a closed pipe shows here, handled below, not at exit
+        return code
     except SnncError as exc:  # one line, even when a name from the input holds a newline
         print(f"snnc: error: {exc}".replace("\n", "\\n"), file=sys.stderr)
         return 1
@@ -751,6 +753,14 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `snnc disasm p.bin | head`: the reader left; not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as exc:  # the environment's (a full disk, a file that cannot be written), not snnc's
+        where = f"{exc.filename}: " if exc.filename else "writing the output: "
+        print(f"snnc: error: {where}{exc.strerror or exc}".replace("\n", "\\n"), file=sys.stderr)
+        try:
+            sys.stdout.flush()
+        except OSError:  # stdout itself failed: drop what is left, or the exit would fail on it again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except Exception as exc:  # a bug in snnc, not bad input: still one line by default
         if os.environ.get("SNNC_DEBUG"):
             raise

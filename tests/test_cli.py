@@ -7,6 +7,7 @@ culprit, a non-zero exit, and no output file left behind.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -320,6 +321,18 @@ def test_console_script_exit_code_and_no_traceback(tmp_path):
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().startswith("snnc: error:")
     assert not (tmp_path / "p.bin").exists()
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full")
+@pytest.mark.parametrize("command", [["--emit", "snn-ir"], ["--emit", "asm"]])
+def test_a_full_disk_on_stdout_is_a_one_line_error(vgg_small, command):
+    """Output that cannot be written (here: every write to /dev/full fails with ENOSPC)
+    is the environment's fault: one line naming it and exit 1, not an internal error."""
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "snnc.compiler.cli", str(vgg_small[0]), *command],
+                              stdout=full, stderr=subprocess.PIPE, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == "snnc: error: writing the output: No space left on device"
 
 
 def test_a_compile_process_writes_and_prints_what_main_does(vgg_small, vgg_program, tmp_path, capsys):
