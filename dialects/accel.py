@@ -54,7 +54,7 @@ from xdsl.dialects.builtin import (
     TensorType,
     i8,
 )
-from xdsl.ir import Attribute, Block, Dialect, Region
+from xdsl.ir import Attribute, Block, Dialect, Operation, Region
 from xdsl.irdl import (
     IRDLOperation,
     irdl_op_definition,
@@ -180,11 +180,38 @@ class _FieldsOp(IRDLOperation):
         return {name: props[name].data for name in _int_field_names(type(self))}
 
     def verify_(self) -> None:
-        props = self.properties
-        for f, lo, hi in _int_fields(type(self)):
-            # IRDL has checked that every field is present and an IntAttr before this runs
-            if not lo <= props[f.name].data <= hi:
-                _check_field_range(self.name, f, props[f.name].data)  # raises, naming the field
+        _verify_field_ranges(self)  # IRDL has checked that every field is present and an IntAttr
+
+
+def _verify_field_ranges(op: _FieldsOp) -> None:
+    props = op.properties
+    for f, lo, hi in _int_fields(type(op)):
+        if not lo <= props[f.name].data <= hi:
+            _check_field_range(op.name, f, props[f.name].data)  # raises, naming the field
+
+
+@functools.lru_cache(maxsize=None)
+def _field_names(op_class: type[_FieldsOp]) -> frozenset[str]:
+    return frozenset(f.name for f in op_class.FIELDS)
+
+
+def verify_fields_op(op: _FieldsOp) -> None:
+    """What op.verify(verify_nested_ops=False) checks of a fields op (its IRDL definition:
+    no operands, results, regions or successors, exactly its fields as properties, each an
+    IntAttr or the layer's SymbolRefAttr; then its verify_), without IRDL's generic
+    machinery: accel.program runs it for each instruction it holds (VERIFIES_HELD_OPS)."""
+    if op.operands or op.results or op.regions or op.successors:
+        raise VerifyException(f"{op.name}: an instruction has no operands, results, regions or successors")
+    props = op.properties
+    names = _field_names(type(op))
+    if props.keys() != names:
+        missing, unknown = sorted(names - props.keys()), sorted(props.keys() - names)
+        raise VerifyException(f"{op.name}: " + (f"property '{missing[0]}' expected" if missing else
+                                                f"property '{unknown[0]}' is not defined by the operation"))
+    for name, value in props.items():
+        if not isinstance(value, SymbolRefAttr if name == "layer" else IntAttr):
+            raise VerifyException(f"{op.name}: property '{name}' is a {type(value).__name__}")
+    _verify_field_ranges(op)  # its verify_ (op.verify_ would run the IRDL checks above as well)
 
 
 # --------------------------------------------------------------------------------------
@@ -528,6 +555,9 @@ class ProgramOp(IRDLOperation):
     timesteps = prop_def(IntAttr)
     body = region_def("single_block")
     traits = traits_def(NoTerminator())
+    # its verify_ checks each of these it holds completely (verify_fields_op), so a
+    # verifier that re-verifies changed ops may leave them to it (compiler/verify.py)
+    VERIFIES_HELD_OPS: ClassVar[tuple[type[Operation], ...]] = ()  # set below, once the classes exist
 
     @classmethod
     def create_with(
@@ -605,6 +635,7 @@ class ProgramOp(IRDLOperation):
                     _verify_exit_check(op, io_ops, last_check)
                 inputs = (tuple(op.properties.items()), layer_inputs.get(op.layer_symbol), dram_size, sram_size)
                 if _VERIFIED_INSTRUCTIONS.get(op) != inputs:
+                    verify_fields_op(op)
                     _verify_instruction(op, layers, dram_size, sram_size)
                     _VERIFIED_INSTRUCTIONS[op] = inputs
                 continue
@@ -751,6 +782,8 @@ def _verify_instruction(op: InstructionOp, layers: dict[str, LayerOp], dram_size
         if end > dram_size:
             raise VerifyException(f"{where}: fibers end at {end:#x}, beyond dram_size {dram_size:#x}")
 
+
+ProgramOp.VERIFIES_HELD_OPS = (InstructionOp,)
 
 ACCEL = Dialect(
     "accel",

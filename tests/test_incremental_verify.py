@@ -89,3 +89,27 @@ def test_program_rechecks_an_instruction_whose_field_changed(compiled):
     inst.properties["rows"] = IntAttr(0)
     with pytest.raises(VerifyException, match="rows"):
         verifier(module)
+
+
+@pytest.mark.parametrize("damage", ["missing", "unknown", "wrong type", "out of range"])
+def test_program_checks_the_instructions_it_holds_as_their_own_definition_would(compiled, damage):
+    """The verifier leaves a changed instruction to its accel.program (VERIFIES_HELD_OPS),
+    which checks what the op's IRDL definition would: every field present, no other
+    property, each of its type and range."""
+    from xdsl.dialects.builtin import IntAttr
+
+    module = compiled.accel_module.clone()
+    verifier = _verified(module)
+    inst = next(op for op in module.walk() if isinstance(op, accel.SynOp))
+    if damage == "missing":
+        del inst.properties["rows"]
+    elif damage == "unknown":
+        inst.properties["colour"] = IntAttr(1)
+    elif damage == "wrong type":
+        inst.properties["rows"] = StringAttr("1")
+    else:
+        inst.properties["rows"] = IntAttr(1 << 40)
+    with pytest.raises(VerifyException, match="rows|colour"):
+        module.verify()
+    with pytest.raises(VerifyException, match="rows|colour"):
+        verifier(module)
