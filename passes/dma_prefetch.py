@@ -56,35 +56,52 @@ def dram_ranges(op: accel.InstructionOp) -> list[Range]:
     return []
 
 
-def _overlaps(a: Range, b: Range) -> bool:
-    return a[0] < b[1] and b[0] < a[1]
+def _any_overlap(ranges: list[Range], others: list[Range]) -> bool:
+    for a0, a1 in ranges:
+        for b0, b1 in others:
+            if a0 < b1 and b0 < a1:
+                return True
+    return False
 
 
-def _any_overlap(r: Range | None, ranges: list[Range]) -> bool:
-    return r is not None and any(_overlaps(r, other) for other in ranges)
+_OTHER, _LOAD, _STORE, _BARRIER = range(4)
+_KIND = {**{cls: _LOAD for cls in LOADS}, **{cls: _STORE for cls in STORES}, accel.BarrierOp: _BARRIER}
 
 
 def hoist_loads(instructions: list[accel.InstructionOp], layers: dict[str, accel.LayerOp]) -> list[accel.InstructionOp]:
     """Move each DMA load up past the independent instructions before it (see CONTRACT)."""
-    sram = {id(op): [(o.addr, o.end) for o in accel.sram_operands(op, layers.get(op.layer_symbol) if op.layer_symbol else None)]
-            for op in instructions}
-    written = {id(op): dram_ranges(op) for op in instructions if isinstance(op, STORES)}
+    sram_ranges: dict[int, list[Range]] = {}  # by id(op), computed for the ops a load meets
+
+    def sram(op: accel.InstructionOp) -> list[Range]:
+        found = sram_ranges.get(id(op))
+        if found is None:
+            symbol = op.layer_symbol
+            found = sram_ranges[id(op)] = [(o.addr, o.end) for o in accel.sram_operands(
+                op, layers.get(symbol) if symbol else None)]
+        return found
+
+    written: dict[int, list[Range]] = {}
     out: list[accel.InstructionOp] = []
     for op in instructions:
-        if not isinstance(op, LOADS):
+        if _KIND.get(type(op)) != _LOAD:
             out.append(op)
             continue
-        dest = sram[id(op)]
+        dest = sram(op)
         source = dram_ranges(op)
         at = len(out)
         while at > 0:
             before = out[at - 1]
-            if isinstance(before, (accel.BarrierOp, *LOADS)):
+            kind = _KIND.get(type(before), _OTHER)
+            if kind == _BARRIER or kind == _LOAD:
                 break
-            if any(_any_overlap(d, sram[id(before)]) for d in dest):
+            if _any_overlap(dest, sram(before)):
                 break
-            if isinstance(before, STORES) and any(_any_overlap(r, source) for r in written[id(before)]):
-                break
+            if kind == _STORE:
+                ranges = written.get(id(before))
+                if ranges is None:
+                    ranges = written[id(before)] = dram_ranges(before)
+                if _any_overlap(ranges, source):
+                    break
             at -= 1
         out.insert(at, op)
     return out
