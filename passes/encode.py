@@ -22,6 +22,9 @@ CONTRACT
 
 from __future__ import annotations
 
+import functools
+import struct
+
 from xdsl.dialects.builtin import ModuleOp
 
 from snnc.backend import binformat, isa
@@ -60,6 +63,32 @@ def instruction_fields(op: accel.InstructionOp, layer_index: dict[str, int]) -> 
     return values
 
 
+def _pack_instructions(ops: list[accel.InstructionOp], layer_index: dict[str, int]) -> bytearray:
+    """The instruction stream, HALT appended: each op's fields packed in its table entry's
+    order (isa.InstructionSpec.struct) straight from its properties. The program has been
+    verified (every field present, an IntAttr in range), so isa.encode_instruction's
+    argument checks are not repeated per instruction; a value the struct still refuses is
+    a CompileError naming the instruction."""
+    size = isa.INSTRUCTION_BYTES
+    out = bytearray(size * (len(ops) + 1))  # zero padding after each instruction's fields
+    for i, op in enumerate(ops):
+        spec = op.SPEC
+        props = op.properties
+        values = [layer_index[props[name].root_reference.data] if name == "layer" else props[name].data
+                  for name in _field_order(type(op))]
+        try:
+            spec.struct.pack_into(out, i * size, int(spec.opcode), *values)
+        except (struct.error, KeyError) as exc:
+            raise CompileError(f"encoder: instruction {i} ({op.name}): {exc}") from None
+    out[len(ops) * size:] = isa.encode_instruction(isa.Opcode.HALT)
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _field_order(op_class: type[accel.InstructionOp]) -> tuple[str, ...]:
+    return tuple(f.name for f in op_class.SPEC.fields)
+
+
 def encode(module: ModuleOp | accel.ProgramOp, *, verify: bool = True) -> binformat.ProgramImage:
     """The program image; `verify=False` when the caller has just verified the module
     (the compile pipeline verifies after every pass)."""
@@ -68,10 +97,7 @@ def encode(module: ModuleOp | accel.ProgramOp, *, verify: bool = True) -> binfor
         program.verify()
     layers = program.layers()
     layer_index = program.layer_index()
-    instructions = bytearray()
-    for op in program.instructions():
-        instructions += isa.encode_instruction(op.opcode, **instruction_fields(op, layer_index))
-    instructions += isa.encode_instruction(isa.Opcode.HALT)
+    instructions = _pack_instructions(program.instructions(), layer_index)
     io = [
         binformat.IODesc(
             name=op.io_name.data, is_output=bool(op.is_output.data), onnx_shape=op.shape,
