@@ -119,11 +119,8 @@ def chunk_sums(values: np.ndarray, width: int) -> np.ndarray:
     m, k = values.shape
     if k <= width:  # one chunk: no padding up to a buffer that may be far wider than K
         return values.sum(axis=1, keepdims=True)
-    chunks = math.ceil(k / width)
-    pad = chunks * width - k  # < k
-    if pad:
-        values = np.concatenate([values, np.zeros((m, pad), dtype=values.dtype)], axis=1)
-    return values.reshape(m, chunks, width).sum(axis=2)
+    # segment sums in place of padding K up to whole chunks (no copy of `values`)
+    return np.add.reduceat(values, np.arange(0, k, width), axis=1)
 
 
 class FiberBs:
@@ -221,6 +218,48 @@ def rounds_streams(bm_a: np.ndarray, nzw: np.ndarray, col: np.ndarray, pes: int,
     return FtpStreams(counts, a_fetches=m_pos, b_fibers=rounds * n_out, b_nonzeros=rounds * int(col.sum()))
 
 
+def _sorted_unique(values: np.ndarray) -> np.ndarray:
+    """np.unique of a small int array, without its per-call overhead."""
+    values = np.sort(values)
+    keep = np.empty(values.size, dtype=bool)
+    keep[:1] = True
+    np.not_equal(values[1:], values[:-1], out=keep[1:])
+    return values[keep]
+
+
+def _piece_counts(bm_a: np.ndarray, fb: FiberBs, col: np.ndarray, width: int, m: np.ndarray,
+                  n0: np.ndarray) -> np.ndarray:
+    """[P, C] matched pairs per chunk of the balanced cut's pieces (position m[p], fiber-Bs
+    n0[p] up to the next piece's start, or to N when the next piece starts a new position).
+
+    With prefix[u][k] = the fiber-Bs before u with a non-zero at k (prefix[N] = col) and
+    F(m, u) = chunk_sums(bm-A[m] * prefix[u]), a piece [n0, n1) of position m has
+    F(m, n1) - F(m, n0): F(m, 0) = 0, F(m, N) = the whole column sums, and the only other
+    u are the cuts inside positions (at most num_pes - 1), each the start of one piece and
+    the end of the piece before it. So the work is one [M, K] pass, one pass over the
+    non-zeros and one [cuts, K] pass, whatever the number of pieces.
+    """
+    k = bm_a.shape[1]
+    whole = weighted_chunk_sums(bm_a, col, width)  # F(m, N) [M, C]
+    counts = whole[m]  # the end of every piece, as if it ran to N ...
+    inside = np.flatnonzero(n0 > 0)  # pieces starting at a cut inside their position
+    if inside.size:
+        cut = n0[inside]
+        us = np.array(sorted(set(cut.tolist())), dtype=np.int64)  # at most num_pes - 1 distinct cuts
+        # prefix[u] for the distinct cuts: the non-zeros of the rows up to each cut, added up
+        # block by block (the non-zeros are in row-major order)
+        prefix = np.empty((us.size, k), dtype=np.int64)
+        running, start = np.zeros(k, dtype=np.int64), 0
+        for j, end in enumerate(fb.row_starts[us].tolist()):
+            running += np.bincount(fb.columns[start:end], minlength=k)
+            prefix[j], start = running, end
+        which = np.searchsorted(us, cut)
+        at_cut = chunk_sums(bm_a[m[inside]] * prefix[which], width)  # F(m, u) of each inside cut
+        counts[inside - 1] = at_cut  # ... but the piece before an inside cut ends there
+        counts[inside] -= at_cut
+    return counts
+
+
 def balanced_streams(bm_a: np.ndarray, nzw: np.ndarray, col: np.ndarray, pes: int, width: int) -> FtpStreams:
     """`balanced` scheduler. Both of its rules use only what is known before the joins:
     popcount(bm-A[m]) from the bitmasks and nnz(bm-B[n]) from the fiber lengths.
@@ -248,26 +287,14 @@ def balanced_streams(bm_a: np.ndarray, nzw: np.ndarray, col: np.ndarray, pes: in
                           a_fetches=m_pos, b_fibers=rounds * n_out, b_nonzeros=rounds * int(col.sum()))
     bounds = balanced_runs(popcount, fb.row_nnz, pes)
     runs = bounds.size - 1
-    edges = np.union1d(bounds, np.arange(0, m_pos * n_out + 1, n_out))  # runs cut at position ends
+    edges = _sorted_unique(np.concatenate([bounds, np.arange(0, m_pos * n_out + 1, n_out)]))  # runs cut at position ends
     lo, hi = edges[:-1], edges[1:]
     run = np.searchsorted(bounds, lo, side="right") - 1
     m = lo // n_out
     n0, n1 = lo - m * n_out, hi - m * n_out
-    cuts = np.union1d(np.concatenate([n0, n1]), [0, n_out])
+    cuts = _sorted_unique(np.concatenate([n0, n1, [0, n_out]]))
     i0, i1 = np.searchsorted(cuts, n0), np.searchsorted(cuts, n1)
-    chunks = max(1, math.ceil(k / width))
-    nnz = fb.columns.size
-    if m_pos * nnz <= PIECES_BY_NONZEROS * (cuts.size + lo.size) * k:
-        # few non-zeros: each (position, non-zero weight) pair lands in its piece's chunk when
-        # the position's input fires there (the pieces of a position partition its fiber-Bs)
-        piece = np.searchsorted(lo, (np.arange(m_pos)[:, None] * n_out + fb.rows[None, :]).ravel(), side="right") - 1
-        slot = piece * chunks + np.tile(fb.columns // width, m_pos)
-        piece_counts = np.bincount(slot[bm_a[:, fb.columns].ravel()], minlength=lo.size * chunks).reshape(lo.size, chunks)
-    else:
-        # fiber-B column sums over each piece's channel range, from blocks between the distinct cut channels
-        blocks = fb.block_column_sums(cuts[:-1])  # [B, K]
-        prefix = np.concatenate([np.zeros((1, k), dtype=np.int64), np.cumsum(blocks, axis=0)])
-        piece_counts = chunk_sums(bm_a[m] * (prefix[i1] - prefix[i0]), width)  # [P, C]
+    piece_counts = _piece_counts(bm_a, fb, col, width, m, n0)
     rank = np.arange(lo.size) - np.searchsorted(run, run, side="left")  # piece index within its run
     depth = int(rank.max()) + 1 if rank.size else 1
     counts = np.zeros((runs, depth, piece_counts.shape[1]), dtype=np.int64)
