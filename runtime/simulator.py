@@ -918,16 +918,6 @@ def _lif_params(ctx: _Context, lay, f, channels: _ChannelBlock, where: str) -> _
     return found
 
 
-def _spike_words(spikes: np.ndarray, wdtype: np.dtype) -> np.ndarray:
-    """bool [nt, ...] -> words [...] of `wdtype` with bit `lane` = spikes[lane]."""
-    packed = np.packbits(spikes, axis=0, bitorder="little")  # [ceil(nt/8), ...]: byte j = lanes 8j..8j+7
-    if wdtype.itemsize == 1:
-        return packed[0]
-    words = np.zeros(spikes.shape[1:] + (wdtype.itemsize,), dtype=np.uint8)
-    words[..., :packed.shape[0]] = np.moveaxis(packed, 0, -1)
-    return words.view(wdtype)[..., 0]
-
-
 def _lif(ctx: _Context, where: str, f) -> Effect:
     """Integer P-LIF over lanes t0..t0+nt-1 (docs/isa.md "LIF semantics")."""
     lay = ctx.layer(f, where, LayerKind.CONV)
@@ -951,7 +941,8 @@ def _lif(ctx: _Context, where: str, f) -> Effect:
     compare_gt, no_fire = bool(lay.lif_flags & COMPARE_GT), bool(lay.lif_flags & NO_FIRE)
     membrane_bits = ctx.hw.compute.membrane_bits
     padding = ~channels.real if channels.padded else None
-    spikes = np.empty((f.nt,) + v.shape, dtype=bool)  # lane by lane; packed into words at the end
+    wdtype = word_dtype(f.nt)
+    words = np.zeros(v.shape, dtype=wdtype)  # bit `lane` = spike at t0 + lane, ORed in lane by lane
     trace = np.zeros((f.nt,) + v.shape, dtype="<i4") if f.mem_addr != isa.NO_ADDRESS else None
     # Magnitude bounds (exact Python ints) carried through the lanes: while a bound stays inside
     # the membrane range, `saturate` would find nothing to clamp and is skipped (its two
@@ -987,18 +978,17 @@ def _lif(ctx: _Context, where: str, f) -> Effect:
             h, clamped = saturate(h, membrane_bits)
             clamped_total += clamped
             h_max = in_range + 1
-        s = spikes[lane]
         if no_fire:
-            s[...] = False
+            s = np.zeros(v.shape, dtype=bool)
         elif compare_gt:
-            np.greater(h, thr, out=s)
+            s = np.greater(h, thr)
         else:
-            np.greater_equal(h, thr, out=s)
+            s = np.greater_equal(h, thr)
         # h is this lane's own array (fresh, or saturate's copy): the reset may work in place
         if delayed:
             v, v_max = h, h_max
         elif reset == ResetMode.SUBTRACT:
-            np.subtract(h, thr, out=h, where=s)
+            h -= thr * s  # a masked subtract (where=s) is several times slower
             v, v_max = h, h_max + thr_max
         elif reset == ResetMode.ZERO:
             v, v_max = np.where(s, 0, h), h_max
@@ -1014,8 +1004,9 @@ def _lif(ctx: _Context, where: str, f) -> Effect:
         s_prev, s_max = s, 1
         if trace is not None:
             trace[lane] = v
+        bits = s.view(np.uint8)
+        words |= (bits if wdtype.itemsize == 1 else bits.astype(wdtype)) << wdtype.type(lane)
     ctx.saturations[f.layer] += clamped_total
-    words = _spike_words(spikes, word_dtype(f.nt))  # bit `lane` = spike at t0 + lane
     state = np.empty((2,) + v.shape, dtype="<i4")
     state[0], state[1] = v, s_prev
     m.sram.write(f.state_addr, state, where + ".state_addr")
