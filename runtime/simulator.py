@@ -25,10 +25,13 @@ CONTRACT:
   * Malformed programs (SRAM access out of range, wrong layer kind for an
     opcode, input rows missing from a tile) raise BinaryFormatError naming the
     instruction index and field.
-  * Work that repeats across visits is cached per simulation without changing any
-    result: window geometry per row-tile shape, decoded SYN weight tiles and LIF
-    parameter blocks while their SRAM bytes are unchanged (compared on every visit),
-    the fiber walk of a dma.load_bm for the SYN that reads the same bytes. SYN products
+  * Work that repeats across visits is cached without changing any result: window
+    geometry per row-tile shape, decoded SYN weight tiles and LIF parameter blocks while
+    their SRAM bytes are unchanged (compared on every visit), the fiber walk of a
+    dma.load_bm while its DRAM bytes are unchanged, and for the SYN that reads the same
+    bytes. What depends on the image alone (decoded, validated instructions, their SRAM
+    ranges) and these caches stay with the image for its next simulation (`_Prepared`,
+    made again when a section of the image changes). SYN products
     are exact in every kernel choice (sparse CSR or dense, see _exact_dtype); dense BLAS
     only for large dense products (BLAS_MIN_MACS) or tiny ones.
 Imports only numpy, rich, the standard library, snnc.backend and (lazily, for the
@@ -39,6 +42,8 @@ from __future__ import annotations
 
 import functools
 import struct
+import threading
+import weakref
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
@@ -116,24 +121,26 @@ class Effect:
 
 
 class _Context:
-    def __init__(self, image: ProgramImage, hw: HwConfig, functional: bool, exit_register: int | None = None):
-        self.hw = hw
+    def __init__(self, image: ProgramImage, prepared: "_Prepared", functional: bool, exit_register: int | None = None):
+        self.hw = hw = prepared.hw
         self.io = image.io
         self.exit_register = exit_register  # exit.check's threshold register (None: never halts)
         self.exit_sums: dict[int, np.ndarray] = {}  # the exit unit's running sums, per output descriptor
         self.machine = Machine(image, hw)
-        self.layers = [SimpleNamespace(**d, enums={}) for d in decode_layers(image)]  # enums: see _decoded
+        self.layers = prepared.layers
         self.functional = functional
         self.saturations = np.zeros(len(self.layers), dtype=np.int64)
         # per layer: {batch: (rows seen [in_h], fired [in_h, in_w, in_c])} for silent_ratio
         self.fired: list[dict[int, tuple[np.ndarray, np.ndarray]]] = [{} for _ in self.layers]
         # Per-visit work that only depends on the instruction's geometry or on SRAM bytes that
-        # the program reloads unchanged: computed once, reused by later visits (see _windows,
-        # _weight_tile, _channel_block).
-        self.windows: dict[tuple, _Windows] = {}
-        self.weight_tiles: dict[tuple, _WeightTile] = {}
-        self.channel_blocks: dict[tuple, _ChannelBlock] = {}
-        self.lif_params: dict[tuple, _LifParams] = {}
+        # the program reloads unchanged: computed once, reused by later visits and by later
+        # simulations of the same program (see _windows, _weight_tile, _channel_block, _Prepared).
+        self.windows = prepared.windows
+        self.weight_tiles = prepared.weight_tiles
+        self.channel_blocks = prepared.channel_blocks
+        self.lif_params = prepared.lif_params
+        self.fiber_walks = prepared.fiber_walks
+        self.cache_lock = prepared.lock
         # SRAM address -> (bytes, fiber_elems, elem_bits, _Fibers relative to the address) of the
         # packed fibers a dma.load_bm copied there: a SYN reading the same bytes skips re-walking them
         self.sram_fibers: dict[int, tuple[bytes, int, int, _Fibers]] = {}
@@ -341,6 +348,25 @@ def _fiber_byte_offsets(n: int, elems: int, wb: int, layout: tuple[int, int, int
     return (starts[..., None] + np.arange(wb, dtype=np.int64)).reshape(n, elems * wb)
 
 
+def _walked_dram_fibers(ctx: _Context, f, n: int, elems: int, eb: int, where: str) -> tuple[_Fibers, bytes]:
+    """`_walk_fibers` of the DRAM fibers at dram_addr and their bytes; a walk is reused while
+    the bytes it covered are the same (weights: every simulation of the program reloads them).
+    The walk reads only those bytes (and the DRAM's size, fixed per program), so a reused walk
+    is the walk, errors included: a walk that raised is never kept."""
+    key = (f.dram_addr, n, elems, eb)
+    data = ctx.machine.dram.data
+    known = ctx.fiber_walks.get(key)
+    if known is not None:
+        raw, walked = known
+        copied = data[f.dram_addr:walked.end].tobytes()
+        if copied == raw:
+            return walked, copied
+    walked = _walk_fibers(ctx.machine.dram, f.dram_addr, n, elems, eb, where)
+    copied = data[f.dram_addr:walked.end].tobytes()
+    ctx.fiber_walks[key] = (copied, walked)
+    return walked, copied
+
+
 def _dma_bm(ctx: _Context, where: str, f, load: bool) -> Effect:
     """Bitmask-compressed fibers (isa.fiber_slot_bytes) <-> a dense SRAM tile [fibers][fiber_elems]
     (or, with sram_stride / run_elems / run_stride, fibers laid out strided: a channel slice).
@@ -370,14 +396,13 @@ def _dma_bm(ctx: _Context, where: str, f, load: bool) -> Effect:
     extent = isa.fiber_tile_extent(n, elems, wb, f.sram_stride, f.run_elems, f.run_stride)  # a channel slice
     if packed and keep_compressed and not (load and f.flags & isa.DmaFlags.SPIKES):
         # back to back in DRAM and in SRAM (LoAS's FiberCache): once walked, a single copy
-        walked = _walk_fibers(m.dram, f.dram_addr, n, elems, eb, where + ".dram_addr")
+        walked, copied = _walked_dram_fibers(ctx, f, n, elems, eb, where + ".dram_addr")
         starts, counts, end = walked.starts, walked.counts, walked.end
         if end - f.dram_addr != f.sram_bytes:
             raise BinaryFormatError(f"{where}.sram_bytes = {f.sram_bytes}, but the {n} fibers take "
                                     f"{end - f.dram_addr} bytes")
-        copy = m.dram.data[f.dram_addr:end]
-        m.sram.write(f.sram_addr, copy, where + ".sram_addr")
-        ctx.sram_fibers[f.sram_addr] = (copy.tobytes(), elems, eb, walked.moved(-f.dram_addr))
+        m.sram.write(f.sram_addr, np.frombuffer(copied, dtype=np.uint8), where + ".sram_addr")
+        ctx.sram_fibers[f.sram_addr] = (copied, elems, eb, walked.moved(-f.dram_addr))
         sram_size = f.sram_bytes
     else:
         if packed:
@@ -631,6 +656,9 @@ class _WeightTile:
         self.sparse = (chs * k >= SPARSE_MIN_WEIGHTS and flat.size <= SPARSE_MAX_DENSITY * chs * k
                        and _csr_array_type() is not None)
         self._operators: dict = {}
+        # bytes it may come to hold, roughly: per non-zero its indices, values and operators;
+        # a dense operator (and pattern) per weight when the tile is dense
+        self.cost = len(raw) + 64 * flat.size + (0 if self.sparse else 16 * chs * k)
 
     @functools.cached_property
     def fiber_bs(self) -> timing.FiberBs:
@@ -675,7 +703,11 @@ class _WeightTile:
                                and _csr_array_type() is not None)
 
 
-WEIGHT_TILE_CACHE = 16  # decoded tiles kept per simulation (a layer visits one to a few at a time)
+# Decoded tiles are kept with the program (`_Prepared`): always the last WEIGHT_TILE_CACHE (a layer
+# visits one to a few at a time), and more while they take at most WEIGHT_TILE_CACHE_BYTES
+# (estimated, `_WeightTile.cost`), so that the next simulation of a program finds all its tiles.
+WEIGHT_TILE_CACHE = 16
+WEIGHT_TILE_CACHE_BYTES = 128 << 20
 
 
 def _compressed_weights(mem, f, k: int, wdtype: np.dtype, where: str, copied: _Fibers | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -725,10 +757,12 @@ def _weight_tile(ctx: _Context, lay, f, block: _ChannelBlock, k: int, where: str
         real = block.real[flat // k]
         flat, values = flat[real], values[real]
     tile = _WeightTile(raw, flat, values, (f.chs, k), lay)
-    ctx.weight_tiles.pop(key, None)
-    ctx.weight_tiles[key] = tile
-    if len(ctx.weight_tiles) > WEIGHT_TILE_CACHE:
-        del ctx.weight_tiles[next(iter(ctx.weight_tiles))]  # the oldest
+    tiles = ctx.weight_tiles
+    with ctx.cache_lock:  # simulations of one image in several threads share the cache
+        tiles.pop(key, None)
+        tiles[key] = tile
+        if len(tiles) > WEIGHT_TILE_CACHE and sum(t.cost for t in tiles.values()) > WEIGHT_TILE_CACHE_BYTES:
+            del tiles[next(iter(tiles))]  # the oldest
     return tile
 
 
@@ -1204,15 +1238,89 @@ def _time_deferred(hw: HwConfig, effects: list[Effect]) -> None:
         effect.cycles = syn.cycles
 
 
-def _record_sram_ranges(ctx: _Context, spec: isa.InstructionSpec, fields: dict[str, int], effect: Effect) -> None:
-    """The SRAM ranges the instruction read and wrote, from its definition in the ISA table
+def _sram_ranges(spec: isa.InstructionSpec, fields: dict[str, int], layer: dict[str, int] | None
+                 ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """The SRAM ranges the instruction reads and writes, from its definition in the ISA table
     (isa.sram_operands: the verifiers and the compiler use the same), in the table's order."""
-    layer = vars(ctx.layers[fields["layer"]]) if spec.has_layer else None
+    reads, writes = [], []
     for operand in spec.sram_operands(fields, layer):
         if operand.reads:
-            effect.reads.append((operand.addr, operand.end))
+            reads.append((operand.addr, operand.end))
         if operand.writes:
-            effect.writes.append((operand.addr, operand.end))
+            writes.append((operand.addr, operand.end))
+    return reads, writes
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One instruction as the driver runs it, prepared once per program."""
+
+    handler: object
+    where: str
+    fields: SimpleNamespace  # read only: shared by every simulation of the program
+    opcode: Opcode
+    owner: int  # the layer it is charged to (attribute_layers)
+    reads: list  # SRAM ranges (shared: never modified)
+    writes: list
+
+
+class _Prepared:
+    """What `simulate` derives from a ProgramImage alone, kept with the image while its sections
+    stay the same (`_prepared`): the decoded and validated instructions and layers, the hardware
+    config, per instruction its handler, SRAM ranges and owner layer; and the caches of work
+    that depends only on the program or on bytes compared on every use (windows, decoded weight
+    tiles, LIF parameter blocks, fiber walks of DRAM weights), which later simulations reuse."""
+
+    def __init__(self, image: ProgramImage, sections: tuple):
+        self.sections = sections
+        try:
+            program = decode_instructions(image)
+        except BinaryFormatError:
+            validate_image(image)  # the image's first problem, in the validator's order
+            raise
+        validate_image(image, program)  # with the instructions decoded once for both
+        self.hw = HwConfig.from_toml(image.hw_toml, source="prog.bin section hw_config")
+        layer_fields = decode_layers(image)
+        self.layers = [SimpleNamespace(**d, enums={}) for d in layer_fields]  # enums: see _decoded
+        owners = attribute_layers(program)
+        handler_of = {id(spec): HANDLERS[spec.opcode] for spec in isa.INSTRUCTIONS}  # (an enum key hashes slowly)
+        self.steps: list[_Step] = []
+        for i, (spec, fields) in enumerate(program):
+            if spec.opcode == Opcode.HALT:
+                break
+            reads, writes = _sram_ranges(spec, fields, layer_fields[fields["layer"]] if spec.has_layer else None)
+            self.steps.append(_Step(handler_of[id(spec)], f"instruction {i} ({spec.mnemonic})",
+                                    SimpleNamespace(**fields), spec.opcode, owners[i], reads, writes))
+        self.instructions = len(program)
+        self.has_exit_checks = any(spec.opcode == Opcode.EXIT_CHECK for spec, _ in program)
+        self.windows: dict[tuple, _Windows] = {}
+        self.weight_tiles: dict[tuple, _WeightTile] = {}
+        self.channel_blocks: dict[tuple, _ChannelBlock] = {}
+        self.lif_params: dict[tuple, _LifParams] = {}
+        self.fiber_walks: dict[tuple, tuple[bytes, _Fibers]] = {}
+        self.lock = threading.Lock()
+
+
+def _sections(image: ProgramImage) -> tuple:
+    """Everything of the image a _Prepared depends on (bytes, strings, frozen IODescs)."""
+    return (image.hw_toml, image.dram_size, image.constants, tuple(image.layers), tuple(image.layer_names),
+            image.instructions, tuple(image.io), image.model_name)
+
+
+_PREPARED: dict[int, _Prepared] = {}  # id(image) -> its prepared program, dropped with the image
+
+
+def _prepared(image: ProgramImage) -> _Prepared:
+    """The image's _Prepared, made again when any section of the image has changed since."""
+    sections = _sections(image)
+    found = _PREPARED.get(id(image))
+    if found is not None and all(a is b or a == b for a, b in zip(found.sections, sections)):
+        return found
+    prepared = _Prepared(image, sections)  # raises BinaryFormatError for an invalid image
+    if found is None:
+        weakref.finalize(image, _PREPARED.pop, id(image), None)
+    _PREPARED[id(image)] = prepared
+    return prepared
 
 
 DRAM_READERS = (Opcode.DMA_LOAD, Opcode.DMA_LOAD_BM, Opcode.EXIT_CHECK)  # ordered after stores to what they read
@@ -1234,20 +1342,14 @@ def simulate(image: ProgramImage, inputs: dict, *, functional: bool = False, pro
     the program then halts at the first check that decides to exit, and SimResult.outputs are
     the outputs as it leaves them. With `run_to_end` the simulation goes on past the halt so
     that the report's totals and layers describe the full run next to report["exit"]."""
-    try:
-        program = decode_instructions(image)
-    except BinaryFormatError:
-        validate_image(image)  # the image's first problem, in the validator's order
-        raise
-    validate_image(image, program)  # with the instructions decoded once for both
-    hw = HwConfig.from_toml(image.hw_toml, source="prog.bin section hw_config")
+    prepared = _prepared(image)
+    hw = prepared.hw
     register = None if exit_confidence is None else threshold_register(exit_confidence)
-    ctx = _Context(image, hw, functional, register)
+    ctx = _Context(image, prepared, functional, register)
     quantised = _write_inputs(ctx, image, inputs)
-    if register is not None and not any(spec.opcode == Opcode.EXIT_CHECK for spec, _ in program):
+    if register is not None and not prepared.has_exit_checks:
         raise InputError("an exit confidence needs a program with exit.check instructions "
                          "(compile it with --exit-checks)")
-    owners = attribute_layers(program)
     counters = [LayerCounters() for _ in image.layers]
     unattributed = LayerCounters()  # instructions of a program without tile instructions
     board = timing.Scoreboard()
@@ -1255,7 +1357,7 @@ def simulate(image: ProgramImage, inputs: dict, *, functional: bool = False, pro
     exit_log = ExitLog(None if register is None else float(exit_confidence), register)
     halted_outputs = None
     stopped = False
-    bar = _progress_bar(progress, len(program))
+    bar = _progress_bar(progress, prepared.instructions)
     executed = 0
     const_size = len(image.constants)
     pending: list[tuple[int, Opcode, Effect]] = []  # executed, not yet timed: (owner, opcode, effect)
@@ -1281,20 +1383,16 @@ def simulate(image: ProgramImage, inputs: dict, *, functional: bool = False, pro
             counter.add(effect, opcode, const_size, hw)
         pending.clear()
 
-    handler_of = {id(spec): HANDLERS[spec.opcode] for spec in isa.INSTRUCTIONS}  # (an enum key hashes slowly)
     try:
-        for i, (spec, fields) in enumerate(program):
-            if spec.opcode == Opcode.HALT:
-                break
-            where = f"instruction {i} ({spec.mnemonic})"
-            effect = handler_of[id(spec)](ctx, where, SimpleNamespace(**fields))
-            _record_sram_ranges(ctx, spec, fields, effect)
+        for i, step in enumerate(prepared.steps):
+            effect = step.handler(ctx, step.where, step.fields)
+            effect.reads, effect.writes = step.reads, step.writes  # shared lists: never modified
             executed += 1
-            owner = owners[i]
+            owner = step.owner
             if functional:
                 (counters[owner] if owner >= 0 else unattributed).add_functional(effect)
             else:
-                pending.append((owner, spec.opcode, effect))
+                pending.append((owner, step.opcode, effect))
                 if len(pending) >= TIMING_BATCH:
                     time_pending()
                 if effect.check is not None or len(pending) >= TIMING_BATCH:
