@@ -933,6 +933,7 @@ class _LifParams:
     thr_max: int
     leak_max: int
     reset_max: int
+    narrow: tuple[np.ndarray, np.ndarray, np.ndarray]  # thr, leak, v_reset as int32 (read from int32 words)
 
 
 def _lif_params(ctx: _Context, lay, f, channels: _ChannelBlock, where: str) -> _LifParams:
@@ -948,8 +949,51 @@ def _lif_params(ctx: _Context, lay, f, channels: _ChannelBlock, where: str) -> _
     thr, leak, v_reset = (block[lay.out_c + j * lay.param_c:][channels.param_index] for j in range(3))
     # bounds over every channel's parameters (one pass), valid for this block's
     thr_max, leak_max, reset_max = (int(b) for b in np.abs(block[lay.out_c:].reshape(3, -1)).max(axis=1))
-    found = ctx.lif_params[key] = _LifParams(raw, thr, leak, v_reset, thr_max, leak_max, reset_max)
+    narrow = tuple(values.astype(np.int32) for values in (thr, leak, v_reset))
+    found = ctx.lif_params[key] = _LifParams(raw, thr, leak, v_reset, thr_max, leak_max, reset_max, narrow)
     return found
+
+
+INT32_MAX = (1 << 31) - 1
+
+
+def _lif_peak(nt: int, leak_form: LeakForm, reset: ResetMode, delayed: bool, leak_frac: int, in_range: int,
+              i_max: int, v_max: int, s_max: int, thr_max: int, leak_max: int, reset_max: int) -> int:
+    """A bound on the magnitude of every value `_lif`'s lanes compute, from the same bounds
+    its loop carries (and updates the same way): while it is at most INT32_MAX the lanes run
+    in int32, exactly as in int64 (nothing can wrap), with half the memory traffic."""
+    peak = max(i_max, v_max, s_max, thr_max, leak_max, reset_max)
+    for _ in range(nt):
+        if delayed and reset == ResetMode.ZERO:
+            v_max *= 1 + s_max
+            peak = max(peak, v_max)
+        if leak_form == LeakForm.NONE:
+            h_max = v_max + i_max
+        elif leak_form == LeakForm.BETA:
+            product = v_max * leak_max
+            h_max = (product >> leak_frac) + 1 + i_max
+            peak = max(peak, product)
+        else:  # TAU
+            difference = i_max + v_max + reset_max  # |i_t - (v - v_reset)|
+            product = difference * leak_max
+            h_max = v_max + (product >> leak_frac) + 1
+            peak = max(peak, difference, product)
+        if delayed and reset == ResetMode.SUBTRACT:
+            h_max += s_max * thr_max
+        peak = max(peak, h_max)
+        if h_max > in_range:
+            h_max = in_range + 1
+        if delayed or reset == ResetMode.ZERO:
+            v_max = h_max
+        elif reset == ResetMode.SUBTRACT:
+            v_max = h_max + thr_max
+        else:
+            v_max = max(h_max, reset_max)
+        peak = max(peak, v_max)
+        if v_max > in_range:
+            v_max = in_range + 1
+        s_max = 1
+    return peak
 
 
 def _lif(ctx: _Context, where: str, f) -> Effect:
@@ -961,46 +1005,58 @@ def _lif(ctx: _Context, where: str, f) -> Effect:
         f.nt, neurons // f.chs, f.chs)
     channels = _channel_block(ctx, lay, f)
     params = _lif_params(ctx, lay, f, channels, where)
-    thr, leak, v_reset = params.thr, params.leak, params.v_reset
     if f.t0 == 0:  # a neuron starts every sequence at rest: v = 0, no previous spike
-        v = np.zeros((neurons // f.chs, f.chs), dtype=np.int64)
-        s_prev = np.zeros(v.shape, dtype=bool)
+        v = s_prev = None
     else:
         state = m.sram.read(f.state_addr, "<i4", 2 * neurons, where + ".state_addr").reshape(2, -1, f.chs)
-        v, s_prev = state[0].astype(np.int64), state[1].astype(np.int64)
-    # the lanes read the accumulator as it is (all of them before anything is written back)
-    current = acc if lay.acc_shift == 0 else shift(acc.astype(np.int64), lay.acc_shift)
+        v, s_prev = state[0], state[1]
     leak_form, reset = _decoded(lay, "leak", LeakForm), _decoded(lay, "reset", ResetMode)
     delayed = bool(lay.lif_flags & DELAYED_RESET)
     compare_gt, no_fire = bool(lay.lif_flags & COMPARE_GT), bool(lay.lif_flags & NO_FIRE)
     membrane_bits = ctx.hw.compute.membrane_bits
     padding = ~channels.real if channels.padded else None
     wdtype = word_dtype(f.nt)
-    words = np.zeros(v.shape, dtype=wdtype)  # bit `lane` = spike at t0 + lane, ORed in lane by lane
-    trace = np.zeros((f.nt,) + v.shape, dtype="<i4") if f.mem_addr != isa.NO_ADDRESS else None
+    shape = (neurons // f.chs, f.chs)
+    words = np.zeros(shape, dtype=wdtype)  # bit `lane` = spike at t0 + lane, ORed in lane by lane
+    trace = np.zeros((f.nt,) + shape, dtype="<i4") if f.mem_addr != isa.NO_ADDRESS else None
     # Magnitude bounds (exact Python ints) carried through the lanes: while a bound stays inside
     # the membrane range, `saturate` would find nothing to clamp and is skipped (its two
-    # reductions are a large part of a lane's work).
+    # reductions are a large part of a lane's work); and while every bound fits int32
+    # (`_lif_peak`), the lanes compute in int32.
     in_range = (1 << (membrane_bits - 1)) - 1
     acc_max = _abs_max(acc)  # |current| from the int32 accumulator; a floor shift adds at most 1
     i_max = acc_max << lay.acc_shift if lay.acc_shift >= 0 else (acc_max >> -lay.acc_shift) + 1
     thr_max, leak_max, reset_max = params.thr_max, params.leak_max, params.reset_max
-    v_max = 0 if f.t0 == 0 else _abs_max(v)
-    s_max = 0 if f.t0 == 0 else _abs_max(s_prev)
+    v_max = 0 if v is None else _abs_max(v)
+    s_max = 0 if s_prev is None else _abs_max(s_prev)
+    narrow = _lif_peak(f.nt, leak_form, reset, delayed, lay.leak_frac, in_range, i_max, v_max, s_max,
+                       thr_max, leak_max, reset_max) <= INT32_MAX
+    dt = np.int32 if narrow else np.int64
+    thr, leak, v_reset = params.narrow if narrow else (params.thr, params.leak, params.v_reset)
+    if v is None:
+        v = np.zeros(shape, dtype=dt)
+        s_prev = np.zeros(shape, dtype=bool)
+    else:
+        v, s_prev = v.astype(dt), s_prev.astype(dt)
+    # the lanes read the accumulator as it is (all of them before anything is written back)
+    current = acc if lay.acc_shift == 0 else shift(acc.astype(dt), lay.acc_shift)
     clamped_total = 0
     for lane in range(f.nt):  # the membrane recurrence is sequential in t; each lane is vectorised
         i_t = current[lane]
         # s_prev is 0/1 (bool after the first lane); the state read from SRAM is used as is
         if delayed and reset == ResetMode.ZERO:
-            v = (1 - s_prev.astype(np.int64, copy=False)) * v
+            v = (1 - s_prev.astype(dt, copy=False)) * v
             v_max *= 1 + s_max
         if leak_form == LeakForm.NONE:
             h = v + i_t
             h_max = v_max + i_max
         elif leak_form == LeakForm.BETA:
-            h = v * leak  # ((v * leak) >> leak_frac) + i_t, in place on the fresh product
-            h >>= lay.leak_frac
-            h += i_t
+            if v_max == 0:  # v is all zeros (a sequence's first lane): h = i_t
+                h = i_t.astype(dt)
+            else:
+                h = v * leak  # ((v * leak) >> leak_frac) + i_t, in place on the fresh product
+                h >>= lay.leak_frac
+                h += i_t
             h_max = ((v_max * leak_max) >> lay.leak_frac) + 1 + i_max  # a floor shift adds at most 1
         else:  # TAU: leak holds 1/tau
             h = v + (((i_t - (v - v_reset)) * leak) >> lay.leak_frac)
