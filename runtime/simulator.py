@@ -885,9 +885,10 @@ def _syn(ctx: _Context, where: str, f) -> Effect:
         if window_pixels is None:
             window_pixels = _window_pixels(x, windows)
         lanes = window_pixels.reshape(f.nt, positions, k).view(bool)  # 0/1 uint8 spikes
+        fired = timing.fired_lanes(lanes)  # [positions, K]: lanes in which each input fires
         # an FTP visit's TPPE streams are timed later, with those of other visits (_time_deferred)
-        syn = timing.syn_timing(ctx.hw, lay.dataflow, lanes, weights.fiber_bs, defer=True)
-        effect.sops = int(patches_t.sum(axis=1, dtype=np.int64) @ weights.column_nonzeros(order))  # 0/1 patches
+        syn = timing.syn_timing(ctx.hw, lay.dataflow, lanes, weights.fiber_bs, defer=True, fired=fired)
+        effect.sops = int(fired.sum(axis=0, dtype=np.int64) @ weights.column_nonzeros(ISA_ORDER))
         effect.syn = syn
         if isinstance(syn, timing.FtpVisit):
             effect.pe_work = syn.matched

@@ -324,10 +324,22 @@ class FtpVisit:
     corrected: int
 
 
-def ftp_visit(hw: HwConfig, lanes: np.ndarray, nzw: np.ndarray | FiberBs) -> FtpVisit:
-    """The scheduling half of `ftp_syn`: what the visit's streams are and what they read."""
+def fired_lanes(lanes: np.ndarray) -> np.ndarray:
+    """uint8 [M, K]: in how many of its nt (<= 255) lanes each input fires."""
+    lanes = lanes.view(np.uint8)
+    fired = lanes[0].copy()
+    for lane in lanes[1:]:
+        fired += lane
+    return fired
+
+
+def ftp_visit(hw: HwConfig, lanes: np.ndarray, nzw: np.ndarray | FiberBs, fired: np.ndarray | None = None) -> FtpVisit:
+    """The scheduling half of `ftp_syn`: what the visit's streams are and what they read.
+    `fired`: fired_lanes(lanes), if the caller has it."""
     nt, m_pos, k = lanes.shape
-    bm_a = lanes.any(axis=0)
+    if fired is None:
+        fired = fired_lanes(lanes)
+    bm_a = fired != 0
     fb = FiberBs.of(nzw)
     col = fb.col  # fiber-Bs with a non-zero at k
     dealt = FTP_SCHEDULERS[hw.tppe.scheduler](bm_a, fb, col, hw.compute.num_pes, hw.tppe.bitmask_buffer_bits)
@@ -335,9 +347,9 @@ def ftp_visit(hw: HwConfig, lanes: np.ndarray, nzw: np.ndarray | FiberBs) -> Ftp
         # summed over positions first (fired > 0 exactly where bm-A is set): per k,
         # sum_m (nt - fired) * bm-A = nt * popcount - spikes, and the entries not all fired;
         # no [M, K] int64 array, whatever the visit's size
-        spikes = lanes.sum(axis=(0, 1), dtype=np.int64)
+        spikes = fired.sum(axis=0, dtype=np.int64)
         correction_lanes = int((nt * bm_a.sum(axis=0, dtype=np.int64) - spikes) @ col)
-        corrected = int((bm_a & ~lanes.all(axis=0)).sum(axis=0, dtype=np.int64) @ col)
+        corrected = int((bm_a & (fired != nt)).sum(axis=0, dtype=np.int64) @ col)
     else:
         correction_lanes = corrected = 0
     return FtpVisit(dealt, nt, k, int(dealt.counts.sum()), correction_lanes, corrected)
@@ -407,12 +419,13 @@ def ftp_syn(hw: HwConfig, lanes: np.ndarray, nzw: np.ndarray) -> SynTiming:
 
 
 def syn_timing(hw: HwConfig, dataflow: int, lanes: np.ndarray, nzw: np.ndarray | FiberBs,
-               defer: bool = False) -> SynTiming | FtpVisit:
+               defer: bool = False, fired: np.ndarray | None = None) -> SynTiming | FtpVisit:
     """Dispatch on the layer descriptor's `dataflow` (isa.Dataflow). With `defer`, an FTP
-    visit comes back untimed (`FtpVisit`), for `time_ftp_visits` to time with others."""
+    visit comes back untimed (`FtpVisit`), for `time_ftp_visits` to time with others.
+    `fired`: fired_lanes(lanes), if the caller has it."""
     df = Dataflow(dataflow)
     if df == Dataflow.FTP:
-        visit = ftp_visit(hw, lanes, nzw)
+        visit = ftp_visit(hw, lanes, nzw, fired)
         return visit if defer else time_ftp_visits(hw, [visit])[0]
     return baselines.MODELS[df](hw, lanes, nzw.nonzero if isinstance(nzw, FiberBs) else nzw)
 
