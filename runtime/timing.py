@@ -43,6 +43,7 @@ CONTRACT (docs/isa.md "Timing model"):
 
 from __future__ import annotations
 
+import bisect
 import functools
 import math
 from dataclasses import dataclass, field
@@ -430,30 +431,69 @@ def syn_timing(hw: HwConfig, dataflow: int, lanes: np.ndarray, nzw: np.ndarray |
     return baselines.MODELS[df](hw, lanes, nzw.nonzero if isinstance(nzw, FiberBs) else nzw)
 
 
-def _hazard_start(start: int, reads, writes, pending_reads: dict, pending_writes: dict) -> int:
+class PendingAccesses:
+    """Earlier accesses still able to delay someone: (lo, hi) -> the latest finish of an access
+    to that range (an access to the same range as a pending one keeps the later finish, the
+    only one a hazard check can need, so reused buffers do not grow the table), and the same
+    entries as (finish, lo, hi) sorted by finish, so that a hazard check visits only the
+    entries that finish after its start, latest first."""
+
+    __slots__ = ("finish", "by_finish")
+
+    def __init__(self) -> None:
+        self.finish: dict[tuple[int, int], int] = {}
+        self.by_finish: list[tuple[int, int, int]] = []
+
+    def __len__(self) -> int:
+        return len(self.finish)
+
+    def items(self):
+        return self.finish.items()
+
+    def clear(self) -> None:
+        self.finish.clear()
+        self.by_finish.clear()
+
+    def record(self, ranges, finish: int) -> None:
+        """Add accesses to `ranges` finishing at `finish` (empty ranges are no access)."""
+        for key in ranges:
+            lo, hi = key
+            if hi <= lo:
+                continue
+            old = self.finish.get(key)
+            if old is None or old < finish:
+                if old is not None:
+                    del self.by_finish[bisect.bisect_left(self.by_finish, (old, lo, hi))]
+                self.finish[key] = finish
+                bisect.insort(self.by_finish, (finish, lo, hi))
+
+    def latest(self, start: int, ranges) -> int:
+        """max(start, the latest finish among the pending accesses overlapping `ranges`)."""
+        entries = self.by_finish
+        for i in range(len(entries) - 1, -1, -1):
+            fin, plo, phi = entries[i]
+            if fin <= start:
+                break
+            for lo, hi in ranges:
+                if plo < hi and lo < phi:
+                    return fin  # the latest overlapping one: the entries go by decreasing finish
+        return start
+
+    def prune(self, horizon: int) -> None:
+        """Drop the accesses finished by `horizon`."""
+        cut = bisect.bisect_right(self.by_finish, (horizon, math.inf, math.inf))
+        for _, lo, hi in self.by_finish[:cut]:
+            del self.finish[(lo, hi)]
+        del self.by_finish[:cut]
+
+
+def _hazard_start(start: int, reads, writes, pending_reads: PendingAccesses, pending_writes: PendingAccesses) -> int:
     """The latest finish among the pending accesses that overlap (RAW, WAR, WAW), if later than `start`."""
-    for lo, hi in reads:
-        for (plo, phi), fin in pending_writes.items():
-            if fin > start and plo < hi and lo < phi:
-                start = fin
-    for lo, hi in writes:
-        for pending in (pending_writes, pending_reads):
-            for (plo, phi), fin in pending.items():
-                if fin > start and plo < hi and lo < phi:
-                    start = fin
+    if reads or writes:
+        start = pending_writes.latest(start, list(reads) + list(writes))  # RAW, WAW
+    if writes:
+        start = pending_reads.latest(start, writes)  # WAR
     return start
-
-
-def _record(pending: dict, ranges, finish: int) -> None:
-    """Add accesses; an access to the same range as a pending one keeps the later finish
-    (the only one a hazard check can need), so reused buffers do not grow the table."""
-    for key in ranges:
-        if key[1] > key[0] and pending.get(key, -1) < finish:
-            pending[key] = finish
-
-
-def _prune(pending: dict, horizon: int) -> dict:
-    return {key: fin for key, fin in pending.items() if fin > horizon}
 
 
 @dataclass
@@ -461,12 +501,12 @@ class Scoreboard:
     """Start/finish times of instructions from engine occupancy and SRAM/DRAM hazards."""
 
     engine_free: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ENGINES, 0))
-    # (lo, hi) -> latest finish of earlier accesses still able to delay someone: SRAM ranges,
-    # and the DRAM ranges of DMAs (only DMAs touch DRAM: pruned by the dma engine's time)
-    pending_reads: dict = field(default_factory=dict)
-    pending_writes: dict = field(default_factory=dict)
-    dram_reads: dict = field(default_factory=dict)
-    dram_writes: dict = field(default_factory=dict)
+    # earlier accesses still able to delay someone: SRAM ranges, and the DRAM ranges of DMAs
+    # (only DMAs touch DRAM: pruned by the dma engine's time)
+    pending_reads: PendingAccesses = field(default_factory=PendingAccesses)
+    pending_writes: PendingAccesses = field(default_factory=PendingAccesses)
+    dram_reads: PendingAccesses = field(default_factory=PendingAccesses)
+    dram_writes: PendingAccesses = field(default_factory=PendingAccesses)
     makespan: int = 0
     last_wait: int = 0  # cycles the last instruction waited for hazards after its engine was free
 
@@ -496,20 +536,20 @@ class Scoreboard:
         finish = start + cycles
         self.engine_free[engine] = start + (cycles if occupancy is None else min(occupancy, cycles))
         self.makespan = max(self.makespan, finish)
-        _record(self.pending_reads, reads, finish)
-        _record(self.pending_writes, writes, finish)
-        _record(self.dram_reads, dram_reads, finish)
-        _record(self.dram_writes, dram_writes, finish)
+        self.pending_reads.record(reads, finish)
+        self.pending_writes.record(writes, finish)
+        self.dram_reads.record(dram_reads, finish)
+        self.dram_writes.record(dram_writes, finish)
         if len(self.pending_reads) + len(self.pending_writes) > 64:
             # anything finished before every engine is free can no longer delay anyone
             horizon = min(self.engine_free.values())
-            self.pending_reads = _prune(self.pending_reads, horizon)
-            self.pending_writes = _prune(self.pending_writes, horizon)
+            self.pending_reads.prune(horizon)
+            self.pending_writes.prune(horizon)
         if len(self.dram_reads) + len(self.dram_writes) > 64:
             # only DMAs check DRAM ranges, and the next one starts no earlier than the dma engine is free
             horizon = self.engine_free["dma"]
-            self.dram_reads = _prune(self.dram_reads, horizon)
-            self.dram_writes = _prune(self.dram_writes, horizon)
+            self.dram_reads.prune(horizon)
+            self.dram_writes.prune(horizon)
         return start, finish
 
 
