@@ -365,8 +365,13 @@ def time_ftp_visits(hw: HwConfig, visits: list[FtpVisit]) -> list[SynTiming]:
     width = hw.tppe.bitmask_buffer_bits
     slots = max(v.dealt.counts.shape[1] for v in visits)
     counts = [v.dealt.counts for v in visits]
-    st = tppe.batched_streams(np.concatenate([np.pad(c, ((0, 0), (0, slots - c.shape[1]))) for c in counts])
-                              if len(counts) > 1 else counts[0], hw)
+    if len(counts) > 1:  # the visits' streams one after the other, task slots padded with empty tasks
+        stacked = np.zeros((sum(c.shape[0] for c in counts), slots), dtype=np.int64)
+        row = 0
+        for c in counts:
+            stacked[row:row + c.shape[0], :c.shape[1]] = c
+            row += c.shape[0]
+    st = tppe.batched_streams(stacked if len(counts) > 1 else counts[0], hw)
     sizes = np.array([c.shape[0] for c in counts], dtype=np.int64)
     first = np.cumsum(sizes) - sizes
     # rounds: pes consecutive streams of a visit (the last one short); a round's time is its slowest
