@@ -958,6 +958,7 @@ def _lif_params(ctx: _Context, lay, f, channels: _ChannelBlock, where: str) -> _
 INT32_MAX = (1 << 31) - 1
 
 
+@functools.lru_cache(maxsize=1 << 12)
 def _lif_peak(nt: int, leak_form: LeakForm, reset: ResetMode, delayed: bool, leak_frac: int, in_range: int,
               i_max: int, v_max: int, s_max: int, thr_max: int, leak_max: int, reset_max: int) -> int:
     """A bound on the magnitude of every value `_lif`'s lanes compute, from the same bounds
@@ -1135,8 +1136,10 @@ def _pack(ctx: _Context, where: str, f) -> Effect:
     bits = np.arange(f.nt, dtype=wdtype).reshape(-1, 1)
     spikes = ((words[None, :] >> bits) & wdtype.type(1)).astype(np.uint8).reshape(f.nt, f.rows, lay.out_w, f.chs)
     out_fmt = _decoded(lay, "out_format", Format)
-    values = spikes if out_fmt in SPIKE_FORMATS else spikes.astype(np.int64) << lay.out_frac
-    _store_values(ctx, lay, f, where + ".out_addr", out_fmt, f.out_addr, values)
+    if out_fmt in SPIKE_FORMATS:  # already 0/1: stored as they are (_store_values' `!= 0` is the identity)
+        write_tile(ctx.machine.sram, out_fmt, f.out_addr, spikes, f.t0, lay.timesteps, where + ".out_addr")
+    else:
+        _store_values(ctx, lay, f, where + ".out_addr", out_fmt, f.out_addr, spikes.astype(np.int64) << lay.out_frac)
     return Effect(engine="neuron", cycles=0 if ctx.functional else timing.vector_cycles(ctx.hw, neurons))
 
 
@@ -1319,6 +1322,8 @@ class _Step:
     owner: int  # the layer it is charged to (attribute_layers)
     reads: list  # SRAM ranges (shared: never modified)
     writes: list
+    read_bytes: int  # their sizes summed (Effect._moved without sram_bytes)
+    written_bytes: int
 
 
 class _Prepared:
@@ -1347,7 +1352,8 @@ class _Prepared:
                 break
             reads, writes = _sram_ranges(spec, fields, layer_fields[fields["layer"]] if spec.has_layer else None)
             self.steps.append(_Step(handler_of[id(spec)], f"instruction {i} ({spec.mnemonic})",
-                                    SimpleNamespace(**fields), spec.opcode, owners[i], reads, writes))
+                                    SimpleNamespace(**fields), spec.opcode, owners[i], reads, writes,
+                                    sum(hi - lo for lo, hi in reads), sum(hi - lo for lo, hi in writes)))
         self.instructions = len(program)
         self.has_exit_checks = any(spec.opcode == Opcode.EXIT_CHECK for spec, _ in program)
         self.windows: dict[tuple, _Windows] = {}
@@ -1447,7 +1453,10 @@ def simulate(image: ProgramImage, inputs: dict, *, functional: bool = False, pro
             executed += 1
             owner = step.owner
             if functional:
-                (counters[owner] if owner >= 0 else unattributed).add_functional(effect)
+                moved = effect.sram_bytes  # Effect._moved: a strided DMA's hull ranges move sram_bytes
+                (counters[owner] if owner >= 0 else unattributed).add_functional(
+                    effect, (step.read_bytes if moved is None else moved) if step.reads else 0,
+                    (step.written_bytes if moved is None else moved) if step.writes else 0)
             else:
                 pending.append((owner, step.opcode, effect))
                 if len(pending) >= TIMING_BATCH:
