@@ -815,11 +815,12 @@ def _strided_patches_t(x: np.ndarray, lay, f, dtype) -> np.ndarray:
     frame = np.zeros((lay.in_cs, f.nt, top + max(image_rows, row_off + row_reach),
                       left + max(lay.in_w, col_reach - lay.pad_left)), dtype=dtype)
     frame[:, :, top:top + image_rows, left:left + lay.in_w] = x[:, :image_rows].transpose(3, 0, 1, 2)
-    origin = frame[:, :, top + row_off:, left - lay.pad_left:]
-    s_c, s_t, s_r, s_x = origin.strides
-    windows = np.lib.stride_tricks.as_strided(
-        origin, shape=(lay.in_cs, lay.kh, lay.kw, f.nt, f.rows, lay.out_w),
-        strides=(s_c, dh * s_r, dw * s_x, s_t, sh * s_r, sw * s_x), writeable=False)
+    s_c, s_t, s_r, s_x = frame.strides
+    # np.ndarray over the frame's buffer from (row top + row_off, column left - pad_left): the
+    # view stride_tricks.as_strided would give, without its per-call overhead
+    windows = np.ndarray((lay.in_cs, lay.kh, lay.kw, f.nt, f.rows, lay.out_w), dtype=frame.dtype, buffer=frame,
+                         offset=(top + row_off) * s_r + (left - lay.pad_left) * s_x,
+                         strides=(s_c, dh * s_r, dw * s_x, s_t, sh * s_r, sw * s_x))
     return np.ascontiguousarray(windows)
 
 
