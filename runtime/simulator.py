@@ -139,6 +139,7 @@ class _Context:
         self.weight_tiles = prepared.weight_tiles
         self.channel_blocks = prepared.channel_blocks
         self.lif_params = prepared.lif_params
+        self.syn_biases = prepared.syn_biases
         self.fiber_walks = prepared.fiber_walks
         self.cache_lock = prepared.lock
         # SRAM address -> (bytes, fiber_elems, elem_bits, _Fibers relative to the address) of the
@@ -824,6 +825,25 @@ def _strided_patches_t(x: np.ndarray, lay, f, dtype) -> np.ndarray:
     return np.ascontiguousarray(windows)
 
 
+def _syn_bias(ctx: _Context, lay, f, block: _ChannelBlock, where: str) -> tuple[np.ndarray, int]:
+    """The bias of the visit's channels (0 for padding channels) and its largest magnitude,
+    cached while the bias block's SRAM bytes stay the same (every visit of a layer reads it)."""
+    raw = ctx.machine.sram.span(f.param_addr, 4 * lay.out_c, where + ".param_addr").tobytes()
+    key = (f.layer, f.param_addr, f.ch0, f.chs)
+    found = ctx.syn_biases.get(key)
+    if found is not None and found[0] == raw:
+        return found[1], found[2]
+    bias_all = np.frombuffer(raw, dtype="<i4")
+    if block.padded:
+        bias = np.zeros(f.chs, dtype=np.int32)
+        bias[block.real] = bias_all[block.channels[block.real]]
+    else:
+        bias = bias_all[f.ch0:f.ch0 + f.chs].copy()
+    bias_max = _abs_max(bias)
+    ctx.syn_biases[key] = (raw, bias, bias_max)
+    return bias, bias_max
+
+
 def _syn(ctx: _Context, where: str, f) -> Effect:
     """acc[t][r][x][c] = bias[c] + sum_{ky,kx,ci} w[c][ky][kx][ci] * in[t][r*sh-pt+ky*dh][x*sw-pl+kx*dw][ci]."""
     lay = ctx.layer(f, where, LayerKind.CONV)
@@ -860,15 +880,10 @@ def _syn(ctx: _Context, where: str, f) -> Effect:
         acc = product.T.astype(np.int64, order="C").reshape(acc_shape)
         acc += m.sram.span(f.acc_addr, acc_bytes, where + ".acc_addr").view("<i4").reshape(acc_shape)
     else:
-        bias_all = m.sram.read(f.param_addr, "<i4", lay.out_c, where + ".param_addr")
-        if block.padded:
-            bias = np.zeros(f.chs, dtype=np.int32)
-            bias[block.real] = bias_all[block.channels[block.real]]
-        else:
-            bias = bias_all[f.ch0:f.ch0 + f.chs]
+        bias, bias_max = _syn_bias(ctx, lay, f, block, where)
         # |product| <= bound: when bound + |bias| fits the accumulator nothing can clamp, so
         # the sum is formed directly in int32 (no int64 temporaries, no saturation pass)
-        acc_dtype = np.int32 if bound + _abs_max(bias) < 2**(ACC_BITS - 1) else np.int64
+        acc_dtype = np.int32 if bound + bias_max < 2**(ACC_BITS - 1) else np.int64
         acc = product.T.astype(acc_dtype, order="C").reshape(acc_shape)
         acc += bias
     if acc.dtype == np.int64:
@@ -1332,7 +1347,8 @@ class _Prepared:
     stay the same (`_prepared`): the decoded and validated instructions and layers, the hardware
     config, per instruction its handler, SRAM ranges and owner layer; and the caches of work
     that depends only on the program or on bytes compared on every use (windows, decoded weight
-    tiles, LIF parameter blocks, fiber walks of DRAM weights), which later simulations reuse."""
+    tiles, SYN biases, LIF parameter blocks, fiber walks of DRAM weights), which later
+    simulations reuse."""
 
     def __init__(self, image: ProgramImage, sections: tuple):
         self.sections = sections
@@ -1361,6 +1377,7 @@ class _Prepared:
         self.weight_tiles: dict[tuple, _WeightTile] = {}
         self.channel_blocks: dict[tuple, _ChannelBlock] = {}
         self.lif_params: dict[tuple, _LifParams] = {}
+        self.syn_biases: dict[tuple, tuple[bytes, np.ndarray, int]] = {}
         self.fiber_walks: dict[tuple, tuple[bytes, _Fibers]] = {}
         self.lock = threading.Lock()
 
