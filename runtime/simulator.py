@@ -225,6 +225,12 @@ _BYTE_BITS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1, bito
 _BYTE_POPCOUNT = _BYTE_BITS.sum(axis=1).astype(np.uint8)
 
 
+def _byte_popcounts(values: np.ndarray) -> np.ndarray:
+    """Set bits of each uint8 (numpy >= 2 has the ufunc; else a table lookup)."""
+    count = getattr(np, "bitwise_count", None)
+    return count(values) if count is not None else _BYTE_POPCOUNT[values]
+
+
 @dataclass(frozen=True)
 class _Fibers:
     """Back-to-back fibers as walked: where each starts, its count (checked against its
@@ -249,9 +255,17 @@ class _Fibers:
 
 
 def _fiber_masks(data: np.ndarray, starts: np.ndarray, elems: int) -> np.ndarray:
-    """The `elems`-bit bitmask bytes after the header of each fiber starting at `starts`."""
+    """The `elems`-bit bitmask bytes after the header of each fiber starting at `starts`
+    (inside `data`: the walk has checked the headers)."""
     mbytes = (elems + 7) // 8
-    masks = data[(starts + isa.FIBER_HEADER_BYTES)[:, None] + np.arange(mbytes)]
+    # the slices joined: several times faster than a gather through an [n, mbytes] index array
+    view = memoryview(data)
+    joined = bytearray().join([view[at:at + mbytes] for at in (starts + isa.FIBER_HEADER_BYTES).tolist()])
+    if len(joined) != starts.size * mbytes:  # pragma: no cover - a mask past the end: the gather raises
+        joined = bytearray(data[(starts + isa.FIBER_HEADER_BYTES)[:, None] + np.arange(mbytes)].tobytes())
+    if not joined:
+        return np.zeros((starts.size, mbytes), dtype=np.uint8)
+    masks = np.frombuffer(joined, dtype=np.uint8).reshape(starts.size, mbytes)  # writable: a bytearray
     if elems % 8 and masks.size:  # bits past `elems` in the last byte are not elements
         masks[:, -1] &= np.uint8((1 << (elems % 8)) - 1)
     return masks
@@ -259,7 +273,7 @@ def _fiber_masks(data: np.ndarray, starts: np.ndarray, elems: int) -> np.ndarray
 
 def _check_fiber_counts(masks: np.ndarray, counts: np.ndarray, where: str) -> None:
     """The first fiber whose pointer/count disagrees with its bitmask is an error."""
-    bits = _BYTE_POPCOUNT[masks].sum(axis=1, dtype=np.int64)
+    bits = _byte_popcounts(masks).sum(axis=1, dtype=np.int64)
     bad = np.flatnonzero(bits != counts)
     if bad.size:
         i = int(bad[0])
