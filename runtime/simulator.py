@@ -252,6 +252,8 @@ class _Fibers:
         mbytes = self.masks.shape[1]
         at = np.flatnonzero(self.masks)  # the bitmasks are sparse: expand only their non-zero bytes
         hits = np.flatnonzero(_BYTE_BITS[self.masks.reshape(-1)[at]])  # (non-zero byte, bit) row-major
+        if elems == 8 * mbytes:  # rows of whole bytes: byte b of the masks holds elements 8b..8b+7
+            return (at[hits >> 3] << 3) + (hits & 7)
         row, col = np.divmod(at[hits >> 3], mbytes)
         return row * elems + col * 8 + (hits & 7)
 
