@@ -57,7 +57,7 @@ from snnc.backend.binformat import (
 )
 from snnc.backend.errors import BinaryFormatError, InputError
 from snnc.backend.hwconfig import HwConfig
-from snnc.backend.isa import Format, LayerKind, LeakForm, LifFlags, Opcode, ResetMode, SynFlags
+from snnc.backend.isa import Dataflow, Format, LayerKind, LeakForm, LifFlags, Opcode, ResetMode, SynFlags
 from snnc.runtime import memory, timing
 from snnc.runtime.machine import (
     FORMAT_BITS, Machine, read_tile, saturate, shift, word_dtype, write_tile,
@@ -818,6 +818,17 @@ def _window_pixels(x: np.ndarray, windows: _Windows) -> np.ndarray:
     return np.take(_padded_pixels(x), windows.by_position.reshape(-1), axis=0)
 
 
+def _fired_windows(x: np.ndarray, windows: _Windows, positions: int) -> np.ndarray:
+    """timing.fired_lanes of the visit's window lanes, [positions, K] in ISA order: the input
+    tile's 0/1 spikes x [nt, rows, W, C] summed over the lanes (nt <= 255), then gathered
+    under the windows once instead of once per lane."""
+    fired = x[0].copy()
+    for lane in x[1:]:
+        fired += lane
+    pixels = _padded_pixels(fired[None])  # one lane: the windows' lane-0 indices address it
+    return np.take(pixels, windows.by_position[0].reshape(-1), axis=0).reshape(positions, -1)
+
+
 def _strided_patches_t(x: np.ndarray, lay, f, dtype) -> np.ndarray:
     """patches^T [in_cs, kh, kw, nt, rows, Wo] of a visit (PERMUTED_ORDER) as one strided copy.
 
@@ -916,12 +927,17 @@ def _syn(ctx: _Context, where: str, f) -> Effect:
     # matched operations: nonzero weight x nonzero input, per lane (LoAS inner join)
     if spike_input:
         # the SYN unit of the layer's dataflow (FTP: LoAS TPPEs; baselines: runtime/baselines.py)
-        if window_pixels is None:
-            window_pixels = _window_pixels(x, windows)
-        lanes = window_pixels.reshape(f.nt, positions, k).view(bool)  # 0/1 uint8 spikes
-        fired = timing.fired_lanes(lanes)  # [positions, K]: lanes in which each input fires
-        # an FTP visit's TPPE streams are timed later, with those of other visits (_time_deferred)
-        syn = timing.syn_timing(ctx.hw, lay.dataflow, lanes, weights.fiber_bs, defer=True, fired=fired)
+        if window_pixels is None and _decoded(lay, "dataflow", Dataflow) == Dataflow.FTP:
+            # FTP only needs how often each input fires: the lanes summed before the window gather
+            fired = _fired_windows(x, windows, positions)
+            # an FTP visit's TPPE streams are timed later, with those of other visits (_time_deferred)
+            syn = timing.ftp_visit_fired(ctx.hw, fired, f.nt, weights.fiber_bs)
+        else:
+            if window_pixels is None:
+                window_pixels = _window_pixels(x, windows)
+            lanes = window_pixels.reshape(f.nt, positions, k).view(bool)  # 0/1 uint8 spikes
+            fired = timing.fired_lanes(lanes)  # [positions, K]: lanes in which each input fires
+            syn = timing.syn_timing(ctx.hw, lay.dataflow, lanes, weights.fiber_bs, defer=True, fired=fired)
         effect.sops = int(fired.sum(axis=0, dtype=np.int64) @ weights.column_nonzeros(ISA_ORDER))
         effect.syn = syn
         if isinstance(syn, timing.FtpVisit):

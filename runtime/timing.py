@@ -337,9 +337,12 @@ def fired_lanes(lanes: np.ndarray) -> np.ndarray:
 def ftp_visit(hw: HwConfig, lanes: np.ndarray, nzw: np.ndarray | FiberBs, fired: np.ndarray | None = None) -> FtpVisit:
     """The scheduling half of `ftp_syn`: what the visit's streams are and what they read.
     `fired`: fired_lanes(lanes), if the caller has it."""
-    nt, m_pos, k = lanes.shape
-    if fired is None:
-        fired = fired_lanes(lanes)
+    return ftp_visit_fired(hw, fired_lanes(lanes) if fired is None else fired, lanes.shape[0], nzw)
+
+
+def ftp_visit_fired(hw: HwConfig, fired: np.ndarray, nt: int, nzw: np.ndarray | FiberBs) -> FtpVisit:
+    """`ftp_visit` from fired_lanes [M, K] of the visit's nt lanes (all that FTP timing reads of them)."""
+    m_pos, k = fired.shape
     bm_a = fired != 0
     fb = FiberBs.of(nzw)
     col = fb.col  # fiber-Bs with a non-zero at k
