@@ -123,7 +123,7 @@ class Effect:
 
 
 class _Context:
-    def __init__(self, image: ProgramImage, prepared: "_Prepared", functional: bool, exit_register: int | None = None):
+    def __init__(self, image: ProgramImage, prepared: _Prepared, functional: bool, exit_register: int | None = None):
         self.hw = hw = prepared.hw
         self.io = image.io
         self.exit_register = exit_register  # exit.check's threshold register (None: never halts)

@@ -277,7 +277,7 @@ def balanced_streams(bm_a: np.ndarray, nzw: np.ndarray, col: np.ndarray, pes: in
     popcount(bm-A[m]), so that each round holds positions of similar work (sorting the
     positions minimises the sum over rounds of the slowest estimate); every round
     broadcasts all fiber-Bs once, as `rounds_streams`."""
-    m_pos, k = bm_a.shape
+    m_pos = bm_a.shape[0]
     fb = FiberBs.of(nzw)
     n_out = fb.shape[0]
     popcount = bm_a.sum(axis=1)
@@ -446,7 +446,7 @@ class PendingAccesses:
     entries as (finish, lo, hi) sorted by finish, so that a hazard check visits only the
     entries that finish after its start, latest first."""
 
-    __slots__ = ("finish", "by_finish")
+    __slots__ = ("by_finish", "finish")
 
     def __init__(self) -> None:
         self.finish: dict[tuple[int, int], int] = {}
