@@ -117,7 +117,7 @@ def weighted_chunk_sums(bits: np.ndarray, weights: np.ndarray, width: int) -> np
 
 def chunk_sums(values: np.ndarray, width: int) -> np.ndarray:
     """[M, K] -> [M, ceil(K/width)]: sums over consecutive chunks of `width` positions of K."""
-    m, k = values.shape
+    k = values.shape[1]
     if k <= width:  # one chunk: no padding up to a buffer that may be far wider than K
         return values.sum(axis=1, keepdims=True)
     # segment sums in place of padding K up to whole chunks (no copy of `values`)
