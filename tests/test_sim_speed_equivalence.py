@@ -412,9 +412,9 @@ def test_lif_lanes_in_int32_match_int64(seed, monkeypatch):
         t, n = int(rng.integers(1, 9)), 3
         mag = int(rng.choice([1000, 1 << 20, 1 << 28, (1 << 31) - 1]))
         pm = int(rng.choice([2, 1 << 16, 1 << 30, (1 << 31) - 1]))
-        lif = dict(leak_form=LeakForm(int(rng.integers(0, 3))), reset=ResetMode(int(rng.integers(0, 3))),
-                   flags=int(rng.choice([0, LifFlags.DELAYED_RESET, LifFlags.COMPARE_GT])),
-                   leak_frac=int(rng.integers(0, 20)), membrane_bits=int(rng.choice([12, 24, 32])))
+        lif = {"leak_form": LeakForm(int(rng.integers(0, 3))), "reset": ResetMode(int(rng.integers(0, 3))),
+               "flags": int(rng.choice([0, LifFlags.DELAYED_RESET, LifFlags.COMPARE_GT])),
+               "leak_frac": int(rng.integers(0, 20)), "membrane_bits": int(rng.choice([12, 24, 32]))}
         currents = rng.integers(-mag, mag, size=(t, n))
         params = [[int(v) for v in rng.integers(-pm, pm, n)] for _ in range(3)]
         cases.append((dense_lif_program(currents, *params, **lif), {"x": currents.reshape(t, 1, n).astype(np.float32)}))
