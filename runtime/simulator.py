@@ -912,13 +912,17 @@ def _syn(ctx: _Context, where: str, f) -> Effect:
         bias, bias_max = _syn_bias(ctx, lay, f, block, where)
         # |product| <= bound: when bound + |bias| fits the accumulator nothing can clamp, so
         # the sum is formed directly in int32 (no int64 temporaries, no saturation pass)
-        acc_dtype = np.int32 if bound + bias_max < 2**(ACC_BITS - 1) else np.int64
-        acc = product.T.astype(acc_dtype, order="C").reshape(acc_shape)
-        acc += bias
+        if bound + bias_max < 2**(ACC_BITS - 1):
+            # straight into the accumulator tile: the product's values are exact integers
+            acc = m.sram.span(f.acc_addr, acc_bytes, where + ".acc_addr").view("<i4").reshape(acc_shape)
+            np.add(product.T.reshape(acc_shape), bias, out=acc, casting="unsafe")
+        else:
+            acc = product.T.astype(np.int64, order="C").reshape(acc_shape)
+            acc += bias
     if acc.dtype == np.int64:
         acc, clamped = saturate(acc, ACC_BITS)
         ctx.saturations[f.layer] += clamped
-    m.sram.write(f.acc_addr, acc.astype("<i4", copy=False), where + ".acc_addr")
+        m.sram.write(f.acc_addr, acc.astype("<i4"), where + ".acc_addr")
     effect = Effect(engine="compute")
     if spike_input:
         _track_firing(ctx, lay, f, x)
