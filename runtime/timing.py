@@ -301,9 +301,9 @@ def balanced_streams(bm_a: np.ndarray, nzw: np.ndarray, col: np.ndarray, pes: in
     counts = np.zeros((runs, depth, piece_counts.shape[1]), dtype=np.int64)
     counts[run, rank] = piece_counts
     # passes per channel block: how many pieces of one run cover it, at most over the runs
-    cover = np.zeros((runs, cuts.size), dtype=np.int64)
-    np.add.at(cover, (run, i0), 1)
-    np.add.at(cover, (run, i1), -1)
+    size = runs * cuts.size  # cover[run, cut]: +1 where a piece of the run starts, -1 where it ends
+    cover = (np.bincount(run * cuts.size + i0, minlength=size)
+             - np.bincount(run * cuts.size + i1, minlength=size)).reshape(runs, cuts.size)
     passes = np.cumsum(cover, axis=1)[:, :-1].max(axis=0)
     return FtpStreams(counts.reshape(runs, -1), a_fetches=int(lo.size),
                       b_fibers=int(passes @ np.diff(cuts)), b_nonzeros=int(passes @ np.diff(fb.row_starts[cuts])))
