@@ -131,6 +131,11 @@ class DmaFlags(enum.IntFlag):
     KEEP_COMPRESSED = 0x8  # load: copy the fibers packed into SRAM (sram_bytes of them), do not expand them
 
 
+# the flags as plain ints for the per-instruction tests below: `int & IntFlag` builds a flag object
+_ACCUMULATE, _COMPRESSED_WEIGHTS = int(SynFlags.ACCUMULATE), int(SynFlags.COMPRESSED_WEIGHTS)
+_PACKED, _KEEP_COMPRESSED = int(DmaFlags.PACKED), int(DmaFlags.KEEP_COMPRESSED)
+
+
 # Bitmask-compressed fibers (LoAS §IV-A, Fig. 8): a fiber is one row of elements
 # (a spatial row [W][Cs] of spike words, or one output channel's weight column
 # [kh][kw][Cs_in]) stored in a fixed-size DRAM slot:
@@ -174,9 +179,9 @@ def weight_fiber_field_error(opcode: Opcode, fields: dict[str, int]) -> str | No
     flags = fields.get("flags", 0)
     if opcode == Opcode.DMA_STORE_BM and flags & (DmaFlags.PACKED | DmaFlags.KEEP_COMPRESSED):
         return "flags: PACKED is for dma.load_bm only (a store writes slots), and so is KEEP_COMPRESSED"
-    if opcode == Opcode.DMA_LOAD_BM and bool(flags & DmaFlags.KEEP_COMPRESSED) != (fields["sram_bytes"] > 0):
+    if opcode == Opcode.DMA_LOAD_BM and bool(flags & _KEEP_COMPRESSED) != (fields["sram_bytes"] > 0):
         return f"sram_bytes = {fields['sram_bytes']}: goes with flag KEEP_COMPRESSED (and only with it)"
-    if opcode == Opcode.SYN and bool(flags & SynFlags.COMPRESSED_WEIGHTS) != (fields["w_bytes"] > 0):
+    if opcode == Opcode.SYN and bool(flags & _COMPRESSED_WEIGHTS) != (fields["w_bytes"] > 0):
         return f"w_bytes = {fields['w_bytes']}: goes with flag COMPRESSED_WEIGHTS (and only with it)"
     return None
 
@@ -401,7 +406,7 @@ def tensor_bytes(fmt: Format, timesteps: int, batch: int, height: int, width: in
 def weight_tile_bytes(fields: Mapping[str, int], layer: Mapping[str, int]) -> int:
     """SRAM bytes of a SYN's weight tile: `w_bytes` of packed fibers (SynFlags.COMPRESSED_WEIGHTS)
     or [chs][kh][kw][in_cs] weights of weight_bytes."""
-    if fields["flags"] & SynFlags.COMPRESSED_WEIGHTS:
+    if fields["flags"] & _COMPRESSED_WEIGHTS:
         return fields["w_bytes"]
     return fields["chs"] * layer["kh"] * layer["kw"] * layer["in_cs"] * layer["weight_bytes"]
 
@@ -429,7 +434,7 @@ def _dma_operands(load: bool) -> OperandsFn:
 
 def _fiber_dma_operands(load: bool) -> OperandsFn:
     def operands(f: Mapping[str, int], layer: Mapping[str, int] | None) -> list[SramOperand]:
-        if f["flags"] & DmaFlags.KEEP_COMPRESSED:  # the fibers as they are, packed
+        if f["flags"] & _KEEP_COMPRESSED:  # the fibers as they are, packed
             size = f["sram_bytes"]
         else:  # the dense tile [fibers][fiber_elems]
             size = fiber_tile_extent(f["fibers"], f["fiber_elems"], f["word_bytes"], f.get("sram_stride", 0),
@@ -466,7 +471,7 @@ def _output_tile(f: Mapping[str, int], layer: Mapping[str, int]) -> SramOperand:
 
 def _syn_operands(f: Mapping[str, int], layer: Mapping[str, int] | None) -> list[SramOperand]:
     assert layer is not None
-    accumulate = bool(f["flags"] & SynFlags.ACCUMULATE)
+    accumulate = bool(f["flags"] & _ACCUMULATE)
     operands = [
         _input_tile(f, layer),
         SramOperand("w_addr", f["w_addr"], weight_tile_bytes(f, layer), True, False),

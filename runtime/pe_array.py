@@ -56,7 +56,8 @@ def balanced_runs(row_work, col_work, pes: int):
     (possibly empty). E.g. 2 rows of work 3 and 1 x 2 cols of work 1, 4 PEs:
     neurons 3, 3, 1, 1 at midpoints 1.5, 4.5, 6.5, 7.5 of 8 -> runs [0], [], [1], [2, 3]
     (the slowest run does 3, as in any cut)."""
-    est = np.outer(np.asarray(row_work, dtype=np.int64), np.asarray(col_work, dtype=np.int64)).ravel()
+    # np.outer (inputs flattened), by broadcasting: no per-call overhead on small vectors
+    est = (np.asarray(row_work, dtype=np.int64).ravel()[:, None] * np.asarray(col_work, dtype=np.int64).ravel()).ravel()
     cum = np.cumsum(est)
     total = int(cum[-1]) if cum.size else 0
     key = pes * (2 * cum - est)  # 2 * pes * midpoint, exact in integers

@@ -169,14 +169,15 @@ class LayerCounters:
         elif opcode == Opcode.SYN and effect.sops:
             self.events["pseudo_acc"] = self.events.get("pseudo_acc", 0) + effect.sops
 
-    def add_functional(self, effect) -> None:
+    def add_functional(self, effect, sram_read: int | None = None, sram_written: int | None = None) -> None:
         """`add` for a functional-only run: just the fields its report shows (instructions,
-        DRAM/SRAM bytes, the spike-pack counters); timing, operands and events are not reported."""
+        DRAM/SRAM bytes, the spike-pack counters); timing, operands and events are not reported.
+        `sram_read` / `sram_written`: effect.sram_read / sram_written, if the caller has them."""
         self.instructions += 1
         self.dram_read += effect.dram_read
         self.dram_written += effect.dram_written
-        self.sram_read += effect.sram_read
-        self.sram_written += effect.sram_written
+        self.sram_read += effect.sram_read if sram_read is None else sram_read
+        self.sram_written += effect.sram_written if sram_written is None else sram_written
         self.bitmask_bytes += effect.bitmask_bytes
         self.packed_spikes += effect.packed_spikes
         self.packed_meta_bits += effect.packed_meta_bits

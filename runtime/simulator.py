@@ -25,10 +25,13 @@ CONTRACT:
   * Malformed programs (SRAM access out of range, wrong layer kind for an
     opcode, input rows missing from a tile) raise BinaryFormatError naming the
     instruction index and field.
-  * Work that repeats across visits is cached per simulation without changing any
-    result: window geometry per row-tile shape, decoded SYN weight tiles and LIF
-    parameter blocks while their SRAM bytes are unchanged (compared on every visit),
-    the fiber walk of a dma.load_bm for the SYN that reads the same bytes. SYN products
+  * Work that repeats across visits is cached without changing any result: window
+    geometry per row-tile shape, decoded SYN weight tiles and LIF parameter blocks while
+    their SRAM bytes are unchanged (compared on every visit), the fiber walk of a
+    dma.load_bm while its DRAM bytes are unchanged, and for the SYN that reads the same
+    bytes. What depends on the image alone (decoded, validated instructions, their SRAM
+    ranges) and these caches stay with the image for its next simulation (`_Prepared`,
+    made again when a section of the image changes). SYN products
     are exact in every kernel choice (sparse CSR or dense, see _exact_dtype); dense BLAS
     only for large dense products (BLAS_MIN_MACS) or tiny ones.
 Imports only numpy, rich, the standard library, snnc.backend and (lazily, for the
@@ -37,8 +40,12 @@ first large sparse weight tile) scipy.sparse.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import struct
+import threading
+import weakref
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
@@ -50,7 +57,7 @@ from snnc.backend.binformat import (
 )
 from snnc.backend.errors import BinaryFormatError, InputError
 from snnc.backend.hwconfig import HwConfig
-from snnc.backend.isa import Format, LayerKind, LeakForm, LifFlags, Opcode, ResetMode, SynFlags
+from snnc.backend.isa import Dataflow, Format, LayerKind, LeakForm, LifFlags, Opcode, ResetMode, SynFlags
 from snnc.runtime import memory, timing
 from snnc.runtime.machine import (
     FORMAT_BITS, Machine, read_tile, saturate, shift, word_dtype, write_tile,
@@ -116,24 +123,27 @@ class Effect:
 
 
 class _Context:
-    def __init__(self, image: ProgramImage, hw: HwConfig, functional: bool, exit_register: int | None = None):
-        self.hw = hw
+    def __init__(self, image: ProgramImage, prepared: _Prepared, functional: bool, exit_register: int | None = None):
+        self.hw = hw = prepared.hw
         self.io = image.io
         self.exit_register = exit_register  # exit.check's threshold register (None: never halts)
         self.exit_sums: dict[int, np.ndarray] = {}  # the exit unit's running sums, per output descriptor
         self.machine = Machine(image, hw)
-        self.layers = [SimpleNamespace(**d, enums={}) for d in decode_layers(image)]  # enums: see _decoded
+        self.layers = prepared.layers
         self.functional = functional
         self.saturations = np.zeros(len(self.layers), dtype=np.int64)
         # per layer: {batch: (rows seen [in_h], fired [in_h, in_w, in_c])} for silent_ratio
         self.fired: list[dict[int, tuple[np.ndarray, np.ndarray]]] = [{} for _ in self.layers]
         # Per-visit work that only depends on the instruction's geometry or on SRAM bytes that
-        # the program reloads unchanged: computed once, reused by later visits (see _windows,
-        # _weight_tile, _channel_block).
-        self.windows: dict[tuple, _Windows] = {}
-        self.weight_tiles: dict[tuple, _WeightTile] = {}
-        self.channel_blocks: dict[tuple, _ChannelBlock] = {}
-        self.lif_params: dict[tuple, _LifParams] = {}
+        # the program reloads unchanged: computed once, reused by later visits and by later
+        # simulations of the same program (see _windows, _weight_tile, _channel_block, _Prepared).
+        self.windows = prepared.windows
+        self.weight_tiles = prepared.weight_tiles
+        self.channel_blocks = prepared.channel_blocks
+        self.lif_params = prepared.lif_params
+        self.syn_biases = prepared.syn_biases
+        self.fiber_walks = prepared.fiber_walks
+        self.cache_lock = prepared.lock
         # SRAM address -> (bytes, fiber_elems, elem_bits, _Fibers relative to the address) of the
         # packed fibers a dma.load_bm copied there: a SYN reading the same bytes skips re-walking them
         self.sram_fibers: dict[int, tuple[bytes, int, int, _Fibers]] = {}
@@ -217,6 +227,12 @@ _BYTE_BITS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1, bito
 _BYTE_POPCOUNT = _BYTE_BITS.sum(axis=1).astype(np.uint8)
 
 
+def _byte_popcounts(values: np.ndarray) -> np.ndarray:
+    """Set bits of each uint8 (numpy >= 2 has the ufunc; else a table lookup)."""
+    count = getattr(np, "bitwise_count", None)
+    return count(values) if count is not None else _BYTE_POPCOUNT[values]
+
+
 @dataclass(frozen=True)
 class _Fibers:
     """Back-to-back fibers as walked: where each starts, its count (checked against its
@@ -236,14 +252,24 @@ class _Fibers:
         mbytes = self.masks.shape[1]
         at = np.flatnonzero(self.masks)  # the bitmasks are sparse: expand only their non-zero bytes
         hits = np.flatnonzero(_BYTE_BITS[self.masks.reshape(-1)[at]])  # (non-zero byte, bit) row-major
+        if elems == 8 * mbytes:  # rows of whole bytes: byte b of the masks holds elements 8b..8b+7
+            return (at[hits >> 3] << 3) + (hits & 7)
         row, col = np.divmod(at[hits >> 3], mbytes)
         return row * elems + col * 8 + (hits & 7)
 
 
 def _fiber_masks(data: np.ndarray, starts: np.ndarray, elems: int) -> np.ndarray:
-    """The `elems`-bit bitmask bytes after the header of each fiber starting at `starts`."""
+    """The `elems`-bit bitmask bytes after the header of each fiber starting at `starts`
+    (inside `data`: the walk has checked the headers)."""
     mbytes = (elems + 7) // 8
-    masks = data[(starts + isa.FIBER_HEADER_BYTES)[:, None] + np.arange(mbytes)]
+    # the slices joined: several times faster than a gather through an [n, mbytes] index array
+    view = memoryview(data)
+    joined = bytearray().join([view[at:at + mbytes] for at in (starts + isa.FIBER_HEADER_BYTES).tolist()])
+    if len(joined) != starts.size * mbytes:  # pragma: no cover - a mask past the end: the gather raises
+        joined = bytearray(data[(starts + isa.FIBER_HEADER_BYTES)[:, None] + np.arange(mbytes)].tobytes())
+    if not joined:
+        return np.zeros((starts.size, mbytes), dtype=np.uint8)
+    masks = np.frombuffer(joined, dtype=np.uint8).reshape(starts.size, mbytes)  # writable: a bytearray
     if elems % 8 and masks.size:  # bits past `elems` in the last byte are not elements
         masks[:, -1] &= np.uint8((1 << (elems % 8)) - 1)
     return masks
@@ -251,7 +277,7 @@ def _fiber_masks(data: np.ndarray, starts: np.ndarray, elems: int) -> np.ndarray
 
 def _check_fiber_counts(masks: np.ndarray, counts: np.ndarray, where: str) -> None:
     """The first fiber whose pointer/count disagrees with its bitmask is an error."""
-    bits = _BYTE_POPCOUNT[masks].sum(axis=1, dtype=np.int64)
+    bits = _byte_popcounts(masks).sum(axis=1, dtype=np.int64)
     bad = np.flatnonzero(bits != counts)
     if bad.size:
         i = int(bad[0])
@@ -341,6 +367,25 @@ def _fiber_byte_offsets(n: int, elems: int, wb: int, layout: tuple[int, int, int
     return (starts[..., None] + np.arange(wb, dtype=np.int64)).reshape(n, elems * wb)
 
 
+def _walked_dram_fibers(ctx: _Context, f, n: int, elems: int, eb: int, where: str) -> tuple[_Fibers, bytes]:
+    """`_walk_fibers` of the DRAM fibers at dram_addr and their bytes; a walk is reused while
+    the bytes it covered are the same (weights: every simulation of the program reloads them).
+    The walk reads only those bytes (and the DRAM's size, fixed per program), so a reused walk
+    is the walk, errors included: a walk that raised is never kept."""
+    key = (f.dram_addr, n, elems, eb)
+    data = ctx.machine.dram.data
+    known = ctx.fiber_walks.get(key)
+    if known is not None:
+        raw, walked = known
+        copied = data[f.dram_addr:walked.end].tobytes()
+        if copied == raw:
+            return walked, copied
+    walked = _walk_fibers(ctx.machine.dram, f.dram_addr, n, elems, eb, where)
+    copied = data[f.dram_addr:walked.end].tobytes()
+    ctx.fiber_walks[key] = (copied, walked)
+    return walked, copied
+
+
 def _dma_bm(ctx: _Context, where: str, f, load: bool) -> Effect:
     """Bitmask-compressed fibers (isa.fiber_slot_bytes) <-> a dense SRAM tile [fibers][fiber_elems]
     (or, with sram_stride / run_elems / run_stride, fibers laid out strided: a channel slice).
@@ -370,14 +415,13 @@ def _dma_bm(ctx: _Context, where: str, f, load: bool) -> Effect:
     extent = isa.fiber_tile_extent(n, elems, wb, f.sram_stride, f.run_elems, f.run_stride)  # a channel slice
     if packed and keep_compressed and not (load and f.flags & isa.DmaFlags.SPIKES):
         # back to back in DRAM and in SRAM (LoAS's FiberCache): once walked, a single copy
-        walked = _walk_fibers(m.dram, f.dram_addr, n, elems, eb, where + ".dram_addr")
+        walked, copied = _walked_dram_fibers(ctx, f, n, elems, eb, where + ".dram_addr")
         starts, counts, end = walked.starts, walked.counts, walked.end
         if end - f.dram_addr != f.sram_bytes:
             raise BinaryFormatError(f"{where}.sram_bytes = {f.sram_bytes}, but the {n} fibers take "
                                     f"{end - f.dram_addr} bytes")
-        copy = m.dram.data[f.dram_addr:end]
-        m.sram.write(f.sram_addr, copy, where + ".sram_addr")
-        ctx.sram_fibers[f.sram_addr] = (copy.tobytes(), elems, eb, walked.moved(-f.dram_addr))
+        m.sram.write(f.sram_addr, np.frombuffer(copied, dtype=np.uint8), where + ".sram_addr")
+        ctx.sram_fibers[f.sram_addr] = (copied, elems, eb, walked.moved(-f.dram_addr))
         sram_size = f.sram_bytes
     else:
         if packed:
@@ -631,6 +675,9 @@ class _WeightTile:
         self.sparse = (chs * k >= SPARSE_MIN_WEIGHTS and flat.size <= SPARSE_MAX_DENSITY * chs * k
                        and _csr_array_type() is not None)
         self._operators: dict = {}
+        # bytes it may come to hold, roughly: per non-zero its indices, values and operators;
+        # a dense operator (and pattern) per weight when the tile is dense
+        self.cost = len(raw) + 64 * flat.size + (0 if self.sparse else 16 * chs * k)
 
     @functools.cached_property
     def fiber_bs(self) -> timing.FiberBs:
@@ -675,7 +722,11 @@ class _WeightTile:
                                and _csr_array_type() is not None)
 
 
-WEIGHT_TILE_CACHE = 16  # decoded tiles kept per simulation (a layer visits one to a few at a time)
+# Decoded tiles are kept with the program (`_Prepared`): always the last WEIGHT_TILE_CACHE (a layer
+# visits one to a few at a time), and more while they take at most WEIGHT_TILE_CACHE_BYTES
+# (estimated, `_WeightTile.cost`), so that the next simulation of a program finds all its tiles.
+WEIGHT_TILE_CACHE = 16
+WEIGHT_TILE_CACHE_BYTES = 128 << 20
 
 
 def _compressed_weights(mem, f, k: int, wdtype: np.dtype, where: str, copied: _Fibers | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -725,10 +776,12 @@ def _weight_tile(ctx: _Context, lay, f, block: _ChannelBlock, k: int, where: str
         real = block.real[flat // k]
         flat, values = flat[real], values[real]
     tile = _WeightTile(raw, flat, values, (f.chs, k), lay)
-    ctx.weight_tiles.pop(key, None)
-    ctx.weight_tiles[key] = tile
-    if len(ctx.weight_tiles) > WEIGHT_TILE_CACHE:
-        del ctx.weight_tiles[next(iter(ctx.weight_tiles))]  # the oldest
+    tiles = ctx.weight_tiles
+    with ctx.cache_lock:  # simulations of one image in several threads share the cache
+        tiles.pop(key, None)
+        tiles[key] = tile
+        if len(tiles) > WEIGHT_TILE_CACHE and sum(t.cost for t in tiles.values()) > WEIGHT_TILE_CACHE_BYTES:
+            del tiles[next(iter(tiles))]  # the oldest
     return tile
 
 
@@ -765,6 +818,17 @@ def _window_pixels(x: np.ndarray, windows: _Windows) -> np.ndarray:
     return np.take(_padded_pixels(x), windows.by_position.reshape(-1), axis=0)
 
 
+def _fired_windows(x: np.ndarray, windows: _Windows, positions: int) -> np.ndarray:
+    """timing.fired_lanes of the visit's window lanes, [positions, K] in ISA order: the input
+    tile's 0/1 spikes x [nt, rows, W, C] summed over the lanes (nt <= 255), then gathered
+    under the windows once instead of once per lane."""
+    fired = x[0].copy()
+    for lane in x[1:]:
+        fired += lane
+    pixels = _padded_pixels(fired[None])  # one lane: the windows' lane-0 indices address it
+    return np.take(pixels, windows.by_position[0].reshape(-1), axis=0).reshape(positions, -1)
+
+
 def _strided_patches_t(x: np.ndarray, lay, f, dtype) -> np.ndarray:
     """patches^T [in_cs, kh, kw, nt, rows, Wo] of a visit (PERMUTED_ORDER) as one strided copy.
 
@@ -781,12 +845,32 @@ def _strided_patches_t(x: np.ndarray, lay, f, dtype) -> np.ndarray:
     frame = np.zeros((lay.in_cs, f.nt, top + max(image_rows, row_off + row_reach),
                       left + max(lay.in_w, col_reach - lay.pad_left)), dtype=dtype)
     frame[:, :, top:top + image_rows, left:left + lay.in_w] = x[:, :image_rows].transpose(3, 0, 1, 2)
-    origin = frame[:, :, top + row_off:, left - lay.pad_left:]
-    s_c, s_t, s_r, s_x = origin.strides
-    windows = np.lib.stride_tricks.as_strided(
-        origin, shape=(lay.in_cs, lay.kh, lay.kw, f.nt, f.rows, lay.out_w),
-        strides=(s_c, dh * s_r, dw * s_x, s_t, sh * s_r, sw * s_x), writeable=False)
+    s_c, s_t, s_r, s_x = frame.strides
+    # np.ndarray over the frame's buffer from (row top + row_off, column left - pad_left): the
+    # view stride_tricks.as_strided would give, without its per-call overhead
+    windows = np.ndarray((lay.in_cs, lay.kh, lay.kw, f.nt, f.rows, lay.out_w), dtype=frame.dtype, buffer=frame,
+                         offset=(top + row_off) * s_r + (left - lay.pad_left) * s_x,
+                         strides=(s_c, dh * s_r, dw * s_x, s_t, sh * s_r, sw * s_x))
     return np.ascontiguousarray(windows)
+
+
+def _syn_bias(ctx: _Context, lay, f, block: _ChannelBlock, where: str) -> tuple[np.ndarray, int]:
+    """The bias of the visit's channels (0 for padding channels) and its largest magnitude,
+    cached while the bias block's SRAM bytes stay the same (every visit of a layer reads it)."""
+    raw = ctx.machine.sram.span(f.param_addr, 4 * lay.out_c, where + ".param_addr").tobytes()
+    key = (f.layer, f.param_addr, f.ch0, f.chs)
+    found = ctx.syn_biases.get(key)
+    if found is not None and found[0] == raw:
+        return found[1], found[2]
+    bias_all = np.frombuffer(raw, dtype="<i4")
+    if block.padded:
+        bias = np.zeros(f.chs, dtype=np.int32)
+        bias[block.real] = bias_all[block.channels[block.real]]
+    else:
+        bias = bias_all[f.ch0:f.ch0 + f.chs].copy()
+    bias_max = _abs_max(bias)
+    ctx.syn_biases[key] = (raw, bias, bias_max)
+    return bias, bias_max
 
 
 def _syn(ctx: _Context, where: str, f) -> Effect:
@@ -825,21 +909,20 @@ def _syn(ctx: _Context, where: str, f) -> Effect:
         acc = product.T.astype(np.int64, order="C").reshape(acc_shape)
         acc += m.sram.span(f.acc_addr, acc_bytes, where + ".acc_addr").view("<i4").reshape(acc_shape)
     else:
-        bias_all = m.sram.read(f.param_addr, "<i4", lay.out_c, where + ".param_addr")
-        if block.padded:
-            bias = np.zeros(f.chs, dtype=np.int32)
-            bias[block.real] = bias_all[block.channels[block.real]]
-        else:
-            bias = bias_all[f.ch0:f.ch0 + f.chs]
+        bias, bias_max = _syn_bias(ctx, lay, f, block, where)
         # |product| <= bound: when bound + |bias| fits the accumulator nothing can clamp, so
         # the sum is formed directly in int32 (no int64 temporaries, no saturation pass)
-        acc_dtype = np.int32 if bound + _abs_max(bias) < 2**(ACC_BITS - 1) else np.int64
-        acc = product.T.astype(acc_dtype, order="C").reshape(acc_shape)
-        acc += bias
+        if bound + bias_max < 2**(ACC_BITS - 1):
+            # straight into the accumulator tile: the product's values are exact integers
+            acc = m.sram.span(f.acc_addr, acc_bytes, where + ".acc_addr").view("<i4").reshape(acc_shape)
+            np.add(product.T.reshape(acc_shape), bias, out=acc, casting="unsafe")
+        else:
+            acc = product.T.astype(np.int64, order="C").reshape(acc_shape)
+            acc += bias
     if acc.dtype == np.int64:
         acc, clamped = saturate(acc, ACC_BITS)
         ctx.saturations[f.layer] += clamped
-    m.sram.write(f.acc_addr, acc.astype("<i4", copy=False), where + ".acc_addr")
+        m.sram.write(f.acc_addr, acc.astype("<i4"), where + ".acc_addr")
     effect = Effect(engine="compute")
     if spike_input:
         _track_firing(ctx, lay, f, x)
@@ -848,12 +931,18 @@ def _syn(ctx: _Context, where: str, f) -> Effect:
     # matched operations: nonzero weight x nonzero input, per lane (LoAS inner join)
     if spike_input:
         # the SYN unit of the layer's dataflow (FTP: LoAS TPPEs; baselines: runtime/baselines.py)
-        if window_pixels is None:
-            window_pixels = _window_pixels(x, windows)
-        lanes = window_pixels.reshape(f.nt, positions, k).view(bool)  # 0/1 uint8 spikes
-        # an FTP visit's TPPE streams are timed later, with those of other visits (_time_deferred)
-        syn = timing.syn_timing(ctx.hw, lay.dataflow, lanes, weights.fiber_bs, defer=True)
-        effect.sops = int(patches_t.sum(axis=1, dtype=np.int64) @ weights.column_nonzeros(order))  # 0/1 patches
+        if window_pixels is None and _decoded(lay, "dataflow", Dataflow) == Dataflow.FTP:
+            # FTP only needs how often each input fires: the lanes summed before the window gather
+            fired = _fired_windows(x, windows, positions)
+            # an FTP visit's TPPE streams are timed later, with those of other visits (_time_deferred)
+            syn = timing.ftp_visit_fired(ctx.hw, fired, f.nt, weights.fiber_bs)
+        else:
+            if window_pixels is None:
+                window_pixels = _window_pixels(x, windows)
+            lanes = window_pixels.reshape(f.nt, positions, k).view(bool)  # 0/1 uint8 spikes
+            fired = timing.fired_lanes(lanes)  # [positions, K]: lanes in which each input fires
+            syn = timing.syn_timing(ctx.hw, lay.dataflow, lanes, weights.fiber_bs, defer=True, fired=fired)
+        effect.sops = int(fired.sum(axis=0, dtype=np.int64) @ weights.column_nonzeros(ISA_ORDER))
         effect.syn = syn
         if isinstance(syn, timing.FtpVisit):
             effect.pe_work = syn.matched
@@ -899,6 +988,7 @@ class _LifParams:
     thr_max: int
     leak_max: int
     reset_max: int
+    narrow: tuple[np.ndarray, np.ndarray, np.ndarray]  # thr, leak, v_reset as int32 (read from int32 words)
 
 
 def _lif_params(ctx: _Context, lay, f, channels: _ChannelBlock, where: str) -> _LifParams:
@@ -914,18 +1004,52 @@ def _lif_params(ctx: _Context, lay, f, channels: _ChannelBlock, where: str) -> _
     thr, leak, v_reset = (block[lay.out_c + j * lay.param_c:][channels.param_index] for j in range(3))
     # bounds over every channel's parameters (one pass), valid for this block's
     thr_max, leak_max, reset_max = (int(b) for b in np.abs(block[lay.out_c:].reshape(3, -1)).max(axis=1))
-    found = ctx.lif_params[key] = _LifParams(raw, thr, leak, v_reset, thr_max, leak_max, reset_max)
+    narrow = tuple(values.astype(np.int32) for values in (thr, leak, v_reset))
+    found = ctx.lif_params[key] = _LifParams(raw, thr, leak, v_reset, thr_max, leak_max, reset_max, narrow)
     return found
 
 
-def _spike_words(spikes: np.ndarray, wdtype: np.dtype) -> np.ndarray:
-    """bool [nt, ...] -> words [...] of `wdtype` with bit `lane` = spikes[lane]."""
-    packed = np.packbits(spikes, axis=0, bitorder="little")  # [ceil(nt/8), ...]: byte j = lanes 8j..8j+7
-    if wdtype.itemsize == 1:
-        return packed[0]
-    words = np.zeros(spikes.shape[1:] + (wdtype.itemsize,), dtype=np.uint8)
-    words[..., :packed.shape[0]] = np.moveaxis(packed, 0, -1)
-    return words.view(wdtype)[..., 0]
+INT32_MAX = (1 << 31) - 1
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def _lif_peak(nt: int, leak_form: LeakForm, reset: ResetMode, delayed: bool, leak_frac: int, in_range: int,
+              i_max: int, v_max: int, s_max: int, thr_max: int, leak_max: int, reset_max: int) -> int:
+    """A bound on the magnitude of every value `_lif`'s lanes compute, from the same bounds
+    its loop carries (and updates the same way): while it is at most INT32_MAX the lanes run
+    in int32, exactly as in int64 (nothing can wrap), with half the memory traffic."""
+    peak = max(i_max, v_max, s_max, thr_max, leak_max, reset_max)
+    for _ in range(nt):
+        if delayed and reset == ResetMode.ZERO:
+            v_max *= 1 + s_max
+            peak = max(peak, v_max)
+        if leak_form == LeakForm.NONE:
+            h_max = v_max + i_max
+        elif leak_form == LeakForm.BETA:
+            product = v_max * leak_max
+            h_max = (product >> leak_frac) + 1 + i_max
+            peak = max(peak, product)
+        else:  # TAU
+            difference = i_max + v_max + reset_max  # |i_t - (v - v_reset)|
+            product = difference * leak_max
+            h_max = v_max + (product >> leak_frac) + 1
+            peak = max(peak, difference, product)
+        if delayed and reset == ResetMode.SUBTRACT:
+            h_max += s_max * thr_max
+        peak = max(peak, h_max)
+        if h_max > in_range:
+            h_max = in_range + 1
+        if delayed or reset == ResetMode.ZERO:
+            v_max = h_max
+        elif reset == ResetMode.SUBTRACT:
+            v_max = h_max + thr_max
+        else:
+            v_max = max(h_max, reset_max)
+        peak = max(peak, v_max)
+        if v_max > in_range:
+            v_max = in_range + 1
+        s_max = 1
+    return peak
 
 
 def _lif(ctx: _Context, where: str, f) -> Effect:
@@ -937,45 +1061,58 @@ def _lif(ctx: _Context, where: str, f) -> Effect:
         f.nt, neurons // f.chs, f.chs)
     channels = _channel_block(ctx, lay, f)
     params = _lif_params(ctx, lay, f, channels, where)
-    thr, leak, v_reset = params.thr, params.leak, params.v_reset
     if f.t0 == 0:  # a neuron starts every sequence at rest: v = 0, no previous spike
-        v = np.zeros((neurons // f.chs, f.chs), dtype=np.int64)
-        s_prev = np.zeros(v.shape, dtype=bool)
+        v = s_prev = None
     else:
         state = m.sram.read(f.state_addr, "<i4", 2 * neurons, where + ".state_addr").reshape(2, -1, f.chs)
-        v, s_prev = state[0].astype(np.int64), state[1].astype(np.int64)
-    # the lanes read the accumulator as it is (all of them before anything is written back)
-    current = acc if lay.acc_shift == 0 else shift(acc.astype(np.int64), lay.acc_shift)
+        v, s_prev = state[0], state[1]
     leak_form, reset = _decoded(lay, "leak", LeakForm), _decoded(lay, "reset", ResetMode)
     delayed = bool(lay.lif_flags & DELAYED_RESET)
     compare_gt, no_fire = bool(lay.lif_flags & COMPARE_GT), bool(lay.lif_flags & NO_FIRE)
     membrane_bits = ctx.hw.compute.membrane_bits
     padding = ~channels.real if channels.padded else None
-    spikes = np.empty((f.nt,) + v.shape, dtype=bool)  # lane by lane; packed into words at the end
-    trace = np.zeros((f.nt,) + v.shape, dtype="<i4") if f.mem_addr != isa.NO_ADDRESS else None
+    wdtype = word_dtype(f.nt)
+    shape = (neurons // f.chs, f.chs)
+    words = np.zeros(shape, dtype=wdtype)  # bit `lane` = spike at t0 + lane, ORed in lane by lane
+    trace = np.zeros((f.nt,) + shape, dtype="<i4") if f.mem_addr != isa.NO_ADDRESS else None
     # Magnitude bounds (exact Python ints) carried through the lanes: while a bound stays inside
     # the membrane range, `saturate` would find nothing to clamp and is skipped (its two
-    # reductions are a large part of a lane's work).
+    # reductions are a large part of a lane's work); and while every bound fits int32
+    # (`_lif_peak`), the lanes compute in int32.
     in_range = (1 << (membrane_bits - 1)) - 1
     acc_max = _abs_max(acc)  # |current| from the int32 accumulator; a floor shift adds at most 1
     i_max = acc_max << lay.acc_shift if lay.acc_shift >= 0 else (acc_max >> -lay.acc_shift) + 1
     thr_max, leak_max, reset_max = params.thr_max, params.leak_max, params.reset_max
-    v_max = 0 if f.t0 == 0 else _abs_max(v)
-    s_max = 0 if f.t0 == 0 else _abs_max(s_prev)
+    v_max = 0 if v is None else _abs_max(v)
+    s_max = 0 if s_prev is None else _abs_max(s_prev)
+    narrow = _lif_peak(f.nt, leak_form, reset, delayed, lay.leak_frac, in_range, i_max, v_max, s_max,
+                       thr_max, leak_max, reset_max) <= INT32_MAX
+    dt = np.int32 if narrow else np.int64
+    thr, leak, v_reset = params.narrow if narrow else (params.thr, params.leak, params.v_reset)
+    if v is None:
+        v = np.zeros(shape, dtype=dt)
+        s_prev = np.zeros(shape, dtype=bool)
+    else:
+        v, s_prev = v.astype(dt), s_prev.astype(dt)
+    # the lanes read the accumulator as it is (all of them before anything is written back)
+    current = acc if lay.acc_shift == 0 else shift(acc.astype(dt), lay.acc_shift)
     clamped_total = 0
     for lane in range(f.nt):  # the membrane recurrence is sequential in t; each lane is vectorised
         i_t = current[lane]
         # s_prev is 0/1 (bool after the first lane); the state read from SRAM is used as is
         if delayed and reset == ResetMode.ZERO:
-            v = (1 - s_prev.astype(np.int64, copy=False)) * v
+            v = (1 - s_prev.astype(dt, copy=False)) * v
             v_max *= 1 + s_max
         if leak_form == LeakForm.NONE:
             h = v + i_t
             h_max = v_max + i_max
         elif leak_form == LeakForm.BETA:
-            h = v * leak  # ((v * leak) >> leak_frac) + i_t, in place on the fresh product
-            h >>= lay.leak_frac
-            h += i_t
+            if v_max == 0:  # v is all zeros (a sequence's first lane): h = i_t
+                h = i_t.astype(dt)
+            else:
+                h = v * leak  # ((v * leak) >> leak_frac) + i_t, in place on the fresh product
+                h >>= lay.leak_frac
+                h += i_t
             h_max = ((v_max * leak_max) >> lay.leak_frac) + 1 + i_max  # a floor shift adds at most 1
         else:  # TAU: leak holds 1/tau
             h = v + (((i_t - (v - v_reset)) * leak) >> lay.leak_frac)
@@ -987,18 +1124,17 @@ def _lif(ctx: _Context, where: str, f) -> Effect:
             h, clamped = saturate(h, membrane_bits)
             clamped_total += clamped
             h_max = in_range + 1
-        s = spikes[lane]
         if no_fire:
-            s[...] = False
+            s = np.zeros(v.shape, dtype=bool)
         elif compare_gt:
-            np.greater(h, thr, out=s)
+            s = np.greater(h, thr)
         else:
-            np.greater_equal(h, thr, out=s)
+            s = np.greater_equal(h, thr)
         # h is this lane's own array (fresh, or saturate's copy): the reset may work in place
         if delayed:
             v, v_max = h, h_max
         elif reset == ResetMode.SUBTRACT:
-            np.subtract(h, thr, out=h, where=s)
+            h -= thr * s  # a masked subtract (where=s) is several times slower
             v, v_max = h, h_max + thr_max
         elif reset == ResetMode.ZERO:
             v, v_max = np.where(s, 0, h), h_max
@@ -1014,8 +1150,9 @@ def _lif(ctx: _Context, where: str, f) -> Effect:
         s_prev, s_max = s, 1
         if trace is not None:
             trace[lane] = v
+        bits = s.view(np.uint8)
+        words |= (bits if wdtype.itemsize == 1 else bits.astype(wdtype)) << wdtype.type(lane)
     ctx.saturations[f.layer] += clamped_total
-    words = _spike_words(spikes, word_dtype(f.nt))  # bit `lane` = spike at t0 + lane
     state = np.empty((2,) + v.shape, dtype="<i4")
     state[0], state[1] = v, s_prev
     m.sram.write(f.state_addr, state, where + ".state_addr")
@@ -1053,8 +1190,10 @@ def _pack(ctx: _Context, where: str, f) -> Effect:
     bits = np.arange(f.nt, dtype=wdtype).reshape(-1, 1)
     spikes = ((words[None, :] >> bits) & wdtype.type(1)).astype(np.uint8).reshape(f.nt, f.rows, lay.out_w, f.chs)
     out_fmt = _decoded(lay, "out_format", Format)
-    values = spikes if out_fmt in SPIKE_FORMATS else spikes.astype(np.int64) << lay.out_frac
-    _store_values(ctx, lay, f, where + ".out_addr", out_fmt, f.out_addr, values)
+    if out_fmt in SPIKE_FORMATS:  # already 0/1: stored as they are (_store_values' `!= 0` is the identity)
+        write_tile(ctx.machine.sram, out_fmt, f.out_addr, spikes, f.t0, lay.timesteps, where + ".out_addr")
+    else:
+        _store_values(ctx, lay, f, where + ".out_addr", out_fmt, f.out_addr, spikes.astype(np.int64) << lay.out_frac)
     return Effect(engine="neuron", cycles=0 if ctx.functional else timing.vector_cycles(ctx.hw, neurons))
 
 
@@ -1213,15 +1352,94 @@ def _time_deferred(hw: HwConfig, effects: list[Effect]) -> None:
         effect.cycles = syn.cycles
 
 
-def _record_sram_ranges(ctx: _Context, spec: isa.InstructionSpec, fields: dict[str, int], effect: Effect) -> None:
-    """The SRAM ranges the instruction read and wrote, from its definition in the ISA table
+def _sram_ranges(spec: isa.InstructionSpec, fields: dict[str, int], layer: dict[str, int] | None
+                 ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """The SRAM ranges the instruction reads and writes, from its definition in the ISA table
     (isa.sram_operands: the verifiers and the compiler use the same), in the table's order."""
-    layer = vars(ctx.layers[fields["layer"]]) if spec.has_layer else None
+    reads, writes = [], []
     for operand in spec.sram_operands(fields, layer):
         if operand.reads:
-            effect.reads.append((operand.addr, operand.end))
+            reads.append((operand.addr, operand.end))
         if operand.writes:
-            effect.writes.append((operand.addr, operand.end))
+            writes.append((operand.addr, operand.end))
+    return reads, writes
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One instruction as the driver runs it, prepared once per program."""
+
+    handler: object
+    where: str
+    fields: SimpleNamespace  # read only: shared by every simulation of the program
+    opcode: Opcode
+    owner: int  # the layer it is charged to (attribute_layers)
+    reads: list  # SRAM ranges (shared: never modified)
+    writes: list
+    read_bytes: int  # their sizes summed (Effect._moved without sram_bytes)
+    written_bytes: int
+
+
+class _Prepared:
+    """What `simulate` derives from a ProgramImage alone, kept with the image while its sections
+    stay the same (`_prepared`): the decoded and validated instructions and layers, the hardware
+    config, per instruction its handler, SRAM ranges and owner layer; and the caches of work
+    that depends only on the program or on bytes compared on every use (windows, decoded weight
+    tiles, SYN biases, LIF parameter blocks, fiber walks of DRAM weights), which later
+    simulations reuse."""
+
+    def __init__(self, image: ProgramImage, sections: tuple):
+        self.sections = sections
+        try:
+            program = decode_instructions(image)
+        except BinaryFormatError:
+            validate_image(image)  # the image's first problem, in the validator's order
+            raise
+        validate_image(image, program)  # with the instructions decoded once for both
+        self.hw = HwConfig.from_toml(image.hw_toml, source="prog.bin section hw_config")
+        layer_fields = decode_layers(image)
+        self.layers = [SimpleNamespace(**d, enums={}) for d in layer_fields]  # enums: see _decoded
+        owners = attribute_layers(program)
+        handler_of = {id(spec): HANDLERS[spec.opcode] for spec in isa.INSTRUCTIONS}  # (an enum key hashes slowly)
+        self.steps: list[_Step] = []
+        for i, (spec, fields) in enumerate(program):
+            if spec.opcode == Opcode.HALT:
+                break
+            reads, writes = _sram_ranges(spec, fields, layer_fields[fields["layer"]] if spec.has_layer else None)
+            self.steps.append(_Step(handler_of[id(spec)], f"instruction {i} ({spec.mnemonic})",
+                                    SimpleNamespace(**fields), spec.opcode, owners[i], reads, writes,
+                                    sum(hi - lo for lo, hi in reads), sum(hi - lo for lo, hi in writes)))
+        self.instructions = len(program)
+        self.has_exit_checks = any(spec.opcode == Opcode.EXIT_CHECK for spec, _ in program)
+        self.windows: dict[tuple, _Windows] = {}
+        self.weight_tiles: dict[tuple, _WeightTile] = {}
+        self.channel_blocks: dict[tuple, _ChannelBlock] = {}
+        self.lif_params: dict[tuple, _LifParams] = {}
+        self.syn_biases: dict[tuple, tuple[bytes, np.ndarray, int]] = {}
+        self.fiber_walks: dict[tuple, tuple[bytes, _Fibers]] = {}
+        self.lock = threading.Lock()
+
+
+def _sections(image: ProgramImage) -> tuple:
+    """Everything of the image a _Prepared depends on (bytes, strings, frozen IODescs)."""
+    return (image.hw_toml, image.dram_size, image.constants, tuple(image.layers), tuple(image.layer_names),
+            image.instructions, tuple(image.io), image.model_name)
+
+
+_PREPARED: dict[int, _Prepared] = {}  # id(image) -> its prepared program, dropped with the image
+
+
+def _prepared(image: ProgramImage) -> _Prepared:
+    """The image's _Prepared, made again when any section of the image has changed since."""
+    sections = _sections(image)
+    found = _PREPARED.get(id(image))
+    if found is not None and all(a is b or a == b for a, b in zip(found.sections, sections)):
+        return found
+    prepared = _Prepared(image, sections)  # raises BinaryFormatError for an invalid image
+    if found is None:
+        weakref.finalize(image, _PREPARED.pop, id(image), None)
+    _PREPARED[id(image)] = prepared
+    return prepared
 
 
 DRAM_READERS = (Opcode.DMA_LOAD, Opcode.DMA_LOAD_BM, Opcode.EXIT_CHECK)  # ordered after stores to what they read
@@ -1237,26 +1455,41 @@ def _read_outputs(ctx: _Context, image: ProgramImage) -> dict[str, np.ndarray]:
     return outputs
 
 
+@contextlib.contextmanager
+def _fewer_collections(gen0: int = 50_000):
+    """Python's cyclic collector runs every 700 net allocations by default; a simulation
+    allocates many small objects (effects, ranges, prepared instructions) that are no cyclic
+    garbage, and the collections walk the whole heap (a tenth of a first simulation of
+    sew-resnet18-dvs). Collect less often while simulating; garbage is still collected.
+    (compiler/pipeline.py does the same while compiling.)"""
+    old = gc.get_threshold()
+    gc.set_threshold(max(gen0, old[0]), *old[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
+
+
 def simulate(image: ProgramImage, inputs: dict, *, functional: bool = False, progress: bool | None = None,
              exit_confidence: float | None = None, run_to_end: bool = True) -> SimResult:
     """`exit_confidence` sets exit.check's threshold register (exit_rule.threshold_register);
     the program then halts at the first check that decides to exit, and SimResult.outputs are
     the outputs as it leaves them. With `run_to_end` the simulation goes on past the halt so
     that the report's totals and layers describe the full run next to report["exit"]."""
-    try:
-        program = decode_instructions(image)
-    except BinaryFormatError:
-        validate_image(image)  # the image's first problem, in the validator's order
-        raise
-    validate_image(image, program)  # with the instructions decoded once for both
-    hw = HwConfig.from_toml(image.hw_toml, source="prog.bin section hw_config")
+    with _fewer_collections():
+        return _simulate(image, inputs, functional, progress, exit_confidence, run_to_end)
+
+
+def _simulate(image: ProgramImage, inputs: dict, functional: bool, progress: bool | None,
+              exit_confidence: float | None, run_to_end: bool) -> SimResult:
+    prepared = _prepared(image)
+    hw = prepared.hw
     register = None if exit_confidence is None else threshold_register(exit_confidence)
-    ctx = _Context(image, hw, functional, register)
+    ctx = _Context(image, prepared, functional, register)
     quantised = _write_inputs(ctx, image, inputs)
-    if register is not None and not any(spec.opcode == Opcode.EXIT_CHECK for spec, _ in program):
+    if register is not None and not prepared.has_exit_checks:
         raise InputError("an exit confidence needs a program with exit.check instructions "
                          "(compile it with --exit-checks)")
-    owners = attribute_layers(program)
     counters = [LayerCounters() for _ in image.layers]
     unattributed = LayerCounters()  # instructions of a program without tile instructions
     board = timing.Scoreboard()
@@ -1264,7 +1497,7 @@ def simulate(image: ProgramImage, inputs: dict, *, functional: bool = False, pro
     exit_log = ExitLog(None if register is None else float(exit_confidence), register)
     halted_outputs = None
     stopped = False
-    bar = _progress_bar(progress, len(program))
+    bar = _progress_bar(progress, prepared.instructions)
     executed = 0
     const_size = len(image.constants)
     pending: list[tuple[int, Opcode, Effect]] = []  # executed, not yet timed: (owner, opcode, effect)
@@ -1290,20 +1523,19 @@ def simulate(image: ProgramImage, inputs: dict, *, functional: bool = False, pro
             counter.add(effect, opcode, const_size, hw)
         pending.clear()
 
-    handler_of = {id(spec): HANDLERS[spec.opcode] for spec in isa.INSTRUCTIONS}  # (an enum key hashes slowly)
     try:
-        for i, (spec, fields) in enumerate(program):
-            if spec.opcode == Opcode.HALT:
-                break
-            where = f"instruction {i} ({spec.mnemonic})"
-            effect = handler_of[id(spec)](ctx, where, SimpleNamespace(**fields))
-            _record_sram_ranges(ctx, spec, fields, effect)
+        for i, step in enumerate(prepared.steps):
+            effect = step.handler(ctx, step.where, step.fields)
+            effect.reads, effect.writes = step.reads, step.writes  # shared lists: never modified
             executed += 1
-            owner = owners[i]
+            owner = step.owner
             if functional:
-                (counters[owner] if owner >= 0 else unattributed).add_functional(effect)
+                moved = effect.sram_bytes  # Effect._moved: a strided DMA's hull ranges move sram_bytes
+                (counters[owner] if owner >= 0 else unattributed).add_functional(
+                    effect, (step.read_bytes if moved is None else moved) if step.reads else 0,
+                    (step.written_bytes if moved is None else moved) if step.writes else 0)
             else:
-                pending.append((owner, spec.opcode, effect))
+                pending.append((owner, step.opcode, effect))
                 if len(pending) >= TIMING_BATCH:
                     time_pending()
                 if effect.check is not None or len(pending) >= TIMING_BATCH:

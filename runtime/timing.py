@@ -43,6 +43,7 @@ CONTRACT (docs/isa.md "Timing model"):
 
 from __future__ import annotations
 
+import bisect
 import functools
 import math
 from dataclasses import dataclass, field
@@ -116,14 +117,11 @@ def weighted_chunk_sums(bits: np.ndarray, weights: np.ndarray, width: int) -> np
 
 def chunk_sums(values: np.ndarray, width: int) -> np.ndarray:
     """[M, K] -> [M, ceil(K/width)]: sums over consecutive chunks of `width` positions of K."""
-    m, k = values.shape
+    k = values.shape[1]
     if k <= width:  # one chunk: no padding up to a buffer that may be far wider than K
         return values.sum(axis=1, keepdims=True)
-    chunks = math.ceil(k / width)
-    pad = chunks * width - k  # < k
-    if pad:
-        values = np.concatenate([values, np.zeros((m, pad), dtype=values.dtype)], axis=1)
-    return values.reshape(m, chunks, width).sum(axis=2)
+    # segment sums in place of padding K up to whole chunks (no copy of `values`)
+    return np.add.reduceat(values, np.arange(0, k, width), axis=1)
 
 
 class FiberBs:
@@ -221,6 +219,48 @@ def rounds_streams(bm_a: np.ndarray, nzw: np.ndarray, col: np.ndarray, pes: int,
     return FtpStreams(counts, a_fetches=m_pos, b_fibers=rounds * n_out, b_nonzeros=rounds * int(col.sum()))
 
 
+def _sorted_unique(values: np.ndarray) -> np.ndarray:
+    """np.unique of a small int array, without its per-call overhead."""
+    values = np.sort(values)
+    keep = np.empty(values.size, dtype=bool)
+    keep[:1] = True
+    np.not_equal(values[1:], values[:-1], out=keep[1:])
+    return values[keep]
+
+
+def _piece_counts(bm_a: np.ndarray, fb: FiberBs, col: np.ndarray, width: int, m: np.ndarray,
+                  n0: np.ndarray) -> np.ndarray:
+    """[P, C] matched pairs per chunk of the balanced cut's pieces (position m[p], fiber-Bs
+    n0[p] up to the next piece's start, or to N when the next piece starts a new position).
+
+    With prefix[u][k] = the fiber-Bs before u with a non-zero at k (prefix[N] = col) and
+    F(m, u) = chunk_sums(bm-A[m] * prefix[u]), a piece [n0, n1) of position m has
+    F(m, n1) - F(m, n0): F(m, 0) = 0, F(m, N) = the whole column sums, and the only other
+    u are the cuts inside positions (at most num_pes - 1), each the start of one piece and
+    the end of the piece before it. So the work is one [M, K] pass, one pass over the
+    non-zeros and one [cuts, K] pass, whatever the number of pieces.
+    """
+    k = bm_a.shape[1]
+    whole = weighted_chunk_sums(bm_a, col, width)  # F(m, N) [M, C]
+    counts = whole[m]  # the end of every piece, as if it ran to N ...
+    inside = np.flatnonzero(n0 > 0)  # pieces starting at a cut inside their position
+    if inside.size:
+        cut = n0[inside]
+        us = np.array(sorted(set(cut.tolist())), dtype=np.int64)  # at most num_pes - 1 distinct cuts
+        # prefix[u] for the distinct cuts: the non-zeros of the rows up to each cut, added up
+        # block by block (the non-zeros are in row-major order)
+        prefix = np.empty((us.size, k), dtype=np.int64)
+        running, start = np.zeros(k, dtype=np.int64), 0
+        for j, end in enumerate(fb.row_starts[us].tolist()):
+            running += np.bincount(fb.columns[start:end], minlength=k)
+            prefix[j], start = running, end
+        which = np.searchsorted(us, cut)
+        at_cut = chunk_sums(bm_a[m[inside]] * prefix[which], width)  # F(m, u) of each inside cut
+        counts[inside - 1] = at_cut  # ... but the piece before an inside cut ends there
+        counts[inside] -= at_cut
+    return counts
+
+
 def balanced_streams(bm_a: np.ndarray, nzw: np.ndarray, col: np.ndarray, pes: int, width: int) -> FtpStreams:
     """`balanced` scheduler. Both of its rules use only what is known before the joins:
     popcount(bm-A[m]) from the bitmasks and nnz(bm-B[n]) from the fiber lengths.
@@ -237,7 +277,7 @@ def balanced_streams(bm_a: np.ndarray, nzw: np.ndarray, col: np.ndarray, pes: in
     popcount(bm-A[m]), so that each round holds positions of similar work (sorting the
     positions minimises the sum over rounds of the slowest estimate); every round
     broadcasts all fiber-Bs once, as `rounds_streams`."""
-    m_pos, k = bm_a.shape
+    m_pos = bm_a.shape[0]
     fb = FiberBs.of(nzw)
     n_out = fb.shape[0]
     popcount = bm_a.sum(axis=1)
@@ -248,34 +288,22 @@ def balanced_streams(bm_a: np.ndarray, nzw: np.ndarray, col: np.ndarray, pes: in
                           a_fetches=m_pos, b_fibers=rounds * n_out, b_nonzeros=rounds * int(col.sum()))
     bounds = balanced_runs(popcount, fb.row_nnz, pes)
     runs = bounds.size - 1
-    edges = np.union1d(bounds, np.arange(0, m_pos * n_out + 1, n_out))  # runs cut at position ends
+    edges = _sorted_unique(np.concatenate([bounds, np.arange(0, m_pos * n_out + 1, n_out)]))  # runs cut at position ends
     lo, hi = edges[:-1], edges[1:]
     run = np.searchsorted(bounds, lo, side="right") - 1
     m = lo // n_out
     n0, n1 = lo - m * n_out, hi - m * n_out
-    cuts = np.union1d(np.concatenate([n0, n1]), [0, n_out])
+    cuts = _sorted_unique(np.concatenate([n0, n1, [0, n_out]]))
     i0, i1 = np.searchsorted(cuts, n0), np.searchsorted(cuts, n1)
-    chunks = max(1, math.ceil(k / width))
-    nnz = fb.columns.size
-    if m_pos * nnz <= PIECES_BY_NONZEROS * (cuts.size + lo.size) * k:
-        # few non-zeros: each (position, non-zero weight) pair lands in its piece's chunk when
-        # the position's input fires there (the pieces of a position partition its fiber-Bs)
-        piece = np.searchsorted(lo, (np.arange(m_pos)[:, None] * n_out + fb.rows[None, :]).ravel(), side="right") - 1
-        slot = piece * chunks + np.tile(fb.columns // width, m_pos)
-        piece_counts = np.bincount(slot[bm_a[:, fb.columns].ravel()], minlength=lo.size * chunks).reshape(lo.size, chunks)
-    else:
-        # fiber-B column sums over each piece's channel range, from blocks between the distinct cut channels
-        blocks = fb.block_column_sums(cuts[:-1])  # [B, K]
-        prefix = np.concatenate([np.zeros((1, k), dtype=np.int64), np.cumsum(blocks, axis=0)])
-        piece_counts = chunk_sums(bm_a[m] * (prefix[i1] - prefix[i0]), width)  # [P, C]
+    piece_counts = _piece_counts(bm_a, fb, col, width, m, n0)
     rank = np.arange(lo.size) - np.searchsorted(run, run, side="left")  # piece index within its run
     depth = int(rank.max()) + 1 if rank.size else 1
     counts = np.zeros((runs, depth, piece_counts.shape[1]), dtype=np.int64)
     counts[run, rank] = piece_counts
     # passes per channel block: how many pieces of one run cover it, at most over the runs
-    cover = np.zeros((runs, cuts.size), dtype=np.int64)
-    np.add.at(cover, (run, i0), 1)
-    np.add.at(cover, (run, i1), -1)
+    size = runs * cuts.size  # cover[run, cut]: +1 where a piece of the run starts, -1 where it ends
+    cover = (np.bincount(run * cuts.size + i0, minlength=size)
+             - np.bincount(run * cuts.size + i1, minlength=size)).reshape(runs, cuts.size)
     passes = np.cumsum(cover, axis=1)[:, :-1].max(axis=0)
     return FtpStreams(counts.reshape(runs, -1), a_fetches=int(lo.size),
                       b_fibers=int(passes @ np.diff(cuts)), b_nonzeros=int(passes @ np.diff(fb.row_starts[cuts])))
@@ -297,10 +325,25 @@ class FtpVisit:
     corrected: int
 
 
-def ftp_visit(hw: HwConfig, lanes: np.ndarray, nzw: np.ndarray | FiberBs) -> FtpVisit:
-    """The scheduling half of `ftp_syn`: what the visit's streams are and what they read."""
-    nt, m_pos, k = lanes.shape
-    bm_a = lanes.any(axis=0)
+def fired_lanes(lanes: np.ndarray) -> np.ndarray:
+    """uint8 [M, K]: in how many of its nt (<= 255) lanes each input fires."""
+    lanes = lanes.view(np.uint8)
+    fired = lanes[0].copy()
+    for lane in lanes[1:]:
+        fired += lane
+    return fired
+
+
+def ftp_visit(hw: HwConfig, lanes: np.ndarray, nzw: np.ndarray | FiberBs, fired: np.ndarray | None = None) -> FtpVisit:
+    """The scheduling half of `ftp_syn`: what the visit's streams are and what they read.
+    `fired`: fired_lanes(lanes), if the caller has it."""
+    return ftp_visit_fired(hw, fired_lanes(lanes) if fired is None else fired, lanes.shape[0], nzw)
+
+
+def ftp_visit_fired(hw: HwConfig, fired: np.ndarray, nt: int, nzw: np.ndarray | FiberBs) -> FtpVisit:
+    """`ftp_visit` from fired_lanes [M, K] of the visit's nt lanes (all that FTP timing reads of them)."""
+    m_pos, k = fired.shape
+    bm_a = fired != 0
     fb = FiberBs.of(nzw)
     col = fb.col  # fiber-Bs with a non-zero at k
     dealt = FTP_SCHEDULERS[hw.tppe.scheduler](bm_a, fb, col, hw.compute.num_pes, hw.tppe.bitmask_buffer_bits)
@@ -308,9 +351,9 @@ def ftp_visit(hw: HwConfig, lanes: np.ndarray, nzw: np.ndarray | FiberBs) -> Ftp
         # summed over positions first (fired > 0 exactly where bm-A is set): per k,
         # sum_m (nt - fired) * bm-A = nt * popcount - spikes, and the entries not all fired;
         # no [M, K] int64 array, whatever the visit's size
-        spikes = lanes.sum(axis=(0, 1), dtype=np.int64)
+        spikes = fired.sum(axis=0, dtype=np.int64)
         correction_lanes = int((nt * bm_a.sum(axis=0, dtype=np.int64) - spikes) @ col)
-        corrected = int((bm_a & ~lanes.all(axis=0)).sum(axis=0, dtype=np.int64) @ col)
+        corrected = int((bm_a & (fired != nt)).sum(axis=0, dtype=np.int64) @ col)
     else:
         correction_lanes = corrected = 0
     return FtpVisit(dealt, nt, k, int(dealt.counts.sum()), correction_lanes, corrected)
@@ -325,8 +368,13 @@ def time_ftp_visits(hw: HwConfig, visits: list[FtpVisit]) -> list[SynTiming]:
     width = hw.tppe.bitmask_buffer_bits
     slots = max(v.dealt.counts.shape[1] for v in visits)
     counts = [v.dealt.counts for v in visits]
-    st = tppe.batched_streams(np.concatenate([np.pad(c, ((0, 0), (0, slots - c.shape[1]))) for c in counts])
-                              if len(counts) > 1 else counts[0], hw)
+    if len(counts) > 1:  # the visits' streams one after the other, task slots padded with empty tasks
+        stacked = np.zeros((sum(c.shape[0] for c in counts), slots), dtype=np.int64)
+        row = 0
+        for c in counts:
+            stacked[row:row + c.shape[0], :c.shape[1]] = c
+            row += c.shape[0]
+    st = tppe.batched_streams(stacked if len(counts) > 1 else counts[0], hw)
     sizes = np.array([c.shape[0] for c in counts], dtype=np.int64)
     first = np.cumsum(sizes) - sizes
     # rounds: pes consecutive streams of a visit (the last one short); a round's time is its slowest
@@ -380,40 +428,80 @@ def ftp_syn(hw: HwConfig, lanes: np.ndarray, nzw: np.ndarray) -> SynTiming:
 
 
 def syn_timing(hw: HwConfig, dataflow: int, lanes: np.ndarray, nzw: np.ndarray | FiberBs,
-               defer: bool = False) -> SynTiming | FtpVisit:
+               defer: bool = False, fired: np.ndarray | None = None) -> SynTiming | FtpVisit:
     """Dispatch on the layer descriptor's `dataflow` (isa.Dataflow). With `defer`, an FTP
-    visit comes back untimed (`FtpVisit`), for `time_ftp_visits` to time with others."""
+    visit comes back untimed (`FtpVisit`), for `time_ftp_visits` to time with others.
+    `fired`: fired_lanes(lanes), if the caller has it."""
     df = Dataflow(dataflow)
     if df == Dataflow.FTP:
-        visit = ftp_visit(hw, lanes, nzw)
+        visit = ftp_visit(hw, lanes, nzw, fired)
         return visit if defer else time_ftp_visits(hw, [visit])[0]
     return baselines.MODELS[df](hw, lanes, nzw.nonzero if isinstance(nzw, FiberBs) else nzw)
 
 
-def _hazard_start(start: int, reads, writes, pending_reads: dict, pending_writes: dict) -> int:
+class PendingAccesses:
+    """Earlier accesses still able to delay someone: (lo, hi) -> the latest finish of an access
+    to that range (an access to the same range as a pending one keeps the later finish, the
+    only one a hazard check can need, so reused buffers do not grow the table), and the same
+    entries as (finish, lo, hi) sorted by finish, so that a hazard check visits only the
+    entries that finish after its start, latest first."""
+
+    __slots__ = ("by_finish", "finish")
+
+    def __init__(self) -> None:
+        self.finish: dict[tuple[int, int], int] = {}
+        self.by_finish: list[tuple[int, int, int]] = []
+
+    def __len__(self) -> int:
+        return len(self.finish)
+
+    def items(self):
+        return self.finish.items()
+
+    def clear(self) -> None:
+        self.finish.clear()
+        self.by_finish.clear()
+
+    def record(self, ranges, finish: int) -> None:
+        """Add accesses to `ranges` finishing at `finish` (empty ranges are no access)."""
+        for key in ranges:
+            lo, hi = key
+            if hi <= lo:
+                continue
+            old = self.finish.get(key)
+            if old is None or old < finish:
+                if old is not None:
+                    del self.by_finish[bisect.bisect_left(self.by_finish, (old, lo, hi))]
+                self.finish[key] = finish
+                bisect.insort(self.by_finish, (finish, lo, hi))
+
+    def latest(self, start: int, ranges) -> int:
+        """max(start, the latest finish among the pending accesses overlapping `ranges`)."""
+        entries = self.by_finish
+        for i in range(len(entries) - 1, -1, -1):
+            fin, plo, phi = entries[i]
+            if fin <= start:
+                break
+            for lo, hi in ranges:
+                if plo < hi and lo < phi:
+                    return fin  # the latest overlapping one: the entries go by decreasing finish
+        return start
+
+    def prune(self, horizon: int) -> None:
+        """Drop the accesses finished by `horizon`."""
+        cut = bisect.bisect_right(self.by_finish, (horizon, math.inf, math.inf))
+        for _, lo, hi in self.by_finish[:cut]:
+            del self.finish[(lo, hi)]
+        del self.by_finish[:cut]
+
+
+def _hazard_start(start: int, reads, writes, pending_reads: PendingAccesses, pending_writes: PendingAccesses) -> int:
     """The latest finish among the pending accesses that overlap (RAW, WAR, WAW), if later than `start`."""
-    for lo, hi in reads:
-        for (plo, phi), fin in pending_writes.items():
-            if fin > start and plo < hi and lo < phi:
-                start = fin
-    for lo, hi in writes:
-        for pending in (pending_writes, pending_reads):
-            for (plo, phi), fin in pending.items():
-                if fin > start and plo < hi and lo < phi:
-                    start = fin
+    if reads or writes:
+        start = pending_writes.latest(start, list(reads) + list(writes))  # RAW, WAW
+    if writes:
+        start = pending_reads.latest(start, writes)  # WAR
     return start
-
-
-def _record(pending: dict, ranges, finish: int) -> None:
-    """Add accesses; an access to the same range as a pending one keeps the later finish
-    (the only one a hazard check can need), so reused buffers do not grow the table."""
-    for key in ranges:
-        if key[1] > key[0] and pending.get(key, -1) < finish:
-            pending[key] = finish
-
-
-def _prune(pending: dict, horizon: int) -> dict:
-    return {key: fin for key, fin in pending.items() if fin > horizon}
 
 
 @dataclass
@@ -421,12 +509,12 @@ class Scoreboard:
     """Start/finish times of instructions from engine occupancy and SRAM/DRAM hazards."""
 
     engine_free: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ENGINES, 0))
-    # (lo, hi) -> latest finish of earlier accesses still able to delay someone: SRAM ranges,
-    # and the DRAM ranges of DMAs (only DMAs touch DRAM: pruned by the dma engine's time)
-    pending_reads: dict = field(default_factory=dict)
-    pending_writes: dict = field(default_factory=dict)
-    dram_reads: dict = field(default_factory=dict)
-    dram_writes: dict = field(default_factory=dict)
+    # earlier accesses still able to delay someone: SRAM ranges, and the DRAM ranges of DMAs
+    # (only DMAs touch DRAM: pruned by the dma engine's time)
+    pending_reads: PendingAccesses = field(default_factory=PendingAccesses)
+    pending_writes: PendingAccesses = field(default_factory=PendingAccesses)
+    dram_reads: PendingAccesses = field(default_factory=PendingAccesses)
+    dram_writes: PendingAccesses = field(default_factory=PendingAccesses)
     makespan: int = 0
     last_wait: int = 0  # cycles the last instruction waited for hazards after its engine was free
 
@@ -456,20 +544,20 @@ class Scoreboard:
         finish = start + cycles
         self.engine_free[engine] = start + (cycles if occupancy is None else min(occupancy, cycles))
         self.makespan = max(self.makespan, finish)
-        _record(self.pending_reads, reads, finish)
-        _record(self.pending_writes, writes, finish)
-        _record(self.dram_reads, dram_reads, finish)
-        _record(self.dram_writes, dram_writes, finish)
+        self.pending_reads.record(reads, finish)
+        self.pending_writes.record(writes, finish)
+        self.dram_reads.record(dram_reads, finish)
+        self.dram_writes.record(dram_writes, finish)
         if len(self.pending_reads) + len(self.pending_writes) > 64:
             # anything finished before every engine is free can no longer delay anyone
             horizon = min(self.engine_free.values())
-            self.pending_reads = _prune(self.pending_reads, horizon)
-            self.pending_writes = _prune(self.pending_writes, horizon)
+            self.pending_reads.prune(horizon)
+            self.pending_writes.prune(horizon)
         if len(self.dram_reads) + len(self.dram_writes) > 64:
             # only DMAs check DRAM ranges, and the next one starts no earlier than the dma engine is free
             horizon = self.engine_free["dma"]
-            self.dram_reads = _prune(self.dram_reads, horizon)
-            self.dram_writes = _prune(self.dram_writes, horizon)
+            self.dram_reads.prune(horizon)
+            self.dram_writes.prune(horizon)
         return start, finish
 
 

@@ -379,3 +379,49 @@ def test_fiber_walk_matches_the_fiber_by_fiber_walk():
         dense = np.unpackbits(mem.data[np.asarray(starts, dtype=np.int64)[:, None] + 4 + np.arange((elems + 7) // 8)],
                               axis=1, count=elems, bitorder="little") if n else np.zeros((0, elems), np.uint8)
         np.testing.assert_array_equal(got.set_bits(elems), np.flatnonzero(dense))
+
+
+def test_a_simulated_image_that_changes_is_prepared_again():
+    """simulate keeps what it derives from an image (decoded instructions, decoded weight tiles)
+    for the image's next simulation: a second run is the same, and a change to any section of
+    the image afterwards is seen (new weights give the new results; broken instructions the error)."""
+    rng = np.random.default_rng(12)
+    t, cin, cout, h, w = 2, 32, 16, 4, 4
+    x = (rng.random((t, 1, cin, h, w)) < 0.4).astype(np.float32)
+    first, second = (sparse_weights(rng, (cout, cin, 3, 3), 0.1) for _ in range(2))
+    bias = np.zeros(cout, dtype=np.int64)
+    image = conv_acc_program(x.shape, [first], bias)
+    runs = [simulate(image, {"x": x}) for _ in range(2)]
+    assert runs[0].report == runs[1].report
+    np.testing.assert_array_equal(runs[1].outputs["acc0"][:, 0], ref_conv_acc(x[:, 0], first, bias)[0])
+    image.constants = conv_acc_program(x.shape, [second], bias).constants  # same layout, other weights
+    np.testing.assert_array_equal(simulate(image, {"x": x}, functional=True).outputs["acc0"][:, 0],
+                                  ref_conv_acc(x[:, 0], second, bias)[0])
+    image.instructions = image.instructions[:-1]  # no longer whole instructions
+    with pytest.raises(BinaryFormatError):
+        simulate(image, {"x": x})
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_lif_lanes_in_int32_match_int64(seed, monkeypatch):
+    """LIF runs its lanes in int32 while `_lif_peak` bounds every value inside it: random
+    parameters and currents around that limit give what the int64 lanes give."""
+    rng = np.random.default_rng(100 + seed)
+    cases = []
+    for _ in range(40):
+        t, n = int(rng.integers(1, 9)), 3
+        mag = int(rng.choice([1000, 1 << 20, 1 << 28, (1 << 31) - 1]))
+        pm = int(rng.choice([2, 1 << 16, 1 << 30, (1 << 31) - 1]))
+        lif = {"leak_form": LeakForm(int(rng.integers(0, 3))), "reset": ResetMode(int(rng.integers(0, 3))),
+               "flags": int(rng.choice([0, LifFlags.DELAYED_RESET, LifFlags.COMPARE_GT])),
+               "leak_frac": int(rng.integers(0, 20)), "membrane_bits": int(rng.choice([12, 24, 32]))}
+        currents = rng.integers(-mag, mag, size=(t, n))
+        params = [[int(v) for v in rng.integers(-pm, pm, n)] for _ in range(3)]
+        cases.append((dense_lif_program(currents, *params, **lif), {"x": currents.reshape(t, 1, n).astype(np.float32)}))
+    narrow = [simulate(image, inputs, functional=True) for image, inputs in cases]
+    monkeypatch.setattr(simulator, "INT32_MAX", -1)  # no bound fits: every lane in int64
+    for (image, inputs), ours in zip(cases, narrow):
+        wide = simulate(image, inputs, functional=True)
+        for name in wide.outputs:
+            np.testing.assert_array_equal(ours.outputs[name], wide.outputs[name])
+        assert ours.report["layers"][0]["saturations"] == wide.report["layers"][0]["saturations"]

@@ -315,3 +315,32 @@ def test_balanced_piece_counts_two_ways(density, monkeypatch):
             results.append((dealt.counts.tolist(), dealt.a_fetches, dealt.b_fibers, dealt.b_nonzeros))
         assert results[0] == results[1]
         assert np.asarray(results[0][0]).sum() == int((bm_a.astype(np.int64) @ nzw.T.astype(np.int64)).sum())
+
+
+def test_balanced_piece_counts_follow_their_definition():
+    """A balanced cut's streams, brute force: run j holds output neurons bounds[j]..bounds[j+1]-1
+    (pe_array.balanced_runs), cut into pieces at position ends; a piece (position m, fiber-Bs
+    n0..n1-1) has sum over k in chunk c of bm-A[m, k] * #{n in n0..n1-1: B[n, k] != 0} pairs."""
+    from snnc.runtime.pe_array import balanced_runs
+
+    rng = np.random.default_rng(21)
+    for _ in range(60):
+        m_pos, n_out, k = int(rng.integers(1, 12)), int(rng.integers(1, 40)), int(rng.integers(1, 90))
+        pes, width = int(rng.integers(1, 8)), int(rng.choice([1, 3, 8, 64]))
+        if m_pos > timing.BALANCED_CUT_POSITIONS * pes:
+            continue  # rounds of positions: test_balanced_streams_sort_large_visits_into_rounds
+        bm_a = rng.random((m_pos, k)) < rng.random()
+        nzw = rng.random((n_out, k)) < rng.random() * 0.6
+        dealt = timing.balanced_streams(bm_a, nzw, nzw.sum(axis=0), pes, width)
+        bounds = balanced_runs(bm_a.sum(axis=1), nzw.sum(axis=1), pes)
+        chunks = -(-k // width)
+        for run in range(pes):
+            pieces, lo = [], int(bounds[run])
+            while lo < bounds[run + 1]:
+                m, n0 = divmod(lo, n_out)
+                n1 = min(n_out, n0 + int(bounds[run + 1]) - lo)
+                per_k = bm_a[m] * nzw[n0:n1].sum(axis=0)
+                pieces += [int(per_k[c * width:(c + 1) * width].sum()) for c in range(chunks)]
+                lo += n1 - n0
+            expected = pieces + [0] * (dealt.counts.shape[1] - len(pieces))
+            assert dealt.counts[run].tolist() == expected
