@@ -7,7 +7,8 @@ batch and output-row tiles (b, m: LoAS's M), timesteps (t) and, when the reducti
 is walked in chunks, k-chunks of input channels (k).
 
 CONTRACT
-  Requires: loop-level IR (after convert-snn-to-loops), before tile-sizes.
+  Requires: loop-level IR (after convert-snn-to-loops), before layer-fuse (a fused
+    kernel is a one-line error) and tile-sizes.
   Guarantees: in every kernel holding a `tile.syn` (of the layers named in `layers`,
     or all), the nest implements `dataflow`, and its descriptors say so (`dataflow`).
     Each dataflow is one module of passes/dataflows/ that registers itself (its code,
@@ -97,6 +98,9 @@ class LoopReorder(ModulePass):
             if not syns or (wanted and not sources & wanted):
                 continue
             found |= sources
+            if any(isinstance(o, tile.KernelOp) for o in kernel.body.walk() if o is not kernel):
+                raise CompileError(f"loop-reorder: '{kernel.sym_name.data}' is fused (its layers run in row "
+                                   "bands); run loop-reorder before layer-fuse")
             _reorder(kernel, loops, lanes)
             if recipe.rewrite is not None:
                 recipe.rewrite(op, kernel, loops)
@@ -122,6 +126,9 @@ def _reorder(kernel: tile.KernelOp, loops: tuple[str, ...], lanes: int) -> None:
     else:
         t.op.attributes.pop(tile.PARALLEL_ATTR, None)
     chain = [loop.dim for loop in nest_chain(kernel.body.block)]
+    if not chain:
+        raise CompileError(f"loop-reorder: '{where}': its loops are no longer one nest (op's k-chunks split "
+                           "it); reorder a layer once, or op last")
     nest = [d.rstrip("*") for d in loops if d != "k"]
     if "b" in chain:  # b rides just outside m
         nest.insert(nest.index("m"), "b")
