@@ -43,14 +43,29 @@ def test_tables_and_verdicts(bench):
 
 
 def test_process_stats_measures_the_child_not_the_parent(bench):
-    wall, rss = bench.process_stats([sys.executable, "-c", "x = bytearray(64 << 20)"], 1, warmup=False)
+    errors: list[str] = []
+    stats = bench.process_stats({"big": [sys.executable, "-c", "x = bytearray(64 << 20)"],
+                                 "small": [sys.executable, "-c", "pass"]}, 1, False, errors)
+    assert not errors
+    (wall, rss), (_, small_rss) = stats["big"], stats["small"]
     assert wall > 0
     assert 60 < rss < 1024  # the 64 MiB child, not this (bigger or smaller) pytest process
+    assert small_rss < rss - 40
 
 
-def test_process_stats_reports_failures(bench):
-    with pytest.raises(RuntimeError, match="boom"):
-        bench.process_stats([sys.executable, "-c", "raise SystemExit('boom')"], 1, warmup=False)
+def test_process_stats_reports_failures_and_measures_the_rest(bench):
+    errors: list[str] = []
+    stats = bench.process_stats({"bad": [sys.executable, "-c", "raise SystemExit('boom')"],
+                                 "good": [sys.executable, "-c", "pass"]}, 2, True, errors, "m: ")
+    assert list(stats) == ["good"]
+    assert len(errors) == 1 and errors[0].startswith("m: bad: RuntimeError") and "boom" in errors[0]
+
+
+def test_interleaved_medians_alternates_the_functions(bench):
+    calls: list[str] = []
+    medians = bench.interleaved_medians({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+                                        2, True, [])
+    assert calls == ["a", "b"] * 3 and set(medians) == {"a", "b"}
 
 
 def test_packed_weight_bytes(bench):
