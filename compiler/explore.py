@@ -10,13 +10,15 @@ CONTRACT:
     2..max_group kernels, so where fusion groups begin is searched too. This holds STEMS's
     ST-LBL, TB-LBL, ST-LF and TB-LF per block, and every batch size between, per layer;
     shorter runs inside a block fuse at batches of at least the TPPE's timestep lanes.
-    Tile shapes are tile-sizes' choice for each schedule (the largest tiles that fit, the
-    band height with the least traffic), not searched.
+    Tile shapes: a synaptic kernel alone takes tile-sizes' heuristic (double buffers first)
+    or its least-traffic plan (tile-sizes{least_traffic}: fewer channel tiles, taller rows,
+    often single-buffered), both searched; a fused group the band height with the least
+    traffic (tile-sizes' choice).
   * Costs: explore_cost.LoopBase.evaluate (analytic counts from the loop-level IR) turned
     into figures by a Calibration fitted to two simulated schedules, the default pipeline and
     ST-LBL. A group that does not fit the SRAM is infeasible (never chosen).
   * Segment costs come from "runs": one evaluation of a schedule gives the cost of every group
-    in it; per batch, one run costs every kernel alone and a few more the spans (those that do
+    in it; per batch, one run per tiling costs every kernel alone and a few more the spans (those that do
     not overlap share a run). The costs of groups add up (kernels are planned and timed on
     their own), so dynamic programming over the kernels finds the best schedule of the space
     exactly ("dp"); it keeps the `top` best per prefix (for edp: the energy/cycles Pareto
@@ -36,6 +38,7 @@ from pathlib import Path
 from snnc.backend.errors import CompileError, SnncError
 from snnc.compiler.explore_cost import (
     ORDERS,
+    TILINGS,
     Calibration,
     Cost,
     Figures,
@@ -85,7 +88,8 @@ class Exploration:
         for g in groups:
             span = self.names[g.start] if g.length == 1 else f"{self.names[g.start]}..{self.names[g.stop - 1]}"
             order = " rows-outer" if g.order else ""
-            parts.append(f"{span} {'LF' if g.length > 1 else 'LBL'} B{g.batch}{order}")
+            tiling = " least-traffic" if g.tiling else ""
+            parts.append(f"{span} {'LF' if g.length > 1 else 'LBL'} B{g.batch}{order}{tiling}")
         return " | ".join(parts)
 
 
@@ -141,23 +145,25 @@ def _spans_at(spans: list[tuple[int, int, int]], batch: int) -> list[tuple[int, 
 
 
 def segment_table(base: LoopBase, batches: list[int], spans: list[tuple[int, int, int]],
-                  tick: Callable[[], None] = lambda: None, orders: tuple[str, ...] = ORDERS) -> tuple[dict, int]:
+                  tick: Callable[[], None] = lambda: None, orders: tuple[str, ...] = ORDERS,
+                  tilings: tuple[str, ...] = TILINGS) -> tuple[dict, int]:
     """Group -> Cost, None (infeasible) or SPLIT, for every kernel alone (every synaptic one in
-    every loop order) and every span in `spans`, at every batch. Spans that do not overlap
-    share a run."""
+    every loop order and tiling) and every span in `spans`, at every batch. Spans that do not
+    overlap share a run."""
     n = len(base.names)
     table: dict[Group, Cost | str | None] = {}
     runs = 0
     for batch in batches:
-        for packed, order in _run_plan(n, _spans_at(spans, batch), orders):
+        for packed, order, tiling in _run_plan(n, _spans_at(spans, batch), orders, tilings):
             chosen = {s: length for s, length in packed}
             groups, i = [], 0
             while i < n:
                 length = chosen.get(i, 1)
-                groups.append(Group(i, length, batch, order if length == 1 and base.synaptic[i] else ""))
+                alone = length == 1 and base.synaptic[i]
+                groups.append(Group(i, length, batch, order if alone else "", tiling if alone else ""))
                 i += length
             wanted = {gi for gi, g in enumerate(groups) if g.start in chosen and g.length == chosen[g.start]
-                      and (not order or g.order)}
+                      and (not order or g.order) and (not tiling or g.tiling)}
             for gi, outcome in enumerate(base.evaluate(groups, wanted)):
                 if gi in wanted:
                     table[groups[gi]] = outcome
@@ -166,14 +172,17 @@ def segment_table(base: LoopBase, batches: list[int], spans: list[tuple[int, int
     return table, runs
 
 
-def _run_plan(n: int, spans: list[tuple[int, int]], orders: tuple[str, ...]) -> list[tuple[list, str]]:
-    """The runs of one batch: every kernel alone in each order, then the spans packed."""
-    return [([(i, 1) for i in range(n)], order) for order in orders] + [(pack, "") for pack in _pack(spans)]
+def _run_plan(n: int, spans: list[tuple[int, int]], orders: tuple[str, ...],
+              tilings: tuple[str, ...] = ("",)) -> list[tuple[list, str, str]]:
+    """The runs of one batch: every kernel alone in each order and tiling, then the spans packed."""
+    alone = [(i, 1) for i in range(n)]
+    return [(alone, order, tiling) for order in orders for tiling in tilings] + \
+        [(pack, "", "") for pack in _pack(spans)]
 
 
 def runs_needed(n: int, batches: list[int], spans: list[tuple[int, int, int]],
-                orders: tuple[str, ...] = ORDERS) -> int:
-    return sum(len(_run_plan(n, _spans_at(spans, batch), orders)) for batch in batches)
+                orders: tuple[str, ...] = ORDERS, tilings: tuple[str, ...] = TILINGS) -> int:
+    return sum(len(_run_plan(n, _spans_at(spans, batch), orders, tilings)) for batch in batches)
 
 
 def _pack(spans: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
@@ -224,16 +233,16 @@ def dynamic_programme(n: int, table: dict, calibration: Calibration, objective: 
 
 
 def all_schedules(n: int, batches: list[int], spans: list[tuple[int, int, int]], synaptic: list[bool],
-                  orders: tuple[str, ...] = ORDERS):
+                  orders: tuple[str, ...] = ORDERS, tilings: tuple[str, ...] = TILINGS):
     """Every schedule of the space (for the exhaustive search): kernels alone (a synaptic one in
-    any order) or in a span, each group at any batch."""
+    any order and tiling) or in a span, each group at any batch."""
     lengths: dict[int, list[tuple[int, int]]] = {i: [(1, 1)] for i in range(n)}
     for start, length, least in spans:
         lengths[start].append((length, least))
 
     def choices(start: int, length: int, least: int) -> list[Group]:
-        kinds = orders if length == 1 and synaptic[start] else ("",)
-        return [Group(start, length, b, o) for b in batches if b >= least for o in kinds]
+        kinds = [(o, t) for o in orders for t in tilings] if length == 1 and synaptic[start] else [("", "")]
+        return [Group(start, length, b, o, t) for b in batches if b >= least for o, t in kinds]
 
     def schedules(start: int):
         if start == n:
@@ -249,10 +258,10 @@ def all_schedules(n: int, batches: list[int], spans: list[tuple[int, int, int]],
 
 def exhaustive(base: LoopBase, batches: list[int], spans: list[tuple[int, int, int]], calibration: Calibration,
                objective: str, top: int = TOP, tick: Callable[[], None] = lambda: None,
-               orders: tuple[str, ...] = ORDERS) -> tuple[list[Candidate], int]:
+               orders: tuple[str, ...] = ORDERS, tilings: tuple[str, ...] = TILINGS) -> tuple[list[Candidate], int]:
     """Every schedule evaluated as a whole (one run each)."""
     found, runs = [], 0
-    for groups in all_schedules(len(base.names), batches, spans, base.synaptic, orders):
+    for groups in all_schedules(len(base.names), batches, spans, base.synaptic, orders, tilings):
         costs = base.evaluate(list(groups))
         runs += 1
         tick()
@@ -264,6 +273,7 @@ def exhaustive(base: LoopBase, batches: list[int], spans: list[tuple[int, int, i
 
 def count_schedules(n: int, batches: list[int], spans: list[tuple[int, int, int]],
                     synaptic: list[bool] | None = None, orders: int = 1) -> int:
+    """Schedules in the space; `orders`: the variants of a synaptic kernel alone (loop orders x tilings)."""
     ways = [0] * n + [1]
     for start in range(n - 1, -1, -1):
         alone = len(batches) * (orders if synaptic and synaptic[start] else 1) * ways[start + 1]
@@ -321,7 +331,7 @@ def explore(model: str | Path, hw: str, inputs: dict, objective: str = "energy",
     start = time.perf_counter()
     if method == "exhaustive":
         progress.phase("evaluating every schedule", count_schedules(n, batches, spans, base.synaptic,
-                                                                   len(ORDERS)))
+                                                                   len(ORDERS) * len(TILINGS)))
         ranked, more = exhaustive(base, batches, spans, calibration, objective, tick=progress.advance)
         runs += more
     else:

@@ -6,11 +6,13 @@ CONTRACT:
     schedule is evaluated on a clone of it.
   * A schedule is a list of `Group`s: consecutive kernels of the base, fused when the group
     has more than one (layer-fuse), all time-batched by `batch` (time-batch; batch = T is no
-    batching); a synaptic kernel alone may take a loop order (loop-reorder `order`).
+    batching); a synaptic kernel alone may take a loop order (loop-reorder `order`) and
+    tile-sizes' least-traffic plan (`tiling` "traffic": tile-sizes{least_traffic}).
     `pipeline_string` is its `--passes` string, and the same passes run here.
   * `LoopBase.evaluate(groups, wanted)` runs the schedule's loop-reorder, time-batch and
-    layer-fuse passes, then tile-sizes kernel by kernel (`size_kernel`) and hoist-loads, and
-    walks the loop nests (explore_walk.count, loopnest.evaluate's semantics) counting, per
+    layer-fuse passes, then tile-sizes kernel by kernel (`size_kernel`, with its least-traffic
+    plan for the groups of tiling "traffic") and hoist-loads, and
+    walks the loop nests (passes/loop_walk.count, loopnest.evaluate's semantics) counting, per
     group, the DRAM bytes its DMAs move (maps, weights, neuron-state spills), its DMA
     instructions, the SRAM bytes of ring-buffer moves, and per layer the work of its compute
     ops (output positions, and positions x timesteps). A group with a kernel that fits the
@@ -48,12 +50,14 @@ SPLIT = "split"  # a group that layer-fuse made into several kernels: the same a
 @dataclass(frozen=True)
 class Group:
     """Kernels [start, start + length) of the base, fused if more than one, time batch `batch`;
-    a synaptic kernel alone may take a loop order (loop-reorder `order`; "" = the default n > m)."""
+    a synaptic kernel alone may take a loop order (loop-reorder `order`; "" = the default n > m)
+    and a tiling ("" = tile-sizes' heuristic, "traffic" = its least-traffic plan)."""
 
     start: int
     length: int
     batch: int
     order: str = ""
+    tiling: str = ""
 
     @property
     def stop(self) -> int:
@@ -68,6 +72,7 @@ class Cost:
     dram_write: int = 0
     dma_ops: int = 0
     ring_bytes: int = 0  # SRAM-to-SRAM moves of fused maps (read and written)
+    constant_read: int = 0  # of dram_read: constant loads (weights, parameters)
     # per layer symbol: compute work as (output positions, positions x timesteps)
     work: dict[str, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
 
@@ -76,6 +81,7 @@ class Cost:
         self.dram_write += other.dram_write
         self.dma_ops += other.dma_ops
         self.ring_bytes += other.ring_bytes
+        self.constant_read += other.constant_read
         for name, (positions, lanes) in other.work.items():
             self.work[name][0] += positions
             self.work[name][1] += lanes
@@ -96,6 +102,11 @@ def pipeline_string(names: list[str], groups: list[Group], timesteps: int) -> st
 # outermost only reloads the weights per row tile: measured on sew-resnet18-dvs, it never moved
 # fewer DRAM bytes, and searching it cost a run per batch.
 ORDERS = ("",)
+# Tilings searched per synaptic layer alone: tile-sizes' heuristic (double buffers first, so
+# transfers overlap compute) and its least-traffic plan (tile-sizes{least_traffic}: fewer
+# channel tiles or taller rows, often single-buffered; on sew-resnet18-dvs at 128 KB the stem's
+# input is read 3x instead of 12x).
+TILINGS = ("", "traffic")
 
 
 def schedule_passes(names: list[str], groups: list[Group], timesteps: int) -> list[str]:
@@ -110,6 +121,9 @@ def schedule_passes(names: list[str], groups: list[Group], timesteps: int) -> li
     passes += [f'time-batch{{timesteps={b} layers="{",".join(by_batch[b])}"}}' for b in sorted(by_batch)]
     if any(g.length > 1 for g in groups):
         passes.append(f'layer-fuse{{boundaries="{",".join(names[g.start] for g in groups)}"}}')
+    least = [name for g in groups if g.tiling == "traffic" for name in names[g.start:g.stop]]
+    if least:
+        passes.append(f'tile-sizes{{least_traffic="{",".join(least)}"}}')
     return passes
 
 
@@ -159,7 +173,8 @@ class LoopBase:
         spec = ",".join(schedule_passes(self.names, groups, self.timesteps))
         try:
             for p in PassPipeline.parse_spec(get_all_passes(()), spec).passes if spec else ():
-                p.apply(self.ctx, module)
+                if p.name != "tile-sizes":  # run kernel by kernel below
+                    p.apply(self.ctx, module)
         except CompileError:
             return [None] * len(groups)
         owner = {}  # base kernel index -> group index
@@ -192,7 +207,8 @@ class LoopBase:
             fits = not split
             for kernel in group_kernels if fits else ():
                 try:
-                    layers = size_kernel(module, kernel, self.hw, layers, self.timesteps)
+                    layers = size_kernel(module, kernel, self.hw, layers, self.timesteps,
+                                         groups[gi].tiling == "traffic")
                 except CompileError:
                     fits = False
             if not fits:
@@ -219,7 +235,7 @@ def _onnx_name(kernel: tile.KernelOp, layers) -> str:
 def kernel_cost(kernel: tile.KernelOp, report_names: dict[str, str]) -> Cost:
     """Walk the kernel's loops once, counting what its DMAs and compute ops do (per layer,
     under the name the simulator's report gives it)."""
-    from snnc.compiler.explore_walk import count
+    from snnc.passes.loop_walk import count
 
     cost = Cost()
     count(kernel, report_names, cost)

@@ -17,9 +17,11 @@ from snnc.passes.footprints import (
 )
 from snnc.passes.fuse_nest import BAND_CAP_ATTR
 from snnc.passes.loop_module import interleaved, layer_table
-from snnc.passes.loopnest import Loop, evaluate, loops_in, set_step, upper
+from snnc.passes.loopnest import Loop, const_value, evaluate, loops_in, set_step, upper
 from snnc.passes.synapse_split import Part, split_synapse
-from snnc.passes.tile_plan import TiledKernel, align, buffer_copies, channel_options, most_rows, state_transfers
+from snnc.passes.tile_plan import (
+    TiledKernel, align, buffer_copies, channel_options, map_traffic, most_rows, state_transfers,
+)
 
 
 def _whole_map(layer) -> bool:
@@ -93,6 +95,9 @@ def band_schedule(kernel: tile.KernelOp, band: Loop, rows: int) -> tuple[dict, d
     for loop in loops_in(kernel.body.block):
         if loop.dim == "m":
             fixed[loop.op.step] = loop.upper
+    tb = _batch_loop(kernel)
+    if tb is not None:  # the rows are the same in every time batch: walk the first
+        fixed.update({tb.op.lb: tb.lower, tb.op.ub: tb.lower + 1})
     written: dict = {}
     oldest: dict = {}
     live: dict = {}
@@ -138,14 +143,18 @@ def plan_fused(kernel: tile.KernelOp, layers, timesteps: int, available: int) ->
     rings = [b for b in own if b.role.data.startswith("ring:")]
 
     reserved = [0]  # neuron state to be held on chip for all its tiles (time-batched groups)
+    schedules: dict[int, tuple] = {}  # rows -> band_schedule (attempts at one height share it)
+    tiled = {member: TiledKernel(member, layers, timesteps, available) for member in members(kernel)}
 
     def attempt(rows: int):
-        live, spans = band_schedule(kernel, band, rows)
+        if rows not in schedules:
+            schedules[rows] = band_schedule(kernel, band, rows)
+        live, spans = schedules[rows]
         ring_types = {r: _ring_type(r, live.get(r, 1)) for r in rings}
         held = sum(align(max(type_bytes(ring_types[b]) if b in ring_types else buffer_bytes(b), 1)) for b in own)
         plans = {}
-        for member in members(kernel):
-            k = TiledKernel(member, layers, timesteps, available - held - reserved[0])
+        for member, k in tiled.items():  # a member's tile sizes do not depend on the SRAM left
+            k.available = available - held - reserved[0]
             for copies in (2, 1):
                 found = most_rows(k, None, copies, 1, most=max(spans.get(member, 1), 1))
                 if found is not None:
@@ -210,20 +219,27 @@ def dram_traffic(kernel: tile.KernelOp, band: Loop, rows: int, member_rows: dict
         for loop in loops_in(member.body.block):
             if loop.dim == "m":
                 fixed[loop.op.step] = step
-    total = [0]
+    env = outer_env(kernel)
+    tb = _batch_loop(kernel)
+    if tb is None or tb.trips <= 3:
+        return map_traffic(kernel, fixed, env)
 
-    def visit(op, env):
-        if isinstance(op, tile.KernelOp):
-            evaluate(op.body.block, env, visit, fixed)
-        elif isinstance(op, tile.LoadOp | tile.StoreOp):
-            target = op.src if isinstance(op, tile.LoadOp) else op.dst
-            if isinstance(target.owner, tile.MapOp):
-                width, bits = target.type.get_shape()[-2], target.type.element_type.width.data
-                nt = 1 if target.owner.fmt == Format.SPIKE_BITMASK else env[op.nt]  # packed: all-T words
-                total[0] += nt * env[op.rows] * width * env[op.chs] * bits // 8
+    def batch(start: int) -> int:  # the time batch at `start` alone
+        return map_traffic(kernel, {**fixed, tb.op.lb: start, tb.op.ub: start + 1}, dict(env))
 
-    evaluate(kernel.body.block, outer_env(kernel), visit, fixed)
-    return total[0]
+    # The batches between the first (no state to load) and the last (no state to store, maybe
+    # fewer timesteps) move the same bytes: walk one of them.
+    last = tb.lower + (tb.trips - 1) * tb.step
+    return batch(tb.lower) + (tb.trips - 2) * batch(tb.lower + tb.step) + batch(last)
+
+
+def _batch_loop(kernel: tile.KernelOp) -> Loop | None:
+    """The fused kernel's time-batch loop, when its bounds are constants that only it reads (a
+    walk may then run chosen batches by fixing them), else None."""
+    tb = next((loop for loop in loops_in(kernel.body.block) if loop.dim == "tb"), None)
+    if tb is None or not all(const_value(v) is not None and v.has_one_use() for v in (tb.op.lb, tb.op.ub)):
+        return None
+    return tb
 
 
 def _hold_member_state(kernel: tile.KernelOp, member: tile.KernelOp, free: int) -> int:

@@ -13,8 +13,12 @@ from xdsl.dialects import scf
 from xdsl.dialects.builtin import IntAttr, IntegerAttr
 
 from snnc.dialects import tile
-from snnc.passes.footprints import buffer_bytes, kernel_buffers, largest_tiles, role, shape_bytes, tile_ops
-from snnc.passes.loopnest import Loop, loops_in, set_step
+from snnc.backend.isa import Format
+from snnc.passes.footprints import (
+    buffer_bytes, channel_tiles, const_bytes, kernel_buffers, largest_tiles, role, shape_bytes, tile_ops,
+)
+from snnc.passes.loop_walk import Counts, count
+from snnc.passes.loopnest import Loop, evaluate, loops_in, set_step
 from snnc.runtime.pe_array import visit_rounds
 
 SRAM_ALIGN = 16  # bytes; every SRAM buffer starts on a bank word
@@ -124,22 +128,91 @@ def row_rounds(height: int, rows: int, width: int, chs: int, pes: int) -> float:
     return sum(visit_rounds(min(rows, height - r) * width, chs, pes) for r in range(0, height, rows))
 
 
-def choose(k: TiledKernel, pes: int, out_width: int) -> tuple[int | None, int | None, int, int]:
-    """(channels, rows, copies, weight copies) of the first plan that fits (see CONTRACT)."""
+def fitting_plans(k: TiledKernel):
+    """(channels, most rows, copies, weight copies) of every plan that fits, in the heuristic's
+    order of preference: double-buffered before single, then the most channels first."""
     several_tiles = not is_fixed(k.n)
     for copies, double_weights in ((2, True), (2, False), (1, False)):
         for chs in channel_options(k):
             out_cs = None if k.n is None else k.n.upper - k.n.lower
             weight_copies = 2 if double_weights and several_tiles and chs is not None and chs < out_cs else 1
             rows = most_rows(k, chs, copies, weight_copies)
-            if rows is None:
-                continue
-            if k.t is not None and k.t.parallel and k.n is not None and not is_fixed(k.m):
-                height = k.m.upper - k.m.lower
-                width_chs = chs if chs is not None else k.n.step
-                rows = min(range(rows, 0, -1), key=lambda r: row_rounds(height, r, out_width, width_chs, pes))
-            return chs, rows, copies, weight_copies
+            if rows is not None:
+                yield chs, rows, copies, weight_copies
+
+
+def choose(k: TiledKernel, pes: int, out_width: int) -> tuple[int | None, int | None, int, int]:
+    """(channels, rows, copies, weight copies) of the first plan that fits (see CONTRACT)."""
+    for chs, rows, copies, weight_copies in fitting_plans(k):
+        if k.t is not None and k.t.parallel and k.n is not None and not is_fixed(k.m):
+            height = k.m.upper - k.m.lower
+            width_chs = chs if chs is not None else k.n.step
+            rows = min(range(rows, 0, -1), key=lambda r: row_rounds(height, r, out_width, width_chs, pes))
+        return chs, rows, copies, weight_copies
     return None
+
+
+def least_traffic(k: TiledKernel, pes: int, out_width: int) -> tuple[int | None, int | None, int, int] | None:
+    """The plan that moves the fewest DRAM bytes (`plan_traffic`) among `choose`'s and every
+    fitting plan with its most rows; ties go to `choose`'s, then to the order of preference
+    (double buffers, more channels). Fewer channel tiles re-read the input fewer times, and
+    taller row tiles re-read fewer halo rows, often at the price of single buffers."""
+    first = choose(k, pes, out_width)
+    if first is None:
+        return None
+    seen: dict = {}
+
+    def traffic(plan) -> int:
+        key = (plan[0], plan[1], plan[3])
+        if key not in seen:
+            seen[key] = plan_traffic(k, *key)
+        return seen[key]
+
+    best, best_bytes = first, traffic(first)
+    for plan in fitting_plans(k):
+        if traffic(plan) < best_bytes:
+            best, best_bytes = plan, traffic(plan)
+    return best
+
+
+def plan_traffic(k: TiledKernel, chs: int | None, rows: int | None, weight_copies: int) -> int:
+    """DRAM bytes of the kernel's map loads and stores (feature maps, spilled state) and its
+    constant loads with channel tiles of `chs` and row tiles of `rows` (the compiled loop walk);
+    with one channel tile in one copy, each constant tile counts once, as hoist-loads leaves it."""
+    fixed, steps = {}, {}
+    if chs is not None:
+        fixed.update({loop.op.step: chs for loop in k.by_dim.get("n", [])})
+        steps.update({loop.op: chs for loop in k.by_dim.get("n", [])})
+    if rows is not None:
+        fixed.update({loop.op.step: rows for loop in k.by_dim.get("m", [])})
+    counts = Counts()
+    count(k.kernel, {}, counts, fixed)
+    total = counts.dram_read + counts.dram_write
+    one_tile = k.n is None or chs is None or (chs >= k.n.upper - k.n.lower and weight_copies == 1)
+    if one_tile:
+        loads = [op for op in k.kernel.body.walk() if isinstance(op, tile.LoadConstOp)]
+        once = sum(const_bytes(op, c, n) for op in loads for c, n in channel_tiles(op.ch0, op.chs, steps))
+        total += once - counts.constant_read
+    return total
+
+
+def map_traffic(kernel: tile.KernelOp, fixed: dict, env: dict | None = None) -> int:
+    """DRAM bytes the kernel's (and its members') map loads and stores move, with the loop
+    steps in `fixed` (step value -> step), walked by loopnest.evaluate from `env`."""
+    total = [0]
+
+    def visit(op, env):
+        if isinstance(op, tile.KernelOp):
+            evaluate(op.body.block, env, visit, fixed)
+        elif isinstance(op, tile.LoadOp | tile.StoreOp):
+            target = op.src if isinstance(op, tile.LoadOp) else op.dst
+            if isinstance(target.owner, tile.MapOp):
+                width, bits = target.type.get_shape()[-2], target.type.element_type.width.data
+                nt = 1 if target.owner.fmt == Format.SPIKE_BITMASK else env[op.nt]  # packed: all-T words
+                total[0] += nt * env[op.rows] * width * env[op.chs] * bits // 8
+
+    evaluate(kernel.body.block, {} if env is None else env, visit, fixed)
+    return total[0]
 
 
 def state_transfers(kernel: tile.KernelOp) -> list[scf.IfOp]:

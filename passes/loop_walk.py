@@ -1,15 +1,20 @@
-"""The loop walk of explore's cost model, compiled: a kernel's nest becomes nested tuples over
-integer slots once, then runs in plain Python (loopnest.evaluate's semantics, without reading
-xDSL operands on every iteration: a schedule's nests run hundreds of thousands of times).
+"""A kernel's loop walk, compiled: its nest becomes nested tuples over integer slots once, then
+runs in plain Python (loopnest.evaluate's semantics, without reading xDSL operands on every
+iteration: explore's cost model runs a schedule's nests hundreds of thousands of times, and
+tile-sizes' least-traffic plan one nest per candidate tiling). Not a pass.
 
-`count(kernel, report_names, cost)` adds to `cost` (explore_cost.Cost) what the kernel's tile
-ops do: DRAM bytes and DMA instructions of map and constant transfers, SRAM bytes of ring-buffer
-moves, and per layer its compute ops' (positions, positions x timesteps).
+`count(kernel, report_names, cost, fixed)` adds to `cost` (compiler/explore_cost.Cost, or
+`Counts`) what the kernel's tile ops do: DRAM bytes and DMA instructions of map and constant
+transfers, SRAM bytes of ring-buffer moves, and per layer its compute ops' (positions,
+positions x timesteps). Constants in `fixed` take the value given there (a tiling being
+considered, as loopnest.evaluate's `fixed`).
 """
 
 from __future__ import annotations
 
 import math
+from collections import defaultdict
+from dataclasses import dataclass, field
 
 from snnc.backend.isa import Format
 from snnc.dialects import tile
@@ -31,12 +36,24 @@ class _Slots:
         return slot
 
 
-def _compile(block, slot: _Slots, report_names: dict) -> list[tuple]:
+@dataclass
+class Counts:
+    """What `count` adds up (explore_cost.Cost has the same fields)."""
+
+    dram_read: int = 0
+    dram_write: int = 0
+    dma_ops: int = 0
+    ring_bytes: int = 0
+    constant_read: int = 0  # of dram_read: constant loads
+    work: dict = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
+
+
+def _compile(block, slot: _Slots, report_names: dict, fixed: dict) -> list[tuple]:
     prog = []
     for op in block.ops:
         kind = type(op)
         if kind is arith.ConstantOp:
-            prog.append((CONST, slot(op.result), op.value.value.data))
+            prog.append((CONST, slot(op.result), fixed.get(op.result, op.value.value.data)))
         elif kind in _BINARY:
             prog.append((BINARY, slot(op.result), _BINARY[kind], slot(op.lhs), slot(op.rhs)))
         elif kind is arith.CmpiOp:
@@ -47,12 +64,12 @@ def _compile(block, slot: _Slots, report_names: dict) -> list[tuple]:
             prog.append((ROWS, slot(op.in_row0), slot(op.in_rows), _input_rows(op), slot(op.row0), slot(op.rows)))
         elif kind is scf.ForOp:
             prog.append((FOR, slot(op.lb), slot(op.ub), slot(op.step), slot(op.body.block.args[0]),
-                         _compile(op.body.block, slot, report_names)))
+                         _compile(op.body.block, slot, report_names, fixed)))
         elif kind is scf.IfOp:
-            other = _compile(op.false_region.block, slot, report_names) if op.false_region.blocks else []
-            prog.append((IF, slot(op.cond), _compile(op.true_region.block, slot, report_names), other))
+            other = _compile(op.false_region.block, slot, report_names, fixed) if op.false_region.blocks else []
+            prog.append((IF, slot(op.cond), _compile(op.true_region.block, slot, report_names, fixed), other))
         elif kind is tile.KernelOp:  # a fused kernel's member: its nest runs in place
-            prog.extend(_compile(op.body.block, slot, report_names))
+            prog.extend(_compile(op.body.block, slot, report_names, fixed))
         elif kind is tile.LoadOp or kind is tile.StoreOp:
             prog.append(_window(op, slot))
         elif kind is tile.LoadConstOp:
@@ -130,9 +147,11 @@ def _run(prog: list[tuple], env: list, cost) -> None:
             ch0, chs = env[ch0], env[chs]
             cost.dma_ops += 1
             if offsets is not None:
-                cost.dram_read += offsets[ch0 + chs] - offsets[ch0]
+                moved = offsets[ch0 + chs] - offsets[ch0]
             else:
-                cost.dram_read += whole if whole is not None else chs * per_channel
+                moved = whole if whole is not None else chs * per_channel
+            cost.dram_read += moved
+            cost.constant_read += moved
         elif code == SELECT:
             env[ins[1]] = env[ins[3]] if env[ins[2]] else env[ins[4]]
         elif code == ROWS:
@@ -141,7 +160,7 @@ def _run(prog: list[tuple], env: list, cost) -> None:
             _run(ins[2] if env[ins[1]] else ins[3], env, cost)
 
 
-def count(kernel: tile.KernelOp, report_names: dict, cost) -> None:
+def count(kernel: tile.KernelOp, report_names: dict, cost, fixed: dict | None = None) -> None:
     slot = _Slots()
-    prog = _compile(kernel.body.block, slot, report_names)
+    prog = _compile(kernel.body.block, slot, report_names, fixed or {})
     _run(prog, [0] * len(slot.index), cost)
