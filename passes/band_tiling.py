@@ -19,8 +19,9 @@ from snnc.passes.fuse_nest import BAND_CAP_ATTR
 from snnc.passes.loop_module import interleaved, layer_table
 from snnc.passes.loopnest import Loop, const_value, evaluate, loops_in, set_step, upper
 from snnc.passes.synapse_split import Part, split_synapse
+from snnc.passes.loop_walk import Counts, Walk
 from snnc.passes.tile_plan import (
-    TiledKernel, align, buffer_copies, channel_options, map_traffic, most_rows, state_transfers,
+    TiledKernel, align, buffer_copies, channel_options, most_rows, state_transfers,
 )
 
 
@@ -176,12 +177,13 @@ def plan_fused(kernel: tile.KernelOp, layers, timesteps: int, available: int) ->
                            f"row: the rings, weights and parameters held for the group take {held} bytes of "
                            f"{available}, and member '{failed.sym_name.data}' needs more than the rest; start a new "
                            "group there (layer-fuse{boundaries=...})")
-    best = None
+    best, compiled = None, None
     for rows in sorted({1, limit, *(1 << i for i in range(limit.bit_length()) if 1 << i <= limit)}):
         plan, held, _ = attempt(rows) if rows > 1 else (first, held, None)
         if plan is None:
             break
-        cost = dram_traffic(kernel, band, rows, {m: r for m, (_, r, _) in plan[1].items()})
+        compiled = compiled or traffic_walk(kernel, band)
+        cost = dram_traffic(kernel, band, rows, {m: r for m, (_, r, _) in plan[1].items()}, compiled)
         if best is None or cost <= best[0]:
             best = (cost, rows, plan, held)
     _, rows, (ring_types, plans), held = best
@@ -211,9 +213,19 @@ def _whole_state_bytes(member: tile.KernelOp, layers) -> int:
     return 0
 
 
-def dram_traffic(kernel: tile.KernelOp, band: Loop, rows: int, member_rows: dict) -> int:
+def traffic_walk(kernel: tile.KernelOp, band: Loop) -> Walk:
+    """The fused kernel's nest compiled for `dram_traffic`: its band and member row steps and
+    its time-batch bounds variable."""
+    steps = [loop.op.step for member in members(kernel) for loop in loops_in(member.body.block) if loop.dim == "m"]
+    tb = _batch_loop(kernel)
+    return Walk(kernel, None, (band.op.step, *steps, *((tb.op.lb, tb.op.ub) if tb is not None else ())))
+
+
+def dram_traffic(kernel: tile.KernelOp, band: Loop, rows: int, member_rows: dict,
+                 compiled: Walk | None = None) -> int:
     """DRAM bytes the fused kernel's map loads and stores move with bands of `rows` rows and
-    each member's row tiles (constants are loaded once whatever the band)."""
+    each member's row tiles (constants are loaded once whatever the band); `compiled`: its
+    `traffic_walk`, if the caller has it."""
     fixed = {band.op.step: rows}
     for member, step in member_rows.items():
         for loop in loops_in(member.body.block):
@@ -221,11 +233,18 @@ def dram_traffic(kernel: tile.KernelOp, band: Loop, rows: int, member_rows: dict
                 fixed[loop.op.step] = step
     env = outer_env(kernel)
     tb = _batch_loop(kernel)
+    compiled = compiled or traffic_walk(kernel, band)
+
+    def walk(fixed: dict) -> int:
+        counts = Counts()
+        compiled.run(counts, fixed, env)
+        return counts.dram_read + counts.dram_write - counts.constant_read
+
     if tb is None or tb.trips <= 3:
-        return map_traffic(kernel, fixed, env)
+        return walk(fixed)
 
     def batch(start: int) -> int:  # the time batch at `start` alone
-        return map_traffic(kernel, {**fixed, tb.op.lb: start, tb.op.ub: start + 1}, dict(env))
+        return walk({**fixed, tb.op.lb: start, tb.op.ub: start + 1})
 
     # The batches between the first (no state to load) and the last (no state to store, maybe
     # fewer timesteps) move the same bytes: walk one of them.

@@ -48,12 +48,18 @@ class Counts:
     work: dict = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
 
 
-def _compile(block, slot: _Slots, report_names: dict, fixed: dict) -> list[tuple]:
+def _compile(block, slot: _Slots, report_names: dict, variable: dict) -> list[tuple]:
+    """`variable`: constants left out of the program (their slots are set before each run),
+    filled in here with their values."""
     prog = []
     for op in block.ops:
         kind = type(op)
         if kind is arith.ConstantOp:
-            prog.append((CONST, slot(op.result), fixed.get(op.result, op.value.value.data)))
+            if op.result in variable:
+                slot(op.result)
+                variable[op.result] = op.value.value.data
+            else:
+                prog.append((CONST, slot(op.result), op.value.value.data))
         elif kind in _BINARY:
             prog.append((BINARY, slot(op.result), _BINARY[kind], slot(op.lhs), slot(op.rhs)))
         elif kind is arith.CmpiOp:
@@ -64,12 +70,12 @@ def _compile(block, slot: _Slots, report_names: dict, fixed: dict) -> list[tuple
             prog.append((ROWS, slot(op.in_row0), slot(op.in_rows), _input_rows(op), slot(op.row0), slot(op.rows)))
         elif kind is scf.ForOp:
             prog.append((FOR, slot(op.lb), slot(op.ub), slot(op.step), slot(op.body.block.args[0]),
-                         _compile(op.body.block, slot, report_names, fixed)))
+                         _compile(op.body.block, slot, report_names, variable)))
         elif kind is scf.IfOp:
-            other = _compile(op.false_region.block, slot, report_names, fixed) if op.false_region.blocks else []
-            prog.append((IF, slot(op.cond), _compile(op.true_region.block, slot, report_names, fixed), other))
+            other = _compile(op.false_region.block, slot, report_names, variable) if op.false_region.blocks else []
+            prog.append((IF, slot(op.cond), _compile(op.true_region.block, slot, report_names, variable), other))
         elif kind is tile.KernelOp:  # a fused kernel's member: its nest runs in place
-            prog.extend(_compile(op.body.block, slot, report_names, fixed))
+            prog.extend(_compile(op.body.block, slot, report_names, variable))
         elif kind is tile.LoadOp or kind is tile.StoreOp:
             prog.append(_window(op, slot))
         elif kind is tile.LoadConstOp:
@@ -160,7 +166,32 @@ def _run(prog: list[tuple], env: list, cost) -> None:
             _run(ins[2] if env[ins[1]] else ins[3], env, cost)
 
 
-def count(kernel: tile.KernelOp, report_names: dict, cost, fixed: dict | None = None) -> None:
-    slot = _Slots()
-    prog = _compile(kernel.body.block, slot, report_names, fixed or {})
-    _run(prog, [0] * len(slot.index), cost)
+class Walk:
+    """A kernel's nest compiled once, to count it under several tilings: the constants in
+    `variable` (loop steps, bounds) take the values a run gives, else their own."""
+
+    def __init__(self, kernel: tile.KernelOp, report_names: dict | None = None, variable=()):
+        self.slot = _Slots()
+        self.defaults: dict = dict.fromkeys(variable)
+        self.prog = _compile(kernel.body.block, self.slot, report_names or {}, self.defaults)
+
+    def run(self, cost, fixed: dict | None = None, env: dict | None = None) -> None:
+        """Add to `cost` what the nest does with the constants in `fixed` (of `variable`) and
+        `env`: values the kernel reads from around it (band_tiling.outer_env; others are 0)."""
+        index = self.slot.index
+        values = [0] * len(index)
+        for value, number in (env or {}).items():
+            if value in index:
+                values[index[value]] = number
+        fixed = fixed or {}
+        for value, default in self.defaults.items():
+            number = fixed.get(value, default)
+            if value in index and number is not None:
+                values[index[value]] = number
+        _run(self.prog, values, cost)
+
+
+def count(kernel: tile.KernelOp, report_names: dict, cost, fixed: dict | None = None,
+          env: dict | None = None) -> None:
+    """Walk the kernel once (`Walk.run`)."""
+    Walk(kernel, report_names, tuple(fixed or ())).run(cost, fixed, env)

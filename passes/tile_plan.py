@@ -13,12 +13,11 @@ from xdsl.dialects import scf
 from xdsl.dialects.builtin import IntAttr, IntegerAttr
 
 from snnc.dialects import tile
-from snnc.backend.isa import Format
 from snnc.passes.footprints import (
     buffer_bytes, channel_tiles, const_bytes, kernel_buffers, largest_tiles, role, shape_bytes, tile_ops,
 )
-from snnc.passes.loop_walk import Counts, count
-from snnc.passes.loopnest import Loop, evaluate, loops_in, set_step
+from snnc.passes.loop_walk import Counts, Walk
+from snnc.passes.loopnest import Loop, loops_in, set_step
 from snnc.runtime.pe_array import visit_rounds
 
 SRAM_ALIGN = 16  # bytes; every SRAM buffer starts on a bank word
@@ -67,6 +66,7 @@ class TiledKernel:
         self.buffers = kernel_buffers(self.kernel)
         self.ops = tile_ops(self.kernel.body.block)
         self.cache: dict = {}
+        self.walk: Walk | None = None  # the nest compiled for plan_traffic, its n and m steps variable
 
     def set_steps(self, dim: str, step: int) -> None:
         for loop in self.by_dim.get(dim, []):
@@ -153,25 +153,30 @@ def choose(k: TiledKernel, pes: int, out_width: int) -> tuple[int | None, int | 
 
 
 def least_traffic(k: TiledKernel, pes: int, out_width: int) -> tuple[int | None, int | None, int, int] | None:
-    """The plan that moves the fewest DRAM bytes (`plan_traffic`) among `choose`'s and every
-    fitting plan with its most rows; ties go to `choose`'s, then to the order of preference
-    (double buffers, more channels). Fewer channel tiles re-read the input fewer times, and
-    taller row tiles re-read fewer halo rows, often at the price of single buffers."""
+    """The plan that moves the fewest DRAM bytes (`plan_traffic`): `choose`'s, or for a channel
+    tile size the most rows that fit (double-buffered if those rows fit twice, else single:
+    at one channel size, taller row tiles re-read fewer halo rows); ties go to `choose`'s, then
+    to more channels. Fewer channel tiles re-read the input fewer times: a channel size whose
+    bytes with whole-height row tiles (no halo re-read; a bound) are no fewer than the best
+    so far ends the search, smaller sizes having more channel tiles."""
     first = choose(k, pes, out_width)
     if first is None:
         return None
-    seen: dict = {}
-
-    def traffic(plan) -> int:
-        key = (plan[0], plan[1], plan[3])
-        if key not in seen:
-            seen[key] = plan_traffic(k, *key)
-        return seen[key]
-
-    best, best_bytes = first, traffic(first)
-    for plan in fitting_plans(k):
-        if traffic(plan) < best_bytes:
-            best, best_bytes = plan, traffic(plan)
+    best, best_bytes = first, plan_traffic(k, first[0], first[1], first[3])
+    out_cs = None if k.n is None else k.n.upper - k.n.lower
+    whole = None if k.m is None or is_fixed(k.m) else k.m.upper - k.m.lower
+    for chs in channel_options(k):
+        if whole is not None and plan_traffic(k, chs, whole, 1) >= best_bytes:
+            break
+        rows = most_rows(k, chs, 1, 1)
+        if rows is None or (chs, rows) == first[:2]:
+            continue
+        several = not is_fixed(k.n) and chs is not None and chs < out_cs
+        copies, weight_copies = next(pair for pair in ((2, 2 if several else 1), (2, 1), (1, 1))
+                                     if k.fits(chs, rows, *pair))
+        traffic = plan_traffic(k, chs, rows, weight_copies)
+        if traffic < best_bytes:
+            best, best_bytes = (chs, rows, copies, weight_copies), traffic
     return best
 
 
@@ -179,40 +184,21 @@ def plan_traffic(k: TiledKernel, chs: int | None, rows: int | None, weight_copie
     """DRAM bytes of the kernel's map loads and stores (feature maps, spilled state) and its
     constant loads with channel tiles of `chs` and row tiles of `rows` (the compiled loop walk);
     with one channel tile in one copy, each constant tile counts once, as hoist-loads leaves it."""
-    fixed, steps = {}, {}
-    if chs is not None:
-        fixed.update({loop.op.step: chs for loop in k.by_dim.get("n", [])})
-        steps.update({loop.op: chs for loop in k.by_dim.get("n", [])})
-    if rows is not None:
-        fixed.update({loop.op.step: rows for loop in k.by_dim.get("m", [])})
+    n_steps = [loop.op.step for loop in k.by_dim.get("n", [])]
+    m_steps = [loop.op.step for loop in k.by_dim.get("m", [])]
+    if k.walk is None:
+        k.walk = Walk(k.kernel, None, (*n_steps, *m_steps))
+    fixed = {**dict.fromkeys(n_steps, chs), **dict.fromkeys(m_steps, rows)}
     counts = Counts()
-    count(k.kernel, {}, counts, fixed)
+    k.walk.run(counts, {step: value for step, value in fixed.items() if value is not None})
     total = counts.dram_read + counts.dram_write
     one_tile = k.n is None or chs is None or (chs >= k.n.upper - k.n.lower and weight_copies == 1)
     if one_tile:
+        steps = {loop.op: chs for loop in k.by_dim.get("n", [])} if chs is not None else {}
         loads = [op for op in k.kernel.body.walk() if isinstance(op, tile.LoadConstOp)]
         once = sum(const_bytes(op, c, n) for op in loads for c, n in channel_tiles(op.ch0, op.chs, steps))
         total += once - counts.constant_read
     return total
-
-
-def map_traffic(kernel: tile.KernelOp, fixed: dict, env: dict | None = None) -> int:
-    """DRAM bytes the kernel's (and its members') map loads and stores move, with the loop
-    steps in `fixed` (step value -> step), walked by loopnest.evaluate from `env`."""
-    total = [0]
-
-    def visit(op, env):
-        if isinstance(op, tile.KernelOp):
-            evaluate(op.body.block, env, visit, fixed)
-        elif isinstance(op, tile.LoadOp | tile.StoreOp):
-            target = op.src if isinstance(op, tile.LoadOp) else op.dst
-            if isinstance(target.owner, tile.MapOp):
-                width, bits = target.type.get_shape()[-2], target.type.element_type.width.data
-                nt = 1 if target.owner.fmt == Format.SPIKE_BITMASK else env[op.nt]  # packed: all-T words
-                total[0] += nt * env[op.rows] * width * env[op.chs] * bits // 8
-
-    evaluate(kernel.body.block, {} if env is None else env, visit, fixed)
-    return total[0]
 
 
 def state_transfers(kernel: tile.KernelOp) -> list[scf.IfOp]:
