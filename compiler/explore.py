@@ -154,7 +154,9 @@ def segment_table(base: LoopBase, batches: list[int], spans: list[tuple[int, int
     table: dict[Group, Cost | str | None] = {}
     runs = 0
     for batch in batches:
-        for packed, order, tiling in _run_plan(n, _spans_at(spans, batch), orders, tilings):
+        plan = _run_plan(n, _spans_at(spans, batch), orders, tilings)
+        for ri, (packed, order, tiling) in enumerate(plan):
+            keep = ri + 1 < len(plan) and plan[ri + 1][0] is packed and plan[ri + 1][1] == order
             chosen = {s: length for s, length in packed}
             groups, i = [], 0
             while i < n:
@@ -164,7 +166,7 @@ def segment_table(base: LoopBase, batches: list[int], spans: list[tuple[int, int
                 i += length
             wanted = {gi for gi, g in enumerate(groups) if g.start in chosen and g.length == chosen[g.start]
                       and (not order or g.order) and (not tiling or g.tiling)}
-            for gi, outcome in enumerate(base.evaluate(groups, wanted)):
+            for gi, outcome in enumerate(base.evaluate(groups, wanted, keep)):
                 if gi in wanted:
                     table[groups[gi]] = outcome
             runs += 1

@@ -144,6 +144,7 @@ class LoopBase:
                 raise CompileError(f"explore: layer name {name!r} has a comma or a quote: it cannot be named in "
                                    "a --passes option")
         self.ctx = make_context()
+        self._scheduled: tuple[str | None, ModuleOp | None] = (None, None)  # the last schedule's passes run
 
     @classmethod
     def build(cls, model, hw: str) -> LoopBase:
@@ -162,20 +163,28 @@ class LoopBase:
             p.apply(ctx, module)
         return cls(module)
 
-    def evaluate(self, groups: list[Group], wanted: set[int] | None = None) -> list[Cost | str | None]:
+    def evaluate(self, groups: list[Group], wanted: set[int] | None = None,
+                 keep: bool = False) -> list[Cost | str | None]:
         """Per group: its Cost, None if it does not fit the SRAM, or SPLIT if layer-fuse did not
         make it one kernel (another schedule is the same). Groups not in `wanted` (indices; None =
-        all) are not costed (their entry is None)."""
+        all) are not costed (their entry is None). `keep`: the next schedule differs only in its
+        tiling (it reuses this one's loop passes)."""
         from snnc.passes import get_all_passes
         from snnc.passes.hoist_loads import HoistLoads
 
-        module = self.module.clone()
-        spec = ",".join(schedule_passes(self.names, groups, self.timesteps))
-        try:
-            for p in PassPipeline.parse_spec(get_all_passes(()), spec).passes if spec else ():
-                if p.name != "tile-sizes":  # run kernel by kernel below
+        spec = ",".join(p for p in schedule_passes(self.names, groups, self.timesteps)
+                        if not p.startswith("tile-sizes"))  # tile-sizes: kernel by kernel below
+        if self._scheduled[0] == spec:  # the last schedule differed only in its tiling
+            module = self._scheduled[1]
+        else:
+            module = self.module.clone()
+            try:
+                for p in PassPipeline.parse_spec(get_all_passes(()), spec).passes if spec else ():
                     p.apply(self.ctx, module)
-        except CompileError:
+            except CompileError:
+                module = None
+        self._scheduled = (spec, module.clone() if module is not None else None) if keep else (None, None)
+        if module is None:
             return [None] * len(groups)
         owner = {}  # base kernel index -> group index
         for gi, g in enumerate(groups):

@@ -91,7 +91,8 @@ def outer_env(kernel: tile.KernelOp) -> dict:
 def band_schedule(kernel: tile.KernelOp, band: Loop, rows: int) -> tuple[dict, dict]:
     """Run the fused kernel with bands of `rows` (each member one row tile per band): the rows
     each ring must hold (the most from the oldest row a band still reads to the newest
-    written), and each member's most rows in one band."""
+    written), and each member's most rows in one band (the compiled loop walk, watching the
+    ring windows and compute ops)."""
     fixed = {band.op.step: rows}
     for loop in loops_in(kernel.body.block):
         if loop.dim == "m":
@@ -105,31 +106,46 @@ def band_schedule(kernel: tile.KernelOp, band: Loop, rows: int) -> tuple[dict, d
     spans: dict = {}
     last = [-1]
 
-    def visit(op, env):
-        if isinstance(op, tile.KernelOp):
-            evaluate(op.body.block, env, visit, fixed)
-            return
-        position = env.get(band.iv, -1)
+    def at(position: int) -> None:
         if position < last[0]:  # the bands start again (the next batch element or time batch)
             written.clear()
             oldest.clear()
         last[0] = position
+
+    def store(ring):
+        def seen(position: int, row0: int, count: int) -> None:
+            at(position)
+            written[ring] = max(written.get(ring, 0), row0 + count)
+        return seen
+
+    def load(ring):
+        def seen(position: int, row0: int, count: int) -> None:
+            at(position)
+            if count:
+                key = (ring, position)
+                first = oldest[key] = min(oldest.get(key, row0), row0)
+                live[ring] = max(live.get(ring, 0), written.get(ring, 0) - first, row0 + count - first)
+        return seen
+
+    def compute(member):
+        def seen(position: int, count: int) -> None:
+            at(position)
+            spans[member] = max(spans.get(member, 0), count)
+        return seen
+
+    def probe(op):
         if isinstance(op, tile.StoreOp) and isinstance(op.dst.owner, tile.AllocOp):
-            ring = op.dst.owner
-            written[ring] = max(written.get(ring, 0), env[op.row0] + env[op.rows])
-        elif isinstance(op, tile.LoadOp) and isinstance(op.src.owner, tile.AllocOp) and env[op.rows]:
-            ring = op.src.owner
-            key = (ring, position)
-            oldest[key] = min(oldest.get(key, env[op.row0]), env[op.row0])
-            live[ring] = max(live.get(ring, 0), written.get(ring, 0) - oldest[key],
-                             env[op.row0] + env[op.rows] - oldest[key])
-        elif isinstance(op, tile.COMPUTE_OPS):
+            return store(op.dst.owner), (band.iv, op.row0, op.rows)
+        if isinstance(op, tile.LoadOp) and isinstance(op.src.owner, tile.AllocOp):
+            return load(op.src.owner), (band.iv, op.row0, op.rows)
+        if isinstance(op, tile.COMPUTE_OPS):
             member = op.parent_op()
             while not isinstance(member, tile.KernelOp):
                 member = member.parent_op()
-            spans[member] = max(spans.get(member, 0), env[op.rows])
+            return compute(member), (band.iv, op.rows)
+        return None
 
-    evaluate(kernel.body.block, outer_env(kernel), visit, fixed)
+    Walk(kernel, None, tuple(fixed), probe).run(Counts(), fixed, outer_env(kernel))
     return live, spans
 
 

@@ -22,7 +22,7 @@ from snnc.passes.footprints import fiber_offsets, global_of
 from snnc.passes.loopnest import _BINARY, _COMPARE
 from xdsl.dialects import arith, scf
 
-CONST, BINARY, SELECT, ROWS, FOR, IF, WINDOW, CONSTLOAD, COMPUTE = range(9)
+CONST, BINARY, SELECT, ROWS, FOR, IF, WINDOW, CONSTLOAD, COMPUTE, PROBE = range(10)
 
 
 class _Slots:
@@ -48,12 +48,16 @@ class Counts:
     work: dict = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
 
 
-def _compile(block, slot: _Slots, report_names: dict, variable: dict) -> list[tuple]:
+def _compile(block, slot: _Slots, report_names: dict, variable: dict, probe=None) -> list[tuple]:
     """`variable`: constants left out of the program (their slots are set before each run),
-    filled in here with their values."""
+    filled in here with their values. `probe(op)`: for a tile op, None or (function, values):
+    the function is called with the values at every instance of the op."""
     prog = []
     for op in block.ops:
         kind = type(op)
+        probed = probe(op) if probe is not None and isinstance(op, _TILE_OPS) else None
+        if probed is not None:
+            prog.append((PROBE, probed[0], tuple(slot(v) for v in probed[1])))
         if kind is arith.ConstantOp:
             if op.result in variable:
                 slot(op.result)
@@ -70,12 +74,12 @@ def _compile(block, slot: _Slots, report_names: dict, variable: dict) -> list[tu
             prog.append((ROWS, slot(op.in_row0), slot(op.in_rows), _input_rows(op), slot(op.row0), slot(op.rows)))
         elif kind is scf.ForOp:
             prog.append((FOR, slot(op.lb), slot(op.ub), slot(op.step), slot(op.body.block.args[0]),
-                         _compile(op.body.block, slot, report_names, variable)))
+                         _compile(op.body.block, slot, report_names, variable, probe)))
         elif kind is scf.IfOp:
-            other = _compile(op.false_region.block, slot, report_names, variable) if op.false_region.blocks else []
-            prog.append((IF, slot(op.cond), _compile(op.true_region.block, slot, report_names, variable), other))
+            other = _compile(op.false_region.block, slot, report_names, variable, probe) if op.false_region.blocks else []
+            prog.append((IF, slot(op.cond), _compile(op.true_region.block, slot, report_names, variable, probe), other))
         elif kind is tile.KernelOp:  # a fused kernel's member: its nest runs in place
-            prog.extend(_compile(op.body.block, slot, report_names, variable))
+            prog.extend(_compile(op.body.block, slot, report_names, variable, probe))
         elif kind is tile.LoadOp or kind is tile.StoreOp:
             prog.append(_window(op, slot))
         elif kind is tile.LoadConstOp:
@@ -84,6 +88,9 @@ def _compile(block, slot: _Slots, report_names: dict, variable: dict) -> list[tu
             name = report_names.get(op.layer_symbol, op.layer_symbol)
             prog.append((COMPUTE, name, slot(op.rows), slot(op.chs), slot(op.nt)))
     return prog
+
+
+_TILE_OPS = (tile.LoadOp, tile.StoreOp, *tile.COMPUTE_OPS)
 
 
 def _input_rows(op: tile.InputRowsOp):
@@ -164,16 +171,19 @@ def _run(prog: list[tuple], env: list, cost) -> None:
             env[ins[1]], env[ins[2]] = ins[3](env[ins[4]], env[ins[5]])
         elif code == IF:
             _run(ins[2] if env[ins[1]] else ins[3], env, cost)
+        elif code == PROBE:
+            ins[1](*[env[s] for s in ins[2]])
 
 
 class Walk:
     """A kernel's nest compiled once, to count it under several tilings: the constants in
-    `variable` (loop steps, bounds) take the values a run gives, else their own."""
+    `variable` (loop steps, bounds) take the values a run gives, else their own. `probe`:
+    see _compile (band_tiling.band_schedule watches the ring windows with it)."""
 
-    def __init__(self, kernel: tile.KernelOp, report_names: dict | None = None, variable=()):
+    def __init__(self, kernel: tile.KernelOp, report_names: dict | None = None, variable=(), probe=None):
         self.slot = _Slots()
         self.defaults: dict = dict.fromkeys(variable)
-        self.prog = _compile(kernel.body.block, self.slot, report_names or {}, self.defaults)
+        self.prog = _compile(kernel.body.block, self.slot, report_names or {}, self.defaults, probe)
 
     def run(self, cost, fixed: dict | None = None, env: dict | None = None) -> None:
         """Add to `cost` what the nest does with the constants in `fixed` (of `variable`) and
