@@ -5,6 +5,8 @@ SRAM streamed in row bands (`stream_in_bands`), and the band height of a fused k
 
 from __future__ import annotations
 
+from functools import partial
+
 from xdsl.dialects import func, scf
 from xdsl.dialects.builtin import IntAttr, MemRefType, ModuleOp
 
@@ -88,65 +90,66 @@ def outer_env(kernel: tile.KernelOp) -> dict:
     return env
 
 
-def band_schedule(kernel: tile.KernelOp, band: Loop, rows: int) -> tuple[dict, dict]:
-    """Run the fused kernel with bands of `rows` (each member one row tile per band): the rows
-    each ring must hold (the most from the oldest row a band still reads to the newest
-    written), and each member's most rows in one band (the compiled loop walk, watching the
-    ring windows and compute ops)."""
-    fixed = {band.op.step: rows}
-    for loop in loops_in(kernel.body.block):
-        if loop.dim == "m":
-            fixed[loop.op.step] = loop.upper
-    tb = _batch_loop(kernel)
-    if tb is not None:  # the rows are the same in every time batch: walk the first
-        fixed.update({tb.op.lb: tb.lower, tb.op.ub: tb.lower + 1})
-    written: dict = {}
-    oldest: dict = {}
-    live: dict = {}
-    spans: dict = {}
-    last = [-1]
+class BandWatch:
+    """The fused kernel's nest compiled once for `band_schedule`: its band step variable,
+    its members' row loops one tile per band, its first time batch only (the rows are the same
+    in every batch), the ring windows and compute ops watched."""
 
-    def at(position: int) -> None:
-        if position < last[0]:  # the bands start again (the next batch element or time batch)
-            written.clear()
-            oldest.clear()
-        last[0] = position
+    def __init__(self, kernel: tile.KernelOp, band: Loop):
+        self.band = band
+        self.fixed = {loop.op.step: loop.upper for loop in loops_in(kernel.body.block) if loop.dim == "m"}
+        tb = _batch_loop(kernel)
+        if tb is not None:
+            self.fixed.update({tb.op.lb: tb.lower, tb.op.ub: tb.lower + 1})
+        self.env = outer_env(kernel)
+        self.walk = Walk(kernel, None, (band.op.step, *self.fixed), self._probe)
 
-    def store(ring):
-        def seen(position: int, row0: int, count: int) -> None:
-            at(position)
-            written[ring] = max(written.get(ring, 0), row0 + count)
-        return seen
+    def run(self, rows: int) -> tuple[dict, dict]:
+        self.written, self.oldest, self.live, self.spans, self.last = {}, {}, {}, {}, -1
+        self.walk.run(Counts(), {**self.fixed, self.band.op.step: rows}, self.env)
+        return self.live, self.spans
 
-    def load(ring):
-        def seen(position: int, row0: int, count: int) -> None:
-            at(position)
-            if count:
-                key = (ring, position)
-                first = oldest[key] = min(oldest.get(key, row0), row0)
-                live[ring] = max(live.get(ring, 0), written.get(ring, 0) - first, row0 + count - first)
-        return seen
+    def _at(self, position: int) -> None:
+        if position < self.last:  # the bands start again (the next batch element or time batch)
+            self.written.clear()
+            self.oldest.clear()
+        self.last = position
 
-    def compute(member):
-        def seen(position: int, count: int) -> None:
-            at(position)
-            spans[member] = max(spans.get(member, 0), count)
-        return seen
-
-    def probe(op):
+    def _probe(self, op):
+        band = self.band.iv
         if isinstance(op, tile.StoreOp) and isinstance(op.dst.owner, tile.AllocOp):
-            return store(op.dst.owner), (band.iv, op.row0, op.rows)
+            return partial(self._store, op.dst.owner), (band, op.row0, op.rows)
         if isinstance(op, tile.LoadOp) and isinstance(op.src.owner, tile.AllocOp):
-            return load(op.src.owner), (band.iv, op.row0, op.rows)
+            return partial(self._load, op.src.owner), (band, op.row0, op.rows)
         if isinstance(op, tile.COMPUTE_OPS):
             member = op.parent_op()
             while not isinstance(member, tile.KernelOp):
                 member = member.parent_op()
-            return compute(member), (band.iv, op.rows)
+            return partial(self._compute, member), (band, op.rows)
         return None
 
-    Walk(kernel, None, tuple(fixed), probe).run(Counts(), fixed, outer_env(kernel))
-    return live, spans
+    def _store(self, ring, position: int, row0: int, count: int) -> None:
+        self._at(position)
+        self.written[ring] = max(self.written.get(ring, 0), row0 + count)
+
+    def _load(self, ring, position: int, row0: int, count: int) -> None:
+        self._at(position)
+        if count:
+            key = (ring, position)
+            first = self.oldest[key] = min(self.oldest.get(key, row0), row0)
+            self.live[ring] = max(self.live.get(ring, 0), self.written.get(ring, 0) - first, row0 + count - first)
+
+    def _compute(self, member, position: int, count: int) -> None:
+        self._at(position)
+        self.spans[member] = max(self.spans.get(member, 0), count)
+
+
+def band_schedule(kernel: tile.KernelOp, band: Loop, rows: int, watch: BandWatch | None = None) -> tuple[dict, dict]:
+    """Run the fused kernel with bands of `rows` (each member one row tile per band): the rows
+    each ring must hold (the most from the oldest row a band still reads to the newest
+    written), and each member's most rows in one band (`watch`: the kernel's BandWatch, if the
+    caller has it)."""
+    return (watch or BandWatch(kernel, band)).run(rows)
 
 
 def plan_fused(kernel: tile.KernelOp, layers, timesteps: int, available: int) -> None:
@@ -160,12 +163,15 @@ def plan_fused(kernel: tile.KernelOp, layers, timesteps: int, available: int) ->
     rings = [b for b in own if b.role.data.startswith("ring:")]
 
     reserved = [0]  # neuron state to be held on chip for all its tiles (time-batched groups)
-    schedules: dict[int, tuple] = {}  # rows -> band_schedule (attempts at one height share it)
+    schedules: dict = {}  # rows -> band_schedule (attempts at one height share it), "watch"
     tiled = {member: TiledKernel(member, layers, timesteps, available) for member in members(kernel)}
 
     def attempt(rows: int):
         if rows not in schedules:
-            schedules[rows] = band_schedule(kernel, band, rows)
+            if "watch" not in schedules:
+                schedules["watch"] = BandWatch(kernel, band)
+            watch = schedules["watch"]
+            schedules[rows] = band_schedule(kernel, band, rows, watch)
         live, spans = schedules[rows]
         ring_types = {r: _ring_type(r, live.get(r, 1)) for r in rings}
         held = sum(align(max(type_bytes(ring_types[b]) if b in ring_types else buffer_bytes(b), 1)) for b in own)
