@@ -51,13 +51,15 @@ SPLIT = "split"  # a group that layer-fuse made into several kernels: the same a
 class Group:
     """Kernels [start, start + length) of the base, fused if more than one, time batch `batch`;
     a synaptic kernel alone may take a loop order (loop-reorder `order`; "" = the default n > m)
-    and a tiling ("" = tile-sizes' heuristic, "traffic" = its least-traffic plan)."""
+    and a tiling ("" = tile-sizes' heuristic, "traffic" = its least-traffic plan) and a dataflow
+    ("" = ftp, the prefix's; "ip-seq": loop-reorder{dataflow=ip-seq})."""
 
     start: int
     length: int
     batch: int
     order: str = ""
     tiling: str = ""
+    dataflow: str = ""
 
     @property
     def stop(self) -> int:
@@ -107,17 +109,24 @@ ORDERS = ("",)
 # channel tiles or taller rows, often single-buffered; on sew-resnet18-dvs at 128 KB the stem's
 # input is read 3x instead of 12x).
 TILINGS = ("", "traffic")
+# Dataflows searched per synaptic layer alone besides FTP: ip-seq (one timestep per visit) holds
+# one lane of partial sums instead of FTP's four, so taller row tiles fit and the input's halo
+# rows are re-read less (sew-resnet18-dvs at 128 KB: the stem's 2-row tiles read its input 2x,
+# not 3x), at the price of the TPPE's lane parallelism. Searched with the least-traffic tiling
+# and unbatched only (one run more).
+DATAFLOWS = ("", "ip-seq")
 
 
 def schedule_passes(names: list[str], groups: list[Group], timesteps: int) -> list[str]:
     by_batch: dict[int, list[str]] = defaultdict(list)
-    by_order: dict[str, list[str]] = defaultdict(list)
+    by_order: dict[tuple[str, str], list[str]] = defaultdict(list)
     for g in groups:
         if g.batch < timesteps:
             by_batch[g.batch] += names[g.start:g.stop]
-        if g.order:
-            by_order[g.order] += names[g.start:g.stop]
-    passes = [f'loop-reorder{{dataflow=ftp order="{o}" layers="{",".join(by_order[o])}"}}' for o in sorted(by_order)]
+        if g.order or g.dataflow:
+            by_order[g.dataflow or "ftp", g.order] += names[g.start:g.stop]
+    passes = [f'loop-reorder{{dataflow={d}{_order_option(o)} layers="{",".join(by_order[d, o])}"}}'
+              for d, o in sorted(by_order)]
     passes += [f'time-batch{{timesteps={b} layers="{",".join(by_batch[b])}"}}' for b in sorted(by_batch)]
     if any(g.length > 1 for g in groups):
         passes.append(f'layer-fuse{{boundaries="{",".join(names[g.start] for g in groups)}"}}')
@@ -125,6 +134,10 @@ def schedule_passes(names: list[str], groups: list[Group], timesteps: int) -> li
     if least:
         passes.append(f'tile-sizes{{least_traffic="{",".join(least)}"}}')
     return passes
+
+
+def _order_option(order: str) -> str:
+    return f' order="{order}"' if order else ""
 
 
 class LoopBase:
