@@ -6,8 +6,9 @@ CONTRACT:
     schedule is evaluated on a clone of it.
   * A schedule is a list of `Group`s: consecutive kernels of the base, fused when the group
     has more than one (layer-fuse), all time-batched by `batch` (time-batch; batch = T is no
-    batching); a synaptic kernel alone may take a loop order (loop-reorder `order`) and
-    tile-sizes' least-traffic plan (`tiling` "traffic": tile-sizes{least_traffic}).
+    batching); a synaptic kernel alone may take a loop order (loop-reorder `order`),
+    tile-sizes' least-traffic plan (`tiling` "traffic": tile-sizes{least_traffic}) and another
+    dataflow (`dataflow`: loop-reorder{dataflow=ip-seq}).
     `pipeline_string` is its `--passes` string, and the same passes run here.
   * `LoopBase.evaluate(groups, wanted)` runs the schedule's loop-reorder, time-batch and
     layer-fuse passes, then tile-sizes kernel by kernel (`size_kernel`, with its least-traffic
