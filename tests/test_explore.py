@@ -44,7 +44,8 @@ def _small_sram(tmp_path: Path, size: int) -> str:
 # enough to enumerate
 SPACES = [("mlp", "loas", [1, 2], 4, ("",), ("", "traffic"), ("", "ip-seq")),
           ("vgg-small", "small-sram", [4], 4, ("", "m,n,t*"), ("",), ("",)),
-          ("vgg-small", "small-sram", [1, 4], 1, ("",), ("", "traffic"), ("", "ip-seq"))]
+          ("vgg-small", "small-sram", [1, 4], 1, ("",), ("",), ("",)),
+          ("vgg-small", "small-sram", [4], 1, ("",), ("", "traffic"), ("", "ip-seq"))]
 
 
 @pytest.mark.parametrize("name, hw, batches, max_group, orders, tilings, dataflows", SPACES)
@@ -59,6 +60,14 @@ def test_dynamic_programming_finds_the_exhaustive_optimum(models, name, hw, batc
     count = count_schedules(n, batches, spans, base.synaptic, **variants)
     assert runs == runs_needed(n, batches, spans, **variants) < count
     _, calibration = _calibrate(path, hw, inputs, base, _Quiet())
+    evaluate, costs = base.evaluate, {}
+
+    def once(groups, *rest):  # every objective ranks the same schedules: evaluate each once
+        if tuple(groups) not in costs:
+            costs[tuple(groups)] = evaluate(groups, *rest)
+        return costs[tuple(groups)]
+
+    base.evaluate = once
     for objective in OBJECTIVES:
         ranked, evaluated = exhaustive(base, batches, spans, calibration, objective, **variants)
         assert evaluated == count
