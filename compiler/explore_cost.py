@@ -24,7 +24,8 @@ CONTRACT:
     and compute energy as a x positions + b x (positions x timesteps) (least squares, a, b >=
     0) to simulated schedules (the simulator's per-layer report); `Calibration.predict(costs)`
     gives dram_bytes (the count itself), sram_bytes, cycles and energy_pj of any schedule: per
-    group the larger of its compute cycles and its DMA cycles (dma-prefetch overlaps them),
+    group the larger of its compute cycles and its DMA cycles (dma-prefetch overlaps them), their
+    sum for a layer alone in single visit buffers (nothing to overlap with),
     energy from the hw config's per-bit DRAM/SRAM energy, the calibrated compute energy and the
     static power over the predicted cycles. Figures of groups add up to their schedule's.
 """
@@ -37,7 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from snnc.backend.errors import CompileError
 from snnc.dialects import make_context, tile
-from snnc.passes.footprints import members
+from snnc.passes.footprints import members, own_buffers
 from snnc.passes.loop_module import kernels, layer_table, module_hw, module_timesteps
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import PassPipeline
@@ -76,6 +77,7 @@ class Cost:
     dma_ops: int = 0
     ring_bytes: int = 0  # SRAM-to-SRAM moves of fused maps (read and written)
     constant_read: int = 0  # of dram_read: constant loads (weights, parameters)
+    serial: bool = False  # a layer alone in single visit buffers: its DMAs cannot overlap its compute
     # per layer symbol: compute work as (output positions, positions x timesteps)
     work: dict[str, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
 
@@ -85,6 +87,7 @@ class Cost:
         self.dma_ops += other.dma_ops
         self.ring_bytes += other.ring_bytes
         self.constant_read += other.constant_read
+        self.serial = self.serial or other.serial
         for name, (positions, lanes) in other.work.items():
             self.work[name][0] += positions
             self.work[name][1] += lanes
@@ -218,6 +221,8 @@ class LoopBase:
         names = {symbol: layer.source.data for symbol, layer in layer_table(module).items()}
         for gi, kernel in placed:
             outcome[gi].add(kernel_cost(kernel, names))
+            outcome[gi].serial = not members(kernel) and max(
+                (b.copies.data for b in own_buffers(kernel) if "t" in b.rotate_dims), default=2) == 1
         return outcome
 
     def _size(self, module: ModuleOp, by_group: dict, groups: list[Group], outcome: list) -> list:
@@ -332,7 +337,7 @@ class Calibration:
         compute = self._per_work(cost, "cycles")
         bytes_per_cycle = self.hw.dram.bandwidth_gb_s * 1e3 / self.hw.compute.clock_mhz
         dma = cost.dram_bytes / bytes_per_cycle
-        return max(compute, dma)
+        return compute + dma if cost.serial else max(compute, dma)
 
     def predict(self, costs: list[Cost]) -> Figures:
         hw = self.hw
