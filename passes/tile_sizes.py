@@ -28,7 +28,8 @@ CONTRACT
     least_traffic  comma-separated ONNX node names: their kernels (layers alone, not fused)
                    take the fitting plan that moves the fewest DRAM bytes instead
                    (tile_plan.least_traffic: often fewer channel tiles or taller row
-                   tiles in single buffers, so the input is re-read less); "" = none
+                   tiles in single buffers, so the input is re-read less); "" = none,
+                   "*" = every layer
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ class TileSizes(ModulePass):
         timesteps = module_timesteps(op)
         wanted = {n.strip() for n in self.least_traffic.split(",") if n.strip()}
         for kernel in kernels(op):
-            layers = size_kernel(op, kernel, hw, layers, timesteps, bool(wanted & kernel_sources(kernel, layers)))
+            least = "*" in wanted or bool(wanted & kernel_sources(kernel, layers))
+            layers = size_kernel(op, kernel, hw, layers, timesteps, least)
         hold_state(op, hw.sram.size_bytes)
 
 
