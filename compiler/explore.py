@@ -172,7 +172,7 @@ def segment_table(base: LoopBase, batches: list[int], spans: list[tuple[int, int
     for batch in batches:
         plan = _run_plan(n, _spans_at(spans, batch), alone_variants(orders, tilings, dataflows, batch, max(batches)))
         for ri, (packed, variant) in enumerate(plan):
-            keep = ri + 1 < len(plan) and plan[ri + 1][0] is packed and plan[ri + 1][1][::2] == variant[::2]
+            keep = ri + 1 < len(plan) and plan[ri + 1][1][::2] == variant[::2]
             chosen = {s: length for s, length in packed}
             groups, i = [], 0
             while i < n:
@@ -191,9 +191,12 @@ def segment_table(base: LoopBase, batches: list[int], spans: list[tuple[int, int
 
 
 def _run_plan(n: int, spans: list[tuple[int, int]], variants: list[Variant]) -> list[tuple[list, Variant]]:
-    """The runs of one batch: every kernel alone in each variant, then the spans packed."""
+    """The runs of one batch: every kernel alone in each FTP variant, the spans packed, then the
+    other dataflows' variants (runs next to each other with the same order and dataflow share
+    their time-batch passes)."""
     alone = [(i, 1) for i in range(n)]
-    return [(alone, variant) for variant in variants] + [(pack, ("", "", "")) for pack in _pack(spans)]
+    return [(alone, v) for v in variants if not v[2]] + [(pack, ("", "", "")) for pack in _pack(spans)] + \
+        [(alone, v) for v in variants if v[2]]
 
 
 def runs_needed(n: int, batches: list[int], spans: list[tuple[int, int, int]], orders: tuple[str, ...] = ORDERS,

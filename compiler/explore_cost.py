@@ -184,23 +184,21 @@ class LoopBase:
                  keep: bool = False) -> list[Cost | str | None]:
         """Per group: its Cost, None if it does not fit the SRAM, or SPLIT if layer-fuse did not
         make it one kernel (another schedule is the same). Groups not in `wanted` (indices; None =
-        all) are not costed (their entry is None). `keep`: the next schedule differs only in its
-        tiling (it reuses this one's loop passes)."""
-        from snnc.passes import get_all_passes
+        all) are not costed (their entry is None). `keep`: the next schedule has the same loop
+        passes before layer-fuse (it starts from this one's module after them)."""
         from snnc.passes.hoist_loads import HoistLoads
 
-        spec = ",".join(p for p in schedule_passes(self.names, groups, self.timesteps)
-                        if not p.startswith("tile-sizes"))  # tile-sizes: kernel by kernel below
-        if self._scheduled[0] == spec:  # the last schedule differed only in its tiling
+        passes = [p for p in schedule_passes(self.names, groups, self.timesteps)
+                  if not p.startswith("tile-sizes")]  # tile-sizes: kernel by kernel below
+        spec = ",".join(p for p in passes if not p.startswith("layer-fuse"))
+        if self._scheduled[0] == spec:  # the last schedule had the same passes before layer-fuse
             module = self._scheduled[1]
         else:
-            module = self.module.clone()
-            try:
-                for p in PassPipeline.parse_spec(get_all_passes(()), spec).passes if spec else ():
-                    p.apply(self.ctx, module)
-            except CompileError:
-                module = None
+            module = self._apply(self.module.clone(), spec)
         self._scheduled = (spec, module.clone() if module is not None else None) if keep else (None, None)
+        fuse = ",".join(p for p in passes if p.startswith("layer-fuse"))
+        if module is not None and fuse:
+            module = self._apply(module, fuse)
         if module is None:
             return [None] * len(groups)
         owner = {}  # base kernel index -> group index
@@ -224,6 +222,17 @@ class LoopBase:
             outcome[gi].serial = not members(kernel) and max(
                 (b.copies.data for b in own_buffers(kernel) if "t" in b.rotate_dims), default=2) == 1
         return outcome
+
+    def _apply(self, module: ModuleOp, spec: str) -> ModuleOp | None:
+        """The passes of `spec` run on `module`; None if they raise a CompileError."""
+        from snnc.passes import get_all_passes
+
+        try:
+            for p in PassPipeline.parse_spec(get_all_passes(()), spec).passes if spec else ():
+                p.apply(self.ctx, module)
+        except CompileError:
+            return None
+        return module
 
     def _size(self, module: ModuleOp, by_group: dict, groups: list[Group], outcome: list) -> list:
         """tile-sizes, kernel by kernel; a group with a kernel that does not fit is None."""
