@@ -399,7 +399,8 @@ def mutate_toml(text: str, rng) -> str:
 
 PIPELINES = (None, "spike-pack", "loop-reorder{dataflow=ip-seq}", "loop-reorder{dataflow=op}",
              "loop-reorder{dataflow=gust}", "time-batch{timesteps=1}", "layer-fuse",
-             "time-batch{timesteps=1},layer-fuse")
+             "time-batch{timesteps=1},layer-fuse", 'tile-sizes{least_traffic="*"}',
+             'loop-reorder{dataflow=ip-seq},time-batch{timesteps=1},tile-sizes{least_traffic="*"}')
 RESIDUALS = ("add", "or", "and")
 
 

@@ -10,13 +10,16 @@ CONTRACT:
     2..max_group kernels, so where fusion groups begin is searched too. This holds STEMS's
     ST-LBL, TB-LBL, ST-LF and TB-LF per block, and every batch size between, per layer;
     shorter runs inside a block fuse at batches of at least the TPPE's timestep lanes.
-    Tile shapes are tile-sizes' choice for each schedule (the largest tiles that fit, the
-    band height with the least traffic), not searched.
+    Tile shapes: a synaptic kernel alone takes tile-sizes' heuristic (double buffers first)
+    or its least-traffic plan (tile-sizes{least_traffic}: fewer channel tiles, taller rows,
+    often single-buffered), both searched; a fused group the band height with the least
+    traffic (tile-sizes' choice). Dataflow: FTP, or for a synaptic kernel alone, unbatched,
+    with the least-traffic plan, ip-seq (one lane of partial sums: taller rows fit).
   * Costs: explore_cost.LoopBase.evaluate (analytic counts from the loop-level IR) turned
     into figures by a Calibration fitted to two simulated schedules, the default pipeline and
     ST-LBL. A group that does not fit the SRAM is infeasible (never chosen).
   * Segment costs come from "runs": one evaluation of a schedule gives the cost of every group
-    in it; per batch, one run costs every kernel alone and a few more the spans (those that do
+    in it; per batch, one run per tiling costs every kernel alone and a few more the spans (those that do
     not overlap share a run). The costs of groups add up (kernels are planned and timed on
     their own), so dynamic programming over the kernels finds the best schedule of the space
     exactly ("dp"); it keeps the `top` best per prefix (for edp: the energy/cycles Pareto
@@ -35,7 +38,9 @@ from pathlib import Path
 
 from snnc.backend.errors import CompileError, SnncError
 from snnc.compiler.explore_cost import (
+    DATAFLOWS,
     ORDERS,
+    TILINGS,
     Calibration,
     Cost,
     Figures,
@@ -85,7 +90,9 @@ class Exploration:
         for g in groups:
             span = self.names[g.start] if g.length == 1 else f"{self.names[g.start]}..{self.names[g.stop - 1]}"
             order = " rows-outer" if g.order else ""
-            parts.append(f"{span} {'LF' if g.length > 1 else 'LBL'} B{g.batch}{order}")
+            tiling = " least-traffic" if g.tiling else ""
+            dataflow = f" {g.dataflow}" if g.dataflow else ""
+            parts.append(f"{span} {'LF' if g.length > 1 else 'LBL'} B{g.batch}{order}{tiling}{dataflow}")
         return " | ".join(parts)
 
 
@@ -140,25 +147,42 @@ def _spans_at(spans: list[tuple[int, int, int]], batch: int) -> list[tuple[int, 
     return [(s, length) for s, length, least in spans if batch >= least]
 
 
+Variant = tuple[str, str, str]  # a synaptic kernel alone: (loop order, tiling, dataflow)
+
+
+def alone_variants(orders: tuple[str, ...], tilings: tuple[str, ...], dataflows: tuple[str, ...], batch: int,
+                   largest: int) -> list[Variant]:
+    """The variants of a synaptic kernel alone at `batch`: every loop order x tiling in FTP; each
+    other dataflow with the least-traffic tiling, at the `largest` batch (unbatched) only."""
+    variants = [(o, t, "") for o in orders for t in tilings]
+    if batch == largest and "traffic" in tilings:
+        variants += [("", "traffic", d) for d in dataflows if d]
+    return variants
+
+
 def segment_table(base: LoopBase, batches: list[int], spans: list[tuple[int, int, int]],
-                  tick: Callable[[], None] = lambda: None, orders: tuple[str, ...] = ORDERS) -> tuple[dict, int]:
+                  tick: Callable[[], None] = lambda: None, orders: tuple[str, ...] = ORDERS,
+                  tilings: tuple[str, ...] = TILINGS, dataflows: tuple[str, ...] = DATAFLOWS) -> tuple[dict, int]:
     """Group -> Cost, None (infeasible) or SPLIT, for every kernel alone (every synaptic one in
-    every loop order) and every span in `spans`, at every batch. Spans that do not overlap
+    every `alone_variants`) and every span in `spans`, at every batch. Spans that do not overlap
     share a run."""
     n = len(base.names)
     table: dict[Group, Cost | str | None] = {}
     runs = 0
     for batch in batches:
-        for packed, order in _run_plan(n, _spans_at(spans, batch), orders):
+        plan = _run_plan(n, _spans_at(spans, batch), alone_variants(orders, tilings, dataflows, batch, max(batches)))
+        for ri, (packed, variant) in enumerate(plan):
+            keep = ri + 1 < len(plan) and plan[ri + 1][1][::2] == variant[::2]
             chosen = {s: length for s, length in packed}
             groups, i = [], 0
             while i < n:
                 length = chosen.get(i, 1)
-                groups.append(Group(i, length, batch, order if length == 1 and base.synaptic[i] else ""))
+                alone = length == 1 and base.synaptic[i]
+                groups.append(Group(i, length, batch, *(variant if alone else ("", "", ""))))
                 i += length
             wanted = {gi for gi, g in enumerate(groups) if g.start in chosen and g.length == chosen[g.start]
-                      and (not order or g.order)}
-            for gi, outcome in enumerate(base.evaluate(groups, wanted)):
+                      and (not any(variant) or (g.order, g.tiling, g.dataflow) == variant)}
+            for gi, outcome in enumerate(base.evaluate(groups, wanted, keep)):
                 if gi in wanted:
                     table[groups[gi]] = outcome
             runs += 1
@@ -166,14 +190,20 @@ def segment_table(base: LoopBase, batches: list[int], spans: list[tuple[int, int
     return table, runs
 
 
-def _run_plan(n: int, spans: list[tuple[int, int]], orders: tuple[str, ...]) -> list[tuple[list, str]]:
-    """The runs of one batch: every kernel alone in each order, then the spans packed."""
-    return [([(i, 1) for i in range(n)], order) for order in orders] + [(pack, "") for pack in _pack(spans)]
+def _run_plan(n: int, spans: list[tuple[int, int]], variants: list[Variant]) -> list[tuple[list, Variant]]:
+    """The runs of one batch: every kernel alone in each FTP variant, the spans packed, then the
+    other dataflows' variants (runs next to each other with the same order and dataflow share
+    their time-batch passes)."""
+    alone = [(i, 1) for i in range(n)]
+    return [(alone, v) for v in variants if not v[2]] + [(pack, ("", "", "")) for pack in _pack(spans)] + \
+        [(alone, v) for v in variants if v[2]]
 
 
-def runs_needed(n: int, batches: list[int], spans: list[tuple[int, int, int]],
-                orders: tuple[str, ...] = ORDERS) -> int:
-    return sum(len(_run_plan(n, _spans_at(spans, batch), orders)) for batch in batches)
+def runs_needed(n: int, batches: list[int], spans: list[tuple[int, int, int]], orders: tuple[str, ...] = ORDERS,
+                tilings: tuple[str, ...] = TILINGS, dataflows: tuple[str, ...] = DATAFLOWS) -> int:
+    return sum(len(_run_plan(n, _spans_at(spans, batch), alone_variants(orders, tilings, dataflows, batch,
+                                                                        max(batches))))
+               for batch in batches)
 
 
 def _pack(spans: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
@@ -224,16 +254,19 @@ def dynamic_programme(n: int, table: dict, calibration: Calibration, objective: 
 
 
 def all_schedules(n: int, batches: list[int], spans: list[tuple[int, int, int]], synaptic: list[bool],
-                  orders: tuple[str, ...] = ORDERS):
+                  orders: tuple[str, ...] = ORDERS, tilings: tuple[str, ...] = TILINGS,
+                  dataflows: tuple[str, ...] = DATAFLOWS):
     """Every schedule of the space (for the exhaustive search): kernels alone (a synaptic one in
-    any order) or in a span, each group at any batch."""
+    any of its `alone_variants`) or in a span, each group at any batch."""
     lengths: dict[int, list[tuple[int, int]]] = {i: [(1, 1)] for i in range(n)}
     for start, length, least in spans:
         lengths[start].append((length, least))
 
     def choices(start: int, length: int, least: int) -> list[Group]:
-        kinds = orders if length == 1 and synaptic[start] else ("",)
-        return [Group(start, length, b, o) for b in batches if b >= least for o in kinds]
+        if length == 1 and synaptic[start]:
+            return [Group(start, length, b, *v) for b in batches
+                    for v in alone_variants(orders, tilings, dataflows, b, max(batches))]
+        return [Group(start, length, b) for b in batches if b >= least]
 
     def schedules(start: int):
         if start == n:
@@ -249,10 +282,11 @@ def all_schedules(n: int, batches: list[int], spans: list[tuple[int, int, int]],
 
 def exhaustive(base: LoopBase, batches: list[int], spans: list[tuple[int, int, int]], calibration: Calibration,
                objective: str, top: int = TOP, tick: Callable[[], None] = lambda: None,
-               orders: tuple[str, ...] = ORDERS) -> tuple[list[Candidate], int]:
+               orders: tuple[str, ...] = ORDERS, tilings: tuple[str, ...] = TILINGS,
+               dataflows: tuple[str, ...] = DATAFLOWS) -> tuple[list[Candidate], int]:
     """Every schedule evaluated as a whole (one run each)."""
     found, runs = [], 0
-    for groups in all_schedules(len(base.names), batches, spans, base.synaptic, orders):
+    for groups in all_schedules(len(base.names), batches, spans, base.synaptic, orders, tilings, dataflows):
         costs = base.evaluate(list(groups))
         runs += 1
         tick()
@@ -263,10 +297,13 @@ def exhaustive(base: LoopBase, batches: list[int], spans: list[tuple[int, int, i
 
 
 def count_schedules(n: int, batches: list[int], spans: list[tuple[int, int, int]],
-                    synaptic: list[bool] | None = None, orders: int = 1) -> int:
+                    synaptic: list[bool] | None = None, orders: tuple[str, ...] = ("",),
+                    tilings: tuple[str, ...] = ("",), dataflows: tuple[str, ...] = ("",)) -> int:
+    """Schedules in the space (a synaptic kernel alone in any of its `alone_variants`)."""
+    variants = sum(len(alone_variants(orders, tilings, dataflows, b, max(batches))) for b in batches)
     ways = [0] * n + [1]
     for start in range(n - 1, -1, -1):
-        alone = len(batches) * (orders if synaptic and synaptic[start] else 1) * ways[start + 1]
+        alone = (variants if synaptic and synaptic[start] else len(batches)) * ways[start + 1]
         ways[start] = alone + sum(sum(b >= least for b in batches) * ways[start + length]
                                   for s, length, least in spans if s == start)
     return ways[0]
@@ -321,7 +358,7 @@ def explore(model: str | Path, hw: str, inputs: dict, objective: str = "energy",
     start = time.perf_counter()
     if method == "exhaustive":
         progress.phase("evaluating every schedule", count_schedules(n, batches, spans, base.synaptic,
-                                                                   len(ORDERS)))
+                                                                   ORDERS, TILINGS, DATAFLOWS))
         ranked, more = exhaustive(base, batches, spans, calibration, objective, tick=progress.advance)
         runs += more
     else:

@@ -6,11 +6,14 @@ CONTRACT:
     schedule is evaluated on a clone of it.
   * A schedule is a list of `Group`s: consecutive kernels of the base, fused when the group
     has more than one (layer-fuse), all time-batched by `batch` (time-batch; batch = T is no
-    batching); a synaptic kernel alone may take a loop order (loop-reorder `order`).
+    batching); a synaptic kernel alone may take a loop order (loop-reorder `order`),
+    tile-sizes' least-traffic plan (`tiling` "traffic": tile-sizes{least_traffic}) and another
+    dataflow (`dataflow`: loop-reorder{dataflow=ip-seq}).
     `pipeline_string` is its `--passes` string, and the same passes run here.
   * `LoopBase.evaluate(groups, wanted)` runs the schedule's loop-reorder, time-batch and
-    layer-fuse passes, then tile-sizes kernel by kernel (`size_kernel`) and hoist-loads, and
-    walks the loop nests (explore_walk.count, loopnest.evaluate's semantics) counting, per
+    layer-fuse passes, then tile-sizes kernel by kernel (`size_kernel`, with its least-traffic
+    plan for the groups of tiling "traffic") and hoist-loads, and
+    walks the loop nests (passes/loop_walk.count, loopnest.evaluate's semantics) counting, per
     group, the DRAM bytes its DMAs move (maps, weights, neuron-state spills), its DMA
     instructions, the SRAM bytes of ring-buffer moves, and per layer the work of its compute
     ops (output positions, and positions x timesteps). A group with a kernel that fits the
@@ -21,7 +24,8 @@ CONTRACT:
     and compute energy as a x positions + b x (positions x timesteps) (least squares, a, b >=
     0) to simulated schedules (the simulator's per-layer report); `Calibration.predict(costs)`
     gives dram_bytes (the count itself), sram_bytes, cycles and energy_pj of any schedule: per
-    group the larger of its compute cycles and its DMA cycles (dma-prefetch overlaps them),
+    group the larger of its compute cycles and its DMA cycles (dma-prefetch overlaps them), their
+    sum for a layer alone in single visit buffers (nothing to overlap with),
     energy from the hw config's per-bit DRAM/SRAM energy, the calibrated compute energy and the
     static power over the predicted cycles. Figures of groups add up to their schedule's.
 """
@@ -34,7 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from snnc.backend.errors import CompileError
 from snnc.dialects import make_context, tile
-from snnc.passes.footprints import members
+from snnc.passes.footprints import members, own_buffers
 from snnc.passes.loop_module import kernels, layer_table, module_hw, module_timesteps
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import PassPipeline
@@ -48,12 +52,16 @@ SPLIT = "split"  # a group that layer-fuse made into several kernels: the same a
 @dataclass(frozen=True)
 class Group:
     """Kernels [start, start + length) of the base, fused if more than one, time batch `batch`;
-    a synaptic kernel alone may take a loop order (loop-reorder `order`; "" = the default n > m)."""
+    a synaptic kernel alone may take a loop order (loop-reorder `order`; "" = the default n > m)
+    and a tiling ("" = tile-sizes' heuristic, "traffic" = its least-traffic plan) and a dataflow
+    ("" = ftp, the prefix's; "ip-seq": loop-reorder{dataflow=ip-seq})."""
 
     start: int
     length: int
     batch: int
     order: str = ""
+    tiling: str = ""
+    dataflow: str = ""
 
     @property
     def stop(self) -> int:
@@ -68,6 +76,8 @@ class Cost:
     dram_write: int = 0
     dma_ops: int = 0
     ring_bytes: int = 0  # SRAM-to-SRAM moves of fused maps (read and written)
+    constant_read: int = 0  # of dram_read: constant loads (weights, parameters)
+    serial: bool = False  # a layer alone in single visit buffers: its DMAs cannot overlap its compute
     # per layer symbol: compute work as (output positions, positions x timesteps)
     work: dict[str, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
 
@@ -76,6 +86,8 @@ class Cost:
         self.dram_write += other.dram_write
         self.dma_ops += other.dma_ops
         self.ring_bytes += other.ring_bytes
+        self.constant_read += other.constant_read
+        self.serial = self.serial or other.serial
         for name, (positions, lanes) in other.work.items():
             self.work[name][0] += positions
             self.work[name][1] += lanes
@@ -96,21 +108,40 @@ def pipeline_string(names: list[str], groups: list[Group], timesteps: int) -> st
 # outermost only reloads the weights per row tile: measured on sew-resnet18-dvs, it never moved
 # fewer DRAM bytes, and searching it cost a run per batch.
 ORDERS = ("",)
+# Tilings searched per synaptic layer alone: tile-sizes' heuristic (double buffers first, so
+# transfers overlap compute) and its least-traffic plan (tile-sizes{least_traffic}: fewer
+# channel tiles or taller rows, often single-buffered; on sew-resnet18-dvs at 128 KB the stem's
+# input is read 3x instead of 12x).
+TILINGS = ("", "traffic")
+# Dataflows searched per synaptic layer alone besides FTP: ip-seq (one timestep per visit) holds
+# one lane of partial sums instead of FTP's four, so taller row tiles fit and the input's halo
+# rows are re-read less (sew-resnet18-dvs at 128 KB: the stem's 2-row tiles read its input 2x,
+# not 3x), at the price of the TPPE's lane parallelism. Searched with the least-traffic tiling
+# and unbatched only (one run more).
+DATAFLOWS = ("", "ip-seq")
 
 
 def schedule_passes(names: list[str], groups: list[Group], timesteps: int) -> list[str]:
     by_batch: dict[int, list[str]] = defaultdict(list)
-    by_order: dict[str, list[str]] = defaultdict(list)
+    by_order: dict[tuple[str, str], list[str]] = defaultdict(list)
     for g in groups:
         if g.batch < timesteps:
             by_batch[g.batch] += names[g.start:g.stop]
-        if g.order:
-            by_order[g.order] += names[g.start:g.stop]
-    passes = [f'loop-reorder{{dataflow=ftp order="{o}" layers="{",".join(by_order[o])}"}}' for o in sorted(by_order)]
+        if g.order or g.dataflow:
+            by_order[g.dataflow or "ftp", g.order] += names[g.start:g.stop]
+    passes = [f'loop-reorder{{dataflow={d}{_order_option(o)} layers="{",".join(by_order[d, o])}"}}'
+              for d, o in sorted(by_order)]
     passes += [f'time-batch{{timesteps={b} layers="{",".join(by_batch[b])}"}}' for b in sorted(by_batch)]
     if any(g.length > 1 for g in groups):
         passes.append(f'layer-fuse{{boundaries="{",".join(names[g.start] for g in groups)}"}}')
+    least = [name for g in groups if g.tiling == "traffic" for name in names[g.start:g.stop]]
+    if least:
+        passes.append(f'tile-sizes{{least_traffic="{",".join(least)}"}}')
     return passes
+
+
+def _order_option(order: str) -> str:
+    return f' order="{order}"' if order else ""
 
 
 class LoopBase:
@@ -130,6 +161,7 @@ class LoopBase:
                 raise CompileError(f"explore: layer name {name!r} has a comma or a quote: it cannot be named in "
                                    "a --passes option")
         self.ctx = make_context()
+        self._scheduled: tuple[str | None, ModuleOp | None] = (None, None)  # the last schedule's passes run
 
     @classmethod
     def build(cls, model, hw: str) -> LoopBase:
@@ -148,19 +180,26 @@ class LoopBase:
             p.apply(ctx, module)
         return cls(module)
 
-    def evaluate(self, groups: list[Group], wanted: set[int] | None = None) -> list[Cost | str | None]:
+    def evaluate(self, groups: list[Group], wanted: set[int] | None = None,
+                 keep: bool = False) -> list[Cost | str | None]:
         """Per group: its Cost, None if it does not fit the SRAM, or SPLIT if layer-fuse did not
         make it one kernel (another schedule is the same). Groups not in `wanted` (indices; None =
-        all) are not costed (their entry is None)."""
-        from snnc.passes import get_all_passes
+        all) are not costed (their entry is None). `keep`: the next schedule has the same loop
+        passes before layer-fuse (it starts from this one's module after them)."""
         from snnc.passes.hoist_loads import HoistLoads
 
-        module = self.module.clone()
-        spec = ",".join(schedule_passes(self.names, groups, self.timesteps))
-        try:
-            for p in PassPipeline.parse_spec(get_all_passes(()), spec).passes if spec else ():
-                p.apply(self.ctx, module)
-        except CompileError:
+        passes = [p for p in schedule_passes(self.names, groups, self.timesteps)
+                  if not p.startswith("tile-sizes")]  # tile-sizes: kernel by kernel below
+        spec = ",".join(p for p in passes if not p.startswith("layer-fuse"))
+        if self._scheduled[0] == spec:  # the last schedule had the same passes before layer-fuse
+            module = self._scheduled[1]
+        else:
+            module = self._apply(self.module.clone(), spec)
+        self._scheduled = (spec, module.clone() if module is not None else None) if keep else (None, None)
+        fuse = ",".join(p for p in passes if p.startswith("layer-fuse"))
+        if module is not None and fuse:
+            module = self._apply(module, fuse)
+        if module is None:
             return [None] * len(groups)
         owner = {}  # base kernel index -> group index
         for gi, g in enumerate(groups):
@@ -180,7 +219,20 @@ class LoopBase:
         names = {symbol: layer.source.data for symbol, layer in layer_table(module).items()}
         for gi, kernel in placed:
             outcome[gi].add(kernel_cost(kernel, names))
+            outcome[gi].serial = not members(kernel) and max(
+                (b.copies.data for b in own_buffers(kernel) if "t" in b.rotate_dims), default=2) == 1
         return outcome
+
+    def _apply(self, module: ModuleOp, spec: str) -> ModuleOp | None:
+        """The passes of `spec` run on `module`; None if they raise a CompileError."""
+        from snnc.passes import get_all_passes
+
+        try:
+            for p in PassPipeline.parse_spec(get_all_passes(()), spec).passes if spec else ():
+                p.apply(self.ctx, module)
+        except CompileError:
+            return None
+        return module
 
     def _size(self, module: ModuleOp, by_group: dict, groups: list[Group], outcome: list) -> list:
         """tile-sizes, kernel by kernel; a group with a kernel that does not fit is None."""
@@ -192,7 +244,8 @@ class LoopBase:
             fits = not split
             for kernel in group_kernels if fits else ():
                 try:
-                    layers = size_kernel(module, kernel, self.hw, layers, self.timesteps)
+                    layers = size_kernel(module, kernel, self.hw, layers, self.timesteps,
+                                         groups[gi].tiling == "traffic")
                 except CompileError:
                     fits = False
             if not fits:
@@ -219,7 +272,7 @@ def _onnx_name(kernel: tile.KernelOp, layers) -> str:
 def kernel_cost(kernel: tile.KernelOp, report_names: dict[str, str]) -> Cost:
     """Walk the kernel's loops once, counting what its DMAs and compute ops do (per layer,
     under the name the simulator's report gives it)."""
-    from snnc.compiler.explore_walk import count
+    from snnc.passes.loop_walk import count
 
     cost = Cost()
     count(kernel, report_names, cost)
@@ -293,7 +346,7 @@ class Calibration:
         compute = self._per_work(cost, "cycles")
         bytes_per_cycle = self.hw.dram.bandwidth_gb_s * 1e3 / self.hw.compute.clock_mhz
         dma = cost.dram_bytes / bytes_per_cycle
-        return max(compute, dma)
+        return compute + dma if cost.serial else max(compute, dma)
 
     def predict(self, costs: list[Cost]) -> Figures:
         hw = self.hw

@@ -34,7 +34,8 @@ def schedule_json(result: Exploration, model: str, hw: str) -> dict:
     return {
         "model": model, "hw": hw, "objective": result.objective, "method": result.method,
         "pipeline": result.pipeline(best),
-        "schedule": [{"layers": result.names[g.start:g.stop], "fused": g.length > 1, "time_batch": g.batch}
+        "schedule": [{"layers": result.names[g.start:g.stop], "fused": g.length > 1, "time_batch": g.batch,
+                      "least_traffic": g.tiling == "traffic", "dataflow": g.dataflow or "ftp"}
                      for g in best.groups],
         **_figures(chosen.figures if chosen else best.figures),
         "simulated": chosen is not None,

@@ -5,6 +5,8 @@ SRAM streamed in row bands (`stream_in_bands`), and the band height of a fused k
 
 from __future__ import annotations
 
+from functools import partial
+
 from xdsl.dialects import func, scf
 from xdsl.dialects.builtin import IntAttr, MemRefType, ModuleOp
 
@@ -17,9 +19,12 @@ from snnc.passes.footprints import (
 )
 from snnc.passes.fuse_nest import BAND_CAP_ATTR
 from snnc.passes.loop_module import interleaved, layer_table
-from snnc.passes.loopnest import Loop, evaluate, loops_in, set_step, upper
+from snnc.passes.loopnest import Loop, const_value, evaluate, loops_in, set_step, upper
 from snnc.passes.synapse_split import Part, split_synapse
-from snnc.passes.tile_plan import TiledKernel, align, buffer_copies, channel_options, most_rows, state_transfers
+from snnc.passes.loop_walk import Counts, Walk
+from snnc.passes.tile_plan import (
+    TiledKernel, align, buffer_copies, channel_options, most_rows, state_transfers,
+)
 
 
 def _whole_map(layer) -> bool:
@@ -85,46 +90,66 @@ def outer_env(kernel: tile.KernelOp) -> dict:
     return env
 
 
-def band_schedule(kernel: tile.KernelOp, band: Loop, rows: int) -> tuple[dict, dict]:
-    """Run the fused kernel with bands of `rows` (each member one row tile per band): the rows
-    each ring must hold (the most from the oldest row a band still reads to the newest
-    written), and each member's most rows in one band."""
-    fixed = {band.op.step: rows}
-    for loop in loops_in(kernel.body.block):
-        if loop.dim == "m":
-            fixed[loop.op.step] = loop.upper
-    written: dict = {}
-    oldest: dict = {}
-    live: dict = {}
-    spans: dict = {}
-    last = [-1]
+class BandWatch:
+    """The fused kernel's nest compiled once for `band_schedule`: its band step variable,
+    its members' row loops one tile per band, its first time batch only (the rows are the same
+    in every batch), the ring windows and compute ops watched."""
 
-    def visit(op, env):
-        if isinstance(op, tile.KernelOp):
-            evaluate(op.body.block, env, visit, fixed)
-            return
-        position = env.get(band.iv, -1)
-        if position < last[0]:  # the bands start again (the next batch element or time batch)
-            written.clear()
-            oldest.clear()
-        last[0] = position
+    def __init__(self, kernel: tile.KernelOp, band: Loop):
+        self.band = band
+        self.fixed = {loop.op.step: loop.upper for loop in loops_in(kernel.body.block) if loop.dim == "m"}
+        tb = _batch_loop(kernel)
+        if tb is not None:
+            self.fixed.update({tb.op.lb: tb.lower, tb.op.ub: tb.lower + 1})
+        self.env = outer_env(kernel)
+        self.walk = Walk(kernel, None, (band.op.step, *self.fixed), self._probe)
+
+    def run(self, rows: int) -> tuple[dict, dict]:
+        self.written, self.oldest, self.live, self.spans, self.last = {}, {}, {}, {}, -1
+        self.walk.run(Counts(), {**self.fixed, self.band.op.step: rows}, self.env)
+        return self.live, self.spans
+
+    def _at(self, position: int) -> None:
+        if position < self.last:  # the bands start again (the next batch element or time batch)
+            self.written.clear()
+            self.oldest.clear()
+        self.last = position
+
+    def _probe(self, op):
+        band = self.band.iv
         if isinstance(op, tile.StoreOp) and isinstance(op.dst.owner, tile.AllocOp):
-            ring = op.dst.owner
-            written[ring] = max(written.get(ring, 0), env[op.row0] + env[op.rows])
-        elif isinstance(op, tile.LoadOp) and isinstance(op.src.owner, tile.AllocOp) and env[op.rows]:
-            ring = op.src.owner
-            key = (ring, position)
-            oldest[key] = min(oldest.get(key, env[op.row0]), env[op.row0])
-            live[ring] = max(live.get(ring, 0), written.get(ring, 0) - oldest[key],
-                             env[op.row0] + env[op.rows] - oldest[key])
-        elif isinstance(op, tile.COMPUTE_OPS):
+            return partial(self._store, op.dst.owner), (band, op.row0, op.rows)
+        if isinstance(op, tile.LoadOp) and isinstance(op.src.owner, tile.AllocOp):
+            return partial(self._load, op.src.owner), (band, op.row0, op.rows)
+        if isinstance(op, tile.COMPUTE_OPS):
             member = op.parent_op()
             while not isinstance(member, tile.KernelOp):
                 member = member.parent_op()
-            spans[member] = max(spans.get(member, 0), env[op.rows])
+            return partial(self._compute, member), (band, op.rows)
+        return None
 
-    evaluate(kernel.body.block, outer_env(kernel), visit, fixed)
-    return live, spans
+    def _store(self, ring, position: int, row0: int, count: int) -> None:
+        self._at(position)
+        self.written[ring] = max(self.written.get(ring, 0), row0 + count)
+
+    def _load(self, ring, position: int, row0: int, count: int) -> None:
+        self._at(position)
+        if count:
+            key = (ring, position)
+            first = self.oldest[key] = min(self.oldest.get(key, row0), row0)
+            self.live[ring] = max(self.live.get(ring, 0), self.written.get(ring, 0) - first, row0 + count - first)
+
+    def _compute(self, member, position: int, count: int) -> None:
+        self._at(position)
+        self.spans[member] = max(self.spans.get(member, 0), count)
+
+
+def band_schedule(kernel: tile.KernelOp, band: Loop, rows: int, watch: BandWatch | None = None) -> tuple[dict, dict]:
+    """Run the fused kernel with bands of `rows` (each member one row tile per band): the rows
+    each ring must hold (the most from the oldest row a band still reads to the newest
+    written), and each member's most rows in one band (`watch`: the kernel's BandWatch, if the
+    caller has it)."""
+    return (watch or BandWatch(kernel, band)).run(rows)
 
 
 def plan_fused(kernel: tile.KernelOp, layers, timesteps: int, available: int) -> None:
@@ -138,14 +163,21 @@ def plan_fused(kernel: tile.KernelOp, layers, timesteps: int, available: int) ->
     rings = [b for b in own if b.role.data.startswith("ring:")]
 
     reserved = [0]  # neuron state to be held on chip for all its tiles (time-batched groups)
+    schedules: dict = {}  # rows -> band_schedule (attempts at one height share it), "watch"
+    tiled = {member: TiledKernel(member, layers, timesteps, available) for member in members(kernel)}
 
     def attempt(rows: int):
-        live, spans = band_schedule(kernel, band, rows)
+        if rows not in schedules:
+            if "watch" not in schedules:
+                schedules["watch"] = BandWatch(kernel, band)
+            watch = schedules["watch"]
+            schedules[rows] = band_schedule(kernel, band, rows, watch)
+        live, spans = schedules[rows]
         ring_types = {r: _ring_type(r, live.get(r, 1)) for r in rings}
         held = sum(align(max(type_bytes(ring_types[b]) if b in ring_types else buffer_bytes(b), 1)) for b in own)
         plans = {}
-        for member in members(kernel):
-            k = TiledKernel(member, layers, timesteps, available - held - reserved[0])
+        for member, k in tiled.items():  # a member's tile sizes do not depend on the SRAM left
+            k.available = available - held - reserved[0]
             for copies in (2, 1):
                 found = most_rows(k, None, copies, 1, most=max(spans.get(member, 1), 1))
                 if found is not None:
@@ -167,12 +199,13 @@ def plan_fused(kernel: tile.KernelOp, layers, timesteps: int, available: int) ->
                            f"row: the rings, weights and parameters held for the group take {held} bytes of "
                            f"{available}, and member '{failed.sym_name.data}' needs more than the rest; start a new "
                            "group there (layer-fuse{boundaries=...})")
-    best = None
+    best, compiled = None, None
     for rows in sorted({1, limit, *(1 << i for i in range(limit.bit_length()) if 1 << i <= limit)}):
         plan, held, _ = attempt(rows) if rows > 1 else (first, held, None)
         if plan is None:
             break
-        cost = dram_traffic(kernel, band, rows, {m: r for m, (_, r, _) in plan[1].items()})
+        compiled = compiled or traffic_walk(kernel, band)
+        cost = dram_traffic(kernel, band, rows, {m: r for m, (_, r, _) in plan[1].items()}, compiled)
         if best is None or cost <= best[0]:
             best = (cost, rows, plan, held)
     _, rows, (ring_types, plans), held = best
@@ -202,28 +235,52 @@ def _whole_state_bytes(member: tile.KernelOp, layers) -> int:
     return 0
 
 
-def dram_traffic(kernel: tile.KernelOp, band: Loop, rows: int, member_rows: dict) -> int:
+def traffic_walk(kernel: tile.KernelOp, band: Loop) -> Walk:
+    """The fused kernel's nest compiled for `dram_traffic`: its band and member row steps and
+    its time-batch bounds variable."""
+    steps = [loop.op.step for member in members(kernel) for loop in loops_in(member.body.block) if loop.dim == "m"]
+    tb = _batch_loop(kernel)
+    return Walk(kernel, None, (band.op.step, *steps, *((tb.op.lb, tb.op.ub) if tb is not None else ())))
+
+
+def dram_traffic(kernel: tile.KernelOp, band: Loop, rows: int, member_rows: dict,
+                 compiled: Walk | None = None) -> int:
     """DRAM bytes the fused kernel's map loads and stores move with bands of `rows` rows and
-    each member's row tiles (constants are loaded once whatever the band)."""
+    each member's row tiles (constants are loaded once whatever the band); `compiled`: its
+    `traffic_walk`, if the caller has it."""
     fixed = {band.op.step: rows}
     for member, step in member_rows.items():
         for loop in loops_in(member.body.block):
             if loop.dim == "m":
                 fixed[loop.op.step] = step
-    total = [0]
+    env = outer_env(kernel)
+    tb = _batch_loop(kernel)
+    compiled = compiled or traffic_walk(kernel, band)
 
-    def visit(op, env):
-        if isinstance(op, tile.KernelOp):
-            evaluate(op.body.block, env, visit, fixed)
-        elif isinstance(op, tile.LoadOp | tile.StoreOp):
-            target = op.src if isinstance(op, tile.LoadOp) else op.dst
-            if isinstance(target.owner, tile.MapOp):
-                width, bits = target.type.get_shape()[-2], target.type.element_type.width.data
-                nt = 1 if target.owner.fmt == Format.SPIKE_BITMASK else env[op.nt]  # packed: all-T words
-                total[0] += nt * env[op.rows] * width * env[op.chs] * bits // 8
+    def walk(fixed: dict) -> int:
+        counts = Counts()
+        compiled.run(counts, fixed, env)
+        return counts.dram_read + counts.dram_write - counts.constant_read
 
-    evaluate(kernel.body.block, outer_env(kernel), visit, fixed)
-    return total[0]
+    if tb is None or tb.trips <= 3:
+        return walk(fixed)
+
+    def batch(start: int) -> int:  # the time batch at `start` alone
+        return walk({**fixed, tb.op.lb: start, tb.op.ub: start + 1})
+
+    # The batches between the first (no state to load) and the last (no state to store, maybe
+    # fewer timesteps) move the same bytes: walk one of them.
+    last = tb.lower + (tb.trips - 1) * tb.step
+    return batch(tb.lower) + (tb.trips - 2) * batch(tb.lower + tb.step) + batch(last)
+
+
+def _batch_loop(kernel: tile.KernelOp) -> Loop | None:
+    """The fused kernel's time-batch loop, when its bounds are constants that only it reads (a
+    walk may then run chosen batches by fixing them), else None."""
+    tb = next((loop for loop in loops_in(kernel.body.block) if loop.dim == "tb"), None)
+    if tb is None or not all(const_value(v) is not None and v.has_one_use() for v in (tb.op.lb, tb.op.ub)):
+        return None
+    return tb
 
 
 def _hold_member_state(kernel: tile.KernelOp, member: tile.KernelOp, free: int) -> int:

@@ -98,7 +98,7 @@ def fiber_offsets(glob: memref.GlobalOp) -> tuple[int, ...] | None:
     return cached[1]
 
 
-def _channel_tiles(ch0: SSAValue, chs: SSAValue, steps: Steps | None) -> list[tuple[int, int]]:
+def channel_tiles(ch0: SSAValue, chs: SSAValue, steps: Steps | None) -> list[tuple[int, int]]:
     """Every (ch0, chs) a load takes: its ch0 is a loop's induction variable, or constant."""
     loop = loop_of(ch0)
     if loop is None:
@@ -113,12 +113,25 @@ def const_footprint(op: tile.LoadConstOp, steps: Steps | None = None) -> Shape:
     src_type = op.src.type
     offsets = fiber_offsets(glob) if glob is not None else None
     if offsets is not None:  # compressed weights kept compressed: the largest channel tile's fibers
-        largest = max(offsets[c + n] - offsets[c] for c, n in _channel_tiles(op.ch0, op.chs, steps))
+        largest = max(offsets[c + n] - offsets[c] for c, n in channel_tiles(op.ch0, op.chs, steps))
         return (largest,), 8
     shape, bits = src_type.get_shape(), src_type.element_type.width.data
     if len(shape) == 1:  # a parameter block: whole
         return shape, bits
     return (upper(op.chs, steps), *shape[1:]), bits
+
+
+def const_bytes(op: tile.LoadConstOp, ch0: int, chs: int) -> int:
+    """DRAM bytes a constant load of channels ch0..ch0+chs moves: the channels' fibers of
+    compressed weights, a parameter block whole, else the channels' dense weights."""
+    glob = global_of(op.src)
+    offsets = fiber_offsets(glob) if glob is not None else None
+    if offsets is not None:
+        return offsets[ch0 + chs] - offsets[ch0]
+    shape, bits = op.src.type.get_shape(), op.src.type.element_type.width.data
+    if len(shape) == 1:
+        return shape[0] * bits // 8
+    return chs * math.prod(shape[1:]) * bits // 8
 
 
 def map_format(map_value: SSAValue) -> Format:

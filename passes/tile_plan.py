@@ -13,7 +13,10 @@ from xdsl.dialects import scf
 from xdsl.dialects.builtin import IntAttr, IntegerAttr
 
 from snnc.dialects import tile
-from snnc.passes.footprints import buffer_bytes, kernel_buffers, largest_tiles, role, shape_bytes, tile_ops
+from snnc.passes.footprints import (
+    buffer_bytes, channel_tiles, const_bytes, kernel_buffers, largest_tiles, role, shape_bytes, tile_ops,
+)
+from snnc.passes.loop_walk import Counts, Walk
 from snnc.passes.loopnest import Loop, loops_in, set_step
 from snnc.runtime.pe_array import visit_rounds
 
@@ -63,6 +66,7 @@ class TiledKernel:
         self.buffers = kernel_buffers(self.kernel)
         self.ops = tile_ops(self.kernel.body.block)
         self.cache: dict = {}
+        self.walk: Walk | None = None  # the nest compiled for plan_traffic, its n and m steps variable
 
     def set_steps(self, dim: str, step: int) -> None:
         for loop in self.by_dim.get(dim, []):
@@ -124,22 +128,77 @@ def row_rounds(height: int, rows: int, width: int, chs: int, pes: int) -> float:
     return sum(visit_rounds(min(rows, height - r) * width, chs, pes) for r in range(0, height, rows))
 
 
-def choose(k: TiledKernel, pes: int, out_width: int) -> tuple[int | None, int | None, int, int]:
-    """(channels, rows, copies, weight copies) of the first plan that fits (see CONTRACT)."""
+def fitting_plans(k: TiledKernel):
+    """(channels, most rows, copies, weight copies) of every plan that fits, in the heuristic's
+    order of preference: double-buffered before single, then the most channels first."""
     several_tiles = not is_fixed(k.n)
     for copies, double_weights in ((2, True), (2, False), (1, False)):
         for chs in channel_options(k):
             out_cs = None if k.n is None else k.n.upper - k.n.lower
             weight_copies = 2 if double_weights and several_tiles and chs is not None and chs < out_cs else 1
             rows = most_rows(k, chs, copies, weight_copies)
-            if rows is None:
-                continue
-            if k.t is not None and k.t.parallel and k.n is not None and not is_fixed(k.m):
-                height = k.m.upper - k.m.lower
-                width_chs = chs if chs is not None else k.n.step
-                rows = min(range(rows, 0, -1), key=lambda r: row_rounds(height, r, out_width, width_chs, pes))
-            return chs, rows, copies, weight_copies
+            if rows is not None:
+                yield chs, rows, copies, weight_copies
+
+
+def choose(k: TiledKernel, pes: int, out_width: int) -> tuple[int | None, int | None, int, int]:
+    """(channels, rows, copies, weight copies) of the first plan that fits (see CONTRACT)."""
+    for chs, rows, copies, weight_copies in fitting_plans(k):
+        if k.t is not None and k.t.parallel and k.n is not None and not is_fixed(k.m):
+            height = k.m.upper - k.m.lower
+            width_chs = chs if chs is not None else k.n.step
+            rows = min(range(rows, 0, -1), key=lambda r: row_rounds(height, r, out_width, width_chs, pes))
+        return chs, rows, copies, weight_copies
     return None
+
+
+def least_traffic(k: TiledKernel, pes: int, out_width: int) -> tuple[int | None, int | None, int, int] | None:
+    """The plan that moves the fewest DRAM bytes (`plan_traffic`): `choose`'s, or for a channel
+    tile size the most rows that fit (double-buffered if those rows fit twice, else single:
+    at one channel size, taller row tiles re-read fewer halo rows); ties go to `choose`'s, then
+    to more channels. Fewer channel tiles re-read the input fewer times: a channel size whose
+    bytes with whole-height row tiles (no halo re-read; a bound) are no fewer than the best
+    so far ends the search, smaller sizes having more channel tiles."""
+    first = choose(k, pes, out_width)
+    if first is None:
+        return None
+    best, best_bytes = first, plan_traffic(k, first[0], first[1], first[3])
+    out_cs = None if k.n is None else k.n.upper - k.n.lower
+    whole = None if k.m is None or is_fixed(k.m) else k.m.upper - k.m.lower
+    for chs in channel_options(k):
+        if whole is not None and plan_traffic(k, chs, whole, 1) >= best_bytes:
+            break
+        rows = most_rows(k, chs, 1, 1)
+        if rows is None or (chs, rows) == first[:2]:
+            continue
+        several = not is_fixed(k.n) and chs is not None and chs < out_cs
+        copies, weight_copies = next(pair for pair in ((2, 2 if several else 1), (2, 1), (1, 1))
+                                     if k.fits(chs, rows, *pair))
+        traffic = plan_traffic(k, chs, rows, weight_copies)
+        if traffic < best_bytes:
+            best, best_bytes = (chs, rows, copies, weight_copies), traffic
+    return best
+
+
+def plan_traffic(k: TiledKernel, chs: int | None, rows: int | None, weight_copies: int) -> int:
+    """DRAM bytes of the kernel's map loads and stores (feature maps, spilled state) and its
+    constant loads with channel tiles of `chs` and row tiles of `rows` (the compiled loop walk);
+    with one channel tile in one copy, each constant tile counts once, as hoist-loads leaves it."""
+    n_steps = [loop.op.step for loop in k.by_dim.get("n", [])]
+    m_steps = [loop.op.step for loop in k.by_dim.get("m", [])]
+    if k.walk is None:
+        k.walk = Walk(k.kernel, None, (*n_steps, *m_steps))
+    fixed = {**dict.fromkeys(n_steps, chs), **dict.fromkeys(m_steps, rows)}
+    counts = Counts()
+    k.walk.run(counts, {step: value for step, value in fixed.items() if value is not None})
+    total = counts.dram_read + counts.dram_write
+    one_tile = k.n is None or chs is None or (chs >= k.n.upper - k.n.lower and weight_copies == 1)
+    if one_tile:
+        steps = {loop.op: chs for loop in k.by_dim.get("n", [])} if chs is not None else {}
+        loads = [op for op in k.kernel.body.walk() if isinstance(op, tile.LoadConstOp)]
+        once = sum(const_bytes(op, c, n) for op in loads for c, n in channel_tiles(op.ch0, op.chs, steps))
+        total += once - counts.constant_read
+    return total
 
 
 def state_transfers(kernel: tile.KernelOp) -> list[scf.IfOp]:

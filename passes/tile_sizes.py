@@ -24,7 +24,12 @@ CONTRACT
   fit; under FTP (t parallel over the TPPE lanes) the row count with the fewest TPPE
   rounds (`pe_array.visit_rounds`), the most rows on ties. Then single buffers, then
   single weights.
-  Options: none (the SRAM size and PE count come from the module's hw config).
+  Options (the SRAM size and PE count come from the module's hw config):
+    least_traffic  comma-separated ONNX node names: their kernels (layers alone, not fused)
+                   take the fitting plan that moves the fewest DRAM bytes instead
+                   (tile_plan.least_traffic: often fewer channel tiles or taller row
+                   tiles in single buffers, so the input is re-read less); "" = none,
+                   "*" = every layer
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ from snnc.passes.band_tiling import plan_fused, stream_in_bands
 from snnc.passes.loop_module import interleaved, kernels, layer_table, module_hw, module_timesteps
 from snnc.passes.psum_hold import held_bytes, hold_psums, plan_psums, spills_psums
 from snnc.passes.time_interleave import hold_state
+from snnc.dialects import tile
+from snnc.passes.tile_plan import least_traffic as least_traffic_plan
 from snnc.passes.tile_plan import (
     TiledKernel, buffer_copies, choose, is_fixed, no_fit_message, reserved_bytes, settle_state, synapse_out_width,
 )
@@ -54,19 +61,29 @@ class TileSizes(ModulePass):
     name = "tile-sizes"
     ir_level: ClassVar[str] = "loop"
 
+    least_traffic: str = ""
+
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         hw = module_hw(op)
         layers = layer_table(op)
         timesteps = module_timesteps(op)
+        wanted = {n.strip() for n in self.least_traffic.split(",") if n.strip()}
         for kernel in kernels(op):
-            layers = size_kernel(op, kernel, hw, layers, timesteps)
+            least = "*" in wanted or bool(wanted & kernel_sources(kernel, layers))
+            layers = size_kernel(op, kernel, hw, layers, timesteps, least)
         hold_state(op, hw.sram.size_bytes)
 
 
-def size_kernel(op: ModuleOp, kernel, hw, layers: dict, timesteps: int) -> dict:
+def kernel_sources(kernel, layers: dict) -> set[str]:
+    """The ONNX node names of the layers a kernel computes."""
+    return {layers[o.layer_symbol].source.data for o in kernel.body.walk() if isinstance(o, tile.COMPUTE_OPS)}
+
+
+def size_kernel(op: ModuleOp, kernel, hw, layers: dict, timesteps: int, least_traffic: bool = False) -> dict:
     """tile-sizes on one kernel (a CompileError if it fits under no tiling); returns the
     layer table, which band streaming may have replaced. One kernel at a time, so that a
-    schedule search (compiler/explore_cost.py) can tell which kernels do not fit."""
+    schedule search (compiler/explore_cost.py) can tell which kernels do not fit. With
+    `least_traffic`, a layer alone takes the plan with the fewest DRAM bytes."""
     if members(kernel):
         plan_fused(kernel, layers, timesteps, hw.sram.size_bytes - reserved_bytes(kernel))
         return layers
@@ -74,11 +91,12 @@ def size_kernel(op: ModuleOp, kernel, hw, layers: dict, timesteps: int) -> dict:
     k = TiledKernel(kernel, layers, timesteps, available)
     out_width = synapse_out_width(kernel, layers)
     psums = plan_psums(k, hw, out_width) if spills_psums(kernel) else None
-    plan = psums.plan if psums is not None else choose(k, hw.compute.num_pes, out_width)
+    pick = least_traffic_plan if least_traffic else choose
+    plan = psums.plan if psums is not None else pick(k, hw.compute.num_pes, out_width)
     if plan is None and stream_in_bands(op, k, layers, timesteps):
         layers = layer_table(op)  # the bands' descriptors
         k = TiledKernel(kernel, layers, timesteps, available)
-        plan = choose(k, hw.compute.num_pes, out_width)
+        plan = pick(k, hw.compute.num_pes, out_width)
     if plan is None:
         raise CompileError(no_fit_message(k))
     chs, rows, copies, weight_copies = plan

@@ -1,15 +1,20 @@
-"""The loop walk of explore's cost model, compiled: a kernel's nest becomes nested tuples over
-integer slots once, then runs in plain Python (loopnest.evaluate's semantics, without reading
-xDSL operands on every iteration: a schedule's nests run hundreds of thousands of times).
+"""A kernel's loop walk, compiled: its nest becomes nested tuples over integer slots once, then
+runs in plain Python (loopnest.evaluate's semantics, without reading xDSL operands on every
+iteration: explore's cost model runs a schedule's nests hundreds of thousands of times, and
+tile-sizes' least-traffic plan one nest per candidate tiling). Not a pass.
 
-`count(kernel, report_names, cost)` adds to `cost` (explore_cost.Cost) what the kernel's tile
-ops do: DRAM bytes and DMA instructions of map and constant transfers, SRAM bytes of ring-buffer
-moves, and per layer its compute ops' (positions, positions x timesteps).
+`count(kernel, report_names, cost, fixed)` adds to `cost` (compiler/explore_cost.Cost, or
+`Counts`) what the kernel's tile ops do: DRAM bytes and DMA instructions of map and constant
+transfers, SRAM bytes of ring-buffer moves, and per layer its compute ops' (positions,
+positions x timesteps). Constants in `fixed` take the value given there (a tiling being
+considered, as loopnest.evaluate's `fixed`).
 """
 
 from __future__ import annotations
 
 import math
+from collections import defaultdict
+from dataclasses import dataclass, field
 
 from snnc.backend.isa import Format
 from snnc.dialects import tile
@@ -17,7 +22,7 @@ from snnc.passes.footprints import fiber_offsets, global_of
 from snnc.passes.loopnest import _BINARY, _COMPARE
 from xdsl.dialects import arith, scf
 
-CONST, BINARY, SELECT, ROWS, FOR, IF, WINDOW, CONSTLOAD, COMPUTE = range(9)
+CONST, BINARY, SELECT, ROWS, FOR, IF, WINDOW, CONSTLOAD, COMPUTE, PROBE = range(10)
 
 
 class _Slots:
@@ -31,12 +36,34 @@ class _Slots:
         return slot
 
 
-def _compile(block, slot: _Slots, report_names: dict) -> list[tuple]:
+@dataclass
+class Counts:
+    """What `count` adds up (explore_cost.Cost has the same fields)."""
+
+    dram_read: int = 0
+    dram_write: int = 0
+    dma_ops: int = 0
+    ring_bytes: int = 0
+    constant_read: int = 0  # of dram_read: constant loads
+    work: dict = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
+
+
+def _compile(block, slot: _Slots, report_names: dict, variable: dict, probe=None) -> list[tuple]:
+    """`variable`: constants left out of the program (their slots are set before each run),
+    filled in here with their values. `probe(op)`: for a tile op, None or (function, values):
+    the function is called with the values at every instance of the op."""
     prog = []
     for op in block.ops:
         kind = type(op)
+        probed = probe(op) if probe is not None and isinstance(op, _TILE_OPS) else None
+        if probed is not None:
+            prog.append((PROBE, probed[0], tuple(slot(v) for v in probed[1])))
         if kind is arith.ConstantOp:
-            prog.append((CONST, slot(op.result), op.value.value.data))
+            if op.result in variable:
+                slot(op.result)
+                variable[op.result] = op.value.value.data
+            else:
+                prog.append((CONST, slot(op.result), op.value.value.data))
         elif kind in _BINARY:
             prog.append((BINARY, slot(op.result), _BINARY[kind], slot(op.lhs), slot(op.rhs)))
         elif kind is arith.CmpiOp:
@@ -47,12 +74,12 @@ def _compile(block, slot: _Slots, report_names: dict) -> list[tuple]:
             prog.append((ROWS, slot(op.in_row0), slot(op.in_rows), _input_rows(op), slot(op.row0), slot(op.rows)))
         elif kind is scf.ForOp:
             prog.append((FOR, slot(op.lb), slot(op.ub), slot(op.step), slot(op.body.block.args[0]),
-                         _compile(op.body.block, slot, report_names)))
+                         _compile(op.body.block, slot, report_names, variable, probe)))
         elif kind is scf.IfOp:
-            other = _compile(op.false_region.block, slot, report_names) if op.false_region.blocks else []
-            prog.append((IF, slot(op.cond), _compile(op.true_region.block, slot, report_names), other))
+            other = _compile(op.false_region.block, slot, report_names, variable, probe) if op.false_region.blocks else []
+            prog.append((IF, slot(op.cond), _compile(op.true_region.block, slot, report_names, variable, probe), other))
         elif kind is tile.KernelOp:  # a fused kernel's member: its nest runs in place
-            prog.extend(_compile(op.body.block, slot, report_names))
+            prog.extend(_compile(op.body.block, slot, report_names, variable, probe))
         elif kind is tile.LoadOp or kind is tile.StoreOp:
             prog.append(_window(op, slot))
         elif kind is tile.LoadConstOp:
@@ -61,6 +88,9 @@ def _compile(block, slot: _Slots, report_names: dict) -> list[tuple]:
             name = report_names.get(op.layer_symbol, op.layer_symbol)
             prog.append((COMPUTE, name, slot(op.rows), slot(op.chs), slot(op.nt)))
     return prog
+
+
+_TILE_OPS = (tile.LoadOp, tile.StoreOp, *tile.COMPUTE_OPS)
 
 
 def _input_rows(op: tile.InputRowsOp):
@@ -130,18 +160,48 @@ def _run(prog: list[tuple], env: list, cost) -> None:
             ch0, chs = env[ch0], env[chs]
             cost.dma_ops += 1
             if offsets is not None:
-                cost.dram_read += offsets[ch0 + chs] - offsets[ch0]
+                moved = offsets[ch0 + chs] - offsets[ch0]
             else:
-                cost.dram_read += whole if whole is not None else chs * per_channel
+                moved = whole if whole is not None else chs * per_channel
+            cost.dram_read += moved
+            cost.constant_read += moved
         elif code == SELECT:
             env[ins[1]] = env[ins[3]] if env[ins[2]] else env[ins[4]]
         elif code == ROWS:
             env[ins[1]], env[ins[2]] = ins[3](env[ins[4]], env[ins[5]])
         elif code == IF:
             _run(ins[2] if env[ins[1]] else ins[3], env, cost)
+        elif code == PROBE:
+            ins[1](*[env[s] for s in ins[2]])
 
 
-def count(kernel: tile.KernelOp, report_names: dict, cost) -> None:
-    slot = _Slots()
-    prog = _compile(kernel.body.block, slot, report_names)
-    _run(prog, [0] * len(slot.index), cost)
+class Walk:
+    """A kernel's nest compiled once, to count it under several tilings: the constants in
+    `variable` (loop steps, bounds) take the values a run gives, else their own. `probe`:
+    see _compile (band_tiling.band_schedule watches the ring windows with it)."""
+
+    def __init__(self, kernel: tile.KernelOp, report_names: dict | None = None, variable=(), probe=None):
+        self.slot = _Slots()
+        self.defaults: dict = dict.fromkeys(variable)
+        self.prog = _compile(kernel.body.block, self.slot, report_names or {}, self.defaults, probe)
+
+    def run(self, cost, fixed: dict | None = None, env: dict | None = None) -> None:
+        """Add to `cost` what the nest does with the constants in `fixed` (of `variable`) and
+        `env`: values the kernel reads from around it (band_tiling.outer_env; others are 0)."""
+        index = self.slot.index
+        values = [0] * len(index)
+        for value, number in (env or {}).items():
+            if value in index:
+                values[index[value]] = number
+        fixed = fixed or {}
+        for value, default in self.defaults.items():
+            number = fixed.get(value, default)
+            if value in index and number is not None:
+                values[index[value]] = number
+        _run(self.prog, values, cost)
+
+
+def count(kernel: tile.KernelOp, report_names: dict, cost, fixed: dict | None = None,
+          env: dict | None = None) -> None:
+    """Walk the kernel once (`Walk.run`)."""
+    Walk(kernel, report_names, tuple(fixed or ())).run(cost, fixed, env)
