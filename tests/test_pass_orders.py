@@ -22,6 +22,7 @@ LOOP_PASSES = [
     "time-interleave",
     "layer-fuse",
     "spike-pack",
+    'tile-sizes{least_traffic="*"}',
 ]
 
 
