@@ -56,10 +56,6 @@ MEMORY_LIMIT_MIB = 4096
 BINARY_LIMIT = 1.1
 
 
-def median_time(fn, repeats: int, warmup: bool = True) -> float:
-    return interleaved_medians({"t": fn}, repeats, warmup, [])["t"]
-
-
 def interleaved_medians(fns: dict, repeats: int, warmup: bool, errors: list[str], label: str = "") -> dict:
     """Median wall time of each of `fns`, run in alternating rounds (a, b, c, a, b, c, ...)
     so that a change in the machine's load during the measurement weighs on all of them

@@ -13,7 +13,7 @@ CONTRACT:
   * `LoopBase.evaluate(groups, wanted)` runs the schedule's loop-reorder, time-batch and
     layer-fuse passes, then tile-sizes kernel by kernel (`size_kernel`, with its least-traffic
     plan for the groups of tiling "traffic") and hoist-loads, and
-    walks the loop nests (passes/loop_walk.count, loopnest.evaluate's semantics) counting, per
+    walks the loop nests (passes/loop_walk.count, nest_run.evaluate's semantics) counting, per
     group, the DRAM bytes its DMAs move (maps, weights, neuron-state spills), its DMA
     instructions, the SRAM bytes of ring-buffer moves, and per layer the work of its compute
     ops (output positions, and positions x timesteps). A group with a kernel that fits the

@@ -33,11 +33,10 @@ weight is printed, and the text parses back to the same module.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import gc
 import io
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +49,7 @@ from xdsl.utils.exceptions import ArgSpecParseError, DiagnosticException, Verify
 
 from snnc.backend.errors import CompileError, SnncError
 from snnc.compiler.verify import IncrementalVerifier
+from snnc.runtime.collect import fewer_collections
 from snnc.dialects import make_context
 from snnc.passes import get_all_passes, pass_level
 
@@ -129,6 +129,8 @@ class CompileResult:
     image: object  # snnc.backend.binformat.ProgramImage
     binary: bytes
     steps: list[str] = field(default_factory=list)  # names of the steps that ran
+    # per step: (its work, the module's verification after it), CPU seconds (a repeated pass summed)
+    step_seconds: dict[str, tuple[float, float]] = field(default_factory=dict)
     kept_loop_module: ModuleOp | None = field(default=None, repr=False)
     rebuild_loop_module: Callable[[], ModuleOp] | None = field(default=None, repr=False)
 
@@ -298,20 +300,6 @@ def _model_name(model: str | Path | object) -> str:
     return getattr(graph, "name", "") or ""
 
 
-@contextlib.contextmanager
-def _fewer_collections(gen0: int = 50_000):
-    """Python's cyclic collector runs every 700 net allocations by default; a compile
-    allocates millions of small IR objects that all stay alive, so most of those
-    collections find nothing and walk ever more objects (about 14 % of a vgg16 compile).
-    Collect less often while compiling; garbage is still collected."""
-    old = gc.get_threshold()
-    gc.set_threshold(max(gen0, old[0]), *old[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*old)
-
-
 def compile_model(
     model: str | Path | object,
     options: CompileOptions = CompileOptions(),
@@ -320,13 +308,13 @@ def compile_model(
 ) -> CompileResult:
     """Compile an ONNX model (path or ModelProto) to a prog.bin image. `on_step` is called
     with each step's name as it starts (the CLI's progress display)."""
-    with _fewer_collections():
+    with fewer_collections():
         result = _compile(model, options, ir_stream, on_step)
     if result.kept_loop_module is None:
         quiet = dataclasses.replace(options, print_ir_after_all=False)
 
         def rebuild() -> ModuleOp:
-            with _fewer_collections():
+            with fewer_collections():
                 return _compile(model, quiet, None, None, loop_level_only=True)
 
         result.rebuild_loop_module = rebuild
@@ -348,9 +336,18 @@ def _compile(model, options: CompileOptions, ir_stream: TextIO | None, on_step,
     ir_stream = ir_stream or sys.stderr
     steps: list[str] = []
     verifier = IncrementalVerifier()
+    seconds: dict[str, list[float]] = {}  # step -> [its work, its verification], CPU seconds
+    started = [time.process_time()]
+
+    def timed(step: str, work: float, verification: float) -> None:
+        total = seconds.setdefault(step, [0.0, 0.0])
+        total[0] += work
+        total[1] += verification
 
     def checkpoint(step: str, module: ModuleOp) -> None:
+        verifying = time.process_time()
         verify_module(module, step, verifier)
+        timed(step, verifying - started[0], time.process_time() - verifying)
         steps.append(step)
         if options.print_ir_after_all:
             ir_stream.write(f"// -----// IR after {step} //----- //\n")
@@ -359,6 +356,7 @@ def _compile(model, options: CompileOptions, ir_stream: TextIO | None, on_step,
     def starting(step: str) -> None:
         if on_step is not None:
             on_step(step)
+        started[0] = time.process_time()
 
     def run(p: ModulePass, module: ModuleOp) -> None:
         starting(p.name)
@@ -400,9 +398,11 @@ def _compile(model, options: CompileOptions, ir_stream: TextIO | None, on_step,
     starting("encode")
     image = encode(module, verify=False)  # verified by the checkpoint of the last step
     binary = write_program(image)
+    timed("encode", time.process_time() - started[0], 0.0)
     steps.append("encode")
     return CompileResult(snn_module=snn_module or module, kept_loop_module=loop_module, accel_module=module,
-                         image=image, binary=binary, steps=steps)
+                         image=image, binary=binary, steps=steps,
+                         step_seconds={step: (work, check) for step, (work, check) in seconds.items()})
 
 
 def import_to_snn(model: str | Path | object, options: CompileOptions = CompileOptions()) -> ModuleOp:

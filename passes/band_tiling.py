@@ -19,7 +19,8 @@ from snnc.passes.footprints import (
 )
 from snnc.passes.fuse_nest import BAND_CAP_ATTR
 from snnc.passes.loop_module import interleaved, layer_table
-from snnc.passes.loopnest import Loop, const_value, evaluate, loops_in, set_step, upper
+from snnc.passes.loopnest import Loop, const_value, loops_in, set_step, upper
+from snnc.passes.nest_run import evaluate
 from snnc.passes.synapse_split import Part, split_synapse
 from snnc.passes.loop_walk import Counts, Walk
 from snnc.passes.tile_plan import (

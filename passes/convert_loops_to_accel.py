@@ -45,7 +45,8 @@ from snnc.passes.synapse_split import PART_ATTR, PARTS_ATTR
 from snnc.passes.footprints import buffer_of, fiber_offsets, global_of
 from snnc.passes.loop_module import HW_ATTR, MODEL_ATTR, globals_of, layer_table, main_of, module_hw, \
     module_timesteps
-from snnc.passes.loopnest import enclosing_loops, evaluate
+from snnc.passes.loopnest import enclosing_loops
+from snnc.passes.nest_run import evaluate
 
 @dataclass(frozen=True)
 class ConvertLoopsToAccel(ModulePass):

@@ -55,12 +55,17 @@ def constants_image(program: accel.ProgramOp) -> bytes:
     return b"".join(parts)
 
 
+def instruction_values(op: accel.InstructionOp, layer_index: dict[str, int]) -> list[int]:
+    """The ISA field values of an instruction op in its table entry's order (the layer
+    symbol resolved to its index)."""
+    props = op.properties
+    return [layer_index[props[name].root_reference.data] if name == "layer" else props[name].data
+            for name in _field_order(type(op))]
+
+
 def instruction_fields(op: accel.InstructionOp, layer_index: dict[str, int]) -> dict[str, int]:
-    """The ISA field values of an instruction op (the layer symbol resolved to its index)."""
-    values = op.field_values()
-    if op.layer_symbol is not None:
-        values["layer"] = layer_index[op.layer_symbol]
-    return values
+    """`instruction_values` by field name."""
+    return dict(zip(_field_order(type(op)), instruction_values(op, layer_index)))
 
 
 def _pack_instructions(ops: list[accel.InstructionOp], layer_index: dict[str, int]) -> bytearray:
@@ -73,11 +78,8 @@ def _pack_instructions(ops: list[accel.InstructionOp], layer_index: dict[str, in
     out = bytearray(size * (len(ops) + 1))  # zero padding after each instruction's fields
     for i, op in enumerate(ops):
         spec = op.SPEC
-        props = op.properties
-        values = [layer_index[props[name].root_reference.data] if name == "layer" else props[name].data
-                  for name in _field_order(type(op))]
         try:
-            spec.struct.pack_into(out, i * size, int(spec.opcode), *values)
+            spec.struct.pack_into(out, i * size, int(spec.opcode), *instruction_values(op, layer_index))
         except (struct.error, KeyError) as exc:
             raise CompileError(f"encoder: instruction {i} ({op.name}): {exc}") from None
     out[len(ops) * size:] = isa.encode_instruction(isa.Opcode.HALT)

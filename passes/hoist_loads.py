@@ -26,7 +26,8 @@ from xdsl.passes import ModulePass
 from snnc.dialects import tile
 from snnc.passes.footprints import buffer_of
 from snnc.passes.loop_module import kernels
-from snnc.passes.loopnest import _BINARY, Loop, const, const_value, enclosing_loops, loop_of
+from snnc.passes.loopnest import Loop, const, const_value, enclosing_loops, loop_of
+from snnc.passes.nest_run import INDEX_ARITH
 
 
 def static_value(value: SSAValue, fixed: dict[SSAValue, int]) -> int | None:
@@ -37,9 +38,9 @@ def static_value(value: SSAValue, fixed: dict[SSAValue, int]) -> int | None:
     if value in fixed:
         return fixed[value]
     op = value.owner
-    if type(op) in _BINARY:
+    if type(op) in INDEX_ARITH:
         a, b = static_value(op.lhs, fixed), static_value(op.rhs, fixed)
-        return None if a is None or b is None else _BINARY[type(op)](a, b)
+        return None if a is None or b is None else INDEX_ARITH[type(op)](a, b)
     return None
 
 

@@ -1,5 +1,5 @@
 """A kernel's loop walk, compiled: its nest becomes nested tuples over integer slots once, then
-runs in plain Python (loopnest.evaluate's semantics, without reading xDSL operands on every
+runs in plain Python (nest_run.evaluate's semantics, without reading xDSL operands on every
 iteration: explore's cost model runs a schedule's nests hundreds of thousands of times, and
 tile-sizes' least-traffic plan one nest per candidate tiling). Not a pass.
 
@@ -7,7 +7,7 @@ tile-sizes' least-traffic plan one nest per candidate tiling). Not a pass.
 `Counts`) what the kernel's tile ops do: DRAM bytes and DMA instructions of map and constant
 transfers, SRAM bytes of ring-buffer moves, and per layer its compute ops' (positions,
 positions x timesteps). Constants in `fixed` take the value given there (a tiling being
-considered, as loopnest.evaluate's `fixed`).
+considered, as nest_run.evaluate's `fixed`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from snnc.backend.isa import Format
 from snnc.dialects import tile
 from snnc.passes.footprints import fiber_offsets, global_of
-from snnc.passes.loopnest import _BINARY, _COMPARE
+from snnc.passes.nest_run import CMPI_PREDICATES, INDEX_ARITH
 from xdsl.dialects import arith, scf
 
 CONST, BINARY, SELECT, ROWS, FOR, IF, WINDOW, CONSTLOAD, COMPUTE, PROBE = range(10)
@@ -64,10 +64,10 @@ def _compile(block, slot: _Slots, report_names: dict, variable: dict, probe=None
                 variable[op.result] = op.value.value.data
             else:
                 prog.append((CONST, slot(op.result), op.value.value.data))
-        elif kind in _BINARY:
-            prog.append((BINARY, slot(op.result), _BINARY[kind], slot(op.lhs), slot(op.rhs)))
+        elif kind in INDEX_ARITH:
+            prog.append((BINARY, slot(op.result), INDEX_ARITH[kind], slot(op.lhs), slot(op.rhs)))
         elif kind is arith.CmpiOp:
-            prog.append((BINARY, slot(op.result), _COMPARE[op.predicate.value.data], slot(op.lhs), slot(op.rhs)))
+            prog.append((BINARY, slot(op.result), CMPI_PREDICATES[op.predicate.value.data], slot(op.lhs), slot(op.rhs)))
         elif kind is arith.SelectOp:
             prog.append((SELECT, slot(op.result), slot(op.cond), slot(op.lhs), slot(op.rhs)))
         elif kind is tile.InputRowsOp:

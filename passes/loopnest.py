@@ -1,4 +1,4 @@
-"""Loop nests of the `tile` level: building, reading, bounding and evaluating them.
+"""Loop nests of the `tile` level: building, reading, bounding and reshaping them.
 
 Not a pass: the vocabulary the loop-level passes share (and a user's pass can use).
 
@@ -7,12 +7,12 @@ iterates over (dialects/tile.py). Inside, the size of the current tile is
 `arith.minsi %step, (%ub - %iv)` (`loop_extent`), so a pass that changes a loop's
 step (`set_step`) keeps every tail tile right. Index arithmetic is `arith` plus
 `tile.input_rows`; `index_bounds` gives each index value's range without running the
-nest, and `evaluate` runs it: the final lowering and the footprint analysis use it.
+nest, and `nest_run.evaluate` runs it (the final lowering and band planning use it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from xdsl.dialects import arith, scf
@@ -263,103 +263,6 @@ _BOUNDS = {  # (lowest, highest) of a binary index op from its operands'
 
 def upper(value: SSAValue, steps=None) -> int:
     return index_bounds(value, steps)[1]
-
-
-# --------------------------------------------------------------------------------------
-# Running the nest
-# --------------------------------------------------------------------------------------
-
-_BINARY = {
-    arith.AddiOp: lambda a, b: a + b,
-    arith.SubiOp: lambda a, b: a - b,
-    arith.MuliOp: lambda a, b: a * b,
-    arith.MinSIOp: min,
-    arith.MaxSIOp: max,
-    arith.DivUIOp: lambda a, b: a // b,
-    arith.FloorDivSIOp: lambda a, b: a // b,
-    arith.RemUIOp: lambda a, b: a % b,
-    arith.RemSIOp: lambda a, b: a % b,
-}
-_COMPARE = {0: lambda a, b: a == b, 1: lambda a, b: a != b, 2: lambda a, b: a < b, 3: lambda a, b: a <= b,
-            4: lambda a, b: a > b, 5: lambda a, b: a >= b}
-
-
-def evaluate(block: Block, env: dict[SSAValue, int], visit: Callable[[Operation, dict[SSAValue, int]], None],
-             fixed: dict[SSAValue, int] | None = None) -> None:
-    """Run the index arithmetic and loops of `block` in program order; call `visit(op,
-    env)` for every other op (the tile ops), with every index value it reads in env.
-    Constants in `fixed` take the value given there (a tiling being considered). The nest
-    must not change while it runs: each block is translated once into a flat list of steps
-    (a loop body runs many times; reading operands through xDSL's accessors each time was
-    most of the cost)."""
-    _run(_Steps(fixed or {}).of(block), env, visit)
-
-
-# A step: (kind, ...) with the SSA values it reads and writes.
-_CONST, _ARITH, _CMP, _SELECT, _ROWS, _FOR, _IF, _VISIT = range(8)
-
-
-class _Steps:
-    """The steps of each block of a nest, translated on first use."""
-
-    def __init__(self, fixed: dict[SSAValue, int]):
-        self.fixed = fixed
-        self.blocks: dict[Block, list[tuple]] = {}
-
-    def of(self, block: Block) -> list[tuple]:
-        steps = self.blocks.get(block)
-        if steps is None:
-            steps = self.blocks[block] = [self._step(op) for op in block.ops if type(op) is not scf.YieldOp]
-        return steps
-
-    def _step(self, op: Operation) -> tuple:
-        kind = type(op)
-        operands, results = op.operands, op.results
-        if kind is arith.ConstantOp:
-            value = self.fixed.get(results[0], op.value.value.data)
-            return _CONST, results[0], value
-        if kind in _BINARY:
-            return _ARITH, results[0], _BINARY[kind], operands[0], operands[1]
-        if kind is arith.CmpiOp:
-            return _CMP, results[0], _COMPARE[op.predicate.value.data], operands[0], operands[1]
-        if kind is arith.SelectOp:
-            return _SELECT, results[0], operands[0], operands[1], operands[2]
-        if kind is tile.InputRowsOp:
-            return _ROWS, op, op.in_row0, op.in_rows, op.row0, op.rows
-        if kind is scf.ForOp:
-            body = op.body.block
-            return _FOR, body.args[0], operands[0], operands[1], operands[2], self, body
-        if kind is scf.IfOp:
-            return _IF, op.cond, self, op.true_region, op.false_region
-        return _VISIT, op
-
-
-def _run(steps: list[tuple], env: dict[SSAValue, int], visit) -> None:
-    for step in steps:
-        kind = step[0]
-        if kind == _CONST:
-            env[step[1]] = step[2]
-        elif kind == _ARITH:
-            env[step[1]] = step[2](env[step[3]], env[step[4]])
-        elif kind == _VISIT:
-            visit(step[1], env)
-        elif kind == _FOR:
-            _, iv, lb, ub, st, plans, body = step
-            inner = plans.of(body)
-            for value in range(env[lb], env[ub], env[st]):
-                env[iv] = value
-                _run(inner, env, visit)
-        elif kind == _SELECT:
-            env[step[1]] = env[step[3]] if env[step[2]] else env[step[4]]
-        elif kind == _CMP:
-            env[step[1]] = int(step[2](env[step[3]], env[step[4]]))
-        elif kind == _ROWS:
-            op = step[1]
-            env[step[2]], env[step[3]] = op.evaluate(env[step[4]], env[step[5]])
-        else:  # _IF
-            region = step[3] if env[step[1]] else step[4]
-            if region.blocks:
-                _run(step[2].of(region.block), env, visit)
 
 
 # --------------------------------------------------------------------------------------

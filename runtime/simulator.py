@@ -40,9 +40,7 @@ first large sparse weight tile) scipy.sparse.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import gc
 import struct
 import threading
 import weakref
@@ -59,6 +57,7 @@ from snnc.backend.errors import BinaryFormatError, InputError
 from snnc.backend.hwconfig import HwConfig
 from snnc.backend.isa import Dataflow, Format, LayerKind, LeakForm, LifFlags, Opcode, ResetMode, SynFlags
 from snnc.runtime import memory, timing
+from snnc.runtime.collect import fewer_collections
 from snnc.runtime.machine import (
     FORMAT_BITS, Machine, read_tile, saturate, shift, word_dtype, write_tile,
 )
@@ -1455,28 +1454,13 @@ def _read_outputs(ctx: _Context, image: ProgramImage) -> dict[str, np.ndarray]:
     return outputs
 
 
-@contextlib.contextmanager
-def _fewer_collections(gen0: int = 50_000):
-    """Python's cyclic collector runs every 700 net allocations by default; a simulation
-    allocates many small objects (effects, ranges, prepared instructions) that are no cyclic
-    garbage, and the collections walk the whole heap (a tenth of a first simulation of
-    sew-resnet18-dvs). Collect less often while simulating; garbage is still collected.
-    (compiler/pipeline.py does the same while compiling.)"""
-    old = gc.get_threshold()
-    gc.set_threshold(max(gen0, old[0]), *old[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*old)
-
-
 def simulate(image: ProgramImage, inputs: dict, *, functional: bool = False, progress: bool | None = None,
              exit_confidence: float | None = None, run_to_end: bool = True) -> SimResult:
     """`exit_confidence` sets exit.check's threshold register (exit_rule.threshold_register);
     the program then halts at the first check that decides to exit, and SimResult.outputs are
     the outputs as it leaves them. With `run_to_end` the simulation goes on past the halt so
     that the report's totals and layers describe the full run next to report["exit"]."""
-    with _fewer_collections():
+    with fewer_collections():
         return _simulate(image, inputs, functional, progress, exit_confidence, run_to_end)
 
 

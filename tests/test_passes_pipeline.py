@@ -118,3 +118,14 @@ def test_bad_option_is_a_one_line_error():
 
     with pytest.raises(SnncError, match="time-batch"):
         compile_model(model("mlp")[0], CompileOptions(passes="time-batch{timesteps=0.5}"))
+
+
+def test_compile_times_every_step_and_its_verification():
+    """CompileResult.step_seconds (bench/compile_steps.py prints it): one entry per step that
+    ran, a repeated pass summed, each (work, verification) in CPU seconds."""
+    result = compile_model(model("vgg-small")[0], CompileOptions(passes="loop-reorder{dataflow=ip-seq},"
+                                                                      "loop-reorder{dataflow=ftp}"))
+    assert list(result.step_seconds) == list(dict.fromkeys(result.steps))
+    assert result.steps.count("loop-reorder") == 2
+    assert all(work >= 0 and check >= 0 for work, check in result.step_seconds.values())
+    assert result.step_seconds["encode"][1] == 0.0  # nothing is verified after the encoder
