@@ -27,6 +27,7 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Operation
 from xdsl.traits import SymbolUserOpInterface
 
+from snnc.compiler.local_verify import verify_local
 from snnc.dialects import accel
 
 CONTAINERS = (ModuleOp, func.FuncOp, accel.ProgramOp)  # their verifiers read the ops they hold directly
@@ -103,7 +104,7 @@ class IncrementalVerifier:
             elif isinstance(op, getattr(type(op.parent_op()), "VERIFIES_HELD_OPS", ())):
                 changed_parents.add(id(op.parent_op()))  # its container checks it whole (accel.program)
             else:
-                op.verify(verify_nested_ops=False)
+                verify_local(op)
                 verified.add(id(op))
                 changed_parents.add(id(op.parent_op()))
             seen[id(op)] = fingerprint
@@ -116,12 +117,12 @@ class IncrementalVerifier:
                 if isinstance(op, READ_BY_HELD_OPS):
                     for child in (o for r in op.regions for b in r.blocks for o in b.ops):
                         if id(child) not in verified:
-                            child.verify(verify_nested_ops=False)
-                op.verify(verify_nested_ops=False)
+                            verify_local(child)
+                verify_local(op)
             elif id(op) in changed_parents or self.children.get(id(op)) != held:
-                op.verify(verify_nested_ops=False)
+                verify_local(op)
         symbols_changed = id(module) in changed_parents or self.children.get(id(module)) != children[id(module)]
         for op in symbol_users:
             if symbols_changed or self.seen.get(id(op)) != seen[id(op)]:
-                op.verify(verify_nested_ops=False)
+                verify_local(op)
         self.seen, self.children, self.signatures = seen, children, signatures
