@@ -179,26 +179,9 @@ def _compile(cls: type[Operation]) -> Callable[[Operation], bool] | None:
             return False
         if not no_successors:
             verify_variadic_size(op, op_def, VarIRConstruct.SUCCESSOR)
-        props = op.properties
-        for name, optional, check in properties:
-            value = props.get(name)
-            if value is None:
-                if optional:
-                    continue
-                return False
-            if check is not None and not check(value, context):
-                return False
-        if not property_names.issuperset(props):
+        if not (_named_ok(op.properties, properties, context) and property_names.issuperset(op.properties)
+                and _named_ok(op.attributes, attributes, context)):
             return False
-        attrs = op.attributes
-        for name, optional, check in attributes:
-            value = attrs.get(name)
-            if value is None:
-                if optional:
-                    continue
-                return False
-            if check is not None and not check(value, context):
-                return False
         if not all(trait(op) for trait in traits):
             return False
         if custom_verify is not None:
@@ -206,6 +189,18 @@ def _compile(cls: type[Operation]) -> Callable[[Operation], bool] | None:
         return True
 
     return fast
+
+
+def _named_ok(values: dict[str, Attribute], checks: list, context: VerificationContext) -> bool:
+    """Each defined property (or attribute) present unless optional, and satisfying its constraint."""
+    for name, optional, check in checks:
+        value = values.get(name)
+        if value is None:
+            if not optional:
+                return False
+        elif check is not None and not check(value, context):
+            return False
+    return True
 
 
 def _trait_check(trait: OpTrait) -> Callable[[Operation], object]:
