@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from snnc.backend.errors import CompileError, SnncError
+from snnc.runtime.collect import fewer_collections
 from snnc.compiler.explore_cost import (
     DATAFLOWS,
     ORDERS,
@@ -338,46 +339,47 @@ def simulate_schedule(model, hw: str, inputs: dict, pipeline: str) -> tuple[Figu
 def explore(model: str | Path, hw: str, inputs: dict, objective: str = "energy", *, max_group: int = MAX_GROUP,
             batches: list[int] | None = None, method: str = "dp", confirm: bool = True,
             progress: Progress | None = None) -> Exploration:
-    if objective not in OBJECTIVES:
-        raise SnncError(f"--objective {objective!r}: expected one of {', '.join(OBJECTIVES)}")
-    progress = progress or Progress()
-    progress.phase("lowering to the loop level")
-    start = time.perf_counter()
-    base = LoopBase.build(model, hw)
-    n, timesteps = len(base.names), base.timesteps
-    batches = sorted(batches or batch_sizes(timesteps))
-    spans = fusable_spans(base.names, max(1, min(max_group, n)), base.hw.compute.timestep_lanes, base.synaptic)
-    progress.phase("costing schedule segments", runs_needed(n, batches, spans))
-    table, runs = segment_table(base, batches, spans, progress.advance)
-    stuck = _uncovered(n, table)
-    if stuck is not None:
-        raise CompileError(f"explore: {_model_label(model)} fits the SRAM ({base.hw.sram.size_bytes} bytes) under no "
-                           f"schedule: no schedule gets past layer '{base.names[stuck]}'")
-    search_s = time.perf_counter() - start
-    simulated, calibration = _calibrate(model, hw, inputs, base, progress)
-    start = time.perf_counter()
-    if method == "exhaustive":
-        progress.phase("evaluating every schedule", count_schedules(n, batches, spans, base.synaptic,
-                                                                   ORDERS, TILINGS, DATAFLOWS))
-        ranked, more = exhaustive(base, batches, spans, calibration, objective, tick=progress.advance)
-        runs += more
-    else:
-        progress.phase("searching (dynamic programming over the kernels)")
-        ranked = dynamic_programme(n, table, calibration, objective)
-    if not ranked:
-        raise CompileError(f"explore: {_model_label(model)} fits the SRAM ({base.hw.sram.size_bytes} bytes) under no "
-                           "schedule of the space")
-    search_s += time.perf_counter() - start
-    result = Exploration(base.names, timesteps, objective, method, ranked, ranked[0], runs, search_s, simulated)
-    for key, sim in simulated.items():
-        costs = base.evaluate(_named_schedule(key, n, timesteps))
-        sim.predicted = calibration.predict(costs) if all(isinstance(c, Cost) for c in costs) else None
-    if confirm:
-        progress.phase("compiling and simulating the chosen schedule")
-        pipeline = result.pipeline(result.best)
-        figures, _, compile_s, _ = simulate_schedule(model, hw, inputs, pipeline)
-        simulated["chosen"] = Simulated(pipeline, figures, result.best.figures, compile_s)
-    return result
+    with fewer_collections():  # the search clones and drops whole modules: see runtime/collect.py
+        if objective not in OBJECTIVES:
+            raise SnncError(f"--objective {objective!r}: expected one of {', '.join(OBJECTIVES)}")
+        progress = progress or Progress()
+        progress.phase("lowering to the loop level")
+        start = time.perf_counter()
+        base = LoopBase.build(model, hw)
+        n, timesteps = len(base.names), base.timesteps
+        batches = sorted(batches or batch_sizes(timesteps))
+        spans = fusable_spans(base.names, max(1, min(max_group, n)), base.hw.compute.timestep_lanes, base.synaptic)
+        progress.phase("costing schedule segments", runs_needed(n, batches, spans))
+        table, runs = segment_table(base, batches, spans, progress.advance)
+        stuck = _uncovered(n, table)
+        if stuck is not None:
+            raise CompileError(f"explore: {_model_label(model)} fits the SRAM ({base.hw.sram.size_bytes} bytes) under no "
+                               f"schedule: no schedule gets past layer '{base.names[stuck]}'")
+        search_s = time.perf_counter() - start
+        simulated, calibration = _calibrate(model, hw, inputs, base, progress)
+        start = time.perf_counter()
+        if method == "exhaustive":
+            progress.phase("evaluating every schedule", count_schedules(n, batches, spans, base.synaptic,
+                                                                       ORDERS, TILINGS, DATAFLOWS))
+            ranked, more = exhaustive(base, batches, spans, calibration, objective, tick=progress.advance)
+            runs += more
+        else:
+            progress.phase("searching (dynamic programming over the kernels)")
+            ranked = dynamic_programme(n, table, calibration, objective)
+        if not ranked:
+            raise CompileError(f"explore: {_model_label(model)} fits the SRAM ({base.hw.sram.size_bytes} bytes) under no "
+                               "schedule of the space")
+        search_s += time.perf_counter() - start
+        result = Exploration(base.names, timesteps, objective, method, ranked, ranked[0], runs, search_s, simulated)
+        for key, sim in simulated.items():
+            costs = base.evaluate(_named_schedule(key, n, timesteps))
+            sim.predicted = calibration.predict(costs) if all(isinstance(c, Cost) for c in costs) else None
+        if confirm:
+            progress.phase("compiling and simulating the chosen schedule")
+            pipeline = result.pipeline(result.best)
+            figures, _, compile_s, _ = simulate_schedule(model, hw, inputs, pipeline)
+            simulated["chosen"] = Simulated(pipeline, figures, result.best.figures, compile_s)
+        return result
 
 
 def _uncovered(n: int, table: dict) -> int | None:
