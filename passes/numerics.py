@@ -134,17 +134,27 @@ def quantise_weights(weights: NonzeroWeights, frac: int, rows: int, nbytes: int,
     """`quantise(weights, frac)` as the stored little-endian int of `nbytes` bytes, zero
     rows appended up to `rows`; a value that does not fit is a CompileError. With
     `channel_shift`, output channel c is quantised with frac + channel_shift[c]."""
+    return _quantised(weights, frac, rows, nbytes, what, channel_shift)[0]
+
+
+def _quantised(weights: NonzeroWeights, frac: int, rows: int, nbytes: int, what: str,
+               channel_shift: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(quantise_weights' array, per row the sum of its |integers|), computed once per arguments."""
     key = (frac, rows, nbytes, None if channel_shift is None else np.asarray(channel_shift, np.int64).tobytes())
     found = weights.quantised.get(key)
     if found is not None:
         return found
-    ints = quantise_checked(_shifted(weights.values, _rows(weights), channel_shift), frac, 8 * nbytes, what,
+    row_of = _rows(weights)
+    ints = quantise_checked(_shifted(weights.values, row_of, channel_shift), frac, 8 * nbytes, what,
                             shown=weights.values)
     out = np.zeros((rows, *weights.shape[1:]), dtype=f"<i{nbytes}")
     out.reshape(-1)[weights.index] = ints  # row-major: within the first shape[0] rows
     out.flags.writeable = False
-    weights.quantised[key] = out
-    return out
+    # from the non-zeros, not a pass over the dense array: exact (at most ~2**20 per row, in float64)
+    row_sums = np.bincount(row_of, weights=np.abs(np.asarray(ints, np.int64)), minlength=rows)[:rows]
+    row_sums.flags.writeable = False
+    found = weights.quantised[key] = (out, row_sums)
+    return found
 
 
 @dataclass(frozen=True)
@@ -192,15 +202,14 @@ def quantise_group(
     """Weights (synapses as (non-zero weights, frac, largest |input| integer)) and the
     summed bias as integers, with output channel c at `channel_shift[c]` more bits."""
     out_c = np.asarray(bias_real).size
-    weights = [quantise_weights(w, frac, rows, nbytes, f"{what}: weight", channel_shift) for w, frac, _ in synapses]
+    quantised = [_quantised(w, frac, rows, nbytes, f"{what}: weight", channel_shift) for w, frac, _ in synapses]
+    weights = [q for q, _ in quantised]
     shifted_bias = _shifted(bias_real, np.arange(out_c), channel_shift)
     bias = quantise_checked(shifted_bias, acc_frac, 32, f"{what}: bias", shown=bias_real)
     bias_exact = bool(np.array_equal(np.ldexp(bias.astype(np.float64), -acc_frac), shifted_bias))
     acc_bound = np.abs(bias).astype(np.float64)
-    for q, (_, _, x_int_max) in zip(weights, synapses):
-        # |q| viewed unsigned: |-128| of an int8 is -128 as int8 but 128 as uint8
-        magnitudes = np.abs(q[:out_c]).view(f"<u{nbytes}")
-        acc_bound = acc_bound + magnitudes.reshape(out_c, -1).sum(axis=1) * x_int_max
+    for (_, row_sums), (_, _, x_int_max) in zip(quantised, synapses):
+        acc_bound = acc_bound + row_sums[:out_c] * x_int_max
     return GroupIntegers(weights, bias, acc_bound, bias_exact)
 
 
