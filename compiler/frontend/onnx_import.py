@@ -1600,7 +1600,9 @@ def _check_finite(record: LayerRecord) -> None:
         if value is None or isinstance(value, (str, bool, tuple)):
             continue
         array = np.asarray(value)
-        if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+        # min and max are finite exactly when every value is (NaN and infinities propagate), and
+        # need no boolean array the size of the weights
+        if array.dtype.kind == "f" and array.size and not (np.isfinite(array.min()) and np.isfinite(array.max())):
             index = tuple(int(i) for i in np.argwhere(~np.isfinite(array))[0])
             at = f" at {list(index)}" if index else ""
             raise _node_error(record.node, f"the {name} holds {array[index]}{at}; weights and neuron parameters "
