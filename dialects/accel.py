@@ -40,7 +40,6 @@ from __future__ import annotations
 import enum
 import functools
 import struct
-import weakref
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -633,11 +632,16 @@ class ProgramOp(IRDLOperation):
             if isinstance(op, InstructionOp):  # the bulk of the body
                 if isinstance(op, ExitCheckOp):
                     _verify_exit_check(op, io_ops, last_check)
-                inputs = (tuple(op.properties.items()), layer_inputs.get(op.layer_symbol), dram_size, sram_size)
-                if _VERIFIED_INSTRUCTIONS.get(op) != inputs:
+                props = op.properties
+                ref = props.get("layer")
+                layer_key = layer_inputs.get(ref.root_reference.data) if isinstance(ref, SymbolRefAttr) else None
+                passed = op.__dict__.get("_verified_inputs")
+                if (passed is None or passed[1] is not layer_key or passed[2] != dram_size
+                        or passed[3] != sram_size or passed[0] != props
+                        or op._operands or op.results or op.regions or op._successors):
                     verify_fields_op(op)
                     _verify_instruction(op, layers, dram_size, sram_size)
-                    _VERIFIED_INSTRUCTIONS[op] = inputs
+                    op._verified_inputs = (props.copy(), layer_key, dram_size, sram_size)
                 continue
             if isinstance(op, ConstOp | LayerOp):
                 sym = op.sym_name.data
@@ -646,7 +650,7 @@ class ProgramOp(IRDLOperation):
                 symbols.add(sym)
             if isinstance(op, LayerOp):
                 layers[op.symbol] = op
-                layer_inputs[op.symbol] = (op, tuple(op.properties.items()))
+                layer_inputs[op.symbol] = _layer_inputs(op)
                 _verify_layer(op, timesteps)
             elif isinstance(op, ConstOp):
                 start, size = op.dram_addr.data, len(op.payload)
@@ -720,11 +724,23 @@ def _verify_exit_check(op: InstructionOp, io_ops: list[IoOp], last_check: dict[i
         raise VerifyException(f"{op.name}: {wrong}")
 
 
-# The program's verifier runs after every accel-level pass, over thousands of instructions
-# that mostly did not change. An instruction's check reads only its own fields, its layer's
-# fields and the two memory sizes (`inputs` above); when all are the same objects or equal
-# values as when it last passed, it passes again. Dead ops drop out of the weak mapping.
-_VERIFIED_INSTRUCTIONS: weakref.WeakKeyDictionary[InstructionOp, tuple] = weakref.WeakKeyDictionary()
+# The program's verifier runs after every accel-level pass, over tens of thousands of
+# instructions that mostly did not change. An instruction's check reads only its own fields
+# (and that it has no operands, results, regions or successors), its layer's fields and the
+# two memory sizes; when all are equal to what they were when it last passed, it passes
+# again. What it passed with is kept on the op itself (`_verified_inputs`: it dies with the
+# op, and a clone starts without), its layer's part as one object per layer state
+# (`_layer_inputs`), so the check per unchanged instruction is an identity test and one dict
+# comparison (equal attributes compare by identity first).
+
+
+def _layer_inputs(layer: LayerOp) -> tuple:
+    """What an instruction's check reads of its layer: the same object while the layer's
+    properties stay equal, a new one when they change."""
+    kept = layer.__dict__.get("_verified_inputs")
+    if kept is None or kept[1] != layer.properties:
+        kept = layer._verified_inputs = (layer, layer.properties.copy())
+    return kept
 
 
 def _verify_instruction(op: InstructionOp, layers: dict[str, LayerOp], dram_size: int, sram_size: int) -> None:
