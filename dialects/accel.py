@@ -166,6 +166,37 @@ def _int_fields(op_class: type[_FieldsOp]) -> tuple[tuple[isa.Field, int, int], 
     return tuple((f, *_struct_range(f.fmt)) for f in op_class.FIELDS if f.name != "layer")
 
 
+@functools.lru_cache(maxsize=None)
+def _create_plan(op_class: type[_FieldsOp]) -> tuple[tuple[str, bool], ...]:
+    """(name, optional) of each field, in the table's order."""
+    return tuple((f.name, f.optional) for f in op_class.FIELDS)
+
+
+_ZERO = _int_attr(0)
+
+
+@functools.lru_cache(maxsize=None)
+def _blank_state(op_class: type[IRDLOperation]) -> dict[str, object]:
+    """The instance state `op_class.create(properties=...)` gives an op without operands,
+    results, successors or regions, less its property and attribute dicts: every value in
+    it is immutable (empty tuples, the unknown location), so new ops can share it."""
+    state = dict(vars(op_class.create()))
+    del state["properties"], state["attributes"]
+    return state
+
+
+def new_fields_op(op_class: type[_FieldsOp], properties: dict[str, Attribute]) -> _FieldsOp:
+    """`op_class.create(properties=properties)` (taking the dict) without xDSL's generic
+    set-up (operand uses, result values, successors, regions, defaults: a fields op has none)
+    that costs most of building one; a program has tens of thousands. The same instance
+    state, as tests/test_accel_dialect.py checks."""
+    op = op_class.__new__(op_class)
+    op.__dict__.update(_blank_state(op_class))
+    op.properties = properties
+    op.attributes = {}
+    return op
+
+
 class _FieldsOp(IRDLOperation):
     """An op whose integer properties are the fields of one ISA table entry."""
 
@@ -236,18 +267,20 @@ class InstructionOp(_FieldsOp):
     def create_with(cls, layer: str | None = None, **fields: int) -> InstructionOp:
         """Build from ISA field values; `layer` is the layer descriptor's symbol."""
         props: dict[str, Attribute] = {}
-        for f in cls.FIELDS:
-            if f.name == "layer":
+        for name, optional in _create_plan(cls):
+            if name == "layer":
                 if layer is None:
                     raise ValueError(f"{cls.name}: a layer symbol is required")
                 props["layer"] = _symbol_ref(layer)
+            elif name in fields:
+                props[name] = _int_attr(int(fields.pop(name)))
+            elif optional:
+                props[name] = _ZERO
             else:
-                if f.name not in fields and not f.optional:
-                    raise ValueError(f"{cls.name}: missing field {f.name}")
-                props[f.name] = _int_attr(int(fields.pop(f.name, 0)))
+                raise ValueError(f"{cls.name}: missing field {name}")
         if fields:
             raise ValueError(f"{cls.name}: unknown field(s) {sorted(fields)}")
-        return cls.create(properties=props)
+        return new_fields_op(cls, props)
 
     def print(self, printer: Printer) -> None:
         for f in self.FIELDS:
