@@ -230,7 +230,7 @@ def verify_fields_op(op: _FieldsOp) -> None:
     no operands, results, regions or successors, exactly its fields as properties, each an
     IntAttr or the layer's SymbolRefAttr; then its verify_), without IRDL's generic
     machinery: accel.program runs it for each instruction it holds (VERIFIES_HELD_OPS)."""
-    if op.operands or op.results or op.regions or op.successors:
+    if op._operands or op.results or op.regions or op._successors:  # the tuples themselves (no views)
         raise VerifyException(f"{op.name}: an instruction has no operands, results, regions or successors")
     props = op.properties
     names = _field_names(type(op))
@@ -261,7 +261,9 @@ class InstructionOp(_FieldsOp):
     @property
     def layer_symbol(self) -> str | None:
         ref = self.properties.get("layer")
-        return ref.root_reference.data if isinstance(ref, SymbolRefAttr) else None
+        if ref is None:
+            return None
+        return ref.root_reference.data if type(ref) is SymbolRefAttr or isinstance(ref, SymbolRefAttr) else None
 
     @classmethod
     def create_with(cls, layer: str | None = None, **fields: int) -> InstructionOp:
@@ -575,6 +577,24 @@ class IoOp(IRDLOperation):
 # --------------------------------------------------------------------------------------
 
 
+def _ops_of(block: Block, kind: type) -> list:
+    """The ops of `block` that are `kind`s, in order. A program holds tens of thousands:
+    the list is followed link by link (not through the block's op iterator) and the
+    (abstract-base-class) isinstance test is made once per op class."""
+    out = []
+    is_kind: dict[type, bool] = {}
+    op = block.first_op
+    while op is not None:
+        cls = type(op)
+        hit = is_kind.get(cls)
+        if hit is None:
+            hit = is_kind[cls] = issubclass(cls, kind)
+        if hit:
+            out.append(op)
+        op = op.next_op
+    return out
+
+
 @irdl_op_definition
 class ProgramOp(IRDLOperation):
     """A whole accelerator program; see the module docstring for its layout."""
@@ -607,16 +627,16 @@ class ProgramOp(IRDLOperation):
 
     # -- views -------------------------------------------------------------------------
     def constants(self) -> list[ConstOp]:
-        return [op for op in self.body.block.ops if isinstance(op, ConstOp)]
+        return _ops_of(self.body.block, ConstOp)
 
     def io_ops(self) -> list[IoOp]:
-        return [op for op in self.body.block.ops if isinstance(op, IoOp)]
+        return _ops_of(self.body.block, IoOp)
 
     def layers(self) -> list[LayerOp]:
-        return [op for op in self.body.block.ops if isinstance(op, LayerOp)]
+        return _ops_of(self.body.block, LayerOp)
 
     def instructions(self) -> list[InstructionOp]:
-        return [op for op in self.body.block.ops if isinstance(op, InstructionOp)]
+        return _ops_of(self.body.block, InstructionOp)
 
     def inexact_layers(self) -> list[tuple[str, str]]:
         """(ONNX node, reason) of every layer whose quantisation is not exact."""
@@ -661,20 +681,28 @@ class ProgramOp(IRDLOperation):
         last_check: dict[int, int] = {}
         const_ranges: list[tuple[int, int, str]] = []
         layer_inputs: dict[str, tuple] = {}  # symbol -> what an instruction's check reads of its layer
-        for op in self.body.block.ops:
-            if isinstance(op, InstructionOp):  # the bulk of the body
-                if isinstance(op, ExitCheckOp):
+        is_instruction: dict[type, bool] = {}  # per op class (an abstract-base-class test is slow)
+        op = self.body.block.first_op
+        while op is not None:
+            cls = type(op)
+            instruction = is_instruction.get(cls)
+            if instruction is None:
+                instruction = is_instruction[cls] = issubclass(cls, InstructionOp)
+            if instruction:  # the bulk of the body
+                if cls is ExitCheckOp:
                     _verify_exit_check(op, io_ops, last_check)
                 props = op.properties
                 ref = props.get("layer")
-                layer_key = layer_inputs.get(ref.root_reference.data) if isinstance(ref, SymbolRefAttr) else None
+                layer_key = None if ref is None else layer_inputs.get(
+                    ref.root_reference.data if type(ref) is SymbolRefAttr or isinstance(ref, SymbolRefAttr) else None)
                 passed = op.__dict__.get("_verified_inputs")
                 if (passed is None or passed[1] is not layer_key or passed[2] != dram_size
                         or passed[3] != sram_size or passed[0] != props
                         or op._operands or op.results or op.regions or op._successors):
                     verify_fields_op(op)
-                    _verify_instruction(op, layers, dram_size, sram_size)
-                    op._verified_inputs = (props.copy(), layer_key, dram_size, sram_size)
+                    operands = _verify_instruction(op, layers, layer_key, dram_size, sram_size)
+                    op._verified_inputs = (props.copy(), layer_key, dram_size, sram_size, operands)
+                op = op.next_op
                 continue
             if isinstance(op, ConstOp | LayerOp):
                 sym = op.sym_name.data
@@ -699,6 +727,7 @@ class ProgramOp(IRDLOperation):
                     raise VerifyException(f"accel.io \"{op.io_name.data}\": timesteps differ from the program's")
             else:
                 raise VerifyException(f"accel.program: unexpected op {op.name} in the body")
+            op = op.next_op
         const_ranges.sort()
         for (s0, e0, n0), (s1, _, n1) in zip(const_ranges, const_ranges[1:]):
             if s1 < e0:
@@ -725,7 +754,15 @@ class _LayerFields:
 
 def sram_operands(op: InstructionOp, layer: LayerOp | None, values: dict[str, int] | None = None) -> list[SramOperand]:
     """Every SRAM range `op` reads or writes: isa.sram_operands, the one definition
-    (`values`: `op.field_values()` when the caller already has them)."""
+    (`values`: `op.field_values()` when the caller already has them). When accel.program's
+    check last passed `op` with the fields and layer fields it has now, the ranges computed
+    then (insert-barriers and dma-prefetch read every instruction's, after a verification):
+    the list is shared, not to be changed."""
+    passed = op.__dict__.get("_verified_inputs")
+    if passed is not None and passed[0] == op.properties:
+        layer_key = passed[1]
+        if layer_key is None if layer is None else (layer_key[0] is layer and layer_key[1] == layer.properties):
+            return passed[4]
     return op.SPEC.sram_operands(op.field_values() if values is None else values,
                                  None if layer is None else _LayerFields(layer))
 
@@ -768,16 +805,30 @@ def _verify_exit_check(op: InstructionOp, io_ops: list[IoOp], last_check: dict[i
 
 
 def _layer_inputs(layer: LayerOp) -> tuple:
-    """What an instruction's check reads of its layer: the same object while the layer's
-    properties stay equal, a new one when they change."""
+    """What an instruction's check reads of its layer, (layer, its properties, its integer
+    field values): the same object while the layer's properties stay equal, a new one when
+    they change."""
     kept = layer.__dict__.get("_verified_inputs")
     if kept is None or kept[1] != layer.properties:
-        kept = layer._verified_inputs = (layer, layer.properties.copy())
+        kept = layer._verified_inputs = (layer, layer.properties.copy(), layer.field_values())
     return kept
 
 
-def _verify_instruction(op: InstructionOp, layers: dict[str, LayerOp], dram_size: int, sram_size: int) -> None:
+_SPIKE_OUT = frozenset((Format.SPIKE_PLANES, *WORD_FORMATS))
+_SPIKE_TILE_OPCODES = frozenset((Opcode.POOL, Opcode.ADD))  # and PACK whatever the format
+_IN_ROWS_OPCODES = frozenset((Opcode.SYN, Opcode.POOL))
+_DMA_OPCODES = frozenset((Opcode.DMA_LOAD, Opcode.DMA_STORE))
+_FIBER_DMA_OPCODES = frozenset((Opcode.DMA_LOAD_BM, Opcode.DMA_STORE_BM))
+
+
+def _verify_instruction(op: InstructionOp, layers: dict[str, LayerOp], layer_key: tuple | None, dram_size: int,
+                        sram_size: int) -> list[SramOperand]:
+    """Check one instruction (its fields against its layer, the ISA's enums and rules, its SRAM
+    and DRAM ranges); returns its SRAM operands. `layer_key`: _layer_inputs of its layer,
+    None when it has none or its layer is not defined before it."""
     v = op.field_values()
+    spec = op.SPEC
+    opcode = spec.opcode
     where = op.name
     layer = None
     if "layer" in op.properties:
@@ -786,39 +837,43 @@ def _verify_instruction(op: InstructionOp, layers: dict[str, LayerOp], dram_size
         if layer is None:
             raise VerifyException(f"{where}: layer @{sym} is not an accel.layer defined before it")
         where = f"{op.name} @{sym}"
-        g = layer.get
-        if v["nt"] < 1 or v["t0"] + v["nt"] > g("timesteps"):
-            raise VerifyException(f"{where}: timesteps [{v['t0']}, {v['t0'] + v['nt']}) outside [0, {g('timesteps')})")
-        if v["rows"] < 1 or v["row0"] + v["rows"] > g("out_h"):
-            raise VerifyException(f"{where}: rows [{v['row0']}, {v['row0'] + v['rows']}) outside the output height {g('out_h')}")
-        if v["chs"] < 1 or v["ch0"] + v["chs"] > g("out_cs"):
-            raise VerifyException(f"{where}: channels [{v['ch0']}, {v['ch0'] + v['chs']}) outside out_cs {g('out_cs')}")
-        spike_out = g("out_format") in (Format.SPIKE_PLANES, *WORD_FORMATS)
-        if (isinstance(op, PackOp) or (isinstance(op, PoolOp | AddOp) and spike_out)) and (v["chs"] % 8 or v["ch0"] % 8):
+        g = layer_key[2]
+        if v["nt"] < 1 or v["t0"] + v["nt"] > g["timesteps"]:
+            raise VerifyException(f"{where}: timesteps [{v['t0']}, {v['t0'] + v['nt']}) outside [0, {g['timesteps']})")
+        if v["rows"] < 1 or v["row0"] + v["rows"] > g["out_h"]:
+            raise VerifyException(f"{where}: rows [{v['row0']}, {v['row0'] + v['rows']}) outside the output height {g['out_h']}")
+        if v["chs"] < 1 or v["ch0"] + v["chs"] > g["out_cs"]:
+            raise VerifyException(f"{where}: channels [{v['ch0']}, {v['ch0'] + v['chs']}) outside out_cs {g['out_cs']}")
+        spike_out = g["out_format"] in _SPIKE_OUT
+        if (opcode == Opcode.PACK or (opcode in _SPIKE_TILE_OPCODES and spike_out)) and (v["chs"] % 8 or v["ch0"] % 8):
             raise VerifyException(f"{where}: a spike tile needs ch0 and chs multiples of 8, got {v['ch0']}, {v['chs']}")
-        if isinstance(op, PoolOp) and (v["ch0"] != 0 or v["chs"] != g("out_cs")):
-            raise VerifyException(f"{where}: a POOL tile covers all {g('out_cs')} channels")
-        if isinstance(op, SynOp | PoolOp) and v["in_row0"] + v["in_rows"] > g("in_h"):
-            raise VerifyException(f"{where}: input rows [{v['in_row0']}, {v['in_row0'] + v['in_rows']}) outside in_h {g('in_h')}")
-        if g("kind") not in op.SPEC.layer_kinds:
-            raise VerifyException(f"{where}: layer kind {LayerKind(g('kind')).name} cannot run {op.name}")
-    for f in op.SPEC.enum_fields:
+        if opcode == Opcode.POOL and (v["ch0"] != 0 or v["chs"] != g["out_cs"]):
+            raise VerifyException(f"{where}: a POOL tile covers all {g['out_cs']} channels")
+        if opcode in _IN_ROWS_OPCODES and v["in_row0"] + v["in_rows"] > g["in_h"]:
+            raise VerifyException(f"{where}: input rows [{v['in_row0']}, {v['in_row0'] + v['in_rows']}) outside in_h {g['in_h']}")
+        if g["kind"] not in spec.layer_kinds:
+            raise VerifyException(f"{where}: layer kind {LayerKind(g['kind']).name} cannot run {op.name}")
+        g_values: dict[str, int] | None = g
+    else:
+        g_values = None
+    for f in spec.enum_fields:
         wrong = f.value_error(v[f.name])
         if wrong:
             raise VerifyException(f"{where}: {wrong}")
-    wrong = isa.weight_fiber_field_error(op.opcode, v)
+    wrong = isa.weight_fiber_field_error(opcode, v)
     if wrong:
         raise VerifyException(f"{where}: {wrong}")
-    for operand in sram_operands(op, layer, v):
-        if operand.addr < 0 or operand.end > sram_size:
+    operands = spec.sram_operands(v, g_values)
+    for operand in operands:
+        if operand.addr < 0 or operand.addr + operand.size > sram_size:
             raise VerifyException(
                 f"{where}: {operand.field} range [{operand.addr:#x}, {operand.end:#x}) outside SRAM [0, {sram_size:#x})"
             )
-    if isinstance(op, DmaLoadOp | DmaStoreOp) and v["rows"] and v["row_bytes"]:
+    if opcode in _DMA_OPCODES and v["rows"] and v["row_bytes"]:
         end = v["dram_addr"] + (v["rows"] - 1) * v["dram_stride"] + v["row_bytes"]
         if end > dram_size:
             raise VerifyException(f"{where}: DRAM range ends at {end:#x}, beyond dram_size {dram_size:#x}")
-    if isinstance(op, DmaLoadBmOp | DmaStoreBmOp):
+    if opcode in _FIBER_DMA_OPCODES:
         if v["word_bytes"] not in (1, 2, 4, 8):
             raise VerifyException(f"{where}: word_bytes = {v['word_bytes']}, expected 1, 2, 4 or 8")
         if not 1 <= v["elem_bits"] <= 8 * v["word_bytes"]:
@@ -830,6 +885,7 @@ def _verify_instruction(op: InstructionOp, layers: dict[str, LayerOp], dram_size
         end = isa.fiber_dma_end(v["dram_addr"], v["fibers"], v["fiber_elems"], v["elem_bits"], v["flags"])
         if end > dram_size:
             raise VerifyException(f"{where}: fibers end at {end:#x}, beyond dram_size {dram_size:#x}")
+    return operands
 
 
 ProgramOp.VERIFIES_HELD_OPS = (InstructionOp,)

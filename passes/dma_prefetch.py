@@ -125,21 +125,27 @@ class DmaPrefetch(ModulePass):
         if not instructions:
             return
         layers = {layer.symbol: layer for layer in program.layers()}
-        scheduled = hoist_loads([inst for inst in instructions if not isinstance(inst, accel.BarrierOp)], layers)
-        anchor = instructions[0].prev_op  # instructions follow the const/layer/io ops
+        kept = []
         for inst in instructions:
-            inst.detach()
-        removed = {id(inst) for inst in instructions} - {id(inst) for inst in scheduled}
-        for inst in instructions:
-            if id(inst) in removed:
+            if type(inst) is accel.BarrierOp:
+                inst.detach()
                 inst.erase()
-        for inst in scheduled:
-            if anchor is None:
-                first = block.first_op
-                if first is None:
-                    block.add_op(inst)
-                else:
-                    block.insert_op_before(inst, first)
             else:
-                block.insert_op_after(inst, anchor)
-            anchor = inst
+                kept.append(inst)
+        if kept:
+            _reorder(block, kept[0].prev_op, hoist_loads(kept, layers))
+
+
+def _reorder(block, anchor, scheduled: list[accel.InstructionOp]) -> None:
+    """Put the block's instructions after `anchor` (None: at the start) in the order
+    `scheduled`, moving only those out of place: the loads that moved up (every other
+    instruction keeps its place relative to the others), not the whole program."""
+    previous = anchor
+    for inst in scheduled:
+        if inst.prev_op is not previous:
+            inst.detach()
+            if previous is None:
+                block.insert_op_before(inst, block.first_op)
+            else:
+                block.insert_op_after(inst, previous)
+        previous = inst

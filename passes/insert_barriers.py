@@ -25,23 +25,31 @@ from snnc.backend.errors import CompileError
 from snnc.dialects import accel
 
 
-def with_barriers(instructions: list[accel.InstructionOp], layers: dict[str, accel.LayerOp]) -> list[accel.InstructionOp]:
-    out: list[accel.InstructionOp] = []
+def fence(program: accel.ProgramOp) -> None:
+    """Insert the BARRIERs in place (see CONTRACT): only the barriers added or dropped are
+    linked or unlinked (a program has tens of thousands of instructions), and a barrier
+    right after another or at the start is dropped."""
+    layers = {layer.symbol: layer for layer in program.layers()}
+    block = program.body.block
+    last: accel.InstructionOp | None = None  # the last instruction kept
     touched: list[tuple[int, int, bool, bool]] = []  # SRAM ranges accessed since the last barrier
-    for op in instructions:
-        if isinstance(op, accel.BarrierOp):
-            if out and not isinstance(out[-1], accel.BarrierOp):
-                out.append(op)
+    for op in program.instructions():
+        if type(op) is accel.BarrierOp:
+            if last is None or type(last) is accel.BarrierOp:
+                op.detach()
+                op.erase()
+            else:
+                last = op
             touched = []
             continue
-        operands = accel.sram_operands(op, layers.get(op.layer_symbol) if op.layer_symbol else None)
-        if _conflicts(operands, touched):
-            if out and not isinstance(out[-1], accel.BarrierOp):
-                out.append(accel.BarrierOp.create_with())
+        symbol = op.layer_symbol
+        operands = accel.sram_operands(op, layers.get(symbol) if symbol else None)
+        if touched and _conflicts(operands, touched):
+            if last is not None and type(last) is not accel.BarrierOp:
+                block.insert_op_before(accel.BarrierOp.create_with(), op)
             touched = []
-        out.append(op)
-        touched.extend((o.addr, o.end, o.reads, o.writes) for o in operands)
-    return out
+        last = op
+        touched.extend((o.addr, o.addr + o.size, o.reads, o.writes) for o in operands)
 
 
 def _conflicts(operands, touched) -> bool:
@@ -65,22 +73,4 @@ class InsertBarriers(ModulePass):
         programs = [o for o in op.ops if isinstance(o, accel.ProgramOp)]
         if len(programs) != 1:
             raise CompileError(f"insert-barriers: expected one accel.program, found {len(programs)}")
-        program = programs[0]
-        instructions = program.instructions()
-        layers = {layer.symbol: layer for layer in program.layers()}
-        fenced = with_barriers(instructions, layers)
-        if len(fenced) == len(instructions):
-            return
-        kept = {id(i) for i in fenced}
-        anchor = instructions[0].prev_op
-        for inst in instructions:
-            inst.detach()
-            if id(inst) not in kept:
-                inst.erase()
-        block = program.body.block
-        for inst in fenced:
-            if anchor is None:
-                block.insert_op_before(inst, block.first_op) if block.first_op else block.add_op(inst)
-            else:
-                block.insert_op_after(inst, anchor)
-            anchor = inst
+        fence(programs[0])
