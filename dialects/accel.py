@@ -176,6 +176,17 @@ _ZERO = _int_attr(0)
 
 
 @functools.lru_cache(maxsize=None)
+def _int_field_plan(op_class: type[_FieldsOp]) -> tuple[bool, tuple[str, ...]]:
+    """(whether the op has a `layer` field, its other fields in order); the layer, where an
+    op has one, is its first field (isa._TILE), so a props dict built as layer then the rest
+    has the table's order."""
+    names = tuple(f.name for f in op_class.FIELDS)
+    has_layer = "layer" in names
+    assert not has_layer or names[0] == "layer", op_class.name
+    return has_layer, tuple(n for n in names if n != "layer")
+
+
+@functools.lru_cache(maxsize=None)
 def _blank_state(op_class: type[IRDLOperation]) -> dict[str, object]:
     """The instance state `op_class.create(properties=...)` gives an op without operands,
     results, successors or regions, less its property and attribute dicts: every value in
@@ -268,6 +279,14 @@ class InstructionOp(_FieldsOp):
     @classmethod
     def create_with(cls, layer: str | None = None, **fields: int) -> InstructionOp:
         """Build from ISA field values; `layer` is the layer descriptor's symbol."""
+        has_layer, names = _int_field_plan(cls)
+        if len(fields) == len(names) and (layer is not None) == has_layer:  # every field given: no defaults
+            try:
+                values = dict(zip(names, map(_int_attr, map(int, map(fields.__getitem__, names)))))
+            except KeyError:
+                pass  # a field missing, another unknown: named below
+            else:
+                return new_fields_op(cls, {"layer": _symbol_ref(layer), **values} if has_layer else values)
         props: dict[str, Attribute] = {}
         for name, optional in _create_plan(cls):
             if name == "layer":
