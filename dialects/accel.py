@@ -146,8 +146,13 @@ def _check_field_range(op_name: str, field: isa.Field, value: int) -> None:
 @functools.lru_cache(maxsize=1 << 16)
 def _int_attr(value: int) -> IntAttr:
     """A shared IntAttr (attributes are immutable): a program has ~20 integer fields per
-    instruction, mostly repeating values, and building an IntAttr is not free."""
-    return IntAttr(value)
+    instruction, mostly repeating values. `value` is an int (callers convert): the
+    attribute's only state is it, so it is set directly rather than through the dataclass
+    constructor and xDSL's attribute verification, which cost microseconds for each of the
+    tens of thousands of distinct addresses (tests/test_accel_dialect.py checks the state)."""
+    attr = IntAttr.__new__(IntAttr)
+    object.__setattr__(attr, "data", value)
+    return attr
 
 
 @functools.lru_cache(maxsize=1 << 12)

@@ -188,36 +188,46 @@ class _Emitter:
                                    sram_stride=sram_stride if rows > 1 else 0))
 
     def _window(self, op: tile.LoadOp | tile.StoreOp, env: dict) -> None:
-        load = isinstance(op, tile.LoadOp)
-        map_value, buf_value = (op.src, op.dst) if load else (op.dst, op.src)
-        map_op = map_value.owner
-        sram = self._address(buf_value, op, env)
+        plan = self.plans.get(op)
+        if plan is None:
+            plan = self.plans[op] = self._window_plan(op)
+        load, map_value, map_op, buffer, plain = plan
+        sram = _rotated(buffer, env)
         c = self._tile(op, env)
         if c["rows"] == 0:
             return
-        if isinstance(map_op, tile.AllocOp):  # a fused map's ring buffer in SRAM
-            self._ring(load, map_op, self._address(map_value, op, env), sram, c)
+        if plain is None:
+            if isinstance(map_op, tile.AllocOp):  # a fused map's ring buffer in SRAM
+                self._ring(load, map_op, self._address(map_value, op, env), sram, c)
+            else:
+                self._fibers(load, map_op, sram, c)
             return
-        if map_op.fmt == Format.SPIKE_BITMASK:
-            self._fibers(load, map_op, sram, c)
-            return
-        t_dim, b_dim, height, width, cs = map_op.result.type.get_shape()
-        bits = map_op.result.type.element_type.width.data
-        row_bytes = width * cs * bits // 8
-        plane = b_dim * height * row_bytes
-
-        def address(t: int, w_c: int = 0) -> int:
-            return map_op.addr.data + ((t * b_dim + c["batch"]) * height + c["row0"]) * row_bytes + w_c * bits // 8
-
+        addr, b_dim, height, width, cs, bits, row_bytes, plane = plain
+        first = addr + ((c["t0"] * b_dim + c["batch"]) * height + c["row0"]) * row_bytes
         if c["chs"] == cs:
             step = c["rows"] * width * cs * bits // 8
-            self._dma(load, address(c["t0"]), sram, step, c["nt"], plane, step)
+            self._dma(load, first, sram, step, c["nt"], plane, step)
             return
         row = c["chs"] * bits // 8
         step = c["rows"] * width * row
-        for t in range(c["nt"]):
-            self._dma(load, address(c["t0"] + t, c["ch0"]), sram + t * step, row, c["rows"] * width,
-                      cs * bits // 8, row)
+        first += c["ch0"] * bits // 8
+        for t in range(c["nt"]):  # timestep t's window is `plane` bytes after t - 1's
+            self._dma(load, first + t * plane, sram + t * step, row, c["rows"] * width, cs * bits // 8, row)
+
+    def _window_plan(self, op: tile.LoadOp | tile.StoreOp) -> tuple:
+        """(load?, the map value, its op, the buffer's rotation plan, the DRAM map's (address,
+        B, H, W, Cs, bits, row bytes, plane bytes) or None for a ring buffer or a packed map)."""
+        load = isinstance(op, tile.LoadOp)
+        map_value, buf_value = (op.src, op.dst) if load else (op.dst, op.src)
+        map_op = map_value.owner
+        buffer = self._rotation_plan(buf_value, op)
+        plain = None
+        if not isinstance(map_op, tile.AllocOp) and map_op.fmt != Format.SPIKE_BITMASK:
+            _t_dim, b_dim, height, width, cs = map_op.result.type.get_shape()
+            bits = map_op.result.type.element_type.width.data
+            row_bytes = width * cs * bits // 8
+            plain = (map_op.addr.data, b_dim, height, width, cs, bits, row_bytes, b_dim * height * row_bytes)
+        return load, map_value, map_op, buffer, plain
 
     def _ring(self, load: bool, ring: tile.AllocOp, base: int, sram: int, c: dict) -> None:
         """A window of a map held in SRAM as a ring buffer [Tr][Br][R][W][Cs]: timestep t in plane

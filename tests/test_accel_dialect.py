@@ -59,6 +59,15 @@ def test_create_with_builds_the_op_create_would():
         assert block.first_op is block.last_op
 
 
+def test_shared_int_attributes_are_what_the_constructor_builds():
+    from xdsl.dialects.builtin import IntAttr
+
+    for value in (0, 1, -5, isa.NO_ADDRESS, 1 << 40):
+        fast = accel._int_attr(value)
+        assert vars(fast) == vars(IntAttr(value)) and fast == IntAttr(value) and hash(fast) == hash(IntAttr(value))
+        assert type(fast) is IntAttr and fast.data == value
+
+
 def test_layer_op_has_every_layer_field():
     props = set(accel.LayerOp.get_irdl_definition().properties)
     assert {f.name for f in isa.LAYER_FIELDS} <= props
