@@ -41,7 +41,7 @@ import enum
 import functools
 import struct
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from xdsl.dialects.builtin import (
     BytesAttr,
@@ -662,6 +662,21 @@ class ProgramOp(IRDLOperation):
     def instructions(self) -> list[InstructionOp]:
         return _ops_of(self.body.block, InstructionOp)
 
+    def parts(self) -> ProgramParts:
+        """constants(), io_ops(), layers() and instructions() in one walk of the body."""
+        found: tuple[list, ...] = ([], [], [], [])
+        slot_of: dict[type, int] = {}
+        op = self.body.block.first_op
+        while op is not None:
+            cls = type(op)
+            slot = slot_of.get(cls)
+            if slot is None:
+                slot = slot_of[cls] = next((i for i, kind in enumerate(_PART_KINDS) if issubclass(cls, kind)), -1)
+            if slot >= 0:
+                found[slot].append(op)
+            op = op.next_op
+        return ProgramParts(*found)
+
     def inexact_layers(self) -> list[tuple[str, str]]:
         """(ONNX node, reason) of every layer whose quantisation is not exact."""
         return [(layer.source.data, layer.inexact.data) for layer in self.layers() if layer.inexact is not None]
@@ -913,6 +928,18 @@ def _verify_instruction(op: InstructionOp, layers: dict[str, LayerOp], layer_key
 
 
 ProgramOp.VERIFIES_HELD_OPS = (InstructionOp,)
+
+
+class ProgramParts(NamedTuple):
+    """The ops of an accel.program's body by kind, each in program order (ProgramOp.parts)."""
+
+    constants: list[ConstOp]
+    io_ops: list[IoOp]
+    layers: list[LayerOp]
+    instructions: list[InstructionOp]
+
+
+_PART_KINDS = (ConstOp, IoOp, LayerOp, InstructionOp)
 
 ACCEL = Dialect(
     "accel",

@@ -70,41 +70,32 @@ _KIND = {**{cls: _LOAD for cls in LOADS}, **{cls: _STORE for cls in STORES}, acc
 
 def hoist_loads(instructions: list[accel.InstructionOp], layers: dict[str, accel.LayerOp]) -> list[accel.InstructionOp]:
     """Move each DMA load up past the independent instructions before it (see CONTRACT)."""
-    sram_ranges: dict[int, list[Range]] = {}  # by id(op), computed for the ops a load meets
-
-    def sram(op: accel.InstructionOp) -> list[Range]:
-        found = sram_ranges.get(id(op))
-        if found is None:
-            symbol = op.layer_symbol
-            found = sram_ranges[id(op)] = [(o.addr, o.end) for o in accel.sram_operands(
-                op, layers.get(symbol) if symbol else None)]
-        return found
-
-    written: dict[int, list[Range]] = {}
-    out: list[accel.InstructionOp] = []
+    written: dict[int, list[Range]] = {}  # by id(store), computed for the stores a load meets
+    out: list[tuple[accel.InstructionOp, int, list[Range]]] = []  # (op, kind, its SRAM ranges)
     for op in instructions:
-        if _KIND.get(type(op)) != _LOAD:
-            out.append(op)
+        kind = _KIND.get(type(op), _OTHER)
+        symbol = op.layer_symbol
+        dest = [(o.addr, o.addr + o.size) for o in accel.sram_operands(op, layers.get(symbol) if symbol else None)]
+        if kind != _LOAD:
+            out.append((op, kind, dest))
             continue
-        dest = sram(op)
         source = dram_ranges(op)
         at = len(out)
         while at > 0:
-            before = out[at - 1]
-            kind = _KIND.get(type(before), _OTHER)
-            if kind == _BARRIER or kind == _LOAD:
+            before, before_kind, before_sram = out[at - 1]
+            if before_kind == _BARRIER or before_kind == _LOAD:
                 break
-            if _any_overlap(dest, sram(before)):
+            if _any_overlap(dest, before_sram):
                 break
-            if kind == _STORE:
+            if before_kind == _STORE:
                 ranges = written.get(id(before))
                 if ranges is None:
                     ranges = written[id(before)] = dram_ranges(before)
                 if _any_overlap(ranges, source):
                     break
             at -= 1
-        out.insert(at, op)
-    return out
+        out.insert(at, (op, kind, dest))
+    return [op for op, _kind, _sram in out]
 
 
 @dataclass(frozen=True)
@@ -121,10 +112,11 @@ class DmaPrefetch(ModulePass):
                                f"found {len(programs)}")
         program = programs[0]
         block = program.body.block
-        instructions = program.instructions()
+        parts = program.parts()
+        instructions = parts.instructions
         if not instructions:
             return
-        layers = {layer.symbol: layer for layer in program.layers()}
+        layers = {layer.symbol: layer for layer in parts.layers}
         kept = []
         for inst in instructions:
             if type(inst) is accel.BarrierOp:

@@ -29,11 +29,12 @@ def fence(program: accel.ProgramOp) -> None:
     """Insert the BARRIERs in place (see CONTRACT): only the barriers added or dropped are
     linked or unlinked (a program has tens of thousands of instructions), and a barrier
     right after another or at the start is dropped."""
-    layers = {layer.symbol: layer for layer in program.layers()}
+    parts = program.parts()
+    layers = {layer.symbol: layer for layer in parts.layers}
     block = program.body.block
     last: accel.InstructionOp | None = None  # the last instruction kept
     touched: list[tuple[int, int, bool, bool]] = []  # SRAM ranges accessed since the last barrier
-    for op in program.instructions():
+    for op in parts.instructions:
         if type(op) is accel.BarrierOp:
             if last is None or type(last) is accel.BarrierOp:
                 op.detach()
