@@ -241,15 +241,27 @@ def _field_names(op_class: type[_FieldsOp]) -> frozenset[str]:
     return frozenset(f.name for f in op_class.FIELDS)
 
 
-def verify_fields_op(op: _FieldsOp) -> None:
+def verify_fields_op(op: _FieldsOp) -> dict[str, int]:
     """What op.verify(verify_nested_ops=False) checks of a fields op (its IRDL definition:
     no operands, results, regions or successors, exactly its fields as properties, each an
     IntAttr or the layer's SymbolRefAttr; then its verify_), without IRDL's generic
-    machinery: accel.program runs it for each instruction it holds (VERIFIES_HELD_OPS)."""
+    machinery: accel.program runs it for each instruction it holds (VERIFIES_HELD_OPS).
+    Returns op.field_values()."""
     if op._operands or op.results or op.regions or op._successors:  # the tuples themselves (no views)
         raise VerifyException(f"{op.name}: an instruction has no operands, results, regions or successors")
     props = op.properties
     names = _field_names(type(op))
+    if props.keys() == names:  # the common case in one pass: every field an IntAttr in range
+        values = {}
+        for f, lo, hi in _int_fields(type(op)):
+            attr = props[f.name]
+            if type(attr) is not IntAttr or not lo <= attr.data <= hi:
+                break  # the checks below, in their order, name it
+            values[f.name] = attr.data
+        else:
+            layer = props.get("layer")
+            if layer is None or type(layer) is SymbolRefAttr:
+                return values
     if props.keys() != names:
         missing, unknown = sorted(names - props.keys()), sorted(props.keys() - names)
         raise VerifyException(f"{op.name}: " + (f"property '{missing[0]}' expected" if missing else
@@ -258,6 +270,7 @@ def verify_fields_op(op: _FieldsOp) -> None:
         if not isinstance(value, SymbolRefAttr if name == "layer" else IntAttr):
             raise VerifyException(f"{op.name}: property '{name}' is a {type(value).__name__}")
     _verify_field_ranges(op)  # its verify_ (op.verify_ would run the IRDL checks above as well)
+    return op.field_values()
 
 
 # --------------------------------------------------------------------------------------
@@ -738,8 +751,8 @@ class ProgramOp(IRDLOperation):
                 if (passed is None or passed[1] is not layer_key or passed[2] != dram_size
                         or passed[3] != sram_size or passed[0] != props
                         or op._operands or op.results or op.regions or op._successors):
-                    verify_fields_op(op)
-                    operands = _verify_instruction(op, layers, layer_key, dram_size, sram_size)
+                    operands = _verify_instruction(op, verify_fields_op(op), layers, layer_key, dram_size,
+                                                   sram_size)
                     op._verified_inputs = (props.copy(), layer_key, dram_size, sram_size, operands)
                 op = op.next_op
                 continue
@@ -860,12 +873,11 @@ _DMA_OPCODES = frozenset((Opcode.DMA_LOAD, Opcode.DMA_STORE))
 _FIBER_DMA_OPCODES = frozenset((Opcode.DMA_LOAD_BM, Opcode.DMA_STORE_BM))
 
 
-def _verify_instruction(op: InstructionOp, layers: dict[str, LayerOp], layer_key: tuple | None, dram_size: int,
-                        sram_size: int) -> list[SramOperand]:
-    """Check one instruction (its fields against its layer, the ISA's enums and rules, its SRAM
-    and DRAM ranges); returns its SRAM operands. `layer_key`: _layer_inputs of its layer,
+def _verify_instruction(op: InstructionOp, v: dict[str, int], layers: dict[str, LayerOp], layer_key: tuple | None,
+                        dram_size: int, sram_size: int) -> list[SramOperand]:
+    """Check one instruction (its fields `v` against its layer, the ISA's enums and rules, its
+    SRAM and DRAM ranges); returns its SRAM operands. `layer_key`: _layer_inputs of its layer,
     None when it has none or its layer is not defined before it."""
-    v = op.field_values()
     spec = op.SPEC
     opcode = spec.opcode
     where = op.name

@@ -27,6 +27,7 @@ CONTRACT
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -64,6 +65,15 @@ def _any_overlap(ranges: list[Range], others: list[Range]) -> bool:
     return False
 
 
+def _sram_overlap(operands: Sequence[isa.SramOperand], others: Sequence[isa.SramOperand]) -> bool:
+    for a in operands:
+        a0, a1 = a.addr, a.addr + a.size
+        for b in others:
+            if a0 < b.addr + b.size and b.addr < a1:
+                return True
+    return False
+
+
 _OTHER, _LOAD, _STORE, _BARRIER = range(4)
 _KIND = {**{cls: _LOAD for cls in LOADS}, **{cls: _STORE for cls in STORES}, accel.BarrierOp: _BARRIER}
 
@@ -71,11 +81,11 @@ _KIND = {**{cls: _LOAD for cls in LOADS}, **{cls: _STORE for cls in STORES}, acc
 def hoist_loads(instructions: list[accel.InstructionOp], layers: dict[str, accel.LayerOp]) -> list[accel.InstructionOp]:
     """Move each DMA load up past the independent instructions before it (see CONTRACT)."""
     written: dict[int, list[Range]] = {}  # by id(store), computed for the stores a load meets
-    out: list[tuple[accel.InstructionOp, int, list[Range]]] = []  # (op, kind, its SRAM ranges)
+    out: list[tuple[accel.InstructionOp, int, Sequence[isa.SramOperand]]] = []  # (op, kind, its SRAM operands)
     for op in instructions:
         kind = _KIND.get(type(op), _OTHER)
         symbol = op.layer_symbol
-        dest = [(o.addr, o.addr + o.size) for o in accel.sram_operands(op, layers.get(symbol) if symbol else None)]
+        dest = accel.sram_operands(op, layers.get(symbol) if symbol else None)
         if kind != _LOAD:
             out.append((op, kind, dest))
             continue
@@ -85,7 +95,7 @@ def hoist_loads(instructions: list[accel.InstructionOp], layers: dict[str, accel
             before, before_kind, before_sram = out[at - 1]
             if before_kind == _BARRIER or before_kind == _LOAD:
                 break
-            if _any_overlap(dest, before_sram):
+            if _sram_overlap(dest, before_sram):
                 break
             if before_kind == _STORE:
                 ranges = written.get(id(before))

@@ -14,6 +14,7 @@ CONTRACT
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -21,6 +22,7 @@ from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
 
+from snnc.backend import isa
 from snnc.backend.errors import CompileError
 from snnc.dialects import accel
 
@@ -33,7 +35,7 @@ def fence(program: accel.ProgramOp) -> None:
     layers = {layer.symbol: layer for layer in parts.layers}
     block = program.body.block
     last: accel.InstructionOp | None = None  # the last instruction kept
-    touched: list[tuple[int, int, bool, bool]] = []  # SRAM ranges accessed since the last barrier
+    touched: list[isa.SramOperand] = []  # SRAM ranges accessed since the last barrier
     for op in parts.instructions:
         if type(op) is accel.BarrierOp:
             if last is None or type(last) is accel.BarrierOp:
@@ -50,15 +52,16 @@ def fence(program: accel.ProgramOp) -> None:
                 block.insert_op_before(accel.BarrierOp.create_with(), op)
             touched = []
         last = op
-        touched.extend((o.addr, o.addr + o.size, o.reads, o.writes) for o in operands)
+        touched.extend(operands)
 
 
-def _conflicts(operands, touched) -> bool:
+def _conflicts(operands: Sequence[isa.SramOperand], touched: list[isa.SramOperand]) -> bool:
     for o in operands:
         if not o.writes:
             continue
-        for start, end, did_read, did_write in touched:
-            if start < o.end and o.addr < end and not (did_write and o.reads):
+        start, end, reads = o.addr, o.addr + o.size, o.reads
+        for t in touched:
+            if t.addr < end and start < t.addr + t.size and not (t.writes and reads):
                 return True
     return False
 
