@@ -47,10 +47,12 @@ Range = tuple[int, int]
 def dram_ranges(op: accel.InstructionOp) -> list[Range]:
     """The DRAM bytes a DMA instruction reads or writes: one range per strided row
     (`isa.strided_ranges`), the fibers' hull for the bitmask forms; [] for others."""
-    v = op.field_values()
-    if isinstance(op, accel.DmaLoadOp | accel.DmaStoreOp):
-        return isa.strided_ranges(v["dram_addr"], v["rows"], v["row_bytes"], v["dram_stride"])
-    if isinstance(op, accel.DmaLoadBmOp | accel.DmaStoreBmOp):
+    kind = type(op)
+    if kind is accel.DmaLoadOp or kind is accel.DmaStoreOp:  # the generated op classes are final
+        p = op.properties  # read directly: field_values() would build a dict of every field
+        return isa.strided_ranges(p["dram_addr"].data, p["rows"].data, p["row_bytes"].data, p["dram_stride"].data)
+    if kind is accel.DmaLoadBmOp or kind is accel.DmaStoreBmOp:
+        v = op.field_values()
         end = isa.fiber_dma_hull(v["dram_addr"], v["fibers"], v["fiber_elems"], v["elem_bits"], v["flags"],
                                  v["sram_bytes"])
         return [(v["dram_addr"], end)] if end > v["dram_addr"] else []
