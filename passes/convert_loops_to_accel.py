@@ -183,9 +183,9 @@ class _Emitter:
         if rows == 0 or row_bytes == 0:
             return
         cls = accel.DmaLoadOp if load else accel.DmaStoreOp
-        self._emit(cls.create_with(dram_addr=dram, sram_addr=sram, row_bytes=row_bytes, rows=rows,
-                                   dram_stride=dram_stride if rows > 1 else 0,
-                                   sram_stride=sram_stride if rows > 1 else 0))
+        self.ops.append(cls.create_with(dram_addr=dram, sram_addr=sram, row_bytes=row_bytes, rows=rows,
+                                        dram_stride=dram_stride if rows > 1 else 0,
+                                        sram_stride=sram_stride if rows > 1 else 0))
 
     def _window(self, op: tile.LoadOp | tile.StoreOp, env: dict) -> None:
         plan = self.plans.get(op)
@@ -340,8 +340,14 @@ class _Emitter:
             buffers, cls = [("in_addr", op.inp), ("out_addr", op.out)], accel.PoolOp
         else:
             buffers, cls = [("a_addr", op.a), ("b_addr", op.b_in), ("out_addr", op.out)], accel.AddOp
-        rotations = tuple((name, self._rotation_plan(value, op)) for name, value in buffers)
-        return cls, op.layer_symbol, tuple(indices), rotations, fixed, syn_flags
+        rotations = []
+        for name, value in buffers:
+            plan = self._rotation_plan(value, op)
+            if len(plan[0]) == 1:  # one copy: the same address in every instance
+                fixed[name] = plan[0][0]
+            else:
+                rotations.append((name, plan))
+        return cls, op.layer_symbol, tuple(indices), tuple(rotations), fixed, syn_flags
 
     def _weight_bytes_source(self, op: tile.SynOp) -> None:
         if op not in self.fibers:
