@@ -854,6 +854,11 @@ def _check_fiber_dma(where: str, f: dict[str, int], dram_size: int, sram: int) -
         raise BinaryFormatError(f"{where}.dram_addr: fibers end at {end}, beyond dram_size {dram_size}")
 
 
+# The fields a tile instruction's footprint depends on: all but the addresses, in order.
+_FOOTPRINT_FIELDS = {spec.opcode: tuple(f.name for f in spec.fields if not f.name.endswith("_addr"))
+                     for spec in isa.INSTRUCTIONS if spec.has_layer}
+
+
 def _tile_footprint(where: str, spec: isa.InstructionSpec, f: dict[str, int], layers: list[dict[str, int]],
                     sram: int) -> list[tuple[str, int]]:
     """The checks of a tile instruction that do not depend on its addresses; its SRAM operands."""
@@ -927,8 +932,7 @@ def validate_image(image: ProgramImage,
         elif opcode in (Opcode.DMA_LOAD_BM, Opcode.DMA_STORE_BM):
             _check_fiber_dma(where, f, dram_size, sram)
         elif opcode in _TILE_OPCODES:
-            key = (opcode, f.get("mem_addr") == isa.NO_ADDRESS,
-                   *(value for name, value in f.items() if not name.endswith("_addr")))
+            key = (opcode, f.get("mem_addr") == isa.NO_ADDRESS, *map(f.__getitem__, _FOOTPRINT_FIELDS[spec.opcode]))
             operands = footprints.get(key)
             if operands is None:
                 operands = footprints[key] = _tile_footprint(where, spec, f, layers, sram)

@@ -382,7 +382,10 @@ WORD_FORMATS = (Format.SPIKE_WORDS, Format.SPIKE_BITMASK)  # SRAM tiles of all-T
 
 def element_bits(fmt: Format) -> int:
     """Bits per element of a per-timestep format (SPIKE_WORDS is per neuron, not per step)."""
-    return {Format.SPIKE_PLANES: 1, Format.ACT_I16: 16, Format.ACT_I32: 32}[fmt]
+    return _ELEMENT_BITS[fmt]
+
+
+_ELEMENT_BITS = {Format.SPIKE_PLANES: 1, Format.ACT_I16: 16, Format.ACT_I32: 32}  # built once: tile_bytes is hot
 
 
 def tile_bytes(fmt: Format, lanes: int, elements: int, timesteps: int) -> int:

@@ -308,13 +308,13 @@ def compile_model(
 ) -> CompileResult:
     """Compile an ONNX model (path or ModelProto) to a prog.bin image. `on_step` is called
     with each step's name as it starts (the CLI's progress display)."""
-    with fewer_collections():
+    with fewer_collections(full_every=100):
         result = _compile(model, options, ir_stream, on_step)
     if result.kept_loop_module is None:
         quiet = dataclasses.replace(options, print_ir_after_all=False)
 
         def rebuild() -> ModuleOp:
-            with fewer_collections():
+            with fewer_collections(full_every=100):
                 return _compile(model, quiet, None, None, loop_level_only=True)
 
         result.rebuild_loop_module = rebuild

@@ -11,7 +11,9 @@ and terminators) changed; the ops whose verifiers read the ops they hold
 (the module's symbol table, a function's body, the accel program's instructions) when one
 of those changed or came or went; and symbol users (memref.get_global checks its global)
 when a module-level op changed; and, when a function's type or attributes change, the ops
-it holds (its return checks the type). Ops compare by identity and attributes by value (an
+it holds (its return checks the type). A container that checks the ops it holds whole
+(VERIFIES_HELD_OPS: accel.program and its instructions) is re-run every time and those ops
+are not fingerprinted here: it remembers which of them passed, with what. Ops compare by identity and attributes by value (an
 equal attribute verifies the same); a fingerprint holds its objects, so no id is reused while
 it is kept. Only op-local and the listed container checks are redone: a check that reads
 ops elsewhere (beyond those above) would need listing here.
@@ -24,7 +26,7 @@ from operator import attrgetter
 
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp
-from xdsl.ir import Operation
+from xdsl.ir import Block, Operation
 from xdsl.traits import SymbolUserOpInterface
 
 from snnc.compiler.local_verify import verify_local
@@ -48,15 +50,35 @@ def _kind(op: Operation) -> int:
 
 
 def _walk(root: Operation) -> list[Operation]:
-    """root and every op nested in it, in pre-order (as Operation.walk, without its nested generators)."""
+    """root and every op nested in it, in pre-order (as Operation.walk, without its nested
+    generators), less the ops a container checks whole itself (its VERIFIES_HELD_OPS, the
+    accel program's instructions: tens of thousands, left to the container's own memory)."""
     out: list[Operation] = []
     stack = [root]
     while stack:
         op = stack.pop()
         out.append(op)
+        held = getattr(type(op), "VERIFIES_HELD_OPS", ())
         for region in reversed(op.regions):
             for block in reversed(region.blocks):
-                stack.extend(reversed(tuple(block.ops)))
+                stack.extend(reversed(_held_elsewhere(block, held) if held else tuple(block.ops)))
+    return out
+
+
+def _held_elsewhere(block: Block, held: tuple[type, ...]) -> list[Operation]:
+    """The ops of `block` that are not `held` types (or have regions), following the list
+    link by link and testing each op class once (the block holds tens of thousands)."""
+    out = []
+    is_held: dict[type, bool] = {}
+    op = block.first_op
+    while op is not None:
+        cls = type(op)
+        skip = is_held.get(cls)
+        if skip is None:
+            skip = is_held[cls] = issubclass(cls, held)
+        if not skip or op.regions:
+            out.append(op)
+        op = op.next_op
     return out
 
 
@@ -110,6 +132,12 @@ class IncrementalVerifier:
             seen[id(op)] = fingerprint
         children, signatures = {}, {}
         for op in containers:
+            if getattr(type(op), "VERIFIES_HELD_OPS", ()):
+                # it checks the ops it holds itself, remembering which passed (_walk left them
+                # out): run it every time, its own memory makes that cheap
+                children[id(op)] = ()
+                op.verify(verify_nested_ops=False)
+                continue
             held = children[id(op)] = tuple(id(o) for r in op.regions for b in r.blocks for o in b.ops)
             signature = signatures[id(op)] = (*map(id, op.properties.values()), *map(id, op.attributes.values()),
                                               *(id(a.type) for r in op.regions for b in r.blocks for a in b.args))

@@ -40,9 +40,8 @@ from __future__ import annotations
 import enum
 import functools
 import struct
-import weakref
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from xdsl.dialects.builtin import (
     BytesAttr,
@@ -147,8 +146,13 @@ def _check_field_range(op_name: str, field: isa.Field, value: int) -> None:
 @functools.lru_cache(maxsize=1 << 16)
 def _int_attr(value: int) -> IntAttr:
     """A shared IntAttr (attributes are immutable): a program has ~20 integer fields per
-    instruction, mostly repeating values, and building an IntAttr is not free."""
-    return IntAttr(value)
+    instruction, mostly repeating values. `value` is an int (callers convert): the
+    attribute's only state is it, so it is set directly rather than through the dataclass
+    constructor and xDSL's attribute verification, which cost microseconds for each of the
+    tens of thousands of distinct addresses (tests/test_accel_dialect.py checks the state)."""
+    attr = IntAttr.__new__(IntAttr)
+    object.__setattr__(attr, "data", value)
+    return attr
 
 
 @functools.lru_cache(maxsize=1 << 12)
@@ -165,6 +169,48 @@ def _int_field_names(op_class: type[_FieldsOp]) -> tuple[str, ...]:
 def _int_fields(op_class: type[_FieldsOp]) -> tuple[tuple[isa.Field, int, int], ...]:
     """(field, lo, hi) of every integer field of an op class: FIELDS without the `layer` symbol."""
     return tuple((f, *_struct_range(f.fmt)) for f in op_class.FIELDS if f.name != "layer")
+
+
+@functools.lru_cache(maxsize=None)
+def _create_plan(op_class: type[_FieldsOp]) -> tuple[tuple[str, bool], ...]:
+    """(name, optional) of each field, in the table's order."""
+    return tuple((f.name, f.optional) for f in op_class.FIELDS)
+
+
+_ZERO = _int_attr(0)
+
+
+@functools.lru_cache(maxsize=None)
+def _int_field_plan(op_class: type[_FieldsOp]) -> tuple[bool, tuple[str, ...]]:
+    """(whether the op has a `layer` field, its other fields in order); the layer, where an
+    op has one, is its first field (isa._TILE), so a props dict built as layer then the rest
+    has the table's order."""
+    names = tuple(f.name for f in op_class.FIELDS)
+    has_layer = "layer" in names
+    assert not has_layer or names[0] == "layer", op_class.name
+    return has_layer, tuple(n for n in names if n != "layer")
+
+
+@functools.lru_cache(maxsize=None)
+def _blank_state(op_class: type[IRDLOperation]) -> dict[str, object]:
+    """The instance state `op_class.create(properties=...)` gives an op without operands,
+    results, successors or regions, less its property and attribute dicts: every value in
+    it is immutable (empty tuples, the unknown location), so new ops can share it."""
+    state = dict(vars(op_class.create()))
+    del state["properties"], state["attributes"]
+    return state
+
+
+def new_fields_op(op_class: type[_FieldsOp], properties: dict[str, Attribute]) -> _FieldsOp:
+    """`op_class.create(properties=properties)` (taking the dict) without xDSL's generic
+    set-up (operand uses, result values, successors, regions, defaults: a fields op has none)
+    that costs most of building one; a program has tens of thousands. The same instance
+    state, as tests/test_accel_dialect.py checks."""
+    op = op_class.__new__(op_class)
+    op.__dict__.update(_blank_state(op_class))
+    op.properties = properties
+    op.attributes = {}
+    return op
 
 
 class _FieldsOp(IRDLOperation):
@@ -195,15 +241,27 @@ def _field_names(op_class: type[_FieldsOp]) -> frozenset[str]:
     return frozenset(f.name for f in op_class.FIELDS)
 
 
-def verify_fields_op(op: _FieldsOp) -> None:
+def verify_fields_op(op: _FieldsOp) -> dict[str, int]:
     """What op.verify(verify_nested_ops=False) checks of a fields op (its IRDL definition:
     no operands, results, regions or successors, exactly its fields as properties, each an
     IntAttr or the layer's SymbolRefAttr; then its verify_), without IRDL's generic
-    machinery: accel.program runs it for each instruction it holds (VERIFIES_HELD_OPS)."""
-    if op.operands or op.results or op.regions or op.successors:
+    machinery: accel.program runs it for each instruction it holds (VERIFIES_HELD_OPS).
+    Returns op.field_values()."""
+    if op._operands or op.results or op.regions or op._successors:  # the tuples themselves (no views)
         raise VerifyException(f"{op.name}: an instruction has no operands, results, regions or successors")
     props = op.properties
     names = _field_names(type(op))
+    if props.keys() == names:  # the common case in one pass: every field an IntAttr in range
+        values = {}
+        for f, lo, hi in _int_fields(type(op)):
+            attr = props[f.name]
+            if type(attr) is not IntAttr or not lo <= attr.data <= hi:
+                break  # the checks below, in their order, name it
+            values[f.name] = attr.data
+        else:
+            layer = props.get("layer")
+            if layer is None or type(layer) is SymbolRefAttr:
+                return values
     if props.keys() != names:
         missing, unknown = sorted(names - props.keys()), sorted(props.keys() - names)
         raise VerifyException(f"{op.name}: " + (f"property '{missing[0]}' expected" if missing else
@@ -212,6 +270,7 @@ def verify_fields_op(op: _FieldsOp) -> None:
         if not isinstance(value, SymbolRefAttr if name == "layer" else IntAttr):
             raise VerifyException(f"{op.name}: property '{name}' is a {type(value).__name__}")
     _verify_field_ranges(op)  # its verify_ (op.verify_ would run the IRDL checks above as well)
+    return op.field_values()
 
 
 # --------------------------------------------------------------------------------------
@@ -231,24 +290,36 @@ class InstructionOp(_FieldsOp):
     @property
     def layer_symbol(self) -> str | None:
         ref = self.properties.get("layer")
-        return ref.root_reference.data if isinstance(ref, SymbolRefAttr) else None
+        if ref is None:
+            return None
+        return ref.root_reference.data if type(ref) is SymbolRefAttr or isinstance(ref, SymbolRefAttr) else None
 
     @classmethod
     def create_with(cls, layer: str | None = None, **fields: int) -> InstructionOp:
         """Build from ISA field values; `layer` is the layer descriptor's symbol."""
+        has_layer, names = _int_field_plan(cls)
+        if len(fields) == len(names) and (layer is not None) == has_layer:  # every field given: no defaults
+            try:
+                values = dict(zip(names, map(_int_attr, map(int, map(fields.__getitem__, names)))))
+            except KeyError:
+                pass  # a field missing, another unknown: named below
+            else:
+                return new_fields_op(cls, {"layer": _symbol_ref(layer), **values} if has_layer else values)
         props: dict[str, Attribute] = {}
-        for f in cls.FIELDS:
-            if f.name == "layer":
+        for name, optional in _create_plan(cls):
+            if name == "layer":
                 if layer is None:
                     raise ValueError(f"{cls.name}: a layer symbol is required")
                 props["layer"] = _symbol_ref(layer)
+            elif name in fields:
+                props[name] = _int_attr(int(fields.pop(name)))
+            elif optional:
+                props[name] = _ZERO
             else:
-                if f.name not in fields and not f.optional:
-                    raise ValueError(f"{cls.name}: missing field {f.name}")
-                props[f.name] = _int_attr(int(fields.pop(f.name, 0)))
+                raise ValueError(f"{cls.name}: missing field {name}")
         if fields:
             raise ValueError(f"{cls.name}: unknown field(s) {sorted(fields)}")
-        return cls.create(properties=props)
+        return new_fields_op(cls, props)
 
     def print(self, printer: Printer) -> None:
         for f in self.FIELDS:
@@ -543,6 +614,24 @@ class IoOp(IRDLOperation):
 # --------------------------------------------------------------------------------------
 
 
+def _ops_of(block: Block, kind: type) -> list:
+    """The ops of `block` that are `kind`s, in order. A program holds tens of thousands:
+    the list is followed link by link (not through the block's op iterator) and the
+    (abstract-base-class) isinstance test is made once per op class."""
+    out = []
+    is_kind: dict[type, bool] = {}
+    op = block.first_op
+    while op is not None:
+        cls = type(op)
+        hit = is_kind.get(cls)
+        if hit is None:
+            hit = is_kind[cls] = issubclass(cls, kind)
+        if hit:
+            out.append(op)
+        op = op.next_op
+    return out
+
+
 @irdl_op_definition
 class ProgramOp(IRDLOperation):
     """A whole accelerator program; see the module docstring for its layout."""
@@ -575,16 +664,31 @@ class ProgramOp(IRDLOperation):
 
     # -- views -------------------------------------------------------------------------
     def constants(self) -> list[ConstOp]:
-        return [op for op in self.body.block.ops if isinstance(op, ConstOp)]
+        return _ops_of(self.body.block, ConstOp)
 
     def io_ops(self) -> list[IoOp]:
-        return [op for op in self.body.block.ops if isinstance(op, IoOp)]
+        return _ops_of(self.body.block, IoOp)
 
     def layers(self) -> list[LayerOp]:
-        return [op for op in self.body.block.ops if isinstance(op, LayerOp)]
+        return _ops_of(self.body.block, LayerOp)
 
     def instructions(self) -> list[InstructionOp]:
-        return [op for op in self.body.block.ops if isinstance(op, InstructionOp)]
+        return _ops_of(self.body.block, InstructionOp)
+
+    def parts(self) -> ProgramParts:
+        """constants(), io_ops(), layers() and instructions() in one walk of the body."""
+        found: tuple[list, ...] = ([], [], [], [])
+        slot_of: dict[type, int] = {}
+        op = self.body.block.first_op
+        while op is not None:
+            cls = type(op)
+            slot = slot_of.get(cls)
+            if slot is None:
+                slot = slot_of[cls] = next((i for i, kind in enumerate(_PART_KINDS) if issubclass(cls, kind)), -1)
+            if slot >= 0:
+                found[slot].append(op)
+            op = op.next_op
+        return ProgramParts(*found)
 
     def inexact_layers(self) -> list[tuple[str, str]]:
         """(ONNX node, reason) of every layer whose quantisation is not exact."""
@@ -629,15 +733,28 @@ class ProgramOp(IRDLOperation):
         last_check: dict[int, int] = {}
         const_ranges: list[tuple[int, int, str]] = []
         layer_inputs: dict[str, tuple] = {}  # symbol -> what an instruction's check reads of its layer
-        for op in self.body.block.ops:
-            if isinstance(op, InstructionOp):  # the bulk of the body
-                if isinstance(op, ExitCheckOp):
+        is_instruction: dict[type, bool] = {}  # per op class (an abstract-base-class test is slow)
+        op = self.body.block.first_op
+        while op is not None:
+            cls = type(op)
+            instruction = is_instruction.get(cls)
+            if instruction is None:
+                instruction = is_instruction[cls] = issubclass(cls, InstructionOp)
+            if instruction:  # the bulk of the body
+                if cls is ExitCheckOp:
                     _verify_exit_check(op, io_ops, last_check)
-                inputs = (tuple(op.properties.items()), layer_inputs.get(op.layer_symbol), dram_size, sram_size)
-                if _VERIFIED_INSTRUCTIONS.get(op) != inputs:
-                    verify_fields_op(op)
-                    _verify_instruction(op, layers, dram_size, sram_size)
-                    _VERIFIED_INSTRUCTIONS[op] = inputs
+                props = op.properties
+                ref = props.get("layer")
+                layer_key = None if ref is None else layer_inputs.get(
+                    ref.root_reference.data if type(ref) is SymbolRefAttr or isinstance(ref, SymbolRefAttr) else None)
+                passed = op.__dict__.get("_verified_inputs")
+                if (passed is None or passed[1] is not layer_key or passed[2] != dram_size
+                        or passed[3] != sram_size or passed[0] != props
+                        or op._operands or op.results or op.regions or op._successors):
+                    operands = _verify_instruction(op, verify_fields_op(op), layers, layer_key, dram_size,
+                                                   sram_size)
+                    op._verified_inputs = (props.copy(), layer_key, dram_size, sram_size, operands)
+                op = op.next_op
                 continue
             if isinstance(op, ConstOp | LayerOp):
                 sym = op.sym_name.data
@@ -646,7 +763,7 @@ class ProgramOp(IRDLOperation):
                 symbols.add(sym)
             if isinstance(op, LayerOp):
                 layers[op.symbol] = op
-                layer_inputs[op.symbol] = (op, tuple(op.properties.items()))
+                layer_inputs[op.symbol] = _layer_inputs(op)
                 _verify_layer(op, timesteps)
             elif isinstance(op, ConstOp):
                 start, size = op.dram_addr.data, len(op.payload)
@@ -662,6 +779,7 @@ class ProgramOp(IRDLOperation):
                     raise VerifyException(f"accel.io \"{op.io_name.data}\": timesteps differ from the program's")
             else:
                 raise VerifyException(f"accel.program: unexpected op {op.name} in the body")
+            op = op.next_op
         const_ranges.sort()
         for (s0, e0, n0), (s1, _, n1) in zip(const_ranges, const_ranges[1:]):
             if s1 < e0:
@@ -688,7 +806,15 @@ class _LayerFields:
 
 def sram_operands(op: InstructionOp, layer: LayerOp | None, values: dict[str, int] | None = None) -> list[SramOperand]:
     """Every SRAM range `op` reads or writes: isa.sram_operands, the one definition
-    (`values`: `op.field_values()` when the caller already has them)."""
+    (`values`: `op.field_values()` when the caller already has them). When accel.program's
+    check last passed `op` with the fields and layer fields it has now, the ranges computed
+    then (insert-barriers and dma-prefetch read every instruction's, after a verification):
+    the list is shared, not to be changed."""
+    passed = op.__dict__.get("_verified_inputs")
+    if passed is not None and passed[0] == op.properties:
+        layer_key = passed[1]
+        if layer_key is None if layer is None else (layer_key[0] is layer and layer_key[1] == layer.properties):
+            return passed[4]
     return op.SPEC.sram_operands(op.field_values() if values is None else values,
                                  None if layer is None else _LayerFields(layer))
 
@@ -720,15 +846,40 @@ def _verify_exit_check(op: InstructionOp, io_ops: list[IoOp], last_check: dict[i
         raise VerifyException(f"{op.name}: {wrong}")
 
 
-# The program's verifier runs after every accel-level pass, over thousands of instructions
-# that mostly did not change. An instruction's check reads only its own fields, its layer's
-# fields and the two memory sizes (`inputs` above); when all are the same objects or equal
-# values as when it last passed, it passes again. Dead ops drop out of the weak mapping.
-_VERIFIED_INSTRUCTIONS: weakref.WeakKeyDictionary[InstructionOp, tuple] = weakref.WeakKeyDictionary()
+# The program's verifier runs after every accel-level pass, over tens of thousands of
+# instructions that mostly did not change. An instruction's check reads only its own fields
+# (and that it has no operands, results, regions or successors), its layer's fields and the
+# two memory sizes; when all are equal to what they were when it last passed, it passes
+# again. What it passed with is kept on the op itself (`_verified_inputs`: it dies with the
+# op, and a clone starts without), its layer's part as one object per layer state
+# (`_layer_inputs`), so the check per unchanged instruction is an identity test and one dict
+# comparison (equal attributes compare by identity first).
 
 
-def _verify_instruction(op: InstructionOp, layers: dict[str, LayerOp], dram_size: int, sram_size: int) -> None:
-    v = op.field_values()
+def _layer_inputs(layer: LayerOp) -> tuple:
+    """What an instruction's check reads of its layer, (layer, its properties, its integer
+    field values): the same object while the layer's properties stay equal, a new one when
+    they change."""
+    kept = layer.__dict__.get("_verified_inputs")
+    if kept is None or kept[1] != layer.properties:
+        kept = layer._verified_inputs = (layer, layer.properties.copy(), layer.field_values())
+    return kept
+
+
+_SPIKE_OUT = frozenset((Format.SPIKE_PLANES, *WORD_FORMATS))
+_SPIKE_TILE_OPCODES = frozenset((Opcode.POOL, Opcode.ADD))  # and PACK whatever the format
+_IN_ROWS_OPCODES = frozenset((Opcode.SYN, Opcode.POOL))
+_DMA_OPCODES = frozenset((Opcode.DMA_LOAD, Opcode.DMA_STORE))
+_FIBER_DMA_OPCODES = frozenset((Opcode.DMA_LOAD_BM, Opcode.DMA_STORE_BM))
+
+
+def _verify_instruction(op: InstructionOp, v: dict[str, int], layers: dict[str, LayerOp], layer_key: tuple | None,
+                        dram_size: int, sram_size: int) -> list[SramOperand]:
+    """Check one instruction (its fields `v` against its layer, the ISA's enums and rules, its
+    SRAM and DRAM ranges); returns its SRAM operands. `layer_key`: _layer_inputs of its layer,
+    None when it has none or its layer is not defined before it."""
+    spec = op.SPEC
+    opcode = spec.opcode
     where = op.name
     layer = None
     if "layer" in op.properties:
@@ -737,39 +888,43 @@ def _verify_instruction(op: InstructionOp, layers: dict[str, LayerOp], dram_size
         if layer is None:
             raise VerifyException(f"{where}: layer @{sym} is not an accel.layer defined before it")
         where = f"{op.name} @{sym}"
-        g = layer.get
-        if v["nt"] < 1 or v["t0"] + v["nt"] > g("timesteps"):
-            raise VerifyException(f"{where}: timesteps [{v['t0']}, {v['t0'] + v['nt']}) outside [0, {g('timesteps')})")
-        if v["rows"] < 1 or v["row0"] + v["rows"] > g("out_h"):
-            raise VerifyException(f"{where}: rows [{v['row0']}, {v['row0'] + v['rows']}) outside the output height {g('out_h')}")
-        if v["chs"] < 1 or v["ch0"] + v["chs"] > g("out_cs"):
-            raise VerifyException(f"{where}: channels [{v['ch0']}, {v['ch0'] + v['chs']}) outside out_cs {g('out_cs')}")
-        spike_out = g("out_format") in (Format.SPIKE_PLANES, *WORD_FORMATS)
-        if (isinstance(op, PackOp) or (isinstance(op, PoolOp | AddOp) and spike_out)) and (v["chs"] % 8 or v["ch0"] % 8):
+        g = layer_key[2]
+        if v["nt"] < 1 or v["t0"] + v["nt"] > g["timesteps"]:
+            raise VerifyException(f"{where}: timesteps [{v['t0']}, {v['t0'] + v['nt']}) outside [0, {g['timesteps']})")
+        if v["rows"] < 1 or v["row0"] + v["rows"] > g["out_h"]:
+            raise VerifyException(f"{where}: rows [{v['row0']}, {v['row0'] + v['rows']}) outside the output height {g['out_h']}")
+        if v["chs"] < 1 or v["ch0"] + v["chs"] > g["out_cs"]:
+            raise VerifyException(f"{where}: channels [{v['ch0']}, {v['ch0'] + v['chs']}) outside out_cs {g['out_cs']}")
+        spike_out = g["out_format"] in _SPIKE_OUT
+        if (opcode == Opcode.PACK or (opcode in _SPIKE_TILE_OPCODES and spike_out)) and (v["chs"] % 8 or v["ch0"] % 8):
             raise VerifyException(f"{where}: a spike tile needs ch0 and chs multiples of 8, got {v['ch0']}, {v['chs']}")
-        if isinstance(op, PoolOp) and (v["ch0"] != 0 or v["chs"] != g("out_cs")):
-            raise VerifyException(f"{where}: a POOL tile covers all {g('out_cs')} channels")
-        if isinstance(op, SynOp | PoolOp) and v["in_row0"] + v["in_rows"] > g("in_h"):
-            raise VerifyException(f"{where}: input rows [{v['in_row0']}, {v['in_row0'] + v['in_rows']}) outside in_h {g('in_h')}")
-        if g("kind") not in op.SPEC.layer_kinds:
-            raise VerifyException(f"{where}: layer kind {LayerKind(g('kind')).name} cannot run {op.name}")
-    for f in op.SPEC.enum_fields:
+        if opcode == Opcode.POOL and (v["ch0"] != 0 or v["chs"] != g["out_cs"]):
+            raise VerifyException(f"{where}: a POOL tile covers all {g['out_cs']} channels")
+        if opcode in _IN_ROWS_OPCODES and v["in_row0"] + v["in_rows"] > g["in_h"]:
+            raise VerifyException(f"{where}: input rows [{v['in_row0']}, {v['in_row0'] + v['in_rows']}) outside in_h {g['in_h']}")
+        if g["kind"] not in spec.layer_kinds:
+            raise VerifyException(f"{where}: layer kind {LayerKind(g['kind']).name} cannot run {op.name}")
+        g_values: dict[str, int] | None = g
+    else:
+        g_values = None
+    for f in spec.enum_fields:
         wrong = f.value_error(v[f.name])
         if wrong:
             raise VerifyException(f"{where}: {wrong}")
-    wrong = isa.weight_fiber_field_error(op.opcode, v)
+    wrong = isa.weight_fiber_field_error(opcode, v)
     if wrong:
         raise VerifyException(f"{where}: {wrong}")
-    for operand in sram_operands(op, layer, v):
-        if operand.addr < 0 or operand.end > sram_size:
+    operands = spec.sram_operands(v, g_values)
+    for operand in operands:
+        if operand.addr < 0 or operand.addr + operand.size > sram_size:
             raise VerifyException(
                 f"{where}: {operand.field} range [{operand.addr:#x}, {operand.end:#x}) outside SRAM [0, {sram_size:#x})"
             )
-    if isinstance(op, DmaLoadOp | DmaStoreOp) and v["rows"] and v["row_bytes"]:
+    if opcode in _DMA_OPCODES and v["rows"] and v["row_bytes"]:
         end = v["dram_addr"] + (v["rows"] - 1) * v["dram_stride"] + v["row_bytes"]
         if end > dram_size:
             raise VerifyException(f"{where}: DRAM range ends at {end:#x}, beyond dram_size {dram_size:#x}")
-    if isinstance(op, DmaLoadBmOp | DmaStoreBmOp):
+    if opcode in _FIBER_DMA_OPCODES:
         if v["word_bytes"] not in (1, 2, 4, 8):
             raise VerifyException(f"{where}: word_bytes = {v['word_bytes']}, expected 1, 2, 4 or 8")
         if not 1 <= v["elem_bits"] <= 8 * v["word_bytes"]:
@@ -781,9 +936,22 @@ def _verify_instruction(op: InstructionOp, layers: dict[str, LayerOp], dram_size
         end = isa.fiber_dma_end(v["dram_addr"], v["fibers"], v["fiber_elems"], v["elem_bits"], v["flags"])
         if end > dram_size:
             raise VerifyException(f"{where}: fibers end at {end:#x}, beyond dram_size {dram_size:#x}")
+    return operands
 
 
 ProgramOp.VERIFIES_HELD_OPS = (InstructionOp,)
+
+
+class ProgramParts(NamedTuple):
+    """The ops of an accel.program's body by kind, each in program order (ProgramOp.parts)."""
+
+    constants: list[ConstOp]
+    io_ops: list[IoOp]
+    layers: list[LayerOp]
+    instructions: list[InstructionOp]
+
+
+_PART_KINDS = (ConstOp, IoOp, LayerOp, InstructionOp)
 
 ACCEL = Dialect(
     "accel",

@@ -81,6 +81,9 @@ class _Emitter:
         self.rotation: dict[tuple, tuple] = {}  # (buffer, op) -> how its copy is chosen
         self.coords: dict[Operation, tuple] = {}  # op -> its tile coordinate operands
         self.fibers: dict[Operation, tuple | None] = {}  # syn -> the fiber starts of its weights
+        # compute op -> what is the same for each of its instances (its operands, layer, buffers'
+        # rotation plans): a program has tens of thousands of instances of a few hundred ops
+        self.plans: dict[Operation, tuple] = {}
 
     def program(self) -> accel.ProgramOp:
         consts = [accel.ConstOp.create_with(name, _addr(g), g.initial_value.data.data)
@@ -132,13 +135,7 @@ class _Emitter:
         plan = self.rotation.get(key)
         if plan is None:
             plan = self.rotation[key] = self._rotation_plan(value, op)
-        offsets, loops, parts, part = plan
-        if len(offsets) == 1:
-            return offsets[0]
-        index = 0
-        for iv, lower, step, trips in loops:
-            index = index * trips + (env[iv] - env[lower]) // step
-        return offsets[(index * parts + part) % len(offsets)]
+        return _rotated(plan, env)
 
     @staticmethod
     def _rotation_plan(value: SSAValue, op: Operation) -> tuple:
@@ -186,41 +183,51 @@ class _Emitter:
         if rows == 0 or row_bytes == 0:
             return
         cls = accel.DmaLoadOp if load else accel.DmaStoreOp
-        self._emit(cls.create_with(dram_addr=dram, sram_addr=sram, row_bytes=row_bytes, rows=rows,
-                                   dram_stride=dram_stride if rows > 1 else 0,
-                                   sram_stride=sram_stride if rows > 1 else 0))
+        self.ops.append(cls.create_with(dram_addr=dram, sram_addr=sram, row_bytes=row_bytes, rows=rows,
+                                        dram_stride=dram_stride if rows > 1 else 0,
+                                        sram_stride=sram_stride if rows > 1 else 0))
 
     def _window(self, op: tile.LoadOp | tile.StoreOp, env: dict) -> None:
-        load = isinstance(op, tile.LoadOp)
-        map_value, buf_value = (op.src, op.dst) if load else (op.dst, op.src)
-        map_op = map_value.owner
-        sram = self._address(buf_value, op, env)
+        plan = self.plans.get(op)
+        if plan is None:
+            plan = self.plans[op] = self._window_plan(op)
+        load, map_value, map_op, buffer, plain = plan
+        sram = _rotated(buffer, env)
         c = self._tile(op, env)
         if c["rows"] == 0:
             return
-        if isinstance(map_op, tile.AllocOp):  # a fused map's ring buffer in SRAM
-            self._ring(load, map_op, self._address(map_value, op, env), sram, c)
+        if plain is None:
+            if isinstance(map_op, tile.AllocOp):  # a fused map's ring buffer in SRAM
+                self._ring(load, map_op, self._address(map_value, op, env), sram, c)
+            else:
+                self._fibers(load, map_op, sram, c)
             return
-        if map_op.fmt == Format.SPIKE_BITMASK:
-            self._fibers(load, map_op, sram, c)
-            return
-        t_dim, b_dim, height, width, cs = map_op.result.type.get_shape()
-        bits = map_op.result.type.element_type.width.data
-        row_bytes = width * cs * bits // 8
-        plane = b_dim * height * row_bytes
-
-        def address(t: int, w_c: int = 0) -> int:
-            return map_op.addr.data + ((t * b_dim + c["batch"]) * height + c["row0"]) * row_bytes + w_c * bits // 8
-
+        addr, b_dim, height, width, cs, bits, row_bytes, plane = plain
+        first = addr + ((c["t0"] * b_dim + c["batch"]) * height + c["row0"]) * row_bytes
         if c["chs"] == cs:
             step = c["rows"] * width * cs * bits // 8
-            self._dma(load, address(c["t0"]), sram, step, c["nt"], plane, step)
+            self._dma(load, first, sram, step, c["nt"], plane, step)
             return
         row = c["chs"] * bits // 8
         step = c["rows"] * width * row
-        for t in range(c["nt"]):
-            self._dma(load, address(c["t0"] + t, c["ch0"]), sram + t * step, row, c["rows"] * width,
-                      cs * bits // 8, row)
+        first += c["ch0"] * bits // 8
+        for t in range(c["nt"]):  # timestep t's window is `plane` bytes after t - 1's
+            self._dma(load, first + t * plane, sram + t * step, row, c["rows"] * width, cs * bits // 8, row)
+
+    def _window_plan(self, op: tile.LoadOp | tile.StoreOp) -> tuple:
+        """(load?, the map value, its op, the buffer's rotation plan, the DRAM map's (address,
+        B, H, W, Cs, bits, row bytes, plane bytes) or None for a ring buffer or a packed map)."""
+        load = isinstance(op, tile.LoadOp)
+        map_value, buf_value = (op.src, op.dst) if load else (op.dst, op.src)
+        map_op = map_value.owner
+        buffer = self._rotation_plan(buf_value, op)
+        plain = None
+        if not isinstance(map_op, tile.AllocOp) and map_op.fmt != Format.SPIKE_BITMASK:
+            _t_dim, b_dim, height, width, cs = map_op.result.type.get_shape()
+            bits = map_op.result.type.element_type.width.data
+            row_bytes = width * cs * bits // 8
+            plain = (map_op.addr.data, b_dim, height, width, cs, bits, row_bytes, b_dim * height * row_bytes)
+        return load, map_value, map_op, buffer, plain
 
     def _ring(self, load: bool, ring: tile.AllocOp, base: int, sram: int, c: dict) -> None:
         """A window of a map held in SRAM as a ring buffer [Tr][Br][R][W][Cs]: timestep t in plane
@@ -288,54 +295,90 @@ class _Emitter:
         per_channel = math.prod(shape[1:]) * glob.type.element_type.width.data // 8
         self._dma(True, _addr(glob) + ch0 * per_channel, sram, chs * per_channel, 1, 0, 0)
 
-    def _syn(self, op: tile.SynOp, env: dict) -> None:
-        w_bytes = self._weight_bytes(op, env)
-        flags = (SynFlags.ACCUMULATE if op.accumulate is not None else 0) \
-            | (SynFlags.COMPRESSED_WEIGHTS if w_bytes else 0)
-        self._emit(accel.SynOp.create_with(
-            op.layer_symbol, **self._tile(op, env), in_row0=env[op.in_row0], in_rows=env[op.in_rows],
-            flags=int(flags), in_addr=self._address(op.inp, op, env), w_addr=self._address(op.weights, op, env),
-            param_addr=self._address(op.params, op, env), acc_addr=self._address(op.acc, op, env), w_bytes=w_bytes))
+    def _compute(self, op: tile.SynOp | tile.LifOp | tile.PackOp | tile.PoolOp | tile.AddOp, env: dict) -> None:
+        """SYN / LIF / PACK / POOL / ADD: the tile, its index operands and its buffers' copies
+        for this instance (`_compute_plan` has the rest)."""
+        plan = self.plans.get(op)
+        if plan is None:
+            plan = self.plans[op] = self._compute_plan(op)
+        cls, layer, indices, buffers, fixed, syn_flags = plan
+        fields = {name: env[value] for name, value in indices}
+        for name, rotation in buffers:
+            fields[name] = _rotated(rotation, env)
+        if fixed:
+            fields.update(fixed)
+        if syn_flags is not None:  # SYN: the weights kept compressed, per channel tile
+            w_bytes = self._weight_bytes(op, env)
+            fields["w_bytes"] = w_bytes
+            fields["flags"] = int(syn_flags | (SynFlags.COMPRESSED_WEIGHTS if w_bytes else 0))
+        self.ops.append(cls.create_with(layer, **fields))
 
-    def _weight_bytes(self, op: tile.SynOp, env: dict) -> int:
-        """Bytes of the channel tile's fibers when the weights stay compressed in SRAM, else 0."""
+    def _compute_plan(self, op: Operation) -> tuple:
+        """(accel op class, layer symbol, (field, index operand) pairs, (field, rotation plan)
+        pairs, fixed fields, SYN's flags without COMPRESSED_WEIGHTS or None)."""
+        indices = [("batch", op.b), ("t0", op.t0), ("nt", op.nt), ("row0", op.row0), ("rows", op.rows),
+                   ("ch0", op.ch0), ("chs", op.chs)]
+        fixed: dict[str, int] = {}
+        syn_flags = None
+        if isinstance(op, tile.SynOp):
+            self._weight_bytes_source(op)
+            syn_flags = SynFlags.ACCUMULATE if op.accumulate is not None else SynFlags(0)
+            indices += [("in_row0", op.in_row0), ("in_rows", op.in_rows)]
+            buffers = [("in_addr", op.inp), ("w_addr", op.weights), ("param_addr", op.params), ("acc_addr", op.acc)]
+            cls = accel.SynOp
+        elif isinstance(op, tile.LifOp):
+            buffers = [("acc_addr", op.acc), ("param_addr", op.params), ("state_addr", op.state), ("spk_addr", op.spk)]
+            if op.mem is not None:
+                buffers.append(("mem_addr", op.mem))
+            else:
+                fixed["mem_addr"] = isa.NO_ADDRESS
+            cls = accel.LifOp
+        elif isinstance(op, tile.PackOp):
+            buffers, cls = [("spk_addr", op.spk), ("out_addr", op.out)], accel.PackOp
+        elif isinstance(op, tile.PoolOp):
+            indices += [("in_row0", op.in_row0), ("in_rows", op.in_rows)]
+            buffers, cls = [("in_addr", op.inp), ("out_addr", op.out)], accel.PoolOp
+        else:
+            buffers, cls = [("a_addr", op.a), ("b_addr", op.b_in), ("out_addr", op.out)], accel.AddOp
+        rotations = []
+        for name, value in buffers:
+            plan = self._rotation_plan(value, op)
+            if len(plan[0]) == 1:  # one copy: the same address in every instance
+                fixed[name] = plan[0][0]
+            else:
+                rotations.append((name, plan))
+        return cls, op.layer_symbol, tuple(indices), tuple(rotations), fixed, syn_flags
+
+    def _weight_bytes_source(self, op: tile.SynOp) -> None:
         if op not in self.fibers:
             source = _weights_source(op)
             glob = global_of(source.src) if source is not None else None
             self.fibers[op] = fiber_offsets(glob) if glob is not None else None
+
+    def _weight_bytes(self, op: tile.SynOp, env: dict) -> int:
+        """Bytes of the channel tile's fibers when the weights stay compressed in SRAM, else 0."""
         offsets = self.fibers[op]
         if offsets is None:
             return 0
         ch0, chs = env[op.ch0], env[op.chs]
         return offsets[ch0 + chs] - offsets[ch0]
 
-    def _lif(self, op: tile.LifOp, env: dict) -> None:
-        self._emit(accel.LifOp.create_with(
-            op.layer_symbol, **self._tile(op, env), acc_addr=self._address(op.acc, op, env),
-            param_addr=self._address(op.params, op, env), state_addr=self._address(op.state, op, env),
-            spk_addr=self._address(op.spk, op, env),
-            mem_addr=self._address(op.mem, op, env) if op.mem is not None else isa.NO_ADDRESS))
 
-    def _pack(self, op: tile.PackOp, env: dict) -> None:
-        self._emit(accel.PackOp.create_with(op.layer_symbol, **self._tile(op, env),
-                                            spk_addr=self._address(op.spk, op, env),
-                                            out_addr=self._address(op.out, op, env)))
-
-    def _pool(self, op: tile.PoolOp, env: dict) -> None:
-        self._emit(accel.PoolOp.create_with(op.layer_symbol, **self._tile(op, env), in_row0=env[op.in_row0],
-                                            in_rows=env[op.in_rows], in_addr=self._address(op.inp, op, env),
-                                            out_addr=self._address(op.out, op, env)))
-
-    def _add(self, op: tile.AddOp, env: dict) -> None:
-        self._emit(accel.AddOp.create_with(op.layer_symbol, **self._tile(op, env),
-                                           a_addr=self._address(op.a, op, env), b_addr=self._address(op.b_in, op, env),
-                                           out_addr=self._address(op.out, op, env)))
+def _rotated(plan: tuple, env: dict) -> int:
+    """The SRAM offset a rotation plan (_Emitter._rotation_plan) gives in this iteration."""
+    offsets, loops, parts, part = plan
+    if len(offsets) == 1:
+        return offsets[0]
+    index = 0
+    for iv, lower, step, trips in loops:
+        index = index * trips + (env[iv] - env[lower]) // step
+    return offsets[(index * parts + part) % len(offsets)]
 
 
 _HANDLERS = {
     tile.LoadOp: _Emitter._window, tile.StoreOp: _Emitter._window, tile.LoadConstOp: _Emitter._load_const,
-    tile.SynOp: _Emitter._syn, tile.LifOp: _Emitter._lif, tile.PackOp: _Emitter._pack,
-    tile.PoolOp: _Emitter._pool, tile.AddOp: _Emitter._add,
+    tile.SynOp: _Emitter._compute, tile.LifOp: _Emitter._compute, tile.PackOp: _Emitter._compute,
+    tile.PoolOp: _Emitter._compute, tile.AddOp: _Emitter._compute,
 }
 
 

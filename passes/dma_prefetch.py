@@ -27,6 +27,7 @@ CONTRACT
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -46,10 +47,12 @@ Range = tuple[int, int]
 def dram_ranges(op: accel.InstructionOp) -> list[Range]:
     """The DRAM bytes a DMA instruction reads or writes: one range per strided row
     (`isa.strided_ranges`), the fibers' hull for the bitmask forms; [] for others."""
-    v = op.field_values()
-    if isinstance(op, accel.DmaLoadOp | accel.DmaStoreOp):
-        return isa.strided_ranges(v["dram_addr"], v["rows"], v["row_bytes"], v["dram_stride"])
-    if isinstance(op, accel.DmaLoadBmOp | accel.DmaStoreBmOp):
+    kind = type(op)
+    if kind is accel.DmaLoadOp or kind is accel.DmaStoreOp:  # the generated op classes are final
+        p = op.properties  # read directly: field_values() would build a dict of every field
+        return isa.strided_ranges(p["dram_addr"].data, p["rows"].data, p["row_bytes"].data, p["dram_stride"].data)
+    if kind is accel.DmaLoadBmOp or kind is accel.DmaStoreBmOp:
+        v = op.field_values()
         end = isa.fiber_dma_hull(v["dram_addr"], v["fibers"], v["fiber_elems"], v["elem_bits"], v["flags"],
                                  v["sram_bytes"])
         return [(v["dram_addr"], end)] if end > v["dram_addr"] else []
@@ -64,47 +67,47 @@ def _any_overlap(ranges: list[Range], others: list[Range]) -> bool:
     return False
 
 
+def _sram_overlap(operands: Sequence[isa.SramOperand], others: Sequence[isa.SramOperand]) -> bool:
+    for a in operands:
+        a0, a1 = a.addr, a.addr + a.size
+        for b in others:
+            if a0 < b.addr + b.size and b.addr < a1:
+                return True
+    return False
+
+
 _OTHER, _LOAD, _STORE, _BARRIER = range(4)
 _KIND = {**{cls: _LOAD for cls in LOADS}, **{cls: _STORE for cls in STORES}, accel.BarrierOp: _BARRIER}
 
 
 def hoist_loads(instructions: list[accel.InstructionOp], layers: dict[str, accel.LayerOp]) -> list[accel.InstructionOp]:
     """Move each DMA load up past the independent instructions before it (see CONTRACT)."""
-    sram_ranges: dict[int, list[Range]] = {}  # by id(op), computed for the ops a load meets
-
-    def sram(op: accel.InstructionOp) -> list[Range]:
-        found = sram_ranges.get(id(op))
-        if found is None:
-            symbol = op.layer_symbol
-            found = sram_ranges[id(op)] = [(o.addr, o.end) for o in accel.sram_operands(
-                op, layers.get(symbol) if symbol else None)]
-        return found
-
-    written: dict[int, list[Range]] = {}
-    out: list[accel.InstructionOp] = []
+    written: dict[int, list[Range]] = {}  # by id(store), computed for the stores a load meets
+    out: list[tuple[accel.InstructionOp, int, Sequence[isa.SramOperand]]] = []  # (op, kind, its SRAM operands)
     for op in instructions:
-        if _KIND.get(type(op)) != _LOAD:
-            out.append(op)
+        kind = _KIND.get(type(op), _OTHER)
+        symbol = op.layer_symbol
+        dest = accel.sram_operands(op, layers.get(symbol) if symbol else None)
+        if kind != _LOAD:
+            out.append((op, kind, dest))
             continue
-        dest = sram(op)
         source = dram_ranges(op)
         at = len(out)
         while at > 0:
-            before = out[at - 1]
-            kind = _KIND.get(type(before), _OTHER)
-            if kind == _BARRIER or kind == _LOAD:
+            before, before_kind, before_sram = out[at - 1]
+            if before_kind == _BARRIER or before_kind == _LOAD:
                 break
-            if _any_overlap(dest, sram(before)):
+            if _sram_overlap(dest, before_sram):
                 break
-            if kind == _STORE:
+            if before_kind == _STORE:
                 ranges = written.get(id(before))
                 if ranges is None:
                     ranges = written[id(before)] = dram_ranges(before)
                 if _any_overlap(ranges, source):
                     break
             at -= 1
-        out.insert(at, op)
-    return out
+        out.insert(at, (op, kind, dest))
+    return [op for op, _kind, _sram in out]
 
 
 @dataclass(frozen=True)
@@ -121,25 +124,32 @@ class DmaPrefetch(ModulePass):
                                f"found {len(programs)}")
         program = programs[0]
         block = program.body.block
-        instructions = program.instructions()
+        parts = program.parts()
+        instructions = parts.instructions
         if not instructions:
             return
-        layers = {layer.symbol: layer for layer in program.layers()}
-        scheduled = hoist_loads([inst for inst in instructions if not isinstance(inst, accel.BarrierOp)], layers)
-        anchor = instructions[0].prev_op  # instructions follow the const/layer/io ops
+        layers = {layer.symbol: layer for layer in parts.layers}
+        kept = []
         for inst in instructions:
-            inst.detach()
-        removed = {id(inst) for inst in instructions} - {id(inst) for inst in scheduled}
-        for inst in instructions:
-            if id(inst) in removed:
+            if type(inst) is accel.BarrierOp:
+                inst.detach()
                 inst.erase()
-        for inst in scheduled:
-            if anchor is None:
-                first = block.first_op
-                if first is None:
-                    block.add_op(inst)
-                else:
-                    block.insert_op_before(inst, first)
             else:
-                block.insert_op_after(inst, anchor)
-            anchor = inst
+                kept.append(inst)
+        if kept:
+            _reorder(block, kept[0].prev_op, hoist_loads(kept, layers))
+
+
+def _reorder(block, anchor, scheduled: list[accel.InstructionOp]) -> None:
+    """Put the block's instructions after `anchor` (None: at the start) in the order
+    `scheduled`, moving only those out of place: the loads that moved up (every other
+    instruction keeps its place relative to the others), not the whole program."""
+    previous = anchor
+    for inst in scheduled:
+        if inst.prev_op is not previous:
+            inst.detach()
+            if previous is None:
+                block.insert_op_before(inst, block.first_op)
+            else:
+                block.insert_op_after(inst, previous)
+        previous = inst

@@ -23,6 +23,7 @@ CONTRACT
 from __future__ import annotations
 
 import functools
+import operator
 import struct
 
 from xdsl.dialects.builtin import ModuleOp
@@ -41,12 +42,13 @@ def find_program(module: ModuleOp | accel.ProgramOp) -> accel.ProgramOp:
     return programs[0]
 
 
-def constants_image(program: accel.ProgramOp) -> bytes:
+def constants_image(program: accel.ProgramOp, constants: list[accel.ConstOp] | None = None) -> bytes:
     """The constants in address order, gaps zero-filled: one join, no image-sized
-    scratch copies (the weights are tens of MB)."""
+    scratch copies (the weights are tens of MB). `constants`: program.constants(), when
+    the caller has them."""
     parts: list[bytes] = []
     end = 0
-    for c in sorted(program.constants(), key=lambda c: c.dram_addr.data):
+    for c in sorted(program.constants() if constants is None else constants, key=lambda c: c.dram_addr.data):
         start = c.dram_addr.data
         if start < end:
             raise CompileError(f"encoder: accel.const @{c.sym_name.data} overlaps the constant before it")
@@ -58,9 +60,12 @@ def constants_image(program: accel.ProgramOp) -> bytes:
 def instruction_values(op: accel.InstructionOp, layer_index: dict[str, int]) -> list[int]:
     """The ISA field values of an instruction op in its table entry's order (the layer
     symbol resolved to its index)."""
+    has_layer, names = _value_plan(type(op))
     props = op.properties
-    return [layer_index[props[name].root_reference.data] if name == "layer" else props[name].data
-            for name in _field_order(type(op))]
+    values = list(map(_DATA, map(props.__getitem__, names)))
+    if has_layer:  # the first field (isa._TILE)
+        values.insert(0, layer_index[props["layer"].root_reference.data])
+    return values
 
 
 def instruction_fields(op: accel.InstructionOp, layer_index: dict[str, int]) -> dict[str, int]:
@@ -86,6 +91,17 @@ def _pack_instructions(ops: list[accel.InstructionOp], layer_index: dict[str, in
     return out
 
 
+_DATA = operator.attrgetter("data")
+
+
+@functools.lru_cache(maxsize=None)
+def _value_plan(op_class: type[accel.InstructionOp]) -> tuple[bool, tuple[str, ...]]:
+    """(whether the op has a `layer` field, which is then its first; its other fields in order)."""
+    order = _field_order(op_class)
+    assert "layer" not in order or order[0] == "layer", op_class.name
+    return "layer" in order, tuple(name for name in order if name != "layer")
+
+
 @functools.lru_cache(maxsize=None)
 def _field_order(op_class: type[accel.InstructionOp]) -> tuple[str, ...]:
     return tuple(f.name for f in op_class.SPEC.fields)
@@ -97,20 +113,21 @@ def encode(module: ModuleOp | accel.ProgramOp, *, verify: bool = True) -> binfor
     program = find_program(module)
     if verify:
         program.verify()
-    layers = program.layers()
-    layer_index = program.layer_index()
-    instructions = _pack_instructions(program.instructions(), layer_index)
+    parts = program.parts()
+    layers = parts.layers
+    layer_index = {layer.symbol: i for i, layer in enumerate(layers)}  # program.layer_index()
+    instructions = _pack_instructions(parts.instructions, layer_index)
     io = [
         binformat.IODesc(
             name=op.io_name.data, is_output=bool(op.is_output.data), onnx_shape=op.shape,
             **{k: (isa.Format(v) if k == "format" else v) for k, v in op.field_values().items()},
         )
-        for op in program.io_ops()
+        for op in parts.io_ops
     ]
     return binformat.ProgramImage(
         hw_toml=program.hw_toml.data,
         dram_size=program.dram_size.data,
-        constants=constants_image(program),
+        constants=constants_image(program, parts.constants),
         layers=[isa.encode_layer(**layer.field_values()) for layer in layers],
         layer_names=[layer.source.data for layer in layers],
         instructions=bytes(instructions),

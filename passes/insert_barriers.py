@@ -14,6 +14,7 @@ CONTRACT
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -21,35 +22,46 @@ from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
 
+from snnc.backend import isa
 from snnc.backend.errors import CompileError
 from snnc.dialects import accel
 
 
-def with_barriers(instructions: list[accel.InstructionOp], layers: dict[str, accel.LayerOp]) -> list[accel.InstructionOp]:
-    out: list[accel.InstructionOp] = []
-    touched: list[tuple[int, int, bool, bool]] = []  # SRAM ranges accessed since the last barrier
-    for op in instructions:
-        if isinstance(op, accel.BarrierOp):
-            if out and not isinstance(out[-1], accel.BarrierOp):
-                out.append(op)
+def fence(program: accel.ProgramOp) -> None:
+    """Insert the BARRIERs in place (see CONTRACT): only the barriers added or dropped are
+    linked or unlinked (a program has tens of thousands of instructions), and a barrier
+    right after another or at the start is dropped."""
+    parts = program.parts()
+    layers = {layer.symbol: layer for layer in parts.layers}
+    block = program.body.block
+    last: accel.InstructionOp | None = None  # the last instruction kept
+    touched: list[isa.SramOperand] = []  # SRAM ranges accessed since the last barrier
+    for op in parts.instructions:
+        if type(op) is accel.BarrierOp:
+            if last is None or type(last) is accel.BarrierOp:
+                op.detach()
+                op.erase()
+            else:
+                last = op
             touched = []
             continue
-        operands = accel.sram_operands(op, layers.get(op.layer_symbol) if op.layer_symbol else None)
-        if _conflicts(operands, touched):
-            if out and not isinstance(out[-1], accel.BarrierOp):
-                out.append(accel.BarrierOp.create_with())
+        symbol = op.layer_symbol
+        operands = accel.sram_operands(op, layers.get(symbol) if symbol else None)
+        if touched and _conflicts(operands, touched):
+            if last is not None and type(last) is not accel.BarrierOp:
+                block.insert_op_before(accel.BarrierOp.create_with(), op)
             touched = []
-        out.append(op)
-        touched.extend((o.addr, o.end, o.reads, o.writes) for o in operands)
-    return out
+        last = op
+        touched.extend(operands)
 
 
-def _conflicts(operands, touched) -> bool:
+def _conflicts(operands: Sequence[isa.SramOperand], touched: list[isa.SramOperand]) -> bool:
     for o in operands:
         if not o.writes:
             continue
-        for start, end, did_read, did_write in touched:
-            if start < o.end and o.addr < end and not (did_write and o.reads):
+        start, end, reads = o.addr, o.addr + o.size, o.reads
+        for t in touched:
+            if t.addr < end and start < t.addr + t.size and not (t.writes and reads):
                 return True
     return False
 
@@ -65,22 +77,4 @@ class InsertBarriers(ModulePass):
         programs = [o for o in op.ops if isinstance(o, accel.ProgramOp)]
         if len(programs) != 1:
             raise CompileError(f"insert-barriers: expected one accel.program, found {len(programs)}")
-        program = programs[0]
-        instructions = program.instructions()
-        layers = {layer.symbol: layer for layer in program.layers()}
-        fenced = with_barriers(instructions, layers)
-        if len(fenced) == len(instructions):
-            return
-        kept = {id(i) for i in fenced}
-        anchor = instructions[0].prev_op
-        for inst in instructions:
-            inst.detach()
-            if id(inst) not in kept:
-                inst.erase()
-        block = program.body.block
-        for inst in fenced:
-            if anchor is None:
-                block.insert_op_before(inst, block.first_op) if block.first_op else block.add_op(inst)
-            else:
-                block.insert_op_after(inst, anchor)
-            anchor = inst
+        fence(programs[0])

@@ -38,6 +38,36 @@ def test_every_opcode_has_an_op_with_the_isa_field_names():
     assert set(accel.INSTRUCTION_OP_BY_OPCODE) == {s.opcode for s in isa.INSTRUCTIONS} - {Opcode.NOP, Opcode.HALT}
 
 
+def test_create_with_builds_the_op_create_would():
+    """create_with skips xDSL's generic set-up (accel.new_fields_op): the op it returns has
+    the same instance state as Operation.create gives, and behaves as one (attach, clone, erase)."""
+    from xdsl.ir import Block
+
+    for op_class in accel.INSTRUCTION_OPS:
+        fields = {f.name: 1 for f in op_class.FIELDS if f.name != "layer"}
+        layer = "l0" if any(f.name == "layer" for f in op_class.FIELDS) else None
+        fast = op_class.create_with(layer, **fields)
+        slow = op_class.create(properties=dict(fast.properties))
+        assert vars(fast) == vars(slow), op_class.name
+        assert fast.properties is not slow.properties and fast.attributes is not slow.attributes
+        block = Block([fast, op_class.create_with(layer, **fields)])
+        assert block.first_op is fast and fast.parent is block and fast.next_op is block.last_op
+        copy = fast.clone()
+        assert copy.properties == fast.properties and copy.parent is None
+        fast.detach()
+        fast.erase()
+        assert block.first_op is block.last_op
+
+
+def test_shared_int_attributes_are_what_the_constructor_builds():
+    from xdsl.dialects.builtin import IntAttr
+
+    for value in (0, 1, -5, isa.NO_ADDRESS, 1 << 40):
+        fast = accel._int_attr(value)
+        assert vars(fast) == vars(IntAttr(value)) and fast == IntAttr(value) and hash(fast) == hash(IntAttr(value))
+        assert type(fast) is IntAttr and fast.data == value
+
+
 def test_layer_op_has_every_layer_field():
     props = set(accel.LayerOp.get_irdl_definition().properties)
     assert {f.name for f in isa.LAYER_FIELDS} <= props
