@@ -299,12 +299,13 @@ class InstructionOp(_FieldsOp):
         """Build from ISA field values; `layer` is the layer descriptor's symbol."""
         has_layer, names = _int_field_plan(cls)
         if len(fields) == len(names) and (layer is not None) == has_layer:  # every field given: no defaults
+            props = {"layer": _symbol_ref(layer)} if has_layer else {}
             try:
-                values = dict(zip(names, map(_int_attr, map(int, map(fields.__getitem__, names)))))
+                props.update(zip(names, map(_int_attr, map(int, map(fields.__getitem__, names)))))
             except KeyError:
                 pass  # a field missing, another unknown: named below
             else:
-                return new_fields_op(cls, {"layer": _symbol_ref(layer), **values} if has_layer else values)
+                return new_fields_op(cls, props)
         props: dict[str, Attribute] = {}
         for name, optional in _create_plan(cls):
             if name == "layer":

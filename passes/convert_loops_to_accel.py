@@ -80,7 +80,7 @@ class _Emitter:
         self.ops: list[accel.InstructionOp] = []
         self.rotation: dict[tuple, tuple] = {}  # (buffer, op) -> how its copy is chosen
         self.coords: dict[Operation, tuple] = {}  # op -> its tile coordinate operands
-        self.fibers: dict[Operation, tuple | None] = {}  # syn -> the fiber starts of its weights
+        self.fibers: dict[Operation, tuple | None] = {}  # syn -> its weights' fiber starts, its ch0, chs
         # compute op -> what is the same for each of its instances (its operands, layer, buffers'
         # rotation plans): a program has tens of thousands of instances of a few hundred ops
         self.plans: dict[Operation, tuple] = {}
@@ -353,15 +353,16 @@ class _Emitter:
         if op not in self.fibers:
             source = _weights_source(op)
             glob = global_of(source.src) if source is not None else None
-            self.fibers[op] = fiber_offsets(glob) if glob is not None else None
+            offsets = fiber_offsets(glob) if glob is not None else None
+            self.fibers[op] = None if offsets is None else (offsets, op.ch0, op.chs)
 
     def _weight_bytes(self, op: tile.SynOp, env: dict) -> int:
         """Bytes of the channel tile's fibers when the weights stay compressed in SRAM, else 0."""
-        offsets = self.fibers[op]
-        if offsets is None:
+        fibers = self.fibers[op]
+        if fibers is None:
             return 0
-        ch0, chs = env[op.ch0], env[op.chs]
-        return offsets[ch0 + chs] - offsets[ch0]
+        offsets, ch0, chs = fibers
+        return offsets[env[ch0] + env[chs]] - offsets[env[ch0]]
 
 
 def _rotated(plan: tuple, env: dict) -> int:
