@@ -236,6 +236,9 @@ def _verify_field_ranges(op: _FieldsOp) -> None:
             _check_field_range(op.name, f, props[f.name].data)  # raises, naming the field
 
 
+_CHECK_PLANS: dict[type, tuple[frozenset[str], tuple[tuple[str, int, int], ...]]] = {}  # verify_fields_op's, per class
+
+
 @functools.lru_cache(maxsize=None)
 def _field_names(op_class: type[_FieldsOp]) -> frozenset[str]:
     return frozenset(f.name for f in op_class.FIELDS)
@@ -250,14 +253,21 @@ def verify_fields_op(op: _FieldsOp) -> dict[str, int]:
     if op._operands or op.results or op.regions or op._successors:  # the tuples themselves (no views)
         raise VerifyException(f"{op.name}: an instruction has no operands, results, regions or successors")
     props = op.properties
-    names = _field_names(type(op))
+    plan = _CHECK_PLANS.get(type(op))
+    if plan is None:
+        plan = _CHECK_PLANS[type(op)] = (_field_names(type(op)), tuple((f.name, lo, hi) for f, lo, hi in
+                                                                      _int_fields(type(op))))
+    names, ranges = plan
     if props.keys() == names:  # the common case in one pass: every field an IntAttr in range
         values = {}
-        for f, lo, hi in _int_fields(type(op)):
-            attr = props[f.name]
-            if type(attr) is not IntAttr or not lo <= attr.data <= hi:
+        for name, lo, hi in ranges:
+            attr = props[name]
+            if type(attr) is not IntAttr:
                 break  # the checks below, in their order, name it
-            values[f.name] = attr.data
+            value = attr.data
+            if not lo <= value <= hi:
+                break
+            values[name] = value
         else:
             layer = props.get("layer")
             if layer is None or type(layer) is SymbolRefAttr:
@@ -872,6 +882,7 @@ _SPIKE_TILE_OPCODES = frozenset((Opcode.POOL, Opcode.ADD))  # and PACK whatever 
 _IN_ROWS_OPCODES = frozenset((Opcode.SYN, Opcode.POOL))
 _DMA_OPCODES = frozenset((Opcode.DMA_LOAD, Opcode.DMA_STORE))
 _FIBER_DMA_OPCODES = frozenset((Opcode.DMA_LOAD_BM, Opcode.DMA_STORE_BM))
+_WEIGHT_FIBER_OPCODES = frozenset((*_FIBER_DMA_OPCODES, Opcode.SYN))  # the ones isa.weight_fiber_field_error checks
 
 
 def _verify_instruction(op: InstructionOp, v: dict[str, int], layers: dict[str, LayerOp], layer_key: tuple | None,
@@ -912,9 +923,10 @@ def _verify_instruction(op: InstructionOp, v: dict[str, int], layers: dict[str, 
         wrong = f.value_error(v[f.name])
         if wrong:
             raise VerifyException(f"{where}: {wrong}")
-    wrong = isa.weight_fiber_field_error(opcode, v)
-    if wrong:
-        raise VerifyException(f"{where}: {wrong}")
+    if opcode in _WEIGHT_FIBER_OPCODES:
+        wrong = isa.weight_fiber_field_error(opcode, v)
+        if wrong:
+            raise VerifyException(f"{where}: {wrong}")
     operands = spec.sram_operands(v, g_values)
     for operand in operands:
         if operand.addr < 0 or operand.addr + operand.size > sram_size:
