@@ -787,6 +787,7 @@ KEEP_COMPRESSED = int(isa.DmaFlags.KEEP_COMPRESSED)  # a plain int: `int & IntFl
 
 _TILE_OPCODES = {spec.opcode for spec in isa.INSTRUCTIONS if spec.has_layer}  # SYN, LIF, PACK, POOL, ADD
 _WEIGHT_FIBER_OPCODES = {Opcode.DMA_LOAD_BM, Opcode.DMA_STORE_BM, Opcode.SYN}  # isa.weight_fiber_field_error
+_DMA_2D_OPCODES = frozenset((Opcode.DMA_LOAD, Opcode.DMA_STORE))
 
 
 def visit_volumes(opcode: Opcode, f: dict[str, int], lay: dict[str, int]) -> dict[str, int]:
@@ -923,11 +924,16 @@ def validate_image(image: ProgramImage,
     outputs = {i: d.timesteps for i, d in enumerate(image.io) if d.is_output}  # exit.check's io
     last_check: dict[int, int] = {}  # per output descriptor: t of its last exit.check so far
     for i, (spec, f) in enumerate(decode_instructions(image) if instructions is None else instructions):
-        where = f"instruction {i} ({spec.mnemonic})"
         opcode = spec.opcode
-        if opcode in (Opcode.DMA_LOAD, Opcode.DMA_STORE):
-            _check_rows(where, f, sram, (dram_side, sram_side))
-        elif opcode == Opcode.MOVE:
+        if opcode in _DMA_2D_OPCODES:  # most of a program: its in-bounds case inline, _check_rows names a fault
+            rows, row_bytes = f["rows"], f["row_bytes"]
+            if rows > sram or rows * row_bytes > sram or (rows and row_bytes and (
+                    f["dram_addr"] + (rows - 1) * f["dram_stride"] + row_bytes > dram_size
+                    or f["sram_addr"] + (rows - 1) * f["sram_stride"] + row_bytes > sram)):
+                _check_rows(f"instruction {i} ({spec.mnemonic})", f, sram, (dram_side, sram_side))
+            continue  # (no weight-fiber fields)
+        where = f"instruction {i} ({spec.mnemonic})"
+        if opcode == Opcode.MOVE:
             _check_rows(where, f, sram, move_sides)
         elif opcode in (Opcode.DMA_LOAD_BM, Opcode.DMA_STORE_BM):
             _check_fiber_dma(where, f, dram_size, sram)
