@@ -941,7 +941,9 @@ def _syn(ctx: _Context, where: str, f) -> Effect:
             lanes = window_pixels.reshape(f.nt, positions, k).view(bool)  # 0/1 uint8 spikes
             fired = timing.fired_lanes(lanes)  # [positions, K]: lanes in which each input fires
             syn = timing.syn_timing(ctx.hw, lay.dataflow, lanes, weights.fiber_bs, defer=True, fired=fired)
-        effect.sops = int(fired.sum(axis=0, dtype=np.int64) @ weights.column_nonzeros(ISA_ORDER))
+        # SOPs = spikes x the non-zero weights they meet (an FTP visit has summed them already)
+        effect.sops = syn.sops if isinstance(syn, timing.FtpVisit) else int(
+            fired.sum(axis=0, dtype=np.int64) @ weights.column_nonzeros(ISA_ORDER))
         effect.syn = syn
         if isinstance(syn, timing.FtpVisit):
             effect.pe_work = syn.matched
