@@ -983,13 +983,13 @@ class _LifParams:
     """A LIF's per-channel parameters for its channel block, and bounds over all channels."""
 
     raw: bytes  # the parameter block's SRAM bytes they were read from
-    thr: np.ndarray  # int64 [chs]
+    thr: np.ndarray  # int64 [chs], or an np.int64 scalar when one value serves every channel (param_c = 1)
     leak: np.ndarray
     v_reset: np.ndarray
     thr_max: int
     leak_max: int
     reset_max: int
-    narrow: tuple[np.ndarray, np.ndarray, np.ndarray]  # thr, leak, v_reset as int32 (read from int32 words)
+    narrow: tuple  # thr, leak, v_reset as int32 (read from int32 words): [chs] arrays or np.int32 scalars
 
 
 def _lif_params(ctx: _Context, lay, f, channels: _ChannelBlock, where: str) -> _LifParams:
@@ -1002,10 +1002,16 @@ def _lif_params(ctx: _Context, lay, f, channels: _ChannelBlock, where: str) -> _
     if found is not None and found.raw == raw:
         return found
     block = np.frombuffer(raw, dtype="<i4").astype(np.int64)
-    thr, leak, v_reset = (block[lay.out_c + j * lay.param_c:][channels.param_index] for j in range(3))
     # bounds over every channel's parameters (one pass), valid for this block's
     thr_max, leak_max, reset_max = (int(b) for b in np.abs(block[lay.out_c:].reshape(3, -1)).max(axis=1))
-    narrow = tuple(values.astype(np.int32) for values in (thr, leak, v_reset))
+    if lay.param_c == 1:
+        # one value for all channels: the lanes' compares and products take numpy scalars, whose
+        # loops run about twice as fast as broadcasting a [chs] row (same values, same dtypes)
+        thr, leak, v_reset = (block[lay.out_c + j] for j in range(3))  # np.int64 scalars
+        narrow = tuple(np.int32(value) for value in (thr, leak, v_reset))
+    else:
+        thr, leak, v_reset = (block[lay.out_c + j * lay.param_c:][channels.param_index] for j in range(3))
+        narrow = tuple(values.astype(np.int32) for values in (thr, leak, v_reset))
     found = ctx.lif_params[key] = _LifParams(raw, thr, leak, v_reset, thr_max, leak_max, reset_max, narrow)
     return found
 
@@ -1074,7 +1080,7 @@ def _lif(ctx: _Context, where: str, f) -> Effect:
     padding = ~channels.real if channels.padded else None
     wdtype = word_dtype(f.nt)
     shape = (neurons // f.chs, f.chs)
-    words = np.zeros(shape, dtype=wdtype)  # bit `lane` = spike at t0 + lane, ORed in lane by lane
+    words = None  # bit `lane` = spike at t0 + lane: lane 0's spikes, then the others ORed in lane by lane
     trace = np.zeros((f.nt,) + shape, dtype="<i4") if f.mem_addr != isa.NO_ADDRESS else None
     # Magnitude bounds (exact Python ints) carried through the lanes: while a bound stays inside
     # the membrane range, `saturate` would find nothing to clamp and is skipped (its two
@@ -1094,9 +1100,15 @@ def _lif(ctx: _Context, where: str, f) -> Effect:
         v = np.zeros(shape, dtype=dt)
         s_prev = np.zeros(shape, dtype=bool)
     else:
-        v, s_prev = v.astype(dt), s_prev.astype(dt)
-    # the lanes read the accumulator as it is (all of them before anything is written back)
-    current = acc if lay.acc_shift == 0 else shift(acc.astype(dt), lay.acc_shift)
+        v, s_prev = v.astype(dt, copy=False), s_prev.astype(dt, copy=False)  # `state` is a copy already
+    # the lanes read the accumulator as it is (all of them before anything is written back);
+    # shifted, it is a fresh array in dt (one pass: the shift casts), which lane 0 may take over
+    if lay.acc_shift == 0:
+        current = acc
+    elif lay.acc_shift > 0:
+        current = np.left_shift(acc, lay.acc_shift, dtype=dt)
+    else:
+        current = np.right_shift(acc, -lay.acc_shift, dtype=dt)
     clamped_total = 0
     for lane in range(f.nt):  # the membrane recurrence is sequential in t; each lane is vectorised
         i_t = current[lane]
@@ -1109,7 +1121,7 @@ def _lif(ctx: _Context, where: str, f) -> Effect:
             h_max = v_max + i_max
         elif leak_form == LeakForm.BETA:
             if v_max == 0:  # v is all zeros (a sequence's first lane): h = i_t
-                h = i_t.astype(dt)
+                h = i_t if current is not acc else i_t.astype(dt)  # h is worked on in place
             else:
                 h = v * leak  # ((v * leak) >> leak_frac) + i_t, in place on the fresh product
                 h >>= lay.leak_frac
@@ -1135,7 +1147,7 @@ def _lif(ctx: _Context, where: str, f) -> Effect:
         if delayed:
             v, v_max = h, h_max
         elif reset == ResetMode.SUBTRACT:
-            h -= thr * s  # a masked subtract (where=s) is several times slower
+            h -= np.multiply(s, thr, dtype=dt)  # a masked subtract (where=s) is several times slower
             v, v_max = h, h_max + thr_max
         elif reset == ResetMode.ZERO:
             v, v_max = np.where(s, 0, h), h_max
@@ -1152,11 +1164,16 @@ def _lif(ctx: _Context, where: str, f) -> Effect:
         if trace is not None:
             trace[lane] = v
         bits = s.view(np.uint8)
-        words |= (bits if wdtype.itemsize == 1 else bits.astype(wdtype)) << wdtype.type(lane)
+        if words is None:
+            words = bits.astype(wdtype)  # a copy: s lives on as s_prev
+        else:
+            words |= (bits if wdtype.itemsize == 1 else bits.astype(wdtype)) << wdtype.type(lane)
     ctx.saturations[f.layer] += clamped_total
-    state = np.empty((2,) + v.shape, dtype="<i4")
+    if words is None:  # no lanes
+        words = np.zeros(shape, dtype=wdtype)
+    # v and s_prev straight into the state words in SRAM (after every lane has read the accumulator)
+    state = m.sram.span(f.state_addr, 8 * neurons, where + ".state_addr").view("<i4").reshape((2,) + shape)
     state[0], state[1] = v, s_prev
-    m.sram.write(f.state_addr, state, where + ".state_addr")
     m.sram.write(f.spk_addr, words, where + ".spk_addr")
     if trace is not None:
         m.sram.write(f.mem_addr, trace, where + ".mem_addr")
