@@ -616,11 +616,14 @@ def _exact_dtype(bound: int, sparse: bool):
 SPARSE_MAX_DENSITY = 0.25
 SPARSE_MIN_WEIGHTS = 2048
 # ... and a dense tile too when the visit's product has between BLAS_MAX_SINGLE_THREAD_MACS
-# and BLAS_MIN_MACS dense multiply-adds: there the sparse kernel is at most about twice as slow
-# as BLAS on a quiet machine, while a multi-threaded BLAS call can take a hundred times longer on
-# a busy one (and a simulation in a parallel sweep shares its cores with the others anyway).
+# and BLAS_MIN_MACS dense multiply-adds: there the sparse kernel is at most about four times as
+# slow as two-thread BLAS on a quiet machine, while a multi-threaded BLAS call waits for its
+# threads on a busy one (a simulation in a parallel sweep shares its cores with the others
+# anyway): on the shared 2-core bench machine resnet19-cifar10's [128, 576] x [576, 128] visits
+# (2**23.2 MACs, 0.15 ms warm) took 22 ms each, red-lif-gen4's [24, 576] x [576, 640] 4 to 18 ms.
+# Above 2**27 (a few ms of BLAS work) the threads pay for their wake-up even there.
 # Below, OpenBLAS runs one thread (m*n*k < 65536 * 4), and small programs skip importing scipy.
-BLAS_MIN_MACS = 1 << 23
+BLAS_MIN_MACS = 1 << 27
 BLAS_MAX_SINGLE_THREAD_MACS = 1 << 18
 
 
