@@ -98,6 +98,7 @@ class LayerCounters:
     fill_lines: int = 0  # global-cache lines filled from DRAM (misses)
     read_lines: int = 0  # lines read by compute instructions
     dataflows: set = field(default_factory=set)
+    _runs: tuple | None = field(default=None, repr=False, compare=False)  # dram_runs, with the span count it covers
 
     def add(self, effect, opcode=None, const_size: int = 0, hw: HwConfig | None = None) -> None:
         self.instructions += 1
@@ -184,25 +185,40 @@ class LayerCounters:
 
     def compulsory_dram_bytes(self) -> int:
         """Size of the union of every DRAM byte range this layer's DMAs touched."""
-        return distinct_bytes(self.dram_spans)
+        start, end = self.dram_runs()
+        return int((end - start).sum())
+
+    def dram_runs(self) -> tuple[np.ndarray, np.ndarray]:
+        """That union as sorted disjoint runs [start, end) (`merged_runs`), worked out once."""
+        found = self._runs
+        if found is None or found[0] != len(self.dram_spans):
+            found = self._runs = (len(self.dram_spans), merged_runs(self.dram_spans))
+        return found[1]
 
 
-def distinct_bytes(spans: list[tuple[np.ndarray, int]]) -> int:
-    """Size of the union of byte ranges given as (row starts, row length) groups."""
+def merged_runs(spans: list[tuple[np.ndarray, int | np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """The union of byte ranges given as (starts, lengths) groups (a length per start, or one
+    for the group) as sorted disjoint runs (run starts, run ends)."""
     if not spans:
-        return 0
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     starts = np.concatenate([s for s, _ in spans])
-    ends = np.concatenate([s + n for s, n in spans])
+    ends = np.concatenate([np.asarray(s + n).reshape(-1) for s, n in spans])
     order = np.argsort(starts, kind="stable")
     starts, ends = starts[order], ends[order]
     reach = np.maximum.accumulate(ends)
-    # a new disjoint run begins where a start lies beyond everything before it
-    new_run = np.concatenate([[True], starts[1:] > reach[:-1]])
-    run_id = np.cumsum(new_run) - 1
-    run_start = starts[new_run]
-    run_end = np.zeros(run_start.size, dtype=np.int64)
-    np.maximum.at(run_end, run_id, ends)
-    return int((run_end - run_start).sum())
+    # a new disjoint run begins where a start lies beyond everything before it; a run ends at
+    # the reach of its last range (reach only grows)
+    new_run = np.empty(starts.size, dtype=bool)
+    new_run[0] = True
+    np.greater(starts[1:], reach[:-1], out=new_run[1:])
+    first = np.flatnonzero(new_run)
+    return starts[first], reach[np.append(first[1:] - 1, starts.size - 1)]
+
+
+def distinct_bytes(spans: list[tuple[np.ndarray, int | np.ndarray]]) -> int:
+    """Size of the union of byte ranges given as (row starts, row length) groups."""
+    start, end = merged_runs(spans)
+    return int((end - start).sum())
 
 
 def _energy(hw: HwConfig, c: LayerCounters, cycles: int) -> dict[str, float]:
@@ -277,7 +293,7 @@ def build_report(image: ProgramImage, hw: HwConfig, counters: list[LayerCounters
         "total": {
             "cycles": None if functional else makespan,
             "bound_cycles": None if functional else _bound(
-                hw, sum(c.pe_work for c in counters), distinct_bytes([s for c in counters for s in c.dram_spans])),
+                hw, sum(c.pe_work for c in counters), distinct_bytes([(start, end - start) for start, end in (c.dram_runs() for c in counters)])),
             "dram_bytes": sum(e["dram_bytes"] for e in layers),
             "sram_bytes": sum(e["sram_bytes"] for e in layers),
             "energy_pj": total("energy_pj"),

@@ -198,14 +198,19 @@ def _dma(ctx: _Context, where: str, f, load: bool) -> Effect:
     else:
         dram[...] = sram
     nbytes = f.rows * f.row_bytes
-    starts = None if ctx.functional else f.dram_addr + np.arange(f.rows, dtype=np.int64) * f.dram_stride
+    if ctx.functional or not nbytes:
+        spans = None
+    elif f.rows == 1 or f.dram_stride == f.row_bytes:  # the rows touch: one span (the same bytes, few to merge)
+        spans = (np.array([f.dram_addr], dtype=np.int64), nbytes)
+    else:
+        spans = (f.dram_addr + np.arange(f.rows, dtype=np.int64) * f.dram_stride, f.row_bytes)
     return Effect(
         engine="dma",
         cycles=0 if ctx.functional else memory.strided_dma_cycles(ctx.hw, f.dram_addr, f.rows, f.row_bytes,
                                                                   f.dram_stride),
         latency=0 if ctx.functional else ctx.hw.dram.latency_cycles,
         dram_read=nbytes if load else 0, dram_written=0 if load else nbytes,
-        dram_spans=(starts, f.row_bytes) if nbytes and not ctx.functional else None, sram_bytes=nbytes,
+        dram_spans=spans, sram_bytes=nbytes,
         dram_ranges=[] if ctx.functional else isa.strided_ranges(f.dram_addr, f.rows, f.row_bytes, f.dram_stride),
     )
 
