@@ -199,9 +199,10 @@ class LayerCounters:
 def merged_runs(spans: list[tuple[np.ndarray, int | np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
     """The union of byte ranges given as (starts, lengths) groups (a length per start, or one
     for the group) as sorted disjoint runs (run starts, run ends)."""
-    if not spans:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    starts = np.concatenate([s for s, _ in spans])
+    none = np.zeros(0, dtype=np.int64)
+    starts = np.concatenate([s for s, _ in spans] or [none])
+    if not starts.size:
+        return none, none
     ends = np.concatenate([np.asarray(s + n).reshape(-1) for s, n in spans])
     order = np.argsort(starts, kind="stable")
     starts, ends = starts[order], ends[order]

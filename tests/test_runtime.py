@@ -457,6 +457,7 @@ def test_distinct_dram_bytes_union():
     spans = [(np.array([0, 20, 40]), 10), (np.array([5]), 20), (np.array([100]), 4)]
     assert distinct_bytes(spans) == 44
     assert distinct_bytes([]) == 0
+    assert distinct_bytes([(np.zeros(0, dtype=np.int64), 4), (np.zeros(0, dtype=np.int64), np.zeros(0))]) == 0
 
 
 def test_distinct_dram_bytes_against_a_byte_set():
