@@ -37,24 +37,29 @@ class OutputTimeline:
         self.hulls = [(d.dram_addr, d.dram_addr + io_dram_bytes(d)) for d in self.outputs]
         self.ready = np.zeros((len(self.outputs), self.timesteps), dtype=np.int64)
 
-    def stored(self, exact_rows: bool, effect, finish: int) -> None:
+    def stored(self, exact_rows: bool, effect, finish: int, marks: list | None = None) -> None:
         """A store finishing at `finish` wrote effect.dram_spans rows (`exact_rows`: dma.store)
-        or effect.dram_ranges (dma.store_bm: its fiber slots)."""
+        or effect.dram_ranges (dma.store_bm: its fiber slots). `marks`: store_marks(exact_rows,
+        effect), if the caller has them."""
+        for index, steps in self.store_marks(exact_rows, effect) if marks is None else marks:
+            ready = self.ready[index, :self.outputs[index].timesteps]
+            ready[steps] = np.maximum(ready[steps], finish)
+
+    def store_marks(self, exact_rows: bool, effect) -> list[tuple[int, np.ndarray]]:
+        """(output index, bool [T] timesteps written) of each output a store writes to (see
+        `stored`); a dma.store's depend on its fields alone."""
         if exact_rows:
             if effect.dram_spans is None:
-                return
+                return []
             starts, row_bytes = effect.dram_spans
             ends = starts + row_bytes
         else:
             if not effect.dram_ranges:
-                return
+                return []
             starts, ends = np.array(effect.dram_ranges, dtype=np.int64).T
         lo, hi = int(starts.min()), int(ends.max())
-        for index, (desc, (olo, ohi)) in enumerate(zip(self.outputs, self.hulls)):
-            if lo < ohi and olo < hi:
-                steps = io_timestep_mask(desc, starts, ends)
-                ready = self.ready[index, :desc.timesteps]
-                ready[steps] = np.maximum(ready[steps], finish)
+        return [(index, io_timestep_mask(desc, starts, ends))
+                for index, (desc, (olo, ohi)) in enumerate(zip(self.outputs, self.hulls)) if lo < ohi and olo < hi]
 
     def section(self, functional: bool) -> dict:
         names = [d.name for d in self.outputs]

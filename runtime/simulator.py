@@ -63,6 +63,7 @@ from snnc.runtime.machine import (
 )
 from snnc.runtime.exit_rule import confidence_sums, exits, threshold_register
 from snnc.runtime.output_timing import CheckResult, ExitLog, OutputTimeline
+from snnc.runtime.program_timing import ProgramTimer
 from snnc.runtime.report import LayerCounters, build_report, total_energy_pj
 from snnc.runtime.tensors import decode_output, decode_step_ints, encode_input
 
@@ -1370,14 +1371,6 @@ def _write_inputs(ctx: _Context, image: ProgramImage, inputs: dict) -> bool:
 TIMING_BATCH = 256
 
 
-def _time_deferred(hw: HwConfig, effects: list[Effect]) -> None:
-    """Give the effects whose SYN timing was deferred (timing.FtpVisit) their SynTiming and cycles."""
-    waiting = [e for e in effects if isinstance(e.syn, timing.FtpVisit)]
-    for effect, syn in zip(waiting, timing.time_ftp_visits(hw, [e.syn for e in waiting])):
-        effect.syn = syn
-        effect.cycles = syn.cycles
-
-
 def _sram_ranges(spec: isa.InstructionSpec, fields: dict[str, int], layer: dict[str, int] | None
                  ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
     """The SRAM ranges the instruction reads and writes, from its definition in the ISA table
@@ -1443,6 +1436,7 @@ class _Prepared:
         self.lif_params: dict[tuple, _LifParams] = {}
         self.syn_biases: dict[tuple, tuple[bytes, np.ndarray, int]] = {}
         self.fiber_walks: dict[tuple, tuple[bytes, _Fibers]] = {}
+        self.timing_plans: dict = {}  # program_timing.ProgramTimer's per-instruction plans
         self.lock = threading.Lock()
 
 
@@ -1467,9 +1461,6 @@ def _prepared(image: ProgramImage) -> _Prepared:
     _PREPARED[id(image)] = prepared
     return prepared
 
-
-DRAM_READERS = (Opcode.DMA_LOAD, Opcode.DMA_LOAD_BM, Opcode.EXIT_CHECK)  # ordered after stores to what they read
-STORES = (Opcode.DMA_STORE, Opcode.DMA_STORE_BM)
 
 
 def _read_outputs(ctx: _Context, image: ProgramImage) -> dict[str, np.ndarray]:
@@ -1503,35 +1494,19 @@ def _simulate(image: ProgramImage, inputs: dict, functional: bool, progress: boo
                          "(compile it with --exit-checks)")
     counters = [LayerCounters() for _ in image.layers]
     unattributed = LayerCounters()  # instructions of a program without tile instructions
-    board = timing.Scoreboard()
     timeline = OutputTimeline(image)
+    timer = ProgramTimer(hw, counters, unattributed, timeline, len(image.constants), prepared.timing_plans)
+    board = timer.board
     exit_log = ExitLog(None if register is None else float(exit_confidence), register)
     halted_outputs = None
     stopped = False
     bar = _progress_bar(progress, prepared.instructions)
     executed = 0
-    const_size = len(image.constants)
-    pending: list[tuple[int, Opcode, Effect]] = []  # executed, not yet timed: (owner, opcode, effect)
+    # executed, not yet timed: (step index, owner, opcode, effect)
+    pending: list[tuple[int, int, Opcode, Effect]] = []
 
     def time_pending() -> None:
-        """Time the pending instructions in program order (their SYN visits in one batch)."""
-        _time_deferred(hw, [effect for _, _, effect in pending])
-        for owner, opcode, effect in pending:
-            counter = counters[owner] if owner >= 0 else unattributed
-            if effect.engine != "none":
-                timing.finish_compute(hw, effect)  # global-cache bank time
-                before = board.makespan
-                dram_read = opcode in DRAM_READERS
-                _, finish = board.issue(effect.engine, effect.cycles, effect.reads, effect.writes,
-                                        occupancy=effect.cycles - effect.latency,
-                                        dram_reads=effect.dram_ranges if dram_read else (),
-                                        dram_writes=() if dram_read else effect.dram_ranges)
-                if effect.engine == "compute":
-                    effect.stalls["dependency"] = board.last_wait
-                counter.cycles += board.makespan - before
-                if opcode in STORES:
-                    timeline.stored(opcode == Opcode.DMA_STORE, effect, finish)
-            counter.add(effect, opcode, const_size, hw)
+        timer.time(pending)
         pending.clear()
 
     try:
@@ -1546,7 +1521,7 @@ def _simulate(image: ProgramImage, inputs: dict, functional: bool, progress: boo
                     effect, (step.read_bytes if moved is None else moved) if step.reads else 0,
                     (step.written_bytes if moved is None else moved) if step.writes else 0)
             else:
-                pending.append((owner, step.opcode, effect))
+                pending.append((i, owner, step.opcode, effect))
                 if len(pending) >= TIMING_BATCH:
                     time_pending()
                 if effect.check is not None or len(pending) >= TIMING_BATCH:

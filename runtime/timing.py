@@ -507,19 +507,20 @@ class PendingAccesses:
 
     def record(self, ranges, finish: int) -> None:
         """Add accesses to `ranges` finishing at `finish` (empty ranges are no access)."""
+        table, entries = self.finish, self.by_finish  # (locals: every instruction records a few)
         for key in ranges:
             lo, hi = key
             if hi <= lo:
                 continue
-            old = self.finish.get(key)
+            old = table.get(key)
             if old is None or old < finish:
                 if old is not None:
-                    del self.by_finish[bisect.bisect_left(self.by_finish, (old, lo, hi))]
-                self.finish[key] = finish
-                bisect.insort(self.by_finish, (finish, lo, hi))
+                    del entries[bisect.bisect_left(entries, (old, lo, hi))]
+                table[key] = finish
+                bisect.insort(entries, (finish, lo, hi))
 
-    def latest(self, start: int, ranges) -> int:
-        """max(start, the latest finish among the pending accesses overlapping `ranges`)."""
+    def latest(self, start: int, ranges, more=()) -> int:
+        """max(start, the latest finish among the pending accesses overlapping `ranges` or `more`)."""
         entries = self.by_finish
         for i in range(len(entries) - 1, -1, -1):
             fin, plo, phi = entries[i]
@@ -528,6 +529,9 @@ class PendingAccesses:
             for lo, hi in ranges:
                 if plo < hi and lo < phi:
                     return fin  # the latest overlapping one: the entries go by decreasing finish
+            for lo, hi in more:
+                if plo < hi and lo < phi:
+                    return fin
         return start
 
     def prune(self, horizon: int) -> None:
@@ -541,7 +545,7 @@ class PendingAccesses:
 def _hazard_start(start: int, reads, writes, pending_reads: PendingAccesses, pending_writes: PendingAccesses) -> int:
     """The latest finish among the pending accesses that overlap (RAW, WAR, WAW), if later than `start`."""
     if reads or writes:
-        start = pending_writes.latest(start, list(reads) + list(writes))  # RAW, WAW
+        start = pending_writes.latest(start, reads, writes)  # RAW, WAW
     if writes:
         start = pending_reads.latest(start, writes)  # WAR
     return start
@@ -587,16 +591,20 @@ class Scoreboard:
         finish = start + cycles
         self.engine_free[engine] = start + (cycles if occupancy is None else min(occupancy, cycles))
         self.makespan = max(self.makespan, finish)
-        self.pending_reads.record(reads, finish)
-        self.pending_writes.record(writes, finish)
-        self.dram_reads.record(dram_reads, finish)
-        self.dram_writes.record(dram_writes, finish)
-        if len(self.pending_reads) + len(self.pending_writes) > 64:
+        if reads:
+            self.pending_reads.record(reads, finish)
+        if writes:
+            self.pending_writes.record(writes, finish)
+        if dram_reads:
+            self.dram_reads.record(dram_reads, finish)
+        if dram_writes:
+            self.dram_writes.record(dram_writes, finish)
+        if len(self.pending_reads.finish) + len(self.pending_writes.finish) > 64:
             # anything finished before every engine is free can no longer delay anyone
             horizon = min(self.engine_free.values())
             self.pending_reads.prune(horizon)
             self.pending_writes.prune(horizon)
-        if len(self.dram_reads) + len(self.dram_writes) > 64:
+        if len(self.dram_reads.finish) + len(self.dram_writes.finish) > 64:
             # only DMAs check DRAM ranges, and the next one starts no earlier than the dma engine is free
             horizon = self.engine_free["dma"]
             self.dram_reads.prune(horizon)
@@ -616,18 +624,21 @@ def bank_ranges(effect) -> list[tuple[int, int]]:
     return reads + effect.writes
 
 
-def finish_compute(hw: HwConfig, effect) -> None:
+def finish_compute(hw: HwConfig, effect, split: tuple[int, int] | None = None) -> None:
     """A compute instruction lasts at least its global-cache bank time (memory.bank_cycles).
 
     The SYN model's modelled SRAM streams (bitmasks, non-zero weights, matched spike
     words, partial sums) replace its dense input/weight ranges (`bank_ranges`) and
     count as traffic spread over the banks; bank-limited cycles beyond the unit's own time are
     `bank_conflict` stall cycles when they exceed the conflict-free time too.
+    `split`: memory.bank_split of bank_ranges(effect), if the caller has it.
     """
     if effect.engine not in ("compute", "neuron"):
         return
     extra = sum(effect.syn.sram_extra.values()) if effect.syn is not None else 0
-    banked, ideal = memory.bank_cycles(hw, bank_ranges(effect), extra)
+    if split is None:
+        split = memory.bank_split(hw, bank_ranges(effect))
+    banked, ideal = memory.bank_cycles_of(hw, split, extra)
     if effect.syn is not None:
         for cause, value in effect.syn.stalls.items():
             effect.stalls[cause] = effect.stalls.get(cause, 0) + value
