@@ -143,6 +143,7 @@ class _Context:
         self.lif_params = prepared.lif_params
         self.syn_biases = prepared.syn_biases
         self.fiber_walks = prepared.fiber_walks
+        self.dma_timing = prepared.dma_timing  # id(instruction fields) -> _dma_timing
         self.cache_lock = prepared.lock
         # SRAM address -> (bytes, fiber_elems, elem_bits, _Fibers relative to the address) of the
         # packed fibers a dma.load_bm copied there: a SYN reading the same bytes skips re-walking them
@@ -199,21 +200,33 @@ def _dma(ctx: _Context, where: str, f, load: bool) -> Effect:
     else:
         dram[...] = sram
     nbytes = f.rows * f.row_bytes
-    if ctx.functional or not nbytes:
+    if ctx.functional:
+        return Effect(engine="dma", dram_read=nbytes if load else 0, dram_written=0 if load else nbytes,
+                      sram_bytes=nbytes)
+    # its cycles, DRAM spans and ranges depend on its fields alone: worked out once per instruction
+    found = ctx.dma_timing.get(id(f))
+    if found is None:
+        found = ctx.dma_timing[id(f)] = _dma_timing(ctx.hw, f)
+    cycles, spans, ranges = found
+    return Effect(engine="dma", cycles=cycles, latency=ctx.hw.dram.latency_cycles,
+                  dram_read=nbytes if load else 0, dram_written=0 if load else nbytes,
+                  dram_spans=spans, sram_bytes=nbytes, dram_ranges=ranges)
+
+
+def _dma_timing(hw: HwConfig, f) -> tuple[int, tuple[np.ndarray, int] | None, list[tuple[int, int]]]:
+    """A dma.load / dma.store's cycles, DRAM spans (compulsory traffic) and DRAM ranges (hazards);
+    shared by every run of the instruction, so read-only."""
+    nbytes = f.rows * f.row_bytes
+    if not nbytes:
         spans = None
     elif f.rows == 1 or f.dram_stride == f.row_bytes:  # the rows touch: one span (the same bytes, few to merge)
         spans = (np.array([f.dram_addr], dtype=np.int64), nbytes)
     else:
         spans = (f.dram_addr + np.arange(f.rows, dtype=np.int64) * f.dram_stride, f.row_bytes)
-    return Effect(
-        engine="dma",
-        cycles=0 if ctx.functional else memory.strided_dma_cycles(ctx.hw, f.dram_addr, f.rows, f.row_bytes,
-                                                                  f.dram_stride),
-        latency=0 if ctx.functional else ctx.hw.dram.latency_cycles,
-        dram_read=nbytes if load else 0, dram_written=0 if load else nbytes,
-        dram_spans=spans, sram_bytes=nbytes,
-        dram_ranges=[] if ctx.functional else isa.strided_ranges(f.dram_addr, f.rows, f.row_bytes, f.dram_stride),
-    )
+    if spans is not None:
+        spans[0].flags.writeable = False
+    return (memory.strided_dma_cycles(hw, f.dram_addr, f.rows, f.row_bytes, f.dram_stride), spans,
+            isa.strided_ranges(f.dram_addr, f.rows, f.row_bytes, f.dram_stride))
 
 
 def _dma_load(ctx, where, f):
@@ -1437,6 +1450,8 @@ class _Prepared:
         self.syn_biases: dict[tuple, tuple[bytes, np.ndarray, int]] = {}
         self.fiber_walks: dict[tuple, tuple[bytes, _Fibers]] = {}
         self.timing_plans: dict = {}  # program_timing.ProgramTimer's per-instruction plans
+        # per dma.load / dma.store (keyed by id of its fields, which live as long as this): _dma_timing
+        self.dma_timing: dict[int, tuple] = {}
         self.lock = threading.Lock()
 
 
