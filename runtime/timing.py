@@ -392,11 +392,14 @@ def ftp_visit_fired(hw: HwConfig, fired: np.ndarray, nt: int, nzw: np.ndarray | 
         # summed over positions first (fired > 0 exactly where bm-A is set): per k,
         # sum_m (nt - fired) * bm-A = nt * popcount - spikes, and the entries not all fired
         # (set in bm-A, but fired < nt); no [M, K] int64 array, whatever the visit's size
-        spikes = int(fired.sum(axis=0, dtype=np.int64) @ col)
-        popcount = int(bm_a.sum(axis=0, dtype=np.int64) @ col)
+        # column sums in the narrowest type that holds m_pos * nt (a uint8 -> int64 sum is a
+        # casting loop three times slower); uint64 would make the products with col float64
+        acc = np.uint16 if m_pos * nt < 2**16 else np.uint32 if m_pos * nt < 2**32 else np.int64
+        spikes = int(fired.sum(axis=0, dtype=acc) @ col)
+        popcount = int(bm_a.view(np.uint8).sum(axis=0, dtype=acc) @ col)
         correction_lanes = nt * popcount - spikes
         # fired <= nt: an input that fires in every lane is set in bm-A
-        corrected = popcount - (int((fired == nt).sum(axis=0, dtype=np.int64) @ col) if nt else 0)
+        corrected = popcount - (int((fired == nt).view(np.uint8).sum(axis=0, dtype=acc) @ col) if nt else 0)
     else:
         spikes = correction_lanes = corrected = 0
     return FtpVisit(dealt, nt, k, int(dealt.counts.sum()), correction_lanes, corrected, spikes)
