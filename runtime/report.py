@@ -328,8 +328,8 @@ def build_report(image: ProgramImage, hw: HwConfig, counters: list[LayerCounters
         "inputs_quantised": inputs_quantised,
         "total": {
             "cycles": None if functional else makespan,
-            "bound_cycles": None if functional else _bound(
-                hw, sum(c.pe_work for c in counters), distinct_bytes([(start, end - start) for start, end in (c.dram_runs() for c in counters)])),
+            "bound_cycles": None if functional else _bound(hw, sum(c.pe_work for c in counters), distinct_bytes(
+                [(start, end - start) for start, end in (c.dram_runs() for c in counters)])),
             "dram_bytes": sum(e["dram_bytes"] for e in layers),
             "sram_bytes": sum(e["sram_bytes"] for e in layers),
             "energy_pj": total("energy_pj"),

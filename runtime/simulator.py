@@ -974,12 +974,12 @@ def _syn(ctx: _Context, where: str, f) -> Effect:
             effect.cycles = syn.cycles
         return effect
     # multi-bit inputs: a neuron's MACs = its lanes with a value x its non-zero weights, per offset
-    lanes_active = np.count_nonzero(patches_t.reshape(k, f.nt, positions), axis=1)  # [K, positions]
+    # [K, positions]: lanes with a value, counted in uint8 (nt <= 255; count_nonzero's intp is ~3x slower)
+    count_type = np.uint8 if f.nt < 256 else np.int64
+    lanes_active = (patches_t.reshape(k, f.nt, positions) != 0).sum(axis=1, dtype=count_type)
     work = np.rint(weights.pattern(order, sparse) @ lanes_active.astype(np.float64)).astype(np.int64).T.reshape(-1)
-    effect.macs = int(lanes_active.sum(axis=1) @ weights.column_nonzeros(order))
-    effect.pe_work = int(work.sum())
-    effect.cycles = timing.syn_cycles(ctx.hw, work)
-    effect.stalls["pe_imbalance"] = timing.imbalance(work, ctx.hw.compute.num_pes)
+    effect.macs = int(lanes_active.sum(axis=1, dtype=np.int64) @ weights.column_nonzeros(order))
+    effect.cycles, effect.stalls["pe_imbalance"], effect.pe_work = timing.syn_cycles_and_imbalance(ctx.hw, work)
     return effect
 
 

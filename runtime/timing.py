@@ -81,6 +81,16 @@ def rounds_of(work: np.ndarray, pes: int) -> np.ndarray:
     return work.reshape(-1, pes).max(axis=1) if work.size else work
 
 
+def syn_cycles_and_imbalance(hw: HwConfig, work_per_neuron: np.ndarray) -> tuple[int, int, int]:
+    """(syn_cycles, imbalance, total work) of one multi-bit visit, its rounds worked out once."""
+    work = np.asarray(work_per_neuron, dtype=np.int64).reshape(-1)
+    pes = hw.compute.num_pes
+    slowest = int(rounds_of(work, pes).sum())
+    total = int(work.sum())
+    return (hw.compute.syn_overhead_cycles + slowest,
+            int(round(float(slowest - total / pes))) if work.size else 0, total)
+
+
 def imbalance(work: np.ndarray, pes: int) -> int:
     """Sum over rounds of (slowest - mean) work: cycles lost to uneven PE loads."""
     work = np.asarray(work, dtype=np.int64).reshape(-1)

@@ -53,8 +53,8 @@ def test_balanced_piece_counts_match_direct_sums():
         nzw = rng.random((n, k)) < rng.random()
         fb = timing.FiberBs.of(nzw)
         # pieces: every position from 0, plus random cuts inside positions
-        starts = sorted({(p, 0) for p in range(m_pos)}
-                        | {(int(rng.integers(0, m_pos)), int(rng.integers(1, n))) for _ in range(int(rng.integers(0, 6))) if n > 1})
+        cuts = {(int(rng.integers(0, m_pos)), int(rng.integers(1, n))) for _ in range(int(rng.integers(0, 6))) if n > 1}
+        starts = sorted({(p, 0) for p in range(m_pos)} | cuts)
         m = np.array([p for p, _ in starts], dtype=np.int64)
         n0 = np.array([c for _, c in starts], dtype=np.int64)
         got = timing._piece_counts(bm_a, fb, fb.col, width, m, n0)
