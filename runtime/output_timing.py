@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from snnc.backend.binformat import IODesc, ProgramImage, io_dram_bytes, io_timestep_mask
+from snnc.backend.binformat import IODesc, ProgramImage, io_dram_bytes, io_step_bytes, io_timestep_mask
 from snnc.runtime.exit_rule import threshold_of_register
 
 
@@ -35,6 +35,7 @@ class OutputTimeline:
         self.outputs: list[IODesc] = [d for d in image.io if d.is_output]
         self.timesteps = max((d.timesteps for d in self.outputs), default=0)
         self.hulls = [(d.dram_addr, d.dram_addr + io_dram_bytes(d)) for d in self.outputs]
+        self.step_bytes = [io_step_bytes(d) for d in self.outputs]
         self.ready = np.zeros((len(self.outputs), self.timesteps), dtype=np.int64)
 
     def stored(self, exact_rows: bool, effect, finish: int, marks: list | None = None) -> None:
@@ -58,8 +59,24 @@ class OutputTimeline:
                 return []
             starts, ends = np.array(effect.dram_ranges, dtype=np.int64).T
         lo, hi = int(starts.min()), int(ends.max())
-        return [(index, io_timestep_mask(desc, starts, ends))
-                for index, (desc, (olo, ohi)) in enumerate(zip(self.outputs, self.hulls)) if lo < ohi and olo < hi]
+        marks = []
+        for index, (desc, (olo, ohi)) in enumerate(zip(self.outputs, self.hulls)):
+            if not (lo < ohi and olo < hi):
+                continue
+            if starts.size == 1:  # one range (a contiguous store): its timesteps in plain ints
+                steps = np.zeros(desc.timesteps, dtype=bool)
+                first, last = max(lo, olo), min(hi, ohi) - 1  # bytes of the output it writes
+                step = self.step_bytes[index]
+                if first > last:  # an empty range writes nothing
+                    pass
+                elif step is None:  # every word holds every timestep
+                    steps[:] = True
+                else:
+                    steps[(first - olo) // step:(last - olo) // step + 1] = True
+            else:
+                steps = io_timestep_mask(desc, starts, ends)
+            marks.append((index, steps))
+        return marks
 
     def section(self, functional: bool) -> dict:
         names = [d.name for d in self.outputs]

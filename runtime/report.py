@@ -238,7 +238,10 @@ def merged_runs(spans: list[tuple[np.ndarray, int | np.ndarray]]) -> tuple[np.nd
     starts = np.concatenate([s for s, _ in spans] or [none])
     if not starts.size:
         return none, none
-    ends = np.concatenate([np.asarray(s + n).reshape(-1) for s, n in spans])
+    if all(isinstance(n, (int, np.integer)) for _, n in spans):  # a length per group (the DMAs' rows)
+        ends = starts + np.repeat(np.array([n for _, n in spans], dtype=np.int64), [s.size for s, _ in spans])
+    else:
+        ends = np.concatenate([np.asarray(s + n).reshape(-1) for s, n in spans])
     order = np.argsort(starts, kind="stable")
     starts, ends = starts[order], ends[order]
     reach = np.maximum.accumulate(ends)
