@@ -53,28 +53,35 @@ class OutputTimeline:
             if effect.dram_spans is None:
                 return []
             starts, row_bytes = effect.dram_spans
+            if starts.size == 1:  # one range: no array arithmetic
+                lo = int(starts[0])
+                return self._range_marks(lo, lo + row_bytes)
             ends = starts + row_bytes
         else:
             if not effect.dram_ranges:
                 return []
             starts, ends = np.array(effect.dram_ranges, dtype=np.int64).T
         lo, hi = int(starts.min()), int(ends.max())
+        if starts.size == 1:
+            return self._range_marks(lo, hi)
+        return [(index, io_timestep_mask(desc, starts, ends))
+                for index, (desc, (olo, ohi)) in enumerate(zip(self.outputs, self.hulls)) if lo < ohi and olo < hi]
+
+    def _range_marks(self, lo: int, hi: int) -> list[tuple[int, np.ndarray]]:
+        """store_marks of one DRAM range [lo, hi), in plain ints (what io_timestep_mask gives)."""
         marks = []
         for index, (desc, (olo, ohi)) in enumerate(zip(self.outputs, self.hulls)):
             if not (lo < ohi and olo < hi):
                 continue
-            if starts.size == 1:  # one range (a contiguous store): its timesteps in plain ints
-                steps = np.zeros(desc.timesteps, dtype=bool)
-                first, last = max(lo, olo), min(hi, ohi) - 1  # bytes of the output it writes
-                step = self.step_bytes[index]
-                if first > last:  # an empty range writes nothing
-                    pass
-                elif step is None:  # every word holds every timestep
-                    steps[:] = True
-                else:
-                    steps[(first - olo) // step:(last - olo) // step + 1] = True
+            steps = np.zeros(desc.timesteps, dtype=bool)
+            first, last = max(lo, olo), min(hi, ohi) - 1  # bytes of the output it writes
+            step = self.step_bytes[index]
+            if first > last:  # an empty range writes nothing
+                pass
+            elif step is None:  # every word holds every timestep
+                steps[:] = True
             else:
-                steps = io_timestep_mask(desc, starts, ends)
+                steps[(first - olo) // step:(last - olo) // step + 1] = True
             marks.append((index, steps))
         return marks
 
