@@ -1480,7 +1480,6 @@ def _prepared(image: ProgramImage) -> _Prepared:
     return prepared
 
 
-
 def _read_outputs(ctx: _Context, image: ProgramImage) -> dict[str, np.ndarray]:
     outputs = {}
     for d in image.io:
