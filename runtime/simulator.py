@@ -168,7 +168,9 @@ def _decoded(lay, name: str, kind):
 
 
 # flag bits as plain ints: `int & IntFlag` builds a new flag object on every test
-ACCUMULATE = int(SynFlags.ACCUMULATE)
+ACCUMULATE, COMPRESSED_WEIGHTS = int(SynFlags.ACCUMULATE), int(SynFlags.COMPRESSED_WEIGHTS)
+PACKED, KEEP_COMPRESSED, MASK_SINGLE, SPIKES = (int(flag) for flag in (
+    isa.DmaFlags.PACKED, isa.DmaFlags.KEEP_COMPRESSED, isa.DmaFlags.MASK_SINGLE, isa.DmaFlags.SPIKES))
 DELAYED_RESET, COMPARE_GT, NO_FIRE = (int(flag) for flag in (LifFlags.DELAYED_RESET, LifFlags.COMPARE_GT,
                                                              LifFlags.NO_FIRE))
 
@@ -426,12 +428,12 @@ def _dma_bm(ctx: _Context, where: str, f, load: bool) -> Effect:
     slot = isa.fiber_slot_bytes(elems, eb)
     meta = isa.FIBER_HEADER_BYTES + mbytes
     # validate_image has checked the flags against the sizes (isa.weight_fiber_field_error)
-    packed = bool(f.flags & isa.DmaFlags.PACKED)
-    keep_compressed = bool(f.flags & isa.DmaFlags.KEEP_COMPRESSED)
+    packed = bool(f.flags & PACKED)
+    keep_compressed = bool(f.flags & KEEP_COMPRESSED)
     sram_size = n * elems * wb
     layout = isa.fiber_tile_offsets(n, elems, wb, f.sram_stride, f.run_elems, f.run_stride)
     extent = isa.fiber_tile_extent(n, elems, wb, f.sram_stride, f.run_elems, f.run_stride)  # a channel slice
-    if packed and keep_compressed and not (load and f.flags & isa.DmaFlags.SPIKES):
+    if packed and keep_compressed and not (load and f.flags & SPIKES):
         # back to back in DRAM and in SRAM (LoAS's FiberCache): once walked, a single copy
         walked, copied = _walked_dram_fibers(ctx, f, n, elems, eb, where + ".dram_addr")
         starts, counts, end = walked.starts, walked.counts, walked.end
@@ -472,7 +474,7 @@ def _dma_bm(ctx: _Context, where: str, f, load: bool) -> Effect:
             keep = dense != 0
             if eb < 8 * wb:  # an element is the low elem_bits bits of its SRAM word
                 dense = dense & np.asarray((1 << eb) - 1, dtype=dt)
-            if f.flags & isa.DmaFlags.MASK_SINGLE:
+            if f.flags & MASK_SINGLE:
                 keep &= _popcount(dense) > 1
             counts = keep.sum(axis=1).astype(np.int64)
             out = np.zeros((n, slot), dtype=np.uint8)
@@ -495,7 +497,7 @@ def _dma_bm(ctx: _Context, where: str, f, load: bool) -> Effect:
         # packed fibers lie back to back; slotted ones fill n slots
         dram_ranges=[(f.dram_addr, f.dram_addr + (moved if packed else n * slot))] if n and not ctx.functional else [],
     )
-    if load and f.flags & isa.DmaFlags.SPIKES:
+    if load and f.flags & SPIKES:
         spikes = _expand_fibers(raw, counts, keep, eb, dt) if keep_compressed else dense
         effect.packed_spikes = int(_popcount(spikes).sum())
         effect.packed_meta_bits = 8 * n * meta
@@ -777,7 +779,7 @@ def _compressed_weights(mem, f, k: int, wdtype: np.dtype, where: str, copied: _F
 
 def _weight_tile(ctx: _Context, lay, f, block: _ChannelBlock, k: int, where: str) -> _WeightTile:
     wdtype = np.dtype("<i1") if lay.weight_bytes == 1 else np.dtype("<i2")
-    compressed = bool(f.flags & isa.SynFlags.COMPRESSED_WEIGHTS)  # w_bytes agrees (validate_image)
+    compressed = bool(f.flags & COMPRESSED_WEIGHTS)  # w_bytes agrees (validate_image)
     span = ctx.machine.sram.span(f.w_addr, isa.weight_tile_bytes(vars(f), vars(lay)), where + ".w_addr")
     raw = span.tobytes()
     key = (f.layer, f.w_addr, f.ch0, f.chs)
