@@ -46,6 +46,7 @@ import threading
 import weakref
 from dataclasses import dataclass, field
 from types import SimpleNamespace
+from typing import NamedTuple
 
 import numpy as np
 
@@ -1395,16 +1396,18 @@ def _sram_ranges(spec: isa.InstructionSpec, fields: dict[str, int], layer: dict[
     (isa.sram_operands: the verifiers and the compiler use the same), in the table's order."""
     reads, writes = [], []
     for operand in spec.sram_operands(fields, layer):
+        lo = operand.addr
+        hi = lo + operand.size  # (operand.end: a property call per operand of every instruction)
         if operand.reads:
-            reads.append((operand.addr, operand.end))
+            reads.append((lo, hi))
         if operand.writes:
-            writes.append((operand.addr, operand.end))
+            writes.append((lo, hi))
     return reads, writes
 
 
-@dataclass(frozen=True)
-class _Step:
-    """One instruction as the driver runs it, prepared once per program."""
+class _Step(NamedTuple):
+    """One instruction as the driver runs it, prepared once per program (a tuple: a large
+    program makes one per instruction, and a frozen dataclass takes several times longer)."""
 
     handler: object
     where: str
@@ -1443,9 +1446,14 @@ class _Prepared:
             if spec.opcode == Opcode.HALT:
                 break
             reads, writes = _sram_ranges(spec, fields, layer_fields[fields["layer"]] if spec.has_layer else None)
+            read_bytes = written_bytes = 0
+            for lo, hi in reads:
+                read_bytes += hi - lo
+            for lo, hi in writes:
+                written_bytes += hi - lo
             self.steps.append(_Step(handler_of[id(spec)], f"instruction {i} ({spec.mnemonic})",
                                     SimpleNamespace(**fields), spec.opcode, owners[i], reads, writes,
-                                    sum(hi - lo for lo, hi in reads), sum(hi - lo for lo, hi in writes)))
+                                    read_bytes, written_bytes))
         self.instructions = len(program)
         self.has_exit_checks = any(spec.opcode == Opcode.EXIT_CHECK for spec, _ in program)
         self.windows: dict[tuple, _Windows] = {}
