@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compile_ab import ROOT, package_of  # noqa: E402  (bench/ is not a package)
+from compile_ab import ROOT, package_of  # (bench/ is not a package)
 
 PROBE = r"""
 import sys, time
