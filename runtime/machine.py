@@ -22,6 +22,8 @@ Imports only numpy and snnc.backend.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from snnc.backend import isa
@@ -33,6 +35,7 @@ from snnc.backend.isa import Format
 ACT_DTYPES = {Format.ACT_I16: np.dtype("<i2"), Format.ACT_I32: np.dtype("<i4")}
 
 
+@functools.lru_cache(maxsize=None)  # every LIF and PACK asks; there are few distinct answers
 def word_dtype(timesteps: int) -> np.dtype:
     return np.dtype(f"<u{isa.spike_word_bytes(timesteps)}")
 

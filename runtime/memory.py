@@ -137,10 +137,21 @@ def bank_cycles(hw: HwConfig, ranges: list[tuple[int, int]], extra_bytes: int = 
     `extra_bytes`: modelled traffic without addresses (bitmask / partial-sum streams
     of the dataflow models), spread evenly over the banks.
     """
+    return bank_cycles_of(hw, bank_split(hw, ranges), extra_bytes)
+
+
+def bank_split(hw: HwConfig, ranges: list[tuple[int, int]]) -> tuple[int, int]:
+    """(bytes on the busiest bank, bytes on all banks) of SRAM byte ranges [lo, hi): what
+    `bank_cycles` needs of the ranges (an instruction's are the same every time it runs)."""
     port, banks = hw.sram.port_bytes, hw.sram.banks
     ring = port * banks  # a range's bank split only depends on its start modulo one rotation
-    shape = tuple((lo % ring, hi - lo) for lo, hi in ranges if hi > lo)
-    busiest, total = _busiest_way_ranges(port, banks, shape)
+    return _busiest_way_ranges(port, banks, tuple((lo % ring, hi - lo) for lo, hi in ranges if hi > lo))
+
+
+def bank_cycles_of(hw: HwConfig, split: tuple[int, int], extra_bytes: int = 0) -> tuple[int, int]:
+    """`bank_cycles` from the ranges' `bank_split`."""
+    port, banks = hw.sram.port_bytes, hw.sram.banks
+    busiest, total = split
     total += extra_bytes
     worst = busiest + math.ceil(extra_bytes / banks)
     return math.ceil(worst / port), math.ceil(total / (port * banks))

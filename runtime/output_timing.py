@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from snnc.backend.binformat import IODesc, ProgramImage, io_dram_bytes, io_timestep_mask
+from snnc.backend.binformat import IODesc, ProgramImage, io_dram_bytes, io_step_bytes, io_timestep_mask
 from snnc.runtime.exit_rule import threshold_of_register
 
 
@@ -35,26 +35,55 @@ class OutputTimeline:
         self.outputs: list[IODesc] = [d for d in image.io if d.is_output]
         self.timesteps = max((d.timesteps for d in self.outputs), default=0)
         self.hulls = [(d.dram_addr, d.dram_addr + io_dram_bytes(d)) for d in self.outputs]
+        self.step_bytes = [io_step_bytes(d) for d in self.outputs]
         self.ready = np.zeros((len(self.outputs), self.timesteps), dtype=np.int64)
 
-    def stored(self, exact_rows: bool, effect, finish: int) -> None:
+    def stored(self, exact_rows: bool, effect, finish: int, marks: list | None = None) -> None:
         """A store finishing at `finish` wrote effect.dram_spans rows (`exact_rows`: dma.store)
-        or effect.dram_ranges (dma.store_bm: its fiber slots)."""
+        or effect.dram_ranges (dma.store_bm: its fiber slots). `marks`: store_marks(exact_rows,
+        effect), if the caller has them."""
+        for index, steps in self.store_marks(exact_rows, effect) if marks is None else marks:
+            ready = self.ready[index, :self.outputs[index].timesteps]
+            ready[steps] = np.maximum(ready[steps], finish)
+
+    def store_marks(self, exact_rows: bool, effect) -> list[tuple[int, np.ndarray]]:
+        """(output index, bool [T] timesteps written) of each output a store writes to (see
+        `stored`); a dma.store's depend on its fields alone."""
         if exact_rows:
             if effect.dram_spans is None:
-                return
+                return []
             starts, row_bytes = effect.dram_spans
+            if starts.size == 1:  # one range: no array arithmetic
+                lo = int(starts[0])
+                return self._range_marks(lo, lo + row_bytes)
             ends = starts + row_bytes
         else:
             if not effect.dram_ranges:
-                return
+                return []
             starts, ends = np.array(effect.dram_ranges, dtype=np.int64).T
         lo, hi = int(starts.min()), int(ends.max())
+        if starts.size == 1:
+            return self._range_marks(lo, hi)
+        return [(index, io_timestep_mask(desc, starts, ends))
+                for index, (desc, (olo, ohi)) in enumerate(zip(self.outputs, self.hulls)) if lo < ohi and olo < hi]
+
+    def _range_marks(self, lo: int, hi: int) -> list[tuple[int, np.ndarray]]:
+        """store_marks of one DRAM range [lo, hi), in plain ints (what io_timestep_mask gives)."""
+        marks = []
         for index, (desc, (olo, ohi)) in enumerate(zip(self.outputs, self.hulls)):
-            if lo < ohi and olo < hi:
-                steps = io_timestep_mask(desc, starts, ends)
-                ready = self.ready[index, :desc.timesteps]
-                ready[steps] = np.maximum(ready[steps], finish)
+            if not (lo < ohi and olo < hi):
+                continue
+            steps = np.zeros(desc.timesteps, dtype=bool)
+            first, last = max(lo, olo), min(hi, ohi) - 1  # bytes of the output it writes
+            step = self.step_bytes[index]
+            if first > last:  # an empty range writes nothing
+                pass
+            elif step is None:  # every word holds every timestep
+                steps[:] = True
+            else:
+                steps[(first - olo) // step:(last - olo) // step + 1] = True
+            marks.append((index, steps))
+        return marks
 
     def section(self, functional: bool) -> dict:
         names = [d.name for d in self.outputs]

@@ -98,13 +98,19 @@ class LayerCounters:
     fill_lines: int = 0  # global-cache lines filled from DRAM (misses)
     read_lines: int = 0  # lines read by compute instructions
     dataflows: set = field(default_factory=set)
+    _runs: tuple | None = field(default=None, repr=False, compare=False)  # dram_runs, with the span count it covers
 
-    def add(self, effect, opcode=None, const_size: int = 0, hw: HwConfig | None = None) -> None:
+    def add(self, effect, opcode=None, const_size: int = 0, hw: HwConfig | None = None,
+            static: StaticCounts | None = None, sram_read: int | None = None,
+            sram_written: int | None = None) -> None:
+        """Count one executed instruction. `static`: static_counts(effect, opcode, hw), if the
+        caller keeps it per instruction (it is the same every time the instruction runs);
+        `sram_read` / `sram_written`: effect.sram_read / sram_written, if the caller has them."""
         self.instructions += 1
         self.dram_read += effect.dram_read
         self.dram_written += effect.dram_written
-        self.sram_read += effect.sram_read
-        self.sram_written += effect.sram_written
+        self.sram_read += effect.sram_read if sram_read is None else sram_read
+        self.sram_written += effect.sram_written if sram_written is None else sram_written
         self.sops += effect.sops
         self.macs += effect.macs
         self.pe_work += effect.pe_work
@@ -136,24 +142,15 @@ class LayerCounters:
             self.compute_busy += effect.cycles
         else:
             return
-        names = READ_OPERANDS.get(opcode, ())
-        skip = 2 if effect.syn is not None else 0  # compressed streams replace the dense tiles (timing.bank_ranges)
-        for lo, hi in effect.reads[:skip]:
-            self.sram_read -= hi - lo
-        for i, (lo, hi) in enumerate(effect.reads):
-            if i < skip:
-                continue
-            name = names[min(i, len(names) - 1)] if names else "spikes"
-            if opcode == Opcode.SYN and i == 2 and effect.writes and (lo, hi) == effect.writes[0]:
-                name = "psums"  # ACCUMULATE reads the accumulator it writes
-            self.sram_operands[name] += hi - lo
-            self.read_lines += -(-(hi - lo) // line)
-        names = WRITE_OPERANDS.get(opcode, ())
-        for i, (lo, hi) in enumerate(effect.writes):
-            self.sram_operands[names[min(i, len(names) - 1)] if names else "outputs"] += hi - lo
-        if opcode == Opcode.LIF and effect.reads:
-            lo, hi = effect.reads[0]
-            self.events["plif_lanes"] = self.events.get("plif_lanes", 0) + (hi - lo) // 4
+        if static is None:
+            static = static_counts(effect, opcode, hw)
+        sram_operands = self.sram_operands
+        for name, nbytes in static.operand_bytes:
+            sram_operands[name] += nbytes
+        self.sram_read -= static.replaced_reads
+        self.read_lines += static.read_lines
+        if static.plif_lanes is not None:
+            self.events["plif_lanes"] = self.events.get("plif_lanes", 0) + static.plif_lanes
         syn = effect.syn
         if syn is not None:
             for key, value in syn.events.items():
@@ -184,25 +181,83 @@ class LayerCounters:
 
     def compulsory_dram_bytes(self) -> int:
         """Size of the union of every DRAM byte range this layer's DMAs touched."""
-        return distinct_bytes(self.dram_spans)
+        start, end = self.dram_runs()
+        return int((end - start).sum())
+
+    def dram_runs(self) -> tuple[np.ndarray, np.ndarray]:
+        """That union as sorted disjoint runs [start, end) (`merged_runs`), worked out once."""
+        found = self._runs
+        if found is None or found[0] != len(self.dram_spans):
+            found = self._runs = (len(self.dram_spans), merged_runs(self.dram_spans))
+        return found[1]
 
 
-def distinct_bytes(spans: list[tuple[np.ndarray, int]]) -> int:
-    """Size of the union of byte ranges given as (row starts, row length) groups."""
-    if not spans:
-        return 0
-    starts = np.concatenate([s for s, _ in spans])
-    ends = np.concatenate([s + n for s, n in spans])
+@dataclass(frozen=True)
+class StaticCounts:
+    """What `LayerCounters.add` counts of a compute or neuron instruction from its SRAM ranges
+    alone: per operand the bytes of its ranges, the lines they read, the dense input/weight
+    reads a SYN model's streams replace (`timing.bank_ranges`), a LIF's lanes (None: not a LIF)."""
+
+    operand_bytes: tuple[tuple[str, int], ...]
+    read_lines: int
+    replaced_reads: int
+    plif_lanes: int | None
+
+
+def static_counts(effect, opcode: Opcode, hw: HwConfig | None) -> StaticCounts:
+    """The StaticCounts of a compute or neuron instruction (its ranges, opcode, and whether a
+    SYN model's streams replace its dense tiles: effect.syn)."""
+    line = hw.sram.line_bytes if hw is not None else 64
+    operand_bytes = []
+    read_lines = 0
+    names = READ_OPERANDS.get(opcode, ())
+    skip = 2 if effect.syn is not None else 0  # compressed streams replace the dense tiles (timing.bank_ranges)
+    for i, (lo, hi) in enumerate(effect.reads):
+        if i < skip:
+            continue
+        name = names[min(i, len(names) - 1)] if names else "spikes"
+        if opcode == Opcode.SYN and i == 2 and effect.writes and (lo, hi) == effect.writes[0]:
+            name = "psums"  # ACCUMULATE reads the accumulator it writes
+        operand_bytes.append((name, hi - lo))
+        read_lines += -(-(hi - lo) // line)
+    names = WRITE_OPERANDS.get(opcode, ())
+    for i, (lo, hi) in enumerate(effect.writes):
+        operand_bytes.append((names[min(i, len(names) - 1)] if names else "outputs", hi - lo))
+    plif_lanes = None
+    if opcode == Opcode.LIF and effect.reads:
+        lo, hi = effect.reads[0]
+        plif_lanes = (hi - lo) // 4
+    return StaticCounts(tuple(operand_bytes), read_lines, sum(hi - lo for lo, hi in effect.reads[:skip]),
+                        plif_lanes)
+
+
+def merged_runs(spans: list[tuple[np.ndarray, int | np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """The union of byte ranges given as (starts, lengths) groups (a length per start, or one
+    for the group) as sorted disjoint runs (run starts, run ends)."""
+    none = np.zeros(0, dtype=np.int64)
+    starts = np.concatenate([s for s, _ in spans] or [none])
+    if not starts.size:
+        return none, none
+    if all(isinstance(n, (int, np.integer)) for _, n in spans):  # a length per group (the DMAs' rows)
+        ends = starts + np.repeat(np.array([n for _, n in spans], dtype=np.int64), [s.size for s, _ in spans])
+    else:
+        ends = np.concatenate([np.asarray(s + n).reshape(-1) for s, n in spans])
     order = np.argsort(starts, kind="stable")
     starts, ends = starts[order], ends[order]
     reach = np.maximum.accumulate(ends)
-    # a new disjoint run begins where a start lies beyond everything before it
-    new_run = np.concatenate([[True], starts[1:] > reach[:-1]])
-    run_id = np.cumsum(new_run) - 1
-    run_start = starts[new_run]
-    run_end = np.zeros(run_start.size, dtype=np.int64)
-    np.maximum.at(run_end, run_id, ends)
-    return int((run_end - run_start).sum())
+    # a new disjoint run begins where a start lies beyond everything before it; a run ends at
+    # the reach of its last range (reach only grows)
+    new_run = np.empty(starts.size, dtype=bool)
+    new_run[0] = True
+    np.greater(starts[1:], reach[:-1], out=new_run[1:])
+    first = np.flatnonzero(new_run)
+    return starts[first], reach[np.append(first[1:] - 1, starts.size - 1)]
+
+
+def distinct_bytes(spans: list[tuple[np.ndarray, int | np.ndarray]]) -> int:
+    """Size of the union of byte ranges given as (row starts, row length) groups."""
+    start, end = merged_runs(spans)
+    return int((end - start).sum())
 
 
 def _energy(hw: HwConfig, c: LayerCounters, cycles: int) -> dict[str, float]:
@@ -276,8 +331,8 @@ def build_report(image: ProgramImage, hw: HwConfig, counters: list[LayerCounters
         "inputs_quantised": inputs_quantised,
         "total": {
             "cycles": None if functional else makespan,
-            "bound_cycles": None if functional else _bound(
-                hw, sum(c.pe_work for c in counters), distinct_bytes([s for c in counters for s in c.dram_spans])),
+            "bound_cycles": None if functional else _bound(hw, sum(c.pe_work for c in counters), distinct_bytes(
+                [(start, end - start) for start, end in (c.dram_runs() for c in counters)])),
             "dram_bytes": sum(e["dram_bytes"] for e in layers),
             "sram_bytes": sum(e["sram_bytes"] for e in layers),
             "energy_pj": total("energy_pj"),

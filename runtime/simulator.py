@@ -46,6 +46,7 @@ import threading
 import weakref
 from dataclasses import dataclass, field
 from types import SimpleNamespace
+from typing import NamedTuple
 
 import numpy as np
 
@@ -63,6 +64,7 @@ from snnc.runtime.machine import (
 )
 from snnc.runtime.exit_rule import confidence_sums, exits, threshold_register
 from snnc.runtime.output_timing import CheckResult, ExitLog, OutputTimeline
+from snnc.runtime.program_timing import ProgramTimer
 from snnc.runtime.report import LayerCounters, build_report, total_energy_pj
 from snnc.runtime.tensors import decode_output, decode_step_ints, encode_input
 
@@ -142,6 +144,7 @@ class _Context:
         self.lif_params = prepared.lif_params
         self.syn_biases = prepared.syn_biases
         self.fiber_walks = prepared.fiber_walks
+        self.dma_timing = prepared.dma_timing  # id(instruction fields) -> _dma_timing
         self.cache_lock = prepared.lock
         # SRAM address -> (bytes, fiber_elems, elem_bits, _Fibers relative to the address) of the
         # packed fibers a dma.load_bm copied there: a SYN reading the same bytes skips re-walking them
@@ -166,7 +169,9 @@ def _decoded(lay, name: str, kind):
 
 
 # flag bits as plain ints: `int & IntFlag` builds a new flag object on every test
-ACCUMULATE = int(SynFlags.ACCUMULATE)
+ACCUMULATE, COMPRESSED_WEIGHTS = int(SynFlags.ACCUMULATE), int(SynFlags.COMPRESSED_WEIGHTS)
+PACKED, KEEP_COMPRESSED, MASK_SINGLE, SPIKES = (int(flag) for flag in (
+    isa.DmaFlags.PACKED, isa.DmaFlags.KEEP_COMPRESSED, isa.DmaFlags.MASK_SINGLE, isa.DmaFlags.SPIKES))
 DELAYED_RESET, COMPARE_GT, NO_FIRE = (int(flag) for flag in (LifFlags.DELAYED_RESET, LifFlags.COMPARE_GT,
                                                              LifFlags.NO_FIRE))
 
@@ -198,16 +203,33 @@ def _dma(ctx: _Context, where: str, f, load: bool) -> Effect:
     else:
         dram[...] = sram
     nbytes = f.rows * f.row_bytes
-    starts = None if ctx.functional else f.dram_addr + np.arange(f.rows, dtype=np.int64) * f.dram_stride
-    return Effect(
-        engine="dma",
-        cycles=0 if ctx.functional else memory.strided_dma_cycles(ctx.hw, f.dram_addr, f.rows, f.row_bytes,
-                                                                  f.dram_stride),
-        latency=0 if ctx.functional else ctx.hw.dram.latency_cycles,
-        dram_read=nbytes if load else 0, dram_written=0 if load else nbytes,
-        dram_spans=(starts, f.row_bytes) if nbytes and not ctx.functional else None, sram_bytes=nbytes,
-        dram_ranges=[] if ctx.functional else isa.strided_ranges(f.dram_addr, f.rows, f.row_bytes, f.dram_stride),
-    )
+    if ctx.functional:
+        return Effect(engine="dma", dram_read=nbytes if load else 0, dram_written=0 if load else nbytes,
+                      sram_bytes=nbytes)
+    # its cycles, DRAM spans and ranges depend on its fields alone: worked out once per instruction
+    found = ctx.dma_timing.get(id(f))
+    if found is None:
+        found = ctx.dma_timing[id(f)] = _dma_timing(ctx.hw, f)
+    cycles, spans, ranges = found
+    return Effect(engine="dma", cycles=cycles, latency=ctx.hw.dram.latency_cycles,
+                  dram_read=nbytes if load else 0, dram_written=0 if load else nbytes,
+                  dram_spans=spans, sram_bytes=nbytes, dram_ranges=ranges)
+
+
+def _dma_timing(hw: HwConfig, f) -> tuple[int, tuple[np.ndarray, int] | None, list[tuple[int, int]]]:
+    """A dma.load / dma.store's cycles, DRAM spans (compulsory traffic) and DRAM ranges (hazards);
+    shared by every run of the instruction, so read-only."""
+    nbytes = f.rows * f.row_bytes
+    if not nbytes:
+        spans = None
+    elif f.rows == 1 or f.dram_stride == f.row_bytes:  # the rows touch: one span (the same bytes, few to merge)
+        spans = (np.array([f.dram_addr], dtype=np.int64), nbytes)
+    else:
+        spans = (f.dram_addr + np.arange(f.rows, dtype=np.int64) * f.dram_stride, f.row_bytes)
+    if spans is not None:
+        spans[0].flags.writeable = False
+    return (memory.strided_dma_cycles(hw, f.dram_addr, f.rows, f.row_bytes, f.dram_stride), spans,
+            isa.strided_ranges(f.dram_addr, f.rows, f.row_bytes, f.dram_stride))
 
 
 def _dma_load(ctx, where, f):
@@ -407,12 +429,12 @@ def _dma_bm(ctx: _Context, where: str, f, load: bool) -> Effect:
     slot = isa.fiber_slot_bytes(elems, eb)
     meta = isa.FIBER_HEADER_BYTES + mbytes
     # validate_image has checked the flags against the sizes (isa.weight_fiber_field_error)
-    packed = bool(f.flags & isa.DmaFlags.PACKED)
-    keep_compressed = bool(f.flags & isa.DmaFlags.KEEP_COMPRESSED)
+    packed = bool(f.flags & PACKED)
+    keep_compressed = bool(f.flags & KEEP_COMPRESSED)
     sram_size = n * elems * wb
     layout = isa.fiber_tile_offsets(n, elems, wb, f.sram_stride, f.run_elems, f.run_stride)
     extent = isa.fiber_tile_extent(n, elems, wb, f.sram_stride, f.run_elems, f.run_stride)  # a channel slice
-    if packed and keep_compressed and not (load and f.flags & isa.DmaFlags.SPIKES):
+    if packed and keep_compressed and not (load and f.flags & SPIKES):
         # back to back in DRAM and in SRAM (LoAS's FiberCache): once walked, a single copy
         walked, copied = _walked_dram_fibers(ctx, f, n, elems, eb, where + ".dram_addr")
         starts, counts, end = walked.starts, walked.counts, walked.end
@@ -453,7 +475,7 @@ def _dma_bm(ctx: _Context, where: str, f, load: bool) -> Effect:
             keep = dense != 0
             if eb < 8 * wb:  # an element is the low elem_bits bits of its SRAM word
                 dense = dense & np.asarray((1 << eb) - 1, dtype=dt)
-            if f.flags & isa.DmaFlags.MASK_SINGLE:
+            if f.flags & MASK_SINGLE:
                 keep &= _popcount(dense) > 1
             counts = keep.sum(axis=1).astype(np.int64)
             out = np.zeros((n, slot), dtype=np.uint8)
@@ -476,7 +498,7 @@ def _dma_bm(ctx: _Context, where: str, f, load: bool) -> Effect:
         # packed fibers lie back to back; slotted ones fill n slots
         dram_ranges=[(f.dram_addr, f.dram_addr + (moved if packed else n * slot))] if n and not ctx.functional else [],
     )
-    if load and f.flags & isa.DmaFlags.SPIKES:
+    if load and f.flags & SPIKES:
         spikes = _expand_fibers(raw, counts, keep, eb, dt) if keep_compressed else dense
         effect.packed_spikes = int(_popcount(spikes).sum())
         effect.packed_meta_bits = 8 * n * meta
@@ -616,11 +638,14 @@ def _exact_dtype(bound: int, sparse: bool):
 SPARSE_MAX_DENSITY = 0.25
 SPARSE_MIN_WEIGHTS = 2048
 # ... and a dense tile too when the visit's product has between BLAS_MAX_SINGLE_THREAD_MACS
-# and BLAS_MIN_MACS dense multiply-adds: there the sparse kernel is at most about twice as slow
-# as BLAS on a quiet machine, while a multi-threaded BLAS call can take a hundred times longer on
-# a busy one (and a simulation in a parallel sweep shares its cores with the others anyway).
+# and BLAS_MIN_MACS dense multiply-adds: there the sparse kernel is at most about four times as
+# slow as two-thread BLAS on a quiet machine, while a multi-threaded BLAS call waits for its
+# threads on a busy one (a simulation in a parallel sweep shares its cores with the others
+# anyway): on the shared 2-core bench machine resnet19-cifar10's [128, 576] x [576, 128] visits
+# (2**23.2 MACs, 0.15 ms warm) took 22 ms each, red-lif-gen4's [24, 576] x [576, 640] 4 to 18 ms.
+# Above 2**27 (a few ms of BLAS work) the threads pay for their wake-up even there.
 # Below, OpenBLAS runs one thread (m*n*k < 65536 * 4), and small programs skip importing scipy.
-BLAS_MIN_MACS = 1 << 23
+BLAS_MIN_MACS = 1 << 27
 BLAS_MAX_SINGLE_THREAD_MACS = 1 << 18
 
 
@@ -755,7 +780,7 @@ def _compressed_weights(mem, f, k: int, wdtype: np.dtype, where: str, copied: _F
 
 def _weight_tile(ctx: _Context, lay, f, block: _ChannelBlock, k: int, where: str) -> _WeightTile:
     wdtype = np.dtype("<i1") if lay.weight_bytes == 1 else np.dtype("<i2")
-    compressed = bool(f.flags & isa.SynFlags.COMPRESSED_WEIGHTS)  # w_bytes agrees (validate_image)
+    compressed = bool(f.flags & COMPRESSED_WEIGHTS)  # w_bytes agrees (validate_image)
     span = ctx.machine.sram.span(f.w_addr, isa.weight_tile_bytes(vars(f), vars(lay)), where + ".w_addr")
     raw = span.tobytes()
     key = (f.layer, f.w_addr, f.ch0, f.chs)
@@ -941,7 +966,9 @@ def _syn(ctx: _Context, where: str, f) -> Effect:
             lanes = window_pixels.reshape(f.nt, positions, k).view(bool)  # 0/1 uint8 spikes
             fired = timing.fired_lanes(lanes)  # [positions, K]: lanes in which each input fires
             syn = timing.syn_timing(ctx.hw, lay.dataflow, lanes, weights.fiber_bs, defer=True, fired=fired)
-        effect.sops = int(fired.sum(axis=0, dtype=np.int64) @ weights.column_nonzeros(ISA_ORDER))
+        # SOPs = spikes x the non-zero weights they meet (an FTP visit has summed them already)
+        effect.sops = syn.sops if isinstance(syn, timing.FtpVisit) else int(
+            fired.sum(axis=0, dtype=np.int64) @ weights.column_nonzeros(ISA_ORDER))
         effect.syn = syn
         if isinstance(syn, timing.FtpVisit):
             effect.pe_work = syn.matched
@@ -950,12 +977,15 @@ def _syn(ctx: _Context, where: str, f) -> Effect:
             effect.cycles = syn.cycles
         return effect
     # multi-bit inputs: a neuron's MACs = its lanes with a value x its non-zero weights, per offset
-    lanes_active = np.count_nonzero(patches_t.reshape(k, f.nt, positions), axis=1)  # [K, positions]
+    # [K, positions]: lanes with a value, added up lane by lane in uint8 (nt <= 255): a reduction
+    # over the middle axis (count_nonzero's, or sum's) is several times slower on these shapes
+    nonzero = (patches_t != 0).reshape(k, f.nt, positions)
+    lanes_active = nonzero[:, 0].astype(np.uint8 if f.nt < 256 else np.int64)
+    for lane in range(1, f.nt):
+        lanes_active += nonzero[:, lane]
     work = np.rint(weights.pattern(order, sparse) @ lanes_active.astype(np.float64)).astype(np.int64).T.reshape(-1)
-    effect.macs = int(lanes_active.sum(axis=1) @ weights.column_nonzeros(order))
-    effect.pe_work = int(work.sum())
-    effect.cycles = timing.syn_cycles(ctx.hw, work)
-    effect.stalls["pe_imbalance"] = timing.imbalance(work, ctx.hw.compute.num_pes)
+    effect.macs = int(lanes_active.sum(axis=1, dtype=np.int64) @ weights.column_nonzeros(order))
+    effect.cycles, effect.stalls["pe_imbalance"], effect.pe_work = timing.syn_cycles_and_imbalance(ctx.hw, work)
     return effect
 
 
@@ -981,13 +1011,13 @@ class _LifParams:
     """A LIF's per-channel parameters for its channel block, and bounds over all channels."""
 
     raw: bytes  # the parameter block's SRAM bytes they were read from
-    thr: np.ndarray  # int64 [chs]
+    thr: np.ndarray  # int64 [chs], or an np.int64 scalar when one value serves every channel (param_c = 1)
     leak: np.ndarray
     v_reset: np.ndarray
     thr_max: int
     leak_max: int
     reset_max: int
-    narrow: tuple[np.ndarray, np.ndarray, np.ndarray]  # thr, leak, v_reset as int32 (read from int32 words)
+    narrow: tuple  # thr, leak, v_reset as int32 (read from int32 words): [chs] arrays or np.int32 scalars
 
 
 def _lif_params(ctx: _Context, lay, f, channels: _ChannelBlock, where: str) -> _LifParams:
@@ -1000,10 +1030,16 @@ def _lif_params(ctx: _Context, lay, f, channels: _ChannelBlock, where: str) -> _
     if found is not None and found.raw == raw:
         return found
     block = np.frombuffer(raw, dtype="<i4").astype(np.int64)
-    thr, leak, v_reset = (block[lay.out_c + j * lay.param_c:][channels.param_index] for j in range(3))
     # bounds over every channel's parameters (one pass), valid for this block's
     thr_max, leak_max, reset_max = (int(b) for b in np.abs(block[lay.out_c:].reshape(3, -1)).max(axis=1))
-    narrow = tuple(values.astype(np.int32) for values in (thr, leak, v_reset))
+    if lay.param_c == 1:
+        # one value for all channels: the lanes' compares and products take numpy scalars, whose
+        # loops run about twice as fast as broadcasting a [chs] row (same values, same dtypes)
+        thr, leak, v_reset = (block[lay.out_c + j] for j in range(3))  # np.int64 scalars
+        narrow = tuple(np.int32(value) for value in (thr, leak, v_reset))
+    else:
+        thr, leak, v_reset = (block[lay.out_c + j * lay.param_c:][channels.param_index] for j in range(3))
+        narrow = tuple(values.astype(np.int32) for values in (thr, leak, v_reset))
     found = ctx.lif_params[key] = _LifParams(raw, thr, leak, v_reset, thr_max, leak_max, reset_max, narrow)
     return found
 
@@ -1072,7 +1108,7 @@ def _lif(ctx: _Context, where: str, f) -> Effect:
     padding = ~channels.real if channels.padded else None
     wdtype = word_dtype(f.nt)
     shape = (neurons // f.chs, f.chs)
-    words = np.zeros(shape, dtype=wdtype)  # bit `lane` = spike at t0 + lane, ORed in lane by lane
+    words = None  # bit `lane` = spike at t0 + lane: lane 0's spikes, then the others ORed in lane by lane
     trace = np.zeros((f.nt,) + shape, dtype="<i4") if f.mem_addr != isa.NO_ADDRESS else None
     # Magnitude bounds (exact Python ints) carried through the lanes: while a bound stays inside
     # the membrane range, `saturate` would find nothing to clamp and is skipped (its two
@@ -1092,9 +1128,15 @@ def _lif(ctx: _Context, where: str, f) -> Effect:
         v = np.zeros(shape, dtype=dt)
         s_prev = np.zeros(shape, dtype=bool)
     else:
-        v, s_prev = v.astype(dt), s_prev.astype(dt)
-    # the lanes read the accumulator as it is (all of them before anything is written back)
-    current = acc if lay.acc_shift == 0 else shift(acc.astype(dt), lay.acc_shift)
+        v, s_prev = v.astype(dt, copy=False), s_prev.astype(dt, copy=False)  # `state` is a copy already
+    # the lanes read the accumulator as it is (all of them before anything is written back);
+    # shifted, it is a fresh array in dt (one pass: the shift casts), which lane 0 may take over
+    if lay.acc_shift == 0:
+        current = acc
+    elif lay.acc_shift > 0:
+        current = np.left_shift(acc, lay.acc_shift, dtype=dt)
+    else:
+        current = np.right_shift(acc, -lay.acc_shift, dtype=dt)
     clamped_total = 0
     for lane in range(f.nt):  # the membrane recurrence is sequential in t; each lane is vectorised
         i_t = current[lane]
@@ -1107,7 +1149,7 @@ def _lif(ctx: _Context, where: str, f) -> Effect:
             h_max = v_max + i_max
         elif leak_form == LeakForm.BETA:
             if v_max == 0:  # v is all zeros (a sequence's first lane): h = i_t
-                h = i_t.astype(dt)
+                h = i_t if current is not acc else i_t.astype(dt)  # h is worked on in place
             else:
                 h = v * leak  # ((v * leak) >> leak_frac) + i_t, in place on the fresh product
                 h >>= lay.leak_frac
@@ -1133,7 +1175,7 @@ def _lif(ctx: _Context, where: str, f) -> Effect:
         if delayed:
             v, v_max = h, h_max
         elif reset == ResetMode.SUBTRACT:
-            h -= thr * s  # a masked subtract (where=s) is several times slower
+            h -= np.multiply(s, thr, dtype=dt)  # a masked subtract (where=s) is several times slower
             v, v_max = h, h_max + thr_max
         elif reset == ResetMode.ZERO:
             v, v_max = np.where(s, 0, h), h_max
@@ -1150,11 +1192,16 @@ def _lif(ctx: _Context, where: str, f) -> Effect:
         if trace is not None:
             trace[lane] = v
         bits = s.view(np.uint8)
-        words |= (bits if wdtype.itemsize == 1 else bits.astype(wdtype)) << wdtype.type(lane)
+        if words is None:
+            words = bits.astype(wdtype)  # a copy: s lives on as s_prev
+        else:
+            words |= (bits if wdtype.itemsize == 1 else bits.astype(wdtype)) << wdtype.type(lane)
     ctx.saturations[f.layer] += clamped_total
-    state = np.empty((2,) + v.shape, dtype="<i4")
+    if words is None:  # no lanes
+        words = np.zeros(shape, dtype=wdtype)
+    # v and s_prev straight into the state words in SRAM (after every lane has read the accumulator)
+    state = m.sram.span(f.state_addr, 8 * neurons, where + ".state_addr").view("<i4").reshape((2,) + shape)
     state[0], state[1] = v, s_prev
-    m.sram.write(f.state_addr, state, where + ".state_addr")
     m.sram.write(f.spk_addr, words, where + ".spk_addr")
     if trace is not None:
         m.sram.write(f.mem_addr, trace, where + ".mem_addr")
@@ -1343,30 +1390,24 @@ def _write_inputs(ctx: _Context, image: ProgramImage, inputs: dict) -> bool:
 TIMING_BATCH = 256
 
 
-def _time_deferred(hw: HwConfig, effects: list[Effect]) -> None:
-    """Give the effects whose SYN timing was deferred (timing.FtpVisit) their SynTiming and cycles."""
-    waiting = [e for e in effects if isinstance(e.syn, timing.FtpVisit)]
-    for effect, syn in zip(waiting, timing.time_ftp_visits(hw, [e.syn for e in waiting])):
-        effect.syn = syn
-        effect.cycles = syn.cycles
-
-
 def _sram_ranges(spec: isa.InstructionSpec, fields: dict[str, int], layer: dict[str, int] | None
                  ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
     """The SRAM ranges the instruction reads and writes, from its definition in the ISA table
     (isa.sram_operands: the verifiers and the compiler use the same), in the table's order."""
     reads, writes = [], []
     for operand in spec.sram_operands(fields, layer):
+        lo = operand.addr
+        hi = lo + operand.size  # (operand.end: a property call per operand of every instruction)
         if operand.reads:
-            reads.append((operand.addr, operand.end))
+            reads.append((lo, hi))
         if operand.writes:
-            writes.append((operand.addr, operand.end))
+            writes.append((lo, hi))
     return reads, writes
 
 
-@dataclass(frozen=True)
-class _Step:
-    """One instruction as the driver runs it, prepared once per program."""
+class _Step(NamedTuple):
+    """One instruction as the driver runs it, prepared once per program (a tuple: a large
+    program makes one per instruction, and a frozen dataclass takes several times longer)."""
 
     handler: object
     where: str
@@ -1405,9 +1446,14 @@ class _Prepared:
             if spec.opcode == Opcode.HALT:
                 break
             reads, writes = _sram_ranges(spec, fields, layer_fields[fields["layer"]] if spec.has_layer else None)
+            read_bytes = written_bytes = 0
+            for lo, hi in reads:
+                read_bytes += hi - lo
+            for lo, hi in writes:
+                written_bytes += hi - lo
             self.steps.append(_Step(handler_of[id(spec)], f"instruction {i} ({spec.mnemonic})",
                                     SimpleNamespace(**fields), spec.opcode, owners[i], reads, writes,
-                                    sum(hi - lo for lo, hi in reads), sum(hi - lo for lo, hi in writes)))
+                                    read_bytes, written_bytes))
         self.instructions = len(program)
         self.has_exit_checks = any(spec.opcode == Opcode.EXIT_CHECK for spec, _ in program)
         self.windows: dict[tuple, _Windows] = {}
@@ -1416,6 +1462,9 @@ class _Prepared:
         self.lif_params: dict[tuple, _LifParams] = {}
         self.syn_biases: dict[tuple, tuple[bytes, np.ndarray, int]] = {}
         self.fiber_walks: dict[tuple, tuple[bytes, _Fibers]] = {}
+        self.timing_plans: dict = {}  # program_timing.ProgramTimer's per-instruction plans
+        # per dma.load / dma.store (keyed by id of its fields, which live as long as this): _dma_timing
+        self.dma_timing: dict[int, tuple] = {}
         self.lock = threading.Lock()
 
 
@@ -1439,10 +1488,6 @@ def _prepared(image: ProgramImage) -> _Prepared:
         weakref.finalize(image, _PREPARED.pop, id(image), None)
     _PREPARED[id(image)] = prepared
     return prepared
-
-
-DRAM_READERS = (Opcode.DMA_LOAD, Opcode.DMA_LOAD_BM, Opcode.EXIT_CHECK)  # ordered after stores to what they read
-STORES = (Opcode.DMA_STORE, Opcode.DMA_STORE_BM)
 
 
 def _read_outputs(ctx: _Context, image: ProgramImage) -> dict[str, np.ndarray]:
@@ -1476,35 +1521,19 @@ def _simulate(image: ProgramImage, inputs: dict, functional: bool, progress: boo
                          "(compile it with --exit-checks)")
     counters = [LayerCounters() for _ in image.layers]
     unattributed = LayerCounters()  # instructions of a program without tile instructions
-    board = timing.Scoreboard()
     timeline = OutputTimeline(image)
+    timer = ProgramTimer(hw, counters, unattributed, timeline, len(image.constants), prepared.timing_plans)
+    board = timer.board
     exit_log = ExitLog(None if register is None else float(exit_confidence), register)
     halted_outputs = None
     stopped = False
     bar = _progress_bar(progress, prepared.instructions)
     executed = 0
-    const_size = len(image.constants)
-    pending: list[tuple[int, Opcode, Effect]] = []  # executed, not yet timed: (owner, opcode, effect)
+    # executed, not yet timed: (step index, owner, opcode, effect)
+    pending: list[tuple[int, int, Opcode, Effect]] = []
 
     def time_pending() -> None:
-        """Time the pending instructions in program order (their SYN visits in one batch)."""
-        _time_deferred(hw, [effect for _, _, effect in pending])
-        for owner, opcode, effect in pending:
-            counter = counters[owner] if owner >= 0 else unattributed
-            if effect.engine != "none":
-                timing.finish_compute(hw, effect)  # global-cache bank time
-                before = board.makespan
-                dram_read = opcode in DRAM_READERS
-                _, finish = board.issue(effect.engine, effect.cycles, effect.reads, effect.writes,
-                                        occupancy=effect.cycles - effect.latency,
-                                        dram_reads=effect.dram_ranges if dram_read else (),
-                                        dram_writes=() if dram_read else effect.dram_ranges)
-                if effect.engine == "compute":
-                    effect.stalls["dependency"] = board.last_wait
-                counter.cycles += board.makespan - before
-                if opcode in STORES:
-                    timeline.stored(opcode == Opcode.DMA_STORE, effect, finish)
-            counter.add(effect, opcode, const_size, hw)
+        timer.time(pending)
         pending.clear()
 
     try:
@@ -1519,7 +1548,7 @@ def _simulate(image: ProgramImage, inputs: dict, functional: bool, progress: boo
                     effect, (step.read_bytes if moved is None else moved) if step.reads else 0,
                     (step.written_bytes if moved is None else moved) if step.writes else 0)
             else:
-                pending.append((owner, step.opcode, effect))
+                pending.append((i, owner, step.opcode, effect))
                 if len(pending) >= TIMING_BATCH:
                     time_pending()
                 if effect.check is not None or len(pending) >= TIMING_BATCH:

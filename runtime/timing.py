@@ -81,6 +81,16 @@ def rounds_of(work: np.ndarray, pes: int) -> np.ndarray:
     return work.reshape(-1, pes).max(axis=1) if work.size else work
 
 
+def syn_cycles_and_imbalance(hw: HwConfig, work_per_neuron: np.ndarray) -> tuple[int, int, int]:
+    """(syn_cycles, imbalance, total work) of one multi-bit visit, its rounds worked out once."""
+    work = np.asarray(work_per_neuron, dtype=np.int64).reshape(-1)
+    pes = hw.compute.num_pes
+    slowest = int(rounds_of(work, pes).sum())
+    total = int(work.sum())
+    return (hw.compute.syn_overhead_cycles + slowest,
+            int(round(float(slowest - total / pes))) if work.size else 0, total)
+
+
 def imbalance(work: np.ndarray, pes: int) -> int:
     """Sum over rounds of (slowest - mean) work: cycles lost to uneven PE loads."""
     work = np.asarray(work, dtype=np.int64).reshape(-1)
@@ -100,19 +110,51 @@ def vector_cycles(hw: HwConfig, elements: int, window: int = 1) -> int:
 WEIGHTED_BLOCK_ELEMENTS = 1 << 22  # [rows, K] entries weighted at a time by weighted_chunk_sums
 
 
-def weighted_chunk_sums(bits: np.ndarray, weights: np.ndarray, width: int) -> np.ndarray:
+def weighted_chunk_sums(bits: np.ndarray, weights: np.ndarray, width: int, bound: int | None = None) -> np.ndarray:
     """chunk_sums(bits * weights, width) for bool [M, K] and int64 weights [G, K] (G = 1: [K])
-    -> [M * G, C], a block of rows at a time: the int64 products of a large visit never exist
-    whole."""
+    -> [M * G, C], a block of rows at a time: the products of a large visit never exist whole.
+    `bound`: an upper bound on |weights| if the caller knows one (fiber counts: N).
+
+    One np.einsum per block over zero-padded chunks (`_padded_chunks`) in float32 or float64
+    while every sum is exact there (the bits are 0/1: a sum is an integer <= bound * chunk
+    length), else the int64 products; einsum, not matmul: its loops stay in this thread, while
+    a multi-threaded BLAS call between the simulator's other work waits for its threads on a
+    busy machine."""
     weights = weights.reshape(-1, bits.shape[1])
     m, k = bits.shape
     g = weights.shape[0]
     out = np.empty((m * g, max(1, math.ceil(k / width))), dtype=np.int64)
+    if bound is None:
+        bound = max(-int(weights.min()), int(weights.max())) if weights.size else 0
+    dtype = _exact_float(bound * min(k, width))
+    if dtype is not None:
+        right = _padded_chunks(weights, width, dtype)
+        step = max(1, WEIGHTED_BLOCK_ELEMENTS // max(1, right.shape[1] * right.shape[2]))
+        for lo in range(0, m, step):
+            left = _padded_chunks(bits[lo:lo + step], width, dtype)
+            out[lo * g:(lo + left.shape[0]) * g] = np.einsum("mcl,gcl->mgc", left, right).reshape(-1, out.shape[1])
+        return out
     step = max(1, WEIGHTED_BLOCK_ELEMENTS // max(1, g * k))
     for lo in range(0, m, step):
         block = bits[lo:lo + step]
         out[lo * g:(lo + block.shape[0]) * g] = chunk_sums((block[:, None, :] * weights[None]).reshape(-1, k), width)
     return out
+
+
+def _exact_float(bound: int):
+    """The float type whose sums of integers up to `bound` in magnitude are exact (None: none)."""
+    return np.float32 if bound < 2**24 else np.float64 if bound < 2**53 else None
+
+
+def _padded_chunks(values: np.ndarray, width: int, dtype) -> np.ndarray:
+    """[M, K] -> [M, C, lane] in `dtype`: K cut into chunks of `width` (one chunk of K when
+    K <= width), the last one zero-padded, so that chunk_sums is a sum over the last axis."""
+    rows, k = values.shape
+    lane = min(k, width) or 1
+    chunks = max(1, math.ceil(k / width))
+    padded = np.zeros((rows, chunks * lane), dtype=dtype)
+    padded[:, :k] = values
+    return padded.reshape(rows, chunks, lane)
 
 
 def chunk_sums(values: np.ndarray, width: int) -> np.ndarray:
@@ -214,7 +256,7 @@ def rounds_streams(bm_a: np.ndarray, nzw: np.ndarray, col: np.ndarray, pes: int,
     groups = split_factor(m_pos, n_out, pes)
     bounds = np.linspace(0, n_out, groups + 1).round().astype(np.int64)
     col_g = fb.block_column_sums(bounds[:-1]) if groups > 1 else col[None, :]
-    counts = weighted_chunk_sums(bm_a, col_g, width)  # [(m, group), C]
+    counts = weighted_chunk_sums(bm_a, col_g, width, bound=n_out)  # [(m, group), C]
     rounds = -(-(m_pos * groups) // pes)
     return FtpStreams(counts, a_fetches=m_pos, b_fibers=rounds * n_out, b_nonzeros=rounds * int(col.sum()))
 
@@ -238,24 +280,31 @@ def _piece_counts(bm_a: np.ndarray, fb: FiberBs, col: np.ndarray, width: int, m:
     F(m, n1) - F(m, n0): F(m, 0) = 0, F(m, N) = the whole column sums, and the only other
     u are the cuts inside positions (at most num_pes - 1), each the start of one piece and
     the end of the piece before it. So the work is one [M, K] pass, one pass over the
-    non-zeros and one [cuts, K] pass, whatever the number of pieces.
+    non-zeros and one [inside pieces, K] pass, whatever the number of pieces.
     """
     k = bm_a.shape[1]
-    whole = weighted_chunk_sums(bm_a, col, width)  # F(m, N) [M, C]
-    counts = whole[m]  # the end of every piece, as if it ran to N ...
+    # the sums of products per chunk by np.einsum over zero-padded [rows, C, lane] operands, in
+    # float32 while they are exact there (every sum is an integer <= lane * N): about half the
+    # time of int64 products and a segment sum on the zoo models' visits
+    dtype = _exact_float(fb.shape[0] * min(k, width)) or np.float64  # N * chunk length < 2**53 in any real tile
+    bits = _padded_chunks(bm_a, width, dtype)
+    counts = np.einsum("mcl,cl->mc", bits, _padded_chunks(col[None], width, dtype)[0])[m].astype(np.int64)
+    # ... F(m, N): the end of every piece, as if it ran to N
     inside = np.flatnonzero(n0 > 0)  # pieces starting at a cut inside their position
     if inside.size:
         cut = n0[inside]
         us = np.array(sorted(set(cut.tolist())), dtype=np.int64)  # at most num_pes - 1 distinct cuts
         # prefix[u] for the distinct cuts: the non-zeros of the rows up to each cut, added up
         # block by block (the non-zeros are in row-major order)
-        prefix = np.empty((us.size, k), dtype=np.int64)
+        prefix = np.zeros((us.size, bits.shape[1] * bits.shape[2]), dtype=dtype)
         running, start = np.zeros(k, dtype=np.int64), 0
         for j, end in enumerate(fb.row_starts[us].tolist()):
             running += np.bincount(fb.columns[start:end], minlength=k)
-            prefix[j], start = running, end
+            prefix[j, :k], start = running, end
         which = np.searchsorted(us, cut)
-        at_cut = chunk_sums(bm_a[m[inside]] * prefix[which], width)  # F(m, u) of each inside cut
+        # F(m, u) of each inside cut
+        at_cut = np.einsum("icl,icl->ic", bits[m[inside]], prefix.reshape(us.size, *bits.shape[1:])[which])
+        at_cut = at_cut.astype(np.int64)
         counts[inside - 1] = at_cut  # ... but the piece before an inside cut ends there
         counts[inside] -= at_cut
     return counts
@@ -284,7 +333,7 @@ def balanced_streams(bm_a: np.ndarray, nzw: np.ndarray, col: np.ndarray, pes: in
     if m_pos > BALANCED_CUT_POSITIONS * pes:
         order = np.argsort(-popcount, kind="stable")
         rounds = -(-m_pos // pes)
-        return FtpStreams(weighted_chunk_sums(bm_a[order], col, width),
+        return FtpStreams(weighted_chunk_sums(bm_a, col, width, bound=n_out)[order],
                           a_fetches=m_pos, b_fibers=rounds * n_out, b_nonzeros=rounds * int(col.sum()))
     bounds = balanced_runs(popcount, fb.row_nnz, pes)
     runs = bounds.size - 1
@@ -323,6 +372,7 @@ class FtpVisit:
     matched: int  # matched pairs of all streams (the TPPE work)
     correction_lanes: int
     corrected: int
+    sops: int  # synaptic operations: spikes x the non-zero weights they meet, summed over lanes
 
 
 def fired_lanes(lanes: np.ndarray) -> np.ndarray:
@@ -349,14 +399,19 @@ def ftp_visit_fired(hw: HwConfig, fired: np.ndarray, nt: int, nzw: np.ndarray | 
     dealt = FTP_SCHEDULERS[hw.tppe.scheduler](bm_a, fb, col, hw.compute.num_pes, hw.tppe.bitmask_buffer_bits)
     if m_pos:
         # summed over positions first (fired > 0 exactly where bm-A is set): per k,
-        # sum_m (nt - fired) * bm-A = nt * popcount - spikes, and the entries not all fired;
-        # no [M, K] int64 array, whatever the visit's size
-        spikes = fired.sum(axis=0, dtype=np.int64)
-        correction_lanes = int((nt * bm_a.sum(axis=0, dtype=np.int64) - spikes) @ col)
-        corrected = int((bm_a & (fired != nt)).sum(axis=0, dtype=np.int64) @ col)
+        # sum_m (nt - fired) * bm-A = nt * popcount - spikes, and the entries not all fired
+        # (set in bm-A, but fired < nt); no [M, K] int64 array, whatever the visit's size
+        # column sums in the narrowest type that holds m_pos * nt (a uint8 -> int64 sum is a
+        # casting loop three times slower); uint64 would make the products with col float64
+        acc = np.uint16 if m_pos * nt < 2**16 else np.uint32 if m_pos * nt < 2**32 else np.int64
+        spikes = int(fired.sum(axis=0, dtype=acc) @ col)
+        popcount = int(bm_a.view(np.uint8).sum(axis=0, dtype=acc) @ col)
+        correction_lanes = nt * popcount - spikes
+        # fired <= nt: an input that fires in every lane is set in bm-A
+        corrected = popcount - (int((fired == nt).view(np.uint8).sum(axis=0, dtype=acc) @ col) if nt else 0)
     else:
-        correction_lanes = corrected = 0
-    return FtpVisit(dealt, nt, k, int(dealt.counts.sum()), correction_lanes, corrected)
+        spikes = correction_lanes = corrected = 0
+    return FtpVisit(dealt, nt, k, int(dealt.counts.sum()), correction_lanes, corrected, spikes)
 
 
 def time_ftp_visits(hw: HwConfig, visits: list[FtpVisit]) -> list[SynTiming]:
@@ -464,19 +519,20 @@ class PendingAccesses:
 
     def record(self, ranges, finish: int) -> None:
         """Add accesses to `ranges` finishing at `finish` (empty ranges are no access)."""
+        table, entries = self.finish, self.by_finish  # (locals: every instruction records a few)
         for key in ranges:
             lo, hi = key
             if hi <= lo:
                 continue
-            old = self.finish.get(key)
+            old = table.get(key)
             if old is None or old < finish:
                 if old is not None:
-                    del self.by_finish[bisect.bisect_left(self.by_finish, (old, lo, hi))]
-                self.finish[key] = finish
-                bisect.insort(self.by_finish, (finish, lo, hi))
+                    del entries[bisect.bisect_left(entries, (old, lo, hi))]
+                table[key] = finish
+                bisect.insort(entries, (finish, lo, hi))
 
-    def latest(self, start: int, ranges) -> int:
-        """max(start, the latest finish among the pending accesses overlapping `ranges`)."""
+    def latest(self, start: int, ranges, more=()) -> int:
+        """max(start, the latest finish among the pending accesses overlapping `ranges` or `more`)."""
         entries = self.by_finish
         for i in range(len(entries) - 1, -1, -1):
             fin, plo, phi = entries[i]
@@ -485,6 +541,9 @@ class PendingAccesses:
             for lo, hi in ranges:
                 if plo < hi and lo < phi:
                     return fin  # the latest overlapping one: the entries go by decreasing finish
+            for lo, hi in more:
+                if plo < hi and lo < phi:
+                    return fin
         return start
 
     def prune(self, horizon: int) -> None:
@@ -498,7 +557,7 @@ class PendingAccesses:
 def _hazard_start(start: int, reads, writes, pending_reads: PendingAccesses, pending_writes: PendingAccesses) -> int:
     """The latest finish among the pending accesses that overlap (RAW, WAR, WAW), if later than `start`."""
     if reads or writes:
-        start = pending_writes.latest(start, list(reads) + list(writes))  # RAW, WAW
+        start = pending_writes.latest(start, reads, writes)  # RAW, WAW
     if writes:
         start = pending_reads.latest(start, writes)  # WAR
     return start
@@ -544,16 +603,20 @@ class Scoreboard:
         finish = start + cycles
         self.engine_free[engine] = start + (cycles if occupancy is None else min(occupancy, cycles))
         self.makespan = max(self.makespan, finish)
-        self.pending_reads.record(reads, finish)
-        self.pending_writes.record(writes, finish)
-        self.dram_reads.record(dram_reads, finish)
-        self.dram_writes.record(dram_writes, finish)
-        if len(self.pending_reads) + len(self.pending_writes) > 64:
+        if reads:
+            self.pending_reads.record(reads, finish)
+        if writes:
+            self.pending_writes.record(writes, finish)
+        if dram_reads:
+            self.dram_reads.record(dram_reads, finish)
+        if dram_writes:
+            self.dram_writes.record(dram_writes, finish)
+        if len(self.pending_reads.finish) + len(self.pending_writes.finish) > 64:
             # anything finished before every engine is free can no longer delay anyone
             horizon = min(self.engine_free.values())
             self.pending_reads.prune(horizon)
             self.pending_writes.prune(horizon)
-        if len(self.dram_reads) + len(self.dram_writes) > 64:
+        if len(self.dram_reads.finish) + len(self.dram_writes.finish) > 64:
             # only DMAs check DRAM ranges, and the next one starts no earlier than the dma engine is free
             horizon = self.engine_free["dma"]
             self.dram_reads.prune(horizon)
@@ -573,18 +636,21 @@ def bank_ranges(effect) -> list[tuple[int, int]]:
     return reads + effect.writes
 
 
-def finish_compute(hw: HwConfig, effect) -> None:
+def finish_compute(hw: HwConfig, effect, split: tuple[int, int] | None = None) -> None:
     """A compute instruction lasts at least its global-cache bank time (memory.bank_cycles).
 
     The SYN model's modelled SRAM streams (bitmasks, non-zero weights, matched spike
     words, partial sums) replace its dense input/weight ranges (`bank_ranges`) and
     count as traffic spread over the banks; bank-limited cycles beyond the unit's own time are
     `bank_conflict` stall cycles when they exceed the conflict-free time too.
+    `split`: memory.bank_split of bank_ranges(effect), if the caller has it.
     """
     if effect.engine not in ("compute", "neuron"):
         return
     extra = sum(effect.syn.sram_extra.values()) if effect.syn is not None else 0
-    banked, ideal = memory.bank_cycles(hw, bank_ranges(effect), extra)
+    if split is None:
+        split = memory.bank_split(hw, bank_ranges(effect))
+    banked, ideal = memory.bank_cycles_of(hw, split, extra)
     if effect.syn is not None:
         for cause, value in effect.syn.stalls.items():
             effect.stalls[cause] = effect.stalls.get(cause, 0) + value

@@ -84,3 +84,30 @@ def test_ready_cycles_are_monotonic_and_within_the_run(name, passes):
         assert s["ready_cycle"] == max(s["outputs"].values())
         per_output = [s["outputs"][o] for o in outputs]
         assert all(0 < c <= report["total"]["cycles"] for c in per_output)
+
+
+def test_store_marks_of_one_range_match_the_timestep_mask():
+    """OutputTimeline.store_marks works out a contiguous store's timesteps in plain ints; every
+    range (empty, inside, overlapping an end, whole words of SPIKE_WORDS) gives what
+    binformat.io_timestep_mask gives."""
+    from types import SimpleNamespace
+
+    from snnc.backend.binformat import io_timestep_mask
+    from snnc.runtime.output_timing import OutputTimeline
+
+    p = Prog(dram_size=4096)
+    p.tensor("x", False, (3, 1, 8), X, Format.ACT_I32)
+    p.tensor("y", True, (3, 1, 8), Y, Format.ACT_I32)  # [0x200, 0x260): 32 bytes per timestep
+    p.tensor("s", True, (5, 1, 16), 0x400, Format.SPIKE_WORDS)  # every word holds all timesteps
+    timeline = OutputTimeline(p.image())
+    rng = np.random.default_rng(2)
+    for _ in range(500):
+        lo = int(rng.integers(0x1c0, 0x480))
+        hi = lo + int(rng.integers(0, 120))
+        effect = SimpleNamespace(dram_spans=(np.array([lo]), hi - lo))
+        marks = dict((index, steps.tolist()) for index, steps in timeline.store_marks(True, effect))
+        for index, desc in enumerate(timeline.outputs):
+            olo, ohi = timeline.hulls[index]
+            if lo < ohi and olo < hi:
+                assert marks.pop(index) == io_timestep_mask(desc, np.array([lo]), np.array([hi])).tolist()
+        assert not marks

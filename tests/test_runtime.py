@@ -457,3 +457,24 @@ def test_distinct_dram_bytes_union():
     spans = [(np.array([0, 20, 40]), 10), (np.array([5]), 20), (np.array([100]), 4)]
     assert distinct_bytes(spans) == 44
     assert distinct_bytes([]) == 0
+    assert distinct_bytes([(np.zeros(0, dtype=np.int64), 4), (np.zeros(0, dtype=np.int64), np.zeros(0))]) == 0
+
+
+def test_distinct_dram_bytes_against_a_byte_set():
+    """Groups with one length or a length per start (build_report merges the layers' runs so):
+    the union's size is the number of distinct bytes."""
+    from snnc.runtime.report import distinct_bytes, merged_runs
+    rng = np.random.default_rng(11)
+    for _ in range(200):
+        spans = []
+        for _ in range(int(rng.integers(1, 6))):
+            starts = rng.integers(0, 300, int(rng.integers(1, 8)))
+            lengths = int(rng.integers(0, 40)) if rng.random() < 0.5 else rng.integers(0, 40, starts.size)
+            spans.append((starts, lengths))
+        covered = set()
+        for starts, lengths in spans:
+            for lo, n in zip(starts, np.broadcast_to(lengths, starts.shape)):
+                covered.update(range(int(lo), int(lo + n)))
+        assert distinct_bytes(spans) == len(covered)
+        run_start, run_end = merged_runs(spans)
+        assert distinct_bytes([(run_start, run_end - run_start)]) == len(covered)

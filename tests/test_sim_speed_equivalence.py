@@ -193,13 +193,16 @@ def test_weight_reload_at_the_same_address_is_seen():
 
 
 def dense_lif_program(currents, thr, leak, v_reset, *, leak_form, reset, flags, leak_frac, membrane_bits):
-    """One neuron layer fed by an ACT_I32 input through a 1x1 identity synapse: current[t][n]."""
+    """One neuron layer fed by an ACT_I32 input through a 1x1 identity synapse: current[t][n].
+    thr, leak, v_reset: one value per neuron, or one value for all (param_c = 1)."""
     t, n = currents.shape
+    param_c = len(thr)
     hw = HwConfig.from_toml(f"[compute]\nmembrane_bits = {membrane_bits}\ntimestep_lanes = {t}\n")
     p = Prog(hw=hw)
     lay = p.layer("lif", kind=LayerKind.CONV, timesteps=t, in_format=Format.ACT_I32, out_format=Format.SPIKE_PLANES,
-                  leak=leak_form, reset=reset, lif_flags=flags | LifFlags.PER_CHANNEL, in_c=n, in_cs=8, in_h=1,
-                  in_w=1, out_c=n, out_cs=8, out_h=1, out_w=1, leak_frac=leak_frac, param_c=n)
+                  leak=leak_form, reset=reset, lif_flags=flags | (LifFlags.PER_CHANNEL if param_c > 1 else 0),
+                  in_c=n, in_cs=8, in_h=1, in_w=1, out_c=n, out_cs=8, out_h=1, out_w=1, leak_frac=leak_frac,
+                  param_c=param_c)
     p.const(0, np.eye(8, dtype=np.int8))
     block = param_block(np.zeros(n), thr, leak, v_reset)
     p.const(64, block)
@@ -259,24 +262,26 @@ def ref_lif_saturating(current, thr, leak, v_reset, *, leak_form, reset, flags, 
     return spikes, trace, clamps
 
 
-@pytest.mark.parametrize("leak_form,reset,flags", list(itertools.product(
+@pytest.mark.parametrize("leak_form,reset,flags,shared", list(itertools.product(
     [LeakForm.NONE, LeakForm.BETA, LeakForm.TAU],
     [ResetMode.SUBTRACT, ResetMode.ZERO, ResetMode.TO_VALUE],
-    [0, LifFlags.DELAYED_RESET])))
-def test_lif_saturation_paths(leak_form, reset, flags):
+    [0, LifFlags.DELAYED_RESET], [False, True])))
+def test_lif_saturation_paths(leak_form, reset, flags, shared):
     """A 12-bit membrane driven past its range (and one neuron that stays inside it): the
-    clamps, spikes, membranes and the saturation count follow the reference exactly."""
+    clamps, spikes, membranes and the saturation count follow the reference exactly, with
+    parameters per channel or one set for all (param_c = 1, the lanes' scalar operands)."""
     bits, t = 12, 8
     rng = np.random.default_rng(int(leak_form) * 16 + int(reset) * 4 + int(flags))
     currents = rng.integers(-3000, 3000, size=(t, 3))
     currents[:, 2] = rng.integers(-20, 20, size=t)  # within range: the bound lets LIF skip the clamp
-    thr, leak, v_reset = [1500, -900, 40], [200, 96, 128], [-300, 7, 5]
+    thr, leak, v_reset = ([1500], [200], [-300]) if shared else ([1500, -900, 40], [200, 96, 128], [-300, 7, 5])
     lif = dict(leak_form=leak_form, reset=reset, flags=flags, leak_frac=8)
     image = dense_lif_program(currents, thr, leak, v_reset, membrane_bits=bits, **lif)
     res = simulate(image, {"x": currents.reshape(t, 1, 3).astype(np.float32)}, functional=True)
     total_clamps = 0
     for n in range(3):
-        s, v, clamps = ref_lif_saturating([int(c) for c in currents[:, n]], thr[n], leak[n], v_reset[n],
+        p = 0 if shared else n
+        s, v, clamps = ref_lif_saturating([int(c) for c in currents[:, n]], thr[p], leak[p], v_reset[p],
                                           bits=bits, **lif)
         np.testing.assert_array_equal(res.outputs["spk"][:, 0, n], s)
         np.testing.assert_array_equal(res.outputs["mem"][:, 0, n], v)
@@ -416,7 +421,8 @@ def test_lif_lanes_in_int32_match_int64(seed, monkeypatch):
                "flags": int(rng.choice([0, LifFlags.DELAYED_RESET, LifFlags.COMPARE_GT])),
                "leak_frac": int(rng.integers(0, 20)), "membrane_bits": int(rng.choice([12, 24, 32]))}
         currents = rng.integers(-mag, mag, size=(t, n))
-        params = [[int(v) for v in rng.integers(-pm, pm, n)] for _ in range(3)]
+        params = [[int(v) for v in rng.integers(-pm, pm, int(rng.choice([1, n])))] for _ in range(3)]
+        params = [values[:min(len(p) for p in params)] for values in params]  # all per channel, or all shared
         cases.append((dense_lif_program(currents, *params, **lif), {"x": currents.reshape(t, 1, n).astype(np.float32)}))
     narrow = [simulate(image, inputs, functional=True) for image, inputs in cases]
     monkeypatch.setattr(simulator, "INT32_MAX", -1)  # no bound fits: every lane in int64
