@@ -56,14 +56,24 @@ MEMORY_LIMIT_MIB = 4096
 BINARY_LIMIT = 1.1
 
 
-def interleaved_medians(fns: dict, repeats: int, warmup: bool, errors: list[str], label: str = "") -> dict:
+# A pause before each timed call: onnxruntime's worker threads keep spinning for a while after
+# session.run returns, and on 2 cores they slowed whatever was timed next (the functional
+# simulation's median 75-101 ms right after an inference, 50-76 ms after a 0.2 s pause).
+SETTLE_S = 0.2
+
+
+def interleaved_medians(fns: dict, repeats: int, warmup: bool, errors: list[str], label: str = "",
+                        settle_s: float = SETTLE_S) -> dict:
     """Median wall time of each of `fns`, run in alternating rounds (a, b, c, a, b, c, ...)
     so that a change in the machine's load during the measurement weighs on all of them
-    alike and their ratios hold; a function that raises is dropped (its error recorded)."""
+    alike and their ratios hold, each after a pause of `settle_s` (so that none is timed
+    while the previous one's threads wind down); a function that raises is dropped (its
+    error recorded)."""
     samples: dict = {name: [] for name in fns}
     live = dict(fns)
     for i in range(repeats + (1 if warmup else 0)):
         for name, fn in list(live.items()):
+            time.sleep(settle_s)
             start = time.perf_counter()
             try:
                 fn()
