@@ -53,6 +53,30 @@ def package_of(revision: str, tmp: Path) -> Path:
     return shim.parent
 
 
+def alternating_rounds(revisions: list[str], tmp: Path, rounds: int, probe: str, argv: list[str]) -> dict[str, list[str]]:
+    """The stdout of `python -c probe *argv EXPECTED` per round, for this tree and each revision
+    (imported through package_of), the variants taking turns in each round so that the
+    machine's load weighs on all alike; the probe checks that it imported EXPECTED's snnc."""
+    variants = {"this tree": ("", str(ROOT))}
+    try:
+        for revision in revisions:
+            path = str(package_of(revision, tmp))
+            variants[revision] = (path, path)
+        outputs: dict[str, list[str]] = {name: [] for name in variants}
+        for i in range(rounds):
+            print(f"round {i + 1}/{rounds}", file=sys.stderr)
+            for name, (python_path, expected) in variants.items():
+                env = dict(os.environ, PYTHONPATH=python_path)
+                out = subprocess.run([sys.executable, "-c", probe, *argv, expected], env=env,
+                                     capture_output=True, text=True, check=True)
+                outputs[name].append(out.stdout)
+        return outputs
+    finally:
+        for revision in revisions:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tmp / f"tree-{revision}")],
+                           capture_output=True, check=False)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="vgg16-cifar10", help="zoo model (default vgg16-cifar10)")
@@ -67,23 +91,8 @@ def main() -> int:
         tmp = Path(tmp_name)
         model_path = tmp / f"{args.model}.onnx"
         atomic_write_bytes(model_path, build(args.model)[0].SerializeToString())
-        variants = {"this tree": ("", str(ROOT))}
-        try:
-            for revision in args.against:
-                path = str(package_of(revision, tmp))
-                variants[revision] = (path, path)
-            samples: dict[str, list[float]] = {name: [] for name in variants}
-            for i in range(args.rounds):
-                print(f"round {i + 1}/{args.rounds}", file=sys.stderr)
-                for name, (python_path, expected) in variants.items():
-                    env = dict(os.environ, PYTHONPATH=python_path)
-                    out = subprocess.run([sys.executable, "-c", PROBE, str(model_path), expected], env=env,
-                                         capture_output=True, text=True, check=True)
-                    samples[name].append(float(out.stdout))
-        finally:
-            for revision in args.against:
-                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tmp / f"tree-{revision}")],
-                               capture_output=True, check=False)
+        outputs = alternating_rounds(args.against, tmp, args.rounds, PROBE, [str(model_path)])
+        samples = {name: [float(out) for out in runs] for name, runs in outputs.items()}
     load_after = os.getloadavg()[0]
     base = args.against[0]
     base_min, base_median = min(samples[base]), statistics.median(samples[base])

@@ -20,13 +20,12 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compile_ab import ROOT, package_of  # (bench/ is not a package)
+from compile_ab import alternating_rounds  # (bench/ is not a package)
 
 PROBE = r"""
 import sys, time
@@ -35,13 +34,13 @@ import snnc.runtime.simulator as simulator
 from snnc.backend.binformat import read_program
 from snnc.runtime import simulate
 
-assert simulator.__file__.startswith(sys.argv[3]), f"imported {simulator.__file__}, not {sys.argv[3]}"
+assert simulator.__file__.startswith(sys.argv[4]), f"imported {simulator.__file__}, not {sys.argv[4]}"
 image = read_program(open(sys.argv[1], "rb").read())
 inputs = dict(np.load(sys.argv[2]))
 simulate(image, inputs)  # warm-up
 for functional in (False, True):
     times = []
-    for _ in range(int(sys.argv[4])):
+    for _ in range(int(sys.argv[3])):
         start = time.process_time()
         simulate(image, inputs, functional=functional)
         times.append(time.process_time() - start)
@@ -69,24 +68,10 @@ def main() -> int:
         atomic_write_bytes(model_path, model.SerializeToString())
         save_npz(input_path, inputs)
         atomic_write_bytes(program_path, compile_model(model_path, CompileOptions()).binary)
-        variants = {"this tree": ("", str(ROOT))}
-        try:
-            for revision in args.against:
-                path = str(package_of(revision, tmp))
-                variants[revision] = (path, path)
-            samples: dict[tuple[str, str], list[float]] = {(name, mode): [] for name in variants for mode in MODES}
-            for i in range(args.rounds):
-                print(f"round {i + 1}/{args.rounds}", file=sys.stderr)
-                for name, (python_path, expected) in variants.items():
-                    env = dict(os.environ, PYTHONPATH=python_path)
-                    out = subprocess.run([sys.executable, "-c", PROBE, str(program_path), str(input_path), expected,
-                                          str(args.runs)], env=env, capture_output=True, text=True, check=True)
-                    for mode, value in zip(MODES, out.stdout.split()):
-                        samples[(name, mode)].append(float(value))
-        finally:
-            for revision in args.against:
-                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tmp / f"tree-{revision}")],
-                               capture_output=True, check=False)
+        outputs = alternating_rounds(args.against, tmp, args.rounds, PROBE,
+                                     [str(program_path), str(input_path), str(args.runs)])
+        samples = {(name, mode): [float(out.split()[i]) for out in runs]
+                   for name, runs in outputs.items() for i, mode in enumerate(MODES)}
     load_after = os.getloadavg()[0]
     base = args.against[0]
     print(f"# In-process simulation of {args.model}, {args.rounds} alternating rounds (CPU time, fastest of "

@@ -26,7 +26,7 @@ from operator import attrgetter
 
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp
-from xdsl.ir import Block, Operation
+from xdsl.ir import Operation
 from xdsl.traits import SymbolUserOpInterface
 
 from snnc.compiler.local_verify import verify_local
@@ -52,7 +52,8 @@ def _kind(op: Operation) -> int:
 def _walk(root: Operation) -> list[Operation]:
     """root and every op nested in it, in pre-order (as Operation.walk, without its nested
     generators), less the ops a container checks whole itself (its VERIFIES_HELD_OPS, the
-    accel program's instructions: tens of thousands, left to the container's own memory)."""
+    accel program's instructions: tens of thousands, left to the container's own memory;
+    they hold no ops, the container's check refusing any region)."""
     out: list[Operation] = []
     stack = [root]
     while stack:
@@ -61,24 +62,7 @@ def _walk(root: Operation) -> list[Operation]:
         held = getattr(type(op), "VERIFIES_HELD_OPS", ())
         for region in reversed(op.regions):
             for block in reversed(region.blocks):
-                stack.extend(reversed(_held_elsewhere(block, held) if held else tuple(block.ops)))
-    return out
-
-
-def _held_elsewhere(block: Block, held: tuple[type, ...]) -> list[Operation]:
-    """The ops of `block` that are not `held` types (or have regions), following the list
-    link by link and testing each op class once (the block holds tens of thousands)."""
-    out = []
-    is_held: dict[type, bool] = {}
-    op = block.first_op
-    while op is not None:
-        cls = type(op)
-        skip = is_held.get(cls)
-        if skip is None:
-            skip = is_held[cls] = issubclass(cls, held)
-        if not skip or op.regions:
-            out.append(op)
-        op = op.next_op
+                stack.extend(reversed(accel.ops_of(block, held, wanted=False) if held else tuple(block.ops)))
     return out
 
 

@@ -625,10 +625,10 @@ class IoOp(IRDLOperation):
 # --------------------------------------------------------------------------------------
 
 
-def _ops_of(block: Block, kind: type) -> list:
-    """The ops of `block` that are `kind`s, in order. A program holds tens of thousands:
-    the list is followed link by link (not through the block's op iterator) and the
-    (abstract-base-class) isinstance test is made once per op class."""
+def ops_of(block: Block, kind: type | tuple[type, ...], wanted: bool = True) -> list:
+    """The ops of `block` that are `kind`s (with `wanted` False: that are not), in order. A
+    program holds tens of thousands: the list is followed link by link (not through the
+    block's op iterator) and the (abstract-base-class) isinstance test is made once per op class."""
     out = []
     is_kind: dict[type, bool] = {}
     op = block.first_op
@@ -637,7 +637,7 @@ def _ops_of(block: Block, kind: type) -> list:
         hit = is_kind.get(cls)
         if hit is None:
             hit = is_kind[cls] = issubclass(cls, kind)
-        if hit:
+        if hit is wanted:
             out.append(op)
         op = op.next_op
     return out
@@ -675,16 +675,16 @@ class ProgramOp(IRDLOperation):
 
     # -- views -------------------------------------------------------------------------
     def constants(self) -> list[ConstOp]:
-        return _ops_of(self.body.block, ConstOp)
+        return ops_of(self.body.block, ConstOp)
 
     def io_ops(self) -> list[IoOp]:
-        return _ops_of(self.body.block, IoOp)
+        return ops_of(self.body.block, IoOp)
 
     def layers(self) -> list[LayerOp]:
-        return _ops_of(self.body.block, LayerOp)
+        return ops_of(self.body.block, LayerOp)
 
     def instructions(self) -> list[InstructionOp]:
-        return _ops_of(self.body.block, InstructionOp)
+        return ops_of(self.body.block, InstructionOp)
 
     def parts(self) -> ProgramParts:
         """constants(), io_ops(), layers() and instructions() in one walk of the body."""
