@@ -786,7 +786,6 @@ def _check_layer(i: int, lay: dict[str, int], hw: HwConfig) -> None:
 KEEP_COMPRESSED = int(isa.DmaFlags.KEEP_COMPRESSED)  # a plain int: `int & IntFlag` builds a flag object per test
 
 _TILE_OPCODES = {spec.opcode for spec in isa.INSTRUCTIONS if spec.has_layer}  # SYN, LIF, PACK, POOL, ADD
-_WEIGHT_FIBER_OPCODES = {Opcode.DMA_LOAD_BM, Opcode.DMA_STORE_BM, Opcode.SYN}  # isa.weight_fiber_field_error
 _DMA_2D_OPCODES = frozenset((Opcode.DMA_LOAD, Opcode.DMA_STORE))
 
 
@@ -951,7 +950,7 @@ def validate_image(image: ProgramImage,
                     raise BinaryFormatError(f"{where}.{wrong}")
             for operand in spec.sram_operands(f, None):
                 _check_span(where, operand.field, operand.addr, operand.size, sram, "SRAM")
-        if opcode in _WEIGHT_FIBER_OPCODES:
+        if opcode in isa.WEIGHT_FIBER_OPCODES:
             wrong = isa.weight_fiber_field_error(opcode, f)
             if wrong:
                 raise BinaryFormatError(f"{where}.{wrong}")

@@ -170,14 +170,17 @@ def fiber_dma_end(dram_addr: int, fibers: int, elems: int, elem_bits: int, flags
     return dram_addr + fibers * fiber_slot_bytes(elems, elem_bits)
 
 
+WEIGHT_FIBER_OPCODES = frozenset((Opcode.DMA_LOAD_BM, Opcode.DMA_STORE_BM, Opcode.SYN))  # weight_fiber_field_error's
+
+
 def weight_fiber_field_error(opcode: Opcode, fields: dict[str, int]) -> str | None:
     """A message starting with the field's name when an instruction's weight-fiber flags and
     sizes disagree, else None: PACKED / KEEP_COMPRESSED are for loads only; sram_bytes goes
     with KEEP_COMPRESSED and w_bytes with SynFlags.COMPRESSED_WEIGHTS (each > 0 exactly when
     its flag is set). The one statement of the rule, for the binary validator (which the
-    simulator runs first) and the accel verifier."""
+    simulator runs first) and the accel verifier; it concerns WEIGHT_FIBER_OPCODES only."""
     flags = fields.get("flags", 0)
-    if opcode == Opcode.DMA_STORE_BM and flags & (DmaFlags.PACKED | DmaFlags.KEEP_COMPRESSED):
+    if opcode == Opcode.DMA_STORE_BM and flags & (_PACKED | _KEEP_COMPRESSED):
         return "flags: PACKED is for dma.load_bm only (a store writes slots), and so is KEEP_COMPRESSED"
     if opcode == Opcode.DMA_LOAD_BM and bool(flags & _KEEP_COMPRESSED) != (fields["sram_bytes"] > 0):
         return f"sram_bytes = {fields['sram_bytes']}: goes with flag KEEP_COMPRESSED (and only with it)"

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from snnc.backend.errors import CompileError, SnncError
-from snnc.runtime.collect import fewer_collections
+from snnc.runtime.collect import IR_FULL_EVERY, fewer_collections
 from snnc.compiler.explore_cost import (
     DATAFLOWS,
     ORDERS,
@@ -339,7 +339,7 @@ def simulate_schedule(model, hw: str, inputs: dict, pipeline: str) -> tuple[Figu
 def explore(model: str | Path, hw: str, inputs: dict, objective: str = "energy", *, max_group: int = MAX_GROUP,
             batches: list[int] | None = None, method: str = "dp", confirm: bool = True,
             progress: Progress | None = None) -> Exploration:
-    with fewer_collections():  # the search clones and drops whole modules: see runtime/collect.py
+    with fewer_collections(full_every=IR_FULL_EVERY):  # the search clones and drops whole modules
         if objective not in OBJECTIVES:
             raise SnncError(f"--objective {objective!r}: expected one of {', '.join(OBJECTIVES)}")
         progress = progress or Progress()

@@ -49,7 +49,7 @@ from xdsl.utils.exceptions import ArgSpecParseError, DiagnosticException, Verify
 
 from snnc.backend.errors import CompileError, SnncError
 from snnc.compiler.verify import IncrementalVerifier
-from snnc.runtime.collect import fewer_collections
+from snnc.runtime.collect import IR_FULL_EVERY, fewer_collections
 from snnc.dialects import make_context
 from snnc.passes import get_all_passes, pass_level
 
@@ -308,13 +308,13 @@ def compile_model(
 ) -> CompileResult:
     """Compile an ONNX model (path or ModelProto) to a prog.bin image. `on_step` is called
     with each step's name as it starts (the CLI's progress display)."""
-    with fewer_collections(full_every=100):
+    with fewer_collections(full_every=IR_FULL_EVERY):
         result = _compile(model, options, ir_stream, on_step)
     if result.kept_loop_module is None:
         quiet = dataclasses.replace(options, print_ir_after_all=False)
 
         def rebuild() -> ModuleOp:
-            with fewer_collections(full_every=100):
+            with fewer_collections(full_every=IR_FULL_EVERY):
                 return _compile(model, quiet, None, None, loop_level_only=True)
 
         result.rebuild_loop_module = rebuild

@@ -13,8 +13,8 @@ of those changed or came or went; and symbol users (memref.get_global checks its
 when a module-level op changed; and, when a function's type or attributes change, the ops
 it holds (its return checks the type). A container that checks the ops it holds whole
 (VERIFIES_HELD_OPS: accel.program and its instructions) is re-run every time and those ops
-are not fingerprinted here: it remembers which of them passed, with what. Ops compare by identity and attributes by value (an
-equal attribute verifies the same); a fingerprint holds its objects, so no id is reused while
+are not fingerprinted here: it remembers which of them passed, with what. Ops compare by
+identity and attributes by value (an equal attribute verifies the same); a fingerprint holds its objects, so no id is reused while
 it is kept. Only op-local and the listed container checks are redone: a check that reads
 ops elsewhere (beyond those above) would need listing here.
 The first call verifies everything, as `module.verify()` does.
@@ -105,11 +105,7 @@ class IncrementalVerifier:
                 containers.append(op)
             elif kind == _SYMBOL_USER:
                 symbol_users.append(op)
-            elif previous.get(id(op)) == fingerprint:
-                pass
-            elif isinstance(op, getattr(type(op.parent_op()), "VERIFIES_HELD_OPS", ())):
-                changed_parents.add(id(op.parent_op()))  # its container checks it whole (accel.program)
-            else:
+            elif previous.get(id(op)) != fingerprint:
                 verify_local(op)
                 verified.add(id(op))
                 changed_parents.add(id(op.parent_op()))
@@ -120,7 +116,7 @@ class IncrementalVerifier:
                 # it checks the ops it holds itself, remembering which passed (_walk left them
                 # out): run it every time, its own memory makes that cheap
                 children[id(op)] = ()
-                op.verify(verify_nested_ops=False)
+                verify_local(op)
                 continue
             held = children[id(op)] = tuple(id(o) for r in op.regions for b in r.blocks for o in b.ops)
             signature = signatures[id(op)] = (*map(id, op.properties.values()), *map(id, op.attributes.values()),

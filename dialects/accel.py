@@ -236,12 +236,15 @@ def _verify_field_ranges(op: _FieldsOp) -> None:
             _check_field_range(op.name, f, props[f.name].data)  # raises, naming the field
 
 
-_CHECK_PLANS: dict[type, tuple[frozenset[str], tuple[tuple[str, int, int], ...]]] = {}  # verify_fields_op's, per class
-
-
 @functools.lru_cache(maxsize=None)
 def _field_names(op_class: type[_FieldsOp]) -> frozenset[str]:
     return frozenset(f.name for f in op_class.FIELDS)
+
+
+@functools.lru_cache(maxsize=None)
+def _field_ranges(op_class: type[_FieldsOp]) -> tuple[tuple[str, int, int], ...]:
+    """(name, lowest, highest) of each integer field: verify_fields_op's plan."""
+    return tuple((f.name, lo, hi) for f, lo, hi in _int_fields(op_class))
 
 
 def verify_fields_op(op: _FieldsOp) -> dict[str, int]:
@@ -253,11 +256,7 @@ def verify_fields_op(op: _FieldsOp) -> dict[str, int]:
     if op._operands or op.results or op.regions or op._successors:  # the tuples themselves (no views)
         raise VerifyException(f"{op.name}: an instruction has no operands, results, regions or successors")
     props = op.properties
-    plan = _CHECK_PLANS.get(type(op))
-    if plan is None:
-        plan = _CHECK_PLANS[type(op)] = (_field_names(type(op)), tuple((f.name, lo, hi) for f, lo, hi in
-                                                                      _int_fields(type(op))))
-    names, ranges = plan
+    names, ranges = _field_names(type(op)), _field_ranges(type(op))
     if props.keys() == names:  # the common case in one pass: every field an IntAttr in range
         values = {}
         for name, lo, hi in ranges:
@@ -300,9 +299,7 @@ class InstructionOp(_FieldsOp):
     @property
     def layer_symbol(self) -> str | None:
         ref = self.properties.get("layer")
-        if ref is None:
-            return None
-        return ref.root_reference.data if type(ref) is SymbolRefAttr or isinstance(ref, SymbolRefAttr) else None
+        return ref.root_reference.data if isinstance(ref, SymbolRefAttr) else None
 
     @classmethod
     def create_with(cls, layer: str | None = None, **fields: int) -> InstructionOp:
@@ -755,9 +752,7 @@ class ProgramOp(IRDLOperation):
                 if cls is ExitCheckOp:
                     _verify_exit_check(op, io_ops, last_check)
                 props = op.properties
-                ref = props.get("layer")
-                layer_key = None if ref is None else layer_inputs.get(
-                    ref.root_reference.data if type(ref) is SymbolRefAttr or isinstance(ref, SymbolRefAttr) else None)
+                layer_key = layer_inputs.get(op.layer_symbol)
                 passed = op.__dict__.get("_verified_inputs")
                 if (passed is None or passed[1] is not layer_key or passed[2] != dram_size
                         or passed[3] != sram_size or passed[0] != props
@@ -882,7 +877,6 @@ _SPIKE_TILE_OPCODES = frozenset((Opcode.POOL, Opcode.ADD))  # and PACK whatever 
 _IN_ROWS_OPCODES = frozenset((Opcode.SYN, Opcode.POOL))
 _DMA_OPCODES = frozenset((Opcode.DMA_LOAD, Opcode.DMA_STORE))
 _FIBER_DMA_OPCODES = frozenset((Opcode.DMA_LOAD_BM, Opcode.DMA_STORE_BM))
-_WEIGHT_FIBER_OPCODES = frozenset((*_FIBER_DMA_OPCODES, Opcode.SYN))  # the ones isa.weight_fiber_field_error checks
 
 
 def _verify_instruction(op: InstructionOp, v: dict[str, int], layers: dict[str, LayerOp], layer_key: tuple | None,
@@ -923,7 +917,7 @@ def _verify_instruction(op: InstructionOp, v: dict[str, int], layers: dict[str, 
         wrong = f.value_error(v[f.name])
         if wrong:
             raise VerifyException(f"{where}: {wrong}")
-    if opcode in _WEIGHT_FIBER_OPCODES:
+    if opcode in isa.WEIGHT_FIBER_OPCODES:
         wrong = isa.weight_fiber_field_error(opcode, v)
         if wrong:
             raise VerifyException(f"{where}: {wrong}")

@@ -19,6 +19,9 @@ import contextlib
 import gc
 
 
+IR_FULL_EVERY = 100  # `full_every` for compile-side work (compiles, explore's search): see above
+
+
 @contextlib.contextmanager
 def fewer_collections(gen0: int = 50_000, full_every: int = 0):
     old = gc.get_threshold()
