@@ -42,6 +42,18 @@ def test_tables_and_verdicts(bench):
     assert "n/a" in lines["resnet18-imagenet compile + simulate < 4096 MiB"]
 
 
+
+def test_every_model_gets_the_three_ratio_verdicts(bench):
+    fast = {**ROW, "model": "mlp", "proc_compile_s": 0.5, "proc_ort_s": 0.25, "sim_cycle_s": 0.6, "ort_infer_s": 0.1,
+            "sim_functional_s": 0.3}
+    table = bench.every_model([ROW, fast, {"model": "broken"}], processes=True)
+    assert "| vgg16-cifar10 | 2.00x MET | 1.50x MET | 0.90x MET |" in table
+    assert "| mlp | 2.00x MET | 6.00x MISSED | 3.00x MISSED |" in table
+    assert "| broken | not measured | not measured | not measured |" in table
+    assert "4 of 9 met." in table
+    in_process = bench.every_model([fast], processes=False)  # no whole-process column without processes
+    assert "| mlp | 6.00x MISSED | 3.00x MISSED |" in in_process and "whole process" not in in_process
+
 def test_process_stats_measures_the_child_not_the_parent(bench):
     errors: list[str] = []
     stats = bench.process_stats({"big": [sys.executable, "-c", "x = bytearray(64 << 20)"],
