@@ -9,13 +9,14 @@ CONTRACT:
     object of each source comes from a cache keyed by the source text itself, so a hit runs
     exactly the code the source compiles to (what a .pyc file is to a module); a miss
     compiles as before and is added.
-  * The cache is one marshal file per interpreter bytecode version under CACHE_DIR
+  * The cache is one marshal file per interpreter bytecode version in `cache_dir()`
     (SNNC_CACHE_DIR, else $XDG_CACHE_HOME/snnc, else ~/.cache/snnc). It is read once, on
     the first dataclass defined; the misses are merged into it at exit (written to a
     temporary file, then renamed: a concurrent reader sees the old or the new file, never
-    half of one). Nothing is written when Python is told not to write bytecode
-    (PYTHONDONTWRITEBYTECODE, -B), when nothing was missed, or when the folder cannot be
-    written; an unreadable or foreign file is treated as empty. Never an error.
+    half of one). Past MAX_ENTRIES sources it keeps only those the saving process used.
+    Nothing is written when Python is told not to write bytecode (PYTHONDONTWRITEBYTECODE,
+    -B), when nothing was missed, or when the folder cannot be written; an unreadable or
+    foreign file is an empty cache. Never an error.
   * Only `dataclasses`' own `exec` is replaced (a name in that module's namespace, which
     Python looks up before the builtins); an interpreter whose dataclasses module does not
     compile through `exec`, or where something else replaced it, is left alone.
@@ -34,7 +35,8 @@ import tempfile
 from pathlib import Path
 
 FORMAT = 1  # bump when the file's layout changes
-MAX_ENTRIES = 20_000  # a cache grown past this (many snnc versions' classes) starts over
+MAX_ENTRIES = 5_000  # a compile uses ~900; past this (other versions' or a script's classes) the file
+# starts over from the sources the saving process used
 
 
 def cache_dir() -> Path:
@@ -64,6 +66,7 @@ class _CompiledSources:
         self.path, self.module_globals = path, module_globals
         self.codes: dict | None = None
         self.missed: dict = {}
+        self.used: set[str] = set()
 
     def exec(self, source, globals=None, locals=None, /):
         if globals is None:  # what `exec` in the replaced module's code would take
@@ -73,6 +76,7 @@ class _CompiledSources:
         if self.codes is None:
             self.codes = _read(self.path)
         code = self.codes.get(source)
+        self.used.add(source)
         if code is None:
             # what exec(source) compiles: file "<string>", no __future__ flags (dataclasses has none)
             code = compile(source, "<string>", "exec", dont_inherit=True)
@@ -84,9 +88,9 @@ class _CompiledSources:
             return
         try:
             merged = _read(self.path)
-            if len(merged) + len(self.missed) > MAX_ENTRIES:
-                merged = {}
             merged.update(self.missed)
+            if len(merged) > MAX_ENTRIES:  # start over from what this process used
+                merged = {source: self.codes[source] for source in self.used}
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".dataclass-code-")
             try:

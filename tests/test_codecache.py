@@ -71,3 +71,14 @@ print(len(sources.missed))
     nothing = subprocess.run([sys.executable, "-B", "-c", script], capture_output=True, text=True,
                              env={**env, "SNNC_CACHE_DIR": str(tmp_path / "unwritten")}, check=True)
     assert int(nothing.stdout) > 0 and not (tmp_path / "unwritten").exists()  # -B: no bytecode written
+
+
+def test_a_cache_grown_too_big_keeps_what_the_saving_process_used(tmp_path, monkeypatch):
+    path = tmp_path / "code.marshal"
+    path.write_bytes(marshal.dumps({f"x = {i}": compile(f"x = {i}", "<string>", "exec") for i in range(5)}))
+    monkeypatch.setattr(codecache, "MAX_ENTRIES", 5)
+    sources = codecache._CompiledSources(path, vars(dataclasses))
+    sources.exec("x = 1", {}, {})  # a hit
+    sources.exec("y = 2", {}, {})  # a miss: 6 sources, one too many
+    sources.save()
+    assert set(marshal.loads(path.read_bytes())) == {"x = 1", "y = 2"}
