@@ -31,7 +31,7 @@ import importlib.util
 import marshal
 import os
 import sys
-import tempfile
+import types
 from pathlib import Path
 
 FORMAT = 1  # bump when the file's layout changes
@@ -77,7 +77,7 @@ class _CompiledSources:
             self.codes = _read(self.path)
         code = self.codes.get(source)
         self.used.add(source)
-        if code is None:
+        if type(code) is not types.CodeType:  # a miss (or a foreign file's value)
             # what exec(source) compiles: file "<string>", no __future__ flags (dataclasses has none)
             code = compile(source, "<string>", "exec", dont_inherit=True)
             self.codes[source] = self.missed[source] = code
@@ -86,6 +86,8 @@ class _CompiledSources:
     def save(self) -> None:
         if not self.missed or sys.dont_write_bytecode:
             return
+        import tempfile
+
         try:
             merged = _read(self.path)
             merged.update(self.missed)

@@ -17,7 +17,8 @@ def test_the_compile_side_installs_the_cache():
     assert isinstance(vars(dataclasses)["exec"].__self__, codecache._CompiledSources)
 
 
-def test_a_miss_is_saved_and_then_served(tmp_path):
+def test_a_miss_is_saved_and_then_served(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)  # as without PYTHONDONTWRITEBYTECODE
     path = tmp_path / "code.marshal"
     first = codecache._CompiledSources(path, vars(dataclasses))
     namespace: dict = {}
@@ -34,7 +35,7 @@ def test_a_miss_is_saved_and_then_served(tmp_path):
 
 def test_a_damaged_or_foreign_file_is_an_empty_cache(tmp_path):
     path = tmp_path / "code.marshal"
-    for content in (b"\x00garbage", marshal.dumps([1, 2, 3]), b""):
+    for content in (b"\x00garbage", marshal.dumps([1, 2, 3]), b"", marshal.dumps({"def g():\n return 7": 5})):
         path.write_bytes(content)
         sources = codecache._CompiledSources(path, vars(dataclasses))
         namespace: dict = {}
@@ -74,6 +75,7 @@ print(len(sources.missed))
 
 
 def test_a_cache_grown_too_big_keeps_what_the_saving_process_used(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
     path = tmp_path / "code.marshal"
     path.write_bytes(marshal.dumps({f"x = {i}": compile(f"x = {i}", "<string>", "exec") for i in range(5)}))
     monkeypatch.setattr(codecache, "MAX_ENTRIES", 5)
