@@ -298,8 +298,12 @@ class InstructionOp(_FieldsOp):
 
     @property
     def layer_symbol(self) -> str | None:
+        # read for every instruction by the verifier and the accel passes: most (the DMA ops)
+        # have no layer, and None or an exact SymbolRefAttr skip the abstract-base-class test
         ref = self.properties.get("layer")
-        return ref.root_reference.data if isinstance(ref, SymbolRefAttr) else None
+        if ref is None:
+            return None
+        return ref.root_reference.data if type(ref) is SymbolRefAttr or isinstance(ref, SymbolRefAttr) else None
 
     @classmethod
     def create_with(cls, layer: str | None = None, **fields: int) -> InstructionOp:
