@@ -19,7 +19,8 @@ CONTRACT:
     ops (output positions, and positions x timesteps). A group with a kernel that fits the
     SRAM under no tiling (tile-sizes' CompileError) is None: infeasible, not penalised; a
     group layer-fuse does not make one kernel is SPLIT (a finer schedule is the same). A
-    CompileError of the schedule's passes makes every group None.
+    CompileError of the schedule's passes makes every group None. A Cost pickles (explore
+    costs the batches in forked processes).
   * `Calibration.fit(hw, [(costs, report), ...])` fits, per layer, compute cycles, SRAM bytes
     and compute energy as a x positions + b x (positions x timesteps) (least squares, a, b >=
     0) to simulated schedules (the simulator's per-layer report); `Calibration.predict(costs)`
@@ -68,6 +69,10 @@ class Group:
         return self.start + self.length
 
 
+def _no_work() -> list[int]:
+    return [0, 0]
+
+
 @dataclass
 class Cost:
     """Analytic counts of a group (summed over its kernels)."""
@@ -79,7 +84,7 @@ class Cost:
     constant_read: int = 0  # of dram_read: constant loads (weights, parameters)
     serial: bool = False  # a layer alone in single visit buffers: its DMAs cannot overlap its compute
     # per layer symbol: compute work as (output positions, positions x timesteps)
-    work: dict[str, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
+    work: dict[str, list[int]] = field(default_factory=lambda: defaultdict(_no_work))
 
     def add(self, other: Cost) -> None:
         self.dram_read += other.dram_read
