@@ -167,6 +167,9 @@ class LoopBase:
                                    "a --passes option")
         self.ctx = make_context()
         self._scheduled: tuple[str | None, ModuleOp | None] = (None, None)  # the last schedule's passes run
+        # (loop passes, kernel symbol) -> a layer alone's buffer sizes by tiling (TiledKernel.known): the
+        # same passes make the same kernel, which the runs of one batch size under each tiling
+        self._known_sizes: dict[tuple[str, str], dict] = {}
 
     @classmethod
     def build(cls, model, hw: str) -> LoopBase:
@@ -219,7 +222,7 @@ class LoopBase:
             else:  # not costed: out of the way of tile-sizes and hoist-loads
                 kernel.detach()
                 kernel.erase()
-        placed = self._size(module, by_group, groups, outcome)
+        placed = self._size(module, by_group, groups, outcome, ",".join(passes))
         HoistLoads().apply(self.ctx, module)
         names = {symbol: layer.source.data for symbol, layer in layer_table(module).items()}
         for gi, kernel in placed:
@@ -239,8 +242,10 @@ class LoopBase:
             return None
         return module
 
-    def _size(self, module: ModuleOp, by_group: dict, groups: list[Group], outcome: list) -> list:
-        """tile-sizes, kernel by kernel; a group with a kernel that does not fit is None."""
+    def _size(self, module: ModuleOp, by_group: dict, groups: list[Group], outcome: list, passes: str) -> list:
+        """tile-sizes, kernel by kernel; a group with a kernel that does not fit is None.
+        `passes`: the loop passes that made the module (a layer alone's sizes are shared with
+        the same kernel of another run after the same passes)."""
         from snnc.passes.tile_sizes import size_kernel
 
         layers, placed = layer_table(module), []
@@ -249,8 +254,9 @@ class LoopBase:
             fits = not split
             for kernel in group_kernels if fits else ():
                 try:
+                    known = None if members(kernel) else self._known_sizes.setdefault((passes, kernel.sym_name.data), {})
                     layers = size_kernel(module, kernel, self.hw, layers, self.timesteps,
-                                         groups[gi].tiling == "traffic")
+                                         groups[gi].tiling == "traffic", known)
                 except CompileError:
                     fits = False
             if not fits:

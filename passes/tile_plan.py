@@ -55,6 +55,7 @@ class TiledKernel:
     layers: dict
     timesteps: int
     available: int
+    known: dict | None = None  # sizes by (chs, rows), per buffer in `buffers` order, shared with clones of the kernel
 
     def __post_init__(self):
         self.by_dim: dict[str, list[Loop]] = {}
@@ -80,8 +81,16 @@ class TiledKernel:
             steps.update({loop.op: rows for loop in self.by_dim.get("m", [])})
         key = (chs, rows)
         if key not in self.cache:
-            shapes = largest_tiles(self.kernel.body.block, self.layers, self.timesteps, steps, self.ops)
-            self.cache[key] = {buf: shape_bytes(shapes[buf]) if buf in shapes else 1 for buf in self.buffers}
+            # a step left as the IR's is the clones' alike only on a loop no plan changes
+            known = self.known if (chs is not None or is_fixed(self.n)) and (rows is not None or is_fixed(self.m)) \
+                else None
+            found = known.get(key) if known is not None else None
+            if found is None:
+                shapes = largest_tiles(self.kernel.body.block, self.layers, self.timesteps, steps, self.ops)
+                found = tuple(shape_bytes(shapes[buf]) if buf in shapes else 1 for buf in self.buffers)
+                if known is not None:
+                    known[key] = found
+            self.cache[key] = dict(zip(self.buffers, found))
         return self.cache[key]
 
     def total(self, chs: int | None, rows: int | None, copies: int, weight_copies: int) -> int:
