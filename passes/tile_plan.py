@@ -14,7 +14,7 @@ from xdsl.dialects.builtin import IntAttr, IntegerAttr
 
 from snnc.dialects import tile
 from snnc.passes.footprints import (
-    buffer_bytes, channel_tiles, const_bytes, kernel_buffers, largest_tiles, role, shape_bytes, tile_ops,
+    buffer_bytes, channel_tiles, const_bytes, kernel_buffers, largest_tiles, nested_ops, role, shape_bytes, tile_ops,
 )
 from snnc.passes.loop_walk import Counts, Walk
 from snnc.passes.loopnest import Loop, loops_in, set_step
@@ -125,8 +125,8 @@ def channel_options(k: TiledKernel) -> list[int | None]:
         return [None]
     out_cs = k.n.upper - k.n.lower
     grain = 8
-    for op in k.kernel.body.walk():
-        if isinstance(op, tile.StoreOp) and isinstance(op.dst.owner, tile.MapOp) and op.dst.owner.slice is not None:
+    for op in nested_ops(k.kernel.body.block, tile.StoreOp):
+        if isinstance(op.dst.owner, tile.MapOp) and op.dst.owner.slice is not None:
             grain = max(grain, op.dst.owner.slice.data)
     return sorted({(-(-out_cs // parts) + grain - 1) // grain * grain for parts in range(1, out_cs // grain + 1)},
                   reverse=True)
@@ -204,7 +204,7 @@ def plan_traffic(k: TiledKernel, chs: int | None, rows: int | None, weight_copie
     one_tile = k.n is None or chs is None or (chs >= k.n.upper - k.n.lower and weight_copies == 1)
     if one_tile:
         steps = {loop.op: chs for loop in k.by_dim.get("n", [])} if chs is not None else {}
-        loads = [op for op in k.kernel.body.walk() if isinstance(op, tile.LoadConstOp)]
+        loads = nested_ops(k.kernel.body.block, tile.LoadConstOp)
         once = sum(const_bytes(op, c, n) for op in loads for c, n in channel_tiles(op.ch0, op.chs, steps))
         total += once - counts.constant_read
     return total
@@ -213,8 +213,8 @@ def plan_traffic(k: TiledKernel, chs: int | None, rows: int | None, weight_copie
 def state_transfers(kernel: tile.KernelOp) -> list[scf.IfOp]:
     """The guarded loads and stores of neuron state between time batches (time-batch)."""
     found = []
-    for op in kernel.body.walk():
-        if isinstance(op, scf.IfOp) and any(
+    for op in nested_ops(kernel.body.block, scf.IfOp):
+        if any(
                 isinstance(inner, tile.LoadOp | tile.StoreOp) and role(inner.dst if isinstance(inner, tile.LoadOp)
                                                                       else inner.src) == "state"
                 for inner in op.walk()):
