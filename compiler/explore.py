@@ -36,6 +36,8 @@ import os
 import re
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -221,7 +223,8 @@ def _forked_batch(task: tuple[int, int, list]) -> tuple[int, dict]:
 
 def _costed_batches(base: LoopBase, tasks: list[tuple[int, list]], workers: int, tick: Callable[[], None]):
     """batch_costs of each (batch, plan), in order; in `workers` forked processes if more than one
-    (the batches with the most runs first, so that the last to finish is short)."""
+    (the batches with the most runs first, so that the last to finish is short). A batch whose
+    worker died (the pool broke: killed, out of memory) is costed here instead."""
     workers = min(workers, len(tasks))
     if workers <= 1:
         for batch, plan in tasks:
@@ -231,16 +234,19 @@ def _costed_batches(base: LoopBase, tasks: list[tuple[int, list]], workers: int,
     _FORKED_BASE = base
     done: dict[int, dict] = {}
     try:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
             order = sorted(range(len(tasks)), key=lambda i: -len(tasks[i][1]))
-            for index, costs in pool.imap_unordered(_forked_batch, [(i, *tasks[i]) for i in order]):
+            for future in as_completed([pool.submit(_forked_batch, (i, *tasks[i])) for i in order]):
+                index, costs = future.result()
                 done[index] = costs
                 for _ in tasks[index][1]:
                     tick()
+    except BrokenProcessPool:
+        pass
     finally:
         _FORKED_BASE = None
-    for index in range(len(tasks)):
-        yield done[index]
+    for index, (batch, plan) in enumerate(tasks):
+        yield done[index] if index in done else batch_costs(base, batch, plan, tick)
 
 
 def _run_plan(n: int, spans: list[tuple[int, int]], variants: list[Variant]) -> list[tuple[list, Variant]]:
