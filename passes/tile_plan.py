@@ -65,8 +65,11 @@ class TiledKernel:
         self.m: Loop | None = self.by_dim.get("m", [None])[0]
         self.t: Loop | None = self.by_dim.get("t", [None])[0]
         self.buffers = kernel_buffers(self.kernel)
+        # per buffer, what its copies follow (buffer_copies): 0 none, 1 the weight copies, 2 the copies
+        self.kinds = [0 if not dims else 1 if dims == ("n",) else 2 for dims in (b.rotate_dims for b in self.buffers)]
         self.ops = tile_ops(self.kernel.body.block)
         self.cache: dict = {}
+        self.sums: dict = {}  # (chs, rows) -> aligned bytes of the buffers of each kind
         self.walk: Walk | None = None  # the nest compiled for plan_traffic, its n and m steps variable
 
     def set_steps(self, dim: str, step: int) -> None:
@@ -94,8 +97,13 @@ class TiledKernel:
         return self.cache[key]
 
     def total(self, chs: int | None, rows: int | None, copies: int, weight_copies: int) -> int:
-        return sum(buffer_copies(buf, copies, weight_copies) * align(max(size, 1))
-                   for buf, size in self.sizes(chs, rows).items())
+        """The bytes of every buffer in its copies (buffer_copies), aligned."""
+        sums = self.sums.get((chs, rows))
+        if sums is None:
+            sums = self.sums[chs, rows] = [0, 0, 0]
+            for kind, size in zip(self.kinds, self.sizes(chs, rows).values()):
+                sums[kind] += align(max(size, 1))
+        return sums[0] + weight_copies * sums[1] + copies * sums[2]
 
     def fits(self, chs, rows, copies, weight_copies) -> bool:
         return self.total(chs, rows, copies, weight_copies) <= self.available
