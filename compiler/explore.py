@@ -24,15 +24,20 @@ CONTRACT:
     their own), so dynamic programming over the kernels finds the best schedule of the space
     exactly ("dp"); it keeps the `top` best per prefix (for edp: the energy/cycles Pareto
     front), for the table. `exhaustive` evaluates every schedule as a whole instead (small
-    models: the tests compare the two).
+    models: the tests compare the two). The batches are costed in forked processes, one per
+    core (`search_workers`); the table, and so the result, is the one a single process builds.
   * `explore(...)` returns an Exploration; nothing here prints except through `progress`.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import re
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -163,32 +168,85 @@ def alone_variants(orders: tuple[str, ...], tilings: tuple[str, ...], dataflows:
 
 def segment_table(base: LoopBase, batches: list[int], spans: list[tuple[int, int, int]],
                   tick: Callable[[], None] = lambda: None, orders: tuple[str, ...] = ORDERS,
-                  tilings: tuple[str, ...] = TILINGS, dataflows: tuple[str, ...] = DATAFLOWS) -> tuple[dict, int]:
+                  tilings: tuple[str, ...] = TILINGS, dataflows: tuple[str, ...] = DATAFLOWS,
+                  workers: int = 1) -> tuple[dict, int]:
     """Group -> Cost, None (infeasible) or SPLIT, for every kernel alone (every synaptic one in
     every `alone_variants`) and every span in `spans`, at every batch. Spans that do not overlap
-    share a run."""
+    share a run. `workers` > 1: the batches are costed in that many forked processes (each
+    inherits `base`); the table is the same, in the same order."""
     n = len(base.names)
+    plans = [_run_plan(n, _spans_at(spans, batch), alone_variants(orders, tilings, dataflows, batch, max(batches)))
+             for batch in batches]
     table: dict[Group, Cost | str | None] = {}
-    runs = 0
-    for batch in batches:
-        plan = _run_plan(n, _spans_at(spans, batch), alone_variants(orders, tilings, dataflows, batch, max(batches)))
-        for ri, (packed, variant) in enumerate(plan):
-            keep = ri + 1 < len(plan) and plan[ri + 1][1][::2] == variant[::2]
-            chosen = {s: length for s, length in packed}
-            groups, i = [], 0
-            while i < n:
-                length = chosen.get(i, 1)
-                alone = length == 1 and base.synaptic[i]
-                groups.append(Group(i, length, batch, *(variant if alone else ("", "", ""))))
-                i += length
-            wanted = {gi for gi, g in enumerate(groups) if g.start in chosen and g.length == chosen[g.start]
-                      and (not any(variant) or (g.order, g.tiling, g.dataflow) == variant)}
-            for gi, outcome in enumerate(base.evaluate(groups, wanted, keep)):
-                if gi in wanted:
-                    table[groups[gi]] = outcome
-            runs += 1
-            tick()
-    return table, runs
+    for costs in _costed_batches(base, list(zip(batches, plans)), workers, tick):
+        table.update(costs)
+    return table, sum(len(plan) for plan in plans)
+
+
+def batch_costs(base: LoopBase, batch: int, plan: list[tuple[list, Variant]],
+                tick: Callable[[], None] = lambda: None) -> dict:
+    """The segment table's entries of one batch: its runs (`_run_plan`) evaluated in turn."""
+    n, table = len(base.names), {}
+    for ri, (packed, variant) in enumerate(plan):
+        keep = ri + 1 < len(plan) and plan[ri + 1][1][::2] == variant[::2]
+        chosen = {s: length for s, length in packed}
+        groups, i = [], 0
+        while i < n:
+            length = chosen.get(i, 1)
+            alone = length == 1 and base.synaptic[i]
+            groups.append(Group(i, length, batch, *(variant if alone else ("", "", ""))))
+            i += length
+        wanted = {gi for gi, g in enumerate(groups) if g.start in chosen and g.length == chosen[g.start]
+                  and (not any(variant) or (g.order, g.tiling, g.dataflow) == variant)}
+        for gi, outcome in enumerate(base.evaluate(groups, wanted, keep)):
+            if gi in wanted:
+                table[groups[gi]] = outcome
+        tick()
+    return table
+
+
+def search_workers() -> int:
+    """Processes to cost the batches in: the cores this process may use, or 1 where it cannot
+    fork workers (a daemonic process, such as a Dask worker of `snnc sweep`; no fork)."""
+    if multiprocessing.current_process().daemon or "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+_FORKED_BASE: LoopBase | None = None  # the base a forked worker costs on (inherited, never pickled)
+
+
+def _forked_batch(task: tuple[int, int, list]) -> tuple[int, dict]:
+    index, batch, plan = task
+    return index, batch_costs(_FORKED_BASE, batch, plan)
+
+
+def _costed_batches(base: LoopBase, tasks: list[tuple[int, list]], workers: int, tick: Callable[[], None]):
+    """batch_costs of each (batch, plan), in order; in `workers` forked processes if more than one
+    (the batches with the most runs first, so that the last to finish is short). A batch whose
+    worker died (the pool broke: killed, out of memory) is costed here instead."""
+    workers = min(workers, len(tasks))
+    if workers <= 1:
+        for batch, plan in tasks:
+            yield batch_costs(base, batch, plan, tick)
+        return
+    global _FORKED_BASE
+    _FORKED_BASE = base
+    done: dict[int, dict] = {}
+    try:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            order = sorted(range(len(tasks)), key=lambda i: -len(tasks[i][1]))
+            for future in as_completed([pool.submit(_forked_batch, (i, *tasks[i])) for i in order]):
+                index, costs = future.result()
+                done[index] = costs
+                for _ in tasks[index][1]:
+                    tick()
+    except BrokenProcessPool:
+        pass
+    finally:
+        _FORKED_BASE = None
+    for index, (batch, plan) in enumerate(tasks):
+        yield done[index] if index in done else batch_costs(base, batch, plan, tick)
 
 
 def _run_plan(n: int, spans: list[tuple[int, int]], variants: list[Variant]) -> list[tuple[list, Variant]]:
@@ -338,7 +396,8 @@ def simulate_schedule(model, hw: str, inputs: dict, pipeline: str) -> tuple[Figu
 
 def explore(model: str | Path, hw: str, inputs: dict, objective: str = "energy", *, max_group: int = MAX_GROUP,
             batches: list[int] | None = None, method: str = "dp", confirm: bool = True,
-            progress: Progress | None = None) -> Exploration:
+            progress: Progress | None = None, workers: int | None = None) -> Exploration:
+    """`workers`: processes to cost the segments in (None: `search_workers()`)."""
     with fewer_collections(full_every=IR_FULL_EVERY):  # the search clones and drops whole modules
         if objective not in OBJECTIVES:
             raise SnncError(f"--objective {objective!r}: expected one of {', '.join(OBJECTIVES)}")
@@ -350,7 +409,8 @@ def explore(model: str | Path, hw: str, inputs: dict, objective: str = "energy",
         batches = sorted(batches or batch_sizes(timesteps))
         spans = fusable_spans(base.names, max(1, min(max_group, n)), base.hw.compute.timestep_lanes, base.synaptic)
         progress.phase("costing schedule segments", runs_needed(n, batches, spans))
-        table, runs = segment_table(base, batches, spans, progress.advance)
+        table, runs = segment_table(base, batches, spans, progress.advance,
+                                    workers=search_workers() if workers is None else workers)
         stuck = _uncovered(n, table)
         if stuck is not None:
             raise CompileError(f"explore: {_model_label(model)} fits the SRAM ({base.hw.sram.size_bytes} bytes) under no "
@@ -401,7 +461,8 @@ def search_pipeline(model: Path, hw: str, objective: str = "energy") -> str:
     input_path = Path(model).with_suffix(".npz")
     if not input_path.is_file():
         raise SnncError(f"explore: {input_path}: no input beside the model to calibrate the cost model on")
-    result = explore(model, hw, load_npz(input_path), objective, confirm=False)
+    # one process: the sweep already runs a point per core
+    result = explore(model, hw, load_npz(input_path), objective, confirm=False, workers=1)
     return result.pipeline(result.best)
 
 

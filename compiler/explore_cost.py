@@ -19,7 +19,8 @@ CONTRACT:
     ops (output positions, and positions x timesteps). A group with a kernel that fits the
     SRAM under no tiling (tile-sizes' CompileError) is None: infeasible, not penalised; a
     group layer-fuse does not make one kernel is SPLIT (a finer schedule is the same). A
-    CompileError of the schedule's passes makes every group None.
+    CompileError of the schedule's passes makes every group None. A Cost pickles (explore
+    costs the batches in forked processes).
   * `Calibration.fit(hw, [(costs, report), ...])` fits, per layer, compute cycles, SRAM bytes
     and compute energy as a x positions + b x (positions x timesteps) (least squares, a, b >=
     0) to simulated schedules (the simulator's per-layer report); `Calibration.predict(costs)`
@@ -68,6 +69,10 @@ class Group:
         return self.start + self.length
 
 
+def _no_work() -> list[int]:
+    return [0, 0]
+
+
 @dataclass
 class Cost:
     """Analytic counts of a group (summed over its kernels)."""
@@ -79,7 +84,7 @@ class Cost:
     constant_read: int = 0  # of dram_read: constant loads (weights, parameters)
     serial: bool = False  # a layer alone in single visit buffers: its DMAs cannot overlap its compute
     # per layer symbol: compute work as (output positions, positions x timesteps)
-    work: dict[str, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
+    work: dict[str, list[int]] = field(default_factory=lambda: defaultdict(_no_work))
 
     def add(self, other: Cost) -> None:
         self.dram_read += other.dram_read
@@ -162,6 +167,9 @@ class LoopBase:
                                    "a --passes option")
         self.ctx = make_context()
         self._scheduled: tuple[str | None, ModuleOp | None] = (None, None)  # the last schedule's passes run
+        # (loop passes, kernel symbol) -> a layer alone's buffer sizes by tiling (TiledKernel.known): the
+        # same passes make the same kernel, which the runs of one batch size under each tiling
+        self._known_sizes: dict[tuple[str, str], dict] = {}
 
     @classmethod
     def build(cls, model, hw: str) -> LoopBase:
@@ -214,7 +222,7 @@ class LoopBase:
             else:  # not costed: out of the way of tile-sizes and hoist-loads
                 kernel.detach()
                 kernel.erase()
-        placed = self._size(module, by_group, groups, outcome)
+        placed = self._size(module, by_group, groups, outcome, ",".join(passes))
         HoistLoads().apply(self.ctx, module)
         names = {symbol: layer.source.data for symbol, layer in layer_table(module).items()}
         for gi, kernel in placed:
@@ -234,8 +242,10 @@ class LoopBase:
             return None
         return module
 
-    def _size(self, module: ModuleOp, by_group: dict, groups: list[Group], outcome: list) -> list:
-        """tile-sizes, kernel by kernel; a group with a kernel that does not fit is None."""
+    def _size(self, module: ModuleOp, by_group: dict, groups: list[Group], outcome: list, passes: str) -> list:
+        """tile-sizes, kernel by kernel; a group with a kernel that does not fit is None.
+        `passes`: the loop passes that made the module (a layer alone's sizes are shared with
+        the same kernel of another run after the same passes)."""
         from snnc.passes.tile_sizes import size_kernel
 
         layers, placed = layer_table(module), []
@@ -244,8 +254,9 @@ class LoopBase:
             fits = not split
             for kernel in group_kernels if fits else ():
                 try:
+                    known = None if members(kernel) else self._known_sizes.setdefault((passes, kernel.sym_name.data), {})
                     layers = size_kernel(module, kernel, self.hw, layers, self.timesteps,
-                                         groups[gi].tiling == "traffic")
+                                         groups[gi].tiling == "traffic", known)
                 except CompileError:
                     fits = False
             if not fits:

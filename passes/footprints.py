@@ -212,7 +212,33 @@ def largest_tiles(block: Block, layers: dict[str, accel.LayerOp], timesteps: int
 
 
 def tile_ops(block: Block) -> list[Operation]:
-    return [op for op in block.walk() if isinstance(op, _TILE_OPS)]
+    return nested_ops(block, _TILE_OPS)
+
+
+def nested_ops(block: Block, kind: type | tuple[type, ...]) -> list[Operation]:
+    """The ops of `block` and of every region nested in it that are `kind`s, in walk order
+    (`[op for op in block.walk() if isinstance(op, kind)]`). The search costs hundreds of
+    kernels and asks each what it holds several times: xdsl's walk is a generator per op,
+    this a loop over the linked ops, the isinstance test made once per op class."""
+    out: list[Operation] = []
+    is_kind: dict[type, bool] = {}
+
+    def visit(inner: Block) -> None:
+        op = inner.first_op
+        while op is not None:
+            cls = type(op)
+            hit = is_kind.get(cls)
+            if hit is None:
+                hit = is_kind[cls] = issubclass(cls, kind)
+            if hit:
+                out.append(op)
+            for region in op.regions:
+                for nested in region.blocks:
+                    visit(nested)
+            op = op.next_op
+
+    visit(block)
+    return out
 
 
 def infer_buffer_types(block: Block, layers: dict[str, accel.LayerOp], timesteps: int) -> None:
@@ -236,7 +262,7 @@ def role(value: SSAValue) -> str:
 
 def kernel_buffers(kernel: tile.KernelOp) -> list[tile.AllocOp]:
     """Every buffer of the kernel, its members' included."""
-    return [op for op in kernel.body.walk() if isinstance(op, tile.AllocOp)]
+    return nested_ops(kernel.body.block, tile.AllocOp)
 
 
 def own_buffers(kernel: tile.KernelOp) -> list[tile.AllocOp]:
@@ -246,7 +272,7 @@ def own_buffers(kernel: tile.KernelOp) -> list[tile.AllocOp]:
 
 def members(kernel: tile.KernelOp) -> list[tile.KernelOp]:
     """The member kernels of a fused kernel, in order (none for a layer)."""
-    return [op for op in kernel.body.walk() if isinstance(op, tile.KernelOp) and op is not kernel]
+    return nested_ops(kernel.body.block, tile.KernelOp)
 
 
 def _walk_own(block):

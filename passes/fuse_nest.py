@@ -12,7 +12,7 @@ from xdsl.ir import Operation, SSAValue
 from snnc.backend.errors import CompileError
 from snnc.backend.isa import Format
 from snnc.dialects import tile
-from snnc.passes.footprints import buffer_of
+from snnc.passes.footprints import buffer_of, nested_ops
 from snnc.passes.loop_module import kernels
 from snnc.passes.loopnest import Loop, const, loops_in, nest_chain, new_loop
 
@@ -21,10 +21,10 @@ BAND_CAP_ATTR = "tile.band_cap"  # on a fused kernel: layer-fuse's tile_rows
 
 
 def kernel_writes(kernel: tile.KernelOp) -> set[SSAValue]:
-    return {o.dst for o in kernel.body.walk() if isinstance(o, tile.StoreOp) and isinstance(o.dst.owner, tile.MapOp)}
+    return {o.dst for o in nested_ops(kernel.body.block, tile.StoreOp) if isinstance(o.dst.owner, tile.MapOp)}
 
 def kernel_reads(kernel: tile.KernelOp) -> set[SSAValue]:
-    return {o.src for o in kernel.body.walk() if isinstance(o, tile.LoadOp) and isinstance(o.src.owner, tile.MapOp)}
+    return {o.src for o in nested_ops(kernel.body.block, tile.LoadOp) if isinstance(o.src.owner, tile.MapOp)}
 
 def kernel_time_batch(kernel: tile.KernelOp) -> int:
     """The time-batch size of a kernel (its tb loop's step), 0 if it has none."""

@@ -24,7 +24,7 @@ from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 
 from snnc.dialects import tile
-from snnc.passes.footprints import buffer_of
+from snnc.passes.footprints import buffer_of, nested_ops
 from snnc.passes.loop_module import kernels
 from snnc.passes.loopnest import Loop, const, const_value, enclosing_loops, loop_of
 from snnc.passes.nest_run import INDEX_ARITH
@@ -127,5 +127,5 @@ class HoistLoads(ModulePass):
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         for kernel in kernels(op):
-            for load in [o for o in kernel.body.walk() if isinstance(o, tile.LoadConstOp)]:
+            for load in nested_ops(kernel.body.block, tile.LoadConstOp):
                 hoist(load, kernel)

@@ -34,7 +34,7 @@ from xdsl.ir import Operation
 from snnc.backend.hwconfig import HwConfig
 from snnc.dialects import tile
 from snnc.passes.dataflows.kchunks import PSUM_ATTR
-from snnc.passes.footprints import buffer_bytes, buffer_of
+from snnc.passes.footprints import buffer_bytes, buffer_of, nested_ops
 from snnc.passes.loopnest import Loop, const
 from snnc.passes.tile_plan import TiledKernel, align, choose
 
@@ -52,7 +52,7 @@ class PsumPlan:
 
 
 def spills_psums(kernel: tile.KernelOp) -> bool:
-    return any(_is_psum_transfer(op) for op in kernel.body.walk())
+    return any(_is_psum_transfer(op) for op in nested_ops(kernel.body.block, (tile.LoadOp, tile.StoreOp)))
 
 
 def _is_psum_transfer(op: Operation) -> bool:
@@ -137,8 +137,8 @@ def hold_psums(kernel: tile.KernelOp, dim: str, held: int) -> None:
 
 def held_bytes(kernel: tile.KernelOp) -> int:
     """SRAM bytes of the kernel's held partial sums (after infer_buffer_types)."""
-    return sum(buf.copies.data * align(max(buffer_bytes(buf), 1)) for buf in kernel.body.walk()
-               if isinstance(buf, tile.AllocOp) and buf.role.data == PSUM_ROLE)
+    return sum(buf.copies.data * align(max(buffer_bytes(buf), 1)) for buf in nested_ops(kernel.body.block, tile.AllocOp)
+               if buf.role.data == PSUM_ROLE)
 
 
 def _hold_in(nest: Operation, acc: tile.AllocOp, psum: tile.AllocOp) -> None:

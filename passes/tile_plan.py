@@ -14,7 +14,7 @@ from xdsl.dialects.builtin import IntAttr, IntegerAttr
 
 from snnc.dialects import tile
 from snnc.passes.footprints import (
-    buffer_bytes, channel_tiles, const_bytes, kernel_buffers, largest_tiles, role, shape_bytes, tile_ops,
+    buffer_bytes, channel_tiles, const_bytes, kernel_buffers, largest_tiles, nested_ops, role, shape_bytes, tile_ops,
 )
 from snnc.passes.loop_walk import Counts, Walk
 from snnc.passes.loopnest import Loop, loops_in, set_step
@@ -55,6 +55,7 @@ class TiledKernel:
     layers: dict
     timesteps: int
     available: int
+    known: dict | None = None  # sizes by (chs, rows), per buffer in `buffers` order, shared with clones of the kernel
 
     def __post_init__(self):
         self.by_dim: dict[str, list[Loop]] = {}
@@ -64,8 +65,11 @@ class TiledKernel:
         self.m: Loop | None = self.by_dim.get("m", [None])[0]
         self.t: Loop | None = self.by_dim.get("t", [None])[0]
         self.buffers = kernel_buffers(self.kernel)
+        # per buffer, what its copies follow (buffer_copies): 0 none, 1 the weight copies, 2 the copies
+        self.kinds = [0 if not dims else 1 if dims == ("n",) else 2 for dims in (b.rotate_dims for b in self.buffers)]
         self.ops = tile_ops(self.kernel.body.block)
         self.cache: dict = {}
+        self.sums: dict = {}  # (chs, rows) -> aligned bytes of the buffers of each kind
         self.walk: Walk | None = None  # the nest compiled for plan_traffic, its n and m steps variable
 
     def set_steps(self, dim: str, step: int) -> None:
@@ -80,13 +84,26 @@ class TiledKernel:
             steps.update({loop.op: rows for loop in self.by_dim.get("m", [])})
         key = (chs, rows)
         if key not in self.cache:
-            shapes = largest_tiles(self.kernel.body.block, self.layers, self.timesteps, steps, self.ops)
-            self.cache[key] = {buf: shape_bytes(shapes[buf]) if buf in shapes else 1 for buf in self.buffers}
+            # a step left as the IR's is the clones' alike only on a loop no plan changes
+            known = self.known if (chs is not None or is_fixed(self.n)) and (rows is not None or is_fixed(self.m)) \
+                else None
+            found = known.get(key) if known is not None else None
+            if found is None:
+                shapes = largest_tiles(self.kernel.body.block, self.layers, self.timesteps, steps, self.ops)
+                found = tuple(shape_bytes(shapes[buf]) if buf in shapes else 1 for buf in self.buffers)
+                if known is not None:
+                    known[key] = found
+            self.cache[key] = dict(zip(self.buffers, found))
         return self.cache[key]
 
     def total(self, chs: int | None, rows: int | None, copies: int, weight_copies: int) -> int:
-        return sum(buffer_copies(buf, copies, weight_copies) * align(max(size, 1))
-                   for buf, size in self.sizes(chs, rows).items())
+        """The bytes of every buffer in its copies (buffer_copies), aligned."""
+        sums = self.sums.get((chs, rows))
+        if sums is None:
+            sums = self.sums[chs, rows] = [0, 0, 0]
+            for kind, size in zip(self.kinds, self.sizes(chs, rows).values()):
+                sums[kind] += align(max(size, 1))
+        return sums[0] + weight_copies * sums[1] + copies * sums[2]
 
     def fits(self, chs, rows, copies, weight_copies) -> bool:
         return self.total(chs, rows, copies, weight_copies) <= self.available
@@ -116,8 +133,8 @@ def channel_options(k: TiledKernel) -> list[int | None]:
         return [None]
     out_cs = k.n.upper - k.n.lower
     grain = 8
-    for op in k.kernel.body.walk():
-        if isinstance(op, tile.StoreOp) and isinstance(op.dst.owner, tile.MapOp) and op.dst.owner.slice is not None:
+    for op in nested_ops(k.kernel.body.block, tile.StoreOp):
+        if isinstance(op.dst.owner, tile.MapOp) and op.dst.owner.slice is not None:
             grain = max(grain, op.dst.owner.slice.data)
     return sorted({(-(-out_cs // parts) + grain - 1) // grain * grain for parts in range(1, out_cs // grain + 1)},
                   reverse=True)
@@ -195,7 +212,7 @@ def plan_traffic(k: TiledKernel, chs: int | None, rows: int | None, weight_copie
     one_tile = k.n is None or chs is None or (chs >= k.n.upper - k.n.lower and weight_copies == 1)
     if one_tile:
         steps = {loop.op: chs for loop in k.by_dim.get("n", [])} if chs is not None else {}
-        loads = [op for op in k.kernel.body.walk() if isinstance(op, tile.LoadConstOp)]
+        loads = nested_ops(k.kernel.body.block, tile.LoadConstOp)
         once = sum(const_bytes(op, c, n) for op in loads for c, n in channel_tiles(op.ch0, op.chs, steps))
         total += once - counts.constant_read
     return total
@@ -204,8 +221,8 @@ def plan_traffic(k: TiledKernel, chs: int | None, rows: int | None, weight_copie
 def state_transfers(kernel: tile.KernelOp) -> list[scf.IfOp]:
     """The guarded loads and stores of neuron state between time batches (time-batch)."""
     found = []
-    for op in kernel.body.walk():
-        if isinstance(op, scf.IfOp) and any(
+    for op in nested_ops(kernel.body.block, scf.IfOp):
+        if any(
                 isinstance(inner, tile.LoadOp | tile.StoreOp) and role(inner.dst if isinstance(inner, tile.LoadOp)
                                                                       else inner.src) == "state"
                 for inner in op.walk()):

@@ -79,16 +79,19 @@ def kernel_sources(kernel, layers: dict) -> set[str]:
     return {layers[o.layer_symbol].source.data for o in kernel.body.walk() if isinstance(o, tile.COMPUTE_OPS)}
 
 
-def size_kernel(op: ModuleOp, kernel, hw, layers: dict, timesteps: int, least_traffic: bool = False) -> dict:
+def size_kernel(op: ModuleOp, kernel, hw, layers: dict, timesteps: int, least_traffic: bool = False,
+                known_sizes: dict | None = None) -> dict:
     """tile-sizes on one kernel (a CompileError if it fits under no tiling); returns the
     layer table, which band streaming may have replaced. One kernel at a time, so that a
     schedule search (compiler/explore_cost.py) can tell which kernels do not fit. With
-    `least_traffic`, a layer alone takes the plan with the fewest DRAM bytes."""
+    `least_traffic`, a layer alone takes the plan with the fewest DRAM bytes. `known_sizes`:
+    a layer alone's buffer sizes by tiling (TiledKernel.known), shared by the caller between
+    identical clones of the kernel (the search sizes each under both plans)."""
     if members(kernel):
         plan_fused(kernel, layers, timesteps, hw.sram.size_bytes - reserved_bytes(kernel))
         return layers
     available = hw.sram.size_bytes - reserved_bytes(kernel)
-    k = TiledKernel(kernel, layers, timesteps, available)
+    k = TiledKernel(kernel, layers, timesteps, available, known_sizes)
     out_width = synapse_out_width(kernel, layers)
     psums = plan_psums(k, hw, out_width) if spills_psums(kernel) else None
     pick = least_traffic_plan if least_traffic else choose

@@ -69,6 +69,7 @@ class TimeBatch(ModulePass):
         batch = self.timesteps or timesteps
         wanted = {n.strip() for n in self.layers.split(",") if n.strip()}
         table = layer_table(op)
+        last_map: list = []  # the module's last tile.map, found once: the state spills go after it
         for kernel in kernels(op):
             computes = [o for o in kernel.body.walk() if isinstance(o, tile.COMPUTE_OPS)]
             sources = {table[c.layer_symbol].source.data for c in computes}
@@ -80,7 +81,7 @@ class TimeBatch(ModulePass):
                 raise CompileError(f"time-batch: '{kernel.sym_name.data}' is already time-batched")
             _check_unpacked(kernel, table)
             tb = _strip_mine(kernel, batch, timesteps)
-            _keep_state(op, kernel, tb, batch, timesteps, table)
+            _keep_state(op, kernel, tb, batch, timesteps, table, last_map)
 
 
 def _check_unpacked(kernel: tile.KernelOp, table) -> None:
@@ -116,8 +117,10 @@ def _strip_mine(kernel: tile.KernelOp, batch: int, timesteps: int) -> Loop:
     return tb
 
 
-def _keep_state(module: ModuleOp, kernel: tile.KernelOp, tb: Loop, batch: int, timesteps: int, table) -> None:
-    """Neuron state through DRAM between batches (tile-sizes may keep it on chip instead)."""
+def _keep_state(module: ModuleOp, kernel: tile.KernelOp, tb: Loop, batch: int, timesteps: int, table,
+                last_map: list) -> None:
+    """Neuron state through DRAM between batches (tile-sizes may keep it on chip instead).
+    `last_map`: [the module's last tile.map] once known (each spill map becomes it), else []."""
     lifs = [op for op in kernel.body.walk() if isinstance(op, tile.LifOp)]
     for lif in lifs:
         state = buffer_of(lif.state)
@@ -128,8 +131,10 @@ def _keep_state(module: ModuleOp, kernel: tile.KernelOp, tb: Loop, batch: int, t
         spill = tile.MapOp.create_with(f"{layer.source.data}{STATE_MAP_SUFFIX}", Format.ACT_I32, 0, 0.0, 2,
                                        batch_count, g("out_cs"), g("out_h"), g("out_w"), g("out_cs"))
         spill.result.name_hint = "state_spill"
-        last_map = maps(module)[-1]
-        last_map.parent_block().insert_op_after(spill, last_map)
+        if not last_map:
+            last_map.append(maps(module)[-1])
+        last_map[0].parent_block().insert_op_after(spill, last_map[0])
+        last_map[0] = spill
         zero, two = const(0), const(2)
         window = dict(b=lif.b, t0=zero.result, nt=two.result, row0=lif.row0, rows=lif.rows, ch0=lif.ch0, chs=lif.chs)
         parent = t_loop.op.parent_block()

@@ -87,6 +87,16 @@ class _Quiet:
     def advance(self): ...
 
 
+def test_forked_workers_build_the_same_segment_table(models, tmp_path):
+    path, _ = models["vgg-small"]
+    base = LoopBase.build(path, _small_sram(tmp_path, 8192))  # infeasible and SPLIT groups too
+    spans = fusable_spans(base.names, 4)
+    serial, runs = segment_table(base, [1, 2, 4], spans, workers=1)
+    forked, forked_runs = segment_table(base, [1, 2, 4], spans, workers=2)
+    assert runs == forked_runs and list(forked) == list(serial)  # same groups, same order (ties rank alike)
+    assert [repr(c) for c in forked.values()] == [repr(c) for c in serial.values()]
+
+
 def test_analytic_dram_bytes_are_the_simulators(models):
     from snnc.compiler.explore import simulate_schedule
 
