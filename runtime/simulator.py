@@ -33,9 +33,9 @@ CONTRACT:
     ranges) and these caches stay with the image for its next simulation (`_Prepared`,
     made again when a section of the image changes). SYN products
     are exact in every kernel choice (sparse CSR or dense, see _exact_dtype); dense BLAS
-    only for large dense products (BLAS_MIN_MACS) or tiny ones.
+    runs on one thread while a simulation runs, but for large products (BLAS_MIN_MACS).
 Imports only numpy, rich, the standard library, snnc.backend and (lazily, for the
-first large sparse weight tile) scipy.sparse.
+first large sparse weight tile) scipy.sparse, (for the first dense product) threadpoolctl.
 """
 
 from __future__ import annotations
@@ -146,6 +146,7 @@ class _Context:
         self.fiber_walks = prepared.fiber_walks
         self.dma_timing = prepared.dma_timing  # id(instruction fields) -> _dma_timing
         self.cache_lock = prepared.lock
+        self.blas_held = False  # this simulation holds BLAS to one thread (_BlasThreads)
         # SRAM address -> (bytes, fiber_elems, elem_bits, _Fibers relative to the address) of the
         # packed fibers a dma.load_bm copied there: a SYN reading the same bytes skips re-walking them
         self.sram_fibers: dict[int, tuple[bytes, int, int, _Fibers]] = {}
@@ -633,20 +634,69 @@ def _exact_dtype(bound: int, sparse: bool):
 
 # A weight tile takes the sparse (CSR, scipy) product when at most this fraction of it is
 # non-zero and it is big enough for the sparse kernel's per-call cost to pay off; otherwise
-# dense BLAS. The sparse kernel is single-threaded and does ~density of the dense work, while
-# a multi-threaded BLAS call is several times slower than that on a busy machine.
+# dense BLAS, on one thread (_BlasThreads): single-threaded float32 BLAS is 1.5-2x as fast as
+# the int16 sparse kernel on half-dense tiles, and at about this density they are even.
 SPARSE_MAX_DENSITY = 0.25
 SPARSE_MIN_WEIGHTS = 2048
-# ... and a dense tile too when the visit's product has between BLAS_MAX_SINGLE_THREAD_MACS
-# and BLAS_MIN_MACS dense multiply-adds: there the sparse kernel is at most about four times as
-# slow as two-thread BLAS on a quiet machine, while a multi-threaded BLAS call waits for its
-# threads on a busy one (a simulation in a parallel sweep shares its cores with the others
-# anyway): on the shared 2-core bench machine resnet19-cifar10's [128, 576] x [576, 128] visits
-# (2**23.2 MACs, 0.15 ms warm) took 22 ms each, red-lif-gen4's [24, 576] x [576, 640] 4 to 18 ms.
-# Above 2**27 (a few ms of BLAS work) the threads pay for their wake-up even there.
-# Below, OpenBLAS runs one thread (m*n*k < 65536 * 4), and small programs skip importing scipy.
+# Dense products of at least BLAS_MIN_MACS multiply-adds run on every BLAS thread (a few ms of
+# work pays for waking them); smaller ones on one. OpenBLAS splits products of 2**18 MACs and
+# more over every core, and on the shared 2-core bench machine that cost 10-50x the
+# single-thread CPU time (resnet19-cifar10's [128, 576] x [576, 128] visits, 0.15 ms of work,
+# took 22 ms each; a red-lif-gen4 [32, 1152] x [1152, 320] visit 17 ms instead of 0.3 ms).
 BLAS_MIN_MACS = 1 << 27
-BLAS_MAX_SINGLE_THREAD_MACS = 1 << 18
+
+
+class _BlasThreads:
+    """Holds the BLAS libraries (threadpoolctl) to one thread while some simulation runs, and
+    gives them back their thread counts when the last one ends. Results never depend on it:
+    every product is exact in any summation order (_exact_dtype). Without threadpoolctl it
+    does nothing."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.holders = 0
+        self.libraries = None  # threadpoolctl's controllers of the loaded BLAS libraries
+        self.saved: list[int] = []
+
+    def hold(self) -> None:
+        with self.lock:
+            if self.libraries is None:
+                try:
+                    from threadpoolctl import ThreadpoolController
+                    self.libraries = ThreadpoolController().select(user_api="blas").lib_controllers
+                except ImportError:  # pragma: no cover - a dependency; products stay exact
+                    self.libraries = []
+            if self.holders == 0:
+                self.saved = [library.get_num_threads() for library in self.libraries]
+                for library in self.libraries:
+                    library.set_num_threads(1)
+            self.holders += 1
+
+    def release(self) -> None:
+        with self.lock:
+            self.holders -= 1
+            if self.holders == 0:
+                for library, threads in zip(self.libraries, self.saved):
+                    library.set_num_threads(threads)
+
+    def all_threads(self, product):
+        """product() on the libraries' own thread counts (a large product)."""
+        with self.lock:
+            held = self.holders > 0
+            if held:
+                for library, threads in zip(self.libraries, self.saved):
+                    library.set_num_threads(threads)
+        try:
+            return product()
+        finally:
+            if held:
+                with self.lock:
+                    if self.holders > 0:
+                        for library in self.libraries:
+                            library.set_num_threads(1)
+
+
+_BLAS_THREADS = _BlasThreads()
 
 
 def _csr_array_type():
@@ -740,10 +790,6 @@ class _WeightTile:
             self._operators[key] = self._operator(np.ones(self.values.size, dtype=np.float64), order, sparse)
         return self._operators[key]
 
-    def sparse_for(self, dense_macs: int) -> bool:
-        """Whether a product of `dense_macs` dense multiply-adds takes the sparse kernel."""
-        return self.sparse or (BLAS_MAX_SINGLE_THREAD_MACS <= dense_macs < BLAS_MIN_MACS
-                               and _csr_array_type() is not None)
 
 
 # Decoded tiles are kept with the program (`_Prepared`): always the last WEIGHT_TILE_CACHE (a layer
@@ -878,6 +924,31 @@ def _strided_patches_t(x: np.ndarray, lay, f, dtype) -> np.ndarray:
     return np.ascontiguousarray(windows)
 
 
+def _strided_patches(x: np.ndarray, lay, f, dtype) -> np.ndarray:
+    """patches [nt, rows, Wo, kh, kw, in_cs] of a visit (ISA_ORDER: the rows of `_window_pixels`)
+    as one strided copy, in `dtype`.
+
+    The tile goes as it is stored (channels last) into a zero frame wide enough that every
+    window position -- padding included -- is an affine function of (r, ky) and (x, kx); rows
+    of the tile beyond the image are left out (they read as padding). `_windows` has checked
+    the rows are present.
+    """
+    sh, sw, dh, dw = lay.stride_h, lay.stride_w, lay.dil_h, lay.dil_w
+    image_rows = max(0, min(f.in_rows, lay.in_h - f.in_row0))
+    row_off = f.row0 * sh - lay.pad_top - f.in_row0  # tile row of (r = 0, ky = 0)
+    row_reach = (f.rows - 1) * sh + (lay.kh - 1) * dh + 1
+    col_reach = (lay.out_w - 1) * sw + (lay.kw - 1) * dw + 1
+    top, left = max(0, -row_off), max(0, lay.pad_left)
+    frame = np.zeros((f.nt, top + max(image_rows, row_off + row_reach),
+                      left + max(lay.in_w, col_reach - lay.pad_left), lay.in_cs), dtype=dtype)
+    frame[:, top:top + image_rows, left:left + lay.in_w] = x[:, :image_rows]
+    s_t, s_r, s_x, s_c = frame.strides
+    windows = np.ndarray((f.nt, f.rows, lay.out_w, lay.kh, lay.kw, lay.in_cs), dtype=frame.dtype, buffer=frame,
+                         offset=(top + row_off) * s_r + (left - lay.pad_left) * s_x,
+                         strides=(s_t, sh * s_r, sw * s_x, dh * s_r, dw * s_x, s_c))
+    return np.ascontiguousarray(windows)
+
+
 def _syn_bias(ctx: _Context, lay, f, block: _ChannelBlock, where: str) -> tuple[np.ndarray, int]:
     """The bias of the visit's channels (0 for padding channels) and its largest magnitude,
     cached while the bias block's SRAM bytes stay the same (every visit of a layer reads it)."""
@@ -915,22 +986,50 @@ def _syn(ctx: _Context, where: str, f) -> Effect:
     # patches were gathered in. Every partial sum is an integer within the bound, so the
     # narrow and float types are exact (see _exact_dtype).
     bound = k * (1 if spike_input else _abs_max(x)) * weights.abs_max  # |any partial sum| <= bound
-    sparse = weights.sparse_for(f.chs * k * f.nt * positions)
+    sparse = weights.sparse
     dtype = _exact_dtype(bound, sparse)
     window_pixels = None
-    if lay.out_w >= STRIDED_PATCHES_MIN_WIDTH:
-        order = PERMUTED_ORDER
-        patches_t = _strided_patches_t(x, lay, f, dtype).reshape(k, f.nt * positions)
+    n = f.nt * positions
+    if sparse:
+        # acc^T [chs, nt*positions] = W [chs, K] @ patches^T [K, nt*positions]: the sparse
+        # weights are the left operand, with their columns in the order the patches were gathered in
+        if lay.out_w >= STRIDED_PATCHES_MIN_WIDTH:
+            order = PERMUTED_ORDER
+            patches_t = _strided_patches_t(x, lay, f, dtype).reshape(k, n)
+        else:
+            order = ISA_ORDER
+            window_pixels = _window_pixels(x, windows)
+            # a 2-D transpose in the stored type, then the cast (values are exact in `dtype`: bound)
+            patches_t = np.ascontiguousarray(window_pixels.reshape(n, k).T).astype(dtype, copy=False)
+        product_t = weights.matrix(dtype, order, sparse) @ patches_t
+        product = product_t.T
+        lanes_nonzero = None if spike_input or ctx.functional else (patches_t != 0).reshape(k, f.nt, positions)
     else:
+        # acc [nt*positions, chs] = patches [nt*positions, K] @ W^T [K, chs] (BLAS), the
+        # accumulator's own layout: the patches in ISA order are the im2col rows as gathered
         order = ISA_ORDER
-        window_pixels = _window_pixels(x, windows)
-        # a 2-D transpose in the stored type, then the cast (values are exact in `dtype`: bound)
-        patches_t = np.ascontiguousarray(window_pixels.reshape(f.nt * positions, k).T).astype(dtype, copy=False)
-    product = weights.matrix(dtype, order, sparse) @ patches_t
+        if lay.out_w >= STRIDED_PATCHES_MIN_WIDTH:
+            patches = _strided_patches(x, lay, f, dtype).reshape(n, k)
+        else:
+            window_pixels = _window_pixels(x, windows)
+            patches = window_pixels.reshape(n, k).astype(dtype, copy=False)
+        weights_t = weights.matrix(dtype, order, sparse).T
+        macs = n * k * f.chs
+        if dtype is np.int64:
+            product = patches @ weights_t
+        elif macs >= BLAS_MIN_MACS:
+            product = _BLAS_THREADS.all_threads(lambda: patches @ weights_t)
+        else:
+            if not ctx.blas_held:
+                _BLAS_THREADS.hold()
+                ctx.blas_held = True
+            product = patches @ weights_t
+        lanes_nonzero = None if spike_input or ctx.functional else (patches != 0).reshape(
+            f.nt, positions, k).transpose(2, 0, 1)
     acc_shape = (f.nt, f.rows, lay.out_w, f.chs)
     acc_bytes = 4 * f.nt * positions * f.chs
     if f.flags & ACCUMULATE:
-        acc = product.T.astype(np.int64, order="C").reshape(acc_shape)
+        acc = product.astype(np.int64, order="C").reshape(acc_shape)
         acc += m.sram.span(f.acc_addr, acc_bytes, where + ".acc_addr").view("<i4").reshape(acc_shape)
     else:
         bias, bias_max = _syn_bias(ctx, lay, f, block, where)
@@ -939,9 +1038,9 @@ def _syn(ctx: _Context, where: str, f) -> Effect:
         if bound + bias_max < 2**(ACC_BITS - 1):
             # straight into the accumulator tile: the product's values are exact integers
             acc = m.sram.span(f.acc_addr, acc_bytes, where + ".acc_addr").view("<i4").reshape(acc_shape)
-            np.add(product.T.reshape(acc_shape), bias, out=acc, casting="unsafe")
+            np.add(product.reshape(acc_shape), bias, out=acc, casting="unsafe")
         else:
-            acc = product.T.astype(np.int64, order="C").reshape(acc_shape)
+            acc = product.astype(np.int64, order="C").reshape(acc_shape)
             acc += bias
     if acc.dtype == np.int64:
         acc, clamped = saturate(acc, ACC_BITS)
@@ -979,7 +1078,7 @@ def _syn(ctx: _Context, where: str, f) -> Effect:
     # multi-bit inputs: a neuron's MACs = its lanes with a value x its non-zero weights, per offset
     # [K, positions]: lanes with a value, added up lane by lane in uint8 (nt <= 255): a reduction
     # over the middle axis (count_nonzero's, or sum's) is several times slower on these shapes
-    nonzero = (patches_t != 0).reshape(k, f.nt, positions)
+    nonzero = lanes_nonzero  # [K, nt, positions] in `order`
     lanes_active = nonzero[:, 0].astype(np.uint8 if f.nt < 256 else np.int64)
     for lane in range(1, f.nt):
         lanes_active += nonzero[:, lane]
@@ -1564,6 +1663,8 @@ def _simulate(image: ProgramImage, inputs: dict, functional: bool, progress: boo
                 bar[0].update(bar[1], completed=i)
         time_pending()
     finally:
+        if ctx.blas_held:
+            _BLAS_THREADS.release()
         if bar is not None:
             bar[0].stop()
     outputs = _read_outputs(ctx, image) if halted_outputs is None else halted_outputs

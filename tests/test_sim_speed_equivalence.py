@@ -132,8 +132,10 @@ CONV_CASES = {
 @pytest.mark.parametrize("patches", ["take", "strided"])
 def test_conv_visits_match_direct_convolution(case, functional, patches, monkeypatch):
     monkeypatch.setattr(simulator, "STRIDED_PATCHES_MIN_WIDTH", 1 if patches == "strided" else 1 << 16)
-    if case in ("dense-blas", "dense-act-input"):  # dense tiles this small take BLAS only when told to
+    if case in ("dense-blas", "dense-act-input"):  # a dense product on every BLAS thread
         monkeypatch.setattr(simulator, "BLAS_MIN_MACS", 0)
+    if case == "dense-small-sparse-kernel":  # a dense tile through the sparse kernel
+        monkeypatch.setattr(simulator, "SPARSE_MAX_DENSITY", 1.0)
     in_format, x_high, density, w_high, weight_bytes, geometry = CONV_CASES[case]
     rng = np.random.default_rng(sorted(CONV_CASES).index(case))
     t, cin, cout, h, w = 3, 60, 36, 7, 6  # out_cs 40: 4 padding channels
