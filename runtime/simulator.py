@@ -145,6 +145,7 @@ class _Context:
         self.syn_biases = prepared.syn_biases
         self.fiber_walks = prepared.fiber_walks
         self.dma_timing = prepared.dma_timing  # id(instruction fields) -> _dma_timing
+        self.dma_plans = prepared.dma_plans  # id(instruction fields) -> _dma_plan
         self.cache_lock = prepared.lock
         self.blas_held = False  # this simulation holds BLAS to one thread (_BlasThreads)
         # SRAM address -> (bytes, fiber_elems, elem_bits, _Fibers relative to the address) of the
@@ -196,17 +197,19 @@ def _strided(mem, addr: int, rows: int, row_bytes: int, stride: int, where: str)
 
 def _dma(ctx: _Context, where: str, f, load: bool) -> Effect:
     """Copy `rows` rows of `row_bytes` between DRAM and SRAM with independent strides."""
+    plan = ctx.dma_plans.get(id(f))
+    if plan is None:
+        plan = _dma_plan(ctx, where, f, load)
+    dram_at, sram_at, functional_effect = plan
     m = ctx.machine
-    dram = _strided(m.dram, f.dram_addr, f.rows, f.row_bytes, f.dram_stride, where + ".dram_addr")
-    sram = _strided(m.sram, f.sram_addr, f.rows, f.row_bytes, f.sram_stride, where + ".sram_addr")
+    dram, sram = _placed(m.dram.data, dram_at), _placed(m.sram.data, sram_at)
     if load:
         sram[...] = dram
     else:
         dram[...] = sram
-    nbytes = f.rows * f.row_bytes
     if ctx.functional:
-        return Effect(engine="dma", dram_read=nbytes if load else 0, dram_written=0 if load else nbytes,
-                      sram_bytes=nbytes)
+        return functional_effect
+    nbytes = f.rows * f.row_bytes
     # its cycles, DRAM spans and ranges depend on its fields alone: worked out once per instruction
     found = ctx.dma_timing.get(id(f))
     if found is None:
@@ -215,6 +218,35 @@ def _dma(ctx: _Context, where: str, f, load: bool) -> Effect:
     return Effect(engine="dma", cycles=cycles, latency=ctx.hw.dram.latency_cycles,
                   dram_read=nbytes if load else 0, dram_written=0 if load else nbytes,
                   dram_spans=spans, sram_bytes=nbytes, dram_ranges=ranges)
+
+
+def _placed(data: np.ndarray, at):
+    """The bytes of `data` a _dma_plan locates: a slice, or (offset, shape, strides) of a strided view."""
+    if isinstance(at, slice):
+        return data[at]
+    offset, shape, strides = at
+    return np.ndarray(shape, dtype=np.uint8, buffer=data, offset=offset, strides=strides)
+
+
+def _dma_plan(ctx: _Context, where: str, f, load: bool) -> tuple:
+    """Where a dma.load / dma.store's rows lie in each memory (bounds checked once: the memory
+    sizes are the program's) and its functional Effect (shared by every run: read only):
+    plain slices when both sides' rows touch, else [rows, row_bytes] strided views."""
+    m = ctx.machine
+    sides = ((m.dram, f.dram_addr, f.dram_stride, ".dram_addr"), (m.sram, f.sram_addr, f.sram_stride, ".sram_addr"))
+    views = [_strided(mem, addr, f.rows, f.row_bytes, stride, where + name)  # raise out of range
+             for mem, addr, stride, name in sides]
+    nbytes = f.rows * f.row_bytes
+    if nbytes == 0:
+        located = [slice(0, 0), slice(0, 0)]
+    elif all(stride == f.row_bytes for _, _, stride, _ in sides) or f.rows == 1:
+        located = [slice(addr, addr + nbytes) for _, addr, _, _ in sides]
+    else:
+        located = [(addr, view.shape, view.strides) for (_, addr, _, _), view in zip(sides, views)]
+    effect = Effect(engine="dma", dram_read=nbytes if load else 0, dram_written=0 if load else nbytes,
+                    sram_bytes=nbytes)
+    plan = ctx.dma_plans[id(f)] = (located[0], located[1], effect)
+    return plan
 
 
 def _dma_timing(hw: HwConfig, f) -> tuple[int, tuple[np.ndarray, int] | None, list[tuple[int, int]]]:
@@ -1564,6 +1596,7 @@ class _Prepared:
         self.timing_plans: dict = {}  # program_timing.ProgramTimer's per-instruction plans
         # per dma.load / dma.store (keyed by id of its fields, which live as long as this): _dma_timing
         self.dma_timing: dict[int, tuple] = {}
+        self.dma_plans: dict[int, tuple] = {}  # ... and its _dma_plan
         self.lock = threading.Lock()
 
 
