@@ -133,8 +133,8 @@ class _Context:
         self.layers = prepared.layers
         self.functional = functional
         self.saturations = np.zeros(len(self.layers), dtype=np.int64)
-        # per layer: {batch: (rows seen [in_h], fired [in_h, in_w, in_c])} for silent_ratio
-        self.fired: list[dict[int, tuple[np.ndarray, np.ndarray]]] = [{} for _ in self.layers]
+        # per layer: {batch: (rows seen [in_h], which input neurons fired: _track_firing)} for silent_ratio
+        self.fired: list[dict[int, tuple[np.ndarray, np.ndarray]]] = [{} for _ in self.layers]  # _track_firing
         # Per-visit work that only depends on the instruction's geometry or on SRAM bytes that
         # the program reloads unchanged: computed once, reused by later visits and by later
         # simulations of the same program (see _windows, _weight_tile, _channel_block, _Prepared).
@@ -1080,7 +1080,7 @@ def _syn(ctx: _Context, where: str, f) -> Effect:
         m.sram.write(f.acc_addr, acc.astype("<i4"), where + ".acc_addr")
     effect = Effect(engine="compute")
     if spike_input:
-        _track_firing(ctx, lay, f, x)
+        _track_firing(ctx, lay, f, x, in_fmt, where + ".in_addr")
     if ctx.functional:
         return effect
     # matched operations: nonzero weight x nonzero input, per lane (LoAS inner join)
@@ -1120,17 +1120,33 @@ def _syn(ctx: _Context, where: str, f) -> Effect:
     return effect
 
 
-def _track_firing(ctx: _Context, lay, f, x: np.ndarray) -> None:
-    """Record which input neurons fired in this visit (for silent_ratio)."""
+def _track_firing(ctx: _Context, lay, f, x: np.ndarray, in_fmt: Format, where: str) -> None:
+    """Record which input neurons fired in this visit (for silent_ratio). A SPIKE_PLANES layer
+    keeps them as bit planes [in_h][in_w * in_cs / 8], ORed over the lanes as stored (an eighth
+    of the unpacked tile's bytes); `_fired_counts` unpacks them once."""
     per_batch = ctx.fired[f.layer]
+    planes = in_fmt == Format.SPIKE_PLANES
     if f.batch not in per_batch:
-        per_batch[f.batch] = (np.zeros(lay.in_h, dtype=bool), np.zeros((lay.in_h, lay.in_w, lay.in_c), dtype=bool))
+        per_batch[f.batch] = (np.zeros(lay.in_h, dtype=bool),
+                              np.zeros((lay.in_h, lay.in_w * lay.in_cs // 8), dtype=np.uint8) if planes
+                              else np.zeros((lay.in_h, lay.in_w, lay.in_c), dtype=bool))
     seen, fired = per_batch[f.batch]
     lo, hi = f.in_row0, min(f.in_row0 + f.in_rows, lay.in_h)
     if hi <= lo:
         return
     seen[lo:hi] = True
-    fired[lo:hi] |= np.bitwise_or.reduce(x[:, :hi - lo, :, :lay.in_c], axis=0).view(bool)  # x is 0/1 uint8
+    if planes:  # the tile's bytes read_tile unpacked into x: [nt][in_rows][in_w * in_cs / 8]
+        raw = ctx.machine.sram.span(f.in_addr, f.nt * f.in_rows * fired.shape[1], where).reshape(f.nt, f.in_rows, -1)
+        fired[lo:hi] |= np.bitwise_or.reduce(raw[:, :hi - lo], axis=0)
+    else:
+        fired[lo:hi] |= np.bitwise_or.reduce(x[:, :hi - lo, :, :lay.in_c], axis=0).view(bool)  # x is 0/1 uint8
+
+
+def _fired_counts(lay, seen: np.ndarray, fired: np.ndarray) -> tuple[int, int]:
+    """(input neurons seen, of which fired) of one layer and batch as _track_firing left them."""
+    if fired.dtype == np.uint8:  # SPIKE_PLANES bit planes
+        fired = np.unpackbits(fired, axis=1, bitorder="little").reshape(lay.in_h, lay.in_w, lay.in_cs)[..., :lay.in_c]
+    return int(seen.sum()) * lay.in_w * lay.in_c, int(np.count_nonzero(fired[seen]))
 
 
 # --------------------------------------------------------------------------------------
@@ -1703,8 +1719,9 @@ def _simulate(image: ProgramImage, inputs: dict, functional: bool, progress: boo
     outputs = _read_outputs(ctx, image) if halted_outputs is None else halted_outputs
     for idx, per_batch in enumerate(ctx.fired):
         for seen, fired in per_batch.values():
-            counters[idx].neurons_seen += int(seen.sum()) * fired.shape[1] * fired.shape[2]
-            counters[idx].neurons_fired += int(fired[seen].sum())
+            neurons_seen, neurons_fired = _fired_counts(ctx.layers[idx], seen, fired)
+            counters[idx].neurons_seen += neurons_seen
+            counters[idx].neurons_fired += neurons_fired
         counters[idx].saturations = int(ctx.saturations[idx])
         counters[idx].spike_input = Format(ctx.layers[idx].in_format) in SPIKE_FORMATS
     report = build_report(image, hw, counters, unattributed, executed=executed, functional=functional,
