@@ -1642,7 +1642,8 @@ def _read_outputs(ctx: _Context, image: ProgramImage) -> dict[str, np.ndarray]:
     outputs = {}
     for d in image.io:
         if d.is_output:
-            raw = ctx.machine.dram.span(d.dram_addr, io_dram_bytes(d), f"io {d.name!r}").copy()
+            # (no copy: decode_output's arrays are its own, never views of the DRAM)
+            raw = ctx.machine.dram.span(d.dram_addr, io_dram_bytes(d), f"io {d.name!r}")
             outputs[d.name] = decode_output(d, raw)
     return outputs
 
