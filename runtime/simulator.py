@@ -645,7 +645,16 @@ def _padded_pixels(x: np.ndarray, fill=0, dtype=None) -> np.ndarray:
 # --------------------------------------------------------------------------------------
 
 def _abs_max(x: np.ndarray) -> int:
-    return int(max(-int(x.min()), int(x.max()))) if x.size else 0
+    """The largest magnitude in integer array `x` (0 if empty): one abs pass and one reduction,
+    the abs read as unsigned (|-2**(b-1)| wraps to itself, which unsigned is 2**(b-1))."""
+    if not x.size:
+        return 0
+    if x.dtype.kind == "i":
+        return int(np.abs(x).view(UNSIGNED_OF[x.dtype.itemsize]).max())
+    return int(max(-int(x.min()), int(x.max())))
+
+
+UNSIGNED_OF = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 
 
 def _exact_dtype(bound: int, sparse: bool):
@@ -1070,7 +1079,11 @@ def _syn(ctx: _Context, where: str, f) -> Effect:
         if bound + bias_max < 2**(ACC_BITS - 1):
             # straight into the accumulator tile: the product's values are exact integers
             acc = m.sram.span(f.acc_addr, acc_bytes, where + ".acc_addr").view("<i4").reshape(acc_shape)
-            np.add(product.reshape(acc_shape), bias, out=acc, casting="unsafe")
+            if product.flags.c_contiguous:  # (BLAS) cast, then an int32 add: twice as fast as a mixed add
+                acc[...] = product.reshape(acc_shape)
+                acc += bias
+            else:
+                np.add(product.reshape(acc_shape), bias, out=acc, casting="unsafe")
         else:
             acc = product.astype(np.int64, order="C").reshape(acc_shape)
             acc += bias
@@ -1245,8 +1258,8 @@ def _lif(ctx: _Context, where: str, f) -> Effect:
     params = _lif_params(ctx, lay, f, channels, where)
     if f.t0 == 0:  # a neuron starts every sequence at rest: v = 0, no previous spike
         v = s_prev = None
-    else:
-        state = m.sram.read(f.state_addr, "<i4", 2 * neurons, where + ".state_addr").reshape(2, -1, f.chs)
+    else:  # (views: nothing is written to the SRAM before the lanes are done with them)
+        state = m.sram.span(f.state_addr, 8 * neurons, where + ".state_addr").view("<i4").reshape(2, -1, f.chs)
         v, s_prev = state[0], state[1]
     leak_form, reset = _decoded(lay, "leak", LeakForm), _decoded(lay, "reset", ResetMode)
     delayed = bool(lay.lif_flags & DELAYED_RESET)
@@ -1266,7 +1279,9 @@ def _lif(ctx: _Context, where: str, f) -> Effect:
     i_max = acc_max << lay.acc_shift if lay.acc_shift >= 0 else (acc_max >> -lay.acc_shift) + 1
     thr_max, leak_max, reset_max = params.thr_max, params.leak_max, params.reset_max
     v_max = 0 if v is None else _abs_max(v)
-    s_max = 0 if s_prev is None else _abs_max(s_prev)
+    # only a delayed reset computes with the previous spikes; otherwise they are only copied back
+    # (no lanes), in either type: their bound cannot change a result
+    s_max = 0 if s_prev is None or not delayed else _abs_max(s_prev)
     narrow = _lif_peak(f.nt, leak_form, reset, delayed, lay.leak_frac, in_range, i_max, v_max, s_max,
                        thr_max, leak_max, reset_max) <= INT32_MAX
     dt = np.int32 if narrow else np.int64
@@ -1275,7 +1290,7 @@ def _lif(ctx: _Context, where: str, f) -> Effect:
         v = np.zeros(shape, dtype=dt)
         s_prev = np.zeros(shape, dtype=bool)
     else:
-        v, s_prev = v.astype(dt, copy=False), s_prev.astype(dt, copy=False)  # `state` is a copy already
+        v, s_prev = v.astype(dt, copy=False), s_prev.astype(dt, copy=False)  # never written in place
     # the lanes read the accumulator as it is (all of them before anything is written back);
     # shifted, it is a fresh array in dt (one pass: the shift casts), which lane 0 may take over
     if lay.acc_shift == 0:
@@ -1322,7 +1337,7 @@ def _lif(ctx: _Context, where: str, f) -> Effect:
         if delayed:
             v, v_max = h, h_max
         elif reset == ResetMode.SUBTRACT:
-            h -= np.multiply(s, thr, dtype=dt)  # a masked subtract (where=s) is several times slower
+            h -= thr * s  # (thr: dt) a masked subtract (where=s) is several times slower
             v, v_max = h, h_max + thr_max
         elif reset == ResetMode.ZERO:
             v, v_max = np.where(s, 0, h), h_max
@@ -1341,8 +1356,8 @@ def _lif(ctx: _Context, where: str, f) -> Effect:
         bits = s.view(np.uint8)
         if words is None:
             words = bits.astype(wdtype)  # a copy: s lives on as s_prev
-        else:
-            words |= (bits if wdtype.itemsize == 1 else bits.astype(wdtype)) << wdtype.type(lane)
+        else:  # bit `lane` added (the bits are disjoint): a multiply is twice as fast as a shift
+            words += np.multiply(bits, wdtype.type(1 << lane), dtype=wdtype)
     ctx.saturations[f.layer] += clamped_total
     if words is None:  # no lanes
         words = np.zeros(shape, dtype=wdtype)
