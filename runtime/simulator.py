@@ -990,6 +990,31 @@ def _strided_patches(x: np.ndarray, lay, f, dtype) -> np.ndarray:
     return np.ascontiguousarray(windows)
 
 
+def _pointwise_pixels(x: np.ndarray, lay, f) -> np.ndarray | None:
+    """The input pixels [nt, rows, W, C] (a view of x) under the output rows of a 1x1, unit-stride,
+    unpadded visit -- its patches, gathered by nothing -- or None for any other geometry (and
+    for output rows outside the image or the tile: the general gathers handle those)."""
+    if (lay.kh, lay.kw, lay.stride_h, lay.stride_w, lay.pad_top, lay.pad_left) != (1, 1, 1, 1, 0, 0) \
+            or lay.in_w != lay.out_w or f.row0 + f.rows > lay.in_h:
+        return None
+    first = f.row0 - f.in_row0
+    if first < 0 or first + f.rows > f.in_rows:
+        return None
+    return x[:, first:first + f.rows]
+
+
+def _transposed(rows: np.ndarray, dtype) -> np.ndarray:
+    """rows [n, K]^T as a C-contiguous `dtype` array; a few rows are copied one by one (numpy's
+    transposing copy is slow when the new rows are that short)."""
+    n, k = rows.shape
+    if n > 16:
+        return np.ascontiguousarray(rows.T).astype(dtype, copy=False)
+    out = np.empty((k, n), dtype=dtype)
+    for j in range(n):
+        out[:, j] = rows[j]
+    return out
+
+
 def _syn_bias(ctx: _Context, lay, f, block: _ChannelBlock, where: str) -> tuple[np.ndarray, int]:
     """The bias of the visit's channels (0 for padding channels) and its largest magnitude,
     cached while the bias block's SRAM bytes stay the same (every visit of a layer reads it)."""
@@ -1022,19 +1047,21 @@ def _syn(ctx: _Context, where: str, f) -> Effect:
     weights = _weight_tile(ctx, lay, f, block, k, where)
     windows = _windows(ctx, lay, f, where)
     positions = f.rows * lay.out_w
-    # The product runs transposed, acc^T [chs, nt*positions] = W [chs, K] @ patches^T [K, nt*positions]:
-    # the weights are the (often sparse) left operand, with their columns in the order the
-    # patches were gathered in. Every partial sum is an integer within the bound, so the
-    # narrow and float types are exact (see _exact_dtype).
+    # Every partial sum of the product is an integer within the bound, so the narrow and float
+    # types are exact (see _exact_dtype).
     bound = k * (1 if spike_input else _abs_max(x)) * weights.abs_max  # |any partial sum| <= bound
     sparse = weights.sparse
     dtype = _exact_dtype(bound, sparse)
     window_pixels = None
     n = f.nt * positions
+    pixels = _pointwise_pixels(x, lay, f)  # a 1x1 convolution's patches are its input pixels
     if sparse:
         # acc^T [chs, nt*positions] = W [chs, K] @ patches^T [K, nt*positions]: the sparse
         # weights are the left operand, with their columns in the order the patches were gathered in
-        if lay.out_w >= STRIDED_PATCHES_MIN_WIDTH:
+        if pixels is not None:
+            order = ISA_ORDER  # (= PERMUTED_ORDER for a 1x1 kernel)
+            patches_t = _transposed(pixels.reshape(n, k), dtype)
+        elif lay.out_w >= STRIDED_PATCHES_MIN_WIDTH:
             order = PERMUTED_ORDER
             patches_t = _strided_patches_t(x, lay, f, dtype).reshape(k, n)
         else:
@@ -1049,7 +1076,9 @@ def _syn(ctx: _Context, where: str, f) -> Effect:
         # acc [nt*positions, chs] = patches [nt*positions, K] @ W^T [K, chs] (BLAS), the
         # accumulator's own layout: the patches in ISA order are the im2col rows as gathered
         order = ISA_ORDER
-        if lay.out_w >= STRIDED_PATCHES_MIN_WIDTH:
+        if pixels is not None:
+            patches = pixels.astype(dtype).reshape(n, k)
+        elif lay.out_w >= STRIDED_PATCHES_MIN_WIDTH:
             patches = _strided_patches(x, lay, f, dtype).reshape(n, k)
         else:
             window_pixels = _window_pixels(x, windows)
