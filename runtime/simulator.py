@@ -837,7 +837,9 @@ class _WeightTile:
 # visits one to a few at a time), and more while they take at most WEIGHT_TILE_CACHE_BYTES
 # (estimated, `_WeightTile.cost`), so that the next simulation of a program finds all its tiles.
 WEIGHT_TILE_CACHE = 16
-WEIGHT_TILE_CACHE_BYTES = 128 << 20
+# (The estimate runs about three times the arrays really held: red-lif-gen4's 50 tiles are
+# estimated at 143 MB and hold 50 MB; under a 128 MB budget its every simulation decoded 52.)
+WEIGHT_TILE_CACHE_BYTES = 256 << 20
 
 
 def _compressed_weights(mem, f, k: int, wdtype: np.dtype, where: str, copied: _Fibers | None = None) -> tuple[np.ndarray, np.ndarray]:
