@@ -645,13 +645,18 @@ def _padded_pixels(x: np.ndarray, fill=0, dtype=None) -> np.ndarray:
 # --------------------------------------------------------------------------------------
 
 def _abs_max(x: np.ndarray) -> int:
-    """The largest magnitude in integer array `x` (0 if empty): one abs pass and one reduction,
-    the abs read as unsigned (|-2**(b-1)| wraps to itself, which unsigned is 2**(b-1))."""
+    """The largest magnitude in integer array `x` (0 if empty). A small one (a LIF's tiles): one
+    abs pass and one reduction, the abs read as unsigned (|-2**(b-1)| wraps to itself, which
+    unsigned is 2**(b-1)) -- fewer calls than min and max; a large one: min and max, which
+    write no temporary."""
     if not x.size:
         return 0
-    if x.dtype.kind == "i":
+    if x.dtype.kind == "i" and x.size <= ABS_PASS_MAX_SIZE:
         return int(np.abs(x).view(UNSIGNED_OF[x.dtype.itemsize]).max())
     return int(max(-int(x.min()), int(x.max())))
+
+
+ABS_PASS_MAX_SIZE = 1 << 15
 
 
 UNSIGNED_OF = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
