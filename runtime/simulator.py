@@ -1623,7 +1623,7 @@ class _Prepared:
     stay the same (`_prepared`): the decoded and validated instructions and layers, the hardware
     config, per instruction its handler, SRAM ranges and owner layer; and the caches of work
     that depends only on the program or on bytes compared on every use (windows, decoded weight
-    tiles, SYN biases, LIF parameter blocks, fiber walks of DRAM weights), which later
+    tiles, SYN biases, LIF parameter blocks, fiber walks of DRAM weights, DMA plans), which later
     simulations reuse."""
 
     def __init__(self, image: ProgramImage, sections: tuple):
