@@ -33,9 +33,9 @@ CONTRACT:
     ranges) and these caches stay with the image for its next simulation (`_Prepared`,
     made again when a section of the image changes). SYN products
     are exact in every kernel choice (sparse CSR or dense, see _exact_dtype); dense BLAS
-    only for large dense products (BLAS_MIN_MACS) or tiny ones.
+    runs on one thread while a simulation runs, but for large products (BLAS_MIN_MACS).
 Imports only numpy, rich, the standard library, snnc.backend and (lazily, for the
-first large sparse weight tile) scipy.sparse.
+first large sparse weight tile) scipy.sparse, (for the first dense product) threadpoolctl.
 """
 
 from __future__ import annotations
@@ -133,8 +133,8 @@ class _Context:
         self.layers = prepared.layers
         self.functional = functional
         self.saturations = np.zeros(len(self.layers), dtype=np.int64)
-        # per layer: {batch: (rows seen [in_h], fired [in_h, in_w, in_c])} for silent_ratio
-        self.fired: list[dict[int, tuple[np.ndarray, np.ndarray]]] = [{} for _ in self.layers]
+        # per layer: {batch: (rows seen [in_h], which input neurons fired: _track_firing)} for silent_ratio
+        self.fired: list[dict[int, tuple[np.ndarray, np.ndarray]]] = [{} for _ in self.layers]  # _track_firing
         # Per-visit work that only depends on the instruction's geometry or on SRAM bytes that
         # the program reloads unchanged: computed once, reused by later visits and by later
         # simulations of the same program (see _windows, _weight_tile, _channel_block, _Prepared).
@@ -145,7 +145,9 @@ class _Context:
         self.syn_biases = prepared.syn_biases
         self.fiber_walks = prepared.fiber_walks
         self.dma_timing = prepared.dma_timing  # id(instruction fields) -> _dma_timing
+        self.dma_plans = prepared.dma_plans  # id(instruction fields) -> _dma_plan
         self.cache_lock = prepared.lock
+        self.blas_held = False  # this simulation holds BLAS to one thread (_BlasThreads)
         # SRAM address -> (bytes, fiber_elems, elem_bits, _Fibers relative to the address) of the
         # packed fibers a dma.load_bm copied there: a SYN reading the same bytes skips re-walking them
         self.sram_fibers: dict[int, tuple[bytes, int, int, _Fibers]] = {}
@@ -195,17 +197,19 @@ def _strided(mem, addr: int, rows: int, row_bytes: int, stride: int, where: str)
 
 def _dma(ctx: _Context, where: str, f, load: bool) -> Effect:
     """Copy `rows` rows of `row_bytes` between DRAM and SRAM with independent strides."""
+    plan = ctx.dma_plans.get(id(f))
+    if plan is None:
+        plan = _dma_plan(ctx, where, f, load)
+    dram_at, sram_at, functional_effect = plan
     m = ctx.machine
-    dram = _strided(m.dram, f.dram_addr, f.rows, f.row_bytes, f.dram_stride, where + ".dram_addr")
-    sram = _strided(m.sram, f.sram_addr, f.rows, f.row_bytes, f.sram_stride, where + ".sram_addr")
+    dram, sram = _placed(m.dram.data, dram_at), _placed(m.sram.data, sram_at)
     if load:
         sram[...] = dram
     else:
         dram[...] = sram
-    nbytes = f.rows * f.row_bytes
     if ctx.functional:
-        return Effect(engine="dma", dram_read=nbytes if load else 0, dram_written=0 if load else nbytes,
-                      sram_bytes=nbytes)
+        return functional_effect
+    nbytes = f.rows * f.row_bytes
     # its cycles, DRAM spans and ranges depend on its fields alone: worked out once per instruction
     found = ctx.dma_timing.get(id(f))
     if found is None:
@@ -214,6 +218,35 @@ def _dma(ctx: _Context, where: str, f, load: bool) -> Effect:
     return Effect(engine="dma", cycles=cycles, latency=ctx.hw.dram.latency_cycles,
                   dram_read=nbytes if load else 0, dram_written=0 if load else nbytes,
                   dram_spans=spans, sram_bytes=nbytes, dram_ranges=ranges)
+
+
+def _placed(data: np.ndarray, at):
+    """The bytes of `data` a _dma_plan locates: a slice, or (offset, shape, strides) of a strided view."""
+    if isinstance(at, slice):
+        return data[at]
+    offset, shape, strides = at
+    return np.ndarray(shape, dtype=np.uint8, buffer=data, offset=offset, strides=strides)
+
+
+def _dma_plan(ctx: _Context, where: str, f, load: bool) -> tuple:
+    """Where a dma.load / dma.store's rows lie in each memory (bounds checked once: the memory
+    sizes are the program's) and its functional Effect (shared by every run: read only):
+    plain slices when both sides' rows touch, else [rows, row_bytes] strided views."""
+    m = ctx.machine
+    sides = ((m.dram, f.dram_addr, f.dram_stride, ".dram_addr"), (m.sram, f.sram_addr, f.sram_stride, ".sram_addr"))
+    views = [_strided(mem, addr, f.rows, f.row_bytes, stride, where + name)  # raise out of range
+             for mem, addr, stride, name in sides]
+    nbytes = f.rows * f.row_bytes
+    if nbytes == 0:
+        located = [slice(0, 0), slice(0, 0)]
+    elif all(stride == f.row_bytes for _, _, stride, _ in sides) or f.rows == 1:
+        located = [slice(addr, addr + nbytes) for _, addr, _, _ in sides]
+    else:
+        located = [(addr, view.shape, view.strides) for (_, addr, _, _), view in zip(sides, views)]
+    effect = Effect(engine="dma", dram_read=nbytes if load else 0, dram_written=0 if load else nbytes,
+                    sram_bytes=nbytes)
+    plan = ctx.dma_plans[id(f)] = (located[0], located[1], effect)
+    return plan
 
 
 def _dma_timing(hw: HwConfig, f) -> tuple[int, tuple[np.ndarray, int] | None, list[tuple[int, int]]]:
@@ -612,7 +645,21 @@ def _padded_pixels(x: np.ndarray, fill=0, dtype=None) -> np.ndarray:
 # --------------------------------------------------------------------------------------
 
 def _abs_max(x: np.ndarray) -> int:
-    return int(max(-int(x.min()), int(x.max()))) if x.size else 0
+    """The largest magnitude in integer array `x` (0 if empty). A small one (a LIF's tiles): one
+    abs pass and one reduction, the abs read as unsigned (|-2**(b-1)| wraps to itself, which
+    unsigned is 2**(b-1)) -- fewer calls than min and max; a large one: min and max, which
+    write no temporary."""
+    if not x.size:
+        return 0
+    if x.dtype.kind == "i" and x.size <= ABS_PASS_MAX_SIZE:
+        return int(np.abs(x).view(UNSIGNED_OF[x.dtype.itemsize]).max())
+    return int(max(-int(x.min()), int(x.max())))
+
+
+ABS_PASS_MAX_SIZE = 1 << 15
+
+
+UNSIGNED_OF = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 
 
 def _exact_dtype(bound: int, sparse: bool):
@@ -633,20 +680,69 @@ def _exact_dtype(bound: int, sparse: bool):
 
 # A weight tile takes the sparse (CSR, scipy) product when at most this fraction of it is
 # non-zero and it is big enough for the sparse kernel's per-call cost to pay off; otherwise
-# dense BLAS. The sparse kernel is single-threaded and does ~density of the dense work, while
-# a multi-threaded BLAS call is several times slower than that on a busy machine.
+# dense BLAS, on one thread (_BlasThreads): single-threaded float32 BLAS is 1.5-2x as fast as
+# the int16 sparse kernel on half-dense tiles, and at about this density they are even.
 SPARSE_MAX_DENSITY = 0.25
 SPARSE_MIN_WEIGHTS = 2048
-# ... and a dense tile too when the visit's product has between BLAS_MAX_SINGLE_THREAD_MACS
-# and BLAS_MIN_MACS dense multiply-adds: there the sparse kernel is at most about four times as
-# slow as two-thread BLAS on a quiet machine, while a multi-threaded BLAS call waits for its
-# threads on a busy one (a simulation in a parallel sweep shares its cores with the others
-# anyway): on the shared 2-core bench machine resnet19-cifar10's [128, 576] x [576, 128] visits
-# (2**23.2 MACs, 0.15 ms warm) took 22 ms each, red-lif-gen4's [24, 576] x [576, 640] 4 to 18 ms.
-# Above 2**27 (a few ms of BLAS work) the threads pay for their wake-up even there.
-# Below, OpenBLAS runs one thread (m*n*k < 65536 * 4), and small programs skip importing scipy.
+# Dense products of at least BLAS_MIN_MACS multiply-adds run on every BLAS thread (a few ms of
+# work pays for waking them); smaller ones on one. OpenBLAS splits products of 2**18 MACs and
+# more over every core, and on the shared 2-core bench machine that cost 10-50x the
+# single-thread CPU time (resnet19-cifar10's [128, 576] x [576, 128] visits, 0.15 ms of work,
+# took 22 ms each; a red-lif-gen4 [32, 1152] x [1152, 320] visit 17 ms instead of 0.3 ms).
 BLAS_MIN_MACS = 1 << 27
-BLAS_MAX_SINGLE_THREAD_MACS = 1 << 18
+
+
+class _BlasThreads:
+    """Holds the BLAS libraries (threadpoolctl) to one thread while some simulation runs, and
+    gives them back their thread counts when the last one ends. Results never depend on it:
+    every product is exact in any summation order (_exact_dtype). Without threadpoolctl it
+    does nothing."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.holders = 0
+        self.libraries = None  # threadpoolctl's controllers of the loaded BLAS libraries
+        self.saved: list[int] = []
+
+    def hold(self) -> None:
+        with self.lock:
+            if self.libraries is None:
+                try:
+                    from threadpoolctl import ThreadpoolController
+                    self.libraries = ThreadpoolController().select(user_api="blas").lib_controllers
+                except ImportError:  # pragma: no cover - a dependency; products stay exact
+                    self.libraries = []
+            if self.holders == 0:
+                self.saved = [library.get_num_threads() for library in self.libraries]
+                for library in self.libraries:
+                    library.set_num_threads(1)
+            self.holders += 1
+
+    def release(self) -> None:
+        with self.lock:
+            self.holders -= 1
+            if self.holders == 0:
+                for library, threads in zip(self.libraries, self.saved):
+                    library.set_num_threads(threads)
+
+    def all_threads(self, product):
+        """product() on the libraries' own thread counts (a large product)."""
+        with self.lock:
+            held = self.holders > 0
+            if held:
+                for library, threads in zip(self.libraries, self.saved):
+                    library.set_num_threads(threads)
+        try:
+            return product()
+        finally:
+            if held:
+                with self.lock:
+                    if self.holders > 0:
+                        for library in self.libraries:
+                            library.set_num_threads(1)
+
+
+_BLAS_THREADS = _BlasThreads()
 
 
 def _csr_array_type():
@@ -740,17 +836,15 @@ class _WeightTile:
             self._operators[key] = self._operator(np.ones(self.values.size, dtype=np.float64), order, sparse)
         return self._operators[key]
 
-    def sparse_for(self, dense_macs: int) -> bool:
-        """Whether a product of `dense_macs` dense multiply-adds takes the sparse kernel."""
-        return self.sparse or (BLAS_MAX_SINGLE_THREAD_MACS <= dense_macs < BLAS_MIN_MACS
-                               and _csr_array_type() is not None)
 
 
 # Decoded tiles are kept with the program (`_Prepared`): always the last WEIGHT_TILE_CACHE (a layer
 # visits one to a few at a time), and more while they take at most WEIGHT_TILE_CACHE_BYTES
 # (estimated, `_WeightTile.cost`), so that the next simulation of a program finds all its tiles.
 WEIGHT_TILE_CACHE = 16
-WEIGHT_TILE_CACHE_BYTES = 128 << 20
+# (The estimate runs about three times the arrays really held: red-lif-gen4's 50 tiles are
+# estimated at 143 MB and hold 50 MB; under a 128 MB budget its every simulation decoded 52.)
+WEIGHT_TILE_CACHE_BYTES = 256 << 20
 
 
 def _compressed_weights(mem, f, k: int, wdtype: np.dtype, where: str, copied: _Fibers | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -878,6 +972,56 @@ def _strided_patches_t(x: np.ndarray, lay, f, dtype) -> np.ndarray:
     return np.ascontiguousarray(windows)
 
 
+def _strided_patches(x: np.ndarray, lay, f, dtype) -> np.ndarray:
+    """patches [nt, rows, Wo, kh, kw, in_cs] of a visit (ISA_ORDER: the rows of `_window_pixels`)
+    as one strided copy, in `dtype`.
+
+    The tile goes as it is stored (channels last) into a zero frame wide enough that every
+    window position -- padding included -- is an affine function of (r, ky) and (x, kx); rows
+    of the tile beyond the image are left out (they read as padding). `_windows` has checked
+    the rows are present.
+    """
+    sh, sw, dh, dw = lay.stride_h, lay.stride_w, lay.dil_h, lay.dil_w
+    image_rows = max(0, min(f.in_rows, lay.in_h - f.in_row0))
+    row_off = f.row0 * sh - lay.pad_top - f.in_row0  # tile row of (r = 0, ky = 0)
+    row_reach = (f.rows - 1) * sh + (lay.kh - 1) * dh + 1
+    col_reach = (lay.out_w - 1) * sw + (lay.kw - 1) * dw + 1
+    top, left = max(0, -row_off), max(0, lay.pad_left)
+    frame = np.zeros((f.nt, top + max(image_rows, row_off + row_reach),
+                      left + max(lay.in_w, col_reach - lay.pad_left), lay.in_cs), dtype=dtype)
+    frame[:, top:top + image_rows, left:left + lay.in_w] = x[:, :image_rows]
+    s_t, s_r, s_x, s_c = frame.strides
+    windows = np.ndarray((f.nt, f.rows, lay.out_w, lay.kh, lay.kw, lay.in_cs), dtype=frame.dtype, buffer=frame,
+                         offset=(top + row_off) * s_r + (left - lay.pad_left) * s_x,
+                         strides=(s_t, sh * s_r, sw * s_x, dh * s_r, dw * s_x, s_c))
+    return np.ascontiguousarray(windows)
+
+
+def _pointwise_pixels(x: np.ndarray, lay, f) -> np.ndarray | None:
+    """The input pixels [nt, rows, W, C] (a view of x) under the output rows of a 1x1, unit-stride,
+    unpadded visit -- its patches, gathered by nothing -- or None for any other geometry (and
+    for output rows outside the image or the tile: the general gathers handle those)."""
+    if (lay.kh, lay.kw, lay.stride_h, lay.stride_w, lay.pad_top, lay.pad_left) != (1, 1, 1, 1, 0, 0) \
+            or lay.in_w != lay.out_w or f.row0 + f.rows > lay.in_h:
+        return None
+    first = f.row0 - f.in_row0
+    if first < 0 or first + f.rows > f.in_rows:
+        return None
+    return x[:, first:first + f.rows]
+
+
+def _transposed(rows: np.ndarray, dtype) -> np.ndarray:
+    """rows [n, K]^T as a C-contiguous `dtype` array; a few rows are copied one by one (numpy's
+    transposing copy is slow when the new rows are that short)."""
+    n, k = rows.shape
+    if n > 16:
+        return np.ascontiguousarray(rows.T).astype(dtype, copy=False)
+    out = np.empty((k, n), dtype=dtype)
+    for j in range(n):
+        out[:, j] = rows[j]
+    return out
+
+
 def _syn_bias(ctx: _Context, lay, f, block: _ChannelBlock, where: str) -> tuple[np.ndarray, int]:
     """The bias of the visit's channels (0 for padding channels) and its largest magnitude,
     cached while the bias block's SRAM bytes stay the same (every visit of a layer reads it)."""
@@ -910,27 +1054,59 @@ def _syn(ctx: _Context, where: str, f) -> Effect:
     weights = _weight_tile(ctx, lay, f, block, k, where)
     windows = _windows(ctx, lay, f, where)
     positions = f.rows * lay.out_w
-    # The product runs transposed, acc^T [chs, nt*positions] = W [chs, K] @ patches^T [K, nt*positions]:
-    # the weights are the (often sparse) left operand, with their columns in the order the
-    # patches were gathered in. Every partial sum is an integer within the bound, so the
-    # narrow and float types are exact (see _exact_dtype).
+    # Every partial sum of the product is an integer within the bound, so the narrow and float
+    # types are exact (see _exact_dtype).
     bound = k * (1 if spike_input else _abs_max(x)) * weights.abs_max  # |any partial sum| <= bound
-    sparse = weights.sparse_for(f.chs * k * f.nt * positions)
+    sparse = weights.sparse
     dtype = _exact_dtype(bound, sparse)
     window_pixels = None
-    if lay.out_w >= STRIDED_PATCHES_MIN_WIDTH:
-        order = PERMUTED_ORDER
-        patches_t = _strided_patches_t(x, lay, f, dtype).reshape(k, f.nt * positions)
+    n = f.nt * positions
+    pixels = _pointwise_pixels(x, lay, f)  # a 1x1 convolution's patches are its input pixels
+    if sparse:
+        # acc^T [chs, nt*positions] = W [chs, K] @ patches^T [K, nt*positions]: the sparse
+        # weights are the left operand, with their columns in the order the patches were gathered in
+        if pixels is not None:
+            order = ISA_ORDER  # (= PERMUTED_ORDER for a 1x1 kernel)
+            patches_t = _transposed(pixels.reshape(n, k), dtype)
+        elif lay.out_w >= STRIDED_PATCHES_MIN_WIDTH:
+            order = PERMUTED_ORDER
+            patches_t = _strided_patches_t(x, lay, f, dtype).reshape(k, n)
+        else:
+            order = ISA_ORDER
+            window_pixels = _window_pixels(x, windows)
+            # a 2-D transpose in the stored type, then the cast (values are exact in `dtype`: bound)
+            patches_t = np.ascontiguousarray(window_pixels.reshape(n, k).T).astype(dtype, copy=False)
+        product_t = weights.matrix(dtype, order, sparse) @ patches_t
+        product = product_t.T
+        lanes_nonzero = None if spike_input or ctx.functional else (patches_t != 0).reshape(k, f.nt, positions)
     else:
+        # acc [nt*positions, chs] = patches [nt*positions, K] @ W^T [K, chs] (BLAS), the
+        # accumulator's own layout: the patches in ISA order are the im2col rows as gathered
         order = ISA_ORDER
-        window_pixels = _window_pixels(x, windows)
-        # a 2-D transpose in the stored type, then the cast (values are exact in `dtype`: bound)
-        patches_t = np.ascontiguousarray(window_pixels.reshape(f.nt * positions, k).T).astype(dtype, copy=False)
-    product = weights.matrix(dtype, order, sparse) @ patches_t
+        if pixels is not None:
+            patches = pixels.astype(dtype).reshape(n, k)
+        elif lay.out_w >= STRIDED_PATCHES_MIN_WIDTH:
+            patches = _strided_patches(x, lay, f, dtype).reshape(n, k)
+        else:
+            window_pixels = _window_pixels(x, windows)
+            patches = window_pixels.reshape(n, k).astype(dtype, copy=False)
+        weights_t = weights.matrix(dtype, order, sparse).T
+        macs = n * k * f.chs
+        if dtype is np.int64:
+            product = patches @ weights_t
+        elif macs >= BLAS_MIN_MACS:
+            product = _BLAS_THREADS.all_threads(lambda: patches @ weights_t)
+        else:
+            if not ctx.blas_held:
+                _BLAS_THREADS.hold()
+                ctx.blas_held = True
+            product = patches @ weights_t
+        lanes_nonzero = None if spike_input or ctx.functional else (patches != 0).reshape(
+            f.nt, positions, k).transpose(2, 0, 1)
     acc_shape = (f.nt, f.rows, lay.out_w, f.chs)
     acc_bytes = 4 * f.nt * positions * f.chs
     if f.flags & ACCUMULATE:
-        acc = product.T.astype(np.int64, order="C").reshape(acc_shape)
+        acc = product.astype(np.int64, order="C").reshape(acc_shape)
         acc += m.sram.span(f.acc_addr, acc_bytes, where + ".acc_addr").view("<i4").reshape(acc_shape)
     else:
         bias, bias_max = _syn_bias(ctx, lay, f, block, where)
@@ -939,9 +1115,13 @@ def _syn(ctx: _Context, where: str, f) -> Effect:
         if bound + bias_max < 2**(ACC_BITS - 1):
             # straight into the accumulator tile: the product's values are exact integers
             acc = m.sram.span(f.acc_addr, acc_bytes, where + ".acc_addr").view("<i4").reshape(acc_shape)
-            np.add(product.T.reshape(acc_shape), bias, out=acc, casting="unsafe")
+            if product.flags.c_contiguous:  # (BLAS) cast, then an int32 add: twice as fast as a mixed add
+                acc[...] = product.reshape(acc_shape)
+                acc += bias
+            else:
+                np.add(product.reshape(acc_shape), bias, out=acc, casting="unsafe")
         else:
-            acc = product.T.astype(np.int64, order="C").reshape(acc_shape)
+            acc = product.astype(np.int64, order="C").reshape(acc_shape)
             acc += bias
     if acc.dtype == np.int64:
         acc, clamped = saturate(acc, ACC_BITS)
@@ -949,7 +1129,7 @@ def _syn(ctx: _Context, where: str, f) -> Effect:
         m.sram.write(f.acc_addr, acc.astype("<i4"), where + ".acc_addr")
     effect = Effect(engine="compute")
     if spike_input:
-        _track_firing(ctx, lay, f, x)
+        _track_firing(ctx, lay, f, x, in_fmt, where + ".in_addr")
     if ctx.functional:
         return effect
     # matched operations: nonzero weight x nonzero input, per lane (LoAS inner join)
@@ -979,7 +1159,7 @@ def _syn(ctx: _Context, where: str, f) -> Effect:
     # multi-bit inputs: a neuron's MACs = its lanes with a value x its non-zero weights, per offset
     # [K, positions]: lanes with a value, added up lane by lane in uint8 (nt <= 255): a reduction
     # over the middle axis (count_nonzero's, or sum's) is several times slower on these shapes
-    nonzero = (patches_t != 0).reshape(k, f.nt, positions)
+    nonzero = lanes_nonzero  # [K, nt, positions] in `order`
     lanes_active = nonzero[:, 0].astype(np.uint8 if f.nt < 256 else np.int64)
     for lane in range(1, f.nt):
         lanes_active += nonzero[:, lane]
@@ -989,17 +1169,33 @@ def _syn(ctx: _Context, where: str, f) -> Effect:
     return effect
 
 
-def _track_firing(ctx: _Context, lay, f, x: np.ndarray) -> None:
-    """Record which input neurons fired in this visit (for silent_ratio)."""
+def _track_firing(ctx: _Context, lay, f, x: np.ndarray, in_fmt: Format, where: str) -> None:
+    """Record which input neurons fired in this visit (for silent_ratio). A SPIKE_PLANES layer
+    keeps them as bit planes [in_h][in_w * in_cs / 8], ORed over the lanes as stored (an eighth
+    of the unpacked tile's bytes); `_fired_counts` unpacks them once."""
     per_batch = ctx.fired[f.layer]
+    planes = in_fmt == Format.SPIKE_PLANES
     if f.batch not in per_batch:
-        per_batch[f.batch] = (np.zeros(lay.in_h, dtype=bool), np.zeros((lay.in_h, lay.in_w, lay.in_c), dtype=bool))
+        per_batch[f.batch] = (np.zeros(lay.in_h, dtype=bool),
+                              np.zeros((lay.in_h, lay.in_w * lay.in_cs // 8), dtype=np.uint8) if planes
+                              else np.zeros((lay.in_h, lay.in_w, lay.in_c), dtype=bool))
     seen, fired = per_batch[f.batch]
     lo, hi = f.in_row0, min(f.in_row0 + f.in_rows, lay.in_h)
     if hi <= lo:
         return
     seen[lo:hi] = True
-    fired[lo:hi] |= np.bitwise_or.reduce(x[:, :hi - lo, :, :lay.in_c], axis=0).view(bool)  # x is 0/1 uint8
+    if planes:  # the tile's bytes read_tile unpacked into x: [nt][in_rows][in_w * in_cs / 8]
+        raw = ctx.machine.sram.span(f.in_addr, f.nt * f.in_rows * fired.shape[1], where).reshape(f.nt, f.in_rows, -1)
+        fired[lo:hi] |= np.bitwise_or.reduce(raw[:, :hi - lo], axis=0)
+    else:
+        fired[lo:hi] |= np.bitwise_or.reduce(x[:, :hi - lo, :, :lay.in_c], axis=0).view(bool)  # x is 0/1 uint8
+
+
+def _fired_counts(lay, seen: np.ndarray, fired: np.ndarray) -> tuple[int, int]:
+    """(input neurons seen, of which fired) of one layer and batch as _track_firing left them."""
+    if fired.dtype == np.uint8:  # SPIKE_PLANES bit planes
+        fired = np.unpackbits(fired, axis=1, bitorder="little").reshape(lay.in_h, lay.in_w, lay.in_cs)[..., :lay.in_c]
+    return int(seen.sum()) * lay.in_w * lay.in_c, int(np.count_nonzero(fired[seen]))
 
 
 # --------------------------------------------------------------------------------------
@@ -1098,8 +1294,8 @@ def _lif(ctx: _Context, where: str, f) -> Effect:
     params = _lif_params(ctx, lay, f, channels, where)
     if f.t0 == 0:  # a neuron starts every sequence at rest: v = 0, no previous spike
         v = s_prev = None
-    else:
-        state = m.sram.read(f.state_addr, "<i4", 2 * neurons, where + ".state_addr").reshape(2, -1, f.chs)
+    else:  # (views: nothing is written to the SRAM before the lanes are done with them)
+        state = m.sram.span(f.state_addr, 8 * neurons, where + ".state_addr").view("<i4").reshape(2, -1, f.chs)
         v, s_prev = state[0], state[1]
     leak_form, reset = _decoded(lay, "leak", LeakForm), _decoded(lay, "reset", ResetMode)
     delayed = bool(lay.lif_flags & DELAYED_RESET)
@@ -1119,7 +1315,9 @@ def _lif(ctx: _Context, where: str, f) -> Effect:
     i_max = acc_max << lay.acc_shift if lay.acc_shift >= 0 else (acc_max >> -lay.acc_shift) + 1
     thr_max, leak_max, reset_max = params.thr_max, params.leak_max, params.reset_max
     v_max = 0 if v is None else _abs_max(v)
-    s_max = 0 if s_prev is None else _abs_max(s_prev)
+    # only a delayed reset computes with the previous spikes; otherwise they are only copied back
+    # (no lanes), in either type: their bound cannot change a result
+    s_max = 0 if s_prev is None or not delayed else _abs_max(s_prev)
     narrow = _lif_peak(f.nt, leak_form, reset, delayed, lay.leak_frac, in_range, i_max, v_max, s_max,
                        thr_max, leak_max, reset_max) <= INT32_MAX
     dt = np.int32 if narrow else np.int64
@@ -1128,7 +1326,7 @@ def _lif(ctx: _Context, where: str, f) -> Effect:
         v = np.zeros(shape, dtype=dt)
         s_prev = np.zeros(shape, dtype=bool)
     else:
-        v, s_prev = v.astype(dt, copy=False), s_prev.astype(dt, copy=False)  # `state` is a copy already
+        v, s_prev = v.astype(dt, copy=False), s_prev.astype(dt, copy=False)  # never written in place
     # the lanes read the accumulator as it is (all of them before anything is written back);
     # shifted, it is a fresh array in dt (one pass: the shift casts), which lane 0 may take over
     if lay.acc_shift == 0:
@@ -1175,7 +1373,7 @@ def _lif(ctx: _Context, where: str, f) -> Effect:
         if delayed:
             v, v_max = h, h_max
         elif reset == ResetMode.SUBTRACT:
-            h -= np.multiply(s, thr, dtype=dt)  # a masked subtract (where=s) is several times slower
+            h -= thr * s  # (thr: dt) a masked subtract (where=s) is several times slower
             v, v_max = h, h_max + thr_max
         elif reset == ResetMode.ZERO:
             v, v_max = np.where(s, 0, h), h_max
@@ -1194,8 +1392,8 @@ def _lif(ctx: _Context, where: str, f) -> Effect:
         bits = s.view(np.uint8)
         if words is None:
             words = bits.astype(wdtype)  # a copy: s lives on as s_prev
-        else:
-            words |= (bits if wdtype.itemsize == 1 else bits.astype(wdtype)) << wdtype.type(lane)
+        else:  # bit `lane` added (the bits are disjoint): a multiply is twice as fast as a shift
+            words += np.multiply(bits, wdtype.type(1 << lane), dtype=wdtype)
     ctx.saturations[f.layer] += clamped_total
     if words is None:  # no lanes
         words = np.zeros(shape, dtype=wdtype)
@@ -1425,7 +1623,7 @@ class _Prepared:
     stay the same (`_prepared`): the decoded and validated instructions and layers, the hardware
     config, per instruction its handler, SRAM ranges and owner layer; and the caches of work
     that depends only on the program or on bytes compared on every use (windows, decoded weight
-    tiles, SYN biases, LIF parameter blocks, fiber walks of DRAM weights), which later
+    tiles, SYN biases, LIF parameter blocks, fiber walks of DRAM weights, DMA plans), which later
     simulations reuse."""
 
     def __init__(self, image: ProgramImage, sections: tuple):
@@ -1465,6 +1663,7 @@ class _Prepared:
         self.timing_plans: dict = {}  # program_timing.ProgramTimer's per-instruction plans
         # per dma.load / dma.store (keyed by id of its fields, which live as long as this): _dma_timing
         self.dma_timing: dict[int, tuple] = {}
+        self.dma_plans: dict[int, tuple] = {}  # ... and its _dma_plan
         self.lock = threading.Lock()
 
 
@@ -1494,7 +1693,8 @@ def _read_outputs(ctx: _Context, image: ProgramImage) -> dict[str, np.ndarray]:
     outputs = {}
     for d in image.io:
         if d.is_output:
-            raw = ctx.machine.dram.span(d.dram_addr, io_dram_bytes(d), f"io {d.name!r}").copy()
+            # (no copy: decode_output's arrays are its own, never views of the DRAM)
+            raw = ctx.machine.dram.span(d.dram_addr, io_dram_bytes(d), f"io {d.name!r}")
             outputs[d.name] = decode_output(d, raw)
     return outputs
 
@@ -1564,13 +1764,16 @@ def _simulate(image: ProgramImage, inputs: dict, functional: bool, progress: boo
                 bar[0].update(bar[1], completed=i)
         time_pending()
     finally:
+        if ctx.blas_held:
+            _BLAS_THREADS.release()
         if bar is not None:
             bar[0].stop()
     outputs = _read_outputs(ctx, image) if halted_outputs is None else halted_outputs
     for idx, per_batch in enumerate(ctx.fired):
         for seen, fired in per_batch.values():
-            counters[idx].neurons_seen += int(seen.sum()) * fired.shape[1] * fired.shape[2]
-            counters[idx].neurons_fired += int(fired[seen].sum())
+            neurons_seen, neurons_fired = _fired_counts(ctx.layers[idx], seen, fired)
+            counters[idx].neurons_seen += neurons_seen
+            counters[idx].neurons_fired += neurons_fired
         counters[idx].saturations = int(ctx.saturations[idx])
         counters[idx].spike_input = Format(ctx.layers[idx].in_format) in SPIKE_FORMATS
     report = build_report(image, hw, counters, unattributed, executed=executed, functional=functional,

@@ -115,9 +115,10 @@ def encode_input(desc: IODesc, x) -> tuple[np.ndarray, bool]:
     return _to_storage_order(desc, ints).view(np.uint8).reshape(-1), quantised
 
 
-def _step_values(desc: IODesc, raw: np.ndarray, step: int) -> np.ndarray:
+def _step_values(desc: IODesc, raw: np.ndarray, step: int, channels_last: bool = False) -> np.ndarray:
     """Stored timestep `step` of the tensor as integers [B, C, H, W] (spikes 0/1, multi-bit as
-    stored): the bytes of that step only, never a copy of all T."""
+    stored; [B, H, W, C] as stored with channels_last): the bytes of that step only, never a
+    copy of all T."""
     t, b, c, h, w, cs = desc.timesteps, desc.batch, desc.channels, desc.height, desc.width, desc.channels_stored
     fmt = Format(desc.format)
     if fmt == Format.SPIKE_PLANES:
@@ -128,7 +129,7 @@ def _step_values(desc: IODesc, raw: np.ndarray, step: int) -> np.ndarray:
         values = (words >> words.dtype.type(step)) & words.dtype.type(1)
     else:
         values = raw.view(ACT_DTYPES[fmt]).reshape(t, b, h, w, cs)[step]
-    return values[..., :c].transpose(0, 3, 1, 2)
+    return values[..., :c] if channels_last else values[..., :c].transpose(0, 3, 1, 2)
 
 
 def decode_step_ints(desc: IODesc, raw: np.ndarray, step: int) -> np.ndarray:
@@ -146,6 +147,9 @@ def decode_output(desc: IODesc, raw: np.ndarray) -> np.ndarray:
     out = np.empty((desc.nt, desc.batch, desc.channels, desc.height, desc.width), dtype=np.float32)
     spikes = Format(desc.format) in (Format.SPIKE_PLANES, Format.SPIKE_WORDS)
     for i, step in enumerate(range(desc.t0, desc.t0 + desc.nt)):
-        values = _step_values(desc, raw, step)
-        out[i] = values if spikes else np.ldexp(values.astype(np.float32), -desc.frac_bits)
+        values = _step_values(desc, raw, step, channels_last=True)
+        if not spikes:  # scaled in storage order (contiguous), then one transposing copy
+            values = values.astype(np.float32)
+            np.ldexp(values, -desc.frac_bits, out=values)
+        out[i] = values.transpose(0, 3, 1, 2)
     return out.reshape(desc.onnx_shape)

@@ -29,7 +29,7 @@ ALLOWED_FOLDERS = {
 }
 # The only snnc modules outside runtime/ that the runtime may import: the format contract.
 RUNTIME_CONTRACT = {"snnc.backend.isa", "snnc.backend.binformat", "snnc.backend.hwconfig", "snnc.backend.errors"}
-RUNTIME_THIRD_PARTY = {"numpy", "rich", "scipy", "matplotlib"}  # matplotlib: the optional `plot` extra, lazily
+RUNTIME_THIRD_PARTY = {"numpy", "rich", "scipy", "threadpoolctl", "matplotlib"}  # matplotlib: the optional `plot` extra, lazily
 
 
 def package_modules() -> dict[str, Path]:

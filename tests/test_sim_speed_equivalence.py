@@ -124,6 +124,10 @@ CONV_CASES = {
     "stride-dilation-asymmetric-pads": (Format.SPIKE_PLANES, 1, 0.05, 7, 1,
                                         dict(stride=2, dil=2, pads=(2, 1, 0, 3), rows_per_tile=1)),
     "channel-blocks": (Format.SPIKE_PLANES, 1, 0.05, 7, 1, dict(chs=20)),
+    # 1x1, unit stride, unpadded: the patches are the input pixels (_pointwise_pixels)
+    "pointwise-sparse": (Format.SPIKE_PLANES, 1, 0.05, 7, 1, dict(k=1, pads=(0, 0, 0, 0))),
+    "pointwise-dense": (Format.SPIKE_PLANES, 1, 0.6, 7, 1, dict(k=1, pads=(0, 0, 0, 0))),
+    "pointwise-act-input": (Format.ACT_I16, 300, 0.6, 7, 1, dict(k=1, pads=(0, 0, 0, 0), rows_per_tile=1)),
 }
 
 
@@ -132,8 +136,10 @@ CONV_CASES = {
 @pytest.mark.parametrize("patches", ["take", "strided"])
 def test_conv_visits_match_direct_convolution(case, functional, patches, monkeypatch):
     monkeypatch.setattr(simulator, "STRIDED_PATCHES_MIN_WIDTH", 1 if patches == "strided" else 1 << 16)
-    if case in ("dense-blas", "dense-act-input"):  # dense tiles this small take BLAS only when told to
+    if case in ("dense-blas", "dense-act-input"):  # a dense product on every BLAS thread
         monkeypatch.setattr(simulator, "BLAS_MIN_MACS", 0)
+    if case == "dense-small-sparse-kernel":  # a dense tile through the sparse kernel
+        monkeypatch.setattr(simulator, "SPARSE_MAX_DENSITY", 1.0)
     in_format, x_high, density, w_high, weight_bytes, geometry = CONV_CASES[case]
     rng = np.random.default_rng(sorted(CONV_CASES).index(case))
     t, cin, cout, h, w = 3, 60, 36, 7, 6  # out_cs 40: 4 padding channels
@@ -142,11 +148,11 @@ def test_conv_visits_match_direct_convolution(case, functional, patches, monkeyp
     else:
         x = rng.integers(-x_high, x_high + 1, size=(t, 1, cin, h, w)).astype(np.float32)
         x[rng.random(x.shape) < 0.5] = 0
-    weights = sparse_weights(rng, (cout, cin, 3, 3), density, w_high)
+    weights = sparse_weights(rng, (cout, cin, geometry.get("k", 3), geometry.get("k", 3)), density, w_high)
     bias = rng.integers(-5, 6, size=cout)
     image = conv_acc_program(x.shape, [weights], bias, in_format=in_format, weight_bytes=weight_bytes, **geometry)
     res = simulate(image, {"x": x}, functional=functional)
-    ref_geometry = {key: value for key, value in geometry.items() if key in ("stride", "dil", "pads")}
+    ref_geometry = {key: value for key, value in geometry.items() if key in ("k", "stride", "dil", "pads")}
     expected, matched = ref_conv_acc(x[:, 0], weights, bias, **ref_geometry)
     np.testing.assert_array_equal(res.outputs["acc0"][:, 0], expected)
     if not functional:
