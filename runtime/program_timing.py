@@ -11,13 +11,22 @@ CONTRACT:
   * `plans` is a dict kept with the program (the simulator's _Prepared): per (step index,
     whether a SYN model ran) what the above needs of an instruction that does not change from
     one run of it to the next -- the bank split of its SRAM ranges, its static counts, the
-    output timesteps a dma.store writes -- worked out the first time the step is timed.
+    output timesteps a dma.store writes -- worked out the first time the step is timed; and
+    under "sram_hazards" the SRAM dependencies of every step (`sram_dependencies`).
+  * `steps`: the program's instructions in order (each with .opcode, .reads, .writes: the SRAM
+    ranges its effects carry). With them the SRAM hazards are not looked up in tables of
+    pending accesses (timing.Scoreboard) but read from `sram_dependencies`, worked out once per
+    program: the finish of at most one earlier instruction per `hazard_class` (DRAM hazards,
+    whose ranges a compressed DMA's data decides, stay in the Scoreboard's tables). Start,
+    finish and stall of every instruction are the Scoreboard's (see `sram_dependencies`).
 Imports only the runtime's timing, memory, report and output_timing modules and snnc.backend.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import numpy as np
 
 from snnc.backend.hwconfig import HwConfig
 from snnc.backend.isa import Opcode
@@ -48,9 +57,84 @@ def time_deferred(hw: HwConfig, effects: list) -> None:
         effect.cycles = syn.cycles
 
 
+COMPUTE_OPCODES = (Opcode.SYN, Opcode.POOL, Opcode.ADD)
+NEURON_OPCODES = (Opcode.LIF, Opcode.PACK)
+LATENT_DMA_OPCODES = (Opcode.DMA_LOAD, Opcode.DMA_STORE, Opcode.DMA_LOAD_BM, Opcode.DMA_STORE_BM, Opcode.EXIT_CHECK)
+
+
+def hazard_class(opcode: Opcode) -> int | None:
+    """The instructions whose finish times never decrease in program order (see
+    `sram_dependencies`): 0 compute engine, 1 neuron engine, 2 DMA engine with DRAM latency,
+    3 DMA engine without (MOVE); None: no engine (BARRIER, NOP, HALT)."""
+    if opcode in COMPUTE_OPCODES:
+        return 0
+    if opcode in NEURON_OPCODES:
+        return 1
+    if opcode in LATENT_DMA_OPCODES:
+        return 2
+    if opcode == Opcode.MOVE:
+        return 3
+    return None
+
+
+CLASSES = 4
+
+
+MAX_DEPENDENCY_KEYS = 4096  # distinct SRAM ranges beyond which sram_dependencies gives up (None)
+
+
+def sram_dependencies(steps) -> list[tuple[int, ...]] | None:
+    """Per step, the earlier steps whose finish can delay its start through an SRAM hazard:
+    of every `hazard_class`, the last earlier step that wrote a range overlapping one it reads
+    or writes (RAW, WAW) or read a range overlapping one it writes (WAR); ranges overlap as in
+    timing.PendingAccesses (an empty range is never recorded, but is checked).
+
+    timing.Scoreboard starts an instruction at the latest finish among all earlier overlapping
+    accesses (its pruning and BARRIER's clearing drop only finishes no later than every
+    engine's free time). Within a class the finishes never decrease: an instruction starts no
+    earlier than its engine is free, i.e. than the previous one's finish less its DRAM latency
+    (the same for every DMA of class 2, whose cycles include it; 0 elsewhere), so the last
+    overlapping one per class has the latest finish."""
+    ids: dict[tuple[int, int], int] = {}
+    for step in steps:
+        for key in step.reads:
+            ids.setdefault(key, len(ids))
+        for key in step.writes:
+            ids.setdefault(key, len(ids))
+    if len(ids) > MAX_DEPENDENCY_KEYS:  # the overlaps below are len(ids) ** 2 comparisons
+        return None
+    bounds = np.array(list(ids) or [(0, 0)], dtype=np.int64).reshape(-1, 2)
+    lo, hi = bounds[:, 0], bounds[:, 1]
+    # the keys an access to key r delays: q with r.lo < q.hi and q.lo < r.hi (r not empty)
+    delays = [np.flatnonzero((r_lo < hi) & (lo < r_hi)).tolist() if r_hi > r_lo else []
+              for r_lo, r_hi in ids]
+    last_write = [[-1] * CLASSES for _ in ids]  # per key: the last step per class that wrote an overlapping range
+    last_read = [[-1] * CLASSES for _ in ids]
+    out: list[tuple[int, ...]] = []
+    for index, step in enumerate(steps):
+        cls = hazard_class(step.opcode)
+        if cls is None:
+            out.append(())
+            continue
+        reads = [ids[key] for key in step.reads]
+        writes = [ids[key] for key in step.writes]
+        latest = [-1] * CLASSES
+        for table, keys in ((last_write, reads), (last_write, writes), (last_read, writes)):
+            for key in keys:
+                for c, j in enumerate(table[key]):
+                    if j > latest[c]:
+                        latest[c] = j
+        out.append(tuple(j for j in latest if j >= 0))
+        for table, keys in ((last_read, reads), (last_write, writes)):
+            for key in keys:
+                for q in delays[key]:
+                    table[q][cls] = index
+    return out
+
+
 class ProgramTimer:
     def __init__(self, hw: HwConfig, counters: list[LayerCounters], unattributed: LayerCounters,
-                 timeline: OutputTimeline, const_size: int, plans: dict):
+                 timeline: OutputTimeline, const_size: int, plans: dict, steps=None):
         self.hw = hw
         self.counters = counters
         self.unattributed = unattributed
@@ -58,6 +142,17 @@ class ProgramTimer:
         self.const_size = const_size
         self.plans = plans
         self.board = timing.Scoreboard()
+        self.dependencies = None
+        if steps is not None:
+            if "sram_hazards" not in plans:
+                plans["sram_hazards"] = sram_dependencies(steps)
+            self.dependencies = plans["sram_hazards"]
+            if self.dependencies is not None:
+                self.finish = [0] * len(steps)  # per step: its finish in this run
+                if "latencies" not in plans:  # the DRAM latency sram_dependencies counts on (hazard classes)
+                    plans["latencies"] = [hw.dram.latency_cycles if hazard_class(step.opcode) == 2 else 0
+                                          for step in steps]
+                self.expected_latency = plans["latencies"]
 
     def _plan(self, index: int, opcode: Opcode, effect) -> _Plan:
         key = (index, effect.syn is None)
@@ -73,6 +168,56 @@ class ProgramTimer:
 
     def time(self, pending: list[tuple[int, int, Opcode, object]]) -> None:
         """Time `pending` in program order (see CONTRACT)."""
+        if self.dependencies is None:
+            self._time_on_board(pending)
+            return
+        hw, board, finish_of, dependencies = self.hw, self.board, self.finish, self.dependencies
+        engine_free = board.engine_free
+        expected_latency = self.expected_latency
+        time_deferred(hw, [effect for _, _, _, effect in pending])
+        for index, owner, opcode, effect in pending:
+            counter = self.counters[owner] if owner >= 0 else self.unattributed
+            plan = self._plan(index, opcode, effect)
+            engine = effect.engine
+            if engine is None:  # BARRIER: everything earlier has finished (Scoreboard.issue)
+                board.issue(None, 0, (), ())
+            elif engine != "none":
+                timing.finish_compute(hw, effect, plan.bank_split)  # global-cache bank time
+                cycles, latency = effect.cycles, effect.latency
+                if latency != expected_latency[index] or cycles < latency:
+                    raise AssertionError(f"instruction {index}: DRAM latency {latency} of {cycles} cycles "
+                                         "breaks sram_dependencies' ordering")
+                free = engine_free[engine]
+                start = free
+                for earlier in dependencies[index]:
+                    if finish_of[earlier] > start:
+                        start = finish_of[earlier]
+                ranges = effect.dram_ranges
+                if ranges:
+                    start = board.dram_start(start, ranges, ()) if opcode in DRAM_READERS else \
+                        board.dram_start(start, (), ranges)
+                finish = finish_of[index] = start + cycles
+                engine_free[engine] = finish - latency
+                before = board.makespan
+                if finish > before:
+                    board.makespan = finish
+                    counter.cycles += finish - before
+                if ranges:
+                    if opcode in DRAM_READERS:
+                        board.dram_record(ranges, (), finish)
+                    else:
+                        board.dram_record((), ranges, finish)
+                if engine == "compute":
+                    effect.stalls["dependency"] = start - free
+                if opcode in STORES:
+                    self.timeline.stored(opcode == Opcode.DMA_STORE, effect, finish, plan.store_marks)
+            moved = effect.sram_bytes  # Effect._moved: a strided DMA's hull ranges move sram_bytes
+            counter.add(effect, opcode, self.const_size, hw, plan.counts,
+                        (plan.read_bytes if moved is None else moved) if effect.reads else 0,
+                        (plan.written_bytes if moved is None else moved) if effect.writes else 0)
+
+    def _time_on_board(self, pending: list[tuple[int, int, Opcode, object]]) -> None:
+        """`time` with every hazard looked up in the Scoreboard's tables (no `steps`)."""
         hw, board = self.hw, self.board
         time_deferred(hw, [effect for _, _, _, effect in pending])
         for index, owner, opcode, effect in pending:
