@@ -326,12 +326,14 @@ def balanced_streams(bm_a: np.ndarray, nzw: np.ndarray, col: np.ndarray, pes: in
     popcount(bm-A[m]), so that each round holds positions of similar work (sorting the
     positions minimises the sum over rounds of the slowest estimate); every round
     broadcasts all fiber-Bs once, as `rounds_streams`."""
-    m_pos = bm_a.shape[0]
+    m_pos, k = bm_a.shape
     fb = FiberBs.of(nzw)
     n_out = fb.shape[0]
-    popcount = bm_a.sum(axis=1)
+    # popcounts summed over the bool's bytes in the narrowest type that holds k (a bool -> int64
+    # sum is a casting loop several times slower)
+    popcount = bm_a.view(np.uint8).sum(axis=1, dtype=np.uint16 if k < 2**16 else np.int64)
     if m_pos > BALANCED_CUT_POSITIONS * pes:
-        order = np.argsort(-popcount, kind="stable")
+        order = np.argsort(k - popcount, kind="stable")  # decreasing popcount (no negation of unsigned)
         rounds = -(-m_pos // pes)
         return FtpStreams(weighted_chunk_sums(bm_a, col, width, bound=n_out)[order],
                           a_fetches=m_pos, b_fibers=rounds * n_out, b_nonzeros=rounds * int(col.sum()))
@@ -397,6 +399,7 @@ def ftp_visit_fired(hw: HwConfig, fired: np.ndarray, nt: int, nzw: np.ndarray | 
     fb = FiberBs.of(nzw)
     col = fb.col  # fiber-Bs with a non-zero at k
     dealt = FTP_SCHEDULERS[hw.tppe.scheduler](bm_a, fb, col, hw.compute.num_pes, hw.tppe.bitmask_buffer_bits)
+    matched = int(dealt.counts.sum())  # a scheduler's streams cover every (position, fiber-B) pair once
     if m_pos:
         # summed over positions first (fired > 0 exactly where bm-A is set): per k,
         # sum_m (nt - fired) * bm-A = nt * popcount - spikes, and the entries not all fired
@@ -405,13 +408,13 @@ def ftp_visit_fired(hw: HwConfig, fired: np.ndarray, nt: int, nzw: np.ndarray | 
         # casting loop three times slower); uint64 would make the products with col float64
         acc = np.uint16 if m_pos * nt < 2**16 else np.uint32 if m_pos * nt < 2**32 else np.int64
         spikes = int(fired.sum(axis=0, dtype=acc) @ col)
-        popcount = int(bm_a.view(np.uint8).sum(axis=0, dtype=acc) @ col)
+        popcount = matched  # sum_k (popcount of bm-A column k) x col[k]: every matched pair once
         correction_lanes = nt * popcount - spikes
         # fired <= nt: an input that fires in every lane is set in bm-A
         corrected = popcount - (int((fired == nt).view(np.uint8).sum(axis=0, dtype=acc) @ col) if nt else 0)
     else:
         spikes = correction_lanes = corrected = 0
-    return FtpVisit(dealt, nt, k, int(dealt.counts.sum()), correction_lanes, corrected, spikes)
+    return FtpVisit(dealt, nt, k, matched, correction_lanes, corrected, spikes)
 
 
 def time_ftp_visits(hw: HwConfig, visits: list[FtpVisit]) -> list[SynTiming]:
