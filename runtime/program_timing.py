@@ -32,10 +32,11 @@ from snnc.backend.hwconfig import HwConfig
 from snnc.backend.isa import Opcode
 from snnc.runtime import memory, timing
 from snnc.runtime.output_timing import OutputTimeline
-from snnc.runtime.report import LayerCounters, StaticCounts, static_counts
+from snnc.runtime.report import LayerCounters, StaticCounts, TransferCounts, static_counts, transfer_counts
 
 DRAM_READERS = (Opcode.DMA_LOAD, Opcode.DMA_LOAD_BM, Opcode.EXIT_CHECK)  # ordered after stores to what they read
 STORES = (Opcode.DMA_STORE, Opcode.DMA_STORE_BM)
+TRANSFERS = (Opcode.DMA_LOAD, Opcode.DMA_STORE)  # their counts depend on their fields alone (report.transfer_counts)
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,8 @@ class _Plan:
     bank_split: tuple[int, int] | None  # memory.bank_split of timing.bank_ranges (compute / neuron engines)
     counts: StaticCounts | None  # report.static_counts (compute / neuron engines)
     store_marks: list | None  # OutputTimeline.store_marks of a dma.store (its rows are its fields')
+    store_slots: np.ndarray | None  # OutputTimeline.mark_slots of store_marks (None: no output written)
+    transfer: TransferCounts | None  # report.transfer_counts of a dma.load / dma.store
 
 
 def time_deferred(hw: HwConfig, effects: list) -> None:
@@ -159,11 +162,19 @@ class ProgramTimer:
         plan = self.plans.get(key)
         if plan is None:
             on_units = effect.engine in ("compute", "neuron")
+            read_bytes, written_bytes = sum(hi - lo for lo, hi in effect.reads), sum(hi - lo for lo, hi in effect.writes)
+            marks = self.timeline.store_marks(True, effect) if opcode == Opcode.DMA_STORE else None
+            transfer = None
+            if opcode in TRANSFERS:
+                moved = effect.sram_bytes
+                transfer = transfer_counts(effect, opcode, self.const_size, self.hw,
+                                           (read_bytes if moved is None else moved) if effect.reads else 0,
+                                           (written_bytes if moved is None else moved) if effect.writes else 0)
             plan = self.plans[key] = _Plan(
-                sum(hi - lo for lo, hi in effect.reads), sum(hi - lo for lo, hi in effect.writes),
+                read_bytes, written_bytes,
                 memory.bank_split(self.hw, timing.bank_ranges(effect)) if on_units else None,
                 static_counts(effect, opcode, self.hw) if on_units else None,
-                self.timeline.store_marks(True, effect) if opcode == Opcode.DMA_STORE else None)
+                marks, self.timeline.mark_slots(marks) if marks else None, transfer)
         return plan
 
     def time(self, pending: list[tuple[int, int, Opcode, object]]) -> None:
@@ -174,15 +185,18 @@ class ProgramTimer:
         hw, board, finish_of, dependencies = self.hw, self.board, self.finish, self.dependencies
         engine_free = board.engine_free
         expected_latency = self.expected_latency
+        plans, counters, unattributed, const_size = self.plans, self.counters, self.unattributed, self.const_size
+        slots, slot_finishes = [], []  # the dma.stores' marks, applied together (OutputTimeline.stored_slots)
         time_deferred(hw, [effect for _, _, _, effect in pending])
         for index, owner, opcode, effect in pending:
-            counter = self.counters[owner] if owner >= 0 else self.unattributed
-            plan = self._plan(index, opcode, effect)
+            counter = counters[owner] if owner >= 0 else unattributed
+            plan = plans.get((index, effect.syn is None)) or self._plan(index, opcode, effect)
             engine = effect.engine
             if engine is None:  # BARRIER: everything earlier has finished (Scoreboard.issue)
                 board.issue(None, 0, (), ())
             elif engine != "none":
-                timing.finish_compute(hw, effect, plan.bank_split)  # global-cache bank time
+                if plan.bank_split is not None:
+                    timing.finish_compute(hw, effect, plan.bank_split)  # global-cache bank time
                 cycles, latency = effect.cycles, effect.latency
                 if latency != expected_latency[index] or cycles < latency:
                     raise AssertionError(f"instruction {index}: DRAM latency {latency} of {cycles} cycles "
@@ -209,12 +223,19 @@ class ProgramTimer:
                         board.dram_record((), ranges, finish)
                 if engine == "compute":
                     effect.stalls["dependency"] = start - free
-                if opcode in STORES:
-                    self.timeline.stored(opcode == Opcode.DMA_STORE, effect, finish, plan.store_marks)
+                if plan.store_slots is not None:
+                    slots.append(plan.store_slots)
+                    slot_finishes.append(finish)
+                elif opcode == Opcode.DMA_STORE_BM:
+                    self.timeline.stored(False, effect, finish)
+            if plan.transfer is not None:
+                counter.add_transfer(plan.transfer)
+                continue
             moved = effect.sram_bytes  # Effect._moved: a strided DMA's hull ranges move sram_bytes
-            counter.add(effect, opcode, self.const_size, hw, plan.counts,
+            counter.add(effect, opcode, const_size, hw, plan.counts,
                         (plan.read_bytes if moved is None else moved) if effect.reads else 0,
                         (plan.written_bytes if moved is None else moved) if effect.writes else 0)
+        self.timeline.stored_slots(slots, slot_finishes)
 
     def _time_on_board(self, pending: list[tuple[int, int, Opcode, object]]) -> None:
         """`time` with every hazard looked up in the Scoreboard's tables (no `steps`)."""
