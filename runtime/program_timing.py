@@ -16,9 +16,11 @@ CONTRACT:
   * `steps`: the program's instructions in order (each with .opcode, .reads, .writes: the SRAM
     ranges its effects carry). With them the SRAM hazards are not looked up in tables of
     pending accesses (timing.Scoreboard) but read from `sram_dependencies`, worked out once per
-    program: the finish of at most one earlier instruction per `hazard_class` (DRAM hazards,
-    whose ranges a compressed DMA's data decides, stay in the Scoreboard's tables). Start,
-    finish and stall of every instruction are the Scoreboard's (see `sram_dependencies`).
+    program: the finish of at most one earlier instruction per `hazard_class`. DRAM hazards
+    (whose ranges a compressed DMA's data decides) are found in a log of the run's DMAs in
+    program order, searched back only while their finishes (which never decrease: class 2)
+    are later than the start so far. Start, finish and stall of every instruction are the
+    Scoreboard's (see `sram_dependencies`); without `steps` the Scoreboard times them.
 Imports only the runtime's timing, memory, report and output_timing modules and snnc.backend.
 """
 
@@ -135,6 +137,15 @@ def sram_dependencies(steps) -> list[tuple[int, ...]] | None:
     return out
 
 
+def _overlap(ranges, recorded) -> bool:
+    """Whether a range of `ranges` overlaps a non-empty one of `recorded` (timing.PendingAccesses)."""
+    for lo, hi in ranges:
+        for rlo, rhi in recorded:
+            if rlo < hi and lo < rhi and rlo < rhi:
+                return True
+    return False
+
+
 class ProgramTimer:
     def __init__(self, hw: HwConfig, counters: list[LayerCounters], unattributed: LayerCounters,
                  timeline: OutputTimeline, const_size: int, plans: dict, steps=None):
@@ -152,6 +163,7 @@ class ProgramTimer:
             self.dependencies = plans["sram_hazards"]
             if self.dependencies is not None:
                 self.finish = [0] * len(steps)  # per step: its finish in this run
+                self.dram_log: list[tuple[int, list, bool]] = []  # (finish, DRAM ranges, read them) per DMA
                 if "latencies" not in plans:  # the DRAM latency sram_dependencies counts on (hazard classes)
                     plans["latencies"] = [hw.dram.latency_cycles if hazard_class(step.opcode) == 2 else 0
                                           for step in steps]
@@ -186,6 +198,7 @@ class ProgramTimer:
         engine_free = board.engine_free
         expected_latency = self.expected_latency
         plans, counters, unattributed, const_size = self.plans, self.counters, self.unattributed, self.const_size
+        dram_log = self.dram_log
         slots, slot_finishes = [], []  # the dma.stores' marks, applied together (OutputTimeline.stored_slots)
         time_deferred(hw, [effect for _, _, _, effect in pending])
         for index, owner, opcode, effect in pending:
@@ -194,6 +207,7 @@ class ProgramTimer:
             engine = effect.engine
             if engine is None:  # BARRIER: everything earlier has finished (Scoreboard.issue)
                 board.issue(None, 0, (), ())
+                dram_log.clear()
             elif engine != "none":
                 if plan.bank_split is not None:
                     timing.finish_compute(hw, effect, plan.bank_split)  # global-cache bank time
@@ -208,8 +222,19 @@ class ProgramTimer:
                         start = finish_of[earlier]
                 ranges = effect.dram_ranges
                 if ranges:
-                    start = board.dram_start(start, ranges, ()) if opcode in DRAM_READERS else \
-                        board.dram_start(start, (), ranges)
+                    # DRAM hazards: the latest finish among the earlier DMAs (hazard class 2, finishes
+                    # in program order) that wrote bytes it touches or read bytes it writes (timing.
+                    # Scoreboard's DRAM tables; empty ranges are never recorded)
+                    reader = opcode in DRAM_READERS
+                    for earlier_finish, earlier, earlier_reader in reversed(dram_log):
+                        if earlier_finish <= start:
+                            break
+                        if reader and earlier_reader:
+                            continue
+                        if _overlap(ranges, earlier):
+                            start = earlier_finish
+                            break
+                    dram_entry = (ranges, reader)
                 finish = finish_of[index] = start + cycles
                 engine_free[engine] = finish - latency
                 before = board.makespan
@@ -217,10 +242,7 @@ class ProgramTimer:
                     board.makespan = finish
                     counter.cycles += finish - before
                 if ranges:
-                    if opcode in DRAM_READERS:
-                        board.dram_record(ranges, (), finish)
-                    else:
-                        board.dram_record((), ranges, finish)
+                    dram_log.append((finish, *dram_entry))
                 if engine == "compute":
                     effect.stalls["dependency"] = start - free
                 if plan.store_slots is not None:

@@ -626,22 +626,6 @@ class Scoreboard:
             self.dram_writes.prune(horizon)
         return start, finish
 
-    def dram_start(self, start: int, reads, writes) -> int:
-        """`issue`'s DRAM hazards alone: max(start, the latest finish of a pending DRAM access
-        that `reads` / `writes` must wait for)."""
-        return _hazard_start(start, reads, writes, self.dram_reads, self.dram_writes)
-
-    def dram_record(self, reads, writes, finish: int) -> None:
-        """`issue`'s bookkeeping of a DMA's DRAM ranges (after engine_free has its new value)."""
-        if reads:
-            self.dram_reads.record(reads, finish)
-        if writes:
-            self.dram_writes.record(writes, finish)
-        if len(self.dram_reads.finish) + len(self.dram_writes.finish) > 64:
-            horizon = self.engine_free["dma"]
-            self.dram_reads.prune(horizon)
-            self.dram_writes.prune(horizon)
-
 
 def bank_ranges(effect) -> list[tuple[int, int]]:
     """SRAM ranges a compute instruction really streams through the banks.
