@@ -113,28 +113,54 @@ def sram_dependencies(steps) -> list[tuple[int, ...]] | None:
     # the keys an access to key r delays: q with r.lo < q.hi and q.lo < r.hi (r not empty)
     delays = [np.flatnonzero((r_lo < hi) & (lo < r_hi)).tolist() if r_hi > r_lo else []
               for r_lo, r_hi in ids]
-    last_write = [[-1] * CLASSES for _ in ids]  # per key: the last step per class that wrote an overlapping range
-    last_read = [[-1] * CLASSES for _ in ids]
+    n = len(ids)
+    last_write = [[-1] * n for _ in range(CLASSES)]  # per class and key: the last step that wrote an overlapping range
+    last_read = [[-1] * n for _ in range(CLASSES)]
+    shapes: dict[tuple, tuple | None] = {}  # per (opcode, reads, writes): what its steps query and record
     out: list[tuple[int, ...]] = []
     for index, step in enumerate(steps):
-        cls = hazard_class(step.opcode)
-        if cls is None:
+        shape = (step.opcode, tuple(step.reads), tuple(step.writes))
+        plan = shapes.get(shape, False)
+        if plan is False:
+            plan = shapes[shape] = _dependency_plan(step, ids, delays)
+        if plan is None:
             out.append(())
             continue
-        reads = [ids[key] for key in step.reads]
-        writes = [ids[key] for key in step.writes]
-        latest = [-1] * CLASSES
-        for table, keys in ((last_write, reads), (last_write, writes), (last_read, writes)):
-            for key in keys:
-                for c, j in enumerate(table[key]):
-                    if j > latest[c]:
-                        latest[c] = j
-        out.append(tuple(j for j in latest if j >= 0))
-        for table, keys in ((last_read, reads), (last_write, writes)):
-            for key in keys:
-                for q in delays[key]:
-                    table[q][cls] = index
+        cls, queries, written, read_targets, write_targets = plan
+        latest = []
+        for c in range(CLASSES):
+            best = -1
+            table = last_write[c]
+            for key in queries:
+                if table[key] > best:
+                    best = table[key]
+            table = last_read[c]
+            for key in written:
+                if table[key] > best:
+                    best = table[key]
+            if best >= 0:
+                latest.append(best)
+        out.append(tuple(latest))
+        table = last_read[cls]
+        for key in read_targets:
+            table[key] = index
+        table = last_write[cls]
+        for key in write_targets:
+            table[key] = index
     return out
+
+
+def _dependency_plan(step, ids: dict, delays: list) -> tuple | None:
+    """(hazard class, keys checked against earlier writes, ... against earlier reads, keys whose
+    last read / last write it becomes) of a step (`sram_dependencies`); None without an engine."""
+    cls = hazard_class(step.opcode)
+    if cls is None:
+        return None
+    reads = [ids[key] for key in step.reads]
+    writes = [ids[key] for key in step.writes]
+    return (cls, tuple(sorted(set(reads + writes))), tuple(sorted(set(writes))),
+            tuple(sorted({q for key in reads for q in delays[key]})),
+            tuple(sorted({q for key in writes for q in delays[key]})))
 
 
 def _overlap(ranges, recorded) -> bool:
