@@ -21,7 +21,7 @@ CONTRACT:
     program order, searched back only while their finishes (which never decrease: class 2)
     are later than the start so far. Start, finish and stall of every instruction are the
     Scoreboard's (see `sram_dependencies`); without `steps` the Scoreboard times them.
-Imports only the runtime's timing, memory, report and output_timing modules and snnc.backend.
+Imports only numpy, the runtime's timing, memory, report and output_timing modules and snnc.backend.
 """
 
 from __future__ import annotations
