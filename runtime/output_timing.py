@@ -46,6 +46,20 @@ class OutputTimeline:
             ready = self.ready[index, :self.outputs[index].timesteps]
             ready[steps] = np.maximum(ready[steps], finish)
 
+    def mark_slots(self, marks: list[tuple[int, np.ndarray]]) -> np.ndarray:
+        """The cells of `ready` (flattened) that `marks` (store_marks) set: `stored_slots`' input."""
+        slots = [index * self.timesteps + np.flatnonzero(steps) for index, steps in marks]
+        return np.concatenate(slots).astype(np.int64) if slots else np.zeros(0, dtype=np.int64)
+
+    def stored_slots(self, slots: list[np.ndarray], finishes: list[int]) -> None:
+        """`stored` of many stores at once: store i finishes at finishes[i] and sets the cells
+        slots[i] (mark_slots of its marks)."""
+        if not slots:
+            return
+        cells = np.concatenate(slots)
+        finish = np.repeat(np.array(finishes, dtype=np.int64), [s.size for s in slots])
+        np.maximum.at(self.ready.reshape(-1), cells, finish)
+
     def store_marks(self, exact_rows: bool, effect) -> list[tuple[int, np.ndarray]]:
         """(output index, bool [T] timesteps written) of each output a store writes to (see
         `stored`); a dma.store's depend on its fields alone."""

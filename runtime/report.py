@@ -166,6 +166,19 @@ class LayerCounters:
         elif opcode == Opcode.SYN and effect.sops:
             self.events["pseudo_acc"] = self.events.get("pseudo_acc", 0) + effect.sops
 
+    def add_transfer(self, transfer: "TransferCounts") -> None:
+        """`add` of a dma.load / dma.store whose counts are `transfer_counts` of it."""
+        self.instructions += 1
+        self.dram_read += transfer.dram_read
+        self.dram_written += transfer.dram_written
+        self.sram_read += transfer.sram_read
+        self.sram_written += transfer.sram_written
+        if transfer.dram_spans is not None:
+            self.dram_spans.append(transfer.dram_spans)
+        self.dram_operands[transfer.operand] += transfer.nbytes
+        self.sram_operands[transfer.operand] += transfer.nbytes
+        self.fill_lines += transfer.fill_lines
+
     def add_functional(self, effect, sram_read: int | None = None, sram_written: int | None = None) -> None:
         """`add` for a functional-only run: just the fields its report shows (instructions,
         DRAM/SRAM bytes, the spike-pack counters); timing, operands and events are not reported.
@@ -190,6 +203,39 @@ class LayerCounters:
         if found is None or found[0] != len(self.dram_spans):
             found = self._runs = (len(self.dram_spans), merged_runs(self.dram_spans))
         return found[1]
+
+
+@dataclass(frozen=True)
+class TransferCounts:
+    """What `LayerCounters.add` counts of a dma.load / dma.store (`transfer_counts`): all of it
+    depends on the instruction's fields alone, so a caller keeps it per instruction."""
+
+    dram_read: int
+    dram_written: int
+    sram_read: int
+    sram_written: int
+    dram_spans: tuple | None
+    operand: str
+    nbytes: int
+    fill_lines: int
+
+
+def transfer_counts(effect, opcode: Opcode, const_size: int, hw: HwConfig | None, sram_read: int,
+                    sram_written: int) -> TransferCounts:
+    """The TransferCounts of a dma.load / dma.store's effect, as `LayerCounters.add` counts it
+    (`sram_read` / `sram_written`: the bytes it moves through its SRAM ranges)."""
+    if effect.stalls or effect.sops or effect.macs or effect.pe_work or effect.bitmask_bytes \
+            or effect.packed_spikes or effect.packed_meta_bits:
+        raise ValueError(f"{opcode.name}: a transfer counts DRAM and SRAM bytes only")
+    load = opcode == Opcode.DMA_LOAD
+    if not load and opcode != Opcode.DMA_STORE:
+        raise ValueError(f"{opcode.name} is not a dma.load or dma.store")
+    nbytes = effect.dram_read if load else effect.dram_written
+    starts = effect.dram_spans[0] if effect.dram_spans is not None else np.zeros(0)
+    operand = ("weights" if starts.size and int(starts[0]) < const_size else "spikes") if load else "outputs"
+    line = hw.sram.line_bytes if hw is not None else 64
+    return TransferCounts(effect.dram_read, effect.dram_written, sram_read, sram_written, effect.dram_spans,
+                          operand, nbytes, -(-nbytes // line) if load else 0)
 
 
 @dataclass(frozen=True)

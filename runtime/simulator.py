@@ -1722,7 +1722,8 @@ def _simulate(image: ProgramImage, inputs: dict, functional: bool, progress: boo
     counters = [LayerCounters() for _ in image.layers]
     unattributed = LayerCounters()  # instructions of a program without tile instructions
     timeline = OutputTimeline(image)
-    timer = ProgramTimer(hw, counters, unattributed, timeline, len(image.constants), prepared.timing_plans)
+    timer = ProgramTimer(hw, counters, unattributed, timeline, len(image.constants), prepared.timing_plans,
+                         prepared.steps)
     board = timer.board
     exit_log = ExitLog(None if register is None else float(exit_confidence), register)
     halted_outputs = None

@@ -108,6 +108,12 @@ def vector_cycles(hw: HwConfig, elements: int, window: int = 1) -> int:
 
 
 WEIGHTED_BLOCK_ELEMENTS = 1 << 22  # [rows, K] entries weighted at a time by weighted_chunk_sums
+# weighted_chunk_sums multiplies by a block-diagonal matrix on BLAS in products of under this
+# many multiply-adds (OpenBLAS then runs one thread: m * n * k < 65536 * 4, as the simulator's
+# BLAS_MAX_SINGLE_THREAD_MACS) when that leaves at least BLAS_MIN_ROWS rows per product (else
+# the block-diagonal's zeros, C times the work, outweigh the calls saved: np.einsum)
+BLAS_SINGLE_THREAD_MACS = 1 << 18
+BLAS_MIN_ROWS = 32
 
 
 def weighted_chunk_sums(bits: np.ndarray, weights: np.ndarray, width: int, bound: int | None = None) -> np.ndarray:
@@ -115,11 +121,11 @@ def weighted_chunk_sums(bits: np.ndarray, weights: np.ndarray, width: int, bound
     -> [M * G, C], a block of rows at a time: the products of a large visit never exist whole.
     `bound`: an upper bound on |weights| if the caller knows one (fiber counts: N).
 
-    One np.einsum per block over zero-padded chunks (`_padded_chunks`) in float32 or float64
-    while every sum is exact there (the bits are 0/1: a sum is an integer <= bound * chunk
-    length), else the int64 products; einsum, not matmul: its loops stay in this thread, while
-    a multi-threaded BLAS call between the simulator's other work waits for its threads on a
-    busy machine."""
+    In float32 or float64 while every sum is exact there (the bits are 0/1: a sum is an
+    integer <= bound * chunk length), else the int64 products: small products on BLAS against
+    a block-diagonal matrix (BLAS_SINGLE_THREAD_MACS), others one np.einsum per block over
+    zero-padded chunks (`_padded_chunks`); never a multi-threaded BLAS call: between the
+    simulator's other work it waits for its threads on a busy machine."""
     weights = weights.reshape(-1, bits.shape[1])
     m, k = bits.shape
     g = weights.shape[0]
@@ -127,6 +133,21 @@ def weighted_chunk_sums(bits: np.ndarray, weights: np.ndarray, width: int, bound
     if bound is None:
         bound = max(-int(weights.min()), int(weights.max())) if weights.size else 0
     dtype = _exact_float(bound * min(k, width))
+    chunks = out.shape[1]
+    rows = (BLAS_SINGLE_THREAD_MACS - 1) // max(1, k * g * chunks)  # rows per single-thread product
+    if dtype is not None and rows >= min(m, BLAS_MIN_ROWS):
+        # bits [M, K] x a block-diagonal [K, G * C] (weights[g, k] in column g * C + k // width):
+        # one small BLAS product per block of rows, each below OpenBLAS's threading threshold,
+        # in place of padding K to whole chunks (most of the einsum's time on small visits)
+        right = np.zeros((k, g, chunks), dtype=dtype)
+        ks = np.arange(k)
+        right[ks, :, ks // width] = weights.T
+        right = right.reshape(k, g * chunks)
+        flat = out.reshape(m, g * chunks)  # row m: groups g, each its C chunk sums
+        step = max(1, min(rows, WEIGHTED_BLOCK_ELEMENTS // max(1, k)))
+        for lo in range(0, m, step):
+            flat[lo:lo + step] = bits[lo:lo + step].astype(dtype) @ right
+        return out
     if dtype is not None:
         right = _padded_chunks(weights, width, dtype)
         step = max(1, WEIGHTED_BLOCK_ELEMENTS // max(1, right.shape[1] * right.shape[2]))
@@ -326,12 +347,14 @@ def balanced_streams(bm_a: np.ndarray, nzw: np.ndarray, col: np.ndarray, pes: in
     popcount(bm-A[m]), so that each round holds positions of similar work (sorting the
     positions minimises the sum over rounds of the slowest estimate); every round
     broadcasts all fiber-Bs once, as `rounds_streams`."""
-    m_pos = bm_a.shape[0]
+    m_pos, k = bm_a.shape
     fb = FiberBs.of(nzw)
     n_out = fb.shape[0]
-    popcount = bm_a.sum(axis=1)
+    # popcounts summed over the bool's bytes in the narrowest type that holds k (a bool -> int64
+    # sum is a casting loop several times slower)
+    popcount = bm_a.view(np.uint8).sum(axis=1, dtype=np.uint16 if k < 2**16 else np.int64)
     if m_pos > BALANCED_CUT_POSITIONS * pes:
-        order = np.argsort(-popcount, kind="stable")
+        order = np.argsort(k - popcount, kind="stable")  # decreasing popcount (no negation of unsigned)
         rounds = -(-m_pos // pes)
         return FtpStreams(weighted_chunk_sums(bm_a, col, width, bound=n_out)[order],
                           a_fetches=m_pos, b_fibers=rounds * n_out, b_nonzeros=rounds * int(col.sum()))
@@ -397,6 +420,7 @@ def ftp_visit_fired(hw: HwConfig, fired: np.ndarray, nt: int, nzw: np.ndarray | 
     fb = FiberBs.of(nzw)
     col = fb.col  # fiber-Bs with a non-zero at k
     dealt = FTP_SCHEDULERS[hw.tppe.scheduler](bm_a, fb, col, hw.compute.num_pes, hw.tppe.bitmask_buffer_bits)
+    matched = int(dealt.counts.sum())  # a scheduler's streams cover every (position, fiber-B) pair once
     if m_pos:
         # summed over positions first (fired > 0 exactly where bm-A is set): per k,
         # sum_m (nt - fired) * bm-A = nt * popcount - spikes, and the entries not all fired
@@ -405,13 +429,13 @@ def ftp_visit_fired(hw: HwConfig, fired: np.ndarray, nt: int, nzw: np.ndarray | 
         # casting loop three times slower); uint64 would make the products with col float64
         acc = np.uint16 if m_pos * nt < 2**16 else np.uint32 if m_pos * nt < 2**32 else np.int64
         spikes = int(fired.sum(axis=0, dtype=acc) @ col)
-        popcount = int(bm_a.view(np.uint8).sum(axis=0, dtype=acc) @ col)
+        popcount = matched  # sum_k (popcount of bm-A column k) x col[k]: every matched pair once
         correction_lanes = nt * popcount - spikes
         # fired <= nt: an input that fires in every lane is set in bm-A
         corrected = popcount - (int((fired == nt).view(np.uint8).sum(axis=0, dtype=acc) @ col) if nt else 0)
     else:
         spikes = correction_lanes = corrected = 0
-    return FtpVisit(dealt, nt, k, int(dealt.counts.sum()), correction_lanes, corrected, spikes)
+    return FtpVisit(dealt, nt, k, matched, correction_lanes, corrected, spikes)
 
 
 def time_ftp_visits(hw: HwConfig, visits: list[FtpVisit]) -> list[SynTiming]:

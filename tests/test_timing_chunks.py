@@ -31,6 +31,20 @@ def test_weighted_chunk_sums_exact_in_every_regime(magnitude):
         np.testing.assert_array_equal(got, _direct(bits, weights, width))
 
 
+@pytest.mark.parametrize("macs, min_rows", [(0, 1), (1 << 11, 1), (1 << 18, 32)])  # einsum; BLAS in blocks of rows
+def test_weighted_chunk_sums_blas_and_einsum_agree(monkeypatch, macs, min_rows):
+    monkeypatch.setattr(timing, "BLAS_SINGLE_THREAD_MACS", macs)
+    monkeypatch.setattr(timing, "BLAS_MIN_ROWS", min_rows)
+    rng = np.random.default_rng(macs)
+    for _ in range(100):
+        m, k, g = int(rng.integers(0, 70)), int(rng.integers(1, 700)), int(rng.integers(1, 4))
+        width = int(rng.choice([16, 128, 1 << 20]))
+        bits = rng.random((m, k)) < rng.random()
+        weights = rng.integers(0, 64, (g, k))
+        got = timing.weighted_chunk_sums(bits, weights if g > 1 else weights[0], width, bound=64)
+        np.testing.assert_array_equal(got, _direct(bits, weights, width))
+
+
 def test_weighted_chunk_sums_blocks_of_rows(monkeypatch):
     monkeypatch.setattr(timing, "WEIGHTED_BLOCK_ELEMENTS", 100)  # a block of a few rows at a time
     rng = np.random.default_rng(7)
