@@ -11,6 +11,7 @@ more data than the archive member holds (nothing is allocated for it).
 from __future__ import annotations
 
 import io
+import tokenize
 import zipfile
 import zlib
 from pathlib import Path
@@ -29,7 +30,8 @@ HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.fo
 # Everything a corrupt archive or member can raise while it is read (zipfile, zlib,
 # numpy's header parser); each becomes an InputError naming the file.
 _READ_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, ValueError, OSError, EOFError,
-                KeyError, NotImplementedError, UnicodeDecodeError, SyntaxError, TypeError)
+                KeyError, NotImplementedError, UnicodeDecodeError, SyntaxError, TypeError,
+                tokenize.TokenError)  # numpy tokenizes a header that literal_eval refused (unbalanced brackets)
 
 
 def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
