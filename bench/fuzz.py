@@ -227,12 +227,15 @@ def _worker(bases, seed: int, memory_gib: float, tasks, results, current) -> Non
             if batch is None:
                 return
             for k in batch:
-                current[0], current[1] = k, time.monotonic()
+                # the start before the case number, and no reset of the start after a batch: the
+                # watchdog reads the number, then the start, never a new number with a stale start
+                current[1] = time.monotonic()
+                current[0] = k
                 start = time.perf_counter()
                 category, outcome, detail = run_case(ctx, k)
                 rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
                 results.put((k, category, outcome, detail, time.perf_counter() - start, rss_kib))
-            current[0], current[1] = -1, 0.0
+            current[0] = -1
             results.put(("done", batch))
 
 
