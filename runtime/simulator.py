@@ -947,12 +947,15 @@ def _fired_windows(x: np.ndarray, windows: _Windows, positions: int) -> np.ndarr
     return np.take(pixels, windows.by_position[0].reshape(-1), axis=0).reshape(positions, -1)
 
 
-def _strided_patches_t(x: np.ndarray, lay, f, dtype) -> np.ndarray:
-    """patches^T [in_cs, kh, kw, nt, rows, Wo] of a visit (PERMUTED_ORDER) as one strided copy.
+def _strided_patches(x: np.ndarray, lay, f, dtype, transposed: bool = False) -> np.ndarray:
+    """patches [nt, rows, Wo, kh, kw, in_cs] of a visit (ISA_ORDER: the rows of `_window_pixels`)
+    as one strided copy, in `dtype`; `transposed`: patches^T [in_cs, kh, kw, nt, rows, Wo]
+    (PERMUTED_ORDER), the sparse product's right operand.
 
-    The input tile goes channel-major into a zero frame wide enough that every window position
-    -- padding included -- is an affine function of (r, ky) and (x, kx); rows of the tile beyond
-    the image are left out (they read as padding). `_windows` has checked the rows are present.
+    The tile goes into a zero frame (channels last as it is stored, or channel-major when
+    `transposed`) wide enough that every window position -- padding included -- is an affine
+    function of (r, ky) and (x, kx); rows of the tile beyond the image are left out (they read
+    as padding). `_windows` has checked the rows are present.
     """
     sh, sw, dh, dw = lay.stride_h, lay.stride_w, lay.dil_h, lay.dil_w
     image_rows = max(0, min(f.in_rows, lay.in_h - f.in_row0))
@@ -960,40 +963,23 @@ def _strided_patches_t(x: np.ndarray, lay, f, dtype) -> np.ndarray:
     row_reach = (f.rows - 1) * sh + (lay.kh - 1) * dh + 1
     col_reach = (lay.out_w - 1) * sw + (lay.kw - 1) * dw + 1
     top, left = max(0, -row_off), max(0, lay.pad_left)
-    frame = np.zeros((lay.in_cs, f.nt, top + max(image_rows, row_off + row_reach),
-                      left + max(lay.in_w, col_reach - lay.pad_left)), dtype=dtype)
-    frame[:, :, top:top + image_rows, left:left + lay.in_w] = x[:, :image_rows].transpose(3, 0, 1, 2)
-    s_c, s_t, s_r, s_x = frame.strides
+    frame_rows, frame_cols = top + max(image_rows, row_off + row_reach), left + max(lay.in_w, col_reach - lay.pad_left)
+    if transposed:
+        frame = np.zeros((lay.in_cs, f.nt, frame_rows, frame_cols), dtype=dtype)
+        frame[:, :, top:top + image_rows, left:left + lay.in_w] = x[:, :image_rows].transpose(3, 0, 1, 2)
+        s_c, s_t, s_r, s_x = frame.strides
+        shape = (lay.in_cs, lay.kh, lay.kw, f.nt, f.rows, lay.out_w)
+        strides = (s_c, dh * s_r, dw * s_x, s_t, sh * s_r, sw * s_x)
+    else:
+        frame = np.zeros((f.nt, frame_rows, frame_cols, lay.in_cs), dtype=dtype)
+        frame[:, top:top + image_rows, left:left + lay.in_w] = x[:, :image_rows]
+        s_t, s_r, s_x, s_c = frame.strides
+        shape = (f.nt, f.rows, lay.out_w, lay.kh, lay.kw, lay.in_cs)
+        strides = (s_t, sh * s_r, sw * s_x, dh * s_r, dw * s_x, s_c)
     # np.ndarray over the frame's buffer from (row top + row_off, column left - pad_left): the
     # view stride_tricks.as_strided would give, without its per-call overhead
-    windows = np.ndarray((lay.in_cs, lay.kh, lay.kw, f.nt, f.rows, lay.out_w), dtype=frame.dtype, buffer=frame,
-                         offset=(top + row_off) * s_r + (left - lay.pad_left) * s_x,
-                         strides=(s_c, dh * s_r, dw * s_x, s_t, sh * s_r, sw * s_x))
-    return np.ascontiguousarray(windows)
-
-
-def _strided_patches(x: np.ndarray, lay, f, dtype) -> np.ndarray:
-    """patches [nt, rows, Wo, kh, kw, in_cs] of a visit (ISA_ORDER: the rows of `_window_pixels`)
-    as one strided copy, in `dtype`.
-
-    The tile goes as it is stored (channels last) into a zero frame wide enough that every
-    window position -- padding included -- is an affine function of (r, ky) and (x, kx); rows
-    of the tile beyond the image are left out (they read as padding). `_windows` has checked
-    the rows are present.
-    """
-    sh, sw, dh, dw = lay.stride_h, lay.stride_w, lay.dil_h, lay.dil_w
-    image_rows = max(0, min(f.in_rows, lay.in_h - f.in_row0))
-    row_off = f.row0 * sh - lay.pad_top - f.in_row0  # tile row of (r = 0, ky = 0)
-    row_reach = (f.rows - 1) * sh + (lay.kh - 1) * dh + 1
-    col_reach = (lay.out_w - 1) * sw + (lay.kw - 1) * dw + 1
-    top, left = max(0, -row_off), max(0, lay.pad_left)
-    frame = np.zeros((f.nt, top + max(image_rows, row_off + row_reach),
-                      left + max(lay.in_w, col_reach - lay.pad_left), lay.in_cs), dtype=dtype)
-    frame[:, top:top + image_rows, left:left + lay.in_w] = x[:, :image_rows]
-    s_t, s_r, s_x, s_c = frame.strides
-    windows = np.ndarray((f.nt, f.rows, lay.out_w, lay.kh, lay.kw, lay.in_cs), dtype=frame.dtype, buffer=frame,
-                         offset=(top + row_off) * s_r + (left - lay.pad_left) * s_x,
-                         strides=(s_t, sh * s_r, sw * s_x, dh * s_r, dw * s_x, s_c))
+    windows = np.ndarray(shape, dtype=frame.dtype, buffer=frame, strides=strides,
+                         offset=(top + row_off) * s_r + (left - lay.pad_left) * s_x)
     return np.ascontiguousarray(windows)
 
 
@@ -1070,7 +1056,7 @@ def _syn(ctx: _Context, where: str, f) -> Effect:
             patches_t = _transposed(pixels.reshape(n, k), dtype)
         elif lay.out_w >= STRIDED_PATCHES_MIN_WIDTH:
             order = PERMUTED_ORDER
-            patches_t = _strided_patches_t(x, lay, f, dtype).reshape(k, n)
+            patches_t = _strided_patches(x, lay, f, dtype, transposed=True).reshape(k, n)
         else:
             order = ISA_ORDER
             window_pixels = _window_pixels(x, windows)

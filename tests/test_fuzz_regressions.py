@@ -79,7 +79,7 @@ BINARY_DEFECTS = {
     # header bytes 28-31 were covered by no CRC and never checked
     "header bytes 28-31": (lambda im: fc.store_raw(fc.image_payloads(im), im.dram_size, (0, 0x01000000)),
                            r"header: reserved field \(bytes 28\.\.\.31\) = 16777216, expected 0"),
-    # huge layer geometry: MemoryError of 15-32 GiB in _window_indices / _strided_patches_t
+    # huge layer geometry: MemoryError of 15-32 GiB in _window_indices / _strided_patches
     "out_w inconsistent with in_w": (lambda im: with_layer(im, out_w=65535, out_h=65535),
                                      r"layer descriptor 0: field out_h = 65535, but in_h = 1 with this kernel"),
     "huge consistent map": (lambda im: with_layer(im, in_h=65535, in_w=65535, out_h=65535, out_w=65535,
